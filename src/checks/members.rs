@@ -1,0 +1,375 @@
+//! Evaluate: the shared judgement of which meta members are online, used by every check so that
+//! META_001 and META_006 can never disagree about who is offline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::Thresholds;
+use crate::history::{DepartureKind, History};
+use crate::observe::{MetaCluster, PeerInfo, ServerView, Snapshot};
+
+/// The meta group as judged from one snapshot and the history.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetaAssessment {
+    /// Cluster name of the meta group.
+    pub cluster: String,
+    /// JetStream domain, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The leader whose view is used as authoritative, if any answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Members the raft layer counts (`cluster_size`).
+    pub cluster_size: usize,
+    /// Members needed for quorum.
+    pub quorum_needed: usize,
+    /// Every member, sorted by name.
+    pub members: Vec<Member>,
+    /// Servers that answered this poll (members or not).
+    pub servers_answering: usize,
+    /// Since when no server reported a leader.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time_format::option"
+    )]
+    pub leaderless_since: Option<SystemTime>,
+}
+
+/// One meta member.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// Server name; for a member no live server carries, the last name its peer hash had, else the
+    /// server's placeholder text.
+    pub name: String,
+    /// Peer hash, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// True for the leader.
+    pub leader: bool,
+    /// True when it answered this poll.
+    pub answered: bool,
+    /// True when nats-server no longer knows its name (renamed or long gone).
+    pub name_unknown: bool,
+    /// Caught up, per the leader's view (None without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+    /// Time since the leader last heard from it (None without a leader view or when unknown).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time_format::option_millis"
+    )]
+    pub active: Option<Duration>,
+    /// Raft entries behind.
+    pub lag: u64,
+    /// The judgement.
+    pub state: MemberState,
+}
+
+impl Member {
+    /// True when judged online.
+    pub fn online(&self) -> bool {
+        matches!(self.state, MemberState::Online)
+    }
+}
+
+/// Online, offline (with every reason seen), or not decidable from this observation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", content = "reasons", rename_all = "snake_case")]
+pub enum MemberState {
+    /// Answering and, where a leader view exists, in contact with the leader.
+    Online,
+    /// Offline for these reasons.
+    Offline(Vec<OfflineReason>),
+    /// Not seen answering and nothing says it is offline (no leader view to judge by).
+    Unknown,
+}
+
+/// Why a member counts as offline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum OfflineReason {
+    /// It announced a graceful stop.
+    Departed {
+        /// Shutdown or lame duck.
+        kind: DepartureKind,
+        /// When the event arrived.
+        #[serde(with = "crate::time_format")]
+        at: SystemTime,
+    },
+    /// A server's view flags it `offline`.
+    OfflineFlag {
+        /// Which server said so.
+        reported_by: String,
+    },
+    /// The leader has not heard from it for longer than `offline_after`.
+    Silent {
+        /// The leader's `active` for it.
+        #[serde(with = "crate::time_format::millis")]
+        active: Duration,
+        /// The leader.
+        reported_by: String,
+    },
+    /// It answered earlier but answered neither the gather nor a direct request now.
+    NotAnswering {
+        /// When it last answered.
+        #[serde(with = "crate::time_format::option")]
+        last_answered: Option<SystemTime>,
+    },
+}
+
+impl OfflineReason {
+    /// One clause for a summary.
+    pub fn describe(&self, now: SystemTime) -> String {
+        match self {
+            OfflineReason::Departed { kind, at } => format!(
+                "it {} {} ago",
+                kind.describe(),
+                super::seconds(now.duration_since(*at).unwrap_or_default())
+            ),
+            OfflineReason::OfflineFlag { reported_by } => {
+                format!("{reported_by} reports it offline")
+            }
+            OfflineReason::Silent {
+                active,
+                reported_by,
+            } => format!(
+                "leader {reported_by} has not heard from it for {}",
+                super::seconds(*active)
+            ),
+            OfflineReason::NotAnswering { last_answered } => match last_answered {
+                Some(t) => format!(
+                    "it has not answered for {}",
+                    super::seconds(now.duration_since(*t).unwrap_or_default())
+                ),
+                None => "it does not answer".to_string(),
+            },
+        }
+    }
+}
+
+/// The view to trust: a server that reports itself as leader. If several do (a disagreement), the
+/// one most servers name as leader.
+fn leader_view(snapshot: &Snapshot) -> Option<(&ServerView, &MetaCluster)> {
+    let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, meta) in snapshot.meta_views() {
+        if let Some(leader) = meta.leader_name() {
+            *votes.entry(leader).or_default() += 1;
+        }
+    }
+    snapshot
+        .meta_views()
+        .filter(|(view, meta)| meta.leader_name() == Some(view.server.name.as_str()))
+        .max_by_key(|(view, _)| {
+            (
+                votes.get(view.server.name.as_str()).copied().unwrap_or(0),
+                std::cmp::Reverse(view.server.name.clone()),
+            )
+        })
+}
+
+/// Judges every member. `None` when no answering server has a meta group (nothing to judge).
+pub fn assess_members(
+    snapshot: &Snapshot,
+    history: &History,
+    thresholds: &Thresholds,
+) -> Option<MetaAssessment> {
+    let first = snapshot.meta_views().next()?;
+    let authority = leader_view(snapshot);
+
+    // Membership: the leader and its replicas when a leader answered; otherwise every member any
+    // view lists (follower and leaderless views list all members).
+    let mut entries: BTreeMap<String, MemberEntry> = BTreeMap::new();
+    let mut note = |peer: Option<&PeerInfo>, name: &str, from_leader: bool| {
+        let (display, unknown) = match peer {
+            Some(p) if p.name_unknown() => (
+                history
+                    .name_of_peer(&p.peer)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| p.name.clone()),
+                true,
+            ),
+            _ => (name.to_string(), false),
+        };
+        let entry = entries.entry(display).or_insert_with(|| MemberEntry {
+            unknown,
+            ..MemberEntry::default()
+        });
+        if let Some(p) = peer {
+            if !p.peer.is_empty() {
+                entry.peer = Some(p.peer.clone());
+            }
+            if from_leader {
+                entry.leader_entry = Some(p.clone());
+            }
+            if p.offline {
+                entry.flagged_by.push(from_leader);
+            }
+        }
+    };
+    let (cluster_size, quorum) = match authority {
+        Some((view, meta)) => {
+            note(None, &view.server.name, true);
+            for p in &meta.replicas {
+                note(Some(p), &p.name, true);
+            }
+            (meta.cluster_size, meta.quorum_needed)
+        }
+        None => {
+            let mut size = 0;
+            let mut quorum = None;
+            for (view, meta) in snapshot.meta_views() {
+                note(None, &view.server.name, false);
+                for p in &meta.replicas {
+                    note(Some(p), &p.name, false);
+                }
+                size = size.max(meta.cluster_size);
+                quorum = quorum.max(meta.quorum_needed);
+            }
+            (size, quorum)
+        }
+    };
+    let cluster_size = cluster_size.max(entries.len());
+    let quorum_needed = quorum.filter(|q| *q > 0).unwrap_or(cluster_size / 2 + 1);
+    let leader_name = authority.map(|(v, _)| v.server.name.clone());
+
+    let members = entries
+        .into_iter()
+        .map(|(name, entry)| {
+            judge(
+                name,
+                entry,
+                snapshot,
+                history,
+                thresholds,
+                leader_name.as_deref(),
+            )
+        })
+        .collect();
+
+    let (first_view, first_meta) = first;
+    let (view_for_names, meta_for_names) = authority.unwrap_or((first_view, first_meta));
+    Some(MetaAssessment {
+        cluster: meta_for_names
+            .name
+            .clone()
+            .or_else(|| view_for_names.server.cluster.clone())
+            .unwrap_or_else(|| "unnamed".to_string()),
+        domain: view_for_names
+            .server
+            .domain
+            .clone()
+            .filter(|d| !d.is_empty()),
+        leader: leader_name,
+        cluster_size,
+        quorum_needed,
+        members,
+        servers_answering: snapshot.views.len(),
+        leaderless_since: history.leaderless_since,
+    })
+}
+
+#[derive(Default)]
+struct MemberEntry {
+    peer: Option<String>,
+    unknown: bool,
+    leader_entry: Option<PeerInfo>,
+    /// One element per view that flagged it offline: true when that view is the leader's.
+    flagged_by: Vec<bool>,
+}
+
+fn judge(
+    name: String,
+    entry: MemberEntry,
+    snapshot: &Snapshot,
+    history: &History,
+    thresholds: &Thresholds,
+    leader: Option<&str>,
+) -> Member {
+    let view = snapshot.views.get(&name);
+    let answered = view.is_some();
+    let mut reasons = Vec::new();
+
+    if let Some(departure) = history.departures.get(&name) {
+        // Still the departing process (or silent since): it has left.
+        if view.is_none_or(|v| v.server.id == departure.server_id) {
+            reasons.push(OfflineReason::Departed {
+                kind: departure.kind,
+                at: departure.at,
+            });
+        }
+    }
+    if let Some(leader) = leader {
+        if entry.flagged_by.iter().any(|by_leader| *by_leader) {
+            reasons.push(OfflineReason::OfflineFlag {
+                reported_by: leader.to_string(),
+            });
+        }
+        if let Some(p) = &entry.leader_entry {
+            let active = Duration::from_nanos(p.active);
+            if active > thresholds.offline_after {
+                reasons.push(OfflineReason::Silent {
+                    active,
+                    reported_by: leader.to_string(),
+                });
+            }
+        }
+    } else if !entry.flagged_by.is_empty() {
+        let reporter = snapshot
+            .meta_views()
+            .find(|(_, m)| {
+                m.replicas
+                    .iter()
+                    .any(|p| p.offline && (p.name == name || entry.peer.as_ref() == Some(&p.peer)))
+            })
+            .map(|(v, _)| v.server.name.clone())
+            .unwrap_or_default();
+        reasons.push(OfflineReason::OfflineFlag {
+            reported_by: reporter,
+        });
+    }
+    let known = history.servers.get(&name);
+    if !answered && (known.is_some() || snapshot.unanswered.contains(&name)) {
+        reasons.push(OfflineReason::NotAnswering {
+            last_answered: known.map(|k| k.last_answered),
+        });
+    }
+
+    let state = if !reasons.is_empty() {
+        MemberState::Offline(reasons)
+    } else if answered || leader.is_some() {
+        MemberState::Online
+    } else {
+        MemberState::Unknown
+    };
+    let leader_entry = entry.leader_entry.as_ref();
+    Member {
+        peer: entry
+            .peer
+            .or_else(|| history.peer_of_name(&name).map(str::to_string)),
+        leader: leader == Some(name.as_str()),
+        answered,
+        name_unknown: entry.unknown,
+        current: leader.map(|l| l == name || leader_entry.is_some_and(|p| p.current)),
+        active: leader_entry
+            .map(|p| p.active)
+            .filter(|a| *a > 0)
+            .map(Duration::from_nanos),
+        lag: leader_entry.map(|p| p.lag).unwrap_or(0),
+        state,
+        name,
+    }
+}
+
+/// Members judged offline.
+pub fn offline_members(meta: &MetaAssessment) -> impl Iterator<Item = &Member> {
+    meta.members
+        .iter()
+        .filter(|m| matches!(m.state, MemberState::Offline(_)))
+}
+
+/// Names of the members judged offline, sorted.
+pub fn offline_names(meta: &MetaAssessment) -> BTreeSet<String> {
+    offline_members(meta).map(|m| m.name.clone()).collect()
+}

@@ -1,0 +1,132 @@
+//! Evaluate: META_006 Meta quorum lost, one finding per meta group.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::members::{offline_members, offline_names, MemberState, MetaAssessment};
+use super::{group_key, seconds, CheckId, Evaluation, Finding, Outcome, Remediation, Thresholds};
+use crate::history::History;
+
+/// Raised when the online members are fewer than the quorum, or no leader was reported for longer
+/// than `offline_after`.
+pub fn evaluate(
+    meta: &MetaAssessment,
+    history: &History,
+    thresholds: &Thresholds,
+    now: SystemTime,
+) -> Evaluation {
+    let check = CheckId::Meta006;
+    let online = meta.members.iter().filter(|m| m.online()).count();
+    let leaderless_for = history
+        .leaderless_since
+        .and_then(|since| now.duration_since(since).ok());
+    let leaderless_too_long = leaderless_for.is_some_and(|d| d > thresholds.offline_after);
+    let short_of_quorum = online < meta.quorum_needed;
+    let findings = if short_of_quorum || leaderless_too_long {
+        vec![finding(meta, online, leaderless_for, now)]
+    } else {
+        Vec::new()
+    };
+    Evaluation {
+        check,
+        outcome: Outcome::Ran {
+            findings,
+            undecided: BTreeSet::new(),
+        },
+    }
+}
+
+fn finding(
+    meta: &MetaAssessment,
+    online: usize,
+    leaderless_for: Option<std::time::Duration>,
+    now: SystemTime,
+) -> Finding {
+    let check = CheckId::Meta006;
+    let offline = offline_names(meta);
+    let silent: Vec<&str> = meta
+        .members
+        .iter()
+        .filter(|m| !m.answered)
+        .map(|m| m.name.as_str())
+        .collect();
+    let answered = meta.members.iter().filter(|m| m.answered).count();
+    let unknown: Vec<&str> = meta
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Unknown)
+        .map(|m| m.name.as_str())
+        .collect();
+    let offline_list: Vec<&str> = offline.iter().map(String::as_str).collect();
+    let missing = meta.quorum_needed.saturating_sub(online);
+    let mut summary = format!(
+        "Meta group {} has lost quorum: {} of {} members online, {} needed",
+        meta.cluster, online, meta.cluster_size, meta.quorum_needed
+    );
+    if !offline_list.is_empty() {
+        summary.push_str(&format!(" ({} offline)", offline_list.join(", ")));
+    }
+    match (meta.leader.as_deref(), leaderless_for) {
+        (None, Some(d)) => summary.push_str(&format!("; no meta leader for {}", seconds(d))),
+        (None, None) => summary.push_str("; no meta leader"),
+        (Some(l), _) => summary.push_str(&format!("; {l} still claims leadership")),
+    }
+    summary.push('.');
+
+    let mut remediation = Vec::new();
+    if offline_list.is_empty() {
+        remediation.push(Remediation::with_command(
+            "Every member answers but no leader is elected: check the route connectivity between the servers and their logs for raft errors.",
+            "nats server report jetstream",
+        ));
+    } else {
+        remediation.push(Remediation::step(format!(
+            "Start the offline members again ({}), one at a time, with their original server_name and store directory: {} more must rejoin for {} of {} members to answer.",
+            offline_list.join(", "),
+            missing.max(1),
+            meta.quorum_needed,
+            meta.cluster_size
+        )));
+    }
+    remediation.push(Remediation::with_command(
+        "Confirm which servers answer and which leader each reports.",
+        "nats server report jetstream",
+    ));
+    remediation.push(Remediation::step(
+        "Do not peer-remove members that can come back, and do not restart the servers that are still up: until quorum returns the JetStream API cannot create, update or delete anything.",
+    ));
+
+    let offline_detail: Vec<serde_json::Value> = offline_members(meta)
+        .map(|m| {
+            let reasons = match &m.state {
+                MemberState::Offline(r) => r.iter().map(|r| r.describe(now)).collect(),
+                _ => Vec::new(),
+            };
+            json!({"name": m.name, "peer": m.peer, "reasons": reasons})
+        })
+        .collect();
+    Finding {
+        check,
+        key: group_key(check, meta),
+        cluster: meta.cluster.clone(),
+        domain: meta.domain.clone(),
+        server: None,
+        summary,
+        evidence: json!({
+            "expected_members": meta.cluster_size,
+            "quorum_needed": meta.quorum_needed,
+            "members_answered": answered,
+            "members_online": online,
+            "offline": offline_detail,
+            "not_answering": silent,
+            "undetermined": unknown,
+            "leader": meta.leader,
+            "leaderless_for_ms": leaderless_for.map(|d| d.as_millis() as u64),
+        }),
+        remediation,
+        // Material: the set of offline members.
+        fingerprint: offline_list.join(","),
+    }
+}

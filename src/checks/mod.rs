@@ -1,0 +1,246 @@
+//! Evaluate: the second stage. Each check is a pure function of the observed meta group, the
+//! history, the thresholds and `now`, returning findings (or saying it could not run).
+
+pub mod members;
+pub mod meta_001;
+pub mod meta_006;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::History;
+use crate::observe::Snapshot;
+pub use members::{assess_members, MemberState, MetaAssessment, OfflineReason};
+
+/// The closed catalog of checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CheckId {
+    /// Offline meta replica.
+    #[serde(rename = "META_001")]
+    Meta001,
+    /// Meta quorum lost.
+    #[serde(rename = "META_006")]
+    Meta006,
+}
+
+/// How urgent a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Needs action now.
+    Critical,
+    /// Needs attention soon.
+    Warning,
+    /// For information.
+    Info,
+}
+
+impl Severity {
+    /// Lowercase name as used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl CheckId {
+    /// Every check, in catalog order.
+    pub const ALL: [CheckId; 2] = [CheckId::Meta001, CheckId::Meta006];
+
+    /// The id as on the wire and in subjects, e.g. `META_001`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckId::Meta001 => "META_001",
+            CheckId::Meta006 => "META_006",
+        }
+    }
+
+    /// Human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckId::Meta001 => "Offline meta replica",
+            CheckId::Meta006 => "Meta quorum lost",
+        }
+    }
+
+    /// Severity of its findings.
+    pub fn severity(self) -> Severity {
+        match self {
+            CheckId::Meta001 | CheckId::Meta006 => Severity::Critical,
+        }
+    }
+
+    /// Category of its findings.
+    pub fn category(self) -> &'static str {
+        "jetstream_meta"
+    }
+
+    /// Parses `META_001` (case-insensitive).
+    pub fn parse(s: &str) -> Option<CheckId> {
+        CheckId::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for CheckId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Configured limits the checks compare against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// A peer the leader has not heard from for this long is offline; also the longest a group may
+    /// go without any reported leader.
+    pub offline_after: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            offline_after: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One remediation step; `command` is something an operator can paste.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remediation {
+    /// What to do.
+    pub step: String,
+    /// The command that does it, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+impl Remediation {
+    /// A step without a command.
+    pub fn step(step: impl Into<String>) -> Self {
+        Remediation {
+            step: step.into(),
+            command: None,
+        }
+    }
+
+    /// A step with a command.
+    pub fn with_command(step: impl Into<String>, command: impl Into<String>) -> Self {
+        Remediation {
+            step: step.into(),
+            command: Some(command.into()),
+        }
+    }
+}
+
+/// Something wrong, as one check sees it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Which check.
+    pub check: CheckId,
+    /// Stable identity, e.g. `META_001/C1/n2`.
+    pub key: String,
+    /// Meta group cluster name.
+    pub cluster: String,
+    /// JetStream domain, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Affected server, for per-server findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// One sentence for a human.
+    pub summary: String,
+    /// The observed values behind it.
+    pub evidence: serde_json::Value,
+    /// What to do about it.
+    pub remediation: Vec<Remediation>,
+    /// The facts whose change is material (an UPDATED event); evidence may move without it.
+    pub fingerprint: String,
+}
+
+/// What a check concluded this round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It ran. Findings are what is wrong now; `undecided` keys could not be judged (partial data)
+    /// and keep whatever state they had.
+    Ran {
+        /// Current findings.
+        findings: Vec<Finding>,
+        /// Keys that must neither be raised nor resolved this round.
+        undecided: BTreeSet<String>,
+    },
+    /// It could not run; nothing it found earlier may be resolved.
+    Skipped {
+        /// Why, for logs and status.
+        reason: String,
+    },
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Which check.
+    pub check: CheckId,
+    /// Its result.
+    pub outcome: Outcome,
+}
+
+impl Evaluation {
+    fn skipped(check: CheckId, reason: &str) -> Self {
+        Evaluation {
+            check,
+            outcome: Outcome::Skipped {
+                reason: reason.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs every check on one observation.
+pub fn evaluate_all(
+    snapshot: &Snapshot,
+    history: &History,
+    thresholds: &Thresholds,
+    now: SystemTime,
+) -> (Option<MetaAssessment>, Vec<Evaluation>) {
+    let Some(meta) = assess_members(snapshot, history, thresholds) else {
+        let reason = if snapshot.views.is_empty() {
+            "no server answered the JSZ poll"
+        } else {
+            "no server reported a JetStream meta group"
+        };
+        return (
+            None,
+            CheckId::ALL
+                .into_iter()
+                .map(|c| Evaluation::skipped(c, reason))
+                .collect(),
+        );
+    };
+    let evaluations = vec![
+        meta_001::evaluate(&meta, now),
+        meta_006::evaluate(&meta, history, thresholds, now),
+    ];
+    (Some(meta), evaluations)
+}
+
+/// Key of a per-group finding.
+pub fn group_key(check: CheckId, meta: &MetaAssessment) -> String {
+    format!("{}/{}", check, meta.cluster)
+}
+
+/// Key of a per-server finding.
+pub fn server_key(check: CheckId, meta: &MetaAssessment, server: &str) -> String {
+    format!("{}/{}/{}", check, meta.cluster, server)
+}
+
+/// Whole seconds and tenths, for summaries.
+pub fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}

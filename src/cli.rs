@@ -1,0 +1,170 @@
+//! Entry: the command line. Parses flags (each with its environment variable), sets up logging,
+//! and starts the requested command; every failure becomes one line and a non-zero exit code.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::checks::Thresholds;
+use crate::connect::{verify_system_account, ConnectArgs};
+use crate::engine::{self, EngineConfig};
+use crate::observe::gather::GatherTiming;
+use crate::service::Instance;
+
+/// Watches a NATS JetStream cluster's meta group from the system account and publishes findings
+/// (offline replicas, lost quorum) on `$INSIGHTS.FINDING.<CHECK>.<EVENT>`.
+#[derive(Debug, Parser)]
+#[command(name = "nats-insights", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing-subscriber syntax, e.g. `info`, `nats_insights=debug`).
+    #[arg(long, global = true, env = "NATS_INSIGHTS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the monitor against a cluster (connect with a system-account user).
+    Run(RunArgs),
+    /// Start a local 3-node cluster, run the monitor on it, inject faults and print each finding.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Connection to the system account.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Time between JSZ polls of every server.
+    #[arg(long, env = "INSIGHTS_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// A meta peer the leader has not heard from for this long counts as offline (the server's own
+    /// offline flag takes minutes after a crash); also the longest a group may go without a leader
+    /// before META_006 is raised.
+    #[arg(long, env = "INSIGHTS_OFFLINE_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub offline_after: Duration,
+    /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
+    #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+impl RunArgs {
+    /// The engine configuration these flags describe.
+    pub fn engine_config(&self) -> Result<EngineConfig, String> {
+        if self.poll_interval < Duration::from_millis(100) {
+            return Err("--poll-interval must be at least 100ms".to_string());
+        }
+        if self.offline_after.is_zero() || self.heartbeat_interval.is_zero() {
+            return Err("--offline-after and --heartbeat-interval must be positive".to_string());
+        }
+        let timing = GatherTiming {
+            max_wait: GatherTiming::default()
+                .max_wait
+                .min(self.poll_interval * 3 / 2),
+            ..GatherTiming::default()
+        };
+        Ok(EngineConfig {
+            thresholds: Thresholds {
+                offline_after: self.offline_after,
+            },
+            poll_interval: self.poll_interval,
+            heartbeat_interval: self.heartbeat_interval,
+            timing,
+        })
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nats-insights: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Demo(args) => crate::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("nats-insights: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `nats-insights run`.
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    let config = args.engine_config()?;
+    let client = args
+        .connect
+        .connect("nats-insights")
+        .await
+        .map_err(|e| e.to_string())?;
+    verify_system_account(&client, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    let instance = Instance {
+        id: nuid::next().to_string(),
+        started: SystemTime::now(),
+    };
+    tracing::info!(
+        instance = %instance.id,
+        server = %client.server_info().server_name,
+        poll_interval = ?config.poll_interval,
+        offline_after = ?config.thresholds.offline_after,
+        "nats-insights running; state kept in memory only (no --state-server)"
+    );
+    engine::run(client, config, instance, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,248 @@
+//! Edge: connections to NATS. Builds client options from the connection flags, turns startup
+//! failures into one clear sentence, and proves the user is in the system account.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, RequestErrorKind};
+use clap::Args;
+
+use crate::observe::gather::PING_JSZ;
+
+/// Connection flags shared by every command.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConnectArgs {
+    /// NATS server URLs of the system account, comma-separated or repeated.
+    #[arg(
+        long = "server",
+        short = 's',
+        env = "NATS_URL",
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub servers: Vec<String>,
+    /// User name (a system-account user).
+    #[arg(long, env = "NATS_USER")]
+    pub user: Option<String>,
+    /// Password for --user.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Credentials file (JWT + nkey seed) for operator mode.
+    #[arg(long, env = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// File holding an nkey seed (`SU...`).
+    #[arg(long, env = "NATS_NKEY")]
+    pub nkey: Option<PathBuf>,
+    /// Authentication token.
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Why connecting failed, each worded for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Flags that cannot work together or are incomplete.
+    #[error("{0}")]
+    Config(String),
+    /// A credentials or nkey file could not be read.
+    #[error("cannot read {what} file {path}: {source}")]
+    File {
+        /// Which kind of file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server refused the credentials.
+    #[error("authorization failed at {servers}: check --user/--password, --creds, --nkey or --token ({detail})")]
+    Auth {
+        /// URLs tried.
+        servers: String,
+        /// Client's detail.
+        detail: String,
+    },
+    /// No server could be reached.
+    #[error("no NATS server reachable at {servers}: {detail}")]
+    Unreachable {
+        /// URLs tried.
+        servers: String,
+        /// Client's detail.
+        detail: String,
+    },
+    /// Connected, but not to the system account.
+    #[error("connected to {server}, but no server answers {PING_JSZ}: the user{account} is not in the system account. nats-insights needs a system-account user (see README, \"Accounts\")")]
+    NotSystemAccount {
+        /// Server connected to.
+        server: String,
+        /// `" (account X)"` when the server told us.
+        account: String,
+    },
+    /// Connected, but the request got no answer.
+    #[error("connected to {server}, but {PING_JSZ} got no reply within {timeout:?}: check that the user may publish to $SYS.REQ.SERVER.> and subscribe to its inbox")]
+    NoReply {
+        /// Server connected to.
+        server: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+impl ConnectArgs {
+    /// The server list as one string for messages.
+    pub fn servers_display(&self) -> String {
+        self.servers.join(",")
+    }
+
+    async fn options(&self) -> Result<ConnectOptions, ConnectError> {
+        let methods = [
+            self.user.is_some(),
+            self.creds.is_some(),
+            self.nkey.is_some(),
+            self.token.is_some(),
+        ]
+        .iter()
+        .filter(|m| **m)
+        .count();
+        if methods > 1 {
+            return Err(ConnectError::Config(
+                "use only one of --user, --creds, --nkey and --token".to_string(),
+            ));
+        }
+        let mut options = ConnectOptions::new();
+        if let Some(user) = &self.user {
+            let password = self.password.clone().ok_or_else(|| {
+                ConnectError::Config(format!("--user {user} needs --password (or NATS_PASSWORD)"))
+            })?;
+            options = options.user_and_password(user.clone(), password);
+        } else if self.password.is_some() {
+            return Err(ConnectError::Config(
+                "--password needs --user (or NATS_USER)".to_string(),
+            ));
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &self.nkey {
+            options = options.nkey(read_nkey_seed(path)?);
+        }
+        if let Some(path) = &self.creds {
+            options =
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|source| ConnectError::File {
+                        what: "credentials",
+                        path: path.clone(),
+                        source,
+                    })?;
+        }
+        Ok(options)
+    }
+
+    /// Connects with a clear error on failure; once connected, reconnects forever and logs it.
+    pub async fn connect(&self, connection_name: &str) -> Result<Client, ConnectError> {
+        let servers = self.servers_display();
+        if self.servers.iter().all(|s| s.trim().is_empty()) {
+            return Err(ConnectError::Config("--server is empty".to_string()));
+        }
+        let label = connection_name.to_string();
+        let options = self
+            .options()
+            .await?
+            .name(connection_name)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let label = label.clone();
+                async move { log_event(&label, event) }
+            });
+        let urls: Vec<&str> = self
+            .servers
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        options.connect(urls).await.map_err(|e| {
+            let detail = e.to_string();
+            match e.kind() {
+                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                    ConnectError::Auth { servers, detail }
+                }
+                ConnectErrorKind::ServerParse => {
+                    ConnectError::Config(format!("invalid --server {servers}: {detail}"))
+                }
+                _ => ConnectError::Unreachable { servers, detail },
+            }
+        })
+    }
+}
+
+fn log_event(connection: &str, event: Event) {
+    match event {
+        Event::Connected => tracing::info!(connection, "connected to NATS"),
+        Event::Disconnected => {
+            tracing::warn!(
+                connection,
+                "disconnected from NATS; reconnecting until a server answers"
+            )
+        }
+        Event::ServerError(error) => tracing::warn!(connection, %error, "NATS server error"),
+        Event::LameDuckMode => tracing::warn!(
+            connection,
+            "server entered lame-duck mode; will move to another"
+        ),
+        other => tracing::debug!(connection, event = %other, "connection event"),
+    }
+}
+
+/// Reads an nkey seed file as written by `nk -gen user`: the first line starting with `SU`.
+pub fn read_nkey_seed(path: &Path) -> Result<String, ConnectError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConnectError::File {
+        what: "nkey seed",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU"))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ConnectError::Config(format!(
+                "{} holds no user nkey seed (a line starting with SU)",
+                path.display()
+            ))
+        })
+}
+
+/// Proves the connection is in the system account by asking JSZ; names the account when it is not.
+pub async fn verify_system_account(client: &Client, timeout: Duration) -> Result<(), ConnectError> {
+    let server = client.server_info().server_name;
+    let request = client.request(PING_JSZ, "{}".into());
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+            Err(ConnectError::NotSystemAccount {
+                account: account_name(client)
+                    .await
+                    .map(|a| format!(" (account {a})"))
+                    .unwrap_or_default(),
+                server,
+            })
+        }
+        _ => Err(ConnectError::NoReply { server, timeout }),
+    }
+}
+
+/// The account of this connection, from `$SYS.REQ.USER.INFO` (answered in every account).
+async fn account_name(client: &Client) -> Option<String> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request("$SYS.REQ.USER.INFO", "".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    value["data"]["account"].as_str().map(str::to_string)
+}

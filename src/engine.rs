@@ -1,0 +1,237 @@
+//! Wiring: runs observe → evaluate → reconcile → publish → serve in one loop. Polls on a timer,
+//! re-evaluates at once on meta events, takes `now` once per round and passes it down.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::connection::State;
+use async_nats::Client;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::checks::{evaluate_all, Outcome, Thresholds};
+use crate::findings::{reconcile, ActiveSet};
+use crate::history::History;
+use crate::observe::events::{self, EventError};
+use crate::observe::gather::{self, GatherTiming};
+use crate::observe::{MetaEvent, Snapshot};
+use crate::publish::{Heartbeat, Publisher};
+use crate::service::{self, EngineStatus, Instance};
+
+/// Everything the engine needs besides the connection.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Check thresholds.
+    pub thresholds: Thresholds,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Gather timing.
+    pub timing: GatherTiming,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            thresholds: Thresholds::default(),
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(10),
+            timing: GatherTiming::default(),
+        }
+    }
+}
+
+/// Why the engine stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Event subscriptions could not be made.
+    #[error("cannot subscribe to meta events: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The event stream ended: the connection was closed.
+    #[error("the NATS connection was closed")]
+    Closed,
+    /// The micro service failed.
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
+}
+
+/// What started a round.
+enum Trigger {
+    /// The poll timer: gather first.
+    Poll,
+    /// An event that needs fresh views (a new leader, a removed peer).
+    Regather,
+    /// An event fully described by itself (shutdown, lame duck): judge now with the last views.
+    Reevaluate,
+}
+
+/// The running pipeline's state.
+struct Engine {
+    client: Client,
+    config: EngineConfig,
+    publisher: Publisher,
+    history: History,
+    active: ActiveSet,
+    snapshot: Snapshot,
+    status: EngineStatus,
+    status_tx: watch::Sender<Arc<EngineStatus>>,
+    instance: Instance,
+}
+
+/// Runs until `shutdown` completes or the connection closes for good.
+pub async fn run(
+    client: Client,
+    config: EngineConfig,
+    instance: Instance,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EngineError> {
+    let mut event_stream = events::subscribe(&client).await?;
+    let (status_tx, status_rx) = watch::channel(Arc::new(EngineStatus {
+        store: "memory".to_string(),
+        ..EngineStatus::default()
+    }));
+    let service = tokio::spawn(service::serve(client.clone(), instance.clone(), status_rx));
+    let mut engine = Engine {
+        publisher: Publisher::new(client.clone(), instance.id.clone()),
+        client,
+        config: config.clone(),
+        history: History::default(),
+        active: ActiveSet::new(),
+        snapshot: Snapshot::default(),
+        status: EngineStatus {
+            store: "memory".to_string(),
+            ..EngineStatus::default()
+        },
+        status_tx,
+        instance,
+    };
+    let mut poll = tokio::time::interval(config.poll_interval);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+
+    let result = loop {
+        let trigger = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = poll.tick() => Trigger::Poll,
+            event = event_stream.next() => match event {
+                Some(Ok(event)) => engine.on_event(event),
+                Some(Err(error)) => { engine.on_malformed_event(&error); continue; }
+                None => break Err(EngineError::Closed),
+            },
+            _ = heartbeat.tick() => { engine.heartbeat().await; continue; }
+        };
+        if service.is_finished() {
+            break match service.await {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Err(EngineError::Closed),
+            };
+        }
+        engine.round(trigger).await;
+    };
+    drop(engine);
+    result
+}
+
+impl Engine {
+    fn on_event(&mut self, event: MetaEvent) -> Trigger {
+        tracing::info!(event = ?event, "meta event");
+        *self
+            .status
+            .events
+            .entry(event.kind().to_string())
+            .or_default() += 1;
+        self.history.record_event(&event);
+        match event {
+            MetaEvent::Shutdown { .. } | MetaEvent::LameDuck { .. } => Trigger::Reevaluate,
+            MetaEvent::LeaderElected { .. } | MetaEvent::ServerRemoved { .. } => Trigger::Regather,
+        }
+    }
+
+    fn on_malformed_event(&mut self, error: &EventError) {
+        self.status.malformed += 1;
+        crate::log_malformed("event", error);
+    }
+
+    async fn heartbeat(&self) {
+        let beat = Heartbeat::new(
+            &self.instance.id,
+            &self.active,
+            self.status.last_poll,
+            SystemTime::now(),
+        );
+        if let Err(error) = self.publisher.heartbeat(&beat).await {
+            tracing::warn!(%error, "cannot publish heartbeat");
+        }
+    }
+
+    /// One pass through the pipeline.
+    async fn round(&mut self, trigger: Trigger) {
+        if matches!(trigger, Trigger::Poll | Trigger::Regather) {
+            if self.client.connection_state() != State::Connected {
+                self.status.skipped = Some("disconnected from NATS; reconnecting".to_string());
+                self.publish_status();
+                return;
+            }
+            match gather::poll(
+                &self.client,
+                &self.history.known_servers(),
+                self.config.timing,
+            )
+            .await
+            {
+                Ok(snapshot) => {
+                    self.status.polls += 1;
+                    self.status.malformed += snapshot.malformed;
+                    self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
+                    self.status.last_poll = Some(SystemTime::now());
+                    self.snapshot = snapshot;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "poll failed");
+                    self.status.skipped = Some(error.to_string());
+                    self.publish_status();
+                    return;
+                }
+            }
+        }
+        let now = SystemTime::now();
+        if matches!(trigger, Trigger::Poll | Trigger::Regather) {
+            self.history.record_snapshot(&self.snapshot, now);
+        }
+        let (meta, evaluations) =
+            evaluate_all(&self.snapshot, &self.history, &self.config.thresholds, now);
+        self.status.skipped = evaluations.iter().find_map(|e| match &e.outcome {
+            Outcome::Skipped { reason } => Some(reason.clone()),
+            Outcome::Ran { .. } => None,
+        });
+        let (next, transitions) = reconcile(&self.active, &evaluations, now);
+        for transition in &transitions {
+            match self.publisher.transition(transition).await {
+                Ok(event) => tracing::info!(
+                    subject = %event.subject(),
+                    finding = %event.finding,
+                    revision = event.revision,
+                    "{}", event.summary
+                ),
+                Err(error) => {
+                    tracing::error!(%error, finding = %transition.finding.key, "cannot publish finding event")
+                }
+            }
+        }
+        self.active = next;
+        if meta.is_some() {
+            self.status.meta = meta;
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&mut self) {
+        self.status.active = self.active.clone();
+        self.status_tx.send_replace(Arc::new(self.status.clone()));
+    }
+}

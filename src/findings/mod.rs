@@ -1,0 +1,271 @@
+//! Reconcile: the third stage. Turns this round's evaluations into the next set of active findings
+//! and the transitions (raised, updated, resolved) that must be published: nothing is repeated per
+//! poll, and a check that could not judge something never resolves it.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checks::{Evaluation, Finding, Outcome};
+
+/// A finding that is currently raised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveFinding {
+    /// The finding as last evaluated (evidence refreshed each round).
+    pub finding: Finding,
+    /// Revision of the last published event.
+    pub revision: u64,
+    /// When it was raised.
+    pub raised_at: SystemTime,
+    /// When the last event was published.
+    pub changed_at: SystemTime,
+}
+
+/// Active findings by key.
+pub type ActiveSet = BTreeMap<String, ActiveFinding>;
+
+/// What happened to a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransitionKind {
+    /// Newly found.
+    Raised,
+    /// Its material facts changed.
+    Updated,
+    /// The condition cleared.
+    Resolved,
+}
+
+impl TransitionKind {
+    /// Lowercase name, as in the event body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionKind::Raised => "raised",
+            TransitionKind::Updated => "updated",
+            TransitionKind::Resolved => "resolved",
+        }
+    }
+
+    /// Uppercase name, as in the subject.
+    pub fn subject_token(self) -> &'static str {
+        match self {
+            TransitionKind::Raised => "RAISED",
+            TransitionKind::Updated => "UPDATED",
+            TransitionKind::Resolved => "RESOLVED",
+        }
+    }
+}
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Raised, updated or resolved.
+    pub kind: TransitionKind,
+    /// The finding (for resolved: as last seen while active).
+    pub finding: Finding,
+    /// Grows with every event of the same finding.
+    pub revision: u64,
+    /// When the finding was raised.
+    pub raised_at: SystemTime,
+    /// When this transition happened.
+    pub at: SystemTime,
+}
+
+/// Computes the next active set and the transitions from the previous set and this round's results.
+/// Findings of checks absent from `evaluations`, skipped, or keyed as undecided are carried over.
+pub fn reconcile(
+    previous: &ActiveSet,
+    evaluations: &[Evaluation],
+    now: SystemTime,
+) -> (ActiveSet, Vec<Transition>) {
+    let mut next = previous.clone();
+    let mut transitions = Vec::new();
+    for evaluation in evaluations {
+        let Outcome::Ran {
+            findings,
+            undecided,
+        } = &evaluation.outcome
+        else {
+            continue;
+        };
+        let mut current: BTreeMap<&str, &Finding> = BTreeMap::new();
+        for finding in findings {
+            current.insert(finding.key.as_str(), finding);
+        }
+        for (key, finding) in &current {
+            match next.get_mut(*key) {
+                None => {
+                    let active = ActiveFinding {
+                        finding: (*finding).clone(),
+                        revision: 1,
+                        raised_at: now,
+                        changed_at: now,
+                    };
+                    transitions.push(transition(TransitionKind::Raised, &active, now));
+                    next.insert((*key).to_string(), active);
+                }
+                Some(active) => {
+                    let material = active.finding.fingerprint != finding.fingerprint;
+                    active.finding = (*finding).clone();
+                    if material {
+                        active.revision += 1;
+                        active.changed_at = now;
+                        transitions.push(transition(TransitionKind::Updated, active, now));
+                    }
+                }
+            }
+        }
+        let cleared: Vec<String> = next
+            .iter()
+            .filter(|(key, active)| {
+                active.finding.check == evaluation.check
+                    && !current.contains_key(key.as_str())
+                    && !undecided.contains(*key)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in cleared {
+            if let Some(mut active) = next.remove(&key) {
+                active.revision += 1;
+                transitions.push(transition(TransitionKind::Resolved, &active, now));
+            }
+        }
+    }
+    (next, transitions)
+}
+
+fn transition(kind: TransitionKind, active: &ActiveFinding, now: SystemTime) -> Transition {
+    Transition {
+        kind,
+        finding: active.finding.clone(),
+        revision: active.revision,
+        raised_at: active.raised_at,
+        at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{CheckId, Outcome};
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    fn finding(check: CheckId, key: &str, fingerprint: &str) -> Finding {
+        Finding {
+            check,
+            key: key.to_string(),
+            cluster: "c".into(),
+            domain: None,
+            server: None,
+            summary: "s".into(),
+            evidence: serde_json::json!({}),
+            remediation: vec![],
+            fingerprint: fingerprint.to_string(),
+        }
+    }
+
+    fn ran(check: CheckId, findings: Vec<Finding>, undecided: &[&str]) -> Evaluation {
+        Evaluation {
+            check,
+            outcome: Outcome::Ran {
+                findings,
+                undecided: undecided
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<BTreeSet<_>>(),
+            },
+        }
+    }
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn raises_once_then_stays_quiet_then_resolves_once() {
+        let f = finding(CheckId::Meta001, "k", "a");
+        let (s1, t1) = reconcile(
+            &ActiveSet::new(),
+            &[ran(CheckId::Meta001, vec![f.clone()], &[])],
+            t(1),
+        );
+        assert_eq!(t1.len(), 1);
+        assert_eq!(t1[0].kind, TransitionKind::Raised);
+        assert_eq!(t1[0].revision, 1);
+        let (s2, t2) = reconcile(&s1, &[ran(CheckId::Meta001, vec![f.clone()], &[])], t(2));
+        assert!(t2.is_empty());
+        let (s3, t3) = reconcile(&s2, &[ran(CheckId::Meta001, vec![], &[])], t(3));
+        assert!(s3.is_empty());
+        assert_eq!(t3[0].kind, TransitionKind::Resolved);
+        assert_eq!(t3[0].revision, 2);
+        assert_eq!(t3[0].raised_at, t(1));
+    }
+
+    #[test]
+    fn material_change_updates_and_evidence_change_does_not() {
+        let (s1, _) = reconcile(
+            &ActiveSet::new(),
+            &[ran(
+                CheckId::Meta006,
+                vec![finding(CheckId::Meta006, "k", "n2")],
+                &[],
+            )],
+            t(1),
+        );
+        let mut moved = finding(CheckId::Meta006, "k", "n2");
+        moved.evidence = serde_json::json!({"active": 5});
+        let (s2, t2) = reconcile(&s1, &[ran(CheckId::Meta006, vec![moved], &[])], t(2));
+        assert!(t2.is_empty());
+        assert_eq!(s2["k"].finding.evidence["active"], 5);
+        let (s3, t3) = reconcile(
+            &s2,
+            &[ran(
+                CheckId::Meta006,
+                vec![finding(CheckId::Meta006, "k", "n2,n3")],
+                &[],
+            )],
+            t(3),
+        );
+        assert_eq!(t3[0].kind, TransitionKind::Updated);
+        assert_eq!(s3["k"].revision, 2);
+    }
+
+    #[test]
+    fn skipped_and_undecided_never_resolve() {
+        let f = finding(CheckId::Meta001, "k", "a");
+        let (s1, _) = reconcile(
+            &ActiveSet::new(),
+            &[ran(CheckId::Meta001, vec![f], &[])],
+            t(1),
+        );
+        let skipped = Evaluation {
+            check: CheckId::Meta001,
+            outcome: Outcome::Skipped {
+                reason: "no data".into(),
+            },
+        };
+        let (s2, t2) = reconcile(&s1, &[skipped], t(2));
+        assert!(t2.is_empty());
+        let (s3, t3) = reconcile(&s2, &[ran(CheckId::Meta001, vec![], &["k"])], t(3));
+        assert!(t3.is_empty());
+        assert!(s3.contains_key("k"));
+    }
+
+    #[test]
+    fn other_checks_findings_are_untouched() {
+        let (s1, _) = reconcile(
+            &ActiveSet::new(),
+            &[ran(
+                CheckId::Meta006,
+                vec![finding(CheckId::Meta006, "g", "x")],
+                &[],
+            )],
+            t(1),
+        );
+        let (s2, t2) = reconcile(&s1, &[ran(CheckId::Meta001, vec![], &[])], t(2));
+        assert!(t2.is_empty());
+        assert!(s2.contains_key("g"));
+    }
+}

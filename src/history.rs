@@ -1,0 +1,174 @@
+//! Between observe and evaluate: what the service remembers across polls (servers it has seen, the
+//! names peer hashes had, graceful departures, how long the group has been leaderless). Checks read
+//! it; the engine updates it from each snapshot and event. Serializable so it can be persisted.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::observe::gather::KnownServer;
+use crate::observe::{MetaEvent, Snapshot};
+
+/// Memory of earlier observations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct History {
+    /// Meta members that have answered a poll, by server name.
+    pub servers: BTreeMap<String, ServerRecord>,
+    /// Last name seen for each meta peer hash, so renamed or vanished members can be named.
+    pub peer_names: BTreeMap<String, String>,
+    /// Graceful departures (shutdown, lame duck) not yet followed by a restart, by server name.
+    pub departures: BTreeMap<String, Departure>,
+    /// Since when no server has reported a meta leader; `None` while one is reported.
+    pub leaderless_since: Option<SystemTime>,
+}
+
+/// A meta member the service has heard from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerRecord {
+    /// Id of the process that answered last.
+    pub server_id: String,
+    /// When it last answered.
+    pub last_answered: SystemTime,
+}
+
+/// A graceful stop announced by the server itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Departure {
+    /// Id of the departing process: a reply from another id means it came back.
+    pub server_id: String,
+    /// Shutdown or lame duck.
+    pub kind: DepartureKind,
+    /// When the event arrived.
+    pub at: SystemTime,
+}
+
+/// How a server announced its departure.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DepartureKind {
+    /// `$SYS.SERVER.<id>.SHUTDOWN`.
+    Shutdown,
+    /// `$SYS.SERVER.<id>.LAMEDUCK`.
+    LameDuck,
+}
+
+impl DepartureKind {
+    /// Words for summaries.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DepartureKind::Shutdown => "shut down",
+            DepartureKind::LameDuck => "entered lame-duck mode",
+        }
+    }
+}
+
+impl History {
+    /// Servers to expect in the next poll, with the id to ask directly if they stay silent.
+    pub fn known_servers(&self) -> Vec<KnownServer> {
+        self.servers
+            .iter()
+            .map(|(name, rec)| KnownServer {
+                name: name.clone(),
+                id: rec.server_id.clone(),
+            })
+            .collect()
+    }
+
+    /// The last name a peer hash carried.
+    pub fn name_of_peer(&self, peer: &str) -> Option<&str> {
+        self.peer_names.get(peer).map(String::as_str)
+    }
+
+    /// The peer hash last seen for a server name.
+    pub fn peer_of_name(&self, name: &str) -> Option<&str> {
+        self.peer_names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(p, _)| p.as_str())
+    }
+
+    /// Folds one snapshot in. A snapshot without any view changes nothing: it observed nothing.
+    pub fn record_snapshot(&mut self, snapshot: &Snapshot, now: SystemTime) {
+        if snapshot.views.is_empty() {
+            return;
+        }
+        let answered_at = snapshot.taken_at.unwrap_or(now);
+        let mut any_leader = false;
+        for (view, meta) in snapshot.meta_views() {
+            let name = &view.server.name;
+            self.servers.insert(
+                name.clone(),
+                ServerRecord {
+                    server_id: view.server.id.clone(),
+                    last_answered: answered_at,
+                },
+            );
+            if self
+                .departures
+                .get(name)
+                .is_some_and(|d| d.server_id != view.server.id)
+            {
+                // A new process answers under this name: the departed one came back.
+                self.departures.remove(name);
+            }
+            if let (Some(leader), Some(peer)) = (meta.leader_name(), meta.peer.as_deref()) {
+                any_leader = true;
+                if !peer.is_empty() {
+                    self.peer_names.insert(peer.to_string(), leader.to_string());
+                }
+            }
+            for replica in &meta.replicas {
+                if !replica.name_unknown() && !replica.peer.is_empty() {
+                    self.peer_names
+                        .insert(replica.peer.clone(), replica.name.clone());
+                }
+            }
+        }
+        if any_leader {
+            self.leaderless_since = None;
+        } else if snapshot.meta_views().next().is_some() {
+            self.leaderless_since.get_or_insert(now);
+        }
+    }
+
+    /// Folds one event in.
+    pub fn record_event(&mut self, event: &MetaEvent) {
+        match event {
+            MetaEvent::Shutdown {
+                server,
+                server_id,
+                at,
+            } => self.depart(server, server_id, DepartureKind::Shutdown, *at),
+            MetaEvent::LameDuck {
+                server,
+                server_id,
+                at,
+            } => self.depart(server, server_id, DepartureKind::LameDuck, *at),
+            MetaEvent::ServerRemoved { server, .. } => {
+                self.servers.remove(server);
+                self.departures.remove(server);
+            }
+            MetaEvent::LeaderElected { .. } => {}
+        }
+    }
+
+    fn depart(&mut self, server: &str, server_id: &str, kind: DepartureKind, at: SystemTime) {
+        // A shutdown that follows a lame-duck event keeps the earlier time: the server left then.
+        let entry = self
+            .departures
+            .entry(server.to_string())
+            .or_insert(Departure {
+                server_id: server_id.to_string(),
+                kind,
+                at,
+            });
+        if entry.server_id != server_id {
+            *entry = Departure {
+                server_id: server_id.to_string(),
+                kind,
+                at,
+            };
+        }
+    }
+}

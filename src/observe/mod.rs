@@ -1,0 +1,125 @@
+//! Observe: the first stage of the pipeline. Gathers every server's JSZ view and decodes the events
+//! that change meta state into plain data (`Snapshot`, `MetaEvent`) for the checks.
+
+pub mod events;
+pub mod gather;
+pub mod jsz;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+pub use jsz::{JszReply, MetaCluster, PeerInfo, ServerIdentity};
+
+/// What one poll saw: every server view that arrived, and which known servers stayed silent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// When the poll started.
+    pub taken_at: Option<SystemTime>,
+    /// Views by server name.
+    pub views: BTreeMap<String, ServerView>,
+    /// Known servers that answered neither the gather nor a direct request.
+    pub unanswered: BTreeSet<String>,
+    /// Replies that could not be decoded.
+    pub malformed: u64,
+    /// How long gathering took.
+    pub duration: Duration,
+}
+
+impl Snapshot {
+    /// Views that carry a meta group.
+    pub fn meta_views(&self) -> impl Iterator<Item = (&ServerView, &MetaCluster)> {
+        self.views
+            .values()
+            .filter_map(|v| v.meta.as_ref().map(|m| (v, m)))
+    }
+}
+
+/// One server's own view of the meta group.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    /// Who answered.
+    pub server: ServerIdentity,
+    /// Its meta group view, absent when it runs no clustered JetStream.
+    pub meta: Option<MetaCluster>,
+    /// How the view reached us.
+    pub via: Via,
+}
+
+/// The path a view took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The `$SYS.REQ.SERVER.PING.JSZ` scatter-gather.
+    Gather,
+    /// A direct `$SYS.REQ.SERVER.<id>.JSZ` request.
+    Direct,
+}
+
+impl ServerView {
+    /// Builds a view from a decoded reply.
+    pub fn from_reply(reply: JszReply, via: Via) -> Self {
+        ServerView {
+            meta: reply.data.and_then(|d| d.meta_cluster),
+            server: reply.server,
+            via,
+        }
+    }
+}
+
+/// An event that changes meta state, decoded from the system account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MetaEvent {
+    /// `$SYS.SERVER.<id>.SHUTDOWN`: the server is stopping.
+    Shutdown {
+        /// Server name.
+        server: String,
+        /// Server id of the stopping process.
+        server_id: String,
+        /// When we received it.
+        at: SystemTime,
+    },
+    /// `$SYS.SERVER.<id>.LAMEDUCK`: the server entered lame-duck mode and will stop.
+    LameDuck {
+        /// Server name.
+        server: String,
+        /// Server id of the process.
+        server_id: String,
+        /// When we received it.
+        at: SystemTime,
+    },
+    /// `$JS.EVENT.ADVISORY.DOMAIN.LEADER_ELECTED`: a new meta leader.
+    LeaderElected {
+        /// Peer hash of the new leader (not its name).
+        leader_peer: String,
+        /// Cluster, when the advisory carries it.
+        cluster: Option<String>,
+        /// Domain, when set.
+        domain: Option<String>,
+        /// When we received it.
+        at: SystemTime,
+    },
+    /// `$JS.EVENT.ADVISORY.SERVER.REMOVED`: a peer was removed from the meta group.
+    ServerRemoved {
+        /// Name of the removed server.
+        server: String,
+        /// Its server id.
+        server_id: String,
+        /// When we received it.
+        at: SystemTime,
+    },
+}
+
+impl MetaEvent {
+    /// A short label for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetaEvent::Shutdown { .. } => "shutdown",
+            MetaEvent::LameDuck { .. } => "lameduck",
+            MetaEvent::LeaderElected { .. } => "leader_elected",
+            MetaEvent::ServerRemoved { .. } => "server_removed",
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Publish: the fifth stage. Turns transitions into the finding events downstream automation relies
+//! on (`$INSIGHTS.FINDING.<CHECK>.<EVENT>`) and sends the heartbeat. Core NATS only: publishing
+//! never waits on JetStream.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use async_nats::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::checks::{CheckId, Remediation, Severity};
+use crate::findings::{ActiveSet, Transition, TransitionKind};
+use crate::time_format;
+
+/// Subject prefix of finding events.
+pub const FINDING_PREFIX: &str = "$INSIGHTS.FINDING";
+/// Subject of the heartbeat.
+pub const HEARTBEAT_SUBJECT: &str = "$INSIGHTS.HEARTBEAT";
+/// `type` of a finding event.
+pub const FINDING_TYPE: &str = "io.nats.insights.v1.finding";
+/// `type` of a heartbeat.
+pub const HEARTBEAT_TYPE: &str = "io.nats.insights.v1.heartbeat";
+
+/// The subject a transition is published on, e.g. `$INSIGHTS.FINDING.META_001.RAISED`.
+pub fn finding_subject(check: CheckId, kind: TransitionKind) -> String {
+    format!(
+        "{FINDING_PREFIX}.{}.{}",
+        check.as_str(),
+        kind.subject_token()
+    )
+}
+
+/// The body of a finding event: the contract described in `schemas/finding.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FindingEvent {
+    /// Always `io.nats.insights.v1.finding`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unique id of this event.
+    pub id: String,
+    /// Stable key of the finding, the same for all its events.
+    pub finding: String,
+    /// `raised`, `updated` or `resolved`.
+    pub event: TransitionKind,
+    /// Grows with each event of the same finding.
+    pub revision: u64,
+    /// Check id, e.g. `META_001`.
+    pub check: CheckId,
+    /// Check name.
+    pub name: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Category.
+    pub category: String,
+    /// Meta group cluster name.
+    pub cluster: String,
+    /// JetStream domain, omitted when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Affected server, for per-server findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// One sentence for a human.
+    pub summary: String,
+    /// Observed values.
+    pub evidence: serde_json::Value,
+    /// What to do.
+    pub remediation: Vec<Remediation>,
+    /// When the finding was raised (RFC 3339).
+    pub raised_at: String,
+    /// When this event happened (RFC 3339).
+    pub timestamp: String,
+    /// When it was resolved; only on resolved events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// The nats-insights instance that published it.
+    pub instance: String,
+}
+
+impl FindingEvent {
+    /// Builds the event for a transition.
+    pub fn from_transition(transition: &Transition, instance: &str) -> Self {
+        let f = &transition.finding;
+        let at = time_format::rfc3339(transition.at);
+        FindingEvent {
+            kind: FINDING_TYPE.to_string(),
+            id: nuid::next().to_string(),
+            finding: f.key.clone(),
+            event: transition.kind,
+            revision: transition.revision,
+            check: f.check,
+            name: f.check.name().to_string(),
+            severity: f.check.severity(),
+            category: f.check.category().to_string(),
+            cluster: f.cluster.clone(),
+            domain: f.domain.clone(),
+            server: f.server.clone(),
+            summary: f.summary.clone(),
+            evidence: f.evidence.clone(),
+            remediation: f.remediation.clone(),
+            raised_at: time_format::rfc3339(transition.raised_at),
+            resolved_at: (transition.kind == TransitionKind::Resolved).then(|| at.clone()),
+            timestamp: at,
+            instance: instance.to_string(),
+        }
+    }
+
+    /// The subject this event goes to.
+    pub fn subject(&self) -> String {
+        finding_subject(self.check, self.event)
+    }
+}
+
+/// The periodic proof of life: `schemas/heartbeat.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    /// Always `io.nats.insights.v1.heartbeat`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Instance id.
+    pub instance: String,
+    /// Service version.
+    pub version: String,
+    /// When it was sent (RFC 3339).
+    pub timestamp: String,
+    /// When the last poll completed (RFC 3339), null before the first.
+    pub last_poll: Option<String>,
+    /// Active findings by severity.
+    pub active: BTreeMap<String, usize>,
+    /// Active findings in all.
+    pub active_total: usize,
+}
+
+impl Heartbeat {
+    /// Builds a heartbeat from the active set.
+    pub fn new(
+        instance: &str,
+        active: &ActiveSet,
+        last_poll: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Self {
+        let mut counts: BTreeMap<String, usize> =
+            [Severity::Critical, Severity::Warning, Severity::Info]
+                .into_iter()
+                .map(|s| (s.as_str().to_string(), 0))
+                .collect();
+        for a in active.values() {
+            *counts
+                .entry(a.finding.check.severity().as_str().to_string())
+                .or_default() += 1;
+        }
+        Heartbeat {
+            kind: HEARTBEAT_TYPE.to_string(),
+            instance: instance.to_string(),
+            version: crate::VERSION.to_string(),
+            timestamp: time_format::rfc3339(now),
+            last_poll: last_poll.map(time_format::rfc3339),
+            active: counts,
+            active_total: active.len(),
+        }
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Encoding (cannot really fail for these types, but never unwrap).
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The client refused (disconnected with a full buffer, or closed).
+    #[error("cannot publish {subject}: {source}")]
+    Send {
+        /// Subject.
+        subject: String,
+        /// Client error.
+        source: async_nats::PublishError,
+    },
+}
+
+/// Publishes events on the system-account connection.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    instance: String,
+}
+
+impl Publisher {
+    /// A publisher for one instance.
+    pub fn new(client: Client, instance: String) -> Self {
+        Publisher { client, instance }
+    }
+
+    /// Publishes one transition; returns the event sent.
+    pub async fn transition(&self, transition: &Transition) -> Result<FindingEvent, PublishError> {
+        let event = FindingEvent::from_transition(transition, &self.instance);
+        self.send(event.subject(), &event).await?;
+        Ok(event)
+    }
+
+    /// Publishes a heartbeat.
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), PublishError> {
+        self.send(HEARTBEAT_SUBJECT.to_string(), heartbeat).await
+    }
+
+    async fn send<T: Serialize>(&self, subject: String, body: &T) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(body)?;
+        self.client
+            .publish(subject.clone(), payload.into())
+            .await
+            .map_err(|source| PublishError::Send { subject, source })
+    }
+}
