@@ -21,7 +21,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter (tracing-subscriber syntax, e.g. `info`, `nats_insights=debug`).
-    #[arg(long, global = true, env = "NATS_INSIGHTS_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_INSIGHTS_LOG",
+        default_value = "info,async_nats=warn"
+    )]
     pub log: String,
 }
 
@@ -114,6 +119,7 @@ fn init_logging(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

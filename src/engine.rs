@@ -139,7 +139,7 @@ pub async fn run(
 
 impl Engine {
     fn on_event(&mut self, event: MetaEvent) -> Trigger {
-        tracing::info!(event = ?event, "meta event");
+        tracing::info!(kind = event.kind(), detail = %event.describe(), "meta event");
         *self
             .status
             .events

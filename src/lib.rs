@@ -13,7 +13,9 @@ pub mod history;
 pub mod observe;
 pub mod publish;
 pub mod service;
+pub mod testbed;
 pub mod time_format;
+pub mod watch;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -63,7 +63,8 @@ pub struct Member {
     pub active: Option<Duration>,
     /// Raft entries behind.
     pub lag: u64,
-    /// The judgement.
+    /// The judgement (`state` and, when offline, `reasons`).
+    #[serde(flatten)]
     pub state: MemberState,
 }
 

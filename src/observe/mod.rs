@@ -122,4 +122,27 @@ impl MetaEvent {
             MetaEvent::ServerRemoved { .. } => "server_removed",
         }
     }
+
+    /// One line for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            MetaEvent::Shutdown {
+                server, server_id, ..
+            } => format!("{server} ({server_id}) is shutting down"),
+            MetaEvent::LameDuck {
+                server, server_id, ..
+            } => format!("{server} ({server_id}) entered lame-duck mode"),
+            MetaEvent::LeaderElected {
+                leader_peer,
+                cluster,
+                ..
+            } => format!(
+                "peer {leader_peer} elected meta leader of {}",
+                cluster.as_deref().unwrap_or("the meta group")
+            ),
+            MetaEvent::ServerRemoved { server, .. } => {
+                format!("{server} was removed from the meta group")
+            }
+        }
+    }
 }

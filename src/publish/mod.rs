@@ -95,7 +95,19 @@ impl FindingEvent {
             cluster: f.cluster.clone(),
             domain: f.domain.clone(),
             server: f.server.clone(),
-            summary: f.summary.clone(),
+            summary: match transition.kind {
+                TransitionKind::Resolved => format!(
+                    "Resolved after {}: {}",
+                    crate::checks::seconds(
+                        transition
+                            .at
+                            .duration_since(transition.raised_at)
+                            .unwrap_or_default()
+                    ),
+                    f.summary
+                ),
+                _ => f.summary.clone(),
+            },
             evidence: f.evidence.clone(),
             remediation: f.remediation.clone(),
             raised_at: time_format::rfc3339(transition.raised_at),

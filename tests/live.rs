@@ -1,0 +1,385 @@
+//! Live tests: real nats-server clusters on loopback, real faults, the monitor running in-process,
+//! and the finding events observed the way an operator's `nats sub '$INSIGHTS.FINDING.>'` sees them.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nats_insights::engine::EngineConfig;
+use nats_insights::findings::TransitionKind::{Raised, Resolved};
+use nats_insights::testbed::{Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER};
+use support::{assert_valid, request_json, try_request_json, Events, Monitor, EVENT_TIMEOUT};
+
+async fn cluster(size: usize) -> Cluster {
+    let cluster = Cluster::start(ClusterOptions {
+        size,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("meta leader elected");
+    cluster
+}
+
+/// Waits until the monitor has polled a few times and sees the whole group.
+async fn ready(monitor: &Monitor, members: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let polls = status["service"]["polls"].as_u64().unwrap_or(0);
+        let seen = status["meta"]["members"].as_array().map_or(0, Vec::len);
+        if polls >= 2 && seen == members {
+            return;
+        }
+        assert!(Instant::now() < deadline, "monitor not ready: {status:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn follower(cluster: &Cluster) -> usize {
+    let leader = cluster.meta_leader().await.expect("leader");
+    (0..cluster.size())
+        .find(|i| cluster.server_name(*i) != leader)
+        .expect("a follower")
+}
+
+fn reasons(event: &nats_insights::publish::FindingEvent) -> Vec<String> {
+    event.evidence["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x["reason"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_of_a_follower_is_raised_at_once_and_resolved_after_restart() {
+    let mut cluster = cluster(3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let t0 = Instant::now();
+    cluster.stop(f, Stop::Term).await.expect("stop");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    let latency = t0.elapsed();
+    assert!(
+        reasons(&raised).contains(&"departed".to_string()),
+        "{:#}",
+        raised.evidence
+    );
+    assert!(
+        latency < Duration::from_secs(5),
+        "graceful stop took {latency:?}"
+    );
+    assert_eq!(raised.revision, 1);
+    assert_eq!(raised.cluster, "insights-test");
+
+    cluster.restart(f).await.expect("restart");
+    let resolved = events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(resolved.finding, raised.finding);
+    assert!(resolved.revision > raised.revision);
+    assert!(resolved.resolved_at.is_some());
+
+    events.drain(Duration::from_secs(3)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    assert!(
+        events.seen.iter().all(|e| e.check.as_str() == "META_001"),
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_of_a_follower_is_raised_long_before_the_servers_own_offline_flag() {
+    let mut cluster = cluster(3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+
+    // The leader's own view still calls the crashed peer online: we did not wait for it.
+    let views = cluster.jsz_all().await.expect("jsz");
+    let leader_view = views
+        .iter()
+        .find(|v| v["data"]["meta_cluster"]["leader"] == v["server"]["name"])
+        .expect("leader answers");
+    let entry = leader_view["data"]["meta_cluster"]["replicas"]
+        .as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == name.as_str()))
+        .expect("crashed peer listed");
+    assert_ne!(
+        entry["offline"], true,
+        "server flagged it offline already: {entry}"
+    );
+    assert!(!reasons(&raised).contains(&"offline_flag".to_string()));
+
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(2)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_killed_raises_quorum_lost_with_the_missing_members() {
+    let mut cluster = cluster(3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+
+    // Keep the server the watcher and monitor are likely on irrelevant: kill nodes 1 and 2.
+    let (a, b) = (cluster.server_name(1), cluster.server_name(2));
+    cluster.stop(1, Stop::Kill).await.expect("kill");
+    cluster.stop(2, Stop::Kill).await.expect("kill");
+    let quorum = events.expect(Raised, "META_006", None, EVENT_TIMEOUT).await;
+    assert_eq!(
+        quorum.evidence["expected_members"], 3,
+        "{:#}",
+        quorum.evidence
+    );
+    assert_eq!(quorum.evidence["quorum_needed"], 2);
+    let missing: Vec<&str> = quorum.evidence["not_answering"]
+        .as_array()
+        .expect("not_answering")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        missing.contains(&a.as_str()) || missing.contains(&b.as_str()),
+        "{:#}",
+        quorum.evidence
+    );
+    assert!(
+        quorum.evidence["members_answered"]
+            .as_u64()
+            .expect("answered")
+            <= 2
+    );
+    assert!(!quorum.remediation.is_empty());
+
+    cluster.restart(1).await.expect("restart");
+    cluster.restart(2).await.expect("restart");
+    events
+        .expect(Resolved, "META_006", None, EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(4)).await;
+    let history = events.history_of(&quorum.finding);
+    assert_eq!(history.first(), Some(&"raised"), "{:#?}", events.lines());
+    assert_eq!(history.last(), Some(&"resolved"));
+    assert_eq!(history.iter().filter(|h| **h == "raised").count(), 1);
+    for server in [&a, &b] {
+        let key = format!("META_001/insights-test/{server}");
+        assert_eq!(
+            events.history_of(&key),
+            ["raised", "resolved"],
+            "{:#?}",
+            events.lines()
+        );
+    }
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_two_of_five_keeps_quorum_and_raises_only_the_offline_replicas() {
+    let mut cluster = cluster(5).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 5).await;
+
+    let leader = cluster.meta_leader().await.expect("leader");
+    let victims: Vec<usize> = (0..5)
+        .filter(|i| cluster.server_name(*i) != leader)
+        .take(2)
+        .collect();
+    for v in &victims {
+        cluster.stop(*v, Stop::Kill).await.expect("kill");
+    }
+    for v in &victims {
+        let name = cluster.server_name(*v);
+        events
+            .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+            .await;
+    }
+    events.drain(Duration::from_secs(5)).await;
+    assert!(
+        events.seen.iter().all(|e| e.check.as_str() != "META_006"),
+        "3 of 5 keep quorum: {:#?}",
+        events.lines()
+    );
+    for v in &victims {
+        cluster.restart(*v).await.expect("restart");
+    }
+    for v in &victims {
+        let name = cluster.server_name(*v);
+        events
+            .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+            .await;
+    }
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_keeps_working_when_its_own_server_dies() {
+    let mut cluster = cluster(3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+
+    let attached = monitor.client.server_info().server_name;
+    let index = cluster.index_of(&attached).expect("attached to a node");
+    cluster.stop(index, Stop::Kill).await.expect("kill");
+    events
+        .expect(Raised, "META_001", Some(&attached), EVENT_TIMEOUT)
+        .await;
+    // It answers STATUS through another server.
+    let (_, status) = request_json(&monitor.client, "$INSIGHTS.API.STATUS", "").await;
+    assert_eq!(status["status"], "critical", "{status:#}");
+    assert_ne!(monitor.client.server_info().server_name, attached);
+
+    cluster.restart(index).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some(&attached), EVENT_TIMEOUT)
+        .await;
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_heartbeat_and_micro_discovery_answer_on_a_healthy_cluster() {
+    let cluster = cluster(3).await;
+    let config = EngineConfig {
+        heartbeat_interval: Duration::from_secs(1),
+        ..EngineConfig::default()
+    };
+    let watcher = cluster.sys_client(0).await.expect("client");
+    let mut heartbeats = watcher.subscribe("$INSIGHTS.HEARTBEAT").await.expect("sub");
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start_with(&cluster, config).await;
+    ready(&monitor, 3).await;
+
+    let (_, status) = request_json(&monitor.client, "$INSIGHTS.API.STATUS", "{}").await;
+    assert_valid("status_response.json", &status);
+    assert_eq!(status["status"], "ok", "{status:#}");
+    assert_eq!(status["meta"]["cluster_size"], 3);
+    assert_eq!(status["meta"]["quorum_needed"], 2);
+    assert!(status["meta"]["leader"].is_string());
+    let members = status["meta"]["members"].as_array().expect("members");
+    assert!(members.iter().all(|m| m["state"] == "online"), "{status:#}");
+
+    let beat = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut heartbeats),
+    )
+    .await
+    .expect("heartbeat in time")
+    .expect("heartbeat");
+    let beat: serde_json::Value = serde_json::from_slice(&beat.payload).expect("json");
+    assert_valid("heartbeat.json", &beat);
+    assert_eq!(beat["instance"], monitor.instance.as_str());
+
+    let (_, ping) = request_json(&monitor.client, "$SRV.PING.nats-insights", "").await;
+    assert_eq!(ping["name"], "nats-insights");
+    assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+
+    // A malformed request gets a micro error reply, not silence.
+    let (reply, _) = request_json(&monitor.client, "$INSIGHTS.API.STATUS", "{not json").await;
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("400")
+    );
+
+    // A healthy cluster raises nothing.
+    events.drain(Duration::from_secs(3)).await;
+    assert!(events.seen.is_empty(), "{:#?}", events.lines());
+    monitor.stop().await;
+}
+
+/// Runs the real binary and returns (exit code, stderr).
+fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .args(args)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .output()
+        .expect("binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_failures_give_one_clear_line_and_a_nonzero_exit() {
+    let cluster = cluster(3).await;
+    let url = cluster.client_url(0);
+
+    let (code, err) = run_binary(&["run", "-s", &url, "--user", "sys", "--password", "wrong"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("authorization failed"), "{err}");
+
+    let (code, err) = run_binary(&[
+        "run",
+        "-s",
+        &url,
+        "--user",
+        APP_USER,
+        "--password",
+        APP_PASSWORD,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not in the system account"), "{err}");
+    assert!(err.contains("APP"), "names the account: {err}");
+
+    let (code, err) = run_binary(&[
+        "run",
+        "-s",
+        "nats://127.0.0.1:1",
+        "--user",
+        "sys",
+        "--password",
+        "sys",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no NATS server reachable"), "{err}");
+
+    let (code, err) = run_binary(&["run", "-s", &url, "--user", "sys"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs --password"), "{err}");
+    for out in [&err] {
+        assert!(!out.contains("panicked"), "{out}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Shared by the integration tests: run the monitor in-process against a testbed cluster, collect
+//! the finding events an operator would see, and validate payloads against `schemas/`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use nats_insights::connect::ConnectArgs;
+use nats_insights::engine::{self, EngineConfig};
+use nats_insights::findings::TransitionKind;
+use nats_insights::publish::FindingEvent;
+use nats_insights::service::Instance;
+use nats_insights::testbed::{Cluster, SYS_PASSWORD, SYS_USER};
+use nats_insights::watch::{self, Received};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous: these assert behaviour, the benchmarks measure speed.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// System-account connection flags for every node of a cluster.
+pub fn sys_connect(cluster: &Cluster) -> ConnectArgs {
+    ConnectArgs {
+        servers: cluster.client_urls(),
+        user: Some(SYS_USER.to_string()),
+        password: Some(SYS_PASSWORD.to_string()),
+        ..ConnectArgs::default()
+    }
+}
+
+/// A monitor running in this process; stopped on drop.
+pub struct Monitor {
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), engine::EngineError>>>,
+    /// The monitor's own connection (to see which server it is attached to).
+    pub client: async_nats::Client,
+    /// Instance id.
+    pub instance: String,
+}
+
+impl Monitor {
+    /// Starts a monitor with the default configuration.
+    pub async fn start(cluster: &Cluster) -> Monitor {
+        Monitor::start_with(cluster, EngineConfig::default()).await
+    }
+
+    /// Starts a monitor with a given configuration.
+    pub async fn start_with(cluster: &Cluster, config: EngineConfig) -> Monitor {
+        let client = sys_connect(cluster)
+            .connect("nats-insights-test")
+            .await
+            .expect("monitor connects");
+        let instance = Instance {
+            id: nuid::next().to_string(),
+            started: SystemTime::now(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(engine::run(
+            client.clone(),
+            config,
+            instance.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Monitor {
+            stop: Some(stop),
+            handle: Some(handle),
+            client,
+            instance: instance.id,
+        }
+    }
+
+    /// Stops it and waits for the engine to end.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Every finding event an operator subscribed to `$INSIGHTS.FINDING.>` receives.
+pub struct Events {
+    stream: BoxStream<'static, Received>,
+    /// Everything received so far, in order.
+    pub seen: Vec<FindingEvent>,
+    _client: async_nats::Client,
+}
+
+impl Events {
+    /// Subscribes through a connection that knows every node (so it survives faults).
+    pub async fn subscribe(cluster: &Cluster) -> Events {
+        let client = sys_connect(cluster)
+            .connect("nats-insights-test-watch")
+            .await
+            .expect("watcher connects");
+        let stream = watch::subscribe(&client).await.expect("subscribe");
+        client.flush().await.expect("flush");
+        Events {
+            stream,
+            seen: Vec::new(),
+            _client: client,
+        }
+    }
+
+    /// Waits for an event matching kind, check and (optionally) server; panics with what arrived
+    /// instead when it does not come in time.
+    pub async fn expect(
+        &mut self,
+        kind: TransitionKind,
+        check: &str,
+        server: Option<&str>,
+        timeout: Duration,
+    ) -> FindingEvent {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(event))) => {
+                    assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
+                    self.seen.push(event.clone());
+                    if event.event == kind
+                        && event.check.as_str() == check
+                        && (server.is_none() || event.server.as_deref() == server)
+                    {
+                        return event;
+                    }
+                }
+                Ok(Some(Err(e))) => panic!("{e}"),
+                Ok(None) => panic!("finding subscription ended"),
+                Err(_) => panic!(
+                    "no {} {check} {server:?} within {timeout:?}; received: {:#?}",
+                    kind.as_str(),
+                    self.lines()
+                ),
+            }
+        }
+    }
+
+    /// Collects whatever arrives for `duration`.
+    pub async fn drain(&mut self, duration: Duration) {
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(Some(received)) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            let event = received.expect("decodable finding event");
+            self.seen.push(event);
+        }
+    }
+
+    /// Events received for one finding key, as `kind` names.
+    pub fn history_of(&self, finding: &str) -> Vec<&'static str> {
+        self.seen
+            .iter()
+            .filter(|e| e.finding == finding)
+            .map(|e| e.event.as_str())
+            .collect()
+    }
+
+    /// One line per event received, for failure messages.
+    pub fn lines(&self) -> Vec<String> {
+        self.seen.iter().map(watch::format_line).collect()
+    }
+}
+
+/// Loads a schema from `schemas/`.
+pub fn schema(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("schema is JSON")
+}
+
+/// Panics with every violation when `value` does not validate against `schemas/<name>`.
+pub fn assert_valid(name: &str, value: &serde_json::Value) {
+    let schema = schema(name);
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} violations: {errors:#?}\nin {}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Sends a request and decodes the JSON reply; `None` when nobody answers (yet).
+pub async fn try_request_json(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> Option<serde_json::Value> {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    serde_json::from_slice(&msg.payload).ok()
+}
+
+/// Sends a request and decodes the JSON reply.
+pub async fn request_json(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> (async_nats::Message, serde_json::Value) {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .expect("reply in time")
+    .expect("request");
+    let value = serde_json::from_slice(&msg.payload).unwrap_or(serde_json::Value::Null);
+    (msg, value)
+}
