@@ -25,7 +25,7 @@ pub struct Cli {
         long,
         global = true,
         env = "NATS_INSIGHTS_LOG",
-        default_value = "info,async_nats=warn"
+        default_value = "info,async_nats=off"
     )]
     pub log: String,
 }

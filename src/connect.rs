@@ -55,12 +55,10 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The server refused the credentials.
-    #[error("authorization failed at {servers}: check --user/--password, --creds, --nkey or --token ({detail})")]
+    #[error("authorization failed at {servers}: the server refused these credentials; check --user/--password, --creds, --nkey or --token")]
     Auth {
         /// URLs tried.
         servers: String,
-        /// Client's detail.
-        detail: String,
     },
     /// No server could be reached.
     #[error("no NATS server reachable at {servers}: {detail}")]
@@ -167,7 +165,7 @@ impl ConnectArgs {
             let detail = e.to_string();
             match e.kind() {
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                    ConnectError::Auth { servers, detail }
+                    ConnectError::Auth { servers }
                 }
                 ConnectErrorKind::ServerParse => {
                     ConnectError::Config(format!("invalid --server {servers}: {detail}"))

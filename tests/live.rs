@@ -346,12 +346,7 @@ fn run_binary(args: &[&str]) -> (Option<i32>, String) {
 async fn startup_failures_give_one_clear_line_and_a_nonzero_exit() {
     let cluster = cluster(3).await;
     let url = cluster.client_url(0);
-
-    let (code, err) = run_binary(&["run", "-s", &url, "--user", "sys", "--password", "wrong"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("authorization failed"), "{err}");
-
-    let (code, err) = run_binary(&[
+    let app = [
         "run",
         "-s",
         &url,
@@ -359,27 +354,35 @@ async fn startup_failures_give_one_clear_line_and_a_nonzero_exit() {
         APP_USER,
         "--password",
         APP_PASSWORD,
-    ]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("not in the system account"), "{err}");
-    assert!(err.contains("APP"), "names the account: {err}");
-
-    let (code, err) = run_binary(&[
-        "run",
-        "-s",
-        "nats://127.0.0.1:1",
-        "--user",
-        "sys",
-        "--password",
-        "sys",
-    ]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("no NATS server reachable"), "{err}");
-
-    let (code, err) = run_binary(&["run", "-s", &url, "--user", "sys"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("needs --password"), "{err}");
-    for out in [&err] {
-        assert!(!out.contains("panicked"), "{out}");
+    ];
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["run", "-s", &url, "--user", "sys", "--password", "wrong"],
+            &["authorization failed"],
+        ),
+        // Names the account it landed in.
+        (&app, &["not in the system account", "APP"]),
+        (
+            &[
+                "run",
+                "-s",
+                "nats://127.0.0.1:1",
+                "--user",
+                "sys",
+                "--password",
+                "sys",
+            ],
+            &["no NATS server reachable"],
+        ),
+        (&["run", "-s", &url, "--user", "sys"], &["needs --password"]),
+    ];
+    for (args, wanted) in cases {
+        let (code, err) = run_binary(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{args:?}: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
