@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the monitor against a cluster (connect with a system-account user).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start a local 3-node cluster, run the monitor on it, inject faults and print each finding.
     Demo(crate::demo::DemoArgs),
 }
@@ -53,6 +53,17 @@ pub struct RunArgs {
     /// before META_006 is raised.
     #[arg(long, env = "INSIGHTS_OFFLINE_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
     pub offline_after: Duration,
+    /// Servers may report different meta leaders this long before META_002 is raised (shorter
+    /// disagreements happen in every election and are only counted).
+    #[arg(long, env = "INSIGHTS_DISAGREEMENT_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub disagreement_after: Duration,
+    /// META_003 is raised when the meta leader changed more than this many times within
+    /// --flap-window.
+    #[arg(long, env = "INSIGHTS_FLAP_MAX", default_value_t = 1)]
+    pub flap_max: usize,
+    /// The window META_003 counts leader changes in.
+    #[arg(long, env = "INSIGHTS_FLAP_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub flap_window: Duration,
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -64,8 +75,14 @@ impl RunArgs {
         if self.poll_interval < Duration::from_millis(100) {
             return Err("--poll-interval must be at least 100ms".to_string());
         }
-        if self.offline_after.is_zero() || self.heartbeat_interval.is_zero() {
-            return Err("--offline-after and --heartbeat-interval must be positive".to_string());
+        if self.offline_after.is_zero()
+            || self.heartbeat_interval.is_zero()
+            || self.flap_window.is_zero()
+        {
+            return Err(
+                "--offline-after, --flap-window and --heartbeat-interval must be positive"
+                    .to_string(),
+            );
         }
         let timing = GatherTiming {
             max_wait: GatherTiming::default()
@@ -76,6 +93,9 @@ impl RunArgs {
         Ok(EngineConfig {
             thresholds: Thresholds {
                 offline_after: self.offline_after,
+                disagreement_after: self.disagreement_after,
+                flap_max: self.flap_max,
+                flap_window: self.flap_window,
             },
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,
@@ -100,7 +120,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Demo(args) => crate::demo::run(args).await,
         }
     });
@@ -126,11 +146,12 @@ fn init_logging(filter: &str) {
 /// `nats-insights run`.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let config = args.engine_config()?;
-    let client = args
+    let connections = args
         .connect
-        .connect("nats-insights")
+        .open("nats-insights")
         .await
         .map_err(|e| e.to_string())?;
+    let client = connections.main.clone();
     verify_system_account(&client, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
@@ -145,7 +166,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         offline_after = ?config.thresholds.offline_after,
         "nats-insights running; state kept in memory only (no --state-server)"
     );
-    engine::run(client, config, instance, shutdown_signal())
+    engine::run(connections, config, instance, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

@@ -176,6 +176,71 @@ impl ConnectArgs {
     }
 }
 
+/// The connections the engine observes through.
+#[derive(Clone)]
+pub struct Connections {
+    /// System-account connection with failover: gather, events, publishing, the service.
+    pub main: Client,
+    /// One connection pinned to each configured server, for partition-aware observation (none
+    /// when a single URL is configured: the main connection already asks that server).
+    pub direct: Vec<Client>,
+}
+
+impl ConnectArgs {
+    /// Opens the main connection (failing clearly) and, with several URLs, the pinned ones.
+    pub async fn open(&self, connection_name: &str) -> Result<Connections, ConnectError> {
+        let main = self.connect(connection_name).await?;
+        let direct = if self.servers.len() > 1 {
+            self.connect_each(connection_name).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Connections { main, direct })
+    }
+
+    /// One connection pinned to each `--server` URL (no discovered servers, no failover), for
+    /// asking every reachable server for its own view: in a partition the system-account gather
+    /// reaches only one side. Servers down at start are retried in the background.
+    pub async fn connect_each(&self, connection_name: &str) -> Result<Vec<Client>, ConnectError> {
+        let urls: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut clients = Vec::with_capacity(urls.len());
+        for url in urls {
+            let label = format!("{connection_name} direct {url}");
+            let options = self
+                .options()
+                .await?
+                .name(&label)
+                .connection_timeout(Duration::from_secs(5))
+                .max_reconnects(None)
+                .ignore_discovered_servers()
+                .retry_on_initial_connect()
+                .event_callback(move |event| {
+                    let label = label.clone();
+                    async move { log_direct_event(&label, event) }
+                });
+            let client = options
+                .connect(url.as_str())
+                .await
+                .map_err(|e| ConnectError::Config(format!("invalid --server {url}: {e}")))?;
+            clients.push(client);
+        }
+        Ok(clients)
+    }
+}
+
+/// Direct links fail over to nothing, so their disconnects are expected during faults: debug only.
+fn log_direct_event(connection: &str, event: Event) {
+    match event {
+        Event::ServerError(error) => tracing::warn!(connection, %error, "NATS server error"),
+        other => tracing::debug!(connection, event = %other, "direct connection event"),
+    }
+}
+
 fn log_event(connection: &str, event: Event) {
     match event {
         Event::Connected => tracing::info!(connection, "connected to NATS"),

@@ -64,8 +64,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         password: Some(SYS_PASSWORD.to_string()),
         ..ConnectArgs::default()
     };
-    let client = connect
-        .connect("nats-insights-demo")
+    let connections = connect
+        .open("nats-insights-demo")
         .await
         .map_err(|e| e.to_string())?;
     let instance = Instance {
@@ -73,7 +73,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         started: SystemTime::now(),
     };
     let engine = tokio::spawn(engine::run(
-        client,
+        connections,
         EngineConfig::default(),
         instance,
         async move {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::checks::{evaluate_all, Outcome, Thresholds};
+pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveSet};
 use crate::history::History;
 use crate::observe::events::{self, EventError};
@@ -71,6 +72,7 @@ enum Trigger {
 /// The running pipeline's state.
 struct Engine {
     client: Client,
+    direct: Vec<Client>,
     config: EngineConfig,
     publisher: Publisher,
     history: History,
@@ -83,11 +85,15 @@ struct Engine {
 
 /// Runs until `shutdown` completes or the connection closes for good.
 pub async fn run(
-    client: Client,
+    connections: Connections,
     config: EngineConfig,
     instance: Instance,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
+    let Connections {
+        main: client,
+        direct,
+    } = connections;
     let mut event_stream = events::subscribe(&client).await?;
     let (status_tx, status_rx) = watch::channel(Arc::new(EngineStatus {
         store: "memory".to_string(),
@@ -97,6 +103,7 @@ pub async fn run(
     let mut engine = Engine {
         publisher: Publisher::new(client.clone(), instance.id.clone()),
         client,
+        direct,
         config: config.clone(),
         history: History::default(),
         active: ActiveSet::new(),
@@ -177,14 +184,14 @@ impl Engine {
                 self.publish_status();
                 return;
             }
-            match gather::poll(
-                &self.client,
-                &self.history.known_servers(),
-                self.config.timing,
-            )
-            .await
-            {
-                Ok(snapshot) => {
+            let known = self.history.known_servers();
+            let (polled, own) = tokio::join!(
+                gather::poll(&self.client, &known, self.config.timing),
+                gather::own_views(&self.direct, self.config.timing.probe_timeout),
+            );
+            match polled {
+                Ok(mut snapshot) => {
+                    gather::merge_views(&mut snapshot, own);
                     self.status.polls += 1;
                     self.status.malformed += snapshot.malformed;
                     self.status.last_poll_ms = snapshot.duration.as_millis() as u64;

@@ -21,6 +21,62 @@ pub struct History {
     pub departures: BTreeMap<String, Departure>,
     /// Since when no server has reported a meta leader; `None` while one is reported.
     pub leaderless_since: Option<SystemTime>,
+    /// The meta leader as last established (by the leader's own view or an election advisory).
+    pub leader: Option<String>,
+    /// Leader changes seen, oldest first (bounded by `LEADER_CHANGES_KEPT`).
+    pub leader_changes: Vec<LeaderChange>,
+    /// The current disagreement about who leads, if servers disagree now.
+    pub disagreement: Option<Disagreement>,
+    /// Disagreements that ended, counted for status (most are normal elections).
+    pub brief_disagreements: u64,
+    /// Members the current leader lists as never heard from (`active` 0), by name.
+    pub unheard: BTreeMap<String, Unheard>,
+}
+
+/// A member the leader has never heard from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unheard {
+    /// The leader reporting it.
+    pub leader: String,
+    /// First poll that saw it.
+    pub since: SystemTime,
+}
+
+/// How many leader changes are remembered.
+pub const LEADER_CHANGES_KEPT: usize = 256;
+
+/// One change of meta leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaderChange {
+    /// When it was seen.
+    #[serde(with = "crate::time_format")]
+    pub at: SystemTime,
+    /// The previous leader.
+    pub from: Option<String>,
+    /// The new leader.
+    pub to: String,
+    /// What revealed it first.
+    pub source: ChangeSource,
+}
+
+/// What revealed a leader change.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeSource {
+    /// A `LEADER_ELECTED` advisory.
+    Advisory,
+    /// A poll that found a different leader.
+    Poll,
+}
+
+/// Servers that disagree about the meta leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Disagreement {
+    /// When it began.
+    #[serde(with = "crate::time_format")]
+    pub since: SystemTime,
+    /// Servers by the leader each reports (`None`: no leader), as last seen.
+    pub groups: Vec<(Option<String>, Vec<String>)>,
 }
 
 /// A meta member the service has heard from.
@@ -130,6 +186,60 @@ impl History {
         } else if snapshot.meta_views().next().is_some() {
             self.leaderless_since.get_or_insert(now);
         }
+        if let Some((view, meta)) = snapshot.leader_view() {
+            let leader = view.server.name.clone();
+            self.observe_leader(&leader, ChangeSource::Poll, now);
+            let previous = std::mem::take(&mut self.unheard);
+            for p in meta.replicas.iter().filter(|p| p.active == 0 && !p.current) {
+                let since = previous
+                    .get(&p.name)
+                    .filter(|u| u.leader == leader)
+                    .map_or(now, |u| u.since);
+                self.unheard.insert(
+                    p.name.clone(),
+                    Unheard {
+                        leader: leader.clone(),
+                        since,
+                    },
+                );
+            }
+        }
+        let groups: Vec<(Option<String>, Vec<String>)> =
+            snapshot.leaders_reported().into_iter().collect();
+        if groups.len() > 1 {
+            let since = self.disagreement.as_ref().map_or(now, |d| d.since);
+            self.disagreement = Some(Disagreement { since, groups });
+        } else if self.disagreement.take().is_some() {
+            self.brief_disagreements += 1;
+        }
+    }
+
+    /// Records `leader` as the current leader; a different one than before is a change. The first
+    /// leader ever seen is not a change (it was there when the service started).
+    pub fn observe_leader(&mut self, leader: &str, source: ChangeSource, at: SystemTime) {
+        match self.leader.as_deref() {
+            Some(current) if current == leader => {}
+            None => self.leader = Some(leader.to_string()),
+            Some(_) => {
+                let from = self.leader.replace(leader.to_string());
+                self.leader_changes.push(LeaderChange {
+                    at,
+                    from,
+                    to: leader.to_string(),
+                    source,
+                });
+                if self.leader_changes.len() > LEADER_CHANGES_KEPT {
+                    let excess = self.leader_changes.len() - LEADER_CHANGES_KEPT;
+                    self.leader_changes.drain(..excess);
+                }
+            }
+        }
+    }
+
+    /// Leader changes at or after `since`.
+    pub fn leader_changes_since(&self, since: SystemTime) -> &[LeaderChange] {
+        let first = self.leader_changes.partition_point(|c| c.at < since);
+        &self.leader_changes[first..]
     }
 
     /// Folds one event in.
@@ -149,7 +259,14 @@ impl History {
                 self.servers.remove(server);
                 self.departures.remove(server);
             }
-            MetaEvent::LeaderElected { .. } => {}
+            MetaEvent::LeaderElected {
+                leader_peer, at, ..
+            } => {
+                // An unknown hash cannot be named yet: the poll it triggers records the change.
+                if let Some(name) = self.name_of_peer(leader_peer).map(str::to_string) {
+                    self.observe_leader(&name, ChangeSource::Advisory, *at);
+                }
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Thresholds;
 use crate::history::{DepartureKind, History};
-use crate::observe::{MetaCluster, PeerInfo, ServerView, Snapshot};
+use crate::observe::{PeerInfo, Snapshot};
 
 /// The meta group as judged from one snapshot and the history.
 #[derive(Debug, Clone, Serialize)]
@@ -29,12 +29,27 @@ pub struct MetaAssessment {
     pub members: Vec<Member>,
     /// Servers that answered this poll (members or not).
     pub servers_answering: usize,
+    /// Live servers with JetStream that the meta group does not count as members (for example a
+    /// renamed server that joined while the group had no leader).
+    pub non_members: Vec<String>,
+    /// Servers grouped by the meta leader each reports.
+    pub leaders_reported: Vec<LeaderGroup>,
     /// Since when no server reported a leader.
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "crate::time_format::option"
     )]
     pub leaderless_since: Option<SystemTime>,
+}
+
+/// Servers that name the same meta leader.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaderGroup {
+    /// The leader they report; absent when they report none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The servers.
+    pub servers: Vec<String>,
 }
 
 /// One meta member.
@@ -50,7 +65,8 @@ pub struct Member {
     pub leader: bool,
     /// True when it answered this poll.
     pub answered: bool,
-    /// True when nats-server no longer knows its name (renamed or long gone).
+    /// True when no live server carries its name any more (nats-server lists it as "Server name
+    /// unknown"): a probable stale peer, renamed or decommissioned without peer-remove.
     pub name_unknown: bool,
     /// Caught up, per the leader's view (None without one).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,34 +166,15 @@ impl OfflineReason {
     }
 }
 
-/// The view to trust: a server that reports itself as leader. If several do (a disagreement), the
-/// one most servers name as leader.
-fn leader_view(snapshot: &Snapshot) -> Option<(&ServerView, &MetaCluster)> {
-    let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, meta) in snapshot.meta_views() {
-        if let Some(leader) = meta.leader_name() {
-            *votes.entry(leader).or_default() += 1;
-        }
-    }
-    snapshot
-        .meta_views()
-        .filter(|(view, meta)| meta.leader_name() == Some(view.server.name.as_str()))
-        .max_by_key(|(view, _)| {
-            (
-                votes.get(view.server.name.as_str()).copied().unwrap_or(0),
-                std::cmp::Reverse(view.server.name.clone()),
-            )
-        })
-}
-
 /// Judges every member. `None` when no answering server has a meta group (nothing to judge).
 pub fn assess_members(
     snapshot: &Snapshot,
     history: &History,
     thresholds: &Thresholds,
+    now: SystemTime,
 ) -> Option<MetaAssessment> {
     let first = snapshot.meta_views().next()?;
-    let authority = leader_view(snapshot);
+    let authority = snapshot.leader_view();
 
     // Membership: the leader and its replicas when a leader answered; otherwise every member any
     // view lists (follower and leaderless views list all members).
@@ -188,7 +185,7 @@ pub fn assess_members(
                 history
                     .name_of_peer(&p.peer)
                     .map(str::to_string)
-                    .unwrap_or_else(|| p.name.clone()),
+                    .unwrap_or_else(|| format!("peer-{}", p.peer)),
                 true,
             ),
             _ => (name.to_string(), false),
@@ -221,7 +218,11 @@ pub fn assess_members(
             let mut size = 0;
             let mut quorum = None;
             for (view, meta) in snapshot.meta_views() {
-                note(None, &view.server.name, false);
+                // A follower is a member; a leaderless view lists the reporter among its replicas
+                // when it is one (a server that joined while there was no leader is not).
+                if meta.leader_name().is_some() {
+                    note(None, &view.server.name, false);
+                }
                 for p in &meta.replicas {
                     note(Some(p), &p.name, false);
                 }
@@ -231,10 +232,29 @@ pub fn assess_members(
             (size, quorum)
         }
     };
+    // A member some live server lists as "Server name unknown" was never seen alive by it: the
+    // mark of a renamed or retired server. Any view may know this, not only the leader's.
+    for (_, meta) in snapshot.meta_views() {
+        for p in meta.replicas.iter().filter(|p| p.name_unknown()) {
+            let name = history
+                .name_of_peer(&p.peer)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("peer-{}", p.peer));
+            if let Some(entry) = entries.get_mut(&name) {
+                entry.unknown = true;
+            }
+        }
+    }
     let cluster_size = cluster_size.max(entries.len());
     let quorum_needed = quorum.filter(|q| *q > 0).unwrap_or(cluster_size / 2 + 1);
     let leader_name = authority.map(|(v, _)| v.server.name.clone());
 
+    let member_names: BTreeSet<String> = entries.keys().cloned().collect();
+    let non_members = snapshot
+        .meta_views()
+        .map(|(v, _)| v.server.name.clone())
+        .filter(|n| !member_names.contains(n))
+        .collect();
     let members = entries
         .into_iter()
         .map(|(name, entry)| {
@@ -245,6 +265,7 @@ pub fn assess_members(
                 history,
                 thresholds,
                 leader_name.as_deref(),
+                now,
             )
         })
         .collect();
@@ -267,6 +288,12 @@ pub fn assess_members(
         quorum_needed,
         members,
         servers_answering: snapshot.views.len(),
+        non_members,
+        leaders_reported: snapshot
+            .leaders_reported()
+            .into_iter()
+            .map(|(leader, servers)| LeaderGroup { leader, servers })
+            .collect(),
         leaderless_since: history.leaderless_since,
     })
 }
@@ -287,6 +314,7 @@ fn judge(
     history: &History,
     thresholds: &Thresholds,
     leader: Option<&str>,
+    now: SystemTime,
 ) -> Member {
     let view = snapshot.views.get(&name);
     let answered = view.is_some();
@@ -308,10 +336,19 @@ fn judge(
             });
         }
         if let Some(p) = &entry.leader_entry {
-            let active = Duration::from_nanos(p.active);
-            if active > thresholds.offline_after {
+            // `active` 0 means this leader never heard from it: count from when that began.
+            let silent_for = if p.active == 0 && !p.current {
+                history
+                    .unheard
+                    .get(&name)
+                    .and_then(|u| now.duration_since(u.since).ok())
+                    .unwrap_or_default()
+            } else {
+                Duration::from_nanos(p.active)
+            };
+            if silent_for > thresholds.offline_after {
                 reasons.push(OfflineReason::Silent {
-                    active,
+                    active: silent_for,
                     reported_by: leader.to_string(),
                 });
             }

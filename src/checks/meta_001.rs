@@ -44,18 +44,38 @@ fn finding(
     } else {
         "meta replica"
     };
-    let summary = format!(
-        "{} {} of cluster {} is offline: {}.",
-        role,
-        member.name,
-        meta.cluster,
-        clauses.join("; ")
-    );
+    let peer = member.peer.as_deref().unwrap_or("<peer-id>");
+    let summary = if member.name_unknown {
+        format!(
+            "Meta peer {peer} ({}) of cluster {} is a probable stale peer: no live server carries its name, so it was most likely renamed or decommissioned without being removed from the meta group, which still counts it ({} members, {} needed for quorum).",
+            known_as(member),
+            meta.cluster,
+            meta.cluster_size,
+            meta.quorum_needed
+        )
+    } else {
+        format!(
+            "{} {} of cluster {} is offline: {}.",
+            role,
+            member.name,
+            meta.cluster,
+            clauses.join("; ")
+        )
+    };
     let graceful = reasons
         .iter()
         .any(|r| matches!(r, OfflineReason::Departed { .. }));
     let mut remediation = Vec::new();
-    if graceful {
+    if member.name_unknown {
+        remediation.push(Remediation::step(format!(
+            "Confirm that no server will come back as {}: a renamed server now runs under a new name, a retired one is gone for good.",
+            known_as(member)
+        )));
+        remediation.push(Remediation::with_command(
+            "Remove the stale peer so the meta group stops counting it (only once it is gone for good; this cannot be undone by restarting it). With no meta leader, first follow the META_006 recovery.",
+            format!("nats server cluster peer-remove {peer}"),
+        ));
+    } else if graceful {
         remediation.push(Remediation::step(format!(
             "{} was stopped on purpose; if this is not planned maintenance, start nats-server on it again with the same server_name and store directory.",
             member.name
@@ -89,14 +109,29 @@ fn finding(
             "peer": member.peer,
             "leader": meta.leader,
             "was_leader": member.leader,
+            "stale_peer": member.name_unknown,
             "answered_poll": member.answered,
             "reasons": reasons,
             "cluster_size": meta.cluster_size,
             "quorum_needed": meta.quorum_needed,
         }),
         remediation,
-        // Identity alone is material: a changing reason or `active` is not news.
-        fingerprint: member.name.clone(),
+        // Identity is material, and so is learning it is stale; a changing reason or `active`
+        // is not news.
+        fingerprint: if member.name_unknown {
+            format!("{}:stale", member.name)
+        } else {
+            member.name.clone()
+        },
+    }
+}
+
+/// How to name a member no live server carries.
+fn known_as(member: &Member) -> String {
+    if member.name.starts_with("peer-") {
+        "name no longer known".to_string()
+    } else {
+        format!("last known as {}", member.name)
     }
 }
 

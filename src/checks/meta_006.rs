@@ -38,6 +38,58 @@ pub fn evaluate(
     }
 }
 
+/// The recovery when stale peers (renamed or retired members never removed) hold quorum hostage.
+fn stale_recovery(
+    meta: &MetaAssessment,
+    stale: &[&super::members::Member],
+    online: usize,
+) -> Vec<Remediation> {
+    let missing = meta.quorum_needed.saturating_sub(online).max(1);
+    let old_names: Vec<&str> = stale.iter().map(|m| m.name.as_str()).collect();
+    let mut steps = vec![Remediation::with_command(
+        format!(
+            "The group counts {} members and needs {} for quorum, but only {} answer: {} stale peer(s) ({}) are renamed or retired servers that were never removed.",
+            meta.cluster_size,
+            meta.quorum_needed,
+            online,
+            stale.len(),
+            old_names.join(", ")
+        ),
+        "nats server report jetstream",
+    )];
+    let donor = meta.non_members.first().cloned();
+    let bring_back = match &donor {
+        Some(d) => format!(
+            "Stop {d} (it answers but is not a member) and start it again under an old name ({}) with the same store directory, so {} more member(s) answer and a leader can be elected.",
+            old_names.join(" or "),
+            missing
+        ),
+        None => format!(
+            "Start {} server(s) under an old name ({}) with its store directory so {} of {} members answer and a leader can be elected.",
+            missing,
+            old_names.join(" or "),
+            meta.quorum_needed,
+            meta.cluster_size
+        ),
+    };
+    steps.push(Remediation::step(bring_back));
+    for member in stale {
+        if let Some(peer) = &member.peer {
+            steps.push(Remediation::with_command(
+                format!(
+                    "Once a leader is elected, remove stale peer {peer} ({}) so the group stops counting it.",
+                    member.name
+                ),
+                format!("nats server cluster peer-remove {peer}"),
+            ));
+        }
+    }
+    steps.push(Remediation::step(
+        "Then rename the temporary server back, one at a time. In future rename one server at a time and remove its old peer before starting the next.",
+    ));
+    steps
+}
+
 fn finding(
     meta: &MetaAssessment,
     online: usize,
@@ -75,8 +127,12 @@ fn finding(
     }
     summary.push('.');
 
+    let stale: Vec<&super::members::Member> =
+        meta.members.iter().filter(|m| m.name_unknown).collect();
     let mut remediation = Vec::new();
-    if offline_list.is_empty() {
+    if !stale.is_empty() {
+        remediation.extend(stale_recovery(meta, &stale, online));
+    } else if offline_list.is_empty() {
         remediation.push(Remediation::with_command(
             "Every member answers but no leader is elected: check the route connectivity between the servers and their logs for raft errors.",
             "nats server report jetstream",
@@ -98,6 +154,7 @@ fn finding(
         "Do not peer-remove members that can come back, and do not restart the servers that are still up: until quorum returns the JetStream API cannot create, update or delete anything.",
     ));
 
+    let stale_names: Vec<String> = stale.iter().map(|m| m.name.clone()).collect();
     let offline_detail: Vec<serde_json::Value> = offline_members(meta)
         .map(|m| {
             let reasons = match &m.state {
@@ -122,6 +179,8 @@ fn finding(
             "offline": offline_detail,
             "not_answering": silent,
             "undetermined": unknown,
+            "stale_peers": stale_names,
+            "live_non_members": meta.non_members,
             "leader": meta.leader,
             "leaderless_for_ms": leaderless_for.map(|d| d.as_millis() as u64),
         }),

@@ -3,6 +3,8 @@
 
 pub mod members;
 pub mod meta_001;
+pub mod meta_002;
+pub mod meta_003;
 pub mod meta_006;
 
 use std::collections::BTreeSet;
@@ -21,6 +23,12 @@ pub enum CheckId {
     /// Offline meta replica.
     #[serde(rename = "META_001")]
     Meta001,
+    /// Meta leader disagreement.
+    #[serde(rename = "META_002")]
+    Meta002,
+    /// Meta leader flapping.
+    #[serde(rename = "META_003")]
+    Meta003,
     /// Meta quorum lost.
     #[serde(rename = "META_006")]
     Meta006,
@@ -51,12 +59,19 @@ impl Severity {
 
 impl CheckId {
     /// Every check, in catalog order.
-    pub const ALL: [CheckId; 2] = [CheckId::Meta001, CheckId::Meta006];
+    pub const ALL: [CheckId; 4] = [
+        CheckId::Meta001,
+        CheckId::Meta002,
+        CheckId::Meta003,
+        CheckId::Meta006,
+    ];
 
     /// The id as on the wire and in subjects, e.g. `META_001`.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckId::Meta001 => "META_001",
+            CheckId::Meta002 => "META_002",
+            CheckId::Meta003 => "META_003",
             CheckId::Meta006 => "META_006",
         }
     }
@@ -65,6 +80,8 @@ impl CheckId {
     pub fn name(self) -> &'static str {
         match self {
             CheckId::Meta001 => "Offline meta replica",
+            CheckId::Meta002 => "Meta leader disagreement",
+            CheckId::Meta003 => "Meta leader flapping",
             CheckId::Meta006 => "Meta quorum lost",
         }
     }
@@ -72,7 +89,8 @@ impl CheckId {
     /// Severity of its findings.
     pub fn severity(self) -> Severity {
         match self {
-            CheckId::Meta001 | CheckId::Meta006 => Severity::Critical,
+            CheckId::Meta001 | CheckId::Meta002 | CheckId::Meta006 => Severity::Critical,
+            CheckId::Meta003 => Severity::Warning,
         }
     }
 
@@ -101,12 +119,21 @@ pub struct Thresholds {
     /// A peer the leader has not heard from for this long is offline; also the longest a group may
     /// go without any reported leader.
     pub offline_after: Duration,
+    /// Servers may disagree about the leader this long before META_002 is raised.
+    pub disagreement_after: Duration,
+    /// META_003 is raised when the leader changed more than this many times ...
+    pub flap_max: usize,
+    /// ... within this window.
+    pub flap_window: Duration,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             offline_after: Duration::from_secs(3),
+            disagreement_after: Duration::from_secs(3),
+            flap_max: 1,
+            flap_window: Duration::from_secs(600),
         }
     }
 }
@@ -209,7 +236,7 @@ pub fn evaluate_all(
     thresholds: &Thresholds,
     now: SystemTime,
 ) -> (Option<MetaAssessment>, Vec<Evaluation>) {
-    let Some(meta) = assess_members(snapshot, history, thresholds) else {
+    let Some(meta) = assess_members(snapshot, history, thresholds, now) else {
         let reason = if snapshot.views.is_empty() {
             "no server answered the JSZ poll"
         } else {
@@ -225,6 +252,8 @@ pub fn evaluate_all(
     };
     let evaluations = vec![
         meta_001::evaluate(&meta, now),
+        meta_002::evaluate(&meta, history, thresholds, now),
+        meta_003::evaluate(&meta, history, thresholds, now),
         meta_006::evaluate(&meta, history, thresholds, now),
     ];
     (Some(meta), evaluations)

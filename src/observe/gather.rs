@@ -126,17 +126,34 @@ pub async fn poll(
     Ok(snapshot)
 }
 
-/// Asks one server directly for its own view (used per connection in partition-aware observation).
-pub async fn direct_view(
-    client: &Client,
-    server_id: &str,
-    timeout: Duration,
-) -> Option<ServerView> {
-    let request = client.request(direct_jsz_subject(server_id), "{}".into());
+/// Asks the server a pinned connection is attached to for its own view, over that connection:
+/// this works even when the server's routes are cut. `None` while disconnected or silent.
+pub async fn own_view(client: &Client, timeout: Duration) -> Option<ServerView> {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return None;
+    }
+    let server_id = client.server_info().server_id;
+    if server_id.is_empty() {
+        return None;
+    }
+    let request = client.request(direct_jsz_subject(&server_id), "{}".into());
     let msg = tokio::time::timeout(timeout, request).await.ok()?.ok()?;
-    decode_reply(&msg.payload)
-        .ok()
-        .map(|r| ServerView::from_reply(r, Via::Direct))
+    match decode_reply(&msg.payload) {
+        Ok(reply) => Some(ServerView::from_reply(reply, Via::Direct)),
+        Err(error) => {
+            crate::log_malformed("JSZ reply", &error);
+            None
+        }
+    }
+}
+
+/// Each pinned connection's own view, asked in parallel.
+pub async fn own_views(clients: &[Client], timeout: Duration) -> Vec<ServerView> {
+    join_all(clients.iter().map(|c| own_view(c, timeout)))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn accept(snapshot: &mut Snapshot, payload: &[u8], via: Via) {

@@ -28,11 +28,62 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of decoded replies; `known` servers absent from them count as not answering.
+    /// (What a poll produces, minus the network: used for captured fixtures.)
+    pub fn from_replies(
+        taken_at: SystemTime,
+        replies: impl IntoIterator<Item = (JszReply, Via)>,
+        known: &[gather::KnownServer],
+    ) -> Snapshot {
+        let mut snapshot = Snapshot {
+            taken_at: Some(taken_at),
+            ..Snapshot::default()
+        };
+        for (reply, via) in replies {
+            let view = ServerView::from_reply(reply, via);
+            snapshot.views.insert(view.server.name.clone(), view);
+        }
+        snapshot.unanswered = known
+            .iter()
+            .filter(|k| !snapshot.views.contains_key(&k.name))
+            .map(|k| k.name.clone())
+            .collect();
+        snapshot
+    }
+
     /// Views that carry a meta group.
     pub fn meta_views(&self) -> impl Iterator<Item = (&ServerView, &MetaCluster)> {
         self.views
             .values()
             .filter_map(|v| v.meta.as_ref().map(|m| (v, m)))
+    }
+
+    /// The view to trust about other peers: a server that reports itself as leader. If several do
+    /// (a disagreement), the one most servers name as leader; ties go to the first name.
+    pub fn leader_view(&self) -> Option<(&ServerView, &MetaCluster)> {
+        let votes = self.leaders_reported();
+        self.meta_views()
+            .filter(|(view, meta)| meta.leader_name() == Some(view.server.name.as_str()))
+            .max_by_key(|(view, _)| {
+                (
+                    votes
+                        .get(&Some(view.server.name.clone()))
+                        .map_or(0, Vec::len),
+                    std::cmp::Reverse(view.server.name.clone()),
+                )
+            })
+    }
+
+    /// Servers grouped by the meta leader each reports (`None`: reports no leader).
+    pub fn leaders_reported(&self) -> BTreeMap<Option<String>, Vec<String>> {
+        let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+        for (view, meta) in self.meta_views() {
+            groups
+                .entry(meta.leader_name().map(str::to_string))
+                .or_default()
+                .push(view.server.name.clone());
+        }
+        groups
     }
 }
 

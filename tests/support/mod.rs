@@ -48,17 +48,18 @@ impl Monitor {
 
     /// Starts a monitor with a given configuration.
     pub async fn start_with(cluster: &Cluster, config: EngineConfig) -> Monitor {
-        let client = sys_connect(cluster)
-            .connect("nats-insights-test")
+        let connections = sys_connect(cluster)
+            .open("nats-insights-test")
             .await
             .expect("monitor connects");
+        let client = connections.main.clone();
         let instance = Instance {
             id: nuid::next().to_string(),
             started: SystemTime::now(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(engine::run(
-            client.clone(),
+            connections,
             config,
             instance.clone(),
             async move {

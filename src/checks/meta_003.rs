@@ -1,0 +1,84 @@
+//! Evaluate: META_003 Meta leader flapping, one finding per meta group.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::members::MetaAssessment;
+use super::{group_key, CheckId, Evaluation, Finding, Outcome, Remediation, Thresholds};
+use crate::history::History;
+use crate::time_format::rfc3339;
+
+/// Raised when the leader changed more than `flap_max` times within `flap_window`; resolves when
+/// the window no longer holds that many.
+pub fn evaluate(
+    meta: &MetaAssessment,
+    history: &History,
+    thresholds: &Thresholds,
+    now: SystemTime,
+) -> Evaluation {
+    let check = CheckId::Meta003;
+    let window_start = now
+        .checked_sub(thresholds.flap_window)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let changes = history.leader_changes_since(window_start);
+    let findings = if changes.len() > thresholds.flap_max {
+        let listed: Vec<serde_json::Value> = changes
+            .iter()
+            .map(|c| json!({"at": rfc3339(c.at), "from": c.from, "to": c.to, "source": c.source}))
+            .collect();
+        let path: Vec<String> = std::iter::once(changes[0].from.clone().unwrap_or_default())
+            .chain(changes.iter().map(|c| c.to.clone()))
+            .collect();
+        let window = humantime::format_duration(thresholds.flap_window).to_string();
+        vec![Finding {
+            check,
+            key: group_key(check, meta),
+            cluster: meta.cluster.clone(),
+            domain: meta.domain.clone(),
+            server: None,
+            summary: format!(
+                "The meta leader of {} changed {} times within {} ({}), more than the {} allowed.",
+                meta.cluster,
+                changes.len(),
+                window,
+                path.join(" → "),
+                thresholds.flap_max
+            ),
+            evidence: json!({
+                "changes": listed,
+                "count": changes.len(),
+                "window": window,
+                "max": thresholds.flap_max,
+                "leader": meta.leader,
+            }),
+            remediation: vec![
+                Remediation::step(
+                    "Check whether the step-downs were requested (an operator, automation, a rolling restart); if so, no action is needed once they stop.",
+                ),
+                Remediation::with_command(
+                    "Otherwise look for what makes leaders lose their followers: CPU or disk stalls on the leaders, long GC pauses, route flaps or packet loss between the servers.",
+                    "nats server report jetstream",
+                ),
+                Remediation::step(
+                    "Do not restart servers to stop flapping: every restart forces another election.",
+                ),
+            ],
+            // Material: a further change. Changes leaving the window are not news.
+            fingerprint: changes
+                .last()
+                .map(|c| rfc3339(c.at))
+                .unwrap_or_default(),
+        }]
+    } else {
+        Vec::new()
+    };
+    Evaluation {
+        check,
+        outcome: Outcome::Ran {
+            findings,
+            undecided: BTreeSet::new(),
+        },
+    }
+}

@@ -1,0 +1,436 @@
+//! Fixture tests: the pure stages (history, checks, reconcile, event decoding) on JSZ replies and
+//! events captured from real nats-server 2.15 clusters (`tests/fixtures/README.md` says how).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use nats_insights::checks::{evaluate_all, CheckId, Evaluation, Finding, Outcome, Thresholds};
+use nats_insights::findings::{reconcile, ActiveSet, TransitionKind};
+use nats_insights::history::History;
+use nats_insights::observe::events::decode_event;
+use nats_insights::observe::{JszReply, MetaEvent, Snapshot, Via};
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn replies(name: &str) -> Vec<JszReply> {
+    let text = std::fs::read_to_string(path(name)).expect("fixture");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn event(name: &str, at: SystemTime) -> MetaEvent {
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path(name)).expect("fixture")).expect("json");
+    let subject = value["subject"].as_str().expect("subject");
+    let payload = serde_json::to_vec(&value["payload"]).expect("payload");
+    decode_event(subject, &payload, at).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+/// A history and what the service would see, built poll by poll from fixtures.
+struct Scenario {
+    history: History,
+    snapshot: Snapshot,
+    thresholds: Thresholds,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Scenario {
+            history: History::default(),
+            snapshot: Snapshot::default(),
+            thresholds: Thresholds::default(),
+        }
+    }
+
+    /// Records one poll of the named fixtures (gathered unless named `*_isolated.json`).
+    fn poll(&mut self, at: SystemTime, names: &[&str]) -> &mut Self {
+        let mut all = Vec::new();
+        for name in names {
+            let via = if name.contains("isolated") {
+                Via::Direct
+            } else {
+                Via::Gather
+            };
+            all.extend(replies(name).into_iter().map(|r| (r, via)));
+        }
+        self.snapshot = Snapshot::from_replies(at, all, &self.history.known_servers());
+        self.history.record_snapshot(&self.snapshot, at);
+        self
+    }
+
+    fn evaluate(&self, now: SystemTime) -> Vec<Evaluation> {
+        evaluate_all(&self.snapshot, &self.history, &self.thresholds, now).1
+    }
+}
+
+fn findings(evaluations: &[Evaluation], check: CheckId) -> Vec<Finding> {
+    evaluations
+        .iter()
+        .filter(|e| e.check == check)
+        .flat_map(|e| match &e.outcome {
+            Outcome::Ran { findings, .. } => findings.clone(),
+            Outcome::Skipped { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+fn servers(found: &[Finding]) -> BTreeSet<String> {
+    found.iter().filter_map(|f| f.server.clone()).collect()
+}
+
+fn reasons(f: &Finding) -> Vec<String> {
+    f.evidence["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Servers that answered in a fixture (fixtures are re-captured, so names are read, not assumed).
+fn answering(name: &str) -> BTreeSet<String> {
+    replies(name).into_iter().map(|r| r.server.name).collect()
+}
+
+/// Servers of `healthy` missing from `faulty`: the victims of the fault.
+fn missing(healthy: &str, faulty: &str) -> BTreeSet<String> {
+    answering(healthy)
+        .difference(&answering(faulty))
+        .cloned()
+        .collect()
+}
+
+/// The leader the servers of a fixture report (the most common answer).
+fn reported_leader(name: &str) -> Option<String> {
+    let mut votes: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in replies(name) {
+        if let Some(l) = r.data.and_then(|d| d.meta_cluster).and_then(|m| m.leader) {
+            *votes.entry(l).or_default() += 1;
+        }
+    }
+    votes.into_iter().max_by_key(|(_, v)| *v).map(|(l, _)| l)
+}
+
+#[test]
+fn healthy_clusters_raise_nothing() {
+    for name in ["healthy_3.json", "healthy_5.json"] {
+        let mut s = Scenario::new();
+        s.poll(t(0), &[name]).poll(t(1), &[name]);
+        let evaluations = s.evaluate(t(1));
+        for e in &evaluations {
+            assert_eq!(
+                e.outcome,
+                Outcome::Ran {
+                    findings: vec![],
+                    undecided: BTreeSet::new()
+                },
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn killed_follower_is_offline_by_silence_and_not_answering_without_the_offline_flag() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(4), &["follower_killed_3.json"]);
+    let e = s.evaluate(t(4));
+    let offline = findings(&e, CheckId::Meta001);
+    assert_eq!(
+        servers(&offline),
+        missing("healthy_3.json", "follower_killed_3.json")
+    );
+    let r = reasons(&offline[0]);
+    assert!(r.contains(&"silent".to_string()), "{r:?}");
+    assert!(r.contains(&"not_answering".to_string()), "{r:?}");
+    assert!(!r.contains(&"offline_flag".to_string()), "{r:?}");
+    assert!(findings(&e, CheckId::Meta006).is_empty());
+}
+
+#[test]
+fn gracefully_stopped_follower_carries_the_servers_offline_flag() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(1), &["follower_stopped_3.json"]);
+    let offline = findings(&s.evaluate(t(1)), CheckId::Meta001);
+    assert_eq!(
+        servers(&offline),
+        missing("healthy_3.json", "follower_stopped_3.json")
+    );
+    assert!(reasons(&offline[0]).contains(&"offline_flag".to_string()));
+}
+
+#[test]
+fn lame_duck_event_is_reported_before_the_next_poll() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"]);
+    // The event arrives between polls: the last snapshot still shows n2 answering.
+    let lameduck = event("event_lameduck.json", t(1));
+    let MetaEvent::LameDuck { server, .. } = &lameduck else {
+        panic!("not a lame-duck event: {lameduck:?}");
+    };
+    assert_eq!(server, "n2");
+    // The captured event came from another run: give n2 the id it carries.
+    if let (MetaEvent::LameDuck { server_id, .. }, Some(rec)) =
+        (&lameduck, s.history.servers.get_mut("n2"))
+    {
+        rec.server_id = server_id.clone();
+        if let Some(view) = s.snapshot.views.get_mut("n2") {
+            view.server.id = server_id.clone();
+        }
+    }
+    s.history.record_event(&lameduck);
+    let offline = findings(&s.evaluate(t(1)), CheckId::Meta001);
+    assert_eq!(servers(&offline), set(&["n2"]));
+    assert_eq!(reasons(&offline[0]), ["departed"]);
+}
+
+#[test]
+fn two_of_three_lost_is_quorum_lost_whether_or_not_the_survivor_still_names_a_leader() {
+    for fixture in [
+        "two_killed_3_early.json",
+        "two_killed_3.json",
+        "two_followers_killed_3.json",
+    ] {
+        let mut s = Scenario::new();
+        s.poll(t(0), &["healthy_3.json"]).poll(t(5), &[fixture]);
+        let e = s.evaluate(t(5));
+        let quorum = findings(&e, CheckId::Meta006);
+        assert_eq!(quorum.len(), 1, "{fixture}");
+        let ev = &quorum[0].evidence;
+        assert_eq!(ev["expected_members"], 3, "{fixture}: {ev:#}");
+        assert_eq!(ev["quorum_needed"], 2);
+        assert_eq!(ev["members_answered"], 1);
+        assert_eq!(ev["members_online"], 1);
+        assert_eq!(
+            ev["not_answering"].as_array().map(Vec::len),
+            Some(2),
+            "{fixture}: {ev:#}"
+        );
+        assert_eq!(
+            servers(&findings(&e, CheckId::Meta001)).len(),
+            2,
+            "{fixture}"
+        );
+    }
+}
+
+#[test]
+fn two_of_five_lost_keeps_quorum() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_5.json"])
+        .poll(t(4), &["two_killed_5.json"]);
+    let e = s.evaluate(t(4));
+    assert_eq!(
+        servers(&findings(&e, CheckId::Meta001)),
+        missing("healthy_5.json", "two_killed_5.json")
+    );
+    assert!(findings(&e, CheckId::Meta006).is_empty());
+}
+
+#[test]
+fn partitioned_leader_is_a_disagreement_after_the_threshold_and_offline_to_the_new_leader() {
+    let mut s = Scenario::new();
+    let both = [
+        "partition_leader_3_majority.json",
+        "partition_leader_3_isolated.json",
+    ];
+    s.poll(t(0), &["healthy_3.json"]).poll(t(10), &both);
+    // Just begun: shorter than --disagreement-after, counted but not raised.
+    let e = s.evaluate(t(11));
+    assert!(findings(&e, CheckId::Meta002).is_empty());
+    s.poll(t(14), &both);
+    let e = s.evaluate(t(14));
+    let disagreement = findings(&e, CheckId::Meta002);
+    assert_eq!(disagreement.len(), 1);
+    let groups = &disagreement[0].evidence["groups"];
+    assert_eq!(groups.as_array().map(Vec::len), Some(2), "{groups:#}");
+    let isolated = answering("partition_leader_3_isolated.json");
+    let new_leader = reported_leader("partition_leader_3_majority.json").expect("new leader");
+    let isolated_names: Vec<&String> = isolated.iter().collect();
+    assert_eq!(
+        disagreement[0].evidence["stale_leaders"],
+        serde_json::json!(isolated_names)
+    );
+    assert_eq!(
+        disagreement[0].evidence["leader_followed_by_most"],
+        new_leader.as_str()
+    );
+    // The isolated old leader answers (directly), yet the new leader never hears from it.
+    assert_eq!(servers(&findings(&e, CheckId::Meta001)), isolated);
+    assert!(findings(&e, CheckId::Meta006).is_empty());
+    // The poll saw the leader move to the majority's: one change (or none if it was already it).
+    assert!(s.history.leader_changes.len() <= 1);
+    assert_eq!(s.history.leader.as_deref(), Some(new_leader.as_str()));
+}
+
+#[test]
+fn short_disagreement_is_counted_not_raised() {
+    let mut s = Scenario::new();
+    let both = [
+        "partition_leader_3_majority.json",
+        "partition_leader_3_isolated.json",
+    ];
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(1), &both)
+        .poll(t(2), &["healthy_3.json"]);
+    assert!(findings(&s.evaluate(t(2)), CheckId::Meta002).is_empty());
+    assert_eq!(s.history.brief_disagreements, 1);
+    assert!(s.history.disagreement.is_none());
+}
+
+#[test]
+fn rolling_rename_reports_stale_peers_and_the_recovery() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(10), &["stale_peers_3_step1.json"])
+        .poll(t(20), &["stale_peers_3_step2.json"])
+        .poll(t(30), &["stale_peers_3.json"])
+        .poll(t(40), &["stale_peers_3.json"]);
+    let e = s.evaluate(t(40));
+    let quorum = findings(&e, CheckId::Meta006);
+    assert_eq!(quorum.len(), 1);
+    let ev = &quorum[0].evidence;
+    assert_eq!(ev["expected_members"], 4, "{ev:#}");
+    assert_eq!(ev["quorum_needed"], 3);
+    assert_eq!(
+        ev["members_online"], 1,
+        "only m1 is a member that answers: {ev:#}"
+    );
+    assert_eq!(
+        ev["stale_peers"],
+        serde_json::json!(["n1", "n2", "n3"]),
+        "{ev:#}"
+    );
+    assert_eq!(ev["live_non_members"], serde_json::json!(["m2", "m3"]));
+    let commands: Vec<String> = quorum[0]
+        .remediation
+        .iter()
+        .filter_map(|r| r.command.clone())
+        .collect();
+    for peer in ["fjFyEjc1", "44jzkV9D", "BXScrY9i"] {
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.contains("peer-remove") && c.contains(peer)),
+            "peer-remove {peer} in {commands:#?}"
+        );
+    }
+    let steps: String = quorum[0]
+        .remediation
+        .iter()
+        .map(|r| r.step.clone())
+        .collect();
+    assert!(
+        steps.contains("m2"),
+        "names a live non-member to bring back: {steps}"
+    );
+    assert!(steps.contains("one at a time"), "{steps}");
+
+    let stale = findings(&e, CheckId::Meta001);
+    assert_eq!(servers(&stale), set(&["n1", "n2", "n3"]));
+    for f in &stale {
+        assert_eq!(f.evidence["stale_peer"], true, "{:#}", f.evidence);
+        assert!(f.summary.contains("stale peer"), "{}", f.summary);
+    }
+}
+
+#[test]
+fn leader_flapping_counts_advisories_and_polls_once_each_and_ignores_the_first_leader() {
+    let mut s = Scenario::new();
+    s.thresholds.flap_window = Duration::from_secs(60);
+    // n3 leads at start: not a change.
+    s.poll(t(0), &["healthy_3.json"]);
+    assert!(s.history.leader_changes.is_empty());
+    // Advisory names peer fjFyEjc1 (n1) as new leader; the following poll sees n1 too: one change.
+    s.history
+        .record_event(&event("event_leader_elected.json", t(5)));
+    assert_eq!(s.history.leader.as_deref(), Some("n1"));
+    assert!(
+        findings(&s.evaluate(t(5)), CheckId::Meta003).is_empty(),
+        "one change is allowed"
+    );
+    // A poll then shows n2 leading (partition majority): the second change raises META_003.
+    s.poll(t(8), &["partition_leader_3_majority.json"]);
+    assert_eq!(s.history.leader_changes.len(), 2);
+    let flap = findings(&s.evaluate(t(8)), CheckId::Meta003);
+    assert_eq!(flap.len(), 1);
+    assert_eq!(flap[0].evidence["count"], 2);
+    assert_eq!(flap[0].evidence["changes"][0]["to"], "n1");
+    assert_eq!(flap[0].evidence["changes"][1]["to"], "n2");
+    // Once the window slides past the first change it resolves.
+    assert!(findings(&s.evaluate(t(66)), CheckId::Meta003).is_empty());
+}
+
+#[test]
+fn every_captured_event_decodes() {
+    let at = t(0);
+    assert!(
+        matches!(event("event_shutdown.json", at), MetaEvent::Shutdown { server, .. } if server == "n3")
+    );
+    assert!(matches!(
+        event("event_lameduck.json", at),
+        MetaEvent::LameDuck { .. }
+    ));
+    assert!(
+        matches!(event("event_leader_elected.json", at), MetaEvent::LeaderElected { leader_peer, .. } if leader_peer == "fjFyEjc1")
+    );
+    assert!(
+        matches!(event("event_server_removed.json", at), MetaEvent::ServerRemoved { server, .. } if server == "n1")
+    );
+}
+
+#[test]
+fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(4), &["follower_killed_3.json"]);
+    let (active, transitions) = reconcile(&ActiveSet::new(), &s.evaluate(t(4)), t(4));
+    let raised: Vec<String> = transitions.iter().map(|t| t.finding.key.clone()).collect();
+    assert!(
+        raised.iter().any(|k| k.starts_with("META_001/")),
+        "{raised:?}"
+    );
+    assert!(transitions.iter().all(|t| t.kind == TransitionKind::Raised));
+    let active: ActiveSet = active
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("META_001/"))
+        .collect();
+    // Same fault next poll: nothing new.
+    s.poll(t(5), &["follower_killed_3.json"]);
+    let (active, transitions) = reconcile(&active, &s.evaluate(t(5)), t(5));
+    assert!(transitions.is_empty());
+    // Blind poll (nobody answered): nothing resolves.
+    let blind = Snapshot::default();
+    let (_, evaluations) = evaluate_all(&blind, &s.history, &s.thresholds, t(6));
+    assert!(evaluations
+        .iter()
+        .all(|e| matches!(e.outcome, Outcome::Skipped { .. })));
+    let (active, transitions) = reconcile(&active, &evaluations, t(6));
+    assert!(transitions.is_empty());
+    assert_eq!(active.len(), 1);
+    // Back to healthy: resolved once.
+    s.poll(t(7), &["healthy_3.json"]);
+    let evaluations: Vec<Evaluation> = s
+        .evaluate(t(7))
+        .into_iter()
+        .filter(|e| e.check == CheckId::Meta001)
+        .collect();
+    let (active, transitions) = reconcile(&active, &evaluations, t(7));
+    assert_eq!(transitions.len(), 1);
+    assert_eq!(transitions[0].kind, TransitionKind::Resolved);
+    assert!(active.is_empty());
+}
