@@ -37,6 +37,39 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Start a local 3-node cluster, run the monitor on it, inject faults and print each finding.
     Demo(crate::demo::DemoArgs),
+    /// Print the runbook of a check: what it means, why it matters, how to confirm and fix it.
+    Explain(ExplainArgs),
+}
+
+/// Flags of `explain`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The check, e.g. META_006 (case-insensitive).
+    pub check: String,
+    /// Print the runbook as JSON (as `$INSIGHTS.API.EXPLAIN` returns it).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nats-insights explain`: the runbooks are compiled in, so no connection is needed.
+fn explain(args: &ExplainArgs) -> Result<(), String> {
+    let check = crate::checks::CheckId::parse(&args.check).ok_or_else(|| {
+        format!(
+            "unknown check {}; known: {}",
+            args.check,
+            crate::checks::CheckId::ALL.map(|c| c.as_str()).join(", ")
+        )
+    })?;
+    if args.json {
+        let book = crate::runbook::runbook(check);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&book).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", crate::runbook::markdown(check));
+    }
+    Ok(())
 }
 
 /// Flags of `run`.
@@ -108,6 +141,15 @@ impl RunArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
+    if let Command::Explain(args) = &cli.command {
+        return match explain(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("nats-insights: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,6 +164,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args).await,
             Command::Demo(args) => crate::demo::run(args).await,
+            Command::Explain(args) => explain(&args),
         }
     });
     match result {

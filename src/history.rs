@@ -3,7 +3,7 @@
 //! it; the engine updates it from each snapshot and event. Serializable so it can be persisted.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,9 @@ pub struct History {
     pub brief_disagreements: u64,
     /// Members the current leader lists as never heard from (`active` 0), by name.
     pub unheard: BTreeMap<String, Unheard>,
+    /// When each member was last known in contact with the group (heard by the leader, or the
+    /// leader heard by a follower), by name.
+    pub last_contact: BTreeMap<String, SystemTime>,
 }
 
 /// A member the leader has never heard from.
@@ -188,7 +191,48 @@ impl History {
         }
         if let Some((view, meta)) = snapshot.leader_view() {
             let leader = view.server.name.clone();
+            // The leader's view is the membership: forget servers it no longer lists (a peer
+            // removed while stopped sends no advisory), unless they answer now.
+            let listed: std::collections::BTreeSet<&str> = meta
+                .replicas
+                .iter()
+                .map(|p| {
+                    if p.name_unknown() {
+                        self.peer_names
+                            .get(&p.peer)
+                            .map_or(p.name.as_str(), String::as_str)
+                    } else {
+                        p.name.as_str()
+                    }
+                })
+                .chain(std::iter::once(leader.as_str()))
+                .collect();
+            let gone: Vec<String> = self
+                .servers
+                .keys()
+                .filter(|n| !listed.contains(n.as_str()) && !snapshot.views.contains_key(*n))
+                .cloned()
+                .collect();
+            for name in gone {
+                self.servers.remove(&name);
+                self.departures.remove(&name);
+            }
             self.observe_leader(&leader, ChangeSource::Poll, now);
+            for p in meta.replicas.iter().filter(|p| p.active > 0) {
+                self.note_contact(&p.name, now, p.active);
+            }
+            for (follower, fmeta) in snapshot.meta_views() {
+                if follower.server.name == leader || fmeta.leader_name() != Some(leader.as_str()) {
+                    continue;
+                }
+                if let Some(p) = fmeta
+                    .replicas
+                    .iter()
+                    .find(|p| p.name == leader && p.active > 0)
+                {
+                    self.note_contact(&leader, now, p.active);
+                }
+            }
             let previous = std::mem::take(&mut self.unheard);
             for p in meta.replicas.iter().filter(|p| p.active == 0 && !p.current) {
                 let since = previous
@@ -212,6 +256,27 @@ impl History {
         } else if self.disagreement.take().is_some() {
             self.brief_disagreements += 1;
         }
+    }
+
+    fn note_contact(&mut self, name: &str, now: SystemTime, active_ns: u64) {
+        let at = now
+            .checked_sub(std::time::Duration::from_nanos(active_ns))
+            .unwrap_or(now);
+        let entry = self.last_contact.entry(name.to_string()).or_insert(at);
+        if at > *entry {
+            *entry = at;
+        }
+    }
+
+    /// How long a member has been out of contact, counting from its last known contact (or from
+    /// `fallback` when there never was one).
+    pub fn out_of_contact(&self, name: &str, fallback: SystemTime, now: SystemTime) -> Duration {
+        let since = self
+            .last_contact
+            .get(name)
+            .copied()
+            .map_or(fallback, |c| c.min(fallback));
+        now.duration_since(since).unwrap_or_default()
     }
 
     /// Records `leader` as the current leader; a different one than before is a change. The first

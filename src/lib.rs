@@ -12,6 +12,7 @@ pub mod findings;
 pub mod history;
 pub mod observe;
 pub mod publish;
+pub mod runbook;
 pub mod service;
 pub mod testbed;
 pub mod time_format;

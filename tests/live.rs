@@ -41,6 +41,11 @@ async fn ready(monitor: &Monitor, members: usize) {
     }
 }
 
+/// Node indices of a cluster of `size` except `excluded`: where an operator's subscriber survives.
+fn others(size: usize, excluded: &[usize]) -> Vec<usize> {
+    (0..size).filter(|i| !excluded.contains(i)).collect()
+}
+
 async fn follower(cluster: &Cluster) -> usize {
     let leader = cluster.meta_leader().await.expect("leader");
     (0..cluster.size())
@@ -62,11 +67,11 @@ fn reasons(event: &nats_insights::publish::FindingEvent) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_of_a_follower_is_raised_at_once_and_resolved_after_restart() {
     let mut cluster = cluster(3).await;
-    let mut events = Events::subscribe(&cluster).await;
+    let f = follower(&cluster).await;
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[f])).await;
     let monitor = Monitor::start(&cluster).await;
     ready(&monitor, 3).await;
 
-    let f = follower(&cluster).await;
     let name = cluster.server_name(f);
     let t0 = Instant::now();
     cluster.stop(f, Stop::Term).await.expect("stop");
@@ -112,11 +117,11 @@ async fn graceful_stop_of_a_follower_is_raised_at_once_and_resolved_after_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_of_a_follower_is_raised_long_before_the_servers_own_offline_flag() {
     let mut cluster = cluster(3).await;
-    let mut events = Events::subscribe(&cluster).await;
+    let f = follower(&cluster).await;
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[f])).await;
     let monitor = Monitor::start(&cluster).await;
     ready(&monitor, 3).await;
 
-    let f = follower(&cluster).await;
     let name = cluster.server_name(f);
     cluster.stop(f, Stop::Kill).await.expect("kill");
     let raised = events
@@ -156,11 +161,11 @@ async fn crash_of_a_follower_is_raised_long_before_the_servers_own_offline_flag(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_killed_raises_quorum_lost_with_the_missing_members() {
     let mut cluster = cluster(3).await;
-    let mut events = Events::subscribe(&cluster).await;
+    let mut events = Events::subscribe_via(&cluster, &[0]).await;
     let monitor = Monitor::start(&cluster).await;
     ready(&monitor, 3).await;
 
-    // Keep the server the watcher and monitor are likely on irrelevant: kill nodes 1 and 2.
+    // The operator's subscriber is on node 0; nodes 1 and 2 die.
     let (a, b) = (cluster.server_name(1), cluster.server_name(2));
     cluster.stop(1, Stop::Kill).await.expect("kill");
     cluster.stop(2, Stop::Kill).await.expect("kill");
@@ -254,12 +259,12 @@ async fn losing_two_of_five_keeps_quorum_and_raises_only_the_offline_replicas() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_keeps_working_when_its_own_server_dies() {
     let mut cluster = cluster(3).await;
-    let mut events = Events::subscribe(&cluster).await;
     let monitor = Monitor::start(&cluster).await;
     ready(&monitor, 3).await;
 
     let attached = monitor.client.server_info().server_name;
     let index = cluster.index_of(&attached).expect("attached to a node");
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[index])).await;
     cluster.stop(index, Stop::Kill).await.expect("kill");
     events
         .expect(Raised, "META_001", Some(&attached), EVENT_TIMEOUT)
@@ -312,6 +317,26 @@ async fn status_heartbeat_and_micro_discovery_answer_on_a_healthy_cluster() {
     let (_, ping) = request_json(&monitor.client, "$SRV.PING.nats-insights", "").await;
     assert_eq!(ping["name"], "nats-insights");
     assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+
+    // Runbooks over the API.
+    let (_, explained) = request_json(
+        &monitor.client,
+        "$INSIGHTS.API.EXPLAIN",
+        r#"{"check":"META_006"}"#,
+    )
+    .await;
+    assert_valid("explain_response.json", &explained);
+    let (reply, _) = request_json(
+        &monitor.client,
+        "$INSIGHTS.API.EXPLAIN",
+        r#"{"check":"META_404"}"#,
+    )
+    .await;
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("404")
+    );
 
     // A malformed request gets a micro error reply, not silence.
     let (reply, _) = request_json(&monitor.client, "$INSIGHTS.API.STATUS", "{not json").await;
@@ -389,4 +414,247 @@ async fn startup_failures_give_one_clear_line_and_a_nonzero_exit() {
             .count();
         assert_eq!(error_lines, 1, "one error line: {err}");
     }
+}
+
+fn thresholds_with(f: impl FnOnce(&mut nats_insights::checks::Thresholds)) -> EngineConfig {
+    let mut config = EngineConfig::default();
+    f(&mut config.thresholds);
+    config
+}
+
+async fn step_down_and_wait(cluster: &Cluster) -> String {
+    let before = cluster.meta_leader().await.expect("leader");
+    cluster.step_down().await.expect("step down");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(after) = cluster.wait_for_leader(Duration::from_secs(5)).await {
+            if after != before {
+                return after;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leader did not change from {before}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_step_downs_raise_flapping_at_once_and_it_resolves_when_the_window_passes() {
+    let cluster = cluster(3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let window = Duration::from_secs(15);
+    let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_window = window)).await;
+    ready(&monitor, 3).await;
+
+    let first = step_down_and_wait(&cluster).await;
+    events.drain(Duration::from_secs(2)).await;
+    assert!(
+        events.seen.is_empty(),
+        "one change is allowed: {:#?}",
+        events.lines()
+    );
+    let elected = Instant::now();
+    let second = step_down_and_wait(&cluster).await;
+    let raised = events.expect(Raised, "META_003", None, EVENT_TIMEOUT).await;
+    let latency = elected.elapsed();
+    assert!(
+        latency < Duration::from_secs(5),
+        "flapping reported after {latency:?}"
+    );
+    assert_eq!(raised.severity.as_str(), "warning");
+    let changes = raised.evidence["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 2, "{:#}", raised.evidence);
+    assert_eq!(changes[0]["to"], first.as_str());
+    assert_eq!(changes[1]["to"], second.as_str());
+
+    let resolved = events
+        .expect(Resolved, "META_003", None, window + EVENT_TIMEOUT)
+        .await;
+    assert_eq!(resolved.finding, raised.finding);
+    events.drain(Duration::from_secs(2)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    assert!(
+        events.seen.iter().all(|e| e.check.as_str() == "META_003"),
+        "step-downs are no outage: {:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_of_the_leader_raises_disagreement_while_it_claims_leadership_and_resolves_after_healing(
+) {
+    let cluster = Cluster::start(ClusterOptions {
+        proxied_routes: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    // Leader changes are part of this fault; flapping is tested on its own.
+    let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_max = 10)).await;
+    ready(&monitor, 3).await;
+    // Findings published through the isolated server stay on its side (core NATS): keep the
+    // monitor's own connection, and the operator's subscriber, on the majority side.
+    let attached = monitor.client.server_info().server_name;
+    let mut leader = cluster.meta_leader().await.expect("leader");
+    while leader == attached {
+        leader = step_down_and_wait(&cluster).await;
+    }
+    let index = cluster.index_of(&leader).expect("leader index");
+    let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let mut events = Events::subscribe_via(&cluster, &majority).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    cluster.partition(index).expect("partition");
+    let raised = events
+        .expect(Raised, "META_002", None, Duration::from_secs(40))
+        .await;
+    // Raised while the isolated server still claims leadership (it gives up 10-20 s after the cut).
+    let own = cluster.jsz_direct(index).await.expect("isolated view");
+    let claims = own["data"]["meta_cluster"]["leader"] == leader.as_str();
+    let stale = raised.evidence["stale_leaders"].clone();
+    assert!(
+        claims || stale == serde_json::json!([leader]),
+        "raised only after the old leader gave up: {:#}",
+        raised.evidence
+    );
+    assert_eq!(
+        raised.evidence["groups"].as_array().map(Vec::len),
+        Some(2),
+        "{:#}",
+        raised.evidence
+    );
+    events
+        .expect(Raised, "META_001", Some(&leader), EVENT_TIMEOUT)
+        .await;
+
+    cluster.heal(index).expect("heal");
+    events
+        .expect(Resolved, "META_002", None, Duration::from_secs(40))
+        .await;
+    events
+        .expect(Resolved, "META_001", Some(&leader), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(3)).await;
+    let history = events.history_of(&raised.finding);
+    assert_eq!(history.first(), Some(&"raised"));
+    assert_eq!(history.last(), Some(&"resolved"), "{:#?}", events.lines());
+    assert_eq!(history.iter().filter(|h| **h == "raised").count(), 1);
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_rename_without_peer_remove_reports_stale_peers_and_the_recovery() {
+    let mut cluster = cluster(3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+
+    let old: Vec<String> = (0..3).map(|i| cluster.server_name(i)).collect();
+    for i in 0..3 {
+        cluster.stop(i, Stop::Term).await.expect("stop");
+        cluster
+            .rename(i, &format!("m{}", i + 1))
+            .await
+            .expect("rename");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    // Every server restarts in turn, so a subscriber misses what is published while its server
+    // is down (core NATS): judge by what the monitor holds, through STATUS.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (status, quorum) = loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let quorum = status["findings"].as_array().and_then(|f| {
+            f.iter()
+                .find(|x| {
+                    x["check"] == "META_006"
+                        && x["evidence"]["stale_peers"]
+                            .as_array()
+                            .is_some_and(|s| s.len() == 3)
+                })
+                .cloned()
+        });
+        if let Some(quorum) = quorum {
+            break (status, quorum);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no META_006 naming 3 stale peers: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let stale: Vec<String> = quorum["evidence"]["stale_peers"]
+        .as_array()
+        .expect("stale peers")
+        .iter()
+        .filter_map(|n| n.as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        stale, old,
+        "the old names, remembered from before the renames"
+    );
+    assert_eq!(
+        quorum["evidence"]["members_online"].as_u64().map(|n| n < 3),
+        Some(true)
+    );
+    let remediation = quorum["remediation"].as_array().expect("remediation");
+    let commands: Vec<&str> = remediation
+        .iter()
+        .filter_map(|r| r["command"].as_str())
+        .collect();
+    for peer in quorum["evidence"]["offline"]
+        .as_array()
+        .expect("offline")
+        .iter()
+    {
+        let id = peer["peer"].as_str().expect("peer id");
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.contains("peer-remove") && c.contains(id)),
+            "peer-remove {id}: {commands:#?}"
+        );
+    }
+    let steps: String = remediation
+        .iter()
+        .filter_map(|r| r["step"].as_str())
+        .collect();
+    assert!(steps.contains("one at a time"), "{steps}");
+    assert!(
+        steps.contains(&format!(
+            "{} members",
+            quorum["evidence"]["expected_members"]
+        )),
+        "{steps}"
+    );
+    // Each old member's META_001 says it is a probable stale peer.
+    for name in &old {
+        let finding = status["findings"]
+            .as_array()
+            .and_then(|f| {
+                f.iter()
+                    .find(|x| x["check"] == "META_001" && x["server"] == name.as_str())
+            })
+            .unwrap_or_else(|| panic!("META_001 for {name}: {status:#}"));
+        assert_eq!(finding["evidence"]["stale_peer"], true, "{finding:#}");
+        assert!(finding["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("stale peer")));
+    }
+    // What the subscriber did receive follows the contract (validated on receipt).
+    events.drain(Duration::from_secs(1)).await;
+    monitor.stop().await;
 }

@@ -147,3 +147,32 @@ fn status_response_validates_healthy_faulty_and_before_first_poll() {
     assert_valid("status_response.json", &value);
     assert_eq!(value["status"], "unknown");
 }
+
+#[test]
+fn explain_responses_validate_and_bad_requests_are_rejected_with_the_right_code() {
+    for check in CheckId::ALL {
+        let body = format!("{{\"check\": \"{}\"}}", check.as_str().to_lowercase());
+        let reply = nats_insights::service::explain(body.as_bytes()).expect("explained");
+        let value: serde_json::Value = serde_json::from_slice(&reply).expect("json");
+        assert_valid("explain_response.json", &value);
+        assert_eq!(value["check"], check.as_str());
+    }
+    for (body, code) in [
+        (&b"{\"check\": \"META_999\"}"[..], 404),
+        (b"{}", 400),
+        (b"{\"check\": 6}", 400),
+        (b"{\"check\": \"META_001\", \"extra\": 1}", 400),
+        (b"[1,2]", 400),
+        (b"{not json", 400),
+    ] {
+        let rejected = nats_insights::service::explain(body).expect_err("rejected");
+        assert_eq!(rejected.0, code, "{}", String::from_utf8_lossy(body));
+    }
+    let huge = vec![b' '; nats_insights::service::MAX_REQUEST_BYTES + 1];
+    assert_eq!(
+        nats_insights::service::explain(&huge)
+            .expect_err("too big")
+            .0,
+        413
+    );
+}

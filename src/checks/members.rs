@@ -128,6 +128,12 @@ pub enum OfflineReason {
         /// The leader.
         reported_by: String,
     },
+    /// It leads, but the followers that answer have not heard from it for `offline_after`: its
+    /// routes to them are cut.
+    CutOff {
+        /// The followers that lost it.
+        unheard_by: Vec<String>,
+    },
     /// It answered earlier but answered neither the gather nor a direct request now.
     NotAnswering {
         /// When it last answered.
@@ -154,6 +160,10 @@ impl OfflineReason {
             } => format!(
                 "leader {reported_by} has not heard from it for {}",
                 super::seconds(*active)
+            ),
+            OfflineReason::CutOff { unheard_by } => format!(
+                "it still claims leadership but {} have not heard from it",
+                unheard_by.join(", ")
             ),
             OfflineReason::NotAnswering { last_answered } => match last_answered {
                 Some(t) => format!(
@@ -248,6 +258,9 @@ pub fn assess_members(
     let cluster_size = cluster_size.max(entries.len());
     let quorum_needed = quorum.filter(|q| *q > 0).unwrap_or(cluster_size / 2 + 1);
     let leader_name = authority.map(|(v, _)| v.server.name.clone());
+    let cut_off = leader_name
+        .as_deref()
+        .and_then(|l| followers_cut_off_from(snapshot, l, thresholds));
 
     let member_names: BTreeSet<String> = entries.keys().cloned().collect();
     let non_members = snapshot
@@ -255,19 +268,17 @@ pub fn assess_members(
         .map(|(v, _)| v.server.name.clone())
         .filter(|n| !member_names.contains(n))
         .collect();
+    let judging = Judging {
+        snapshot,
+        history,
+        thresholds,
+        leader: leader_name.as_deref(),
+        cut_off: cut_off.as_ref(),
+        now,
+    };
     let members = entries
         .into_iter()
-        .map(|(name, entry)| {
-            judge(
-                name,
-                entry,
-                snapshot,
-                history,
-                thresholds,
-                leader_name.as_deref(),
-                now,
-            )
-        })
+        .map(|(name, entry)| judge(name, entry, &judging))
         .collect();
 
     let (first_view, first_meta) = first;
@@ -298,6 +309,27 @@ pub fn assess_members(
     })
 }
 
+/// The answering followers of `leader` when none of them has heard from it within
+/// `offline_after` (and at least one has not); `None` while any follower still hears it.
+fn followers_cut_off_from(
+    snapshot: &Snapshot,
+    leader: &str,
+    thresholds: &Thresholds,
+) -> Option<BTreeSet<String>> {
+    let mut unheard_by = BTreeSet::new();
+    for (view, meta) in snapshot.meta_views() {
+        if view.server.name == leader || meta.leader_name() != Some(leader) {
+            continue;
+        }
+        let entry = meta.replicas.iter().find(|p| p.name == leader)?;
+        if Duration::from_nanos(entry.active) <= thresholds.offline_after {
+            return None;
+        }
+        unheard_by.insert(view.server.name.clone());
+    }
+    (!unheard_by.is_empty()).then_some(unheard_by)
+}
+
 #[derive(Default)]
 struct MemberEntry {
     peer: Option<String>,
@@ -307,15 +339,25 @@ struct MemberEntry {
     flagged_by: Vec<bool>,
 }
 
-fn judge(
-    name: String,
-    entry: MemberEntry,
-    snapshot: &Snapshot,
-    history: &History,
-    thresholds: &Thresholds,
-    leader: Option<&str>,
+/// What every member is judged against.
+struct Judging<'a> {
+    snapshot: &'a Snapshot,
+    history: &'a History,
+    thresholds: &'a Thresholds,
+    leader: Option<&'a str>,
+    cut_off: Option<&'a BTreeSet<String>>,
     now: SystemTime,
-) -> Member {
+}
+
+fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
+    let Judging {
+        snapshot,
+        history,
+        thresholds,
+        leader,
+        cut_off,
+        now,
+    } = *judging;
     let view = snapshot.views.get(&name);
     let answered = view.is_some();
     let mut reasons = Vec::new();
@@ -329,7 +371,15 @@ fn judge(
             });
         }
     }
-    if let Some(leader) = leader {
+    // When the followers that answer all lost the leader, the leader is the one cut off: its
+    // claims that they went silent say nothing about them.
+    let leader_claims_count = !cut_off.is_some_and(|c| c.contains(&name));
+    if let (Some(unheard_by), true) = (cut_off, leader == Some(name.as_str())) {
+        reasons.push(OfflineReason::CutOff {
+            unheard_by: unheard_by.iter().cloned().collect(),
+        });
+    }
+    if let (Some(leader), true) = (leader, leader_claims_count) {
         if entry.flagged_by.iter().any(|by_leader| *by_leader) {
             reasons.push(OfflineReason::OfflineFlag {
                 reported_by: leader.to_string(),
@@ -341,7 +391,7 @@ fn judge(
                 history
                     .unheard
                     .get(&name)
-                    .and_then(|u| now.duration_since(u.since).ok())
+                    .map(|u| history.out_of_contact(&name, u.since, now))
                     .unwrap_or_default()
             } else {
                 Duration::from_nanos(p.active)

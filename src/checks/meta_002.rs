@@ -70,7 +70,7 @@ fn finding(
             "Check route connectivity between the groups ({}): each server must have a route to every other; a partition or firewall change is the usual cause.",
             sides.join(" | ")
         ),
-        "nats server report jetstream",
+        "nats server report routes",
     )];
     if stale.is_empty() {
         remediation.push(Remediation::step(
@@ -79,10 +79,13 @@ fn finding(
     } else {
         remediation.push(Remediation::with_command(
             format!(
-                "Once routes are back, a stale leader ({}) steps down by itself; if it does not within a minute, ask the meta leader to step down so a fresh election settles it.",
+                "Once routes are back, the stale leader ({}) steps down by itself. If it does not within a minute, send the step-down request to it directly (nats server cluster step-down refuses while two leaders exist).",
                 stale.join(", ")
             ),
-            "nats server cluster step-down",
+            format!(
+                "nats request '$JS.API.META.LEADER.STEPDOWN' '' --server <url of {}>",
+                stale.first().map(String::as_str).unwrap_or("the stale leader")
+            ),
         ));
         remediation.push(Remediation::step(format!(
             "Restart the stale leader ({}) only if it stays stuck after routes are healthy, and never restart several servers at once.",

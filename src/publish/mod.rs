@@ -173,12 +173,25 @@ impl Heartbeat {
     }
 }
 
+/// How long a publish may wait for the server's confirmation.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many times one event is sent before giving up.
+const DELIVERY_ATTEMPTS: u32 = 4;
+
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Encoding (cannot really fail for these types, but never unwrap).
     #[error("cannot encode event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Never confirmed by a server.
+    #[error("{subject} was not confirmed by any server after {attempts} attempts")]
+    Unconfirmed {
+        /// Subject.
+        subject: String,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// The client refused (disconnected with a full buffer, or closed).
     #[error("cannot publish {subject}: {source}")]
     Send {
@@ -214,11 +227,43 @@ impl Publisher {
         self.send(HEARTBEAT_SUBJECT.to_string(), heartbeat).await
     }
 
+    /// Publishes and confirms the server has it (a flush round trip). If the connection drops
+    /// before that, for example because the server we are attached to is the one shutting down,
+    /// the same payload (same event `id`, so consumers can drop a duplicate) is sent again once
+    /// reconnected.
     async fn send<T: Serialize>(&self, subject: String, body: &T) -> Result<(), PublishError> {
-        let payload = serde_json::to_vec(body)?;
-        self.client
-            .publish(subject.clone(), payload.into())
-            .await
-            .map_err(|source| PublishError::Send { subject, source })
+        let payload: bytes::Bytes = serde_json::to_vec(body)?.into();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.client
+                .publish(subject.clone(), payload.clone())
+                .await
+                .map_err(|source| PublishError::Send {
+                    subject: subject.clone(),
+                    source,
+                })?;
+            let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, self.client.flush()).await;
+            if matches!(confirmed, Ok(Ok(()))) {
+                return Ok(());
+            }
+            if attempt >= DELIVERY_ATTEMPTS {
+                return Err(PublishError::Unconfirmed {
+                    subject,
+                    attempts: attempt,
+                });
+            }
+            tracing::warn!(%subject, attempt, "publish not confirmed; sending again once reconnected");
+            self.wait_connected(CONFIRM_TIMEOUT).await;
+        }
+    }
+
+    async fn wait_connected(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.client.connection_state() != async_nats::connection::State::Connected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }

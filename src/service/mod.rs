@@ -193,7 +193,7 @@ pub enum ServiceError {
 }
 
 /// A request body that failed validation: (code, description).
-type Rejection = (usize, String);
+pub type Rejection = (usize, String);
 
 /// Validates an optional JSON object body.
 pub fn parse_request(
@@ -213,6 +213,41 @@ pub fn parse_request(
         Ok(_) => Err((400, "request body must be a JSON object".to_string())),
         Err(e) => Err((400, format!("request body is not valid JSON: {e}"))),
     }
+}
+
+/// Answers `$INSIGHTS.API.EXPLAIN` (`{"check": "META_006"}`) with the check's runbook.
+pub fn explain(payload: &[u8]) -> Result<bytes::Bytes, Rejection> {
+    let request = parse_request(payload)?;
+    let check = match request.get("check") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err((
+                400,
+                "\"check\" must be a string such as \"META_001\"".to_string(),
+            ))
+        }
+        None => {
+            return Err((
+                400,
+                "missing \"check\": send {\"check\": \"META_001\"}".to_string(),
+            ))
+        }
+    };
+    if let Some(unknown) = request.keys().find(|k| k.as_str() != "check") {
+        return Err((400, format!("unknown field \"{unknown}\"")));
+    }
+    let id = crate::checks::CheckId::parse(&check).ok_or_else(|| {
+        (
+            404,
+            format!(
+                "unknown check {check}; known: {}",
+                crate::checks::CheckId::ALL.map(|c| c.as_str()).join(", ")
+            ),
+        )
+    })?;
+    serde_json::to_vec(&crate::runbook::runbook(id))
+        .map(Into::into)
+        .map_err(|e| (500, e.to_string()))
 }
 
 /// Starts the micro service and answers requests until the status channel closes.
@@ -237,9 +272,21 @@ pub async fn serve(
         .endpoint("STATUS")
         .await
         .map_err(ServiceError::Start)?;
+    let mut explain_endpoint = group
+        .endpoint("EXPLAIN")
+        .await
+        .map_err(ServiceError::Start)?;
     let mut closed = status.clone();
     loop {
         tokio::select! {
+            request = explain_endpoint.next() => {
+                let Some(request) = request else { break };
+                let reply = explain(&request.message.payload)
+                    .map_err(|(code, status)| service::error::Error { status, code });
+                if let Err(error) = request.respond(reply).await {
+                    tracing::warn!(%error, "cannot answer an EXPLAIN request");
+                }
+            }
             request = status_endpoint.next() => {
                 let Some(request) = request else { break };
                 let current = status.borrow().clone();

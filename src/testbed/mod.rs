@@ -198,8 +198,11 @@ pub enum Stop {
     Term,
     /// SIGKILL (a crash), then reap.
     Kill,
-    /// SIGUSR2: lame duck mode. Returns at once; the server exits by itself after
-    /// `lame_duck_duration` (30 s).
+    /// SIGUSR2: lame duck mode. Returns at once; the server announces it (LAMEDUCK event),
+    /// then exits by itself once it has closed its client connections. Measured with
+    /// 2.15.1: with no client connected it exits within ~0.1 s, otherwise after the 1 s
+    /// grace period plus about 1 s per client (spread over at most `lame_duck_duration`,
+    /// 30 s). Hold a few client connections to it to keep it in lame duck for a while.
     LameDuck,
 }
 
@@ -213,6 +216,9 @@ struct Node {
 }
 
 /// A running nats-server cluster on loopback. See the module documentation.
+///
+/// Nodes are addressed by 0-based index (stable across restarts and renames); methods panic
+/// on an index `>= size()`.
 #[derive(Debug)]
 pub struct Cluster {
     opts: ClusterOptions,
@@ -223,6 +229,8 @@ pub struct Cluster {
     proxies: HashMap<(usize, usize), TcpProxy>,
     /// Where every node advertises its cluster address: a permanently cut proxy.
     advertise_sink: Option<TcpProxy>,
+    /// Keep the directory on drop (set when the start failed).
+    keep_dir: bool,
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>, TestbedError> {
@@ -264,9 +272,13 @@ fn send_signal(pid: u32, signal: &str) -> Result<(), TestbedError> {
     }
 }
 
+const START_MARKER: &str = "=== testbed: starting";
+
+/// The last `lines` lines that the latest run of a node wrote to its log.
 fn log_tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
+    let last_run = text.rfind(START_MARKER).map_or(&text[..], |at| &text[at..]);
+    let all: Vec<&str> = last_run.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -325,6 +337,10 @@ pub fn jsz_leader(envelope: &Value) -> Option<&str> {
 
 impl Cluster {
     /// Starts a fresh cluster and waits until every node agrees on one meta leader.
+    ///
+    /// If a freshly chosen port is taken before the server binds it, the whole start is
+    /// retried with new ports (twice at most). On failure the processes are killed but the
+    /// directory with configs and logs is kept, for the error message's log paths.
     pub async fn start(opts: ClusterOptions) -> Result<Cluster, TestbedError> {
         if opts.size == 0 {
             return Err(TestbedError::Invalid(
@@ -332,6 +348,25 @@ impl Cluster {
             ));
         }
         let bin = nats_server_bin()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut cluster = Cluster::prepare(&opts, &bin).await?;
+            match cluster.boot().await {
+                Ok(()) => return Ok(cluster),
+                Err(TestbedError::PortInUse { .. }) if attempt < 3 => {
+                    tracing::warn!("testbed port taken during start, retrying with new ports");
+                }
+                Err(e) => {
+                    cluster.keep_dir = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Creates the directory, ports, proxies and node table (nothing started yet).
+    async fn prepare(opts: &ClusterOptions, bin: &Path) -> Result<Cluster, TestbedError> {
         let dir = std::env::temp_dir().join(format!(
             "nats-insights-testbed-{}-{}",
             std::process::id(),
@@ -342,11 +377,20 @@ impl Cluster {
                 .map_err(|e| io_err(format!("clearing {}", dir.display()), e))?;
         }
         fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
-        fs::write(dir.join("accounts.conf"), ACCOUNTS_CONF)
+        let mut cluster = Cluster {
+            opts: opts.clone(),
+            bin: bin.to_owned(),
+            dir,
+            nodes: Vec::new(),
+            proxies: HashMap::new(),
+            advertise_sink: None,
+            keep_dir: false,
+        };
+        fs::write(cluster.dir.join("accounts.conf"), ACCOUNTS_CONF)
             .map_err(|e| io_err("writing accounts.conf", e))?;
 
         let ports = free_ports(3 * opts.size)?;
-        let nodes = (0..opts.size)
+        cluster.nodes = (0..opts.size)
             .map(|i| Node {
                 name: format!("{}{}", opts.name_prefix, i + 1),
                 client_port: ports[3 * i],
@@ -354,52 +398,48 @@ impl Cluster {
                 cluster_port: ports[3 * i + 2],
                 child: Mutex::new(None),
             })
-            .collect::<Vec<_>>();
+            .collect();
+        for i in 0..opts.size {
+            fs::create_dir_all(cluster.node_dir(i))
+                .map_err(|e| io_err("creating a node directory", e))?;
+        }
 
-        let mut proxies = HashMap::new();
-        let mut advertise_sink = None;
         if opts.proxied_routes {
             for from in 0..opts.size {
-                for (to, node) in nodes.iter().enumerate() {
-                    if from != to {
-                        let proxy = TcpProxy::start(loopback(node.cluster_port))
-                            .await
-                            .map_err(|e| io_err("starting a route proxy", e))?;
-                        proxies.insert((from, to), proxy);
-                    }
+                for to in (0..opts.size).filter(|&to| to != from) {
+                    let proxy = TcpProxy::start(cluster.cluster_addr(to))
+                        .await
+                        .map_err(|e| io_err("starting a route proxy", e))?;
+                    cluster.proxies.insert((from, to), proxy);
                 }
             }
-            let sink = TcpProxy::start(loopback(nodes[0].cluster_port))
+            // A proxy that stays cut: the advertised cluster address of every node (see
+            // `config`). Its target is never used.
+            let sink = TcpProxy::start(cluster.cluster_addr(0))
                 .await
                 .map_err(|e| io_err("starting the advertise sink", e))?;
             sink.cut();
-            advertise_sink = Some(sink);
+            cluster.advertise_sink = Some(sink);
         }
+        Ok(cluster)
+    }
 
-        let mut cluster = Cluster {
-            opts,
-            bin,
-            dir,
-            nodes,
-            proxies,
-            advertise_sink,
-        };
-        for i in 0..cluster.size() {
-            fs::create_dir_all(cluster.node_dir(i))
-                .map_err(|e| io_err("creating a node directory", e))?;
-            cluster.spawn(i)?;
+    /// Starts every node and waits for them to accept clients and agree on a leader.
+    async fn boot(&mut self) -> Result<(), TestbedError> {
+        for i in 0..self.size() {
+            self.spawn(i)?;
         }
-        let ready = futures::future::join_all((0..cluster.size()).map(|i| cluster.wait_ready(i)));
+        let ready = futures::future::join_all((0..self.size()).map(|i| self.wait_ready(i)));
         for result in ready.await {
             result?;
         }
-        if let Err(e) = cluster.wait_for_leader(START_TIMEOUT).await {
-            if let Some(i) = (0..cluster.size()).find(|&i| !cluster.running(i)) {
-                return Err(cluster.exit_error(i, "exited during startup".to_owned()));
+        if let Err(e) = self.wait_for_leader(START_TIMEOUT).await {
+            if let Some(i) = (0..self.size()).find(|&i| !self.running(i)) {
+                return Err(self.exit_error(i, "exited during startup".to_owned()));
             }
             return Err(e);
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// Number of nodes (running or not).
@@ -598,7 +638,13 @@ impl Cluster {
         views.await
     }
 
-    /// The meta leader named by a majority of the running nodes, if any.
+    /// Whether `name` is the current name of a running node.
+    fn is_running_name(&self, name: &str) -> bool {
+        self.index_of(name).is_some_and(|i| self.running(i))
+    }
+
+    /// The meta leader named by a majority of the running nodes, if any, and if it is itself
+    /// running (followers keep naming a crashed leader until their election timeout).
     pub async fn meta_leader(&self) -> Option<String> {
         let views = self.leader_views().await;
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -607,17 +653,20 @@ impl Cluster {
         }
         counts
             .into_iter()
-            .find(|(_, n)| 2 * n > views.len())
+            .find(|(leader, n)| 2 * n > views.len() && self.is_running_name(leader))
             .map(|(leader, _)| leader)
     }
 
-    /// Waits until every running node names the same meta leader, and returns its name.
+    /// Waits until every running node names the same meta leader, itself a running node,
+    /// and returns its name.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<String, TestbedError> {
         let deadline = Instant::now() + timeout;
         loop {
             let views = self.leader_views().await;
             if let Some((_, Some(first))) = views.first() {
-                if views.iter().all(|(_, l)| l.as_ref() == Some(first)) {
+                if views.iter().all(|(_, l)| l.as_ref() == Some(first))
+                    && self.is_running_name(first)
+                {
                     return Ok(first.clone());
                 }
             }
@@ -640,12 +689,56 @@ impl Cluster {
 
     /// Asks the meta leader to step down (`$JS.API.META.LEADER.STEPDOWN`, system account).
     pub async fn step_down(&self) -> Result<(), TestbedError> {
+        self.step_down_request("{}").await
+    }
+
+    /// Asks the meta leader to step down in favour of the server named `preferred`
+    /// (`{"placement":{"preferred":...}}`; the server refuses if it already leads).
+    pub async fn step_down_to(&self, preferred: &str) -> Result<(), TestbedError> {
+        let body = serde_json::json!({ "placement": { "preferred": preferred } }).to_string();
+        self.step_down_request(&body).await
+    }
+
+    /// Makes node `i` the meta leader (no-op if it already is) and waits until every running
+    /// node agrees.
+    pub async fn make_leader(&self, i: usize) -> Result<(), TestbedError> {
+        let name = self.server_name(i);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let current = self.wait_for_leader(left).await?;
+            if current == name {
+                return Ok(());
+            }
+            let asked = self.step_down_to(&name).await;
+            // Wait for the hand-over before judging (or asking again).
+            while Instant::now() < deadline {
+                match self.wait_for_leader(Duration::from_secs(1)).await {
+                    Ok(leader) if leader != current => break,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            if Instant::now() >= deadline {
+                asked?;
+                return Err(TestbedError::Timeout {
+                    what: format!("{name} to become meta leader"),
+                    after: Duration::from_secs(20),
+                    logs: self.all_logs(),
+                });
+            }
+        }
+    }
+
+    async fn step_down_request(&self, body: &str) -> Result<(), TestbedError> {
         let client = self.any_sys_client().await?;
         let subject = "$JS.API.META.LEADER.STEPDOWN";
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject, "{}".into()))
-            .await
-            .map_err(|_| nats_err(format!("request {subject}"), "timed out"))?
-            .map_err(|e| nats_err(format!("request {subject}"), e))?;
+        let reply = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            client.request(subject, body.to_owned().into()),
+        )
+        .await
+        .map_err(|_| nats_err(format!("request {subject}"), "timed out"))?
+        .map_err(|e| nats_err(format!("request {subject}"), e))?;
         let json = parse_json(subject, &reply.payload)?;
         if json.get("success").and_then(Value::as_bool) == Some(true) {
             Ok(())
@@ -824,7 +917,7 @@ impl Cluster {
             .map_err(|e| io_err(format!("opening {}", log_path.display()), e))?;
         let _ = writeln!(
             log,
-            "=== testbed: starting {} with {} ===",
+            "{START_MARKER} {} with {} ===",
             self.nodes[i].name,
             conf.display()
         );
@@ -933,7 +1026,7 @@ impl Drop for Cluster {
         }
         self.proxies.clear();
         self.advertise_sink = None;
-        if std::env::var_os(KEEP_ENV).is_some() {
+        if self.keep_dir || std::env::var_os(KEEP_ENV).is_some() {
             eprintln!("nats-insights testbed kept at {}", self.dir.display());
         } else {
             let _ = fs::remove_dir_all(&self.dir);

@@ -98,13 +98,23 @@ pub struct Events {
     stream: BoxStream<'static, Received>,
     /// Everything received so far, in order.
     pub seen: Vec<FindingEvent>,
+    /// Which of `seen` an `expect` already returned.
+    claimed: Vec<bool>,
     _client: async_nats::Client,
 }
 
 impl Events {
     /// Subscribes through a connection that knows every node (so it survives faults).
     pub async fn subscribe(cluster: &Cluster) -> Events {
-        let client = sys_connect(cluster)
+        let all: Vec<usize> = (0..cluster.size()).collect();
+        Events::subscribe_via(cluster, &all).await
+    }
+
+    /// Subscribes through the given nodes only (e.g. the majority side of a partition).
+    pub async fn subscribe_via(cluster: &Cluster, nodes: &[usize]) -> Events {
+        let mut args = sys_connect(cluster);
+        args.servers = nodes.iter().map(|i| cluster.client_url(*i)).collect();
+        let client = args
             .connect("nats-insights-test-watch")
             .await
             .expect("watcher connects");
@@ -113,6 +123,7 @@ impl Events {
         Events {
             stream,
             seen: Vec::new(),
+            claimed: Vec::new(),
             _client: client,
         }
     }
@@ -126,16 +137,26 @@ impl Events {
         server: Option<&str>,
         timeout: Duration,
     ) -> FindingEvent {
+        let matches = |event: &FindingEvent| {
+            event.event == kind
+                && event.check.as_str() == check
+                && (server.is_none() || event.server.as_deref() == server)
+        };
+        // Events received earlier (while waiting for another) count, once each.
+        if let Some(i) = (0..self.seen.len()).find(|i| !self.claimed[*i] && matches(&self.seen[*i]))
+        {
+            self.claimed[i] = true;
+            return self.seen[i].clone();
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Ok(Some(Ok(event))) => {
                     assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
                     self.seen.push(event.clone());
-                    if event.event == kind
-                        && event.check.as_str() == check
-                        && (server.is_none() || event.server.as_deref() == server)
-                    {
+                    let hit = matches(&event);
+                    self.claimed.push(hit);
+                    if hit {
                         return event;
                     }
                 }
@@ -155,7 +176,9 @@ impl Events {
         let deadline = tokio::time::Instant::now() + duration;
         while let Ok(Some(received)) = tokio::time::timeout_at(deadline, self.stream.next()).await {
             let event = received.expect("decodable finding event");
+            assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
             self.seen.push(event);
+            self.claimed.push(false);
         }
     }
 
