@@ -463,14 +463,23 @@ fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind
 #[test]
 fn a_peer_removed_while_stopped_is_forgotten_and_its_finding_resolves() {
     let mut s = Scenario::new();
-    s.poll(t(0), &["healthy_3.json"]).poll(t(1), &["follower_stopped_3.json"]);
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(1), &["follower_stopped_3.json"]);
     let victim = missing("healthy_3.json", "follower_stopped_3.json");
     let (active, _) = reconcile(&ActiveSet::new(), &s.evaluate(t(1)), t(1));
     assert_eq!(active.len(), 1);
     // Removing a stopped peer sends no advisory: the leader's smaller membership is the signal.
     s.poll(t(3), &["follower_removed_3.json"]);
-    let known: BTreeSet<String> = s.history.known_servers().into_iter().map(|k| k.name).collect();
-    assert!(known.is_disjoint(&victim), "{known:?} still expects {victim:?}");
+    let known: BTreeSet<String> = s
+        .history
+        .known_servers()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert!(
+        known.is_disjoint(&victim),
+        "{known:?} still expects {victim:?}"
+    );
     let (active, transitions) = reconcile(&active, &s.evaluate(t(3)), t(3));
     assert_eq!(transitions.len(), 1);
     assert_eq!(transitions[0].kind, TransitionKind::Resolved);
