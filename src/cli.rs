@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 
 use crate::checks::Thresholds;
-use crate::connect::{verify_system_account, ConnectArgs};
+use crate::connect::{verify_system_account, ConnectArgs, StateArgs};
 use crate::engine::{self, EngineConfig};
 use crate::observe::gather::GatherTiming;
 use crate::service::Instance;
@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// Connection to the system account.
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Where finding state is kept.
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Time between JSZ polls of every server.
     #[arg(long, env = "INSIGHTS_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
@@ -133,6 +136,10 @@ impl RunArgs {
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,
             timing,
+            store: match self.state.connect_args() {
+                Some(_) => Some(self.state.settings().map_err(|e| e.to_string())?),
+                None => None,
+            },
         })
     }
 }
@@ -198,6 +205,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     verify_system_account(&client, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
+    let mut connections = connections;
+    if let Some(state) = args.state.connect_args() {
+        let state_client = state
+            .connect("nats-insights-state")
+            .await
+            .map_err(|e| format!("state connection (--state-server): {e}"))?;
+        connections.state = Some(state_client);
+    }
     let instance = Instance {
         id: nuid::next().to_string(),
         started: SystemTime::now(),
@@ -207,7 +222,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         server = %client.server_info().server_name,
         poll_interval = ?config.poll_interval,
         offline_after = ?config.thresholds.offline_after,
-        "nats-insights running; state kept in memory only (no --state-server)"
+        store = %match &config.store {
+            Some(s) => format!("KV bucket {} (--state-server)", s.bucket),
+            None => "memory only: a restart forgets active findings (no --state-server)".to_string(),
+        },
+        "nats-insights running"
     );
     engine::run(connections, config, instance, shutdown_signal())
         .await
@@ -237,4 +256,43 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn state_flags_do_not_collide_with_the_system_account_flags() {
+        let cli = Cli::try_parse_from([
+            "nats-insights",
+            "run",
+            "--server",
+            "nats://a:4222,nats://b:4222",
+            "--user",
+            "sys",
+            "--password",
+            "p",
+            "--state-server",
+            "nats://c:4222",
+            "--state-user",
+            "app",
+            "--state-password",
+            "q",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.connect.servers.len(), 2);
+        assert_eq!(args.state.servers, ["nats://c:4222"]);
+        assert_eq!(args.state.user.as_deref(), Some("app"));
+        assert!(args.engine_config().expect("valid").store.is_some());
+    }
 }

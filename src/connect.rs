@@ -38,6 +38,99 @@ pub struct ConnectArgs {
     pub token: Option<String>,
 }
 
+/// Where finding state is kept: a JetStream-enabled account (JetStream is never enabled in the
+/// system account), usually on the same cluster.
+#[derive(Debug, Clone, Args, Default)]
+pub struct StateArgs {
+    /// NATS URLs of a JetStream-enabled account holding the state bucket, comma-separated.
+    /// Without it state lives in memory: a restart forgets active findings and the flap window.
+    #[arg(
+        id = "state_server",
+        long = "state-server",
+        env = "INSIGHTS_STATE_URL",
+        value_delimiter = ','
+    )]
+    pub servers: Vec<String>,
+    /// User of the state account.
+    #[arg(id = "state_user", long = "state-user", env = "INSIGHTS_STATE_USER")]
+    pub user: Option<String>,
+    /// Password for --state-user.
+    #[arg(
+        id = "state_password",
+        long = "state-password",
+        env = "INSIGHTS_STATE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Credentials file for the state account.
+    #[arg(id = "state_creds", long = "state-creds", env = "INSIGHTS_STATE_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// nkey seed file for the state account.
+    #[arg(id = "state_nkey", long = "state-nkey", env = "INSIGHTS_STATE_NKEY")]
+    pub nkey: Option<PathBuf>,
+    /// Token for the state account.
+    #[arg(
+        id = "state_token",
+        long = "state-token",
+        env = "INSIGHTS_STATE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// KV bucket name (created if missing: file storage, 5 revisions per key).
+    #[arg(long, env = "INSIGHTS_BUCKET", default_value = "insights")]
+    pub bucket: String,
+    /// Replicas of the bucket when it is created (capped at the cluster size).
+    #[arg(long, env = "INSIGHTS_BUCKET_REPLICAS", default_value_t = 3)]
+    pub bucket_replicas: usize,
+    /// A state operation slower than this marks the store degraded (findings are published anyway).
+    #[arg(long, env = "INSIGHTS_STATE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub state_timeout: Duration,
+}
+
+impl StateArgs {
+    /// The connection flags of the state account, if one is configured.
+    pub fn connect_args(&self) -> Option<ConnectArgs> {
+        if self.servers.iter().all(|s| s.trim().is_empty()) {
+            return None;
+        }
+        Some(ConnectArgs {
+            servers: self.servers.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            creds: self.creds.clone(),
+            nkey: self.nkey.clone(),
+            token: self.token.clone(),
+        })
+    }
+
+    /// Bucket settings, validated.
+    pub fn settings(&self) -> Result<crate::store::StoreSettings, ConnectError> {
+        let valid = !self.bucket.is_empty()
+            && self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(ConnectError::Config(format!(
+                "--bucket {:?}: use letters, digits, '-' and '_' only",
+                self.bucket
+            )));
+        }
+        if self.bucket_replicas == 0 || self.bucket_replicas > 5 {
+            return Err(ConnectError::Config(
+                "--bucket-replicas must be between 1 and 5".to_string(),
+            ));
+        }
+        Ok(crate::store::StoreSettings {
+            bucket: self.bucket.clone(),
+            replicas: self.bucket_replicas,
+            timeout: self.state_timeout,
+            // Set by the engine, which knows the instance.
+            instance: String::new(),
+        })
+    }
+}
+
 /// Why connecting failed, each worded for an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -184,6 +277,8 @@ pub struct Connections {
     /// One connection pinned to each configured server, for partition-aware observation (none
     /// when a single URL is configured: the main connection already asks that server).
     pub direct: Vec<Client>,
+    /// Connection to the JetStream-enabled account that holds the state bucket, if configured.
+    pub state: Option<Client>,
 }
 
 impl ConnectArgs {
@@ -195,7 +290,11 @@ impl ConnectArgs {
         } else {
             Vec::new()
         };
-        Ok(Connections { main, direct })
+        Ok(Connections {
+            main,
+            direct,
+            state: None,
+        })
     }
 
     /// One connection pinned to each `--server` URL (no discovered servers, no failover), for

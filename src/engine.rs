@@ -20,6 +20,7 @@ use crate::observe::gather::{self, GatherTiming};
 use crate::observe::{MetaEvent, Snapshot};
 use crate::publish::{Heartbeat, Publisher};
 use crate::service::{self, EngineStatus, Instance};
+use crate::store::{Claim, Loaded, Persistence, Record, StoreError, StoreSettings};
 
 /// Everything the engine needs besides the connection.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Gather timing.
     pub timing: GatherTiming,
+    /// The KV bucket for state; `None` keeps state in memory.
+    pub store: Option<StoreSettings>,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(10),
             timing: GatherTiming::default(),
+            store: None,
         }
     }
 }
@@ -57,6 +61,9 @@ pub enum EngineError {
     /// The micro service failed.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// The state store cannot be used as configured.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What started a round.
@@ -81,6 +88,9 @@ struct Engine {
     status: EngineStatus,
     status_tx: watch::Sender<Arc<EngineStatus>>,
     instance: Instance,
+    persistence: Persistence,
+    /// Whether this instance was the primary when last asked, and when.
+    primary: Option<(std::time::Instant, bool)>,
 }
 
 /// Runs until `shutdown` completes or the connection closes for good.
@@ -93,10 +103,24 @@ pub async fn run(
     let Connections {
         main: client,
         direct,
+        state,
     } = connections;
     let mut event_stream = events::subscribe(&client).await?;
+    // State first: findings raised before a restart must be known before the first round, or
+    // they would be raised a second time.
+    let (persistence, loaded) = match (state, config.store.clone()) {
+        (Some(state), Some(mut settings)) => {
+            settings.instance = instance.id.clone();
+            let first = gather::poll(&client, &[], config.timing).await.ok();
+            let cluster_size = first
+                .as_ref()
+                .and_then(|s| s.meta_views().map(|(_, m)| m.cluster_size).max());
+            Persistence::start(state, settings, cluster_size).await?
+        }
+        _ => (Persistence::Memory, Loaded::default()),
+    };
     let (status_tx, status_rx) = watch::channel(Arc::new(EngineStatus {
-        store: "memory".to_string(),
+        store: persistence.health(),
         ..EngineStatus::default()
     }));
     let service = tokio::spawn(service::serve(client.clone(), instance.clone(), status_rx));
@@ -105,13 +129,15 @@ pub async fn run(
         client,
         direct,
         config: config.clone(),
-        history: History::default(),
-        active: ActiveSet::new(),
+        history: loaded.history.unwrap_or_default(),
+        active: loaded.active,
         snapshot: Snapshot::default(),
         status: EngineStatus {
-            store: "memory".to_string(),
+            store: persistence.health(),
             ..EngineStatus::default()
         },
+        persistence,
+        primary: None,
         status_tx,
         instance,
     };
@@ -140,6 +166,7 @@ pub async fn run(
         }
         engine.round(trigger).await;
     };
+    engine.persistence.flush(&engine.history).await;
     drop(engine);
     result
 }
@@ -217,7 +244,25 @@ impl Engine {
             Outcome::Ran { .. } => None,
         });
         let (next, transitions) = reconcile(&self.active, &evaluations, now);
+        self.active = next;
         for transition in &transitions {
+            // Claim before publishing: with several instances on one bucket only the winner
+            // publishes; an unavailable store never holds a finding back.
+            match self.persistence.claim(transition).await {
+                Claim::Won => {}
+                Claim::Unavailable => {
+                    // The store cannot arbitrate: the live instance with the smallest id
+                    // publishes, the others stand by (a lone instance always publishes).
+                    if !self.is_primary().await {
+                        tracing::info!(finding = %transition.finding.key, "store unavailable; another instance publishes");
+                        continue;
+                    }
+                }
+                Claim::Lost(record) => {
+                    self.adopt(&transition.finding.key, record);
+                    continue;
+                }
+            }
             match self.publisher.transition(transition).await {
                 Ok(event) => tracing::info!(
                     subject = %event.subject(),
@@ -230,11 +275,45 @@ impl Engine {
                 }
             }
         }
-        self.active = next;
+        let cluster_size = meta.as_ref().map(|m| m.cluster_size);
         if meta.is_some() {
             self.status.meta = meta;
         }
+        self.persistence.save_history(&self.history).await;
+        if let Some(loaded) = self.persistence.maintain(&self.active, cluster_size).await {
+            // The store came back after a start without it: adopt what other instances (or a
+            // previous run) hold that this run has not seen.
+            for (key, record) in loaded.active {
+                self.active.entry(key).or_insert(record);
+            }
+        }
+        self.status.store = self.persistence.health();
         self.publish_status();
+    }
+
+    /// True when no live instance has a smaller id than this one (asked at most once a second).
+    async fn is_primary(&mut self) -> bool {
+        if let Some((at, primary)) = self.primary {
+            if at.elapsed() < Duration::from_secs(1) {
+                return primary;
+            }
+        }
+        let live = service::live_instances(&self.client, Duration::from_millis(250)).await;
+        let primary = live.iter().all(|id| *id >= self.instance.id);
+        self.primary = Some((std::time::Instant::now(), primary));
+        primary
+    }
+
+    /// Takes another instance's record for a key as this instance's state.
+    fn adopt(&mut self, key: &str, record: Option<Box<Record>>) {
+        match record.map(|r| *r) {
+            Some(Record::Active(active)) => {
+                self.active.insert(key.to_string(), active);
+            }
+            Some(Record::Resolved(_)) | None => {
+                self.active.remove(key);
+            }
+        }
     }
 
     fn publish_status(&mut self) {

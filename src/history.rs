@@ -123,6 +123,26 @@ impl DepartureKind {
 }
 
 impl History {
+    /// The part worth persisting at once when it changes: everything but the per-poll clocks
+    /// (`last_answered`, `last_contact`), which a restart can afford to have a few seconds old.
+    pub fn durable(&self) -> serde_json::Value {
+        let servers: BTreeMap<&String, &String> = self
+            .servers
+            .iter()
+            .map(|(name, rec)| (name, &rec.server_id))
+            .collect();
+        serde_json::json!({
+            "servers": servers,
+            "peer_names": self.peer_names,
+            "departures": self.departures,
+            "leaderless": self.leaderless_since.is_some(),
+            "leader": self.leader,
+            "leader_changes": self.leader_changes,
+            "disagreement": self.disagreement.as_ref().map(|d| d.since),
+            "unheard": self.unheard.keys().collect::<Vec<_>>(),
+        })
+    }
+
     /// Servers to expect in the next poll, with the id to ask directly if they stay silent.
     pub fn known_servers(&self) -> Vec<KnownServer> {
         self.servers

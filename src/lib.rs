@@ -14,6 +14,7 @@ pub mod observe;
 pub mod publish;
 pub mod runbook;
 pub mod service;
+pub mod store;
 pub mod testbed;
 pub mod time_format;
 pub mod watch;

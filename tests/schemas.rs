@@ -56,7 +56,7 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
         meta,
         active,
         last_poll: Some(t(polls.last().map_or(0, |p| p.0))),
-        store: "memory".to_string(),
+        store: nats_insights::store::StoreHealth::Memory,
         ..EngineStatus::default()
     };
     (events, status)
@@ -142,6 +142,16 @@ fn status_response_validates_healthy_faulty_and_before_first_poll() {
             &serde_json::to_value(response).expect("json"),
         );
     }
+    let (_, mut degraded) = run(&[(0, &["two_killed_3.json"][..])], Thresholds::default());
+    degraded.store = nats_insights::store::StoreHealth::Degraded {
+        bucket: "insights".to_string(),
+        since: t(1),
+        error: "no answer within 1s".to_string(),
+        backlog: 2,
+    };
+    let value = serde_json::to_value(status_response(&degraded, &instance, t(2))).expect("json");
+    assert_valid("status_response.json", &value);
+    assert_eq!(value["service"]["store"]["state"], "degraded");
     let empty = status_response(&EngineStatus::default(), &instance, t(1));
     let value = serde_json::to_value(empty).expect("json");
     assert_valid("status_response.json", &value);

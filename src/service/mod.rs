@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::checks::{MetaAssessment, Remediation, Severity};
 use crate::findings::ActiveSet;
+use crate::store::StoreHealth;
 use crate::time_format;
 
 /// Micro service name.
@@ -40,8 +41,8 @@ pub struct EngineStatus {
     pub events: std::collections::BTreeMap<String, u64>,
     /// Malformed inputs (replies and events) seen.
     pub malformed: u64,
-    /// Where state is kept.
-    pub store: String,
+    /// Where state is kept and whether it answers.
+    pub store: StoreHealth,
 }
 
 /// Identity of this instance.
@@ -143,8 +144,8 @@ pub struct ServiceHealth {
     pub events: std::collections::BTreeMap<String, u64>,
     /// Malformed inputs seen.
     pub malformed: u64,
-    /// Where state is kept.
-    pub store: String,
+    /// Where state is kept and whether it answers.
+    pub store: StoreHealth,
 }
 
 /// Builds the STATUS response.
@@ -248,6 +249,32 @@ pub fn explain(payload: &[u8]) -> Result<bytes::Bytes, Rejection> {
     serde_json::to_vec(&crate::runbook::runbook(id))
         .map(Into::into)
         .map_err(|e| (500, e.to_string()))
+}
+
+/// The instance ids of every nats-insights instance that answers `$SRV.PING.nats-insights` within
+/// `wait` (each one's micro service carries its instance id in its metadata).
+pub async fn live_instances(client: &Client, wait: std::time::Duration) -> Vec<String> {
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    if client
+        .publish_with_reply(format!("$SRV.PING.{SERVICE_NAME}"), inbox, "".into())
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(ping) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+            if let Some(id) = ping["metadata"]["instance"].as_str() {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids
 }
 
 /// Starts the micro service and answers requests until the status channel closes.

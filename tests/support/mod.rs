@@ -46,12 +46,47 @@ impl Monitor {
         Monitor::start_with(cluster, EngineConfig::default()).await
     }
 
-    /// Starts a monitor with a given configuration.
+    /// Starts a monitor keeping state in `bucket` of the cluster's JetStream account (APP).
+    pub async fn start_with_state(
+        cluster: &Cluster,
+        mut config: EngineConfig,
+        bucket: &str,
+    ) -> Monitor {
+        config.store = Some(nats_insights::store::StoreSettings {
+            bucket: bucket.to_string(),
+            replicas: 3,
+            timeout: Duration::from_secs(1),
+            instance: String::new(),
+        });
+        Monitor::start_with(cluster, config).await
+    }
+
+    /// Starts a monitor with a given configuration (and a state connection when it has a store).
     pub async fn start_with(cluster: &Cluster, config: EngineConfig) -> Monitor {
-        let connections = sys_connect(cluster)
+        if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+        let mut connections = sys_connect(cluster)
             .open("nats-insights-test")
             .await
             .expect("monitor connects");
+        if config.store.is_some() {
+            let state = ConnectArgs {
+                servers: cluster.client_urls(),
+                user: Some(nats_insights::testbed::APP_USER.to_string()),
+                password: Some(nats_insights::testbed::APP_PASSWORD.to_string()),
+                ..ConnectArgs::default()
+            };
+            connections.state = Some(
+                state
+                    .connect("nats-insights-test-state")
+                    .await
+                    .expect("state connects"),
+            );
+        }
         let client = connections.main.clone();
         let instance = Instance {
             id: nuid::next().to_string(),
@@ -72,6 +107,13 @@ impl Monitor {
             client,
             instance: instance.id,
         }
+    }
+
+    /// Its STATUS (panics if it does not answer).
+    pub async fn status(&self) -> serde_json::Value {
+        request_json(&self.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .1
     }
 
     /// Stops it and waits for the engine to end.

@@ -1,0 +1,881 @@
+//! Persist: the fourth stage. Keeps finding state and the observation history in a JetStream KV
+//! bucket (in a JetStream-enabled account, never the system account). Every transition is claimed
+//! with compare-and-set before it is published, so several instances publish each one exactly
+//! once. The store never blocks publishing: when it is unreachable the engine publishes anyway,
+//! the latest state per key waits in a backlog, and STATUS reports the store as degraded.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::{self, stream::StorageType};
+use async_nats::{Client, StatusCode};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::checks::Finding;
+use crate::findings::{ActiveFinding, ActiveSet, Transition, TransitionKind};
+use crate::history::History;
+
+/// Key of the persisted history.
+const HISTORY_KEY: &str = "history";
+/// Prefix of finding keys.
+const FINDING_PREFIX: &str = "finding.";
+/// Resolved findings older than this are purged when the service starts.
+const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often a degraded store is retried.
+const RETRY_EVERY: Duration = Duration::from_secs(3);
+/// The history is written at most this often.
+const HISTORY_EVERY: Duration = Duration::from_secs(2);
+
+/// Where the bucket lives and how it is made.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Replicas when creating it (capped at the cluster size).
+    pub replicas: usize,
+    /// Longest a KV operation may take before the store counts as unavailable.
+    pub timeout: Duration,
+    /// This instance's id, written with every record.
+    pub instance: String,
+}
+
+/// One finding's record in the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Record {
+    /// Raised and not resolved.
+    Active(ActiveFinding),
+    /// Resolved, kept for a while so late or restarted instances do not raise it again blindly.
+    Resolved(ResolvedFinding),
+}
+
+/// What is stored under a finding's key: the record and the instance that wrote it, so an
+/// instance whose write timed out can tell whether it landed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Instance id of the writer.
+    pub writer: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// A finding after its resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedFinding {
+    /// The finding as last seen.
+    pub finding: Finding,
+    /// Revision of the resolved event.
+    pub revision: u64,
+    /// When it was raised.
+    pub raised_at: SystemTime,
+    /// When it was resolved.
+    pub resolved_at: SystemTime,
+}
+
+impl Record {
+    /// The record a transition leaves behind.
+    pub fn after(transition: &Transition) -> Record {
+        match transition.kind {
+            TransitionKind::Resolved => Record::Resolved(ResolvedFinding {
+                finding: transition.finding.clone(),
+                revision: transition.revision,
+                raised_at: transition.raised_at,
+                resolved_at: transition.at,
+            }),
+            TransitionKind::Raised | TransitionKind::Updated => Record::Active(ActiveFinding {
+                finding: transition.finding.clone(),
+                revision: transition.revision,
+                raised_at: transition.raised_at,
+                changed_at: transition.at,
+            }),
+        }
+    }
+}
+
+/// The store's health, for STATUS and heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StoreHealth {
+    /// No `--state-server`: state lives in this process only and is lost on restart.
+    #[default]
+    Memory,
+    /// Reads and writes succeed.
+    Healthy {
+        /// Bucket name.
+        bucket: String,
+    },
+    /// The last operation failed; findings are still published, state waits in a backlog.
+    Degraded {
+        /// Bucket name.
+        bucket: String,
+        /// Since when.
+        #[serde(with = "crate::time_format")]
+        since: SystemTime,
+        /// The last error.
+        error: String,
+        /// Records waiting to be written.
+        backlog: usize,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bucket could not be created or opened for a reason that retrying will not fix.
+    #[error("cannot use KV bucket {bucket}: {detail}")]
+    Config {
+        /// Bucket.
+        bucket: String,
+        /// Why.
+        detail: String,
+    },
+    /// JetStream did not answer in time or refused for now.
+    #[error("KV bucket {bucket} unavailable: {detail}")]
+    Unavailable {
+        /// Bucket.
+        bucket: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// The outcome of claiming a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This instance's write won: publish.
+    Won,
+    /// Another instance wrote first: adopt its record, do not publish.
+    Lost(Option<Box<Record>>),
+    /// The store is unavailable: publish anyway (deduplicated in memory), write later.
+    Unavailable,
+}
+
+/// What a starting instance finds in the bucket.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Active findings.
+    pub active: ActiveSet,
+    /// The persisted history, if any.
+    pub history: Option<History>,
+}
+
+/// The KV-backed store.
+pub struct KvStore {
+    settings: StoreSettings,
+    instance: String,
+    client: Client,
+    kv: kv::Store,
+    /// KV revision of each key as last written or read by this instance.
+    revisions: BTreeMap<String, u64>,
+    /// Latest record per key not yet written (while degraded).
+    backlog: BTreeMap<String, Record>,
+    degraded: Option<(SystemTime, String)>,
+    last_retry: Option<Instant>,
+    history_written: Option<(String, Instant)>,
+}
+
+/// The latest value of one key, as a batched read returns it.
+struct Latest {
+    key: String,
+    revision: u64,
+    deleted: bool,
+    value: Bytes,
+}
+
+/// Encodes a finding key into a KV key: `[-/_a-zA-Z0-9]` stay, everything else becomes `=XX`.
+pub fn kv_key(finding: &str) -> String {
+    let mut key = String::from(FINDING_PREFIX);
+    for b in finding.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_') {
+            key.push(b as char);
+        } else {
+            key.push_str(&format!("={b:02X}"));
+        }
+    }
+    key
+}
+
+fn is_unavailable(detail: &str) -> bool {
+    // JetStream answers these while it has no quorum or no leader; they pass with time.
+    let d = detail.to_ascii_lowercase();
+    d.contains("timed out")
+        || d.contains("timeout")
+        || d.contains("no responders")
+        || d.contains("temporarily unavailable")
+        || d.contains("10008")
+}
+
+impl KvStore {
+    /// Opens the bucket, creating it with a config fit for state when it is missing.
+    pub async fn open(
+        client: Client,
+        settings: StoreSettings,
+        cluster_size: Option<usize>,
+    ) -> Result<KvStore, StoreError> {
+        let js_client = client.clone();
+        let js = jetstream::new(client);
+        let bucket = settings.bucket.clone();
+        let classify = |detail: String| {
+            if is_unavailable(&detail) {
+                StoreError::Unavailable {
+                    bucket: bucket.clone(),
+                    detail,
+                }
+            } else {
+                StoreError::Config {
+                    bucket: bucket.clone(),
+                    detail,
+                }
+            }
+        };
+        let replicas = settings
+            .replicas
+            .min(cluster_size.unwrap_or(settings.replicas))
+            .max(1);
+        let config = kv::Config {
+            bucket: settings.bucket.clone(),
+            description: "nats-insights finding state and meta-group history".to_string(),
+            // A few revisions per key help an operator see what happened.
+            history: 5,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            max_value_size: 1024 * 1024,
+            ..Default::default()
+        };
+        // Start-up may be patient: several instances may create the bucket at the same moment,
+        // and a fresh stream takes a moment to elect its leader.
+        let deadline = Instant::now() + settings.timeout * 10;
+        let kv = loop {
+            let opened =
+                tokio::time::timeout(settings.timeout * 3, js.get_key_value(&settings.bucket))
+                    .await;
+            if let Ok(Ok(kv)) = opened {
+                break kv;
+            }
+            // Missing (or not answering): create it; an identical config is accepted if another
+            // instance just did.
+            let last_error = match tokio::time::timeout(
+                settings.timeout * 3,
+                js.create_key_value(config.clone()),
+            )
+            .await
+            {
+                Ok(Ok(kv)) => {
+                    tracing::info!(bucket = %settings.bucket, replicas, "created KV bucket for state");
+                    break kv;
+                }
+                Ok(Err(e)) => {
+                    let detail = e.to_string();
+                    // Someone else is creating it: open it next time round.
+                    if !detail.contains("already in use") && !is_unavailable(&detail) {
+                        return Err(classify(detail));
+                    }
+                    detail
+                }
+                Err(_) => "timed out creating the bucket".to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(StoreError::Unavailable {
+                    bucket: settings.bucket.clone(),
+                    detail: last_error,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // A new bucket's stream elects its own leader: wait until it answers a read, so the first
+        // claim does not time out and degrade the store for nothing.
+        let ready = async {
+            loop {
+                match tokio::time::timeout(settings.timeout, kv.entry(HISTORY_KEY)).await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => tracing::debug!(%e, "bucket not ready yet"),
+                    Err(_) => tracing::debug!("bucket not ready yet"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        if tokio::time::timeout(settings.timeout * 10, ready)
+            .await
+            .is_err()
+        {
+            return Err(classify("the bucket does not answer reads".to_string()));
+        }
+        Ok(KvStore {
+            client: js_client,
+            instance: settings.instance.clone(),
+            settings,
+            kv,
+            revisions: BTreeMap::new(),
+            backlog: BTreeMap::new(),
+            degraded: None,
+            last_retry: None,
+            history_written: None,
+        })
+    }
+
+    /// Reads a key, retrying briefly within the timeout: right after a bucket is created, or a
+    /// replica restarts, a direct read may reach a server whose copy of the stream is not ready.
+    async fn read(&self, key: &str) -> Result<Option<kv::Entry>, String> {
+        let attempts = async {
+            let mut last = String::new();
+            for _ in 0..5 {
+                match self.kv.entry(key.to_string()).await {
+                    Ok(entry) => return Ok(entry),
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(last)
+        };
+        tokio::time::timeout(self.settings.timeout, attempts)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.timeout)))
+    }
+
+    /// Bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.settings.bucket
+    }
+
+    /// The store's health.
+    pub fn health(&self) -> StoreHealth {
+        match &self.degraded {
+            None => StoreHealth::Healthy {
+                bucket: self.settings.bucket.clone(),
+            },
+            Some((since, error)) => StoreHealth::Degraded {
+                bucket: self.settings.bucket.clone(),
+                since: *since,
+                error: error.clone(),
+                backlog: self.backlog.len(),
+            },
+        }
+    }
+
+    fn degrade(&mut self, error: String) {
+        if self.degraded.is_none() {
+            tracing::warn!(bucket = %self.settings.bucket, %error, "state store degraded: findings are still published, state will be written when it is back");
+            self.degraded = Some((SystemTime::now(), error));
+        } else if let Some((_, last)) = &mut self.degraded {
+            *last = error;
+        }
+        self.last_retry = Some(Instant::now());
+    }
+
+    /// Reads every finding record and the history; purges resolved records past retention.
+    pub async fn load(&mut self, now: SystemTime) -> Result<Loaded, StoreError> {
+        let unavailable = |detail: String| StoreError::Unavailable {
+            bucket: self.settings.bucket.clone(),
+            detail,
+        };
+        let mut loaded = Loaded::default();
+        let entries = match self.latest_entries().await {
+            Ok(entries) => entries,
+            Err(e) => return Err(unavailable(e)),
+        };
+        for entry in entries {
+            let key = entry.key;
+            self.revisions.insert(key.clone(), entry.revision);
+            if entry.deleted {
+                continue;
+            }
+            if key == HISTORY_KEY {
+                match serde_json::from_slice::<History>(&entry.value) {
+                    Ok(history) => loaded.history = Some(history),
+                    Err(e) => tracing::warn!(%e, "ignoring an unreadable stored history"),
+                }
+                continue;
+            }
+            match serde_json::from_slice::<Stored>(&entry.value).map(|s| s.record) {
+                Ok(Record::Active(active)) => {
+                    loaded.active.insert(active.finding.key.clone(), active);
+                }
+                Ok(Record::Resolved(resolved)) => {
+                    let age = now.duration_since(resolved.resolved_at).unwrap_or_default();
+                    if age > RESOLVED_RETENTION {
+                        let _ = tokio::time::timeout(
+                            self.settings.timeout,
+                            self.kv.purge_expect_revision(&key, Some(entry.revision)),
+                        )
+                        .await;
+                        self.revisions.remove(&key);
+                    }
+                }
+                Err(e) => tracing::warn!(%key, %e, "ignoring an unreadable stored finding"),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The latest entry of every key, in one batched direct get (`multi_last`, nats-server 2.11+).
+    /// No consumer is created, so this works while the JetStream API is slow or has no meta
+    /// leader, as long as a replica of the bucket's stream answers.
+    async fn latest_entries(&self) -> Result<Vec<Latest>, String> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let body =
+            serde_json::json!({ "multi_last": [format!("{}>", self.kv.prefix)] }).to_string();
+        self.client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{}", self.kv.stream_name),
+                inbox,
+                body.into(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut entries = Vec::new();
+        loop {
+            let msg = match tokio::time::timeout(self.settings.timeout * 3, replies.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Err("the reply subscription ended".to_string()),
+                Err(_) => return Err("no answer to the batched read".to_string()),
+            };
+            match msg.status {
+                // 204: end of batch; 404: the bucket is empty.
+                Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => break,
+                Some(status) if status.as_u16() >= 300 => {
+                    return Err(format!(
+                        "batched read refused: {} {}",
+                        status.as_u16(),
+                        msg.description.unwrap_or_default()
+                    ))
+                }
+                _ => {}
+            }
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            let Some(subject) = header("Nats-Subject") else {
+                continue;
+            };
+            let Some(key) = subject.strip_prefix(self.kv.prefix.as_str()) else {
+                continue;
+            };
+            entries.push(Latest {
+                key: key.to_string(),
+                revision: header("Nats-Sequence")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                deleted: header("KV-Operation").is_some_and(|op| op == "DEL" || op == "PURGE"),
+                value: msg.payload,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Claims a transition with compare-and-set on its finding's key. Transient failures (a
+    /// replica re-electing, reads briefly refused) are retried until twice the timeout has passed;
+    /// only then is the store unavailable and the transition published unclaimed.
+    pub async fn claim(&mut self, transition: &Transition) -> Claim {
+        let key = kv_key(&transition.finding.key);
+        let record = Record::after(transition);
+        if self.degraded.is_some() {
+            self.backlog.insert(key, record);
+            return Claim::Unavailable;
+        }
+        let stored = Stored {
+            writer: self.instance.clone(),
+            record: record.clone(),
+        };
+        let value: Bytes = match serde_json::to_vec(&stored) {
+            Ok(v) => v.into(),
+            Err(e) => {
+                tracing::error!(%e, "cannot encode a finding record");
+                return Claim::Unavailable;
+            }
+        };
+        let deadline = Instant::now() + self.settings.timeout * 2;
+        let mut last_error;
+        loop {
+            let known = self.revisions.get(&key).copied();
+            let write =
+                async {
+                    match known {
+                        Some(revision) => self
+                            .kv
+                            .update(&key, value.clone(), revision)
+                            .await
+                            .map_err(|e| {
+                                (
+                                    e.kind() == UpdateErrorKind::WrongLastRevision,
+                                    e.to_string(),
+                                )
+                            }),
+                        None => self.kv.create(&key, value.clone()).await.map_err(|e| {
+                            (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())
+                        }),
+                    }
+                };
+            let outcome = tokio::time::timeout(self.settings.timeout, write).await;
+            match outcome {
+                Ok(Ok(revision)) => {
+                    self.revisions.insert(key, revision);
+                    return Claim::Won;
+                }
+                // Someone else wrote this key first (or our revision is stale): see what is there.
+                Ok(Err((true, error))) => match self.read(&key).await {
+                    Ok(Some(entry)) => {
+                        self.revisions.insert(key, entry.revision);
+                        let found = serde_json::from_slice::<Stored>(&entry.value).ok();
+                        return match found {
+                            Some(s) if s.writer == self.instance && s.record == record => {
+                                Claim::Won
+                            }
+                            other => Claim::Lost(other.map(|s| Box::new(s.record))),
+                        };
+                    }
+                    Ok(None) => return Claim::Lost(None),
+                    Err(e) => last_error = format!("{error}; then {e}"),
+                },
+                Ok(Err((false, error))) => last_error = error,
+                // The write may still land: read it back before calling it lost or unavailable.
+                Err(_) => {
+                    last_error = format!("no answer within {:?}", self.settings.timeout);
+                    if let Ok(Some(entry)) = self.read(&key).await {
+                        let found = serde_json::from_slice::<Stored>(&entry.value).ok();
+                        if found
+                            .as_ref()
+                            .is_some_and(|s| s.writer == self.instance && s.record == record)
+                        {
+                            self.revisions.insert(key, entry.revision);
+                            return Claim::Won;
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.degrade(last_error);
+        self.backlog.insert(key, record);
+        Claim::Unavailable
+    }
+
+    /// Writes the history when what matters in it changed (at most every few seconds).
+    pub async fn save_history(&mut self, history: &History) {
+        if self.degraded.is_some() {
+            return;
+        }
+        let Ok(text) = serde_json::to_string(&history.durable()) else {
+            return;
+        };
+        if let Some((last, at)) = &self.history_written {
+            if *last == text || at.elapsed() < HISTORY_EVERY {
+                return;
+            }
+        }
+        let Ok(value) = serde_json::to_vec(history) else {
+            return;
+        };
+        match tokio::time::timeout(
+            self.settings.timeout,
+            self.kv.put(HISTORY_KEY, value.into()),
+        )
+        .await
+        {
+            Ok(Ok(revision)) => {
+                self.revisions.insert(HISTORY_KEY.to_string(), revision);
+                self.history_written = Some((text, Instant::now()));
+            }
+            Ok(Err(e)) => self.degrade(e.to_string()),
+            Err(_) => self.degrade(format!("no answer within {:?}", self.settings.timeout)),
+        }
+    }
+
+    /// Writes the backlog now (on shutdown: nothing this process knows may be lost).
+    pub async fn flush(&mut self) {
+        if !self.backlog.is_empty() {
+            self.degraded
+                .get_or_insert((SystemTime::now(), "writing backlog".to_string()));
+            self.last_retry = None;
+            self.retry().await;
+        }
+    }
+
+    /// While degraded, retries now and then: writes the backlog (latest state per key wins) and
+    /// returns to healthy when everything is written.
+    pub async fn retry(&mut self) {
+        if self.degraded.is_none() || self.last_retry.is_some_and(|at| at.elapsed() < RETRY_EVERY) {
+            return;
+        }
+        self.last_retry = Some(Instant::now());
+        let pending: Vec<(String, Record)> = self
+            .backlog
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        for (key, record) in pending {
+            let stored = Stored {
+                writer: self.instance.clone(),
+                record,
+            };
+            let Ok(value) = serde_json::to_vec(&stored) else {
+                self.backlog.remove(&key);
+                continue;
+            };
+            match tokio::time::timeout(self.settings.timeout, self.kv.put(&key, value.into())).await
+            {
+                Ok(Ok(revision)) => {
+                    self.revisions.insert(key.clone(), revision);
+                    self.backlog.remove(&key);
+                }
+                Ok(Err(e)) => {
+                    self.degrade(e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    self.degrade(format!("no answer within {:?}", self.settings.timeout));
+                    return;
+                }
+            }
+        }
+        // Prove the bucket answers even with an empty backlog. A read, not stream info: the
+        // JetStream API stalls without a meta leader even when the bucket's stream is fine.
+        match self.read(HISTORY_KEY).await {
+            Ok(_) => {
+                tracing::info!(bucket = %self.settings.bucket, "state store healthy again; backlog written");
+                self.degraded = None;
+            }
+            Err(e) => self.degrade(e),
+        }
+    }
+}
+
+/// Where the engine keeps state: memory only, a KV store, or a KV store still being opened
+/// (unreachable at start; retried without holding anything up).
+pub enum Persistence {
+    /// No `--state-server`.
+    Memory,
+    /// The bucket is open.
+    Kv(Box<KvStore>),
+    /// Not open yet.
+    Opening(Box<Pending>),
+}
+
+/// A store that could not be opened yet.
+pub struct Pending {
+    /// The state-account connection.
+    client: Client,
+    /// Bucket settings.
+    settings: StoreSettings,
+    /// Why the last attempt failed.
+    error: String,
+    /// When it failed.
+    since: SystemTime,
+    /// When it was last tried.
+    last_try: Instant,
+}
+
+impl Persistence {
+    /// Opens the store at start: a configuration error is fatal, unavailability is retried later.
+    pub async fn start(
+        client: Client,
+        settings: StoreSettings,
+        cluster_size: Option<usize>,
+    ) -> Result<(Persistence, Loaded), StoreError> {
+        match KvStore::open(client.clone(), settings.clone(), cluster_size).await {
+            Ok(mut store) => match store.load(SystemTime::now()).await {
+                Ok(loaded) => {
+                    tracing::info!(bucket = %store.bucket(), active = loaded.active.len(), history = loaded.history.is_some(), "state loaded");
+                    Ok((Persistence::Kv(Box::new(store)), loaded))
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = %store.bucket(), error = %e, "cannot load state; starting without it");
+                    store.degrade(e.to_string());
+                    Ok((Persistence::Kv(Box::new(store)), Loaded::default()))
+                }
+            },
+            Err(StoreError::Unavailable { detail, .. }) => {
+                tracing::warn!(bucket = %settings.bucket, %detail, "state store unavailable at start; running from memory until it answers");
+                Ok((
+                    Persistence::Opening(Box::new(Pending {
+                        client,
+                        settings,
+                        error: detail,
+                        since: SystemTime::now(),
+                        last_try: Instant::now(),
+                    })),
+                    Loaded::default(),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claims a transition (memory always wins; a store not open yet is unavailable).
+    pub async fn claim(&mut self, transition: &Transition) -> Claim {
+        match self {
+            Persistence::Memory => Claim::Won,
+            Persistence::Opening(_) => Claim::Unavailable,
+            Persistence::Kv(store) => {
+                let claim = store.claim(transition).await;
+                // A raise that met a resolved (or deleted) record was only stale: retry once with
+                // the revision just read.
+                let stale = match &claim {
+                    Claim::Lost(None) => true,
+                    Claim::Lost(Some(record)) => matches!(**record, Record::Resolved(_)),
+                    _ => false,
+                };
+                if transition.kind == TransitionKind::Raised && stale {
+                    return store.claim(transition).await;
+                }
+                claim
+            }
+        }
+    }
+
+    /// Persists the history when it changed.
+    pub async fn save_history(&mut self, history: &History) {
+        if let Persistence::Kv(store) = self {
+            store.save_history(history).await;
+        }
+    }
+
+    /// Retries a degraded or unopened store; returns what a late open loaded, to merge.
+    pub async fn maintain(
+        &mut self,
+        active: &ActiveSet,
+        cluster_size: Option<usize>,
+    ) -> Option<Loaded> {
+        match self {
+            Persistence::Memory => None,
+            Persistence::Kv(store) => {
+                store.retry().await;
+                None
+            }
+            Persistence::Opening(pending) => {
+                if pending.last_try.elapsed() < RETRY_EVERY {
+                    return None;
+                }
+                pending.last_try = Instant::now();
+                match KvStore::open(
+                    pending.client.clone(),
+                    pending.settings.clone(),
+                    cluster_size,
+                )
+                .await
+                {
+                    Ok(mut store) => {
+                        let loaded = store.load(SystemTime::now()).await.unwrap_or_default();
+                        // What this run raised while the store was away must be written too.
+                        for (key, finding) in active {
+                            if !loaded.active.contains_key(key) {
+                                store
+                                    .backlog
+                                    .insert(kv_key(key), Record::Active(finding.clone()));
+                            }
+                        }
+                        if !store.backlog.is_empty() {
+                            store.degraded =
+                                Some((SystemTime::now(), "writing backlog".to_string()));
+                            store.last_retry = None;
+                            store.retry().await;
+                        }
+                        tracing::info!(bucket = %store.bucket(), "state store opened");
+                        *self = Persistence::Kv(Box::new(store));
+                        Some(loaded)
+                    }
+                    Err(e) => {
+                        pending.error = e.to_string();
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// On shutdown: writes whatever waits in the backlog.
+    pub async fn flush(&mut self, history: &History) {
+        if let Persistence::Kv(store) = self {
+            store.flush().await;
+            store.history_written = None;
+            store.save_history(history).await;
+            if !store.backlog.is_empty() {
+                tracing::warn!(bucket = %store.bucket(), records = store.backlog.len(), "state store unavailable at shutdown: the last transitions were published but not stored");
+            }
+        }
+    }
+
+    /// Health for STATUS.
+    pub fn health(&self) -> StoreHealth {
+        match self {
+            Persistence::Memory => StoreHealth::Memory,
+            Persistence::Kv(store) => store.health(),
+            Persistence::Opening(pending) => StoreHealth::Degraded {
+                bucket: pending.settings.bucket.clone(),
+                since: pending.since,
+                error: pending.error.clone(),
+                backlog: 0,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_records_round_trip_with_their_writer() {
+        let finding = crate::checks::Finding {
+            check: crate::checks::CheckId::Meta001,
+            key: "META_001/c/n2".into(),
+            cluster: "c".into(),
+            domain: None,
+            server: Some("n2".into()),
+            summary: "s".into(),
+            evidence: serde_json::json!({"a": 1}),
+            remediation: vec![],
+            fingerprint: "n2".into(),
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for record in [
+            Record::Active(ActiveFinding {
+                finding: finding.clone(),
+                revision: 1,
+                raised_at: at,
+                changed_at: at,
+            }),
+            Record::Resolved(ResolvedFinding {
+                finding,
+                revision: 2,
+                raised_at: at,
+                resolved_at: at,
+            }),
+        ] {
+            let stored = Stored {
+                writer: "i1".into(),
+                record,
+            };
+            let text = serde_json::to_string(&stored).expect("encodes");
+            assert!(text.contains("\"writer\":\"i1\""), "{text}");
+            assert_eq!(
+                serde_json::from_str::<Stored>(&text).expect("decodes"),
+                stored
+            );
+        }
+    }
+
+    #[test]
+    fn finding_keys_become_valid_kv_keys() {
+        assert_eq!(kv_key("META_001/c1/n2"), "finding.META_001/c1/n2");
+        assert_eq!(
+            kv_key("META_006/my cluster.eu"),
+            "finding.META_006/my=20cluster=2Eeu"
+        );
+        assert_ne!(kv_key("a=b"), kv_key("a.b"));
+    }
+}

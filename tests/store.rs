@@ -1,0 +1,338 @@
+//! Live tests of durable state (issue step 3): restart safety, several instances on one bucket,
+//! and a monitor that keeps publishing when the store it keeps state in is down.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nats_insights::engine::EngineConfig;
+use nats_insights::findings::TransitionKind::{Raised, Resolved};
+use nats_insights::testbed::{Cluster, ClusterOptions, Stop};
+use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
+
+async fn cluster() -> Cluster {
+    let cluster = Cluster::start(ClusterOptions::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    cluster
+}
+
+async fn ready(monitor: &Monitor, members: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let polls = status["service"]["polls"].as_u64().unwrap_or(0);
+        let seen = status["meta"]["members"].as_array().map_or(0, Vec::len);
+        if polls >= 2 && seen == members {
+            return;
+        }
+        assert!(Instant::now() < deadline, "monitor not ready: {status:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn healthy(monitor: &Monitor) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let store = monitor.status().await["service"]["store"].clone();
+        if store["state"] == "healthy" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "store never healthy: {store:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn follower(cluster: &Cluster) -> usize {
+    let leader = cluster.meta_leader().await.expect("leader");
+    (0..cluster.size())
+        .find(|i| cluster.server_name(*i) != leader)
+        .expect("follower")
+}
+
+/// Moves leadership to another running node (a plain step-down may land on a dead peer and
+/// come back to the same leader).
+async fn step_down_and_wait(cluster: &mut Cluster) {
+    let before = cluster.meta_leader().await.expect("leader");
+    let target = (0..cluster.size())
+        .find(|i| cluster.server_name(*i) != before && cluster.is_running(*i))
+        .expect("another running node");
+    cluster.make_leader(target).await.expect("leader moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_cleared_while_it_was_down(
+) {
+    let mut cluster = cluster().await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    let config = || {
+        let mut c = EngineConfig::default();
+        c.thresholds.flap_window = Duration::from_secs(120);
+        c
+    };
+
+    let first = Monitor::start_with_state(&cluster, config(), "restart").await;
+    ready(&first, 3).await;
+    assert_eq!(first.status().await["service"]["store"]["state"], "healthy");
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    step_down_and_wait(&mut cluster).await; // leader change 1 of 2
+                                            // The bucket is R3 in this cluster: losing a replica may cost it a few seconds of leader
+                                            // election (the store degrades, then writes its backlog). Stop only once it is written.
+    healthy(&first).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // let the history reach the bucket
+    first.stop().await;
+
+    // A new process on the same bucket: the fault is still there, so nothing is raised again.
+    let second = Monitor::start_with_state(&cluster, config(), "restart").await;
+    ready(&second, 3).await;
+    events.drain(Duration::from_secs(4)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised"],
+        "{:#?}",
+        events.lines()
+    );
+    let active = second.status().await["findings"].clone();
+    assert!(
+        active.as_array().is_some_and(|f| f
+            .iter()
+            .any(|x| x["finding"] == raised.finding.as_str() && x["revision"] == 1)),
+        "the restarted monitor holds the finding: {active:#}"
+    );
+    // The flapping window survived the restart: the second change raises META_003.
+    step_down_and_wait(&mut cluster).await;
+    let flap = events.expect(Raised, "META_003", None, EVENT_TIMEOUT).await;
+    assert_eq!(flap.evidence["count"], 2, "{:#}", flap.evidence);
+    second.stop().await;
+
+    // The fault clears while no monitor runs: the next one resolves it on start.
+    cluster.restart(f).await.expect("restart");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let third = Monitor::start_with_state(&cluster, config(), "restart").await;
+    let resolved = events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(resolved.revision, raised.revision + 1);
+    assert_eq!(resolved.raised_at, raised.raised_at);
+    events.drain(Duration::from_secs(2)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    third.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_publish_each_transition_once_and_the_survivor_carries_on() {
+    let mut cluster = cluster().await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    let a = Monitor::start_with_state(&cluster, EngineConfig::default(), "ha").await;
+    let b = Monitor::start_with_state(&cluster, EngineConfig::default(), "ha").await;
+    ready(&a, 3).await;
+    ready(&b, 3).await;
+
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(4)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised"],
+        "exactly once: {:#?}",
+        events.lines()
+    );
+    // Both instances agree on what is active.
+    let keys = |status: serde_json::Value| -> Vec<String> {
+        status["findings"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|x| x["finding"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(a.status().await), keys(b.status().await));
+    assert_eq!(keys(a.status().await), vec![raised.finding.clone()]);
+
+    // Kill the instance that published; the other resolves, once.
+    let (survivor, gone) = if raised.instance == a.instance {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    gone.stop().await;
+    cluster.restart(f).await.expect("restart");
+    let resolved = events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(resolved.instance, survivor.instance);
+    events.drain(Duration::from_secs(3)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    survivor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_is_published_on_time_even_though_the_state_bucket_is_in_the_lost_cluster() {
+    let mut cluster = cluster().await;
+    let mut events = Events::subscribe_via(&cluster, &[0]).await;
+    let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "degraded").await;
+    ready(&monitor, 3).await;
+    assert_eq!(
+        monitor.status().await["service"]["store"]["state"],
+        "healthy"
+    );
+
+    let killed = Instant::now();
+    cluster.stop(1, Stop::Kill).await.expect("kill");
+    cluster.stop(2, Stop::Kill).await.expect("kill");
+    let quorum = events.expect(Raised, "META_006", None, EVENT_TIMEOUT).await;
+    let latency = killed.elapsed();
+    assert!(
+        latency < Duration::from_secs(6),
+        "META_006 after {latency:?}: the store held it back"
+    );
+    let store = monitor.status().await["service"]["store"].clone();
+    assert_eq!(store["state"], "degraded", "{store:#}");
+
+    cluster.restart(1).await.expect("restart");
+    cluster.restart(2).await.expect("restart");
+    events
+        .expect(Resolved, "META_006", None, Duration::from_secs(40))
+        .await;
+    // Once the bucket answers again the backlog is written and the store is healthy.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let store = monitor.status().await["service"]["store"].clone();
+        if store["state"] == "healthy" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store never recovered: {store:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let history = events.history_of(&quorum.finding);
+    assert_eq!(
+        history.iter().filter(|h| **h == "raised").count(),
+        1,
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}
+
+/// Starts the real binary with state in the cluster's JetStream account.
+fn spawn_binary(cluster: &Cluster, bucket: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .args(["run", "--server", &cluster.client_urls().join(",")])
+        .args([
+            "--user",
+            nats_insights::testbed::SYS_USER,
+            "--password",
+            nats_insights::testbed::SYS_PASSWORD,
+        ])
+        .args(["--state-server", &cluster.client_urls().join(",")])
+        .args(["--state-user", nats_insights::testbed::APP_USER])
+        .args(["--state-password", nats_insights::testbed::APP_PASSWORD])
+        .args(["--bucket", bucket])
+        .env_remove("NATS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(cluster.dir().join(format!("{bucket}.log")))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
+        .spawn()
+        .expect("binary starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() {
+    let mut cluster = cluster().await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    let watcher = cluster.sys_client(others[0]).await.expect("client");
+    let mut first = spawn_binary(&cluster, "killed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_request_json(&watcher, "$INSIGHTS.API.STATUS", "")
+        .await
+        .is_none_or(|s| s["service"]["polls"].as_u64().unwrap_or(0) < 2)
+    {
+        assert!(Instant::now() < deadline, "binary did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    // Wait until the record is stored (the bucket may be re-electing after losing a replica).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = try_request_json(&watcher, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        if status["service"]["store"]["state"] == "healthy" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "store never healthy: {status:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+
+    let mut second = spawn_binary(&cluster, "killed");
+    events.drain(Duration::from_secs(6)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised"],
+        "{:#?}",
+        events.lines()
+    );
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(2)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+}
