@@ -99,7 +99,12 @@ pub async fn run(
         store: "memory".to_string(),
         ..EngineStatus::default()
     }));
-    let service = tokio::spawn(service::serve(client.clone(), instance.clone(), status_rx));
+    let service = tokio::spawn(service::serve(
+        client.clone(),
+        instance.clone(),
+        status_rx,
+        config.thresholds,
+    ));
     let mut engine = Engine {
         publisher: Publisher::new(client.clone(), instance.id.clone()),
         client,
@@ -196,6 +201,7 @@ impl Engine {
                     self.status.malformed += snapshot.malformed;
                     self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
                     self.status.last_poll = Some(SystemTime::now());
+                    self.status.servers_answering = snapshot.views.len();
                     self.snapshot = snapshot;
                 }
                 Err(error) => {
@@ -230,6 +236,9 @@ impl Engine {
                 }
             }
         }
+        self.status
+            .recent
+            .record(&transitions, &self.history.leader_changes);
         self.active = next;
         if meta.is_some() {
             self.status.meta = meta;
