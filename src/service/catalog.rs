@@ -132,7 +132,7 @@ pub fn threshold_words(check: CheckId, t: &Thresholds) -> String {
             duration_words(t.flap_window)
         ),
         CheckId::Meta006 => format!(
-            "fewer members online than quorum_needed (same rule as META_001), or no server has \
+            "fewer members are online than quorum_needed (same rule as META_001), or no server has \
              reported a meta leader for longer than {offline}"
         ),
     }
