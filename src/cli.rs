@@ -12,6 +12,9 @@ use crate::engine::{self, EngineConfig};
 use crate::observe::gather::GatherTiming;
 use crate::service::Instance;
 
+/// Default of `--log`.
+pub const DEFAULT_LOG: &str = "info,async_nats=off";
+
 /// Watches a NATS JetStream cluster's meta group from the system account and publishes findings
 /// (offline replicas, lost quorum) on `$INSIGHTS.FINDING.<CHECK>.<EVENT>`.
 #[derive(Debug, Parser)]
@@ -25,7 +28,7 @@ pub struct Cli {
         long,
         global = true,
         env = "NATS_INSIGHTS_LOG",
-        default_value = "info,async_nats=off"
+        default_value = DEFAULT_LOG
     )]
     pub log: String,
 }
@@ -39,6 +42,9 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Print the runbook of a check: what it means, why it matters, how to confirm and fix it.
     Explain(ExplainArgs),
+    /// Commands that ask a running nats-insights: status, findings, checks, watch.
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 /// Flags of `explain`.
@@ -147,6 +153,16 @@ impl RunArgs {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Client(command) = cli.command {
+        // One-shot commands print only warnings unless --log asks for more.
+        let quiet = cli.log == DEFAULT_LOG;
+        init_logging(if quiet {
+            "warn,async_nats=off"
+        } else {
+            &cli.log
+        });
+        return crate::client::main(command);
+    }
     init_logging(&cli.log);
     if let Command::Explain(args) = &cli.command {
         return match explain(args) {
@@ -172,6 +188,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(*args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Explain(args) => explain(&args),
+            Command::Client(_) => Ok(()), // answered above, in its own runtime
         }
     });
     match result {

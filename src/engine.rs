@@ -123,7 +123,12 @@ pub async fn run(
         store: persistence.health(),
         ..EngineStatus::default()
     }));
-    let service = tokio::spawn(service::serve(client.clone(), instance.clone(), status_rx));
+    let service = tokio::spawn(service::serve(
+        client.clone(),
+        instance.clone(),
+        status_rx,
+        config.thresholds,
+    ));
     let mut engine = Engine {
         publisher: Publisher::new(client.clone(), instance.id.clone()),
         client,
@@ -223,6 +228,7 @@ impl Engine {
                     self.status.malformed += snapshot.malformed;
                     self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
                     self.status.last_poll = Some(SystemTime::now());
+                    self.status.servers_answering = snapshot.views.len();
                     self.snapshot = snapshot;
                 }
                 Err(error) => {
@@ -275,6 +281,9 @@ impl Engine {
                 }
             }
         }
+        self.status
+            .recent
+            .record(&transitions, &self.history.leader_changes);
         let cluster_size = meta.as_ref().map(|m| m.cluster_size);
         if meta.is_some() {
             self.status.meta = meta;

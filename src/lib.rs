@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod client;
 pub mod connect;
 pub mod demo;
 pub mod engine;

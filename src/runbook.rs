@@ -26,6 +26,9 @@ pub fn markdown(check: CheckId) -> &'static str {
     }
 }
 
+/// `type` of the EXPLAIN response.
+pub const EXPLAIN_TYPE: &str = "io.nats.insights.v1.explain_response";
+
 /// A runbook as the EXPLAIN endpoint returns it (`schemas/explain_response.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Runbook {
@@ -71,7 +74,7 @@ pub fn runbook(check: CheckId) -> Runbook {
         sections.insert(key, body.trim().to_string());
     }
     Runbook {
-        kind: "io.nats.insights.v1.explain_response",
+        kind: EXPLAIN_TYPE,
         check,
         name: check.name(),
         severity: check.severity(),

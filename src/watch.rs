@@ -1,5 +1,5 @@
 //! Consumer side of publish: follows `$INSIGHTS.FINDING.>` and renders each event as one line.
-//! Used by the demo, the tests, and operators.
+//! Used by the demo, the tests, and operators (`nats-insights watch`).
 
 use async_nats::{Client, SubscribeError};
 use futures::stream::{BoxStream, StreamExt};
@@ -20,10 +20,12 @@ pub async fn subscribe(client: &Client) -> Result<BoxStream<'static, Received>, 
         .boxed())
 }
 
-/// One line per event: event, check, severity, server, summary.
+/// One line per event: time (the event's own, RFC 3339 UTC), event, check, severity, server,
+/// summary.
 pub fn format_line(event: &FindingEvent) -> String {
     format!(
-        "{:<8} {} {:<8} {:<10} {}",
+        "{} {:<8} {} {:<8} {:<10} {}",
+        event.timestamp,
         event.event.as_str().to_uppercase(),
         event.check,
         event.severity.as_str(),

@@ -658,3 +658,412 @@ async fn rolling_rename_without_peer_remove_reports_stale_peers_and_the_recovery
     events.drain(Duration::from_secs(1)).await;
     monitor.stop().await;
 }
+
+/// Waits until `f` returns `Some` for a reply of `subject`, polling; panics with the last reply.
+async fn wait_for_reply<T>(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+    timeout: Duration,
+    f: impl Fn(&serde_json::Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reply = try_request_json(client, subject, body)
+            .await
+            .unwrap_or_default();
+        if let Some(found) = f(&reply) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subject} {body}: not as expected within {timeout:?}: {reply:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn error_code(reply: &async_nats::Message) -> Option<String> {
+    reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_discovery_every_endpoint_and_a_python_client_conform() {
+    let cluster = cluster(3).await;
+    // Non-default thresholds must show in CHECKS; flap_max keeps the step-down below quiet.
+    let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_max = 10)).await;
+    ready(&monitor, 3).await;
+    let client = &monitor.client;
+
+    // A leader change reaches HISTORY.
+    let new_leader = step_down_and_wait(&cluster).await;
+    let history = wait_for_reply(
+        client,
+        "$INSIGHTS.API.HISTORY",
+        r#"{"limit": 10}"#,
+        Duration::from_secs(10),
+        |h| {
+            h["entries"]
+                .as_array()
+                .filter(|e| e.iter().any(|x| x["kind"] == "leader_change"))
+                .map(|_| h.clone())
+        },
+    )
+    .await;
+    assert_valid("history_response.json", &history);
+    assert_eq!(
+        history["entries"][0]["kind"], "leader_change",
+        "{history:#}"
+    );
+    assert_eq!(history["entries"][0]["to"], new_leader.as_str());
+
+    // Micro discovery replies validate against the official schemas.
+    let (_, ping) = request_json(client, "$SRV.PING.nats-insights", "").await;
+    support::assert_valid_micro("ping_response.json", &ping);
+    let id = ping["id"].as_str().expect("service id").to_string();
+    assert_eq!(ping["metadata"]["instance"], monitor.instance.as_str());
+    let (_, info) = request_json(client, &format!("$SRV.INFO.nats-insights.{id}"), "").await;
+    support::assert_valid_micro("info_response.json", &info);
+    let mut names: Vec<&str> = info["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["CHECKS", "EXPLAIN", "FINDINGS", "HISTORY", "STATUS"]
+    );
+
+    // Every endpoint's reply validates against its schema.
+    for (subject, body, schema) in [
+        ("STATUS", "", "status_response.json"),
+        (
+            "FINDINGS",
+            r#"{"include_resolved": true, "limit": 1000}"#,
+            "findings_response.json",
+        ),
+        ("CHECKS", "{}", "checks_response.json"),
+        ("HISTORY", "", "history_response.json"),
+        (
+            "EXPLAIN",
+            r#"{"check": "META_003"}"#,
+            "explain_response.json",
+        ),
+    ] {
+        let (reply, value) = request_json(client, &format!("$INSIGHTS.API.{subject}"), body).await;
+        assert_eq!(error_code(&reply), None, "{subject}: {:?}", reply.headers);
+        assert_valid(schema, &value);
+    }
+    let (_, status) = request_json(client, "$INSIGHTS.API.STATUS", "").await;
+    assert_eq!(status["service"]["servers_answering"], 3, "{status:#}");
+    assert_eq!(status["meta"]["leader"], new_leader.as_str());
+    let (_, checks) = request_json(client, "$INSIGHTS.API.CHECKS", "").await;
+    let flap = checks["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "META_003"))
+        .expect("META_003")
+        .clone();
+    assert_eq!(flap["settings"][0]["value"], "10", "{flap:#}");
+    assert_eq!(flap["settings"][0]["default"], "1");
+    assert!(flap["threshold"]
+        .as_str()
+        .is_some_and(|t| t.contains("more than 10 times within 10m")));
+
+    // The same API from Python (nats-py): discovery, every endpoint, error replies.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/api_conformance.py"
+    );
+    let started = Instant::now();
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(cluster.client_url(0))
+        .arg(nats_insights::testbed::SYS_USER)
+        .arg(nats_insights::testbed::SYS_PASSWORD)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("python conformance finishes")
+        .expect("python3 runs (scripts/test installs nats-py)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python conformance failed ({:?}):\n{stdout}\n{stderr}",
+        output.status.code()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    eprintln!("{} in {:?}", stdout.trim(), started.elapsed());
+
+    // Bad requests are error replies, counted per endpoint in $SRV.STATS; the service keeps going.
+    let stats_subject = format!("$SRV.STATS.nats-insights.{id}");
+    let errors_of = |stats: &serde_json::Value, name: &str| {
+        stats["endpoints"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == name))
+            .and_then(|e| e["num_errors"].as_u64())
+            .unwrap_or(0)
+    };
+    let (_, before) = request_json(client, &stats_subject, "").await;
+    for (subject, body, code) in [
+        ("FINDINGS", r#"{"check": "META_999"}"#, "404"),
+        ("FINDINGS", r#"{"limit": 5000}"#, "400"),
+        ("HISTORY", r#"{"limt": 5}"#, "400"),
+        ("CHECKS", r#"{"check": "META_001"}"#, "400"),
+    ] {
+        let (reply, _) = request_json(client, &format!("$INSIGHTS.API.{subject}"), body).await;
+        assert_eq!(
+            error_code(&reply).as_deref(),
+            Some(code),
+            "{subject} {body}"
+        );
+        assert!(reply.payload.is_empty());
+    }
+    let huge = " ".repeat(nats_insights::service::MAX_REQUEST_BYTES + 10);
+    let (reply, _) = request_json(client, "$INSIGHTS.API.HISTORY", &huge).await;
+    assert_eq!(error_code(&reply).as_deref(), Some("413"));
+    let (_, after) = request_json(client, &stats_subject, "").await;
+    support::assert_valid_micro("stats_response.json", &after);
+    assert_eq!(
+        errors_of(&after, "FINDINGS"),
+        errors_of(&before, "FINDINGS") + 2
+    );
+    assert_eq!(
+        errors_of(&after, "HISTORY"),
+        errors_of(&before, "HISTORY") + 2
+    );
+    for endpoint in after["endpoints"].as_array().expect("endpoints") {
+        assert_valid("stats_data.json", &endpoint["data"]);
+    }
+    let history_data = after["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "HISTORY"))
+        .map(|e| e["data"].clone())
+        .expect("HISTORY stats");
+    assert_eq!(history_data["rejected"]["413"], 1, "{history_data:#}");
+    assert!(history_data["polls"].as_u64().is_some_and(|p| p >= 2));
+    let (_, status) = request_json(client, "$INSIGHTS.API.STATUS", "").await;
+    assert_valid("status_response.json", &status);
+    monitor.stop().await;
+}
+
+/// Runs the real binary with the given arguments: (exit code, stdout, stderr).
+async fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .args(args)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("NATS_INSIGHTS_LOG")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("the command finishes")
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The member row of `name` in `status` output, split into columns.
+fn member_row(table: &str, name: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|first| first.trim_end_matches('*') == name)
+        })
+        .unwrap_or_else(|| panic!("no row for {name} in:\n{table}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_command_agrees_with_the_cluster_and_exits_like_a_nagios_check() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut cluster = cluster(3).await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[f])).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+    let survivors: Vec<String> = others(3, &[f])
+        .iter()
+        .map(|i| cluster.client_url(*i))
+        .collect();
+    let urls = survivors.join(",");
+    let auth = ["--user", "sys", "--password", "sys"];
+    let with = |command: &str, extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec![command.to_string(), "-s".to_string(), urls.clone()];
+        args.extend(auth.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&refs).await
+    };
+
+    // Healthy: exit 0, every member online, the real leader starred.
+    let (code, out, err) = run(with("status", &[])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("nats-insights: OK"), "{out}");
+    assert!(!out.contains('\x1b'), "no colour when not a terminal");
+    let leader = cluster.meta_leader().await.expect("leader");
+    for i in 0..3 {
+        let row = member_row(&out, &cluster.server_name(i));
+        assert_eq!(
+            row[0].ends_with('*'),
+            cluster.server_name(i) == leader,
+            "{out}"
+        );
+        assert_eq!(row[4], "✓", "ONLINE column: {out}");
+    }
+
+    // `watch` prints each event as one line as it arrives.
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .args(with("watch", &[]))
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("watch starts");
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    let mut notes = tokio::io::BufReader::new(watcher.stderr.take().expect("stderr")).lines();
+    let subscribed = tokio::time::timeout(Duration::from_secs(10), notes.next_line())
+        .await
+        .expect("watch reports that it subscribed")
+        .expect("stderr")
+        .unwrap_or_default();
+    assert!(
+        subscribed.starts_with("watching $INSIGHTS.FINDING.> on "),
+        "{subscribed}"
+    );
+
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    let (code, out, err) = run(with("status", &[])).await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.starts_with("nats-insights: CRITICAL"), "{out}");
+    let row = member_row(&out, &name);
+    assert_eq!(row[4], "✗", "the killed member is offline: {out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("CRITICAL") && l.contains("META_001") && l.contains(&name)),
+        "the finding is listed under the table: {out}"
+    );
+    let (code, json, _) = run(with("status", &["--json"])).await;
+    assert_eq!(code, Some(2));
+    let json: serde_json::Value = serde_json::from_str(&json).expect("--json is the raw response");
+    assert_valid("status_response.json", &json);
+
+    let (code, out, err) = run(with("findings", &["--check", "META_001"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("CRITICAL META_001 Offline meta replica · {name}")),
+        "{out}"
+    );
+    assert!(out.contains("  → "), "remediation steps: {out}");
+    let (code, _, err) = run(with("findings", &["--check", "META_999"])).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("(404)") && err.contains("unknown check META_999"),
+        "{err}"
+    );
+
+    let raised_line = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("RAISED") && line.contains("META_001") && line.contains(&name) {
+                return line;
+            }
+        }
+        panic!("watch ended");
+    })
+    .await
+    .expect("watch printed the raised event");
+    assert!(raised_line.contains(" critical "), "{raised_line}");
+
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    let (code, out, err) = run(with("status", &[])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, out, _) = run(with("findings", &["--resolved"])).await;
+    assert!(
+        out.contains(&format!("RESOLVED META_001 Offline meta replica · {name}")),
+        "{out}"
+    );
+    let (_, history) = request_json(&monitor.client, "$INSIGHTS.API.HISTORY", "").await;
+    let mine: Vec<&str> = history["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["server"] == name.as_str())
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(mine, ["resolved", "raised"], "newest first: {history:#}");
+    let (code, out, _) = run(with("checks", &[])).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("META_006") && out.contains("--offline-after 3s"),
+        "{out}"
+    );
+    let resolved_line = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("RESOLVED") && line.contains(&name) {
+                return line;
+            }
+        }
+        panic!("watch ended");
+    })
+    .await
+    .expect("watch printed the resolved event");
+    assert!(resolved_line.contains("META_001"));
+    let _ = watcher.kill().await;
+
+    // No service: exit 3 with a sentence that says what to check; same when NATS is unreachable.
+    monitor.stop().await;
+    // The service unsubscribes just after the engine stops: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, out, err) = loop {
+        let (code, out, err) = run(with("status", &[])).await;
+        if code == Some(3) || Instant::now() > deadline {
+            break (code, out, err);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert_eq!(
+        err.trim(),
+        "nats-insights: no nats-insights service answered on $INSIGHTS.API.STATUS: is it running, and are you in the system account?"
+    );
+    let (code, _, err) = run_cli(&[
+        "status",
+        "-s",
+        "nats://127.0.0.1:1",
+        "--user",
+        "sys",
+        "--password",
+        "sys",
+    ])
+    .await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("no NATS server reachable"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! Every `schemas/*.json` is checked against what the service emits: finding events of every check
-//! (built from captured fixtures), the heartbeat, and the STATUS response.
+//! (built from captured fixtures), the heartbeat, and every API response (STATUS, FINDINGS, CHECKS,
+//! HISTORY, EXPLAIN) and the `$SRV.STATS` data, built from the same fixtures.
 
 mod support;
 
@@ -10,7 +11,9 @@ use nats_insights::findings::{reconcile, ActiveSet};
 use nats_insights::history::History;
 use nats_insights::observe::{JszReply, Snapshot, Via};
 use nats_insights::publish::{FindingEvent, Heartbeat};
-use nats_insights::service::{status_response, EngineStatus, Instance};
+use nats_insights::service::api::{self, Context, Endpoint};
+use nats_insights::service::recent::Recent;
+use nats_insights::service::{status_response, EngineStatus, Instance, MAX_REQUEST_BYTES};
 use support::assert_valid;
 
 fn replies(name: &str) -> Vec<(JszReply, Via)> {
@@ -38,6 +41,7 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
     let mut active = ActiveSet::new();
     let mut events = Vec::new();
     let mut meta = None;
+    let mut recent = Recent::default();
     for (at, names) in polls {
         let all: Vec<(JszReply, Via)> = names.iter().flat_map(|n| replies(n)).collect();
         let snapshot = Snapshot::from_replies(t(*at), all, &history.known_servers());
@@ -49,6 +53,7 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
                 .iter()
                 .map(|tr| FindingEvent::from_transition(tr, "test")),
         );
+        recent.record(&transitions, &history.leader_changes);
         active = next;
         meta = assessed.or(meta);
     }
@@ -56,6 +61,8 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
         meta,
         active,
         last_poll: Some(t(polls.last().map_or(0, |p| p.0))),
+        servers_answering: 3,
+        recent,
         store: nats_insights::store::StoreHealth::Memory,
         ..EngineStatus::default()
     };
@@ -158,11 +165,154 @@ fn status_response_validates_healthy_faulty_and_before_first_poll() {
     assert_eq!(value["status"], "unknown");
 }
 
+fn instance() -> Instance {
+    Instance {
+        id: "instance".to_string(),
+        started: t(0),
+    }
+}
+
+/// A status with active findings, resolved ones and leader changes.
+fn eventful() -> EngineStatus {
+    let partition: &[&str] = &[
+        "partition_leader_3_majority.json",
+        "partition_leader_3_isolated.json",
+    ];
+    let (_, status) = run(
+        &[
+            (0, &["healthy_3.json"]),
+            (4, &["follower_killed_3.json"]),
+            (20, &["healthy_3.json"]),
+            (30, partition),
+            (35, partition),
+            (50, &["healthy_3.json"]),
+            (60, &["two_killed_3.json"]),
+        ],
+        Thresholds {
+            flap_max: 0,
+            ..Thresholds::default()
+        },
+    );
+    status
+}
+
+fn answer(endpoint: Endpoint, body: &str, status: &EngineStatus) -> serde_json::Value {
+    let thresholds = Thresholds::default();
+    let instance = instance();
+    let ctx = Context {
+        status,
+        instance: &instance,
+        thresholds: &thresholds,
+        now: t(100),
+    };
+    let reply = api::handle(endpoint, body.as_bytes(), ctx)
+        .unwrap_or_else(|e| panic!("{endpoint:?} {body}: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(&reply).expect("json");
+    assert_eq!(value["type"], endpoint.response_type(), "{value:#}");
+    value
+}
+
+fn schema_of(endpoint: Endpoint) -> String {
+    format!("{}_response.json", endpoint.name().to_lowercase())
+}
+
+#[test]
+fn every_endpoint_response_validates_on_empty_and_eventful_state() {
+    let eventful = eventful();
+    for status in [EngineStatus::default(), eventful] {
+        for endpoint in Endpoint::ALL {
+            let bodies: &[&str] = match endpoint {
+                Endpoint::Explain => &[r#"{"check":"META_001"}"#, r#"{"check":"meta_006"}"#],
+                Endpoint::Findings => &[
+                    "",
+                    "{}",
+                    r#"{"include_resolved": true}"#,
+                    r#"{"check": "META_001", "severity": "critical", "include_resolved": true, "limit": 1}"#,
+                ],
+                Endpoint::History => &["", r#"{"limit": 1000}"#, r#"{"limit": 1}"#],
+                _ => &["", "{}"],
+            };
+            for body in bodies {
+                assert_valid(&schema_of(endpoint), &answer(endpoint, body, &status));
+            }
+        }
+    }
+}
+
+#[test]
+fn findings_and_history_show_what_happened() {
+    let status = eventful();
+    let findings = answer(
+        Endpoint::Findings,
+        r#"{"include_resolved": true, "limit": 1000}"#,
+        &status,
+    );
+    let states: Vec<&str> = findings["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"active") && states.contains(&"resolved"),
+        "{findings:#}"
+    );
+    // Active first, then resolved.
+    assert!(states
+        .windows(2)
+        .all(|w| !(w[0] == "resolved" && w[1] == "active")));
+
+    let history = answer(Endpoint::History, r#"{"limit": 1000}"#, &status);
+    let entries = history["entries"].as_array().expect("entries");
+    assert!(
+        entries.iter().any(|e| e["kind"] == "leader_change"),
+        "{history:#}"
+    );
+    let times: Vec<&str> = entries.iter().filter_map(|e| e["at"].as_str()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:#?}"
+    );
+
+    let checks = answer(Endpoint::Checks, "", &status);
+    let active: u64 = checks["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["active"].as_u64())
+        .sum();
+    assert_eq!(active as usize, status.active.len());
+}
+
+#[test]
+fn stats_data_validates() {
+    let status = eventful();
+    for rejected in [
+        Default::default(),
+        [(400u16, 2u64), (404, 1)].into_iter().collect(),
+    ] {
+        let data = api::stats_data(&status, &instance(), &rejected);
+        assert_valid(
+            "stats_data.json",
+            &serde_json::to_value(data).expect("json"),
+        );
+    }
+}
+
 #[test]
 fn explain_responses_validate_and_bad_requests_are_rejected_with_the_right_code() {
+    let status = EngineStatus::default();
+    let thresholds = Thresholds::default();
+    let instance = instance();
+    let ctx = Context {
+        status: &status,
+        instance: &instance,
+        thresholds: &thresholds,
+        now: t(1),
+    };
     for check in CheckId::ALL {
         let body = format!("{{\"check\": \"{}\"}}", check.as_str().to_lowercase());
-        let reply = nats_insights::service::explain(body.as_bytes()).expect("explained");
+        let reply = api::handle(Endpoint::Explain, body.as_bytes(), ctx).expect("explained");
         let value: serde_json::Value = serde_json::from_slice(&reply).expect("json");
         assert_valid("explain_response.json", &value);
         assert_eq!(value["check"], check.as_str());
@@ -175,14 +325,14 @@ fn explain_responses_validate_and_bad_requests_are_rejected_with_the_right_code(
         (b"[1,2]", 400),
         (b"{not json", 400),
     ] {
-        let rejected = nats_insights::service::explain(body).expect_err("rejected");
-        assert_eq!(rejected.0, code, "{}", String::from_utf8_lossy(body));
+        let rejected = api::handle(Endpoint::Explain, body, ctx).expect_err("rejected");
+        assert_eq!(rejected.code(), code, "{}", String::from_utf8_lossy(body));
     }
-    let huge = vec![b' '; nats_insights::service::MAX_REQUEST_BYTES + 1];
+    let huge = vec![b' '; MAX_REQUEST_BYTES + 1];
     assert_eq!(
-        nats_insights::service::explain(&huge)
+        api::handle(Endpoint::Explain, &huge, ctx)
             .expect_err("too big")
-            .0,
+            .code(),
         413
     );
 }

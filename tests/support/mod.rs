@@ -250,8 +250,22 @@ pub fn schema(name: &str) -> serde_json::Value {
 
 /// Panics with every violation when `value` does not validate against `schemas/<name>`.
 pub fn assert_valid(name: &str, value: &serde_json::Value) {
-    let schema = schema(name);
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    assert_valid_against(name, &schema(name), value);
+}
+
+/// Panics with every violation when `value` does not validate against the official micro schema
+/// `tests/fixtures/micro/<name>` (e.g. `ping_response.json`).
+pub fn assert_valid_micro(name: &str, value: &serde_json::Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/micro")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+    assert_valid_against(name, &schema, value);
+}
+
+fn assert_valid_against(name: &str, schema: &serde_json::Value, value: &serde_json::Value) {
+    let validator = jsonschema::validator_for(schema).expect("schema compiles");
     let errors: Vec<String> = validator
         .iter_errors(value)
         .map(|e| format!("{} at {}", e, e.instance_path))

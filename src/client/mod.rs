@@ -1,0 +1,404 @@
+//! Client edge: the CLI commands that ask a running nats-insights over NATS (`status`, `findings`,
+//! `checks`) or follow its finding events (`watch`). Same connection flags as `run`; every
+//! failure is one sentence a person can act on.
+
+pub mod render;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::{Client, RequestErrorKind};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+
+use crate::connect::{ConnectArgs, ConnectError};
+use crate::publish::{FindingEvent, FINDING_PREFIX};
+use crate::service::api::Endpoint;
+use render::{Health, Style};
+
+/// The commands that talk to a running service.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Show the meta group as the running service sees it, with its active findings. Exit code:
+    /// 0 healthy, 1 warning, 2 critical, 3 unknown or service unreachable (a Nagios-style check).
+    Status(Box<StatusArgs>),
+    /// List findings with their remediation (active ones; --resolved adds recently resolved).
+    Findings(Box<FindingsArgs>),
+    /// List the checks the service runs and the thresholds it runs them with.
+    Checks(Box<ChecksArgs>),
+    /// Follow finding events ($INSIGHTS.FINDING.>) and print one line per event as it arrives.
+    Watch(Box<WatchArgs>),
+}
+
+/// Flags every request command shares.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// Connection to the system account.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// How long to wait for the service's answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print the raw JSON response instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Connection, timeout, output.
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// Flags of `findings`.
+#[derive(Debug, Clone, Args)]
+pub struct FindingsArgs {
+    /// Connection, timeout, output.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Only this check, e.g. META_001.
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Only this severity: critical, warning or info.
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Also list recently resolved findings.
+    #[arg(long)]
+    pub resolved: bool,
+    /// At most this many (1 to 1000).
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+/// Flags of `checks`.
+#[derive(Debug, Clone, Args)]
+pub struct ChecksArgs {
+    /// Connection, timeout, output.
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// Flags of `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Connection to the system account.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Print each event's JSON as received instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a client command failed, worded for the person running it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Nobody subscribes to the endpoint.
+    #[error("no nats-insights service answered on {subject}: is it running, and are you in the system account?")]
+    NoService {
+        /// The endpoint's subject.
+        subject: String,
+    },
+    /// Someone subscribes but did not answer in time.
+    #[error("nats-insights did not answer on {subject} within {}: is it overloaded or cut off from this server?", humantime::format_duration(*timeout))]
+    Timeout {
+        /// The endpoint's subject.
+        subject: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The service answered with a micro error.
+    #[error("nats-insights refused the request on {subject} ({code}): {description}")]
+    Refused {
+        /// The endpoint's subject.
+        subject: String,
+        /// `Nats-Service-Error-Code`.
+        code: String,
+        /// `Nats-Service-Error`.
+        description: String,
+    },
+    /// The request could not be sent.
+    #[error("cannot send the request on {subject}: {detail}")]
+    Send {
+        /// The endpoint's subject.
+        subject: String,
+        /// Why.
+        detail: String,
+    },
+    /// The answer is not what this version understands.
+    #[error(
+        "the answer on {subject} is not understood by this version of nats-insights: {detail}"
+    )]
+    Decode {
+        /// The endpoint's subject.
+        subject: String,
+        /// Why.
+        detail: String,
+    },
+    /// The event subscription could not be made or ended.
+    #[error("{0}")]
+    Watch(String),
+}
+
+/// Runs a client command (in its own runtime) and returns the process exit code.
+pub fn main(command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nats-insights: cannot start the async runtime: {e}");
+            return ExitCode::from(Health::Unknown.exit_code());
+        }
+    };
+    let is_status = matches!(command, ClientCommand::Status(_));
+    let result = runtime.block_on(async move {
+        match command {
+            ClientCommand::Status(args) => status(&args).await,
+            ClientCommand::Findings(args) => findings(&args).await.map(|()| 0),
+            ClientCommand::Checks(args) => checks(&args).await.map(|()| 0),
+            ClientCommand::Watch(args) => watch(&args).await.map(|()| 0),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("nats-insights: {error}");
+            // `status` is a monitoring check: anything that prevents an answer is UNKNOWN (3).
+            ExitCode::from(if is_status {
+                Health::Unknown.exit_code()
+            } else {
+                1
+            })
+        }
+    }
+}
+
+/// Sends one API request and returns the successful reply's body.
+pub async fn request(
+    client: &Client,
+    endpoint: Endpoint,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<bytes::Bytes, ClientError> {
+    let subject = endpoint.subject();
+    let payload = if body.as_object().is_some_and(|o| o.is_empty()) {
+        bytes::Bytes::new()
+    } else {
+        serde_json::to_vec(body)
+            .map_err(|e| ClientError::Send {
+                subject: subject.clone(),
+                detail: e.to_string(),
+            })?
+            .into()
+    };
+    let reply = tokio::time::timeout(timeout, client.request(subject.clone(), payload)).await;
+    let message = match reply {
+        Err(_) => return Err(ClientError::Timeout { subject, timeout }),
+        Ok(Err(e)) => {
+            return Err(match e.kind() {
+                RequestErrorKind::NoResponders => ClientError::NoService { subject },
+                RequestErrorKind::TimedOut => ClientError::Timeout { subject, timeout },
+                _ => ClientError::Send {
+                    subject,
+                    detail: e.to_string(),
+                },
+            })
+        }
+        Ok(Ok(message)) => message,
+    };
+    if let Some(headers) = &message.headers {
+        if let Some(code) = headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE) {
+            return Err(ClientError::Refused {
+                subject,
+                code: code.to_string(),
+                description: headers
+                    .get(async_nats::service::NATS_SERVICE_ERROR)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(message.payload)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+        subject: endpoint.subject(),
+        detail: e.to_string(),
+    })
+}
+
+async fn ask(
+    args: &RequestArgs,
+    endpoint: Endpoint,
+    body: serde_json::Value,
+) -> Result<bytes::Bytes, ClientError> {
+    let client = args.connect.connect("nats-insights-cli").await?;
+    request(&client, endpoint, &body, args.timeout).await
+}
+
+fn print_json(body: &[u8]) {
+    println!("{}", String::from_utf8_lossy(body).trim_end());
+}
+
+/// `nats-insights status`: returns the exit code for the state reported.
+pub async fn status(args: &StatusArgs) -> Result<u8, ClientError> {
+    let body = ask(&args.request, Endpoint::Status, serde_json::json!({})).await?;
+    let view: render::StatusView = decode(Endpoint::Status, &body)?;
+    if args.request.json {
+        print_json(&body);
+    } else {
+        print!("{}", render::status_text(&view, Style::for_stdout()));
+    }
+    Ok(Health::from_status(&view.status).exit_code())
+}
+
+/// The FINDINGS request body for these flags.
+pub fn findings_body(args: &FindingsArgs) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    if let Some(check) = &args.check {
+        body.insert("check".into(), check.clone().into());
+    }
+    if let Some(severity) = &args.severity {
+        body.insert("severity".into(), severity.clone().into());
+    }
+    if args.resolved {
+        body.insert("include_resolved".into(), true.into());
+    }
+    if let Some(limit) = args.limit {
+        body.insert("limit".into(), limit.into());
+    }
+    body.into()
+}
+
+/// `nats-insights findings`.
+pub async fn findings(args: &FindingsArgs) -> Result<(), ClientError> {
+    let body = ask(&args.request, Endpoint::Findings, findings_body(args)).await?;
+    if args.request.json {
+        print_json(&body);
+        return Ok(());
+    }
+    let view: render::FindingsView = decode(Endpoint::Findings, &body)?;
+    print!("{}", render::findings_text(&view, Style::for_stdout()));
+    Ok(())
+}
+
+/// `nats-insights checks`.
+pub async fn checks(args: &ChecksArgs) -> Result<(), ClientError> {
+    let body = ask(&args.request, Endpoint::Checks, serde_json::json!({})).await?;
+    if args.request.json {
+        print_json(&body);
+        return Ok(());
+    }
+    let view: render::ChecksView = decode(Endpoint::Checks, &body)?;
+    print!("{}", render::checks_text(&view, Style::for_stdout()));
+    Ok(())
+}
+
+/// `nats-insights watch`: runs until Ctrl-C or SIGTERM (exit 0) or the connection closes.
+pub async fn watch(args: &WatchArgs) -> Result<(), ClientError> {
+    let client = args.connect.connect("nats-insights-watch").await?;
+    let subject = format!("{FINDING_PREFIX}.>");
+    let mut events = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| ClientError::Watch(format!("cannot subscribe to {subject}: {e}")))?;
+    // Warn (and keep watching) when no service answers: a user outside the system account would
+    // otherwise wait forever on a silent subscription.
+    match request(
+        &client,
+        Endpoint::Status,
+        &serde_json::json!({}),
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Ok(_) => eprintln!(
+            "watching {subject} on {} (Ctrl-C to stop)",
+            client.server_info().server_name
+        ),
+        Err(e) => eprintln!("nats-insights: warning: {e} Watching {subject} anyway."),
+    }
+    let style = Style::for_stdout();
+    let shutdown = crate::cli::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            message = events.next() => {
+                let Some(message) = message else {
+                    return Err(ClientError::Watch(format!("the subscription to {subject} ended: the connection was closed")));
+                };
+                if args.json {
+                    print_json(&message.payload);
+                    continue;
+                }
+                match serde_json::from_slice::<FindingEvent>(&message.payload) {
+                    Ok(event) => println!("{}", render::watch_line(&event, style)),
+                    Err(e) => eprintln!("nats-insights: undecodable event on {}: {e}", message.subject),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Harness {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    #[test]
+    fn findings_flags_become_the_request_body() {
+        let parsed = Harness::try_parse_from([
+            "x",
+            "findings",
+            "--check",
+            "META_001",
+            "--severity",
+            "critical",
+            "--resolved",
+            "--limit",
+            "5",
+        ])
+        .expect("parses");
+        let ClientCommand::Findings(args) = parsed.command else {
+            panic!("findings");
+        };
+        assert_eq!(
+            findings_body(&args),
+            serde_json::json!({"check": "META_001", "severity": "critical", "include_resolved": true, "limit": 5})
+        );
+        let plain = Harness::try_parse_from(["x", "findings"]).expect("parses");
+        let ClientCommand::Findings(args) = plain.command else {
+            panic!("findings");
+        };
+        assert_eq!(findings_body(&args), serde_json::json!({}));
+    }
+
+    #[test]
+    fn the_no_service_message_says_what_to_check() {
+        let e = ClientError::NoService {
+            subject: Endpoint::Status.subject(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no nats-insights service answered on $INSIGHTS.API.STATUS: is it running, and are you in the system account?"
+        );
+    }
+}
