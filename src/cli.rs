@@ -163,7 +163,13 @@ pub fn main() -> ExitCode {
         });
         return crate::client::main(command);
     }
-    init_logging(&cli.log);
+    // The demo prints every finding event itself; its own logs would only interleave.
+    let demo_default = matches!(cli.command, Command::Demo(_)) && cli.log == DEFAULT_LOG;
+    init_logging(if demo_default {
+        "error,async_nats=off"
+    } else {
+        &cli.log
+    });
     if let Command::Explain(args) = &cli.command {
         return match explain(args) {
             Ok(()) => ExitCode::SUCCESS,
