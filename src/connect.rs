@@ -244,6 +244,9 @@ impl ConnectArgs {
             .name(connection_name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
+            .reconnect_to_server_callback(
+                |servers, last| async move { another_server(&servers, &last) },
+            )
             .event_callback(move |event| {
                 let label = label.clone();
                 async move { log_event(&label, event) }
@@ -332,6 +335,27 @@ impl ConnectArgs {
     }
 }
 
+/// On reconnect, prefer a server other than the one just left (it died, entered lame duck, or was
+/// found cut off from the meta group), the least failing first; `None` keeps the client's default.
+fn another_server(
+    servers: &[async_nats::Server],
+    last: &async_nats::ServerInfo,
+) -> Option<async_nats::ReconnectToServer> {
+    let unspecified = matches!(last.host.as_str(), "" | "0.0.0.0" | "::" | "[::]");
+    let is_last = |s: &async_nats::Server| {
+        s.addr.port() == last.port && (unspecified || s.addr.host() == last.host)
+    };
+    let pick = servers
+        .iter()
+        .filter(|s| !is_last(s))
+        .min_by_key(|s| s.failed_attempts)?;
+    let backoff = Duration::from_millis(250 * pick.failed_attempts.min(8) as u64);
+    Some(async_nats::ReconnectToServer {
+        addr: pick.addr.clone(),
+        delay: Some(backoff),
+    })
+}
+
 /// Direct links fail over to nothing, so their disconnects are expected during faults: debug only.
 fn log_direct_event(connection: &str, event: Event) {
     match event {
@@ -349,7 +373,14 @@ fn log_event(connection: &str, event: Event) {
                 "disconnected from NATS; reconnecting until a server answers"
             )
         }
-        Event::ServerError(error) => tracing::warn!(connection, %error, "NATS server error"),
+        Event::ServerError(error) => {
+            let text = error.to_string();
+            if text.to_ascii_lowercase().contains("authorization") {
+                tracing::error!(connection, %error, "the server refused these credentials (revoked or changed?); still retrying, fix --user/--password, --creds, --nkey or --token");
+            } else {
+                tracing::warn!(connection, %error, "NATS server error");
+            }
+        }
         Event::LameDuckMode => tracing::warn!(
             connection,
             "server entered lame-duck mode; will move to another"

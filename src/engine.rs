@@ -11,6 +11,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use crate::checks::MemberState;
 use crate::checks::{evaluate_all, Outcome, Thresholds};
 pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveSet};
@@ -91,6 +92,10 @@ struct Engine {
     persistence: Persistence,
     /// Whether this instance was the primary when last asked, and when.
     primary: Option<(std::time::Instant, bool)>,
+    /// When the main connection was last moved away from its server.
+    moved_at: Option<std::time::Instant>,
+    /// Set when the attached server announced it is leaving: move before the next publish.
+    moving: bool,
 }
 
 /// Runs until `shutdown` completes or the connection closes for good.
@@ -143,6 +148,8 @@ pub async fn run(
         },
         persistence,
         primary: None,
+        moved_at: None,
+        moving: false,
         status_tx,
         instance,
     };
@@ -179,6 +186,11 @@ pub async fn run(
 impl Engine {
     fn on_event(&mut self, event: MetaEvent) -> Trigger {
         tracing::info!(kind = event.kind(), detail = %event.describe(), "meta event");
+        if let MetaEvent::Shutdown { server, .. } | MetaEvent::LameDuck { server, .. } = &event {
+            if *server == self.client.server_info().server_name {
+                self.moving = true;
+            }
+        }
         *self
             .status
             .events
@@ -249,6 +261,20 @@ impl Engine {
             Outcome::Skipped { reason } => Some(reason.clone()),
             Outcome::Ran { .. } => None,
         });
+        if std::mem::take(&mut self.moving) {
+            self.move_away("is going away").await;
+        }
+        if let Some(meta) = &meta {
+            // Findings published through a server cut off from the group reach only its side:
+            // move first, publish after.
+            let attached = self.client.server_info().server_name;
+            let cut_off = meta.members.iter().any(|m| {
+                m.name == attached && m.answered && matches!(m.state, MemberState::Offline(_))
+            });
+            if cut_off && meta.members.iter().any(|m| m.online()) {
+                self.move_away("is cut off from the meta group").await;
+            }
+        }
         let (next, transitions) = reconcile(&self.active, &evaluations, now);
         self.active = next;
         for transition in &transitions {
@@ -298,6 +324,31 @@ impl Engine {
         }
         self.status.store = self.persistence.health();
         self.publish_status();
+    }
+
+    /// Moves the main connection to another server and waits (briefly) until it is attached
+    /// there, so what is published next reaches the group. At most once every ten seconds.
+    async fn move_away(&mut self, why: &str) {
+        if self
+            .moved_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.moved_at = Some(std::time::Instant::now());
+        let server = self.client.server_info().server_name;
+        tracing::warn!(%server, "the server this monitor is attached to {why}; moving to another");
+        if let Err(error) = self.client.force_reconnect().await {
+            tracing::warn!(%error, "cannot move to another server");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline
+            && (self.client.connection_state() != State::Connected
+                || self.client.server_info().server_name == server)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// True when no live instance has a smaller id than this one (asked at most once a second).

@@ -1067,3 +1067,65 @@ async fn status_command_agrees_with_the_cluster_and_exits_like_a_nagios_check() 
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("no NATS server reachable"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_moves_off_a_server_that_is_cut_off_or_in_lame_duck_and_keeps_reporting() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        proxied_routes: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_max = 10)).await;
+    ready(&monitor, 3).await;
+
+    // Cut off the server the monitor is attached to: an operator on the other side must still
+    // hear about it, so the monitor has to move.
+    let attached = monitor.client.server_info().server_name;
+    let index = cluster.index_of(&attached).expect("attached node");
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[index])).await;
+    cluster.partition(index).expect("partition");
+    events
+        .expect(Raised, "META_001", Some(&attached), Duration::from_secs(40))
+        .await;
+    assert_ne!(monitor.client.server_info().server_name, attached, "moved");
+    cluster.heal(index).expect("heal");
+    events
+        .expect(
+            Resolved,
+            "META_001",
+            Some(&attached),
+            Duration::from_secs(40),
+        )
+        .await;
+
+    // Lame duck: the server announces it is leaving; the monitor leaves first.
+    let attached = monitor.client.server_info().server_name;
+    let index = cluster.index_of(&attached).expect("attached node");
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[index])).await;
+    cluster
+        .stop(index, Stop::LameDuck)
+        .await
+        .expect("lame duck");
+    let raised = events
+        .expect(Raised, "META_001", Some(&attached), EVENT_TIMEOUT)
+        .await;
+    assert!(
+        reasons(&raised).contains(&"departed".to_string()),
+        "{:#}",
+        raised.evidence
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.client.server_info().server_name == attached {
+        assert!(
+            Instant::now() < deadline,
+            "still attached to the lame-duck server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    monitor.stop().await;
+}
