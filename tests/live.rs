@@ -1129,3 +1129,100 @@ async fn the_monitor_moves_off_a_server_that_is_cut_off_or_in_lame_duck_and_keep
     }
     monitor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_subject_it_reads_is_counted_and_changes_nothing() {
+    let mut cluster = cluster(3).await;
+    let f = follower(&cluster).await;
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[f])).await;
+    let monitor = Monitor::start(&cluster).await;
+    ready(&monitor, 3).await;
+    let sys = cluster
+        .sys_client(others(3, &[f])[0])
+        .await
+        .expect("client");
+
+    // A fake responder answers the JSZ gather with garbage next to the real servers.
+    let mut fake = sys
+        .subscribe("$SYS.REQ.SERVER.PING.JSZ")
+        .await
+        .expect("sub");
+    let responder = sys.clone();
+    let fake_task = tokio::spawn(async move {
+        let bodies: [&[u8]; 4] = [
+            b"{not json",
+            br#"{"server":{"name":5}}"#,
+            b"\xff\xfe",
+            b"[]",
+        ];
+        let mut n = 0usize;
+        while let Some(msg) = futures::StreamExt::next(&mut fake).await {
+            if let Some(reply) = msg.reply {
+                let _ = responder
+                    .publish(reply, bodies[n % bodies.len()].into())
+                    .await;
+                n += 1;
+            }
+        }
+    });
+    let huge = vec![b'x'; 900 * 1024];
+    let payloads: [&[u8]; 6] = [
+        b"",
+        b"{",
+        b"{\"name\": [1,2,3]}",
+        b"{\"leader\": {\"not\": \"a string\"}}",
+        b"\x00\x01\x02 binary",
+        &huge,
+    ];
+    for subject in [
+        "$SYS.SERVER.FAKEID.SHUTDOWN",
+        "$SYS.SERVER.FAKEID.LAMEDUCK",
+        "$JS.EVENT.ADVISORY.DOMAIN.LEADER_ELECTED",
+        "$JS.EVENT.ADVISORY.DOMAIN.LEADER_ELECTED.extra",
+        "$JS.EVENT.ADVISORY.SERVER.REMOVED",
+    ] {
+        for payload in payloads {
+            sys.publish(subject, payload.to_vec().into())
+                .await
+                .expect("publish");
+        }
+    }
+    for endpoint in ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN"] {
+        for payload in [&b"{oops"[..], b"[1]", b"{\"limit\": \"many\"}"] {
+            let reply = request_json(
+                &monitor.client,
+                &format!("$INSIGHTS.API.{endpoint}"),
+                std::str::from_utf8(payload).unwrap_or(""),
+            )
+            .await
+            .0;
+            let code = reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Service-Error-Code"))
+                .map(|v| v.as_str().to_string());
+            assert!(
+                code.is_some_and(|c| c.starts_with('4')),
+                "{endpoint} answered a bad request without an error"
+            );
+        }
+    }
+    sys.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let status = monitor.status().await;
+    let malformed = status["service"]["malformed"].as_u64().unwrap_or(0);
+    assert!(malformed >= 25, "every garbage input counted: {status:#}");
+    assert_eq!(status["status"], "ok", "garbage raised nothing: {status:#}");
+    events.drain(Duration::from_millis(500)).await;
+    assert!(events.seen.is_empty(), "{:#?}", events.lines());
+
+    // And it still sees a real fault.
+    let name = cluster.server_name(f);
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    fake_task.abort();
+    monitor.stop().await;
+}
