@@ -77,6 +77,34 @@ enum Trigger {
     Reevaluate,
 }
 
+/// How long an instance that stopped answering pings still counts as alive.
+const PEER_GRACE: Duration = Duration::from_secs(10);
+
+/// Pings the other instances every two seconds and notes when each answered.
+async fn track_peers(
+    client: Client,
+    me: String,
+    peers: Arc<std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let live = service::live_instances(&client, Duration::from_millis(500)).await;
+        // A round without our own answer says our connection is down, not that peers are.
+        if !live.contains(&me) {
+            continue;
+        }
+        if let Ok(mut map) = peers.lock() {
+            let now = std::time::Instant::now();
+            for id in live {
+                map.insert(id, now);
+            }
+            map.retain(|_, seen| seen.elapsed() < PEER_GRACE * 4);
+        }
+    }
+}
+
 /// The running pipeline's state.
 struct Engine {
     client: Client,
@@ -90,8 +118,8 @@ struct Engine {
     status_tx: watch::Sender<Arc<EngineStatus>>,
     instance: Instance,
     persistence: Persistence,
-    /// Whether this instance was the primary when last asked, and when.
-    primary: Option<(std::time::Instant, bool)>,
+    /// Other instances and when each last answered a ping (kept by a background task).
+    peers: Arc<std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>>,
     /// When the main connection was last moved away from its server.
     moved_at: Option<std::time::Instant>,
     /// Set when the attached server announced it is leaving: move before the next publish.
@@ -128,6 +156,12 @@ pub async fn run(
         store: persistence.health(),
         ..EngineStatus::default()
     }));
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let pinger = tokio::spawn(track_peers(
+        client.clone(),
+        instance.id.clone(),
+        Arc::clone(&peers),
+    ));
     let service = tokio::spawn(service::serve(
         client.clone(),
         instance.clone(),
@@ -147,7 +181,7 @@ pub async fn run(
             ..EngineStatus::default()
         },
         persistence,
-        primary: None,
+        peers: Arc::clone(&peers),
         moved_at: None,
         moving: false,
         status_tx,
@@ -178,6 +212,7 @@ pub async fn run(
         }
         engine.round(trigger).await;
     };
+    pinger.abort();
     engine.persistence.flush(&engine.history).await;
     drop(engine);
     result
@@ -351,17 +386,15 @@ impl Engine {
         }
     }
 
-    /// True when no live instance has a smaller id than this one (asked at most once a second).
+    /// True when no instance seen alive recently has a smaller id than this one. Peers are
+    /// pinged in the background; one that answered within `PEER_GRACE` still counts, so a peer
+    /// that is only reconnecting (its server just died) is not mistaken for a dead one.
     async fn is_primary(&mut self) -> bool {
-        if let Some((at, primary)) = self.primary {
-            if at.elapsed() < Duration::from_secs(1) {
-                return primary;
-            }
-        }
-        let live = service::live_instances(&self.client, Duration::from_millis(250)).await;
-        let primary = live.iter().all(|id| *id >= self.instance.id);
-        self.primary = Some((std::time::Instant::now(), primary));
-        primary
+        let peers = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
+        peers
+            .iter()
+            .filter(|(_, seen)| seen.elapsed() < PEER_GRACE)
+            .all(|(id, _)| *id >= self.instance.id)
     }
 
     /// Takes another instance's record for a key as this instance's state.

@@ -15,6 +15,7 @@ pub mod observe;
 pub mod publish;
 pub mod runbook;
 pub mod service;
+pub mod soak;
 pub mod store;
 pub mod testbed;
 pub mod time_format;

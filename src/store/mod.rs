@@ -480,10 +480,14 @@ impl KvStore {
     pub async fn claim(&mut self, transition: &Transition) -> Claim {
         let key = kv_key(&transition.finding.key);
         let record = Record::after(transition);
-        if self.degraded.is_some() {
-            self.backlog.insert(key, record);
-            return Claim::Unavailable;
-        }
+        // Degraded: one quick attempt, no retries. Another instance may find the store working,
+        // and its claim must be able to win over ours.
+        let degraded = self.degraded.is_some();
+        let attempt_timeout = if degraded {
+            self.settings.timeout.min(Duration::from_millis(300))
+        } else {
+            self.settings.timeout
+        };
         let stored = Stored {
             writer: self.instance.clone(),
             record: record.clone(),
@@ -495,7 +499,11 @@ impl KvStore {
                 return Claim::Unavailable;
             }
         };
-        let deadline = Instant::now() + self.settings.timeout * 2;
+        let deadline = if degraded {
+            Instant::now()
+        } else {
+            Instant::now() + self.settings.timeout * 2
+        };
         let mut last_error;
         loop {
             let known = self.revisions.get(&key).copied();
@@ -517,10 +525,15 @@ impl KvStore {
                         }),
                     }
                 };
-            let outcome = tokio::time::timeout(self.settings.timeout, write).await;
+            let outcome = tokio::time::timeout(attempt_timeout, write).await;
             match outcome {
                 Ok(Ok(revision)) => {
-                    self.revisions.insert(key, revision);
+                    self.revisions.insert(key.clone(), revision);
+                    // The store answers again: what waits in the backlog can be written now.
+                    if degraded {
+                        self.backlog.remove(&key);
+                        self.last_retry = None;
+                    }
                     return Claim::Won;
                 }
                 // Someone else wrote this key first (or our revision is stale): see what is there.
@@ -541,7 +554,7 @@ impl KvStore {
                 Ok(Err((false, error))) => last_error = error,
                 // The write may still land: read it back before calling it lost or unavailable.
                 Err(_) => {
-                    last_error = format!("no answer within {:?}", self.settings.timeout);
+                    last_error = format!("no answer within {attempt_timeout:?}");
                     if let Ok(Some(entry)) = self.read(&key).await {
                         let found = serde_json::from_slice::<Stored>(&entry.value).ok();
                         if found

@@ -1,0 +1,469 @@
+//! Reliability: a chaos soak with ground truth. Runs a 5-node cluster watched by two monitor
+//! instances in HA mode, injects faults from a seeded schedule (SIGTERM, SIGKILL, SIGSTOP and
+//! SIGCONT, partitions through the route proxies, forced step-downs, restarts of a monitor
+//! instance), records when each fault began and ended, and compares with every finding event an
+//! operator received: each fault's META_001 raised exactly once and resolved exactly once, no
+//! finding outside a fault, nothing left active on the healed cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::connect::ConnectArgs;
+use crate::engine::{self, EngineConfig};
+use crate::findings::TransitionKind;
+use crate::publish::FindingEvent;
+use crate::service::Instance;
+use crate::store::StoreSettings;
+use crate::testbed::{
+    Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD, SYS_USER,
+};
+
+/// How long and how wild.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Faults are injected until this much time has passed.
+    pub duration: Duration,
+    /// Seed of the fault schedule (the same seed gives the same schedule).
+    pub seed: u64,
+    /// Monitor instances on the same bucket (2 exercises HA mode).
+    pub instances: usize,
+}
+
+/// What the soak found.
+#[derive(Debug, Default)]
+pub struct SoakReport {
+    /// Faults injected, one line each.
+    pub faults: Vec<String>,
+    /// Findings the faults should have produced.
+    pub expected: usize,
+    /// RAISED events received.
+    pub raised: usize,
+    /// Expected findings never raised.
+    pub missed: Vec<String>,
+    /// Findings raised or resolved more than once in one episode.
+    pub duplicated: Vec<String>,
+    /// Findings raised with no fault to explain them.
+    pub false_findings: Vec<String>,
+    /// Findings still active at the end.
+    pub unresolved: Vec<String>,
+}
+
+impl SoakReport {
+    /// No miss, no duplicate, no false or unresolved finding.
+    pub fn ok(&self) -> bool {
+        self.missed.is_empty()
+            && self.duplicated.is_empty()
+            && self.false_findings.is_empty()
+            && self.unresolved.is_empty()
+    }
+
+    /// The figures, one per line.
+    pub fn summary(&self) -> String {
+        format!(
+            "faults {}, expected {}, raised {}, missed {}, duplicated {}, false {}, unresolved {}",
+            self.faults.len(),
+            self.expected,
+            self.raised,
+            self.missed.len(),
+            self.duplicated.len(),
+            self.false_findings.len(),
+            self.unresolved.len()
+        )
+    }
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone)]
+struct Window {
+    label: String,
+    /// The server whose META_001 must be raised.
+    victim: Option<String>,
+    /// The fault touched the meta leader (leader changes and disagreements are expected).
+    leader: bool,
+    start: SystemTime,
+    end: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Term,
+    Kill,
+    Pause,
+    Partition,
+    StepDown,
+    RestartMonitor,
+}
+
+struct RunningMonitor {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), engine::EngineError>>,
+}
+
+fn connect_args(cluster: &Cluster) -> ConnectArgs {
+    ConnectArgs {
+        servers: cluster.client_urls(),
+        user: Some(SYS_USER.to_string()),
+        password: Some(SYS_PASSWORD.to_string()),
+        ..ConnectArgs::default()
+    }
+}
+
+fn soak_config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    // Leader changes come with many faults; a short window lets META_003 resolve in the run.
+    config.thresholds.flap_window = Duration::from_secs(20);
+    config.thresholds.flap_max = 1;
+    config.store = Some(StoreSettings {
+        bucket: "soak".to_string(),
+        replicas: 3,
+        timeout: Duration::from_secs(1),
+        instance: String::new(),
+    });
+    config
+}
+
+async fn start_monitor(cluster: &Cluster) -> Result<RunningMonitor, String> {
+    let mut connections = connect_args(cluster)
+        .open("nats-insights-soak")
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = ConnectArgs {
+        servers: cluster.client_urls(),
+        user: Some(APP_USER.to_string()),
+        password: Some(APP_PASSWORD.to_string()),
+        ..ConnectArgs::default()
+    };
+    connections.state = Some(
+        state
+            .connect("nats-insights-soak-state")
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(engine::run(
+        connections,
+        soak_config(),
+        Instance {
+            id: nuid::next().to_string(),
+            started: SystemTime::now(),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(RunningMonitor { stop, handle })
+}
+
+async fn stop_monitor(monitor: RunningMonitor) {
+    let _ = monitor.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), monitor.handle).await;
+}
+
+/// Subscribes through one pinned connection per node and merges them, dropping duplicate event
+/// ids: with one node faulted at a time, every event reaches at least one subscriber.
+async fn watch_all(
+    cluster: &Cluster,
+) -> Result<mpsc::UnboundedReceiver<(SystemTime, FindingEvent)>, String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let clients = connect_args(cluster)
+        .connect_each("nats-insights-soak-watch")
+        .await
+        .map_err(|e| e.to_string())?;
+    for client in clients {
+        let mut events = crate::watch::subscribe(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _keep = client;
+            while let Some(received) = events.next().await {
+                if let Ok(event) = received {
+                    if tx.send((SystemTime::now(), event)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    Ok(rx)
+}
+
+/// Waits until every monitor answering STATUS reports no active finding (other than
+/// flapping, whose window is still open), up to `limit`.
+async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request("$INSIGHTS.API.STATUS", "".into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = reply {
+            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+                let quiet = status["findings"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().all(|x| x["check"] == "META_003"));
+                if quiet
+                    && status["meta"]["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().all(|x| x["state"] == "online"))
+                {
+                    return true;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs the soak and judges it.
+pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
+    let mut rng = fastrand::Rng::with_seed(options.seed);
+    let mut cluster = Cluster::start(ClusterOptions {
+        size: 5,
+        cluster_name: "soak".to_string(),
+        proxied_routes: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut events = watch_all(&cluster).await?;
+    let mut monitors = vec![
+        start_monitor(&cluster).await?,
+        start_monitor(&cluster).await?,
+    ];
+    let observer = connect_args(&cluster)
+        .connect("nats-insights-soak-observer")
+        .await
+        .map_err(|e| e.to_string())?;
+    if !settle(&observer, Duration::from_secs(30)).await {
+        return Err(
+            "the monitors never reported a healthy cluster before the first fault".to_string(),
+        );
+    }
+
+    let mut windows = Vec::new();
+    let mut report = SoakReport::default();
+    let deadline = Instant::now() + options.duration;
+    while Instant::now() < deadline {
+        let fault = match rng.u8(0..12) {
+            0..=1 => Fault::Term,
+            2..=3 => Fault::Kill,
+            4..=5 => Fault::Pause,
+            6..=7 => Fault::Partition,
+            8..=9 => Fault::StepDown,
+            _ => Fault::RestartMonitor,
+        };
+        let node = rng.usize(0..cluster.size());
+        let name = cluster.server_name(node);
+        let leader = cluster.meta_leader().await;
+        let is_leader = leader.as_deref() == Some(name.as_str());
+        let hold = Duration::from_millis(rng.u64(5_000..9_000));
+        let start = SystemTime::now();
+        let (label, victim, touches_leader) = match fault {
+            Fault::Term => {
+                cluster
+                    .stop(node, Stop::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                cluster.restart(node).await.map_err(|e| e.to_string())?;
+                (format!("SIGTERM {name}"), Some(name), is_leader)
+            }
+            Fault::Kill => {
+                cluster
+                    .stop(node, Stop::Kill)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                cluster.restart(node).await.map_err(|e| e.to_string())?;
+                (format!("SIGKILL {name}"), Some(name), is_leader)
+            }
+            Fault::Pause => {
+                cluster.pause(node).map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                cluster.resume(node).map_err(|e| e.to_string())?;
+                (
+                    format!("SIGSTOP {name} for {:.1} s", hold.as_secs_f64()),
+                    Some(name),
+                    is_leader,
+                )
+            }
+            Fault::Partition => {
+                cluster.partition(node).map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold + Duration::from_secs(6)).await;
+                cluster.heal(node).map_err(|e| e.to_string())?;
+                (format!("partition {name}"), Some(name), is_leader)
+            }
+            Fault::StepDown => {
+                cluster.step_down().await.map_err(|e| e.to_string())?;
+                ("meta leader step-down".to_string(), None, true)
+            }
+            Fault::RestartMonitor => {
+                let which = rng.usize(0..monitors.len());
+                let old = monitors.remove(which);
+                stop_monitor(old).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                monitors.insert(which, start_monitor(&cluster).await?);
+                (format!("restart of monitor instance {which}"), None, false)
+            }
+        };
+        cluster
+            .wait_for_leader(Duration::from_secs(40))
+            .await
+            .map_err(|e| format!("after {label}: {e}"))?;
+        let settled = settle(&observer, Duration::from_secs(45)).await;
+        let end = SystemTime::now();
+        report.faults.push(if settled {
+            label.clone()
+        } else {
+            format!("{label} (did not settle)")
+        });
+        windows.push(Window {
+            label,
+            victim,
+            leader: touches_leader,
+            start,
+            end,
+        });
+    }
+    // Let the flapping window close so every finding can resolve.
+    settle(&observer, Duration::from_secs(10)).await;
+    tokio::time::sleep(soak_config().thresholds.flap_window + Duration::from_secs(3)).await;
+    let final_status = tokio::time::timeout(
+        Duration::from_secs(3),
+        observer.request("$INSIGHTS.API.STATUS", "".into()),
+    )
+    .await;
+    for monitor in monitors {
+        stop_monitor(monitor).await;
+    }
+    let mut received = Vec::new();
+    let mut ids = BTreeSet::new();
+    while let Ok(Some((at, event))) =
+        tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+    {
+        if ids.insert(event.id.clone()) {
+            received.push((at, event));
+        }
+    }
+    judge(&mut report, &windows, &received);
+    if let Ok(Ok(msg)) = final_status {
+        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+            for f in status["findings"].as_array().into_iter().flatten() {
+                let key = f["finding"].as_str().unwrap_or_default().to_string();
+                if !report.unresolved.contains(&key) {
+                    report
+                        .unresolved
+                        .push(format!("{key} (still active in STATUS)"));
+                }
+            }
+        }
+    }
+    drop(cluster);
+    Ok(report)
+}
+
+/// Compares the events received with the faults injected.
+fn judge(report: &mut SoakReport, windows: &[Window], received: &[(SystemTime, FindingEvent)]) {
+    let slack = Duration::from_secs(2);
+    let mut by_key: BTreeMap<&str, Vec<&(SystemTime, FindingEvent)>> = BTreeMap::new();
+    for item in received {
+        by_key
+            .entry(item.1.finding.as_str())
+            .or_default()
+            .push(item);
+    }
+    report.raised = received
+        .iter()
+        .filter(|(_, e)| e.event == TransitionKind::Raised)
+        .count();
+    // Episodes: raised, any updates, resolved. Anything else is a duplicate or left open.
+    let mut episodes: Vec<(&FindingEvent, SystemTime)> = Vec::new();
+    for (key, items) in &by_key {
+        let trail: Vec<String> = items
+            .iter()
+            .map(|(_, e)| {
+                format!(
+                    "{}#{}@{}/{}",
+                    e.event.as_str(),
+                    e.revision,
+                    e.timestamp.get(11..23).unwrap_or_default(),
+                    e.instance.get(..4).unwrap_or_default()
+                )
+            })
+            .collect();
+        let trail = trail.join(" ");
+        let mut open = false;
+        for (at, event) in items {
+            match event.event {
+                TransitionKind::Raised if open => report
+                    .duplicated
+                    .push(format!("{key}: RAISED twice: {trail}")),
+                TransitionKind::Raised => {
+                    open = true;
+                    episodes.push((event, *at));
+                }
+                TransitionKind::Resolved if !open => report
+                    .duplicated
+                    .push(format!("{key}: RESOLVED twice or without RAISED: {trail}")),
+                TransitionKind::Resolved => open = false,
+                TransitionKind::Updated => {}
+            }
+        }
+        if open {
+            report.unresolved.push(key.to_string());
+        }
+    }
+    // Each fault with a victim must raise that server's META_001 within its window.
+    for w in windows {
+        let Some(victim) = &w.victim else { continue };
+        report.expected += 1;
+        let hit = episodes.iter().any(|(e, at)| {
+            e.check.as_str() == "META_001"
+                && e.server.as_deref() == Some(victim.as_str())
+                && *at + slack >= w.start
+                && *at <= w.end
+        });
+        if !hit {
+            report
+                .missed
+                .push(format!("{}: no META_001 for {victim}", w.label));
+        }
+    }
+    // Each finding raised must be explained by a fault going on at the time.
+    for (e, at) in &episodes {
+        let explained = windows.iter().any(|w| {
+            let during = *at + slack >= w.start && *at <= w.end + slack;
+            during
+                && match e.check.as_str() {
+                    "META_001" => e.server.is_some() && e.server == w.victim,
+                    // Leader changes follow leader faults and step-downs.
+                    "META_003" => w.leader,
+                    // A cut-off server soon reports no leader while the others report one: a
+                    // disagreement by definition, whichever server was cut off.
+                    "META_002" => w.leader || w.label.starts_with("partition"),
+                    _ => false,
+                }
+        });
+        if !explained {
+            report.false_findings.push(format!(
+                "{} {} at {}",
+                e.check,
+                e.finding,
+                crate::time_format::rfc3339(*at)
+            ));
+        }
+    }
+}
