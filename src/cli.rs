@@ -109,6 +109,9 @@ pub struct RunArgs {
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Prometheus metrics and health endpoint.
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 impl RunArgs {
@@ -213,6 +216,10 @@ fn init_logging(filter: &str) {
 /// `nats-insights run`.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let config = args.engine_config()?;
+    let metrics = match &args.metrics.metrics_listen {
+        Some(addr) => Some(crate::metrics::http::MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let connections = args
         .connect
         .open("nats-insights")
@@ -245,7 +252,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         },
         "nats-insights running"
     );
-    engine::run(connections, config, instance, shutdown_signal())
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
+    if let Some(server) = metrics {
+        if let Some(addr) = server.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+        }
+        tokio::spawn(server.serve(status_rx, config.poll_interval, instance.started));
+    }
+    engine::run_with_status(connections, config, instance, shutdown_signal(), status_tx)
         .await
         .map_err(|e| e.to_string())
 }

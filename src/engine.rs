@@ -100,6 +100,19 @@ pub async fn run(
     instance: Instance,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
+    let (status_tx, _) = watch::channel(Arc::default());
+    run_with_status(connections, config, instance, shutdown, status_tx).await
+}
+
+/// Like `run`, publishing each status on `status_tx`, whose receivers (e.g. the metrics endpoint)
+/// the caller subscribed before.
+pub async fn run_with_status(
+    connections: Connections,
+    config: EngineConfig,
+    instance: Instance,
+    shutdown: impl Future<Output = ()>,
+    status_tx: watch::Sender<Arc<EngineStatus>>,
+) -> Result<(), EngineError> {
     let Connections {
         main: client,
         direct,
@@ -119,10 +132,11 @@ pub async fn run(
         }
         _ => (Persistence::Memory, Loaded::default()),
     };
-    let (status_tx, status_rx) = watch::channel(Arc::new(EngineStatus {
+    status_tx.send_replace(Arc::new(EngineStatus {
         store: persistence.health(),
         ..EngineStatus::default()
     }));
+    let status_rx = status_tx.subscribe();
     let service = tokio::spawn(service::serve(
         client.clone(),
         instance.clone(),

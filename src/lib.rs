@@ -11,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod findings;
 pub mod history;
+pub mod metrics;
 pub mod observe;
 pub mod publish;
 pub mod runbook;
