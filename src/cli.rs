@@ -31,6 +31,10 @@ pub struct Cli {
         default_value = DEFAULT_LOG
     )]
     pub log: String,
+    /// TOML file whose keys are long flag names (`poll-interval = "2s"`); flags and environment
+    /// variables take precedence over it.
+    #[arg(long, global = true, env = "NATS_INSIGHTS_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// The subcommands.
@@ -155,7 +159,14 @@ impl RunArgs {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match crate::config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("nats-insights: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     if let Command::Client(command) = cli.command {
         // One-shot commands print only warnings unless --log asks for more.
         let quiet = cli.log == DEFAULT_LOG;

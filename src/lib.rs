@@ -6,6 +6,7 @@
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod engine;
