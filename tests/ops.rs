@@ -13,7 +13,7 @@ use nats_insights::metrics::http::MetricsServer;
 use nats_insights::service::Instance;
 use nats_insights::testbed::{Cluster, ClusterOptions, Stop};
 use support::{sys_connect, Events, EVENT_TIMEOUT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 async fn cluster() -> Cluster {
     let cluster = Cluster::start(ClusterOptions::default())
@@ -203,4 +203,77 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_reads_a_config_file_and_serves_metrics_and_health() {
+    let cluster = cluster().await;
+    let config = cluster.dir().join("nats-insights.toml");
+    let servers: Vec<String> = cluster
+        .client_urls()
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "server = [{}]\nuser = {:?}\npoll-interval = \"500ms\"\nmetrics-listen = \"127.0.0.1:0\"\nlog = \"info\"\n",
+            servers.join(", "),
+            nats_insights::testbed::SYS_USER,
+        ),
+    )
+    .expect("config written");
+    // The password comes from the environment, as a systemd env file or a Secret would give it.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env("NATS_PASSWORD", nats_insights::testbed::SYS_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("metrics on http://").nth(1) {
+                if let Some(addr) = rest.split('/').next().and_then(|a| a.parse().ok()) {
+                    return addr;
+                }
+            }
+            seen.push(line);
+        }
+        panic!("the binary ended without serving metrics: {seen:#?}");
+    })
+    .await
+    .expect("metrics address logged");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match get(addr, "/healthz").await {
+            Some((200, _, _)) => break,
+            other => assert!(Instant::now() < deadline, "never healthy: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = scrape_until(addr, "three members online", |t| {
+        t.lines()
+            .any(|l| l.starts_with("nats_insights_meta_members{") && l.ends_with("\"online\"} 3"))
+    })
+    .await;
+    assert!(
+        text.contains(&format!(
+            "nats_insights_build_info{{version=\"{}\"}} 1",
+            nats_insights::VERSION
+        )),
+        "{text}"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }
