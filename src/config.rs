@@ -183,6 +183,13 @@ mod tests {
     use clap::Parser;
     use std::time::Duration;
 
+    /// Taken by every test here: one of them sets environment variables, which are per process.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+        ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn write(name: &str, text: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("nats-insights-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -201,9 +208,9 @@ mod tests {
         }
     }
 
-    // One test for everything that reads the environment: tests run in parallel threads.
     #[test]
     fn flag_beats_env_beats_file_beats_default() {
+        let _env = env_lock();
         let path = write(
             "precedence.toml",
             r#"
@@ -259,6 +266,7 @@ json = true   # a flag of `status`, ignored by `run`
 
     #[test]
     fn errors_are_one_line_naming_the_file_and_key() {
+        let _env = env_lock();
         let cases = [
             (
                 "unknown.toml",
@@ -310,6 +318,7 @@ json = true   # a flag of `status`, ignored by `run`
 
     #[test]
     fn the_shipped_example_parses_and_sets_every_key_it_names() {
+        let _env = env_lock();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nats-insights.toml");
         let text = std::fs::read_to_string(path).expect("deploy/nats-insights.toml");
         let table: toml::Table = toml::from_str(&text).expect("TOML");
