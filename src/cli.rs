@@ -31,6 +31,10 @@ pub struct Cli {
         default_value = DEFAULT_LOG
     )]
     pub log: String,
+    /// TOML file whose keys are long flag names (`poll-interval = "2s"`); flags and environment
+    /// variables take precedence over it.
+    #[arg(long, global = true, env = "NATS_INSIGHTS_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// The subcommands.
@@ -160,6 +164,9 @@ pub struct RunArgs {
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Prometheus metrics and health endpoint.
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 impl RunArgs {
@@ -203,7 +210,14 @@ impl RunArgs {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match crate::config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("nats-insights: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     if let Command::Client(command) = cli.command {
         // One-shot commands print only warnings unless --log asks for more.
         let quiet = cli.log == DEFAULT_LOG;
@@ -272,6 +286,10 @@ fn init_logging(filter: &str) {
 /// `nats-insights run`.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let config = args.engine_config()?;
+    let metrics = match &args.metrics.metrics_listen {
+        Some(addr) => Some(crate::metrics::http::MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let connections = args
         .connect
         .open("nats-insights")
@@ -304,7 +322,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         },
         "nats-insights running"
     );
-    engine::run(connections, config, instance, shutdown_signal())
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
+    if let Some(server) = metrics {
+        if let Some(addr) = server.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+        }
+        tokio::spawn(server.serve(status_rx, config.poll_interval, instance.started));
+    }
+    engine::run_with_status(connections, config, instance, shutdown_signal(), status_tx)
         .await
         .map_err(|e| e.to_string())
 }

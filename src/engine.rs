@@ -133,6 +133,19 @@ pub async fn run(
     instance: Instance,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
+    let (status_tx, _) = watch::channel(Arc::default());
+    run_with_status(connections, config, instance, shutdown, status_tx).await
+}
+
+/// Like `run`, publishing each status on `status_tx`, whose receivers (e.g. the metrics endpoint)
+/// the caller subscribed before.
+pub async fn run_with_status(
+    connections: Connections,
+    config: EngineConfig,
+    instance: Instance,
+    shutdown: impl Future<Output = ()>,
+    status_tx: watch::Sender<Arc<EngineStatus>>,
+) -> Result<(), EngineError> {
     let Connections {
         main: client,
         direct,
@@ -152,7 +165,7 @@ pub async fn run(
         }
         _ => (Persistence::Memory, Loaded::default()),
     };
-    let (status_tx, status_rx) = watch::channel(Arc::new(EngineStatus {
+    status_tx.send_replace(Arc::new(EngineStatus {
         store: persistence.health(),
         ..EngineStatus::default()
     }));
@@ -162,6 +175,7 @@ pub async fn run(
         instance.id.clone(),
         Arc::clone(&peers),
     ));
+    let status_rx = status_tx.subscribe();
     let service = tokio::spawn(service::serve(
         client.clone(),
         instance.clone(),

@@ -6,11 +6,13 @@
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod engine;
 pub mod findings;
 pub mod history;
+pub mod metrics;
 pub mod observe;
 pub mod publish;
 pub mod runbook;

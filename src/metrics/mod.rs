@@ -1,0 +1,484 @@
+//! Prometheus metrics and the health endpoint: turns the engine's status (the same `watch` channel
+//! the micro service reads) into metrics in the text exposition format, served with `http` on
+//! `--metrics-listen` as `/metrics` and `/healthz`.
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::checks::{CheckId, MemberState};
+use crate::service::EngineStatus;
+use crate::store::StoreHealth;
+
+/// Prefix of every metric name.
+pub const PREFIX: &str = "nats_insights";
+
+/// Flags of `run` for the metrics and health endpoint.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz
+    /// (e.g. `0.0.0.0:9464`; port 0 picks a free one and logs it).
+    #[arg(long, env = "INSIGHTS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    cluster: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    check: &'static str,
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Member states as metric label values.
+const MEMBER_STATES: [&str; 3] = ["online", "offline", "unknown"];
+/// Store states as metric label values.
+const STORE_STATES: [&str; 3] = ["memory", "healthy", "degraded"];
+
+/// The metric instruments and what earlier statuses said, so counters only ever grow by what is
+/// new. One recorder per process; `update` is called with every status the engine publishes.
+#[derive(Debug)]
+pub struct Recorder {
+    registry: Arc<Registry>,
+    leader_changes: Counter,
+    members: Family<MemberLabels, Gauge>,
+    cluster_size: Family<ClusterLabels, Gauge>,
+    quorum_needed: Family<ClusterLabels, Gauge>,
+    quorum: Family<ClusterLabels, Gauge>,
+    leader_present: Family<ClusterLabels, Gauge>,
+    findings: Family<FindingLabels, Gauge>,
+    poll_duration: Histogram,
+    polls: Counter,
+    last_poll: Gauge<f64, std::sync::atomic::AtomicU64>,
+    servers_answering: Gauge,
+    malformed: Counter,
+    events: Family<KindLabels, Counter>,
+    store: Family<StateLabels, Gauge>,
+    seen: Seen,
+}
+
+/// Cumulative values of the last status folded in.
+#[derive(Debug)]
+struct Seen {
+    polls: u64,
+    malformed: u64,
+    events: BTreeMap<String, u64>,
+    /// Leader changes at or before this time were counted already (or predate this process).
+    leader_changes_until: SystemTime,
+    /// The meta group's cluster name the gauges are labelled with.
+    cluster: Option<String>,
+}
+
+impl Recorder {
+    /// A recorder with every metric registered; leader changes are counted from `since` on (those
+    /// loaded from the state bucket happened before this process and are not counted).
+    pub fn new(since: SystemTime) -> Recorder {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let leader_changes = Counter::default();
+        registry.register(
+            "meta_leader_changes",
+            "Meta leader changes seen by this process (advisories and polls, each counted once)",
+            leader_changes.clone(),
+        );
+        let members = Family::<MemberLabels, Gauge>::default();
+        registry.register(
+            "meta_members",
+            "Meta group members by state (online, offline, unknown) as nats-insights judges them",
+            members.clone(),
+        );
+        let cluster_size = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "meta_cluster_size",
+            "Members the meta group's raft layer counts (cluster_size)",
+            cluster_size.clone(),
+        );
+        let quorum_needed = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "meta_quorum_needed",
+            "Members the meta group needs for quorum",
+            quorum_needed.clone(),
+        );
+        let quorum = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "meta_quorum",
+            "1 when the members online are at least quorum_needed, else 0",
+            quorum.clone(),
+        );
+        let leader_present = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "meta_leader_present",
+            "1 when some server reports a meta leader, else 0",
+            leader_present.clone(),
+        );
+        let findings = Family::<FindingLabels, Gauge>::default();
+        registry.register(
+            "findings_active",
+            "Active findings by check and severity",
+            findings.clone(),
+        );
+        for check in CheckId::ALL {
+            let _ = findings.get_or_create(&FindingLabels {
+                check: check.as_str(),
+                severity: check.severity().as_str(),
+            });
+        }
+        let poll_duration = Histogram::new(exponential_buckets(0.005, 2.0, 10));
+        registry.register_with_unit(
+            "poll_duration",
+            "Time one JSZ poll of every server took",
+            Unit::Seconds,
+            poll_duration.clone(),
+        );
+        let polls = Counter::default();
+        registry.register("polls", "JSZ polls completed", polls.clone());
+        let last_poll = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "last_poll_timestamp_seconds",
+            "When the last poll completed (Unix time)",
+            last_poll.clone(),
+        );
+        let servers_answering = Gauge::default();
+        registry.register(
+            "servers_answering",
+            "Servers that answered the last poll",
+            servers_answering.clone(),
+        );
+        let malformed = Counter::default();
+        registry.register(
+            "malformed_inputs",
+            "Malformed JSZ replies and events received and ignored",
+            malformed.clone(),
+        );
+        let events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "meta_events",
+            "Server and meta events received, by kind",
+            events.clone(),
+        );
+        let store = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "store_state",
+            "Where finding state is kept: 1 for the current state (memory, healthy, degraded)",
+            store.clone(),
+        );
+        registry.register(
+            "build",
+            "This build of nats-insights",
+            Info::new(BuildLabels {
+                version: crate::VERSION,
+            }),
+        );
+        let recorder = Recorder {
+            registry: Arc::new(registry),
+            leader_changes,
+            members,
+            cluster_size,
+            quorum_needed,
+            quorum,
+            leader_present,
+            findings,
+            poll_duration,
+            polls,
+            last_poll,
+            servers_answering,
+            malformed,
+            events,
+            store,
+            seen: Seen {
+                polls: 0,
+                malformed: 0,
+                events: BTreeMap::new(),
+                leader_changes_until: since,
+                cluster: None,
+            },
+        };
+        recorder.set_store(&StoreHealth::Memory);
+        recorder
+    }
+
+    /// The registry to encode on each scrape (shared with the HTTP server).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Folds one engine status in.
+    pub fn update(&mut self, status: &EngineStatus) {
+        // Counters: only what grew since the last status.
+        if status.polls > self.seen.polls {
+            self.polls.inc_by(status.polls - self.seen.polls);
+            // Statuses arrive once per round, so each poll's duration is normally seen; if the
+            // channel coalesced two, the last one stands for both.
+            self.poll_duration
+                .observe(Duration::from_millis(status.last_poll_ms).as_secs_f64());
+            self.seen.polls = status.polls;
+        }
+        if status.malformed > self.seen.malformed {
+            self.malformed
+                .inc_by(status.malformed - self.seen.malformed);
+            self.seen.malformed = status.malformed;
+        }
+        for (kind, count) in &status.events {
+            let before = self.seen.events.get(kind).copied().unwrap_or(0);
+            if *count > before {
+                self.events
+                    .get_or_create(&KindLabels { kind: kind.clone() })
+                    .inc_by(count - before);
+                self.seen.events.insert(kind.clone(), *count);
+            }
+        }
+        let mut newest = self.seen.leader_changes_until;
+        for change in &status.recent.leader_changes {
+            if change.at > self.seen.leader_changes_until {
+                self.leader_changes.inc();
+                newest = newest.max(change.at);
+            }
+        }
+        self.seen.leader_changes_until = newest;
+
+        // Gauges: the current state.
+        if let Some(at) = status.last_poll {
+            let unix = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            self.last_poll.set(unix.as_secs_f64());
+        }
+        self.servers_answering
+            .set(i64::try_from(status.servers_answering).unwrap_or(i64::MAX));
+        for check in CheckId::ALL {
+            let count = status
+                .active
+                .values()
+                .filter(|a| a.finding.check == check)
+                .count();
+            self.findings
+                .get_or_create(&FindingLabels {
+                    check: check.as_str(),
+                    severity: check.severity().as_str(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        if let Some(meta) = &status.meta {
+            let cluster = ClusterLabels {
+                cluster: meta.cluster.clone(),
+            };
+            if self.seen.cluster.as_deref() != Some(meta.cluster.as_str()) {
+                // First sight, or the cluster was renamed: drop series of the old name.
+                self.members.clear();
+                self.cluster_size.clear();
+                self.quorum_needed.clear();
+                self.quorum.clear();
+                self.leader_present.clear();
+                self.seen.cluster = Some(meta.cluster.clone());
+            }
+            let count = |state: &str| {
+                meta.members
+                    .iter()
+                    .filter(|m| member_state(&m.state) == state)
+                    .count()
+            };
+            for state in MEMBER_STATES {
+                self.members
+                    .get_or_create(&MemberLabels {
+                        cluster: meta.cluster.clone(),
+                        state,
+                    })
+                    .set(gauge(count(state)));
+            }
+            self.cluster_size
+                .get_or_create(&cluster)
+                .set(gauge(meta.cluster_size));
+            self.quorum_needed
+                .get_or_create(&cluster)
+                .set(gauge(meta.quorum_needed));
+            self.quorum
+                .get_or_create(&cluster)
+                .set(i64::from(count("online") >= meta.quorum_needed));
+            self.leader_present
+                .get_or_create(&cluster)
+                .set(i64::from(meta.leaderless_since.is_none()));
+        }
+        self.set_store(&status.store);
+    }
+
+    fn set_store(&self, health: &StoreHealth) {
+        let current = match health {
+            StoreHealth::Memory => "memory",
+            StoreHealth::Healthy { .. } => "healthy",
+            StoreHealth::Degraded { .. } => "degraded",
+        };
+        for state in STORE_STATES {
+            self.store
+                .get_or_create(&StateLabels { state })
+                .set(i64::from(state == current));
+        }
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn member_state(state: &MemberState) -> &'static str {
+    match state {
+        MemberState::Online => "online",
+        MemberState::Offline(_) => "offline",
+        MemberState::Unknown => "unknown",
+    }
+}
+
+/// Encodes the registry in the text exposition format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::warn!(%error, "cannot encode metrics");
+    }
+    text
+}
+
+/// Whether the engine is healthy for `/healthz`: a poll completed within three poll intervals
+/// (at least 5 s). The reason is the response body.
+pub fn health(
+    status: &EngineStatus,
+    poll_interval: Duration,
+    now: SystemTime,
+) -> Result<String, String> {
+    let limit = (poll_interval * 3).max(Duration::from_secs(5));
+    match status.last_poll {
+        None => Err("no poll has completed yet".to_string()),
+        Some(at) => {
+            let age = now.duration_since(at).unwrap_or_default();
+            if age <= limit {
+                Ok(format!(
+                    "ok: last poll {:.1} s ago, {} servers answering",
+                    age.as_secs_f64(),
+                    status.servers_answering
+                ))
+            } else {
+                Err(format!(
+                    "the last poll completed {:.1} s ago (more than {:.1} s){}",
+                    age.as_secs_f64(),
+                    limit.as_secs_f64(),
+                    status
+                        .skipped
+                        .as_deref()
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{ChangeSource, LeaderChange};
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn counters_grow_by_what_is_new_and_findings_start_at_zero() {
+        let start = SystemTime::now();
+        let mut recorder = Recorder::new(start);
+        let text = encode(&recorder.registry());
+        assert_eq!(
+            line(
+                &text,
+                "nats_insights_findings_active{check=\"META_006\",severity=\"critical\"}"
+            ),
+            Some("nats_insights_findings_active{check=\"META_006\",severity=\"critical\"} 0")
+        );
+        assert!(
+            line(&text, "nats_insights_meta_members").is_none(),
+            "{text}"
+        );
+        assert!(text.contains("nats_insights_store_state{state=\"memory\"} 1"));
+        assert!(text.contains("nats_insights_build_info{version="));
+
+        let change = |secs: i64| LeaderChange {
+            at: if secs < 0 {
+                start - Duration::from_secs(secs.unsigned_abs())
+            } else {
+                start + Duration::from_secs(secs.unsigned_abs())
+            },
+            from: Some("a".into()),
+            to: "b".into(),
+            source: ChangeSource::Poll,
+        };
+        let mut status = EngineStatus {
+            polls: 3,
+            last_poll_ms: 20,
+            malformed: 2,
+            ..EngineStatus::default()
+        };
+        status.events.insert("shutdown".into(), 1);
+        // One change before this process started (loaded from the bucket), one after.
+        status.recent.leader_changes = vec![change(-60), change(1)];
+        recorder.update(&status);
+        recorder.update(&status); // the same status again changes nothing
+        status.polls = 4;
+        status.malformed = 3;
+        status.recent.leader_changes.push(change(2));
+        recorder.update(&status);
+        let text = encode(&recorder.registry());
+        for expected in [
+            "nats_insights_polls_total 4",
+            "nats_insights_malformed_inputs_total 3",
+            "nats_insights_meta_events_total{kind=\"shutdown\"} 1",
+            "nats_insights_meta_leader_changes_total 2",
+            "nats_insights_poll_duration_seconds_count 2",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected}\n{text}");
+        }
+    }
+
+    #[test]
+    fn health_needs_a_recent_poll() {
+        let now = SystemTime::now();
+        let mut status = EngineStatus::default();
+        assert!(health(&status, Duration::from_secs(1), now).is_err());
+        status.last_poll = Some(now - Duration::from_secs(2));
+        assert!(health(&status, Duration::from_secs(1), now).is_ok());
+        status.last_poll = Some(now - Duration::from_secs(6));
+        status.skipped = Some("disconnected from NATS; reconnecting".into());
+        let reason = health(&status, Duration::from_secs(1), now).expect_err("stale");
+        assert!(reason.contains("disconnected"), "{reason}");
+        // Longer intervals allow three of them.
+        assert!(health(&status, Duration::from_secs(10), now).is_ok());
+    }
+}

@@ -1,0 +1,279 @@
+//! Live tests of the operations surface (issue step 5): `/metrics` and `/healthz` reflect a real
+//! fault on a real cluster, in process and from the real binary started with a config file.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nats_insights::engine::{self, EngineConfig};
+use nats_insights::findings::TransitionKind::Raised;
+use nats_insights::metrics::http::MetricsServer;
+use nats_insights::service::Instance;
+use nats_insights::testbed::{Cluster, ClusterOptions, Stop};
+use support::{sys_connect, Events, EVENT_TIMEOUT};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+async fn cluster() -> Cluster {
+    let cluster = Cluster::start(ClusterOptions::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    cluster
+}
+
+/// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, head.to_string(), body.to_string()))
+}
+
+/// The value of one sample line (`name{labels}`), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Scrapes until `ready` holds for the metrics text; panics with the last scrape otherwise.
+async fn scrape_until(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some((200, _, body)) = get(addr, "/metrics").await {
+            if ready(&body) {
+                return body;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("metrics never showed {what}; last scrape:\n{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
+    let mut cluster = cluster().await;
+    let connections = sys_connect(&cluster)
+        .open("nats-insights-test")
+        .await
+        .expect("monitor connects");
+    let server = MetricsServer::bind("127.0.0.1:0").await.expect("bind");
+    let addr = server.local_addr().expect("address");
+    let instance = Instance {
+        id: nuid::next().to_string(),
+        started: SystemTime::now(),
+    };
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::default());
+    let config = EngineConfig::default();
+    tokio::spawn(server.serve(status_rx, config.poll_interval, instance.started));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(engine::run_with_status(
+        connections,
+        config,
+        instance,
+        async move {
+            let _ = stopped.await;
+        },
+        status_tx,
+    ));
+
+    let healthy = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match get(addr, "/healthz").await {
+                Some((200, _, body)) => break body,
+                other => assert!(Instant::now() < deadline, "never healthy: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(healthy.starts_with("ok"), "{healthy}");
+    let online =
+        |c: &str| format!("nats_insights_meta_members{{cluster=\"{c}\",state=\"online\"}}");
+    let offline =
+        |c: &str| format!("nats_insights_meta_members{{cluster=\"{c}\",state=\"offline\"}}");
+    let text = scrape_until(addr, "three members online", |t| {
+        t.lines()
+            .any(|l| l.starts_with("nats_insights_meta_members{") && l.ends_with("\"online\"} 3"))
+    })
+    .await;
+    let cluster_label = text
+        .lines()
+        .find_map(|l| l.strip_prefix("nats_insights_meta_members{cluster=\""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("members are labelled with the cluster")
+        .to_string();
+    let c = cluster_label.as_str();
+    let quorum = format!("nats_insights_meta_quorum{{cluster=\"{c}\"}}");
+    let meta_001 = "nats_insights_findings_active{check=\"META_001\",severity=\"critical\"}";
+    assert_eq!(sample(&text, &offline(c)), Some(0.0), "{text}");
+    assert_eq!(sample(&text, &quorum), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("nats_insights_meta_quorum_needed{{cluster=\"{c}\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(sample(&text, meta_001), Some(0.0), "{text}");
+    assert!(
+        sample(&text, "nats_insights_polls_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE nats_insights_poll_duration_seconds histogram"));
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with EOF"
+    );
+    let (_, head, _) = get(addr, "/metrics").await.expect("scrape");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+
+    // Kill a follower: once META_001 is raised the gauges say the same.
+    let leader = cluster.meta_leader().await.expect("leader");
+    let f = (0..3)
+        .find(|i| cluster.server_name(*i) != leader)
+        .expect("follower");
+    let name = cluster.server_name(f);
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    let text = scrape_until(addr, "one member offline and META_001 active", |t| {
+        sample(t, &offline(c)) == Some(1.0) && sample(t, meta_001) == Some(1.0)
+    })
+    .await;
+    assert_eq!(sample(&text, &online(c)), Some(2.0), "{text}");
+    assert_eq!(
+        sample(&text, &quorum),
+        Some(1.0),
+        "two of three keep quorum"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "nats_insights_findings_active{check=\"META_006\",severity=\"critical\"}"
+        ),
+        Some(0.0)
+    );
+    let (code, _, body) = get(addr, "/healthz").await.expect("healthz");
+    assert_eq!(code, 200, "the monitor still polls: {body}");
+
+    // Move the leadership to the other live node: the counter counts it.
+    let target = others
+        .iter()
+        .copied()
+        .find(|i| cluster.server_name(*i) != leader)
+        .expect("the other live node");
+    cluster.make_leader(target).await.expect("leader moved");
+    scrape_until(addr, "a leader change", |t| {
+        sample(t, "nats_insights_meta_leader_changes_total").is_some_and(|n| n >= 1.0)
+    })
+    .await;
+
+    // Anything but the two paths is refused, and the endpoint ends with the engine.
+    assert_eq!(get(addr, "/").await.map(|r| r.0), Some(404));
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), engine).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(addr, "/healthz").await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "still serving after the engine stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_reads_a_config_file_and_serves_metrics_and_health() {
+    let cluster = cluster().await;
+    let config = cluster.dir().join("nats-insights.toml");
+    let servers: Vec<String> = cluster
+        .client_urls()
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "server = [{}]\nuser = {:?}\npoll-interval = \"500ms\"\nmetrics-listen = \"127.0.0.1:0\"\nlog = \"info\"\n",
+            servers.join(", "),
+            nats_insights::testbed::SYS_USER,
+        ),
+    )
+    .expect("config written");
+    // The password comes from the environment, as a systemd env file or a Secret would give it.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env("NATS_PASSWORD", nats_insights::testbed::SYS_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("metrics on http://").nth(1) {
+                if let Some(addr) = rest.split('/').next().and_then(|a| a.parse().ok()) {
+                    return addr;
+                }
+            }
+            seen.push(line);
+        }
+        panic!("the binary ended without serving metrics: {seen:#?}");
+    })
+    .await
+    .expect("metrics address logged");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match get(addr, "/healthz").await {
+            Some((200, _, _)) => break,
+            other => assert!(Instant::now() < deadline, "never healthy: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = scrape_until(addr, "three members online", |t| {
+        t.lines()
+            .any(|l| l.starts_with("nats_insights_meta_members{") && l.ends_with("\"online\"} 3"))
+    })
+    .await;
+    assert!(
+        text.contains(&format!(
+            "nats_insights_build_info{{version=\"{}\"}} 1",
+            nats_insights::VERSION
+        )),
+        "{text}"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
