@@ -341,6 +341,10 @@ fn another_server(
     servers: &[async_nats::Server],
     last: &async_nats::ServerInfo,
 ) -> Option<async_nats::ReconnectToServer> {
+    // Never connected yet (the first connect): the client's own selection tries every URL.
+    if last.port == 0 {
+        return None;
+    }
     let unspecified = matches!(last.host.as_str(), "" | "0.0.0.0" | "::" | "[::]");
     let is_last = |s: &async_nats::Server| {
         s.addr.port() == last.port && (unspecified || s.addr.host() == last.host)
