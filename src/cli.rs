@@ -66,10 +66,40 @@ pub struct SoakArgs {
     /// Monitor instances sharing one state bucket (2 = HA mode).
     #[arg(long, default_value_t = 2)]
     pub instances: usize,
+    /// Instead of faults: a healthy 3-node cluster under heavy JetStream churn for --duration;
+    /// fails if any finding is raised.
+    #[arg(long)]
+    pub churn: bool,
 }
 
 /// `nats-insights soak`.
 async fn soak(args: SoakArgs) -> Result<(), String> {
+    if args.churn {
+        println!(
+            "JetStream churn on a healthy cluster for {}...",
+            humantime::format_duration(args.duration)
+        );
+        let report = crate::soak::churn(args.duration).await?;
+        for line in &report.findings {
+            println!("  false finding: {line}");
+        }
+        println!(
+            "streams {}, consumers {}, messages {}, API errors {}, findings {}",
+            report.streams,
+            report.consumers,
+            report.messages,
+            report.api_errors,
+            report.findings.len()
+        );
+        return if report.findings.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} false findings under churn",
+                report.findings.len()
+            ))
+        };
+    }
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     println!(
         "Chaos soak for {} with seed {seed} (repeat with --seed {seed})...",

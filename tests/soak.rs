@@ -61,3 +61,20 @@ async fn ninety_seconds_of_chaos_with_two_instances() {
         report.summary()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_jetstream_churn_on_a_healthy_cluster_raises_nothing() {
+    let report = nats_insights::soak::churn(Duration::from_secs(40))
+        .await
+        .expect("churn runs");
+    println!("{report:#?}");
+    assert!(
+        report.streams > 3 && report.messages > 1000,
+        "real load: {report:?}"
+    );
+    assert!(
+        report.findings.is_empty(),
+        "false findings: {:#?}",
+        report.findings
+    );
+}
