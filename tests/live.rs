@@ -8,50 +8,10 @@ use std::time::{Duration, Instant};
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
 use nats_insights::testbed::{Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER};
-use support::{assert_valid, request_json, try_request_json, Events, Monitor, EVENT_TIMEOUT};
-
-async fn cluster(size: usize) -> Cluster {
-    let cluster = Cluster::start(ClusterOptions {
-        size,
-        ..ClusterOptions::default()
-    })
-    .await
-    .expect("cluster starts");
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("meta leader elected");
-    cluster
-}
-
-/// Waits until the monitor has polled a few times and sees the whole group.
-async fn ready(monitor: &Monitor, members: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
-            .await
-            .unwrap_or_default();
-        let polls = status["service"]["polls"].as_u64().unwrap_or(0);
-        let seen = status["meta"]["members"].as_array().map_or(0, Vec::len);
-        if polls >= 2 && seen == members {
-            return;
-        }
-        assert!(Instant::now() < deadline, "monitor not ready: {status:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Node indices of a cluster of `size` except `excluded`: where an operator's subscriber survives.
-fn others(size: usize, excluded: &[usize]) -> Vec<usize> {
-    (0..size).filter(|i| !excluded.contains(i)).collect()
-}
-
-async fn follower(cluster: &Cluster) -> usize {
-    let leader = cluster.meta_leader().await.expect("leader");
-    (0..cluster.size())
-        .find(|i| cluster.server_name(*i) != leader)
-        .expect("a follower")
-}
+use support::{
+    assert_valid, cluster, follower, move_leader, others, ready, request_json, try_request_json,
+    Events, Monitor, EVENT_TIMEOUT,
+};
 
 fn reasons(event: &nats_insights::publish::FindingEvent) -> Vec<String> {
     event.evidence["reasons"]
@@ -422,33 +382,15 @@ fn thresholds_with(f: impl FnOnce(&mut nats_insights::checks::Thresholds)) -> En
     config
 }
 
-async fn step_down_and_wait(cluster: &Cluster) -> String {
-    let before = cluster.meta_leader().await.expect("leader");
-    cluster.step_down().await.expect("step down");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(after) = cluster.wait_for_leader(Duration::from_secs(5)).await {
-            if after != before {
-                return after;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "leader did not change from {before}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_step_downs_raise_flapping_at_once_and_it_resolves_when_the_window_passes() {
-    let cluster = cluster(3).await;
+    let mut cluster = cluster(3).await;
     let mut events = Events::subscribe(&cluster).await;
     let window = Duration::from_secs(15);
     let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_window = window)).await;
     ready(&monitor, 3).await;
 
-    let first = step_down_and_wait(&cluster).await;
+    let first = move_leader(&mut cluster).await;
     events.drain(Duration::from_secs(2)).await;
     assert!(
         events.seen.is_empty(),
@@ -456,7 +398,7 @@ async fn two_step_downs_raise_flapping_at_once_and_it_resolves_when_the_window_p
         events.lines()
     );
     let elected = Instant::now();
-    let second = step_down_and_wait(&cluster).await;
+    let second = move_leader(&mut cluster).await;
     let raised = events.expect(Raised, "META_003", None, EVENT_TIMEOUT).await;
     let latency = elected.elapsed();
     assert!(
@@ -491,7 +433,7 @@ async fn two_step_downs_raise_flapping_at_once_and_it_resolves_when_the_window_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_of_the_leader_raises_disagreement_while_it_claims_leadership_and_resolves_after_healing(
 ) {
-    let cluster = Cluster::start(ClusterOptions {
+    let mut cluster = Cluster::start(ClusterOptions {
         proxied_routes: true,
         ..ClusterOptions::default()
     })
@@ -509,7 +451,7 @@ async fn partition_of_the_leader_raises_disagreement_while_it_claims_leadership_
     let attached = monitor.client.server_info().server_name;
     let mut leader = cluster.meta_leader().await.expect("leader");
     while leader == attached {
-        leader = step_down_and_wait(&cluster).await;
+        leader = move_leader(&mut cluster).await;
     }
     let index = cluster.index_of(&leader).expect("leader index");
     let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
@@ -693,14 +635,14 @@ fn error_code(reply: &async_nats::Message) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micro_discovery_every_endpoint_and_a_python_client_conform() {
-    let cluster = cluster(3).await;
+    let mut cluster = cluster(3).await;
     // Non-default thresholds must show in CHECKS; flap_max keeps the step-down below quiet.
     let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_max = 10)).await;
     ready(&monitor, 3).await;
     let client = &monitor.client;
 
     // A leader change reaches HISTORY.
-    let new_leader = step_down_and_wait(&cluster).await;
+    let new_leader = move_leader(&mut cluster).await;
     let history = wait_for_reply(
         client,
         "$INSIGHTS.API.HISTORY",

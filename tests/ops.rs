@@ -11,20 +11,9 @@ use nats_insights::engine::{self, EngineConfig};
 use nats_insights::findings::TransitionKind::Raised;
 use nats_insights::metrics::http::MetricsServer;
 use nats_insights::service::Instance;
-use nats_insights::testbed::{Cluster, ClusterOptions, Stop};
-use support::{sys_connect, Events, EVENT_TIMEOUT};
+use nats_insights::testbed::Stop;
+use support::{cluster, sys_connect, Events, EVENT_TIMEOUT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-async fn cluster() -> Cluster {
-    let cluster = Cluster::start(ClusterOptions::default())
-        .await
-        .expect("cluster starts");
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("leader");
-    cluster
-}
 
 /// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
@@ -67,7 +56,7 @@ async fn scrape_until(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
-    let mut cluster = cluster().await;
+    let mut cluster = cluster(3).await;
     let connections = sys_connect(&cluster)
         .open("nats-insights-test")
         .await
@@ -207,7 +196,7 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_binary_reads_a_config_file_and_serves_metrics_and_health() {
-    let cluster = cluster().await;
+    let cluster = cluster(3).await;
     let config = cluster.dir().join("nats-insights.toml");
     let servers: Vec<String> = cluster
         .client_urls()

@@ -7,35 +7,10 @@ use std::time::{Duration, Instant};
 
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
-use nats_insights::testbed::{Cluster, ClusterOptions, Stop};
-use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
-
-async fn cluster() -> Cluster {
-    let cluster = Cluster::start(ClusterOptions::default())
-        .await
-        .expect("cluster starts");
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("leader");
-    cluster
-}
-
-async fn ready(monitor: &Monitor, members: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
-            .await
-            .unwrap_or_default();
-        let polls = status["service"]["polls"].as_u64().unwrap_or(0);
-        let seen = status["meta"]["members"].as_array().map_or(0, Vec::len);
-        if polls >= 2 && seen == members {
-            return;
-        }
-        assert!(Instant::now() < deadline, "monitor not ready: {status:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use nats_insights::testbed::{Cluster, Stop};
+use support::{
+    cluster, follower, move_leader, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
+};
 
 async fn healthy(monitor: &Monitor) {
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -49,27 +24,10 @@ async fn healthy(monitor: &Monitor) {
     }
 }
 
-async fn follower(cluster: &Cluster) -> usize {
-    let leader = cluster.meta_leader().await.expect("leader");
-    (0..cluster.size())
-        .find(|i| cluster.server_name(*i) != leader)
-        .expect("follower")
-}
-
-/// Moves leadership to another running node (a plain step-down may land on a dead peer and
-/// come back to the same leader).
-async fn step_down_and_wait(cluster: &mut Cluster) {
-    let before = cluster.meta_leader().await.expect("leader");
-    let target = (0..cluster.size())
-        .find(|i| cluster.server_name(*i) != before && cluster.is_running(*i))
-        .expect("another running node");
-    cluster.make_leader(target).await.expect("leader moved");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_cleared_while_it_was_down(
 ) {
-    let mut cluster = cluster().await;
+    let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
     let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
@@ -87,9 +45,9 @@ async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_clear
     let raised = events
         .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
         .await;
-    step_down_and_wait(&mut cluster).await; // leader change 1 of 2
-                                            // The bucket is R3 in this cluster: losing a replica may cost it a few seconds of leader
-                                            // election (the store degrades, then writes its backlog). Stop only once it is written.
+    move_leader(&mut cluster).await; // leader change 1 of 2
+                                     // The bucket is R3 in this cluster: losing a replica may cost it a few seconds of leader
+                                     // election (the store degrades, then writes its backlog). Stop only once it is written.
     healthy(&first).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // let the history reach the bucket
     first.stop().await;
@@ -112,7 +70,7 @@ async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_clear
         "the restarted monitor holds the finding: {active:#}"
     );
     // The flapping window survived the restart: the second change raises META_003.
-    step_down_and_wait(&mut cluster).await;
+    move_leader(&mut cluster).await;
     let flap = events.expect(Raised, "META_003", None, EVENT_TIMEOUT).await;
     assert_eq!(flap.evidence["count"], 2, "{:#}", flap.evidence);
     second.stop().await;
@@ -142,7 +100,7 @@ async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_clear
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_publish_each_transition_once_and_the_survivor_carries_on() {
-    let mut cluster = cluster().await;
+    let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
     let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
@@ -201,7 +159,7 @@ async fn two_instances_publish_each_transition_once_and_the_survivor_carries_on(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_loss_is_published_on_time_even_though_the_state_bucket_is_in_the_lost_cluster() {
-    let mut cluster = cluster().await;
+    let mut cluster = cluster(3).await;
     let mut events = Events::subscribe_via(&cluster, &[0]).await;
     let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "degraded").await;
     ready(&monitor, 3).await;
@@ -280,7 +238,7 @@ fn spawn_binary(cluster: &Cluster, bucket: &str) -> std::process::Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() {
-    let mut cluster = cluster().await;
+    let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
     let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();

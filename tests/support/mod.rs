@@ -309,3 +309,62 @@ pub async fn request_json(
     let value = serde_json::from_slice(&msg.payload).unwrap_or(serde_json::Value::Null);
     (msg, value)
 }
+
+/// A cluster of `size` nodes with an elected meta leader.
+pub async fn cluster(size: usize) -> Cluster {
+    let cluster = Cluster::start(nats_insights::testbed::ClusterOptions {
+        size,
+        ..nats_insights::testbed::ClusterOptions::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("meta leader elected");
+    cluster
+}
+
+/// Waits until the monitor has polled a few times and sees the whole group.
+pub async fn ready(monitor: &Monitor, members: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let polls = status["service"]["polls"].as_u64().unwrap_or(0);
+        let seen = status["meta"]["members"].as_array().map_or(0, Vec::len);
+        if polls >= 2 && seen == members {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitor not ready: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Node indices of a cluster of `size` except `excluded`: where an operator's subscriber survives.
+pub fn others(size: usize, excluded: &[usize]) -> Vec<usize> {
+    (0..size).filter(|i| !excluded.contains(i)).collect()
+}
+
+/// A node that is not the meta leader.
+pub async fn follower(cluster: &Cluster) -> usize {
+    let leader = cluster.meta_leader().await.expect("leader");
+    (0..cluster.size())
+        .find(|i| cluster.server_name(*i) != leader)
+        .expect("a follower")
+}
+
+/// Moves leadership to another running node and returns its name (a plain step-down may land on
+/// a dead peer and come back to the same leader).
+pub async fn move_leader(cluster: &mut Cluster) -> String {
+    let before = cluster.meta_leader().await.expect("leader");
+    let target = (0..cluster.size())
+        .find(|i| cluster.server_name(*i) != before && cluster.is_running(*i))
+        .expect("another running node");
+    cluster.make_leader(target).await.expect("leader moved");
+    cluster.server_name(target)
+}
