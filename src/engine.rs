@@ -104,6 +104,7 @@ pub async fn run(
         main: client,
         direct,
         state,
+        ..
     } = connections;
     let mut event_stream = events::subscribe(&client).await?;
     // State first: findings raised before a restart must be known before the first round, or
