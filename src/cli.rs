@@ -326,7 +326,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let client = connections.main.clone();
-    verify_system_account(&client, Duration::from_secs(5))
+    verify_system_account(&client, &connections.denied, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
     let mut connections = connections;

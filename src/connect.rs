@@ -1,7 +1,9 @@
-//! Edge: connections to NATS. Builds client options from the connection flags, turns startup
-//! failures into one clear sentence, and proves the user is in the system account.
+//! Edge: connections to NATS. Builds client options from the connection flags (or a nats CLI
+//! context), turns startup failures into one clear sentence, proves the user is in the system
+//! account, and names the subject whenever the server denies one.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, RequestErrorKind};
@@ -12,14 +14,9 @@ use crate::observe::gather::PING_JSZ;
 /// Connection flags shared by every command.
 #[derive(Debug, Clone, Args, Default)]
 pub struct ConnectArgs {
-    /// NATS server URLs of the system account, comma-separated or repeated.
-    #[arg(
-        long = "server",
-        short = 's',
-        env = "NATS_URL",
-        value_delimiter = ',',
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    /// NATS server URLs of the system account, comma-separated or repeated [default: the
+    /// context's url, else nats://127.0.0.1:4222].
+    #[arg(long = "server", short = 's', env = "NATS_URL", value_delimiter = ',')]
     pub servers: Vec<String>,
     /// User name (a system-account user).
     #[arg(long, env = "NATS_USER")]
@@ -36,6 +33,24 @@ pub struct ConnectArgs {
     /// Authentication token.
     #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// TLS client certificate (PEM), presented when the server asks for one.
+    #[arg(long = "tlscert", env = "NATS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tlscert.
+    #[arg(long = "tlskey", env = "NATS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the servers' certificates; implies TLS.
+    #[arg(long = "tlsca", env = "NATS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Prefix of reply subjects, so the user's subscribe permission can be narrow
+    /// (e.g. `_INBOX_insights` with `_INBOX_insights.>` allowed) [default: the context's, else
+    /// _INBOX].
+    #[arg(long, env = "NATS_INBOX_PREFIX")]
+    pub inbox_prefix: Option<String>,
+    /// nats CLI context to read (`~/.config/nats/context/NAME.json`, or a path to a .json file):
+    /// its url, credentials, TLS files and inbox prefix; flags and variables given here win.
+    #[arg(long, env = "NATS_CONTEXT")]
+    pub context: Option<String>,
 }
 
 /// Where finding state is kept: a JetStream-enabled account (JetStream is never enabled in the
@@ -43,7 +58,8 @@ pub struct ConnectArgs {
 #[derive(Debug, Clone, Args, Default)]
 pub struct StateArgs {
     /// NATS URLs of a JetStream-enabled account holding the state bucket, comma-separated.
-    /// Without it state lives in memory: a restart forgets active findings and the flap window.
+    /// Without it (or --state-context) state lives in memory: a restart forgets active findings
+    /// and the flap window.
     #[arg(
         id = "state_server",
         long = "state-server",
@@ -76,6 +92,33 @@ pub struct StateArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// TLS client certificate for the state account.
+    #[arg(
+        id = "state_tlscert",
+        long = "state-tlscert",
+        env = "INSIGHTS_STATE_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --state-tlscert.
+    #[arg(id = "state_tlskey", long = "state-tlskey", env = "INSIGHTS_STATE_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) of the state account's servers; implies TLS.
+    #[arg(id = "state_tlsca", long = "state-tlsca", env = "INSIGHTS_STATE_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Reply-subject prefix of the state connection.
+    #[arg(
+        id = "state_inbox_prefix",
+        long = "state-inbox-prefix",
+        env = "INSIGHTS_STATE_INBOX_PREFIX"
+    )]
+    pub inbox_prefix: Option<String>,
+    /// nats CLI context for the state account (same rules as --context).
+    #[arg(
+        id = "state_context",
+        long = "state-context",
+        env = "INSIGHTS_STATE_CONTEXT"
+    )]
+    pub context: Option<String>,
     /// KV bucket name (created if missing: file storage, 5 revisions per key).
     #[arg(long, env = "INSIGHTS_BUCKET", default_value = "insights")]
     pub bucket: String,
@@ -90,7 +133,7 @@ pub struct StateArgs {
 impl StateArgs {
     /// The connection flags of the state account, if one is configured.
     pub fn connect_args(&self) -> Option<ConnectArgs> {
-        if self.servers.iter().all(|s| s.trim().is_empty()) {
+        if self.servers.iter().all(|s| s.trim().is_empty()) && self.context.is_none() {
             return None;
         }
         Some(ConnectArgs {
@@ -100,6 +143,11 @@ impl StateArgs {
             creds: self.creds.clone(),
             nkey: self.nkey.clone(),
             token: self.token.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            inbox_prefix: self.inbox_prefix.clone(),
+            context: self.context.clone(),
         })
     }
 
@@ -177,6 +225,145 @@ pub enum ConnectError {
         /// How long we waited.
         timeout: Duration,
     },
+    /// The server refused a publish or subscription of the startup check.
+    #[error("connected to {server}, but the server denied {action} {subject} to this user ({error}); allow it in the user's permissions (see deploy/insights-accounts.conf)")]
+    Denied {
+        /// Server connected to.
+        server: String,
+        /// `publish to` or `subscribe to`.
+        action: &'static str,
+        /// The subject denied.
+        subject: String,
+        /// The server's message.
+        error: String,
+    },
+}
+
+/// The latest permission violation the server reported on a connection, shared with the
+/// connection's event callback (a denied request otherwise just times out).
+#[derive(Debug, Clone, Default)]
+pub struct Denials(Arc<Mutex<Option<Denial>>>);
+
+/// One permission violation, parsed from the server's `-ERR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// `publish to` or `subscribe to`.
+    pub action: &'static str,
+    /// The subject (for a queue subscription, with the queue after a space).
+    pub subject: String,
+    /// The server's message as received.
+    pub error: String,
+}
+
+impl Denials {
+    /// The latest violation, if any.
+    pub fn latest(&self) -> Option<Denial> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, denial: Denial) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(denial);
+    }
+}
+
+impl Denial {
+    /// Parses `Permissions Violation for Publish to "X"` (or `Subscription to "X"`), in any case
+    /// and with or without the quotes; `None` for every other server error.
+    pub fn parse(error: &str) -> Option<Denial> {
+        let lower = error.to_ascii_lowercase();
+        let at = lower.find("permissions violation for ")?;
+        let rest_lower = &lower[at + "permissions violation for ".len()..];
+        let action = if rest_lower.starts_with("publish") {
+            "publish to"
+        } else if rest_lower.starts_with("subscription") {
+            "subscribe to"
+        } else {
+            return None;
+        };
+        let rest = &error[error.len() - rest_lower.len()..];
+        let subject = rest
+            .split_once(" to ")
+            .map(|(_, s)| s)
+            .unwrap_or_default()
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'')
+            .to_string();
+        Some(Denial {
+            action,
+            subject,
+            error: error.trim().to_string(),
+        })
+    }
+}
+
+/// Where nats-insights connects when neither a flag nor a context names a server.
+pub const DEFAULT_SERVER: &str = "nats://127.0.0.1:4222";
+
+/// The fields of a nats CLI context file this service understands (others are ignored).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Context {
+    url: String,
+    user: String,
+    password: String,
+    creds: String,
+    nkey: String,
+    token: String,
+    cert: String,
+    key: String,
+    ca: String,
+    nsc: String,
+    inbox_prefix: String,
+    tls_first: bool,
+}
+
+/// The context file `name` refers to: a path when it looks like one, else
+/// `$XDG_CONFIG_HOME/nats/context/<name>.json` (default `~/.config`), as the nats CLI keeps them.
+pub fn context_path(name: &str) -> PathBuf {
+    if name.contains('/') || name.ends_with(".json") {
+        return expand_home(name);
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from(".config"));
+    config
+        .join("nats")
+        .join("context")
+        .join(format!("{name}.json"))
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    Some(value.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn load_context(name: &str) -> Result<Context, ConnectError> {
+    let path = context_path(name);
+    let text = std::fs::read_to_string(&path).map_err(|source| ConnectError::File {
+        what: "nats context",
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        ConnectError::Config(format!(
+            "nats context {name} ({}) is not valid JSON: {e}",
+            path.display()
+        ))
+    })
 }
 
 impl ConnectArgs {
@@ -185,6 +372,66 @@ impl ConnectArgs {
         self.servers.join(",")
     }
 
+    /// These flags with the context (if any) filled in where no flag or variable was given, and
+    /// the default server when none is named. Credentials are taken as a whole: any of --user,
+    /// --password, --creds, --nkey or --token replaces every credential of the context.
+    pub fn resolved(&self) -> Result<ConnectArgs, ConnectError> {
+        let mut out = self.clone();
+        out.context = None;
+        if let Some(name) = self.context.as_deref().filter(|n| !n.trim().is_empty()) {
+            let ctx = load_context(name.trim())?;
+            if out.servers.iter().all(|s| s.trim().is_empty()) {
+                out.servers = ctx.url.split(',').filter_map(non_empty).collect::<Vec<_>>();
+            }
+            let explicit = self.user.is_some()
+                || self.password.is_some()
+                || self.creds.is_some()
+                || self.nkey.is_some()
+                || self.token.is_some();
+            if !explicit {
+                if non_empty(&ctx.nsc).is_some() {
+                    return Err(ConnectError::Config(format!(
+                        "nats context {name} uses nsc ({}), which nats-insights does not read: \
+                         put the path of the user's .creds file in the context's creds instead",
+                        ctx.nsc
+                    )));
+                }
+                out.user = non_empty(&ctx.user);
+                out.password = non_empty(&ctx.password);
+                out.creds = non_empty(&ctx.creds).map(|p| expand_home(&p));
+                out.nkey = non_empty(&ctx.nkey).map(|p| expand_home(&p));
+                out.token = non_empty(&ctx.token);
+            }
+            let file = |flag: &Option<PathBuf>, ctx: &str| {
+                flag.clone()
+                    .or_else(|| non_empty(ctx).map(|p| expand_home(&p)))
+            };
+            out.tls_cert = file(&self.tls_cert, &ctx.cert);
+            out.tls_key = file(&self.tls_key, &ctx.key);
+            out.tls_ca = file(&self.tls_ca, &ctx.ca);
+            out.inbox_prefix = self
+                .inbox_prefix
+                .clone()
+                .or_else(|| non_empty(&ctx.inbox_prefix));
+            if ctx.tls_first {
+                return Err(ConnectError::Config(format!(
+                    "nats context {name} asks for tls_first, which nats-insights does not support"
+                )));
+            }
+        }
+        out.servers = out
+            .servers
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if out.servers.is_empty() {
+            out.servers = vec![DEFAULT_SERVER.to_string()];
+        }
+        Ok(out)
+    }
+
+    /// Client options for these (resolved) flags.
     async fn options(&self) -> Result<ConnectOptions, ConnectError> {
         let methods = [
             self.user.is_some(),
@@ -228,17 +475,73 @@ impl ConnectArgs {
                         source,
                     })?;
         }
+        options = self.tls_options(options)?;
+        if let Some(prefix) = &self.inbox_prefix {
+            let valid = !prefix.is_empty()
+                && !prefix.ends_with('.')
+                && !prefix.contains(['*', '>', ' ', '\t']);
+            if !valid {
+                return Err(ConnectError::Config(format!(
+                    "--inbox-prefix {prefix:?}: use a subject without wildcards, spaces or a \
+                     trailing dot (e.g. _INBOX_insights)"
+                )));
+            }
+            options = options.custom_inbox_prefix(prefix);
+        }
+        Ok(options)
+    }
+
+    fn tls_options(&self, mut options: ConnectOptions) -> Result<ConnectOptions, ConnectError> {
+        let readable = |what: &'static str, path: &PathBuf| {
+            std::fs::File::open(path)
+                .map(|_| ())
+                .map_err(|source| ConnectError::File {
+                    what,
+                    path: path.clone(),
+                    source,
+                })
+        };
+        if let Some(ca) = &self.tls_ca {
+            readable("TLS CA", ca)?;
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                readable("TLS certificate", cert)?;
+                readable("TLS key", key)?;
+                options = options
+                    .add_client_certificate(cert.clone(), key.clone())
+                    .require_tls(true);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConnectError::Config(
+                    "--tlscert and --tlskey go together (NATS_CERT and NATS_KEY)".to_string(),
+                ))
+            }
+        }
         Ok(options)
     }
 
     /// Connects with a clear error on failure; once connected, reconnects forever and logs it.
     pub async fn connect(&self, connection_name: &str) -> Result<Client, ConnectError> {
-        let servers = self.servers_display();
-        if self.servers.iter().all(|s| s.trim().is_empty()) {
-            return Err(ConnectError::Config("--server is empty".to_string()));
-        }
+        self.connect_watched(connection_name)
+            .await
+            .map(|(client, _)| client)
+    }
+
+    /// Like [`ConnectArgs::connect`], also returning where the connection records the
+    /// permission violations the server reports (for [`verify_system_account`]).
+    pub async fn connect_watched(
+        &self,
+        connection_name: &str,
+    ) -> Result<(Client, Denials), ConnectError> {
+        let args = self.resolved()?;
+        let servers = args.servers_display();
         let label = connection_name.to_string();
-        let options = self
+        let denials = Denials::default();
+        let recorder = denials.clone();
+        let options = args
             .options()
             .await?
             .name(connection_name)
@@ -249,15 +552,11 @@ impl ConnectArgs {
             )
             .event_callback(move |event| {
                 let label = label.clone();
-                async move { log_event(&label, event) }
+                let recorder = recorder.clone();
+                async move { log_event(&label, &recorder, event) }
             });
-        let urls: Vec<&str> = self
-            .servers
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect();
-        options.connect(urls).await.map_err(|e| {
+        let urls: Vec<&str> = args.servers.iter().map(String::as_str).collect();
+        let client = options.connect(urls).await.map_err(|e| {
             let detail = e.to_string();
             match e.kind() {
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
@@ -266,9 +565,17 @@ impl ConnectArgs {
                 ConnectErrorKind::ServerParse => {
                     ConnectError::Config(format!("invalid --server {servers}: {detail}"))
                 }
+                ConnectErrorKind::Tls => ConnectError::Unreachable {
+                    servers,
+                    detail: format!(
+                        "{detail} (check --tlsca, --tlscert and --tlskey against the server's \
+                         tls block)"
+                    ),
+                },
                 _ => ConnectError::Unreachable { servers, detail },
             }
-        })
+        })?;
+        Ok((client, denials))
     }
 }
 
@@ -282,14 +589,17 @@ pub struct Connections {
     pub direct: Vec<Client>,
     /// Connection to the JetStream-enabled account that holds the state bucket, if configured.
     pub state: Option<Client>,
+    /// Permission violations reported on the main connection.
+    pub denied: Denials,
 }
 
 impl ConnectArgs {
     /// Opens the main connection (failing clearly) and, with several URLs, the pinned ones.
     pub async fn open(&self, connection_name: &str) -> Result<Connections, ConnectError> {
-        let main = self.connect(connection_name).await?;
-        let direct = if self.servers.len() > 1 {
-            self.connect_each(connection_name).await?
+        let args = self.resolved()?;
+        let (main, denied) = args.connect_watched(connection_name).await?;
+        let direct = if args.servers.len() > 1 {
+            args.connect_each(connection_name).await?
         } else {
             Vec::new()
         };
@@ -297,6 +607,7 @@ impl ConnectArgs {
             main,
             direct,
             state: None,
+            denied,
         })
     }
 
@@ -304,16 +615,11 @@ impl ConnectArgs {
     /// asking every reachable server for its own view: in a partition the system-account gather
     /// reaches only one side. Servers down at start are retried in the background.
     pub async fn connect_each(&self, connection_name: &str) -> Result<Vec<Client>, ConnectError> {
-        let urls: Vec<String> = self
-            .servers
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let mut clients = Vec::with_capacity(urls.len());
-        for url in urls {
+        let args = self.resolved()?;
+        let mut clients = Vec::with_capacity(args.servers.len());
+        for url in &args.servers {
             let label = format!("{connection_name} direct {url}");
-            let options = self
+            let options = args
                 .options()
                 .await?
                 .name(&label)
@@ -360,15 +666,38 @@ fn another_server(
     })
 }
 
+/// Logs a server error; a permission violation as an error naming the denied subject.
+fn log_server_error(connection: &str, error: &str) -> Option<Denial> {
+    match Denial::parse(error) {
+        Some(denial) => {
+            tracing::error!(
+                connection,
+                subject = %denial.subject,
+                "permission denied: the server does not let this user {} {}; allow it in the \
+                 user's permissions (see deploy/insights-accounts.conf)",
+                denial.action,
+                denial.subject
+            );
+            Some(denial)
+        }
+        None => {
+            tracing::warn!(connection, %error, "NATS server error");
+            None
+        }
+    }
+}
+
 /// Direct links fail over to nothing, so their disconnects are expected during faults: debug only.
 fn log_direct_event(connection: &str, event: Event) {
     match event {
-        Event::ServerError(error) => tracing::warn!(connection, %error, "NATS server error"),
+        Event::ServerError(error) => {
+            log_server_error(connection, &error.to_string());
+        }
         other => tracing::debug!(connection, event = %other, "direct connection event"),
     }
 }
 
-fn log_event(connection: &str, event: Event) {
+fn log_event(connection: &str, denials: &Denials, event: Event) {
     match event {
         Event::Connected => tracing::info!(connection, "connected to NATS"),
         Event::Disconnected => {
@@ -379,10 +708,13 @@ fn log_event(connection: &str, event: Event) {
         }
         Event::ServerError(error) => {
             let text = error.to_string();
-            if text.to_ascii_lowercase().contains("authorization") {
+            if text
+                .to_ascii_lowercase()
+                .contains("authorization violation")
+            {
                 tracing::error!(connection, %error, "the server refused these credentials (revoked or changed?); still retrying, fix --user/--password, --creds, --nkey or --token");
-            } else {
-                tracing::warn!(connection, %error, "NATS server error");
+            } else if let Some(denial) = log_server_error(connection, &text) {
+                denials.record(denial);
             }
         }
         Event::LameDuckMode => tracing::warn!(
@@ -412,22 +744,54 @@ pub fn read_nkey_seed(path: &Path) -> Result<String, ConnectError> {
         })
 }
 
-/// Proves the connection is in the system account by asking JSZ; names the account when it is not.
-pub async fn verify_system_account(client: &Client, timeout: Duration) -> Result<(), ConnectError> {
+/// Proves the connection is in the system account by asking JSZ; names the account when it is not,
+/// and the subject when the server denies the request or its reply subscription (`denied` is
+/// [`Connections::denied`] of this connection).
+pub async fn verify_system_account(
+    client: &Client,
+    denied: &Denials,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
     let server = client.server_info().server_name;
+    let before = denied.latest();
+    let new_denial = || denied.latest().filter(|d| Some(d) != before.as_ref());
+    let as_error = |d: Denial, server: String| ConnectError::Denied {
+        server,
+        action: d.action,
+        subject: d.subject,
+        error: d.error,
+    };
     let request = client.request(PING_JSZ, "{}".into());
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-            Err(ConnectError::NotSystemAccount {
-                account: account_name(client)
-                    .await
-                    .map(|a| format!(" (account {a})"))
-                    .unwrap_or_default(),
-                server,
-            })
+    tokio::pin!(request);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            reply = &mut request => match reply {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                    return Err(ConnectError::NotSystemAccount {
+                        account: account_name(client)
+                            .await
+                            .map(|a| format!(" (account {a})"))
+                            .unwrap_or_default(),
+                        server,
+                    });
+                }
+                Err(_) => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if let Some(denial) = new_denial() {
+                    return Err(as_error(denial, server));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
         }
-        _ => Err(ConnectError::NoReply { server, timeout }),
+    }
+    match new_denial() {
+        Some(denial) => Err(as_error(denial, server)),
+        None => Err(ConnectError::NoReply { server, timeout }),
     }
 }
 
@@ -442,4 +806,88 @@ async fn account_name(client: &Client) -> Option<String> {
     .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
     value["data"]["account"].as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permission_violation_names_the_action_and_subject() {
+        let d = Denial::parse(
+            "nats: Permissions Violation for Publish to \"$SYS.REQ.SERVER.PING.JSZ\"",
+        )
+        .expect("parsed");
+        assert_eq!(d.action, "publish to");
+        assert_eq!(d.subject, "$SYS.REQ.SERVER.PING.JSZ");
+        let d = Denial::parse("permissions violation for subscription to \"_INBOX.abc.*\"")
+            .expect("parsed");
+        assert_eq!(d.action, "subscribe to");
+        assert_eq!(d.subject, "_INBOX.abc.*");
+        assert_eq!(Denial::parse("nats: maximum payload exceeded"), None);
+    }
+
+    #[test]
+    fn a_context_fills_what_no_flag_gives_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("nats-insights-ctx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("prod.json");
+        std::fs::write(
+            &path,
+            r#"{"description":"x","url":"nats://a:4222,nats://b:4222","user":"insights",
+               "password":"p","ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem",
+               "inbox_prefix":"_INBOX_insights","jetstream_domain":""}"#,
+        )
+        .expect("write");
+        let from_context = ConnectArgs {
+            context: Some(path.display().to_string()),
+            ..ConnectArgs::default()
+        }
+        .resolved()
+        .expect("resolves");
+        assert_eq!(from_context.servers, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(from_context.user.as_deref(), Some("insights"));
+        assert_eq!(from_context.tls_ca, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            from_context.inbox_prefix.as_deref(),
+            Some("_INBOX_insights")
+        );
+
+        // Any explicit credential replaces the context's credentials as a whole.
+        let overridden = ConnectArgs {
+            servers: vec!["nats://c:4222".to_string()],
+            token: Some("t".to_string()),
+            tls_ca: Some(PathBuf::from("/other/ca.pem")),
+            context: Some(path.display().to_string()),
+            ..ConnectArgs::default()
+        }
+        .resolved()
+        .expect("resolves");
+        assert_eq!(overridden.servers, ["nats://c:4222"]);
+        assert_eq!(overridden.user, None);
+        assert_eq!(overridden.password, None);
+        assert_eq!(overridden.token.as_deref(), Some("t"));
+        assert_eq!(overridden.tls_ca, Some(PathBuf::from("/other/ca.pem")));
+        assert_eq!(overridden.tls_cert, Some(PathBuf::from("/etc/c.pem")));
+
+        let missing = ConnectArgs {
+            context: Some(dir.join("nope.json").display().to_string()),
+            ..ConnectArgs::default()
+        }
+        .resolved();
+        assert!(matches!(missing, Err(ConnectError::File { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_server_anywhere_means_localhost() {
+        let args = ConnectArgs::default().resolved().expect("resolves");
+        assert_eq!(args.servers, [DEFAULT_SERVER]);
+    }
+
+    #[test]
+    fn context_names_live_where_the_nats_cli_keeps_them() {
+        assert!(context_path("prod").ends_with("nats/context/prod.json"));
+        assert_eq!(context_path("/x/y.json"), PathBuf::from("/x/y.json"));
+    }
 }

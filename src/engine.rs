@@ -150,6 +150,7 @@ pub async fn run_with_status(
         main: client,
         direct,
         state,
+        ..
     } = connections;
     let mut event_stream = events::subscribe(&client).await?;
     // State first: findings raised before a restart must be known before the first round, or

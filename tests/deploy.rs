@@ -1,181 +1,723 @@
-//! The deployment files parse and say what the README says: the Kubernetes manifests are valid
-//! YAML with the HA Deployment, probes and non-root settings; the systemd unit passes
-//! `systemd-analyze verify` where systemd is installed; the Dockerfile is multi-stage and non-root.
-//! (No container engine runs here, so the image itself is not built by the tests.)
+//! Deployment as a NATS operator does it: every config in `deploy/` passes `nats-server -t`, the
+//! least-privilege users of `deploy/insights-accounts.conf` run every check and the durable
+//! findings stream, a missing permission is named, and TLS (client certificates, from a nats CLI
+//! context) and nkey authentication work against real servers.
 
+mod support;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use yaml_rust2::{Yaml, YamlLoader};
+use async_nats::jetstream;
+use futures::StreamExt;
+use nats_insights::connect::{verify_system_account, ConnectArgs, ConnectError};
+use nats_insights::engine::EngineConfig;
+use nats_insights::findings::TransitionKind;
+use nats_insights::store::StoreSettings;
+use nats_insights::testbed::{nats_server_bin, Cluster, ClusterOptions, Stop};
+use support::{request_json, try_request_json, Events, Monitor, EVENT_TIMEOUT};
+use tokio::io::AsyncBufReadExt;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+const ADMIN_PASSWORD: &str = "admin-pw";
+const INSIGHTS_PASSWORD: &str = "insights-pw";
+const STATE_PASSWORD: &str = "state-pw";
+const INSIGHTS_ADMIN_PASSWORD: &str = "insights-admin-pw";
+const READER_PASSWORD: &str = "reader-pw";
+const INBOX_PREFIX: &str = "_INBOX_insights";
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+fn deploy_file(name: &str) -> String {
+    let path = deploy_dir().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn manifests() -> Vec<(String, Yaml)> {
-    let dir = root().join("deploy/kubernetes");
-    let mut docs = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("deploy/kubernetes")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    names.sort();
-    for path in names {
-        let parsed = YamlLoader::load_from_str(&read(&path))
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        for doc in parsed {
-            docs.push((path.display().to_string(), doc));
+/// The passwords `deploy/insights-accounts.conf` reads from the server's environment.
+fn password_env() -> Vec<(String, String)> {
+    [
+        ("NATS_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("INSIGHTS_PASSWORD", INSIGHTS_PASSWORD),
+        ("INSIGHTS_STATE_PASSWORD", STATE_PASSWORD),
+        ("INSIGHTS_ADMIN_PASSWORD", INSIGHTS_ADMIN_PASSWORD),
+        ("INSIGHTS_READER_PASSWORD", READER_PASSWORD),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A cluster whose accounts are `accounts` (the shipped file, or a variant of it).
+async fn least_privilege_cluster(size: usize, accounts: String) -> Cluster {
+    Cluster::start(ClusterOptions {
+        size,
+        accounts_conf: Some(accounts),
+        env: password_env(),
+        admin: Some(("admin".to_string(), ADMIN_PASSWORD.to_string())),
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster with the shipped accounts starts")
+}
+
+/// The service's system-account flags, exactly as the README tells an operator to run it.
+fn insights_args(urls: Vec<String>) -> ConnectArgs {
+    ConnectArgs {
+        servers: urls,
+        user: Some("insights".to_string()),
+        password: Some(INSIGHTS_PASSWORD.to_string()),
+        inbox_prefix: Some(INBOX_PREFIX.to_string()),
+        ..ConnectArgs::default()
+    }
+}
+
+fn user_args(urls: Vec<String>, user: &str, password: &str) -> ConnectArgs {
+    ConnectArgs {
+        servers: urls,
+        user: Some(user.to_string()),
+        password: Some(password.to_string()),
+        ..ConnectArgs::default()
+    }
+}
+
+#[test]
+fn every_shipped_config_passes_nats_server_t() {
+    let bin = nats_server_bin().expect("nats-server");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(deploy_dir()).expect("deploy/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("conf") {
+            continue;
         }
+        let out = Command::new(&bin)
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .current_dir(deploy_dir())
+            .envs(password_env())
+            .output()
+            .expect("nats-server -t runs");
+        assert!(
+            out.status.success(),
+            "nats-server -t rejects {}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked.push(path.file_name().map(|n| n.to_string_lossy().into_owned()));
     }
-    docs
+    assert!(checked.len() >= 3, "checked only {checked:?}");
+    // The stream definition is a valid JetStream stream configuration.
+    let stream: jetstream::stream::Config =
+        serde_json::from_str(&deploy_file("findings-stream.json")).expect("stream config");
+    assert_eq!(stream.name, "INSIGHTS_FINDINGS");
 }
 
-fn of_kind<'a>(docs: &'a [(String, Yaml)], kind: &str) -> &'a Yaml {
-    &docs
-        .iter()
-        .find(|(_, d)| d["kind"].as_str() == Some(kind))
-        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes"))
-        .1
-}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
+    let cluster = least_privilege_cluster(3, deploy_file("insights-accounts.conf")).await;
+    let urls = cluster.client_urls();
 
-#[test]
-fn kubernetes_manifests_parse_and_run_two_non_root_replicas_with_probes() {
-    let docs = manifests();
-    for (file, doc) in &docs {
-        assert!(
-            doc["kind"].as_str().is_some(),
-            "{file}: a document without kind"
-        );
-        assert!(
-            doc["apiVersion"].as_str().is_some(),
-            "{file}: no apiVersion"
-        );
-    }
-    let deployment = of_kind(&docs, "Deployment");
-    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
-    let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
-    let container = &pod["containers"][0];
-    assert_eq!(
-        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
-        Some(true)
-    );
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(
-            container[probe]["httpGet"]["path"].as_str(),
-            Some("/healthz"),
-            "{probe}"
-        );
-    }
-    assert!(!container["resources"]["limits"]["memory"].is_badvalue());
-    assert_eq!(
-        container["envFrom"][0]["secretRef"]["name"].as_str(),
-        Some("nats-insights")
-    );
-    let secret = of_kind(&docs, "Secret");
-    for key in [
-        "NATS_USER",
-        "NATS_PASSWORD",
-        "INSIGHTS_STATE_USER",
-        "INSIGHTS_STATE_PASSWORD",
-    ] {
-        assert!(
-            secret["stringData"][key].as_str().is_some(),
-            "the Secret has {key}"
-        );
-    }
+    // The operator creates the durable findings stream from the shipped definition.
+    let setup = user_args(urls.clone(), "insights_admin", INSIGHTS_ADMIN_PASSWORD)
+        .connect("deploy-test-setup")
+        .await
+        .expect("insights_admin connects");
+    let stream_config: jetstream::stream::Config =
+        serde_json::from_str(&deploy_file("findings-stream.json")).expect("stream config");
+    jetstream::new(setup)
+        .create_stream(stream_config)
+        .await
+        .expect("INSIGHTS_FINDINGS is created");
 
-    // The ConfigMap's file is a config the binary accepts, in HA mode (a shared state bucket),
-    // serving the port the probes use.
-    let toml_text = of_kind(&docs, "ConfigMap")["data"]["nats-insights.toml"]
-        .as_str()
-        .expect("nats-insights.toml in the ConfigMap");
-    let dir = std::env::temp_dir().join(format!("nats-insights-deploy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("nats-insights.toml");
-    std::fs::write(&path, toml_text).expect("write");
-    let args = nats_insights::config::apply(
-        ["nats-insights", "run", "--config"]
-            .map(std::ffi::OsString::from)
-            .into_iter()
-            .chain([path.into_os_string()])
-            .collect(),
+    // The service, with exactly the shipped permissions.
+    let mut connections = insights_args(urls.clone())
+        .open("nats-insights-least-privilege")
+        .await
+        .expect("insights connects");
+    verify_system_account(
+        &connections.main,
+        &connections.denied,
+        Duration::from_secs(5),
     )
-    .expect("the ConfigMap's config file is valid");
-    let cli = <nats_insights::cli::Cli as clap::Parser>::try_parse_from(args).expect("parses");
-    let nats_insights::cli::Command::Run(run) = cli.command else {
-        panic!("not run");
+    .await
+    .expect("the insights user passes the startup check");
+    let state_args = ConnectArgs {
+        inbox_prefix: Some(INBOX_PREFIX.to_string()),
+        ..user_args(urls.clone(), "insights_state", STATE_PASSWORD)
     };
+    let (state, state_denied) = state_args
+        .connect_watched("nats-insights-least-privilege-state")
+        .await
+        .expect("insights_state connects");
+    connections.state = Some(state);
+    let denied = connections.denied.clone();
+
+    let admin = user_args(urls.clone(), "admin", ADMIN_PASSWORD)
+        .connect("deploy-test-admin")
+        .await
+        .expect("admin connects");
+    let mut events = Events::subscribe_client(admin.clone()).await;
+    let config = EngineConfig {
+        store: Some(StoreSettings {
+            bucket: "insights".to_string(),
+            replicas: 3,
+            timeout: Duration::from_secs(1),
+            instance: String::new(),
+        }),
+        ..EngineConfig::default()
+    };
+    let monitor = Monitor::start_connected(connections, config);
+    wait_for_store(&admin, "healthy").await;
+
+    // META_001 through a server's SHUTDOWN event, and resolved when it is back.
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let followers: Vec<usize> = (0..3)
+        .filter(|i| cluster.server_name(*i) != leader)
+        .collect();
+    let f1 = followers[0];
+    let name1 = cluster.server_name(f1);
+    let mut cluster = cluster;
+    cluster.stop(f1, Stop::Term).await.expect("stop");
+    let raised = events
+        .expect(
+            TransitionKind::Raised,
+            "META_001",
+            Some(&name1),
+            EVENT_TIMEOUT,
+        )
+        .await;
+    cluster.restart(f1).await.expect("restart");
+    events
+        .expect(
+            TransitionKind::Resolved,
+            "META_001",
+            Some(&name1),
+            EVENT_TIMEOUT,
+        )
+        .await;
+
+    // META_003 through LEADER_ELECTED advisories and polls.
+    for _ in 0..2 {
+        let before = cluster
+            .wait_for_leader(Duration::from_secs(15))
+            .await
+            .expect("leader");
+        cluster.step_down().await.expect("step down");
+        wait_for_new_leader(&cluster, &before).await;
+    }
+    events
+        .expect(TransitionKind::Raised, "META_003", None, EVENT_TIMEOUT)
+        .await;
+
+    // META_006 (and META_001 through direct requests to silent servers) when two of three crash.
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(15))
+        .await
+        .expect("leader");
+    let keep = cluster.index_of(&leader).expect("leader index");
+    let crashed: Vec<usize> = (0..3).filter(|i| *i != keep).collect();
+    for i in &crashed {
+        cluster.stop(*i, Stop::Kill).await.expect("kill");
+    }
+    events
+        .expect(TransitionKind::Raised, "META_006", None, EVENT_TIMEOUT)
+        .await;
+    for i in &crashed {
+        cluster.restart(*i).await.expect("restart");
+    }
+    events
+        .expect(TransitionKind::Resolved, "META_006", None, EVENT_TIMEOUT)
+        .await;
+
+    // The API and micro discovery answer, and the state bucket works with its narrow user.
+    let (_, status) = request_json(&admin, "$INSIGHTS.API.STATUS", "").await;
+    assert_eq!(status["meta"]["cluster_size"], 3, "{status}");
+    let (_, pong) = request_json(&admin, "$SRV.PING.nats-insights", "").await;
+    assert_eq!(pong["name"], "nats-insights", "{pong}");
+    wait_for_store(&admin, "healthy").await;
+    assert_eq!(denied.latest(), None, "system-account permission denied");
+    assert_eq!(state_denied.latest(), None, "state permission denied");
+
+    // Automation, after the fact: a durable consumer replays the RAISED and its RESOLVED.
+    let reader = user_args(urls.clone(), "insights_reader", READER_PASSWORD)
+        .connect("deploy-test-reader")
+        .await
+        .expect("insights_reader connects");
+    let js = jetstream::new(reader);
+    let stream = js
+        .get_stream("INSIGHTS_FINDINGS")
+        .await
+        .expect("reader sees the stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("automation".to_string()),
+            filter_subject: "$INSIGHTS.FINDING.META_001.>".to_string(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("durable consumer");
+    let mut wanted = vec!["raised", "resolved"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut messages = consumer.messages().await.expect("pull");
+    while !wanted.is_empty() && Instant::now() < deadline {
+        let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        else {
+            break;
+        };
+        let message = message.expect("message");
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
+        if event["finding"] == raised.finding.as_str() {
+            let kind = event["event"].as_str().unwrap_or_default().to_string();
+            assert!(
+                message.subject.ends_with(&kind.to_uppercase()),
+                "{} carries {kind}",
+                message.subject
+            );
+            wanted.retain(|w| *w != kind);
+        }
+        message.ack().await.expect("ack");
+    }
     assert!(
-        run.state.connect_args().is_some(),
-        "HA needs --state-server"
+        wanted.is_empty(),
+        "not replayed from INSIGHTS_FINDINGS for {}: {wanted:?}",
+        raised.finding
     );
-    assert_eq!(run.metrics.metrics_listen.as_deref(), Some("0.0.0.0:9464"));
-    assert_eq!(
-        container["ports"][0]["containerPort"].as_i64(),
-        Some(9464),
-        "the probes' port"
-    );
+    monitor.stop().await;
 }
 
-#[test]
-fn dockerfile_is_multi_stage_and_non_root() {
-    let text = read(&root().join("Dockerfile"));
-    let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
-    assert!(stages >= 2, "multi-stage: {stages} FROM lines");
-    assert!(text
+async fn wait_for_new_leader(cluster: &Cluster, before: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(leader) = cluster.wait_for_leader(Duration::from_secs(2)).await {
+            if leader != before {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no new leader after {before} stepped down");
+}
+
+async fn wait_for_store(client: &async_nats::Client, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Some(status) = try_request_json(client, "$INSIGHTS.API.STATUS", "").await {
+            if status
+                .pointer("/service/store/state")
+                .and_then(|s| s.as_str())
+                == Some(state)
+                || status.pointer("/store/state").and_then(|s| s.as_str()) == Some(state)
+            {
+                return;
+            }
+            last = status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("store never {state}; last STATUS: {last}");
+}
+
+/// The shipped accounts with some lines (permissions) removed.
+fn accounts_without(lines: &[&str]) -> String {
+    let text = deploy_file("insights-accounts.conf");
+    let kept: Vec<&str> = text
         .lines()
-        .any(|l| l.starts_with("USER ") && !l.contains("root")));
-    assert!(text.contains(r#"ENTRYPOINT ["nats-insights"]"#));
-    assert!(text.contains(r#"CMD ["run"]"#));
-    // Everything the build compiles in is copied into the builder.
-    for dir in ["src", "runbooks", "deploy"] {
-        assert!(text.contains(&format!("COPY {dir} ")), "COPY {dir}");
+        .filter(|l| !lines.iter().any(|line| l.trim_start().starts_with(line)))
+        .collect();
+    assert_eq!(
+        kept.len() + lines.len(),
+        text.lines().count(),
+        "each of {lines:?} is in the file once"
+    );
+    kept.join("\n")
+}
+
+/// The real binary, with no NATS_* or INSIGHTS_* variables from the test's environment.
+fn binary() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_publish_permission_is_named_at_start() {
+    // `*.JSZ` also matches PING.JSZ: both must go for the gather to be denied.
+    let server = server_with_accounts(
+        "no-jsz",
+        accounts_without(&["\"$SYS.REQ.SERVER.PING.JSZ\"", "\"$SYS.REQ.SERVER.*.JSZ\""]),
+    );
+    let child = binary()
+        .args(["run", "--user", "insights", "--inbox-prefix", INBOX_PREFIX])
+        .args(["--server", &server.url()])
+        .env("NATS_PASSWORD", INSIGHTS_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the binary exits at start")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("nats-insights: ")
+            && last.contains("denied publish to $SYS.REQ.SERVER.PING.JSZ"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_subscribe_permission_is_named_in_the_log() {
+    let server = server_with_accounts(
+        "no-shutdown",
+        accounts_without(&["\"$SYS.SERVER.*.SHUTDOWN\""]),
+    );
+    let mut child = binary()
+        .args(["run", "--user", "insights", "--inbox-prefix", INBOX_PREFIX])
+        .args(["--server", &server.url()])
+        .env("NATS_PASSWORD", INSIGHTS_PASSWORD)
+        .env(
+            "NATS_INSIGHTS_LOG",
+            "warn,nats_insights=info,async_nats=off",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let hit = line.contains("permission denied")
+                && line.contains("subscribe to $SYS.SERVER.*.SHUTDOWN");
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = child.kill().await;
+    assert!(found, "no log line names the denied subject: {seen:#?}");
+}
+
+/// One server (no cluster, no JetStream: the startup check needs only JSZ answers) with the
+/// given accounts file.
+fn server_with_accounts(name: &str, accounts: String) -> Server {
+    Server::start_with_env(name, password_env(), move |port, dir| {
+        std::fs::write(dir.join("accounts.conf"), &accounts).expect("accounts");
+        format!("listen: 127.0.0.1:{port}\ninclude ./accounts.conf\n")
+    })
+}
+
+/// A standalone nats-server owned by a test (killed on drop).
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(name: &str, config: impl Fn(u16, &Path) -> String) -> Server {
+        Server::start_with_env(name, Vec::new(), config)
+    }
+
+    fn start_with_env(
+        name: &str,
+        env: Vec<(String, String)>,
+        config: impl Fn(u16, &Path) -> String,
+    ) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "nats-insights-deploy-{name}-{}-{port}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("server.conf");
+        std::fs::write(&conf, config(port, &dir)).expect("config");
+        let log = std::fs::File::create(dir.join("server.log")).expect("log");
+        let child = Command::new(nats_server_bin().expect("nats-server"))
+            .envs(env)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen; see {}",
+                dir.join("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
     }
 }
 
-#[test]
-fn systemd_unit_verifies() {
-    let unit = read(&root().join("deploy/systemd/nats-insights.service"));
-    for line in [
-        "Restart=on-failure",
-        "EnvironmentFile=/etc/nats-insights/env",
-        "ExecStart=/usr/local/bin/nats-insights run --config /etc/nats-insights/nats-insights.toml",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-    ] {
-        assert!(unit.lines().any(|l| l == line), "{line}");
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    let Ok(output) = std::process::Command::new("systemd-analyze")
-        .arg("--version")
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
         .output()
-    else {
-        eprintln!("systemd-analyze not installed: unit not verified (apt-get install systemd)");
-        return;
-    };
-    assert!(output.status.success());
-    // verify insists that ExecStart exists and the env file can be read: point them at this
-    // build's binary and make the env file optional, keep everything else as shipped.
-    let binary = env!("CARGO_BIN_EXE_nats-insights");
-    let local = unit
-        .replace("/usr/local/bin/nats-insights", binary)
-        .replace("EnvironmentFile=/", "EnvironmentFile=-/");
-    let dir = std::env::temp_dir().join(format!("nats-insights-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("nats-insights.service");
-    std::fs::write(&path, local).expect("write");
-    let output = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        .expect("openssl runs");
     assert!(
-        output.status.success() && stderr.trim().is_empty(),
-        "systemd-analyze verify: {stderr}"
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=insights test CA",
+    ];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    for (name, usage, san) in [
+        (
+            "server",
+            "serverAuth",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ),
+        ("client", "clientAuth", "subjectAltName=DNS:insights"),
+    ] {
+        let mut req = vec!["req", "-subj"];
+        let subject = format!("/CN={name}");
+        req.push(&subject);
+        req.extend(ec);
+        let key = format!("{name}-key.pem");
+        let csr = format!("{name}.csr");
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("{san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .expect("ext");
+        let cert = format!("{name}.pem");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &cert,
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_from_a_nats_context() {
+    let certs = std::env::temp_dir().join(format!("nats-insights-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&certs);
+    std::fs::create_dir_all(&certs).expect("dir");
+    make_certificates(&certs);
+    let c = certs.display().to_string();
+    let server = Server::start("tls", |port, _| {
+        format!(
+            "listen: 127.0.0.1:{port}\n\
+             tls {{\n  cert_file: \"{c}/server.pem\"\n  key_file: \"{c}/server-key.pem\"\n  \
+             ca_file: \"{c}/ca.pem\"\n  verify: true\n}}\n\
+             accounts {{ SYS {{ users: [{{user: insights, password: secret}}] }} }}\n\
+             system_account: SYS\n"
+        )
+    });
+
+    // The operator's nats CLI context for this cluster: URL, user and the TLS files.
+    let context = certs.join("insights-tls.json");
+    std::fs::write(
+        &context,
+        serde_json::json!({
+            "description": "nats-insights over mutual TLS",
+            "url": server.url(),
+            "user": "insights",
+            "password": "secret",
+            "cert": format!("{c}/client.pem"),
+            "key": format!("{c}/client-key.pem"),
+            "ca": format!("{c}/ca.pem"),
+        })
+        .to_string(),
+    )
+    .expect("context");
+    let args = ConnectArgs {
+        context: Some(context.display().to_string()),
+        ..ConnectArgs::default()
+    };
+    let connections = args.open("nats-insights-tls").await.expect("TLS connect");
+    assert!(connections.main.server_info().tls_required);
+    verify_system_account(
+        &connections.main,
+        &connections.denied,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("system account over TLS");
+    let monitor = Monitor::start_connected(connections, EngineConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "").await {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no STATUS over TLS");
+    };
+    assert_eq!(status["type"], "io.nats.insights.v1.status_response");
+    monitor.stop().await;
+
+    // Without a client certificate the server refuses, and the error says where to look.
+    let no_cert = ConnectArgs {
+        servers: vec![server.url()],
+        user: Some("insights".to_string()),
+        password: Some("secret".to_string()),
+        tls_ca: Some(certs.join("ca.pem")),
+        ..ConnectArgs::default()
+    };
+    let refused = no_cert.connect("nats-insights-no-cert").await;
+    assert!(refused.is_err(), "connected without a client certificate");
+    // A flag overrides the context: a missing CA file is named.
+    let bad_ca = ConnectArgs {
+        tls_ca: Some(certs.join("missing-ca.pem")),
+        ..args.clone()
+    };
+    let error = bad_ca
+        .connect("nats-insights-bad-ca")
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("missing-ca.pem")),
+        "{error:?}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_user_from_a_seed_file() {
+    let key = nkeys::KeyPair::new_user();
+    let public = key.public_key();
+    let server = Server::start("nkey", |port, _| {
+        format!(
+            "listen: 127.0.0.1:{port}\n\
+             accounts {{ SYS {{ users: [{{nkey: {public}}}] }} }}\n\
+             system_account: SYS\n"
+        )
+    });
+    let seed_file = server.dir.join("insights.nk");
+    std::fs::write(&seed_file, format!("{}\n", key.seed().expect("seed"))).expect("seed file");
+    let args = ConnectArgs {
+        servers: vec![server.url()],
+        nkey: Some(seed_file.clone()),
+        ..ConnectArgs::default()
+    };
+    let connections = args.open("nats-insights-nkey").await.expect("nkey connect");
+    verify_system_account(
+        &connections.main,
+        &connections.denied,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("nkey user is in the system account");
+    let monitor = Monitor::start_connected(connections, EngineConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+        .await
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no STATUS with the nkey user");
+    }
+    monitor.stop().await;
+
+    // Another user's seed is refused with the authorization error.
+    let other = server.dir.join("other.nk");
+    let other_key = nkeys::KeyPair::new_user();
+    std::fs::write(&other, other_key.seed().expect("seed")).expect("seed file");
+    let refused = ConnectArgs {
+        nkey: Some(other),
+        ..args
+    }
+    .connect("nats-insights-wrong-nkey")
+    .await;
+    assert!(
+        matches!(refused, Err(ConnectError::Auth { .. })),
+        "{:?}",
+        refused.err()
     );
 }

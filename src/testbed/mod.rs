@@ -178,6 +178,14 @@ pub struct ClusterOptions {
     pub proxied_routes: bool,
     /// Server names are this prefix followed by 1, 2, ... (`n` gives n1, n2, ...).
     pub name_prefix: String,
+    /// Content of the `accounts.conf` every node includes; `None` is [`ACCOUNTS_CONF`].
+    pub accounts_conf: Option<String>,
+    /// Environment variables of every nats-server process (e.g. passwords the accounts file
+    /// reads as `$NAME`).
+    pub env: Vec<(String, String)>,
+    /// System-account user and password the testbed itself connects with; `None` is
+    /// [`SYS_USER`]/[`SYS_PASSWORD`].
+    pub admin: Option<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -187,6 +195,9 @@ impl Default for ClusterOptions {
             cluster_name: "insights-test".to_owned(),
             proxied_routes: false,
             name_prefix: "n".to_owned(),
+            accounts_conf: None,
+            env: Vec::new(),
+            admin: None,
         }
     }
 }
@@ -386,7 +397,8 @@ impl Cluster {
             advertise_sink: None,
             keep_dir: false,
         };
-        fs::write(cluster.dir.join("accounts.conf"), ACCOUNTS_CONF)
+        let accounts = opts.accounts_conf.as_deref().unwrap_or(ACCOUNTS_CONF);
+        fs::write(cluster.dir.join("accounts.conf"), accounts)
             .map_err(|e| io_err("writing accounts.conf", e))?;
 
         let ports = free_ports(3 * opts.size)?;
@@ -582,7 +594,10 @@ impl Cluster {
 
     /// A system-account connection to node `i` only (discovered servers are ignored).
     pub async fn sys_client(&self, i: usize) -> Result<async_nats::Client, TestbedError> {
-        self.connect(i, SYS_USER, SYS_PASSWORD).await
+        match &self.opts.admin {
+            Some((user, password)) => self.connect(i, user, password).await,
+            None => self.connect(i, SYS_USER, SYS_PASSWORD).await,
+        }
     }
 
     /// An `APP`-account (JetStream) connection to node `i` only.
@@ -925,6 +940,7 @@ impl Cluster {
             .try_clone()
             .map_err(|e| io_err("duplicating the log file handle", e))?;
         let child = Command::new(&self.bin)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())

@@ -87,6 +87,11 @@ impl Monitor {
                     .expect("state connects"),
             );
         }
+        Monitor::start_connected(connections, config)
+    }
+
+    /// Starts a monitor on connections opened by the caller (e.g. as a least-privilege user).
+    pub fn start_connected(connections: engine::Connections, config: EngineConfig) -> Monitor {
         let client = connections.main.clone();
         let instance = Instance {
             id: nuid::next().to_string(),
@@ -146,6 +151,18 @@ pub struct Events {
 }
 
 impl Events {
+    /// Subscribes through a connection the caller opened (e.g. as another user).
+    pub async fn subscribe_client(client: async_nats::Client) -> Events {
+        let stream = watch::subscribe(&client).await.expect("subscribe");
+        client.flush().await.expect("flush");
+        Events {
+            stream,
+            seen: Vec::new(),
+            claimed: Vec::new(),
+            _client: client,
+        }
+    }
+
     /// Subscribes through a connection that knows every node (so it survives faults).
     pub async fn subscribe(cluster: &Cluster) -> Events {
         let all: Vec<usize> = (0..cluster.size()).collect();
