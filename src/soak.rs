@@ -272,23 +272,15 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         let hold = Duration::from_millis(rng.u64(5_000..9_000));
         let start = SystemTime::now();
         let (label, victim, touches_leader) = match fault {
-            Fault::Term => {
-                cluster
-                    .stop(node, Stop::Term)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            Fault::Term | Fault::Kill => {
+                let (how, signal) = match fault {
+                    Fault::Term => (Stop::Term, "SIGTERM"),
+                    _ => (Stop::Kill, "SIGKILL"),
+                };
+                cluster.stop(node, how).await.map_err(|e| e.to_string())?;
                 tokio::time::sleep(hold).await;
                 cluster.restart(node).await.map_err(|e| e.to_string())?;
-                (format!("SIGTERM {name}"), Some(name), is_leader)
-            }
-            Fault::Kill => {
-                cluster
-                    .stop(node, Stop::Kill)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::time::sleep(hold).await;
-                cluster.restart(node).await.map_err(|e| e.to_string())?;
-                (format!("SIGKILL {name}"), Some(name), is_leader)
+                (format!("{signal} {name}"), Some(name), is_leader)
             }
             Fault::Pause => {
                 cluster.pause(node).map_err(|e| e.to_string())?;
