@@ -331,6 +331,8 @@ struct Round {
     extra: Option<Duration>,
     /// Findings raised in the round besides the one measured.
     also: Vec<String>,
+    /// Anything else worth reading about the round.
+    note: Option<String>,
 }
 
 struct Kind {
@@ -342,6 +344,9 @@ struct Kind {
     /// What the `extra` figure is, when rounds have one.
     extra: Option<&'static str>,
     resolved_note: Option<&'static str>,
+    /// The server's signal is timed from the fault, so compare it with `extra` (also from the
+    /// fault) rather than with `detect`.
+    ratio_from_extra: bool,
     rounds: Vec<Round>,
 }
 
@@ -354,6 +359,7 @@ impl Kind {
             has_signal: true,
             extra: None,
             resolved_note: None,
+            ratio_from_extra: false,
             rounds: Vec::new(),
         }
     }
@@ -474,6 +480,7 @@ async fn stop_one(
             resolved,
             extra: None,
             also,
+            note: None,
         });
         monitor.stop().await;
     }
@@ -524,6 +531,7 @@ async fn two_of_three(cluster: &mut Cluster, kind: &mut Kind, rounds: usize, cap
             resolved,
             extra: None,
             also,
+            note: None,
         });
         monitor.stop().await;
     }
@@ -578,6 +586,7 @@ async fn flapping(cluster: &mut Cluster, kind: &mut Kind, rounds: usize) {
             resolved: None,
             extra: detect_at.map(|at| at - t0),
             also,
+            note: None,
         });
         monitor.stop().await;
     }
@@ -633,25 +642,26 @@ async fn partition(cluster: &mut Cluster, kind: &mut Kind, rounds: usize, cap: D
             .into_iter()
             .filter(|l| !l.starts_with("META_002"))
             .collect();
-        let detect = detect_at.map(|at| at - t0);
-        println!(
-            "   META_001 {name} after {}; META_002 {} after the majority's election",
+        // The target is counted from the moment two leaders exist: the majority's election.
+        let detect = match (detect_at, election) {
+            (Some(at), Some(el)) => Some(at.saturating_duration_since(el)),
+            _ => None,
+        };
+        let from_cut = detect_at.map(|at| at - t0);
+        let note = format!(
+            "META_002 {} after the cut; META_001 of the cut-off leader {} after the cut",
+            from_cut.map_or("-".to_string(), secs),
             offline.map_or("-".to_string(), |at| secs(at - t0)),
-            match (detect_at, election) {
-                (Some(at), Some(el)) => secs(at.saturating_duration_since(el)),
-                _ => "-".to_string(),
-            }
         );
+        println!("   {note}");
         report_round(kind.title, round, detect, signal, resolved, &also);
         kind.rounds.push(Round {
             detect,
             signal,
             resolved,
-            extra: match (detect_at, election) {
-                (Some(at), Some(el)) => Some(at.saturating_duration_since(el)),
-                _ => None,
-            },
+            extra: from_cut,
             also,
+            note: Some(note),
         });
         monitor.stop().await;
     }
@@ -817,6 +827,11 @@ fn report(kinds: &[Kind], churn: &(Vec<String>, usize), churn_secs: u64, cap: Du
         let n = kind.rounds.len();
         let (median, worst, missed) =
             stats(&kind.rounds.iter().map(|r| r.detect).collect::<Vec<_>>());
+        let base = if kind.ratio_from_extra {
+            stats(&kind.rounds.iter().map(|r| r.extra).collect::<Vec<_>>()).0
+        } else {
+            median
+        };
         let (s_median, s_worst, s_missed) = stats(
             &kind
                 .rounds
@@ -842,7 +857,7 @@ fn report(kinds: &[Kind], churn: &(Vec<String>, usize), churn_secs: u64, cap: Du
             } else {
                 s_worst.map_or(over.clone(), secs)
             };
-            let ratio = match (median, s_median) {
+            let ratio = match (base, s_median) {
                 (Some(d), _) if median_capped => {
                     format!("> {:.0}x", cap.as_secs_f64() / d.as_secs_f64().max(0.001))
                 }
@@ -879,7 +894,7 @@ fn report(kinds: &[Kind], churn: &(Vec<String>, usize), churn_secs: u64, cap: Du
         for (i, r) in kind.rounds.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "- #{}: detected {}{}, server signal {}, RESOLVED {}{}",
+                "- #{}: detected {}{}, server signal {}, RESOLVED {}{}{}",
                 i + 1,
                 r.detect.map_or("missed".to_string(), secs),
                 match (kind.extra, r.extra) {
@@ -899,7 +914,10 @@ fn report(kinds: &[Kind], churn: &(Vec<String>, usize), churn_secs: u64, cap: Du
                     String::new()
                 } else {
                     format!("; also raised: {}", r.also.join(", "))
-                }
+                },
+                r.note
+                    .as_ref()
+                    .map_or(String::new(), |note| format!(" ({note})"))
             );
         }
         let _ = writeln!(md);
@@ -986,10 +1004,11 @@ async fn main() {
     let disagreement_after = nats_insights::checks::Thresholds::default().disagreement_after;
     let mut kind = Kind::new(
         "partition of the leader",
-        "META_002, from the cut",
+        "META_002, from the majority's election",
         disagreement_after + Duration::from_secs(1),
     );
-    kind.extra = Some("from the majority's new election");
+    kind.extra = Some("from the cut");
+    kind.ratio_from_extra = true;
     partition(&mut cluster, &mut kind, rounds, cap).await;
     kinds.push(kind);
     drop(cluster);
