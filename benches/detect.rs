@@ -760,6 +760,18 @@ async fn churn(duration: Duration) -> (Vec<String>, usize) {
 // Machine and report
 // ---------------------------------------------------------------------------------------------
 
+/// Compiler and nats-server processes running on the machine that this benchmark did not start
+/// (call it while the benchmark has no cluster running).
+fn other_processes() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("comm")).ok())
+        .filter(|comm| matches!(comm.trim(), "rustc" | "nats-server" | "cc" | "ld"))
+        .count()
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -774,7 +786,12 @@ fn command_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-fn machine(load_before: &str, load_after: &str) -> String {
+fn machine(
+    load_before: &str,
+    load_after: &str,
+    others_before: usize,
+    others_after: usize,
+) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -799,17 +816,14 @@ fn machine(load_before: &str, load_after: &str) -> String {
     let server = nats_insights::testbed::nats_server_bin()
         .map(|bin| command_line(&bin.display().to_string(), &["--version"]))
         .unwrap_or_else(|_| "unknown".to_string());
-    let busy = |l: &str| {
-        l.split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .is_some_and(|v| v >= 0.5)
-    };
-    let load_note = if busy(load_before) || busy(load_after) {
-        "yes: other builds and tests were running on this machine during the run (see the load \
-         averages), so the figures include their interference"
+    let load_note = if others_before + others_after > 0 {
+        format!(
+            "yes: {others_before} compiler or nats-server processes not started by the benchmark \
+             were running when it started, {others_after} when it ended; the figures include \
+             their interference"
+        )
     } else {
-        "none seen (load average under 0.5 before and after)"
+        "none seen (no other compiler or nats-server process at start or end)".to_string()
     };
     format!(
         "| | |\n|---|---|\n| cores (`nproc`) | {cores} |\n| CPU | {cpu} |\n| memory | {memory} |\n\
@@ -947,6 +961,7 @@ async fn main() {
     let cap = Duration::from_secs(env_u64("BENCH_SIGNAL_CAP", 30));
     let churn_secs = env_u64("BENCH_CHURN_SECS", 60);
     let load_before = loadavg();
+    let others_before = other_processes();
     let started = Instant::now();
     println!(
         "time-to-detect benchmark: {rounds} rounds per fault, server signals capped at {} s",
@@ -1021,6 +1036,7 @@ async fn main() {
         churned.1
     );
     let load_after = loadavg();
+    let others_after = other_processes();
 
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -1028,12 +1044,18 @@ async fn main() {
     let _ = writeln!(md, "## 1. Time to detect\n");
     let _ = writeln!(md, "Real 3-node nats-server clusters on loopback; nats-insights in-process with the default settings (poll every 1 s, `--offline-after 3s`, `--disagreement-after 3s`, flap max 1 in 10 m); each fault {rounds} times. A finding's time is when its RAISED event reached a subscriber of `$INSIGHTS.FINDING.>` on a surviving node. The server's own signal is polled every 100 ms in the same round: the leader's JSZ `offline` flag for the victim, `/healthz` of the surviving (or, in the partition, the cut-off) servers turning unavailable, and for quorum loss the JS API (`$JS.API.INFO`, APP account) answering with an error (a request that merely times out is not counted). Whichever shows first counts; a signal not seen within {} s is reported as \"> {} s\" rather than waited for (after a crash the `offline` flag takes 150-240 s). RESOLVED is timed from the restart (or heal) call.\n", cap.as_secs(), cap.as_secs());
     md.push_str(&report(&kinds, &churned, churn_secs, cap));
+    let _ = writeln!(md, "### Reading the figures\n\n- The floor for a crash is one poll: a dead server simply stops answering, so a kill is seen at the first poll after it (1 s apart) plus the gather's wait for stragglers; a graceful stop is announced by the server (shutdown event) and is seen at once.\n- After a follower crash the server itself shows nothing within the cap: the leader keeps the peer `online` in JSZ until its orphan sweep (150-240 s), and `/healthz` stays `ok` on the survivors.\n- After a leader crash or quorum loss the survivors' `/healthz` turns unavailable within seconds (when it does within the cap, it is the signal in the table): it says the meta group has no leader, not which server is gone (nats-insights names it).\n- Flapping has no server-side signal to compare with: the server announces each election, not that there were too many.\n- The partition's target (`--disagreement-after` + 1 s) counts from the majority's election, when two leaders first exist; the signal and ratio count from the cut. Each round below also gives META_002 and the cut-off leader's META_001 timed from the cut.\n");
     let _ = writeln!(
         md,
         "## 2. Scale simulator (N = 10..5000) and 3. idle cost\n\nNot done yet.\n"
     );
     let _ = writeln!(md, "## Machine\n");
-    md.push_str(&machine(&load_before, &load_after));
+    md.push_str(&machine(
+        &load_before,
+        &load_after,
+        others_before,
+        others_after,
+    ));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     std::fs::write(&path, &md).expect("write BENCHMARKS.md");
     println!("\n{md}\nwritten to {}", path.display());
