@@ -45,6 +45,9 @@ pub struct Unheard {
     pub since: SystemTime,
 }
 
+/// How long a disagreeing server that stopped answering keeps the disagreement open.
+pub const DISAGREEMENT_GRACE: Duration = Duration::from_secs(10);
+
 /// How many leader changes are remembered.
 pub const LEADER_CHANGES_KEPT: usize = 256;
 
@@ -273,6 +276,9 @@ impl History {
         if groups.len() > 1 {
             let since = self.disagreement.as_ref().map_or(now, |d| d.since);
             self.disagreement = Some(Disagreement { since, groups });
+        } else if self.disagreement_unobserved(snapshot, now) {
+            // A server that disagreed did not answer this poll (a slow direct view under load):
+            // that is not agreement. Keep the disagreement as it was.
         } else if self.disagreement.take().is_some() {
             self.brief_disagreements += 1;
         }
@@ -297,6 +303,24 @@ impl History {
             .copied()
             .map_or(fallback, |c| c.min(fallback));
         now.duration_since(since).unwrap_or_default()
+    }
+
+    /// True when the current disagreement involves a server missing from this snapshot that
+    /// answered recently (within `DISAGREEMENT_GRACE`): its silence proves nothing either way.
+    fn disagreement_unobserved(&self, snapshot: &Snapshot, now: SystemTime) -> bool {
+        let Some(d) = &self.disagreement else {
+            return false;
+        };
+        d.groups
+            .iter()
+            .flat_map(|(_, servers)| servers)
+            .any(|name| {
+                !snapshot.views.contains_key(name)
+                    && self.servers.get(name).is_some_and(|rec| {
+                        now.duration_since(rec.last_answered).unwrap_or_default()
+                            < DISAGREEMENT_GRACE
+                    })
+            })
     }
 
     /// Records `leader` as the current leader; a different one than before is a change. The first

@@ -485,3 +485,22 @@ fn a_peer_removed_while_stopped_is_forgotten_and_its_finding_resolves() {
     assert_eq!(transitions[0].kind, TransitionKind::Resolved);
     assert!(active.is_empty());
 }
+
+#[test]
+fn a_disagreeing_server_missing_from_one_poll_does_not_end_the_disagreement() {
+    let mut s = Scenario::new();
+    let both = [
+        "partition_leader_3_majority.json",
+        "partition_leader_3_isolated.json",
+    ];
+    s.poll(t(0), &["healthy_3.json"]).poll(t(10), &both);
+    // Under load the isolated server's direct view misses a poll: still a disagreement.
+    s.poll(t(12), &["partition_leader_3_majority.json"]);
+    assert!(s.history.disagreement.is_some());
+    s.poll(t(14), &both);
+    let disagreement = findings(&s.evaluate(t(14)), CheckId::Meta002);
+    assert_eq!(disagreement.len(), 1, "raised: it has lasted since t=10");
+    // A disagreeing server silent for longer than the grace is gone, not disagreeing.
+    s.poll(t(30), &["partition_leader_3_majority.json"]);
+    assert!(s.history.disagreement.is_none());
+}
