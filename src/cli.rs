@@ -194,6 +194,12 @@ pub struct RunArgs {
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Meta groups of up to this many members are polled in full: every server's whole JSZ view,
+    /// whose size grows with the group, so a poll costs members² bytes. Larger groups are polled
+    /// in linear cost: the leader's view, every server's identity, and the views of 8 followers
+    /// that rotate from poll to poll.
+    #[arg(long, env = "INSIGHTS_FULL_POLL_MAX", default_value_t = crate::observe::gather::FULL_POLL_MAX_MEMBERS)]
+    pub full_poll_max: usize,
     /// Prometheus metrics and health endpoint.
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
@@ -230,6 +236,7 @@ impl RunArgs {
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,
             timing,
+            full_poll_max_members: self.full_poll_max,
             store: match self.state.connect_args() {
                 Some(_) => Some(self.state.settings().map_err(|e| e.to_string())?),
                 None => None,

@@ -17,7 +17,7 @@ pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveSet};
 use crate::history::History;
 use crate::observe::events::{self, EventError};
-use crate::observe::gather::{self, GatherTiming};
+use crate::observe::gather::{self, GatherTiming, Plan};
 use crate::observe::{MetaEvent, Snapshot};
 use crate::publish::{Heartbeat, Publisher};
 use crate::service::{self, EngineStatus, Instance};
@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub timing: GatherTiming,
     /// The KV bucket for state; `None` keeps state in memory.
     pub store: Option<StoreSettings>,
+    /// Meta groups up to this size are polled in full, larger ones as `Plan::Large`.
+    pub full_poll_max_members: usize,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +48,7 @@ impl Default for EngineConfig {
             heartbeat_interval: Duration::from_secs(10),
             timing: GatherTiming::default(),
             store: None,
+            full_poll_max_members: gather::FULL_POLL_MAX_MEMBERS,
         }
     }
 }
@@ -124,6 +127,16 @@ struct Engine {
     moved_at: Option<std::time::Instant>,
     /// Set when the attached server announced it is leaving: move before the next publish.
     moving: bool,
+    /// Members of the meta group as last seen (chooses how to poll); `None` before any view.
+    group_size: Option<usize>,
+}
+
+/// The meta group's size in a snapshot: the largest any view reports.
+fn group_size(snapshot: &Snapshot) -> Option<usize> {
+    snapshot
+        .meta_views()
+        .map(|(_, m)| m.cluster_size.max(m.replicas.len()))
+        .max()
 }
 
 /// Runs until `shutdown` completes or the connection closes for good.
@@ -158,7 +171,14 @@ pub async fn run_with_status(
     let (persistence, loaded) = match (state, config.store.clone()) {
         (Some(state), Some(mut settings)) => {
             settings.instance = instance.id.clone();
-            let first = gather::poll(&client, &[], config.timing).await.ok();
+            let first = gather::poll(
+                &client,
+                &[],
+                &Plan::for_group(None, 0, &[], 0),
+                config.timing,
+            )
+            .await
+            .ok();
             let cluster_size = first
                 .as_ref()
                 .and_then(|s| s.meta_views().map(|(_, m)| m.cluster_size).max());
@@ -199,6 +219,7 @@ pub async fn run_with_status(
         peers: Arc::clone(&peers),
         moved_at: None,
         moving: false,
+        group_size: None,
         status_tx,
         instance,
     };
@@ -279,8 +300,9 @@ impl Engine {
                 return;
             }
             let known = self.history.known_servers();
+            let plan = self.plan(&known);
             let (polled, own) = tokio::join!(
-                gather::poll(&self.client, &known, self.config.timing),
+                gather::poll(&self.client, &known, &plan, self.config.timing),
                 gather::own_views(&self.direct, self.config.timing.probe_timeout),
             );
             match polled {
@@ -291,6 +313,10 @@ impl Engine {
                     self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
                     self.status.last_poll = Some(SystemTime::now());
                     self.status.servers_answering = snapshot.views.len();
+                    self.status.last_poll_bytes = snapshot.bytes;
+                    if let Some(size) = group_size(&snapshot) {
+                        self.group_size = Some(size);
+                    }
                     self.snapshot = snapshot;
                 }
                 Err(error) => {
@@ -399,6 +425,27 @@ impl Engine {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// How to poll next: in full for small groups; for large ones the leader, every server's
+    /// identity and a sample of followers that rotates with each poll (the leader is not sampled:
+    /// it answers anyway).
+    fn plan(&self, known: &[gather::KnownServer]) -> Plan {
+        let leader = self
+            .snapshot
+            .leader_view()
+            .map(|(v, _)| v.server.name.clone());
+        let followers: Vec<gather::KnownServer> = known
+            .iter()
+            .filter(|k| Some(&k.name) != leader.as_ref())
+            .cloned()
+            .collect();
+        Plan::for_group(
+            self.group_size,
+            self.config.full_poll_max_members,
+            &followers,
+            self.status.polls,
+        )
     }
 
     /// True when no instance seen alive recently has a smaller id than this one. Peers are

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::observe::gather::KnownServer;
-use crate::observe::{MetaEvent, Snapshot};
+use crate::observe::{MetaEvent, Snapshot, Via};
 
 /// Memory of earlier observations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -177,7 +177,12 @@ impl History {
         }
         let answered_at = snapshot.taken_at.unwrap_or(now);
         let mut any_leader = false;
-        for (view, meta) in snapshot.meta_views() {
+        // Servers with a meta view, and in large groups those only known to answer (identity).
+        let answering = snapshot
+            .views
+            .values()
+            .filter(|v| v.meta.is_some() || v.via == Via::Identity);
+        for view in answering {
             let name = &view.server.name;
             self.servers.insert(
                 name.clone(),
@@ -194,16 +199,17 @@ impl History {
                 // A new process answers under this name: the departed one came back.
                 self.departures.remove(name);
             }
+        }
+        for (_, meta) in snapshot.meta_views() {
             if let (Some(leader), Some(peer)) = (meta.leader_name(), meta.peer.as_deref()) {
                 any_leader = true;
                 if !peer.is_empty() {
-                    self.peer_names.insert(peer.to_string(), leader.to_string());
+                    remember_peer(&mut self.peer_names, peer, leader);
                 }
             }
             for replica in &meta.replicas {
                 if !replica.name_unknown() && !replica.peer.is_empty() {
-                    self.peer_names
-                        .insert(replica.peer.clone(), replica.name.clone());
+                    remember_peer(&mut self.peer_names, &replica.peer, &replica.name);
                 }
             }
         }
@@ -396,5 +402,13 @@ impl History {
                 at,
             };
         }
+    }
+}
+
+/// Notes the name a peer hash carries, allocating only when it is new or changed (every view
+/// lists every member: this runs members × views times per poll).
+fn remember_peer(names: &mut BTreeMap<String, String>, peer: &str, name: &str) {
+    if names.get(peer).map(String::as_str) != Some(name) {
+        names.insert(peer.to_string(), name.to_string());
     }
 }

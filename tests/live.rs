@@ -1168,3 +1168,76 @@ async fn garbage_on_every_subject_it_reads_is_counted_and_changes_nothing() {
     fake_task.abort();
     monitor.stop().await;
 }
+
+/// The poll used for large groups (the leader's view, every server's identity, a rotating sample
+/// of followers), forced on a small cluster: a crashed follower and a partitioned leader are
+/// found as with the full poll, and nothing is raised while the cluster is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_large_group_poll_finds_a_crash_and_a_partition_and_nothing_else() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        proxied_routes: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let mut config = thresholds_with(|t| t.flap_max = 10);
+    config.full_poll_max_members = 0;
+    let monitor = Monitor::start_with(&cluster, config).await;
+    ready(&monitor, 3).await;
+    let attached = monitor.client.server_info().server_name;
+    let mut leader = cluster.meta_leader().await.expect("leader");
+    while leader == attached {
+        leader = move_leader(&mut cluster).await;
+    }
+    let index = cluster.index_of(&leader).expect("leader index");
+    let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let mut events = Events::subscribe_via(&cluster, &majority).await;
+    events.drain(Duration::from_secs(3)).await;
+    assert!(
+        events.lines().is_empty(),
+        "a healthy cluster raised: {:#?}",
+        events.lines()
+    );
+
+    // A crashed follower (not the one the monitor is attached to).
+    let f = majority
+        .iter()
+        .copied()
+        .find(|i| cluster.server_name(*i) != attached)
+        .expect("a follower the monitor is not attached to");
+    let name = cluster.server_name(f);
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+
+    // A partitioned leader (not the monitor's server): two leaders for a while.
+    let mut leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    while leader == attached {
+        leader = move_leader(&mut cluster).await;
+    }
+    let index = cluster.index_of(&leader).expect("leader index");
+    let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let mut events = Events::subscribe_via(&cluster, &majority).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.partition(index).expect("partition");
+    events
+        .expect(Raised, "META_002", None, Duration::from_secs(40))
+        .await;
+    cluster.heal(index).expect("heal");
+    events
+        .expect(Resolved, "META_002", None, Duration::from_secs(40))
+        .await;
+    monitor.stop().await;
+}

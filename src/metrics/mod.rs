@@ -84,6 +84,7 @@ pub struct Recorder {
     findings: Family<FindingLabels, Gauge>,
     poll_duration: Histogram,
     polls: Counter,
+    poll_bytes: Counter,
     last_poll: Gauge<f64, std::sync::atomic::AtomicU64>,
     servers_answering: Gauge,
     malformed: Counter,
@@ -166,6 +167,13 @@ impl Recorder {
         );
         let polls = Counter::default();
         registry.register("polls", "JSZ polls completed", polls.clone());
+        let poll_bytes = Counter::default();
+        registry.register_with_unit(
+            "poll_received",
+            "Bytes of the replies the JSZ polls received",
+            Unit::Bytes,
+            poll_bytes.clone(),
+        );
         let last_poll = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "last_poll_timestamp_seconds",
@@ -214,6 +222,7 @@ impl Recorder {
             findings,
             poll_duration,
             polls,
+            poll_bytes,
             last_poll,
             servers_answering,
             malformed,
@@ -245,6 +254,7 @@ impl Recorder {
             // channel coalesced two, the last one stands for both.
             self.poll_duration
                 .observe(Duration::from_millis(status.last_poll_ms).as_secs_f64());
+            self.poll_bytes.inc_by(status.last_poll_bytes);
             self.seen.polls = status.polls;
         }
         if status.malformed > self.seen.malformed {

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use futures::StreamExt;
 
 use super::jsz::decode_reply;
-use super::{ServerView, Snapshot, Via};
+use super::{ServerIdentity, ServerView, Snapshot, Via};
 
 /// Subject of the JSZ scatter-gather.
 pub const PING_JSZ: &str = "$SYS.REQ.SERVER.PING.JSZ";
@@ -28,6 +28,9 @@ pub struct GatherTiming {
     pub idle_gap: Duration,
     /// Timeout of the direct request to a known server that did not answer the gather.
     pub probe_timeout: Duration,
+    /// Once every known server answered, how long to wait for servers not known yet (one that
+    /// misses it is found by the next poll).
+    pub linger: Duration,
 }
 
 impl Default for GatherTiming {
@@ -36,6 +39,7 @@ impl Default for GatherTiming {
             max_wait: Duration::from_millis(1500),
             idle_gap: Duration::from_millis(200),
             probe_timeout: Duration::from_millis(500),
+            linger: Duration::from_millis(25),
         }
     }
 }
@@ -60,33 +64,112 @@ pub enum GatherError {
     Publish(#[from] async_nats::PublishError),
 }
 
-/// Runs one poll: the scatter-gather, then direct requests to the known servers that stayed silent.
+/// Meta groups up to this many members are polled in full: every server's whole JSZ view.
+/// Beyond it every view lists every member, so a full poll would cost members² bytes.
+pub const FULL_POLL_MAX_MEMBERS: usize = 64;
+
+/// Followers asked for their whole view in each poll of a large group.
+pub const FOLLOWER_SAMPLE: usize = 8;
+
+/// Body of the JSZ request that only servers that believe they lead answer.
+const LEADER_ONLY: &str = r#"{"leader_only":true}"#;
+
+/// Subject of the identity scatter-gather: a small reply from every server.
+pub const PING_IDZ: &str = "$SYS.REQ.SERVER.PING.IDZ";
+
+/// Subject that reaches one server's identity directly.
+pub fn direct_idz_subject(server_id: &str) -> String {
+    format!("$SYS.REQ.SERVER.{server_id}.IDZ")
+}
+
+/// How a poll asks the servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Every server's whole JSZ view (groups of up to `FULL_POLL_MAX_MEMBERS`).
+    Full,
+    /// Large groups, linear in the member count: the whole view of every server that believes it
+    /// leads (the authority, and any rival), every server's identity (who answers), and the whole
+    /// views of a rotating sample of followers (who they follow, whether they still hear it).
+    Large {
+        /// Followers asked for their view this time.
+        sample: Vec<KnownServer>,
+    },
+}
+
+impl Plan {
+    /// The plan for a group of `members` (unknown before the first poll: then the cheap one, so
+    /// the first poll of a huge group is not a full one): full up to `full_max` members.
+    /// `round` rotates the follower sample through `known`.
+    pub fn for_group(
+        members: Option<usize>,
+        full_max: usize,
+        known: &[KnownServer],
+        round: u64,
+    ) -> Plan {
+        match members {
+            Some(m) if m <= full_max => Plan::Full,
+            _ => {
+                let take = FOLLOWER_SAMPLE.min(known.len());
+                let start = if known.is_empty() {
+                    0
+                } else {
+                    (round as usize).wrapping_mul(take) % known.len()
+                };
+                Plan::Large {
+                    sample: known
+                        .iter()
+                        .cycle()
+                        .skip(start)
+                        .take(take)
+                        .cloned()
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+/// Runs one poll as `plan` says, then asks each known server that stayed silent directly, so a
+/// slow reply is not mistaken for a dead server.
 pub async fn poll(
     client: &Client,
     known: &[KnownServer],
+    plan: &Plan,
     timing: GatherTiming,
 ) -> Result<Snapshot, GatherError> {
-    let started = Instant::now();
-    let taken_at = SystemTime::now();
-    let mut snapshot = Snapshot {
-        taken_at: Some(taken_at),
-        ..Snapshot::default()
-    };
-    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
+    match plan {
+        Plan::Full => poll_full(client, known, timing).await,
+        Plan::Large { sample } => poll_large(client, known, sample, timing).await,
+    }
+}
 
+/// Collects the replies to one scatter-gather request. Stops at `max_wait`; once every expected
+/// server answered, lingers for `linger` for unknown ones; otherwise stops when replies pause for
+/// `idle_gap` (or, before any reply, waits up to `max_wait`). `answer` decodes one reply and says
+/// which server it came from (`None`: malformed).
+async fn scatter(
+    client: &Client,
+    subject: &str,
+    body: &'static str,
+    expected: &BTreeSet<&str>,
+    timing: GatherTiming,
+    mut answer: impl FnMut(&[u8]) -> Option<String>,
+) -> Result<(), GatherError> {
+    let started = Instant::now();
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await?;
     client
-        .publish_with_reply(PING_JSZ, inbox, "{}".into())
+        .publish_with_reply(subject.to_string(), inbox, body.into())
         .await?;
     let deadline = started + timing.max_wait;
+    let mut answered: BTreeSet<String> = BTreeSet::new();
+    let mut any = false;
     loop {
         let all_known_answered =
-            !expected.is_empty() && expected.iter().all(|n| snapshot.views.contains_key(*n));
-        // Once every known server answered, linger only briefly for servers we do not know yet.
+            !expected.is_empty() && expected.iter().all(|n| answered.contains(*n));
         let wait = if all_known_answered {
-            timing.idle_gap / 4
-        } else if snapshot.views.is_empty() && snapshot.malformed == 0 {
+            timing.linger
+        } else if !any {
             deadline.saturating_duration_since(Instant::now())
         } else {
             timing.idle_gap
@@ -96,12 +179,36 @@ pub async fn poll(
             break;
         }
         match tokio::time::timeout(wait, replies.next()).await {
-            Ok(Some(msg)) => accept(&mut snapshot, &msg.payload, Via::Gather),
+            Ok(Some(msg)) => {
+                any = true;
+                if let Some(name) = answer(&msg.payload) {
+                    answered.insert(name);
+                }
+            }
             Ok(None) | Err(_) => break,
         }
     }
     // Dropping the subscriber unsubscribes; late replies are discarded by the server.
     drop(replies);
+    Ok(())
+}
+
+/// The full poll: every server's whole view.
+async fn poll_full(
+    client: &Client,
+    known: &[KnownServer],
+    timing: GatherTiming,
+) -> Result<Snapshot, GatherError> {
+    let started = Instant::now();
+    let mut snapshot = Snapshot {
+        taken_at: Some(SystemTime::now()),
+        ..Snapshot::default()
+    };
+    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
+    scatter(client, PING_JSZ, "{}", &expected, timing, |payload| {
+        accept(&mut snapshot, payload, Via::Gather)
+    })
+    .await?;
 
     let silent: Vec<&KnownServer> = known
         .iter()
@@ -116,7 +223,9 @@ pub async fn poll(
     });
     for (known, payload) in silent.iter().zip(join_all(probes).await) {
         match payload {
-            Some(payload) => accept(&mut snapshot, &payload, Via::Direct),
+            Some(payload) => {
+                accept(&mut snapshot, &payload, Via::Direct);
+            }
             None => {
                 snapshot.unanswered.insert(known.name.clone());
             }
@@ -124,6 +233,148 @@ pub async fn poll(
     }
     snapshot.duration = started.elapsed();
     Ok(snapshot)
+}
+
+/// The large-group poll (see `Plan::Large`). The three requests run at once.
+async fn poll_large(
+    client: &Client,
+    known: &[KnownServer],
+    sample: &[KnownServer],
+    timing: GatherTiming,
+) -> Result<Snapshot, GatherError> {
+    let started = Instant::now();
+    let mut snapshot = Snapshot {
+        taken_at: Some(SystemTime::now()),
+        ..Snapshot::default()
+    };
+    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
+    let mut identities: Vec<ServerIdentity> = Vec::new();
+    let mut leader_replies: Vec<bytes::Bytes> = Vec::new();
+    let idz_done = tokio::sync::Notify::new();
+    let idz = async {
+        let result = scatter(client, PING_IDZ, "", &expected, timing, |payload| {
+            decode_identity(payload, &mut identities)
+        })
+        .await;
+        idz_done.notify_one();
+        result
+    };
+    let leaders = collect_leaders(client, timing, &idz_done, &mut leader_replies);
+    let followers = join_all(sample.iter().map(|k| async move {
+        let request = client.request(direct_jsz_subject(&k.id), "{}".into());
+        match tokio::time::timeout(timing.probe_timeout, request).await {
+            Ok(Ok(msg)) => Some(msg.payload),
+            _ => None,
+        }
+    }));
+    let (idz, leaders, followers) = tokio::join!(idz, leaders, followers);
+    idz?;
+    leaders?;
+    for payload in &leader_replies {
+        accept(&mut snapshot, payload, Via::Gather);
+    }
+    for payload in followers.into_iter().flatten() {
+        accept(&mut snapshot, &payload, Via::Direct);
+    }
+    for identity in identities {
+        if !snapshot.views.contains_key(&identity.name) {
+            snapshot.views.insert(
+                identity.name.clone(),
+                ServerView {
+                    server: identity,
+                    meta: None,
+                    via: Via::Identity,
+                },
+            );
+        }
+    }
+
+    let silent: Vec<&KnownServer> = known
+        .iter()
+        .filter(|k| !snapshot.views.contains_key(&k.name))
+        .collect();
+    let probes = silent.iter().map(|k| async move {
+        let request = client.request(direct_idz_subject(&k.id), "".into());
+        match tokio::time::timeout(timing.probe_timeout, request).await {
+            Ok(Ok(msg)) => Some(msg.payload),
+            _ => None,
+        }
+    });
+    for (known, payload) in silent.iter().zip(join_all(probes).await) {
+        let mut found = Vec::new();
+        if let Some(payload) = payload {
+            snapshot.bytes += payload.len() as u64;
+            if decode_identity(&payload, &mut found).is_none() {
+                snapshot.malformed += 1;
+            }
+        }
+        match found.pop() {
+            Some(identity) => {
+                snapshot.views.insert(
+                    identity.name.clone(),
+                    ServerView {
+                        server: identity,
+                        meta: None,
+                        via: Via::Identity,
+                    },
+                );
+            }
+            None => {
+                snapshot.unanswered.insert(known.name.clone());
+            }
+        }
+    }
+    snapshot.duration = started.elapsed();
+    Ok(snapshot)
+}
+
+/// Collects the JSZ replies of every server that believes it leads. With no leader nobody
+/// answers: stop shortly after the identity gather finished rather than at `max_wait`.
+async fn collect_leaders(
+    client: &Client,
+    timing: GatherTiming,
+    idz_done: &tokio::sync::Notify,
+    replies: &mut Vec<bytes::Bytes>,
+) -> Result<(), GatherError> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(PING_JSZ, inbox, LEADER_ONLY.into())
+        .await?;
+    let mut deadline = tokio::time::Instant::now() + timing.max_wait;
+    let mut idz_finished = false;
+    loop {
+        tokio::select! {
+            reply = tokio::time::timeout_at(deadline, sub.next()) => match reply {
+                Ok(Some(msg)) => {
+                    replies.push(msg.payload);
+                    // A rival leader answers about as fast: linger a little for it.
+                    deadline = deadline.min(tokio::time::Instant::now() + timing.idle_gap);
+                }
+                Ok(None) | Err(_) => break,
+            },
+            _ = idz_done.notified(), if !idz_finished => {
+                idz_finished = true;
+                deadline = deadline.min(tokio::time::Instant::now() + timing.linger);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an IDZ reply into `into`, returning the server name (`None`, logged: malformed).
+fn decode_identity(payload: &[u8], into: &mut Vec<ServerIdentity>) -> Option<String> {
+    match serde_json::from_slice::<ServerIdentity>(payload) {
+        Ok(identity) => {
+            let name = identity.name.clone();
+            into.push(identity);
+            Some(name)
+        }
+        Err(error) => {
+            crate::log_malformed("IDZ reply", &error);
+            None
+        }
+    }
 }
 
 /// Asks the server a pinned connection is attached to for its own view, over that connection:
@@ -156,16 +407,21 @@ pub async fn own_views(clients: &[Client], timeout: Duration) -> Vec<ServerView>
         .collect()
 }
 
-fn accept(snapshot: &mut Snapshot, payload: &[u8], via: Via) {
+/// Decodes one JSZ reply into the snapshot; returns who answered (`None`: malformed, counted).
+fn accept(snapshot: &mut Snapshot, payload: &[u8], via: Via) -> Option<String> {
+    snapshot.bytes += payload.len() as u64;
     match decode_reply(payload) {
         Ok(reply) => {
             let view = ServerView::from_reply(reply, via);
-            snapshot.unanswered.remove(&view.server.name);
-            snapshot.views.insert(view.server.name.clone(), view);
+            let name = view.server.name.clone();
+            snapshot.unanswered.remove(&name);
+            snapshot.views.insert(name.clone(), view);
+            Some(name)
         }
         Err(error) => {
             snapshot.malformed += 1;
             crate::log_malformed("JSZ reply", &error);
+            None
         }
     }
 }
@@ -179,5 +435,49 @@ pub fn merge_views(snapshot: &mut Snapshot, views: impl IntoIterator<Item = Serv
     for (name, view) in extra {
         snapshot.unanswered.remove(&name);
         snapshot.views.entry(name).or_insert(view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(n: usize) -> Vec<KnownServer> {
+        (0..n)
+            .map(|i| KnownServer {
+                name: format!("n{i}"),
+                id: format!("ID{i}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_groups_are_polled_in_full_and_large_or_unknown_ones_cheaply() {
+        let servers = known(3);
+        assert_eq!(Plan::for_group(Some(3), 64, &servers, 0), Plan::Full);
+        assert_eq!(Plan::for_group(Some(64), 64, &servers, 0), Plan::Full);
+        assert!(matches!(
+            Plan::for_group(Some(65), 64, &servers, 0),
+            Plan::Large { .. }
+        ));
+        // Before the first poll the size is unknown: the first poll must not be a full one.
+        assert_eq!(
+            Plan::for_group(None, 64, &[], 0),
+            Plan::Large { sample: Vec::new() }
+        );
+    }
+
+    #[test]
+    fn the_follower_sample_rotates_through_every_known_server() {
+        let servers = known(20);
+        let mut seen = BTreeSet::new();
+        for round in 0..3 {
+            let Plan::Large { sample } = Plan::for_group(Some(1000), 64, &servers, round) else {
+                panic!("a large group is polled cheaply");
+            };
+            assert_eq!(sample.len(), FOLLOWER_SAMPLE);
+            seen.extend(sample.into_iter().map(|k| k.name));
+        }
+        assert_eq!(seen.len(), 20, "three rounds of 8 cover 20 servers");
     }
 }

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub malformed: u64,
     /// How long gathering took.
     pub duration: Duration,
+    /// Bytes of the replies received (JSZ and identities; not the pinned connections' views).
+    pub bytes: u64,
 }
 
 impl Snapshot {
@@ -106,6 +108,8 @@ pub enum Via {
     Gather,
     /// A direct `$SYS.REQ.SERVER.<id>.JSZ` request.
     Direct,
+    /// Only the server's identity (`IDZ`): it answers, its view was not asked for (large groups).
+    Identity,
 }
 
 impl ServerView {

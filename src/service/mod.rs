@@ -46,6 +46,8 @@ pub struct EngineStatus {
     pub last_poll: Option<SystemTime>,
     /// How long it took, in milliseconds.
     pub last_poll_ms: u64,
+    /// Bytes of the replies it received.
+    pub last_poll_bytes: u64,
     /// Why checks were skipped in the last round, if they were.
     pub skipped: Option<String>,
     /// Polls done.
