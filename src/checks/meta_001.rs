@@ -135,12 +135,18 @@ fn known_as(member: &Member) -> String {
     }
 }
 
+/// The first few other members by name, for a remediation sentence: a group of a thousand
+/// servers must not put a thousand names in every finding.
 fn other_members(meta: &MetaAssessment, except: &str) -> String {
-    let names: Vec<&str> = meta
+    const SHOWN: usize = 5;
+    let mut others = meta
         .members
         .iter()
         .map(|m| m.name.as_str())
-        .filter(|n| *n != except)
-        .collect();
-    names.join(", ")
+        .filter(|n| *n != except);
+    let shown: Vec<&str> = others.by_ref().take(SHOWN).collect();
+    match others.count() {
+        0 => shown.join(", "),
+        rest => format!("{} and {rest} more", shown.join(", ")),
+    }
 }
