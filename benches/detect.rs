@@ -20,19 +20,15 @@ use tokio::task::JoinHandle;
 
 use TransitionKind::{Raised, Resolved};
 
+mod common;
+use common::{env_u64, loadavg, machine, other_processes};
+
 /// How often the server's own signals are polled.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
 /// Longest wait for a finding event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a fresh monitor gets to take its first polls before a fault.
 const WARMUP: Duration = Duration::from_secs(3);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
@@ -760,79 +756,6 @@ async fn churn(duration: Duration) -> (Vec<String>, usize) {
 // Machine and report
 // ---------------------------------------------------------------------------------------------
 
-/// Compiler and nats-server processes running on the machine that this benchmark did not start
-/// (call it while the benchmark has no cluster running).
-fn other_processes() -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("comm")).ok())
-        .filter(|comm| matches!(comm.trim(), "rustc" | "nats-server" | "cc" | "ld"))
-        .count()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_string())
-}
-
-fn command_line(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string())
-}
-
-fn machine(
-    load_before: &str,
-    load_after: &str,
-    others_before: usize,
-    others_after: usize,
-) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or("unknown".to_string(), |kb| {
-            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
-        });
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let server = nats_insights::testbed::nats_server_bin()
-        .map(|bin| command_line(&bin.display().to_string(), &["--version"]))
-        .unwrap_or_else(|_| "unknown".to_string());
-    let load_note = if others_before + others_after > 0 {
-        format!(
-            "yes: {others_before} compiler or nats-server processes not started by the benchmark \
-             were running when it started, {others_after} when it ended; the figures include \
-             their interference"
-        )
-    } else {
-        "none seen (no other compiler or nats-server process at start or end)".to_string()
-    };
-    format!(
-        "| | |\n|---|---|\n| cores (`nproc`) | {cores} |\n| CPU | {cpu} |\n| memory | {memory} |\n\
-         | nats-server | {server} |\n| date | {} |\n| load average (1/5/15 min) before | {load_before} |\n\
-         | load average after | {load_after} |\n| other load | {load_note} |\n",
-        command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-    )
-}
-
 fn report(kinds: &[Kind], churn: &(Vec<String>, usize), churn_secs: u64, cap: Duration) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "| fault | detected: median | worst | target | server's own signal: median | worst | ratio (signal / detected, medians) | RESOLVED after recovery: median | worst |");
@@ -1039,24 +962,23 @@ async fn main() {
     let others_after = other_processes();
 
     let mut md = String::new();
-    let _ = writeln!(md, "# Benchmarks\n");
-    let _ = writeln!(md, "Written by `scripts/bench` (`cargo bench --bench detect`, {:.0} s). Figures, not tests: nothing here fails on timing.\n", started.elapsed().as_secs_f64());
     let _ = writeln!(md, "## 1. Time to detect\n");
     let _ = writeln!(md, "Real 3-node nats-server clusters on loopback; nats-insights in-process with the default settings (poll every 1 s, `--offline-after 3s`, `--disagreement-after 3s`, flap max 1 in 10 m); each fault {rounds} times. A finding's time is when its RAISED event reached a subscriber of `$INSIGHTS.FINDING.>` on a surviving node. The server's own signal is polled every 100 ms in the same round: the leader's JSZ `offline` flag for the victim, `/healthz` of the surviving (or, in the partition, the cut-off) servers turning unavailable, and for quorum loss the JS API (`$JS.API.INFO`, APP account) answering with an error (a request that merely times out is not counted). Whichever shows first counts; a signal not seen within {} s is reported as \"> {} s\" rather than waited for (after a crash the `offline` flag takes 150-240 s). RESOLVED is timed from the restart (or heal) call.\n", cap.as_secs(), cap.as_secs());
     md.push_str(&report(&kinds, &churned, churn_secs, cap));
     let _ = writeln!(md, "### Reading the figures\n\n- The floor for a crash is one poll: a dead server simply stops answering, so a kill is seen at the first poll after it (1 s apart) plus the gather's wait for stragglers; a graceful stop is announced by the server (shutdown event) and is seen at once.\n- After a follower crash the server itself shows nothing within the cap: the leader keeps the peer `online` in JSZ until its orphan sweep (150-240 s), and `/healthz` stays `ok` on the survivors.\n- After a leader crash or quorum loss the survivors' `/healthz` turns unavailable within seconds (when it does within the cap, it is the signal in the table): it says the meta group has no leader, not which server is gone (nats-insights names it).\n- Flapping has no server-side signal to compare with: the server announces each election, not that there were too many.\n- The partition's target (`--disagreement-after` + 1 s) counts from the majority's election, when two leaders first exist; the signal and ratio count from the cut. Each round below also gives META_002 and the cut-off leader's META_001 timed from the cut.\n- A round marked missed is one whose RAISED event did not reach the subscriber within the wait (30 s; 60 s for the partition): a miss by the monitor until shown otherwise, not a timing figure.\n");
     let _ = writeln!(
         md,
-        "## 2. Scale simulator (N = 10..5000) and 3. idle cost\n\nNot done yet.\n"
+        "_Part 1 (`cargo bench --bench detect`) took {:.0} s._\n",
+        started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(md, "## Machine\n");
-    md.push_str(&machine(
-        &load_before,
-        &load_after,
-        others_before,
-        others_after,
-    ));
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    std::fs::write(&path, &md).expect("write BENCHMARKS.md");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let path = out.join("1-detect.md");
+    std::fs::write(&path, &md).expect("write the time-to-detect section");
+    let machine_md = format!(
+        "## Machine\n\n{}",
+        machine(&load_before, &load_after, others_before, others_after)
+    );
+    std::fs::write(out.join("9-machine.md"), machine_md).expect("write the machine section");
     println!("\n{md}\nwritten to {}", path.display());
 }
