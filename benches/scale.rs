@@ -100,10 +100,7 @@ async fn simulate(n: usize, url: &str) {
         };
         let targets: Vec<usize> = if target == "PING" {
             let leader_only = jsz && msg.payload.windows(11).any(|w| w == b"leader_only");
-            group
-                .online()
-                .filter(|i| !leader_only || *i == 0)
-                .collect()
+            group.online().filter(|i| !leader_only || *i == 0).collect()
         } else {
             by_id.get(target).copied().into_iter().collect()
         };
@@ -525,6 +522,7 @@ async fn bench() {
     }
     let _ = writeln!(md);
     md.push_str(&criterion_section());
+    md.push_str(include_str!("PROFILING.md"));
 
     // Part 3: idle cost on a healthy 3-node cluster.
     println!("idle: the binary watching a healthy 3-node cluster for {idle_secs} s ...");
