@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
-use nats_insights::testbed::{Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER};
+use nats_insights::testbed::{Stop, APP_PASSWORD, APP_USER};
 use support::{
-    assert_valid, cluster, follower, move_leader, others, ready, request_json, try_request_json,
-    Events, Monitor, EVENT_TIMEOUT,
+    assert_valid, cluster, follower, leader_other_than, move_leader, others, proxied_cluster,
+    ready, request_json, try_request_json, Events, Monitor, EVENT_TIMEOUT,
 };
 
 fn reasons(event: &nats_insights::publish::FindingEvent) -> Vec<String> {
@@ -433,28 +433,14 @@ async fn two_step_downs_raise_flapping_at_once_and_it_resolves_when_the_window_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_of_the_leader_raises_disagreement_while_it_claims_leadership_and_resolves_after_healing(
 ) {
-    let mut cluster = Cluster::start(ClusterOptions {
-        proxied_routes: true,
-        ..ClusterOptions::default()
-    })
-    .await
-    .expect("cluster starts");
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("leader");
+    let mut cluster = proxied_cluster().await;
     // Leader changes are part of this fault; flapping is tested on its own.
     let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_max = 10)).await;
     ready(&monitor, 3).await;
     // Findings published through the isolated server stay on its side (core NATS): keep the
     // monitor's own connection, and the operator's subscriber, on the majority side.
     let attached = monitor.client.server_info().server_name;
-    let mut leader = cluster.meta_leader().await.expect("leader");
-    while leader == attached {
-        leader = move_leader(&mut cluster).await;
-    }
-    let index = cluster.index_of(&leader).expect("leader index");
-    let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let (leader, index, majority) = leader_other_than(&mut cluster, &attached).await;
     let mut events = Events::subscribe_via(&cluster, &majority).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -1012,16 +998,7 @@ async fn status_command_agrees_with_the_cluster_and_exits_like_a_nagios_check() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_moves_off_a_server_that_is_cut_off_or_in_lame_duck_and_keeps_reporting() {
-    let mut cluster = Cluster::start(ClusterOptions {
-        proxied_routes: true,
-        ..ClusterOptions::default()
-    })
-    .await
-    .expect("cluster starts");
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("leader");
+    let mut cluster = proxied_cluster().await;
     let monitor = Monitor::start_with(&cluster, thresholds_with(|t| t.flap_max = 10)).await;
     ready(&monitor, 3).await;
 
@@ -1174,27 +1151,13 @@ async fn garbage_on_every_subject_it_reads_is_counted_and_changes_nothing() {
 /// found as with the full poll, and nothing is raised while the cluster is healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_large_group_poll_finds_a_crash_and_a_partition_and_nothing_else() {
-    let mut cluster = Cluster::start(ClusterOptions {
-        proxied_routes: true,
-        ..ClusterOptions::default()
-    })
-    .await
-    .expect("cluster starts");
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("leader");
+    let mut cluster = proxied_cluster().await;
     let mut config = thresholds_with(|t| t.flap_max = 10);
     config.full_poll_max_members = 0;
     let monitor = Monitor::start_with(&cluster, config).await;
     ready(&monitor, 3).await;
     let attached = monitor.client.server_info().server_name;
-    let mut leader = cluster.meta_leader().await.expect("leader");
-    while leader == attached {
-        leader = move_leader(&mut cluster).await;
-    }
-    let index = cluster.index_of(&leader).expect("leader index");
-    let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let (_, _, majority) = leader_other_than(&mut cluster, &attached).await;
     let mut events = Events::subscribe_via(&cluster, &majority).await;
     events.drain(Duration::from_secs(3)).await;
     assert!(
@@ -1220,15 +1183,7 @@ async fn the_large_group_poll_finds_a_crash_and_a_partition_and_nothing_else() {
         .await;
 
     // A partitioned leader (not the monitor's server): two leaders for a while.
-    let mut leader = cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("leader");
-    while leader == attached {
-        leader = move_leader(&mut cluster).await;
-    }
-    let index = cluster.index_of(&leader).expect("leader index");
-    let majority: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let (_, index, majority) = leader_other_than(&mut cluster, &attached).await;
     let mut events = Events::subscribe_via(&cluster, &majority).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.partition(index).expect("partition");

@@ -137,10 +137,26 @@ pub async fn poll(
     plan: &Plan,
     timing: GatherTiming,
 ) -> Result<Snapshot, GatherError> {
+    let started = Instant::now();
+    let mut snapshot = Snapshot {
+        taken_at: Some(SystemTime::now()),
+        ..Snapshot::default()
+    };
+    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
     match plan {
-        Plan::Full => poll_full(client, known, timing).await,
-        Plan::Large { sample } => poll_large(client, known, sample, timing).await,
+        Plan::Full => {
+            scatter(client, PING_JSZ, "{}", &expected, timing, |payload| {
+                accept(&mut snapshot, payload, Via::Gather)
+            })
+            .await?;
+        }
+        Plan::Large { sample } => {
+            poll_large(client, &mut snapshot, &expected, sample, timing).await?;
+        }
     }
+    probe_silent(client, &mut snapshot, known, timing, plan != &Plan::Full).await;
+    snapshot.duration = started.elapsed();
+    Ok(snapshot)
 }
 
 /// Collects the replies to one scatter-gather request. Stops at `max_wait`; once every expected
@@ -197,139 +213,128 @@ async fn scatter(
     Ok(())
 }
 
-/// The full poll: every server's whole view.
-async fn poll_full(
+/// Asks each of `servers` directly (`subject` made from its id) at once; `None` for each that
+/// stays silent for `timeout`.
+async fn ask_each(
     client: &Client,
-    known: &[KnownServer],
-    timing: GatherTiming,
-) -> Result<Snapshot, GatherError> {
-    let started = Instant::now();
-    let mut snapshot = Snapshot {
-        taken_at: Some(SystemTime::now()),
-        ..Snapshot::default()
-    };
-    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
-    scatter(client, PING_JSZ, "{}", &expected, timing, |payload| {
-        accept(&mut snapshot, payload, Via::Gather)
-    })
-    .await?;
-
-    let silent: Vec<&KnownServer> = known
-        .iter()
-        .filter(|k| !snapshot.views.contains_key(&k.name))
-        .collect();
-    let probes = silent.iter().map(|k| async move {
-        let request = client.request(direct_jsz_subject(&k.id), "{}".into());
-        match tokio::time::timeout(timing.probe_timeout, request).await {
+    servers: &[&KnownServer],
+    subject: fn(&str) -> String,
+    body: &'static str,
+    timeout: Duration,
+) -> Vec<Option<bytes::Bytes>> {
+    join_all(servers.iter().map(|k| async move {
+        let request = client.request(subject(&k.id), body.into());
+        match tokio::time::timeout(timeout, request).await {
             Ok(Ok(msg)) => Some(msg.payload),
             _ => None,
         }
-    });
-    for (known, payload) in silent.iter().zip(join_all(probes).await) {
-        match payload {
-            Some(payload) => {
-                accept(&mut snapshot, &payload, Via::Direct);
-            }
-            None => {
-                snapshot.unanswered.insert(known.name.clone());
-            }
-        }
-    }
-    snapshot.duration = started.elapsed();
-    Ok(snapshot)
+    }))
+    .await
 }
 
-/// The large-group poll (see `Plan::Large`). The three requests run at once.
+/// The large-group poll (see `Plan::Large`) into `snapshot`. The three requests run at once.
 async fn poll_large(
     client: &Client,
-    known: &[KnownServer],
+    snapshot: &mut Snapshot,
+    expected: &BTreeSet<&str>,
     sample: &[KnownServer],
     timing: GatherTiming,
-) -> Result<Snapshot, GatherError> {
-    let started = Instant::now();
-    let mut snapshot = Snapshot {
-        taken_at: Some(SystemTime::now()),
-        ..Snapshot::default()
-    };
-    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
+) -> Result<(), GatherError> {
     let mut identities: Vec<ServerIdentity> = Vec::new();
     let mut leader_replies: Vec<bytes::Bytes> = Vec::new();
     let idz_done = tokio::sync::Notify::new();
+    let (mut identity_bytes, mut identity_malformed) = (0, 0);
     let idz = async {
-        let result = scatter(client, PING_IDZ, "", &expected, timing, |payload| {
-            decode_identity(payload, &mut identities)
+        let result = scatter(client, PING_IDZ, "", expected, timing, |payload| {
+            identity_bytes += payload.len() as u64;
+            let name = decode_identity(payload, &mut identities);
+            identity_malformed += u64::from(name.is_none());
+            name
         })
         .await;
         idz_done.notify_one();
         result
     };
     let leaders = collect_leaders(client, timing, &idz_done, &mut leader_replies);
-    let followers = join_all(sample.iter().map(|k| async move {
-        let request = client.request(direct_jsz_subject(&k.id), "{}".into());
-        match tokio::time::timeout(timing.probe_timeout, request).await {
-            Ok(Ok(msg)) => Some(msg.payload),
-            _ => None,
-        }
-    }));
+    let sample: Vec<&KnownServer> = sample.iter().collect();
+    let followers = ask_each(
+        client,
+        &sample,
+        direct_jsz_subject,
+        "{}",
+        timing.probe_timeout,
+    );
     let (idz, leaders, followers) = tokio::join!(idz, leaders, followers);
     idz?;
     leaders?;
     for payload in &leader_replies {
-        accept(&mut snapshot, payload, Via::Gather);
+        accept(snapshot, payload, Via::Gather);
     }
     for payload in followers.into_iter().flatten() {
-        accept(&mut snapshot, &payload, Via::Direct);
+        accept(snapshot, &payload, Via::Direct);
     }
+    snapshot.bytes += identity_bytes;
+    snapshot.malformed += identity_malformed;
     for identity in identities {
-        if !snapshot.views.contains_key(&identity.name) {
-            snapshot.views.insert(
-                identity.name.clone(),
-                ServerView {
-                    server: identity,
-                    meta: None,
-                    via: Via::Identity,
-                },
-            );
-        }
+        // A whole view beats an identity.
+        snapshot
+            .views
+            .entry(identity.name.clone())
+            .or_insert_with(|| ServerView {
+                server: identity,
+                meta: None,
+                via: Via::Identity,
+            });
     }
+    Ok(())
+}
 
+/// Asks each known server missing from the snapshot directly, for its JSZ view or with
+/// `identity` only its IDZ; those that stay silent are marked unanswered.
+async fn probe_silent(
+    client: &Client,
+    snapshot: &mut Snapshot,
+    known: &[KnownServer],
+    timing: GatherTiming,
+    identity: bool,
+) {
     let silent: Vec<&KnownServer> = known
         .iter()
         .filter(|k| !snapshot.views.contains_key(&k.name))
         .collect();
-    let probes = silent.iter().map(|k| async move {
-        let request = client.request(direct_idz_subject(&k.id), "".into());
-        match tokio::time::timeout(timing.probe_timeout, request).await {
-            Ok(Ok(msg)) => Some(msg.payload),
-            _ => None,
-        }
-    });
-    for (known, payload) in silent.iter().zip(join_all(probes).await) {
-        let mut found = Vec::new();
-        if let Some(payload) = payload {
-            snapshot.bytes += payload.len() as u64;
-            if decode_identity(&payload, &mut found).is_none() {
-                snapshot.malformed += 1;
+    let (subject, body): (fn(&str) -> String, &'static str) = if identity {
+        (direct_idz_subject, "")
+    } else {
+        (direct_jsz_subject, "{}")
+    };
+    let replies = ask_each(client, &silent, subject, body, timing.probe_timeout).await;
+    for (known, payload) in silent.iter().zip(replies) {
+        match payload {
+            Some(payload) if identity => {
+                snapshot.bytes += payload.len() as u64;
+                let mut found = Vec::new();
+                if decode_identity(&payload, &mut found).is_none() {
+                    snapshot.malformed += 1;
+                }
+                for identity in found {
+                    snapshot.views.insert(
+                        identity.name.clone(),
+                        ServerView {
+                            server: identity,
+                            meta: None,
+                            via: Via::Identity,
+                        },
+                    );
+                }
             }
-        }
-        match found.pop() {
-            Some(identity) => {
-                snapshot.views.insert(
-                    identity.name.clone(),
-                    ServerView {
-                        server: identity,
-                        meta: None,
-                        via: Via::Identity,
-                    },
-                );
+            Some(payload) => {
+                accept(snapshot, &payload, Via::Direct);
             }
             None => {
                 snapshot.unanswered.insert(known.name.clone());
             }
         }
     }
-    snapshot.duration = started.elapsed();
-    Ok(snapshot)
 }
 
 /// Collects the JSZ replies of every server that believes it leads. With no leader nobody

@@ -329,17 +329,47 @@ pub async fn request_json(
 
 /// A cluster of `size` nodes with an elected meta leader.
 pub async fn cluster(size: usize) -> Cluster {
-    let cluster = Cluster::start(nats_insights::testbed::ClusterOptions {
+    cluster_with(nats_insights::testbed::ClusterOptions {
         size,
         ..nats_insights::testbed::ClusterOptions::default()
     })
     .await
-    .expect("cluster starts");
+}
+
+/// A 3-node cluster whose routes pass through proxies the test can cut, with a meta leader.
+pub async fn proxied_cluster() -> Cluster {
+    cluster_with(nats_insights::testbed::ClusterOptions {
+        proxied_routes: true,
+        ..nats_insights::testbed::ClusterOptions::default()
+    })
+    .await
+}
+
+async fn cluster_with(options: nats_insights::testbed::ClusterOptions) -> Cluster {
+    let cluster = Cluster::start(options).await.expect("cluster starts");
     cluster
         .wait_for_leader(Duration::from_secs(30))
         .await
         .expect("meta leader elected");
     cluster
+}
+
+/// The meta leader, moved off `attached` (the monitor's server) if needed, its index, and the
+/// other nodes' indexes.
+pub async fn leader_other_than(
+    cluster: &mut Cluster,
+    attached: &str,
+) -> (String, usize, Vec<usize>) {
+    let mut leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    while leader == attached {
+        leader = move_leader(cluster).await;
+    }
+    let index = cluster.index_of(&leader).expect("leader index");
+    let others = (0..cluster.size()).filter(|i| *i != index).collect();
+    (leader, index, others)
 }
 
 /// Waits until the monitor has polled a few times and sees the whole group.
