@@ -10,6 +10,7 @@ use async_nats::Client;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
 
 use crate::checks::MemberState;
 use crate::checks::{evaluate_all, Outcome, Thresholds};
@@ -146,6 +147,25 @@ pub async fn run_with_status(
     shutdown: impl Future<Output = ()>,
     status_tx: watch::Sender<Arc<EngineStatus>>,
 ) -> Result<(), EngineError> {
+    // Several instances may share a process (tests, the soak): tag their logs.
+    let tail = instance
+        .id
+        .get(instance.id.len().saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_string();
+    let span = tracing::info_span!("instance", id = %tail);
+    run_instrumented(connections, config, instance, shutdown, status_tx)
+        .instrument(span)
+        .await
+}
+
+async fn run_instrumented(
+    connections: Connections,
+    config: EngineConfig,
+    instance: Instance,
+    shutdown: impl Future<Output = ()>,
+    status_tx: watch::Sender<Arc<EngineStatus>>,
+) -> Result<(), EngineError> {
     let Connections {
         main: client,
         direct,
@@ -171,11 +191,9 @@ pub async fn run_with_status(
         ..EngineStatus::default()
     }));
     let peers = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-    let pinger = tokio::spawn(track_peers(
-        client.clone(),
-        instance.id.clone(),
-        Arc::clone(&peers),
-    ));
+    let pinger = tokio::spawn(
+        track_peers(client.clone(), instance.id.clone(), Arc::clone(&peers)).in_current_span(),
+    );
     let status_rx = status_tx.subscribe();
     let service = tokio::spawn(service::serve(
         client.clone(),

@@ -36,6 +36,8 @@ pub struct SoakOptions {
 /// What the soak found.
 #[derive(Debug, Default)]
 pub struct SoakReport {
+    /// The monitor instances at the start (last four characters of their ids).
+    pub monitors: Vec<String>,
     /// Faults injected, one line each.
     pub faults: Vec<String>,
     /// Findings the faults should have produced.
@@ -99,6 +101,8 @@ enum Fault {
 }
 
 struct RunningMonitor {
+    /// Instance id.
+    id: String,
     stop: oneshot::Sender<()>,
     handle: JoinHandle<Result<(), engine::EngineError>>,
 }
@@ -144,18 +148,19 @@ async fn start_monitor(cluster: &Cluster) -> Result<RunningMonitor, String> {
             .map_err(|e| e.to_string())?,
     );
     let (stop, stopped) = oneshot::channel::<()>();
+    let id = nuid::next().to_string();
     let handle = tokio::spawn(engine::run(
         connections,
         soak_config(),
         Instance {
-            id: nuid::next().to_string(),
+            id: id.clone(),
             started: SystemTime::now(),
         },
         async move {
             let _ = stopped.await;
         },
     ));
-    Ok(RunningMonitor { stop, handle })
+    Ok(RunningMonitor { id, stop, handle })
 }
 
 async fn stop_monitor(monitor: RunningMonitor) {
@@ -223,6 +228,21 @@ async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
     }
 }
 
+/// The last four characters of an id (nuids of one process share a long prefix).
+fn tail(id: &str) -> String {
+    id.get(id.len().saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Wall-clock time of day with milliseconds, as in the events' timestamps.
+fn clock(at: SystemTime) -> String {
+    crate::time_format::rfc3339(at)
+        .get(11..23)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Runs the soak and judges it.
 pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     let mut rng = fastrand::Rng::with_seed(options.seed);
@@ -243,6 +263,7 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         start_monitor(&cluster).await?,
         start_monitor(&cluster).await?,
     ];
+
     let observer = connect_args(&cluster)
         .connect("nats-insights-soak-observer")
         .await
@@ -254,7 +275,10 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     }
 
     let mut windows = Vec::new();
-    let mut report = SoakReport::default();
+    let mut report = SoakReport {
+        monitors: monitors.iter().map(|m| tail(&m.id)).collect(),
+        ..SoakReport::default()
+    };
     let deadline = Instant::now() + options.duration;
     while Instant::now() < deadline {
         let fault = match rng.u8(0..12) {
@@ -305,10 +329,16 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
             Fault::RestartMonitor => {
                 let which = rng.usize(0..monitors.len());
                 let old = monitors.remove(which);
+                let old_id = tail(&old.id);
                 stop_monitor(old).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                monitors.insert(which, start_monitor(&cluster).await?);
-                (format!("restart of monitor instance {which}"), None, false)
+                let new = start_monitor(&cluster).await?;
+                let label = format!(
+                    "restart of monitor instance {which} ({old_id} -> {})",
+                    tail(&new.id)
+                );
+                monitors.insert(which, new);
+                (label, None, false)
             }
         };
         cluster
@@ -317,10 +347,11 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
             .map_err(|e| format!("after {label}: {e}"))?;
         let settled = settle(&observer, Duration::from_secs(45)).await;
         let end = SystemTime::now();
+        let span = format!("{} [{}-{}]", label, clock(start), clock(end));
         report.faults.push(if settled {
-            label.clone()
+            span
         } else {
-            format!("{label} (did not settle)")
+            format!("{span} (did not settle)")
         });
         windows.push(Window {
             label,
@@ -386,13 +417,17 @@ fn judge(report: &mut SoakReport, windows: &[Window], received: &[(SystemTime, F
     for (key, items) in &by_key {
         let trail: Vec<String> = items
             .iter()
-            .map(|(_, e)| {
+            .map(|(at, e)| {
+                // Instance ids are nuids: in-process instances share a long prefix, so the tail
+                // tells them apart. The receipt delay shows events buffered and delivered late.
                 format!(
-                    "{}#{}@{}/{}",
+                    "{}#{}@{}/i:{}/ev:{}/rx:{}",
                     e.event.as_str(),
                     e.revision,
                     e.timestamp.get(11..23).unwrap_or_default(),
-                    e.instance.get(..4).unwrap_or_default()
+                    tail(&e.instance),
+                    tail(&e.id),
+                    clock(*at)
                 )
             })
             .collect();
