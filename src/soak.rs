@@ -197,6 +197,53 @@ async fn watch_all(
     Ok(rx)
 }
 
+/// Records every meta leader election the servers announce (ground truth for META_003): one
+/// pinned subscriber per node, deduplicated by advisory id.
+async fn record_elections(
+    cluster: &Cluster,
+) -> Result<std::sync::Arc<std::sync::Mutex<Vec<SystemTime>>>, String> {
+    let elections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::<String>::new()));
+    let clients = connect_args(cluster)
+        .connect_each("nats-insights-soak-elections")
+        .await
+        .map_err(|e| e.to_string())?;
+    for client in clients {
+        let mut advisories = client
+            .subscribe("$JS.EVENT.ADVISORY.DOMAIN.LEADER_ELECTED.>")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut plain = client
+            .subscribe("$JS.EVENT.ADVISORY.DOMAIN.LEADER_ELECTED")
+            .await
+            .map_err(|e| e.to_string())?;
+        let elections = std::sync::Arc::clone(&elections);
+        let seen = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            let _keep = client;
+            loop {
+                let msg = tokio::select! {
+                    m = advisories.next() => m,
+                    m = plain.next() => m,
+                };
+                let Some(msg) = msg else { break };
+                let at = SystemTime::now();
+                let id = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let new = seen.lock().map(|mut s| s.insert(id)).unwrap_or(false);
+                if new {
+                    if let Ok(mut list) = elections.lock() {
+                        list.push(at);
+                    }
+                }
+            }
+        });
+    }
+    Ok(elections)
+}
+
 /// Waits until every monitor answering STATUS reports no active finding (other than
 /// flapping, whose window is still open), up to `limit`.
 async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
@@ -259,10 +306,11 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut events = watch_all(&cluster).await?;
-    let mut monitors = vec![
-        start_monitor(&cluster).await?,
-        start_monitor(&cluster).await?,
-    ];
+    let elections = record_elections(&cluster).await?;
+    let mut monitors = Vec::new();
+    for _ in 0..options.instances.max(1) {
+        monitors.push(start_monitor(&cluster).await?);
+    }
 
     let observer = connect_args(&cluster)
         .connect("nats-insights-soak-observer")
@@ -381,7 +429,8 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
             received.push((at, event));
         }
     }
-    judge(&mut report, &windows, &received);
+    let elections = elections.lock().map(|l| l.clone()).unwrap_or_default();
+    judge(&mut report, &windows, &received, &elections);
     if let Ok(Ok(msg)) = final_status {
         if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
             for f in status["findings"].as_array().into_iter().flatten() {
@@ -399,7 +448,13 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
 }
 
 /// Compares the events received with the faults injected.
-fn judge(report: &mut SoakReport, windows: &[Window], received: &[(SystemTime, FindingEvent)]) {
+fn judge(
+    report: &mut SoakReport,
+    windows: &[Window],
+    received: &[(SystemTime, FindingEvent)],
+    elections: &[SystemTime],
+) {
+    let thresholds = soak_config().thresholds;
     let slack = Duration::from_secs(2);
     let mut by_key: BTreeMap<&str, Vec<&(SystemTime, FindingEvent)>> = BTreeMap::new();
     for item in received {
@@ -471,16 +526,31 @@ fn judge(report: &mut SoakReport, windows: &[Window], received: &[(SystemTime, F
     }
     // Each finding raised must be explained by a fault going on at the time.
     for (e, at) in &episodes {
+        // Flapping is judged against the elections the servers announced: a paused or
+        // partitioned follower that comes back can win an election too, so "the fault touched
+        // the leader" is not the whole truth. More than `flap_max` within the window is real.
+        if e.check.as_str() == "META_003" {
+            let from = at
+                .checked_sub(thresholds.flap_window + slack)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let count = elections
+                .iter()
+                .filter(|t| **t >= from && **t <= *at + slack)
+                .count();
+            if count > thresholds.flap_max {
+                continue;
+            }
+        }
         let explained = windows.iter().any(|w| {
             let during = *at + slack >= w.start && *at <= w.end + slack;
             during
                 && match e.check.as_str() {
                     "META_001" => e.server.is_some() && e.server == w.victim,
-                    // Leader changes follow leader faults and step-downs.
-                    "META_003" => w.leader,
-                    // A cut-off server soon reports no leader while the others report one: a
-                    // disagreement by definition, whichever server was cut off.
-                    "META_002" => w.leader || w.label.starts_with("partition"),
+                    "META_003" => false,
+                    // A cut-off server soon reports no leader while the others report one; a
+                    // stopped one wakes with a stale leader; a restarted one knows no leader
+                    // until it catches up: a disagreement by definition, whichever server it was.
+                    "META_002" => w.leader || w.victim.is_some(),
                     _ => false,
                 }
         });
