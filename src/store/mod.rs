@@ -26,6 +26,8 @@ const FINDING_PREFIX: &str = "finding.";
 const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often a degraded store is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(3);
+/// How long after a winning write it is read back (see `KvStore::confirm_won`).
+const CONFIRM_AFTER: Duration = Duration::from_millis(150);
 /// The history is written at most this often.
 const HISTORY_EVERY: Duration = Duration::from_secs(2);
 
@@ -561,7 +563,7 @@ impl KvStore {
                         self.backlog.remove(&key);
                         self.last_retry = None;
                     }
-                    return Claim::Won;
+                    return self.confirm_won(&key, revision, &record).await;
                 }
                 // Someone else wrote this key first (or our revision is stale): see what is there.
                 Ok(Err((true, error))) => match self.read(&key).await {
@@ -601,6 +603,35 @@ impl KvStore {
         }
         self.degrade(last_error);
         Claim::Unavailable
+    }
+
+    /// Reads the key back shortly after a winning write. The stream leader checks the expected
+    /// revision before proposing, and forgets the writes in flight when its leadership moves
+    /// (nats-server issue #8469): two instances writing the same transition at the expected
+    /// revision during a stream leader change can both be accepted, one after the other. Of
+    /// such twins the later write stays in the bucket; the earlier writer sees it and loses.
+    async fn confirm_won(&mut self, key: &str, revision: u64, record: &Record) -> Claim {
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        let Ok(Some(entry)) = self.read(key).await else {
+            return Claim::Won;
+        };
+        if entry.revision <= revision {
+            return Claim::Won;
+        }
+        let Ok(theirs) = serde_json::from_slice::<Stored>(&entry.value) else {
+            return Claim::Won;
+        };
+        let twin = theirs.writer != self.instance
+            && matches!(
+                (&theirs.record, record),
+                (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
+            );
+        if !twin {
+            return Claim::Won;
+        }
+        tracing::info!(%key, ours = revision, theirs = entry.revision, "another instance's write of the same transition was accepted after ours; it publishes");
+        self.revisions.insert(key.to_string(), entry.revision);
+        Claim::Lost(Some(Box::new(theirs.record)))
     }
 
     /// Notes that `transition` was published without a claim (the store was unavailable): its
