@@ -431,7 +431,14 @@ impl Engine {
             // Claim before publishing: with several instances on one bucket only the winner
             // publishes; an unavailable store never holds a finding back for long.
             match self.persistence.claim(transition).await {
-                Claim::Won => {}
+                Claim::Won => {
+                    // A peer that published it unclaimed (its store unavailable) while this
+                    // claim was under way has said it already.
+                    self.drain_peer_events();
+                    if !self.held.contains_key(&key) {
+                        continue;
+                    }
+                }
                 Claim::Unavailable => {
                     // The store cannot arbitrate: the longest-running live instance publishes;
                     // the others hold the transition back, and publish it themselves only if
@@ -609,7 +616,33 @@ impl Engine {
         }
         for id in candidates.iter().take(2) {
             if let Some(state) = ha::request_state(&self.client, id, Duration::from_secs(2)).await {
-                let changed = self.shared.merge(state.shared);
+                let changed = if self.synced_connects == 0 {
+                    // Starting: a running peer's state is what was published. The bucket may
+                    // also hold a claim whose write timed out, landed, and was then held back
+                    // (never published): resolving that would be a RESOLVED without RAISED.
+                    let mut from_peer = state.shared;
+                    for (key, mine) in &self.shared.active {
+                        if let Some(theirs) = from_peer.active.get_mut(key) {
+                            if store::rank(theirs.raised_at, theirs.revision)
+                                == store::rank(mine.raised_at, mine.revision)
+                            {
+                                theirs.finding.fingerprint = mine.finding.fingerprint.clone();
+                            }
+                        }
+                    }
+                    let changed: Vec<String> = self
+                        .shared
+                        .active
+                        .keys()
+                        .chain(from_peer.active.keys())
+                        .filter(|k| self.shared.active.get(*k) != from_peer.active.get(*k))
+                        .cloned()
+                        .collect();
+                    self.shared = from_peer;
+                    changed
+                } else {
+                    self.shared.merge(state.shared)
+                };
                 tracing::debug!(peer = %id, changed = changed.len(), "synced finding state from a peer instance");
                 let now = std::time::Instant::now();
                 for key in changed {
