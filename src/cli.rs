@@ -111,6 +111,7 @@ async fn soak(args: SoakArgs) -> Result<(), String> {
         instances: args.instances,
     })
     .await?;
+    println!("  monitors at start: {}", report.monitors.join(", "));
     for fault in &report.faults {
         println!("  fault: {fault}");
     }

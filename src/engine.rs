@@ -1,27 +1,31 @@
 //! Wiring: runs observe → evaluate → reconcile → publish → serve in one loop. Polls on a timer,
 //! re-evaluates at once on meta events, takes `now` once per round and passes it down.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::connection::State;
 use async_nats::Client;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
 
 use crate::checks::MemberState;
 use crate::checks::{evaluate_all, Outcome, Thresholds};
 pub use crate::connect::Connections;
-use crate::findings::{reconcile, ActiveSet};
+use crate::findings::{reconcile, ActiveFinding, TransitionKind};
+use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE};
 use crate::history::History;
 use crate::observe::events::{self, EventError};
 use crate::observe::gather::{self, GatherTiming, Plan};
 use crate::observe::{MetaEvent, Snapshot};
-use crate::publish::{Heartbeat, Publisher};
+use crate::publish::{FindingEvent, Heartbeat, Publisher, FINDING_PREFIX};
 use crate::service::{self, EngineStatus, Instance};
-use crate::store::{Claim, Loaded, Persistence, Record, StoreError, StoreSettings};
+use crate::store::{self, Claim, Loaded, Persistence, Record, StoreError, StoreSettings};
 
 /// Everything the engine needs besides the connection.
 #[derive(Debug, Clone)]
@@ -80,32 +84,14 @@ enum Trigger {
     Reevaluate,
 }
 
-/// How long an instance that stopped answering pings still counts as alive.
-const PEER_GRACE: Duration = Duration::from_secs(10);
-
-/// Pings the other instances every two seconds and notes when each answered.
-async fn track_peers(
-    client: Client,
-    me: String,
-    peers: Arc<std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>>,
-) {
-    let mut every = tokio::time::interval(Duration::from_secs(2));
-    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let live = service::live_instances(&client, Duration::from_millis(500)).await;
-        // A round without our own answer says our connection is down, not that peers are.
-        if !live.contains(&me) {
-            continue;
-        }
-        if let Ok(mut map) = peers.lock() {
-            let now = std::time::Instant::now();
-            for id in live {
-                map.insert(id, now);
-            }
-            map.retain(|_, seen| seen.elapsed() < PEER_GRACE * 4);
-        }
-    }
+/// A transition this instance wants to publish and has not.
+#[derive(Debug, Clone)]
+struct Held {
+    kind: TransitionKind,
+    /// When it was first wanted.
+    since: std::time::Instant,
+    /// The same, as wall-clock time: a held raise keeps it as its `raised_at`.
+    first_at: SystemTime,
 }
 
 /// The running pipeline's state.
@@ -115,14 +101,29 @@ struct Engine {
     config: EngineConfig,
     publisher: Publisher,
     history: History,
-    active: ActiveSet,
+    /// What has been published about each finding (by this instance or its peers).
+    shared: Shared,
     snapshot: Snapshot,
     status: EngineStatus,
     status_tx: watch::Sender<Arc<EngineStatus>>,
     instance: Instance,
     persistence: Persistence,
-    /// Other instances and when each last answered a ping (kept by a background task).
-    peers: Arc<std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>>,
+    /// Instances, when each started and last answered a ping (kept by a background task).
+    peers: SharedPeers,
+    /// When this instance started (ms since the epoch): the longest-running live one publishes
+    /// while the store cannot arbitrate.
+    started_ms: u64,
+    /// Peers' finding events, folded into `shared` before each round.
+    peer_events: Option<async_nats::Subscriber>,
+    /// What this instance answers peers asking for its state.
+    ha_tx: watch::Sender<Arc<HaState>>,
+    /// Transitions wanted but not published yet, and since when.
+    held: BTreeMap<String, Held>,
+    /// Keys a peer changed, and when: a contrary transition waits for `STANDBY_GRACE`.
+    peer_changed: BTreeMap<String, std::time::Instant>,
+    /// The main connection's connect count when state was last synced from a peer: a higher
+    /// count means events may have been missed while reconnecting.
+    synced_connects: u64,
     /// When the main connection was last moved away from its server.
     moved_at: Option<std::time::Instant>,
     /// Set when the attached server announced it is leaving: move before the next publish.
@@ -153,6 +154,25 @@ pub async fn run(
 /// Like `run`, publishing each status on `status_tx`, whose receivers (e.g. the metrics endpoint)
 /// the caller subscribed before.
 pub async fn run_with_status(
+    connections: Connections,
+    config: EngineConfig,
+    instance: Instance,
+    shutdown: impl Future<Output = ()>,
+    status_tx: watch::Sender<Arc<EngineStatus>>,
+) -> Result<(), EngineError> {
+    // Several instances may share a process (tests, the soak): tag their logs.
+    let tail = instance
+        .id
+        .get(instance.id.len().saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_string();
+    let span = tracing::info_span!("instance", id = %tail);
+    run_instrumented(connections, config, instance, shutdown, status_tx)
+        .instrument(span)
+        .await
+}
+
+async fn run_instrumented(
     connections: Connections,
     config: EngineConfig,
     instance: Instance,
@@ -190,12 +210,27 @@ pub async fn run_with_status(
         store: persistence.health(),
         ..EngineStatus::default()
     }));
-    let peers = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-    let pinger = tokio::spawn(track_peers(
-        client.clone(),
-        instance.id.clone(),
-        Arc::clone(&peers),
-    ));
+    let peers = SharedPeers::default();
+    let pinger = tokio::spawn(
+        ha::track_peers(client.clone(), instance.id.clone(), Arc::clone(&peers)).in_current_span(),
+    );
+    let started_ms = service::unix_ms(instance.started);
+    let (ha_tx, ha_rx) = watch::channel(Arc::new(HaState {
+        instance: instance.id.clone(),
+        started_ms,
+        shared: Shared::default(),
+    }));
+    let answerer = tokio::spawn(
+        ha::answer_state(client.clone(), instance.id.clone(), ha_rx).in_current_span(),
+    );
+    // Peers' events are the shared truth (a denied subscription only costs that knowledge).
+    let peer_events = match client.subscribe(format!("{FINDING_PREFIX}.>")).await {
+        Ok(events) => Some(events),
+        Err(error) => {
+            tracing::warn!(%error, "cannot follow the finding events of peer instances");
+            None
+        }
+    };
     let status_rx = status_tx.subscribe();
     let service = tokio::spawn(service::serve(
         client.clone(),
@@ -209,7 +244,7 @@ pub async fn run_with_status(
         direct,
         config: config.clone(),
         history: loaded.history.unwrap_or_default(),
-        active: loaded.active,
+        shared: Shared::new(loaded.active),
         snapshot: Snapshot::default(),
         status: EngineStatus {
             store: persistence.health(),
@@ -217,6 +252,12 @@ pub async fn run_with_status(
         },
         persistence,
         peers: Arc::clone(&peers),
+        started_ms,
+        peer_events,
+        ha_tx,
+        held: BTreeMap::new(),
+        peer_changed: BTreeMap::new(),
+        synced_connects: 0,
         moved_at: None,
         moving: false,
         group_size: None,
@@ -249,6 +290,7 @@ pub async fn run_with_status(
         engine.round(trigger).await;
     };
     pinger.abort();
+    answerer.abort();
     engine.persistence.flush(&engine.history).await;
     drop(engine);
     result
@@ -282,7 +324,7 @@ impl Engine {
     async fn heartbeat(&self) {
         let beat = Heartbeat::new(
             &self.instance.id,
-            &self.active,
+            &self.shared.active,
             self.status.last_poll,
             SystemTime::now(),
         );
@@ -351,29 +393,120 @@ impl Engine {
                 self.move_away("is cut off from the meta group").await;
             }
         }
-        let (next, transitions) = reconcile(&self.active, &evaluations, now);
-        self.active = next;
+        // What peers published meanwhile is the state this round starts from.
+        self.catch_up().await;
+        let previous = self.shared.active.clone();
+        let (mut next, mut transitions) = reconcile(&previous, &evaluations, now);
+        // A transition no longer wanted was never published: nothing to say about it.
+        self.held.retain(|key, held| {
+            transitions
+                .iter()
+                .any(|t| t.finding.key == *key && t.kind == held.kind)
+        });
+        for transition in &mut transitions {
+            let held = self
+                .held
+                .entry(transition.finding.key.clone())
+                .or_insert(Held {
+                    kind: transition.kind,
+                    since: std::time::Instant::now(),
+                    first_at: transition.at,
+                });
+            // A raise held back keeps the time it was first seen.
+            if transition.kind == TransitionKind::Raised {
+                transition.raised_at = held.first_at;
+                if let Some(active) = next.get_mut(&transition.finding.key) {
+                    active.raised_at = held.first_at;
+                }
+            }
+        }
+        // The shared state changes only with what is published (here or by a peer): the state
+        // each transition leads to waits aside until it is.
+        let mut wanted: BTreeMap<String, Option<ActiveFinding>> = BTreeMap::new();
         for transition in &transitions {
+            let key = &transition.finding.key;
+            wanted.insert(key.clone(), next.remove(key));
+            if let Some(before) = previous.get(key) {
+                next.insert(key.clone(), before.clone());
+            }
+        }
+        self.shared.active = next;
+        // A connection that is down, or attached to a server that does not answer (stopped,
+        // cut off), would only buffer events to deliver them late, after a peer published
+        // them: hold everything and move.
+        let live = transitions.is_empty() || self.connection_answers().await;
+        if !live {
+            self.move_away("does not answer").await;
+        }
+        let mut published = Vec::new();
+        for transition in &transitions {
+            let key = transition.finding.key.clone();
+            let waited = self
+                .held
+                .get(&key)
+                .is_some_and(|h| h.since.elapsed() >= STANDBY_GRACE);
+            // A peer just published the contrary: views lag each other by a poll or two, so
+            // this one must persist before it counts.
+            let contested = self
+                .peer_changed
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < STANDBY_GRACE);
+            if !live || (contested && !waited) {
+                continue;
+            }
             // Claim before publishing: with several instances on one bucket only the winner
-            // publishes; an unavailable store never holds a finding back.
+            // publishes; an unavailable store never holds a finding back for long.
             match self.persistence.claim(transition).await {
-                Claim::Won => {}
-                Claim::Unavailable => {
-                    // The store cannot arbitrate: the live instance with the smallest id
-                    // publishes, the others stand by (a lone instance always publishes).
-                    if !self.is_primary().await {
-                        tracing::info!(finding = %transition.finding.key, "store unavailable; another instance publishes");
+                Claim::Won => {
+                    // A peer that published it unclaimed (its store unavailable) while this
+                    // claim was under way has said it already.
+                    self.drain_peer_events();
+                    if !self.held.contains_key(&key) {
                         continue;
                     }
                 }
+                Claim::Unavailable => {
+                    // The store cannot arbitrate: the longest-running live instance publishes;
+                    // the others hold the transition back, and publish it themselves only if
+                    // it is still unpublished after STANDBY_GRACE (the primary may be dead).
+                    // Events peers published meanwhile are folded first.
+                    self.drain_peer_events();
+                    if !self.held.contains_key(&key) {
+                        // A peer published about this key meanwhile: its state stands.
+                        continue;
+                    }
+                    if !self.is_primary() && !waited {
+                        tracing::debug!(finding = %key, "store unavailable; holding back for the primary instance");
+                        continue;
+                    }
+                    self.persistence.published_unclaimed(transition);
+                }
                 Claim::Lost(record) => {
-                    self.adopt(&transition.finding.key, record);
+                    tracing::debug!(finding = %key, record = ?record.as_ref().map(|r| r.rank()), "claim lost; adopting the stored record");
+                    self.held.remove(&key);
+                    if let Some(record) = record {
+                        self.shared.fold(*record);
+                    }
                     continue;
                 }
+            }
+            self.held.remove(&key);
+            match wanted.remove(&key).flatten() {
+                Some(active) => {
+                    self.shared.active.insert(key.clone(), active);
+                }
+                None => {
+                    self.shared.active.remove(&key);
+                }
+            }
+            if transition.kind == TransitionKind::Resolved {
+                self.shared
+                    .fold_resolved(&key, store::rank(transition.raised_at, transition.revision));
             }
             match self.publisher.transition(transition).await {
                 Ok(event) => tracing::info!(
                     subject = %event.subject(),
+                    server = %self.client.server_info().server_name,
                     finding = %event.finding,
                     revision = event.revision,
                     "{}", event.summary
@@ -382,20 +515,25 @@ impl Engine {
                     tracing::error!(%error, finding = %transition.finding.key, "cannot publish finding event")
                 }
             }
+            published.push(transition.clone());
         }
         self.status
             .recent
-            .record(&transitions, &self.history.leader_changes);
+            .record(&published, &self.history.leader_changes);
         let cluster_size = meta.as_ref().map(|m| m.cluster_size);
         if meta.is_some() {
             self.status.meta = meta;
         }
         self.persistence.save_history(&self.history).await;
-        if let Some(loaded) = self.persistence.maintain(&self.active, cluster_size).await {
+        if let Some(loaded) = self
+            .persistence
+            .maintain(&self.shared.active, cluster_size)
+            .await
+        {
             // The store came back after a start without it: adopt what other instances (or a
             // previous run) hold that this run has not seen.
-            for (key, record) in loaded.active {
-                self.active.entry(key).or_insert(record);
+            for (_, record) in loaded.active {
+                self.shared.fold(Record::Active(record));
             }
         }
         self.status.store = self.persistence.health();
@@ -448,31 +586,129 @@ impl Engine {
         )
     }
 
-    /// True when no instance seen alive recently has a smaller id than this one. Peers are
-    /// pinged in the background; one that answered within `PEER_GRACE` still counts, so a peer
-    /// that is only reconnecting (its server just died) is not mistaken for a dead one.
-    async fn is_primary(&mut self) -> bool {
-        let peers = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
-        peers
-            .iter()
-            .filter(|(_, seen)| seen.elapsed() < PEER_GRACE)
-            .all(|(id, _)| *id >= self.instance.id)
+    /// True when this is the longest-running live instance. Peers are pinged in the background;
+    /// one that answered within `PEER_GRACE` still counts, so a peer that is only reconnecting
+    /// (its server just died) is not mistaken for a dead one.
+    fn is_primary(&self) -> bool {
+        self.peers
+            .lock()
+            .map(|p| p.is_primary(&self.instance.id, self.started_ms))
+            .unwrap_or(false)
     }
 
-    /// Takes another instance's record for a key as this instance's state.
-    fn adopt(&mut self, key: &str, record: Option<Box<Record>>) {
-        match record.map(|r| *r) {
-            Some(Record::Active(active)) => {
-                self.active.insert(key.to_string(), active);
+    /// True when the main connection is up and its server answers a round trip (a flush only
+    /// proves the bytes reached the socket: a stopped server still takes them).
+    async fn connection_answers(&self) -> bool {
+        self.client.connection_state() == State::Connected
+            && crate::publish::round_trip(&self.client, Duration::from_secs(1)).await
+    }
+
+    /// Folds the finding events peers published since the last call.
+    fn drain_peer_events(&mut self) {
+        let Some(events) = self.peer_events.as_mut() else {
+            return;
+        };
+        let mut records = Vec::new();
+        while let Some(Some(msg)) = events.next().now_or_never() {
+            let Ok(event) = serde_json::from_slice::<FindingEvent>(&msg.payload) else {
+                continue;
+            };
+            if event.instance == self.instance.id {
+                continue;
             }
-            Some(Record::Resolved(_)) | None => {
-                self.active.remove(key);
+            if let Some(record) = ha::record_of_event(&event) {
+                records.push(record);
             }
         }
+        for record in records {
+            let key = record.key().to_string();
+            let rank = record.rank();
+            let known = self.shared.known_rank(&key);
+            let adopted = self.shared.fold(record);
+            tracing::debug!(finding = %key, ?rank, ?known, adopted, "a peer instance's event");
+            if adopted {
+                // Whatever this instance wanted for the key was decided before the peer spoke.
+                self.held.remove(&key);
+                self.peer_changed.insert(key, std::time::Instant::now());
+            }
+        }
+        self.peer_changed
+            .retain(|_, at| at.elapsed() < STANDBY_GRACE * 2);
+    }
+
+    /// Brings the shared state up to date before a round: peers' events, and, after a
+    /// (re)connect during which events may have been missed, a live peer's whole state.
+    async fn catch_up(&mut self) {
+        self.drain_peer_events();
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        if connects == self.synced_connects || self.client.connection_state() != State::Connected {
+            return;
+        }
+        let mut candidates = self
+            .peers
+            .lock()
+            .map(|p| p.oldest_first(&self.instance.id))
+            .unwrap_or_default();
+        if candidates.is_empty() {
+            // Just started: nobody pinged yet.
+            let mut live: Vec<_> =
+                service::live_instances(&self.client, Duration::from_millis(500))
+                    .await
+                    .into_iter()
+                    .filter(|i| i.id != self.instance.id)
+                    .map(|i| (i.started_ms, i.id))
+                    .collect();
+            live.sort();
+            candidates = live.into_iter().map(|(_, id)| id).collect();
+        }
+        for id in candidates.iter().take(2) {
+            if let Some(state) = ha::request_state(&self.client, id, Duration::from_secs(2)).await {
+                let changed = if self.synced_connects == 0 {
+                    // Starting: a running peer's state is what was published. The bucket may
+                    // also hold a claim whose write timed out, landed, and was then held back
+                    // (never published): resolving that would be a RESOLVED without RAISED.
+                    let mut from_peer = state.shared;
+                    for (key, mine) in &self.shared.active {
+                        if let Some(theirs) = from_peer.active.get_mut(key) {
+                            if store::rank(theirs.raised_at, theirs.revision)
+                                == store::rank(mine.raised_at, mine.revision)
+                            {
+                                theirs.finding.fingerprint = mine.finding.fingerprint.clone();
+                            }
+                        }
+                    }
+                    let changed: Vec<String> = self
+                        .shared
+                        .active
+                        .keys()
+                        .chain(from_peer.active.keys())
+                        .filter(|k| self.shared.active.get(*k) != from_peer.active.get(*k))
+                        .cloned()
+                        .collect();
+                    self.shared = from_peer;
+                    changed
+                } else {
+                    self.shared.merge(state.shared)
+                };
+                tracing::debug!(peer = %id, changed = changed.len(), "synced finding state from a peer instance");
+                let now = std::time::Instant::now();
+                for key in changed {
+                    self.held.remove(&key);
+                    self.peer_changed.insert(key, now);
+                }
+                break;
+            }
+        }
+        self.synced_connects = connects;
     }
 
     fn publish_status(&mut self) {
-        self.status.active = self.active.clone();
+        self.ha_tx.send_replace(Arc::new(HaState {
+            instance: self.instance.id.clone(),
+            started_ms: self.started_ms,
+            shared: self.shared.clone(),
+        }));
+        self.status.active = self.shared.active.clone();
         self.status_tx.send_replace(Arc::new(self.status.clone()));
     }
 }

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod demo;
 pub mod engine;
 pub mod findings;
+pub mod ha;
 pub mod history;
 pub mod metrics;
 pub mod observe;

@@ -25,6 +25,10 @@ pub struct ActiveFinding {
 /// Active findings by key.
 pub type ActiveSet = BTreeMap<String, ActiveFinding>;
 
+/// Fingerprint of a finding learned from another instance's event, which does not carry the
+/// fingerprint: the next evaluation's fingerprint is taken as is, without an UPDATED event.
+pub const ADOPTED_FINGERPRINT: &str = "\u{0}adopted";
+
 /// What happened to a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,7 +110,8 @@ pub fn reconcile(
                     next.insert((*key).to_string(), active);
                 }
                 Some(active) => {
-                    let material = active.finding.fingerprint != finding.fingerprint;
+                    let material = active.finding.fingerprint != ADOPTED_FINGERPRINT
+                        && active.finding.fingerprint != finding.fingerprint;
                     active.finding = (*finding).clone();
                     if material {
                         active.revision += 1;
@@ -230,6 +235,28 @@ mod tests {
         );
         assert_eq!(t3[0].kind, TransitionKind::Updated);
         assert_eq!(s3["k"].revision, 2);
+    }
+
+    #[test]
+    fn an_adopted_finding_takes_the_next_fingerprint_without_an_update() {
+        let mut adopted = finding(CheckId::Meta006, "k", ADOPTED_FINGERPRINT);
+        adopted.summary = "from a peer".into();
+        let previous: ActiveSet = [(
+            "k".to_string(),
+            ActiveFinding {
+                finding: adopted,
+                revision: 3,
+                raised_at: t(1),
+                changed_at: t(1),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let evaluated = vec![finding(CheckId::Meta006, "k", "n2,n3")];
+        let (s1, t1) = reconcile(&previous, &[ran(CheckId::Meta006, evaluated, &[])], t(2));
+        assert!(t1.is_empty(), "{t1:?}");
+        assert_eq!(s1["k"].finding.fingerprint, "n2,n3");
+        assert_eq!(s1["k"].revision, 3);
     }
 
     #[test]

@@ -202,6 +202,20 @@ pub enum PublishError {
     },
 }
 
+/// True when the server the client is attached to answers a request within `wait`, proving it
+/// processed everything the client sent before. `Client::flush` is no such proof: it returns once
+/// the bytes are in the socket, which a stopped (SIGSTOP) or cut-off server still accepts, and
+/// delivers them whenever it wakes. The request is the `$SRV.PING` of the service's own micro
+/// service (a subject the service may publish anyway); "no responders" is an answer too.
+pub async fn round_trip(client: &Client, wait: std::time::Duration) -> bool {
+    let subject = format!("$SRV.PING.{}", crate::service::SERVICE_NAME);
+    match tokio::time::timeout(wait, client.request(subject, "".into())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => error.kind() == async_nats::RequestErrorKind::NoResponders,
+        Err(_) => false,
+    }
+}
+
 /// Publishes events on the system-account connection.
 #[derive(Clone)]
 pub struct Publisher {
@@ -227,10 +241,11 @@ impl Publisher {
         self.send(HEARTBEAT_SUBJECT.to_string(), heartbeat).await
     }
 
-    /// Publishes and confirms the server has it (a flush round trip). If the connection drops
-    /// before that, for example because the server we are attached to is the one shutting down,
-    /// the same payload (same event `id`, so consumers can drop a duplicate) is sent again once
-    /// reconnected.
+    /// Publishes and confirms the server has processed it: a request sent after it on the same
+    /// connection is answered (a server handles one connection's messages in order). If not, for
+    /// example because the server we are attached to is shutting down, stopped or cut off, it
+    /// reconnects and sends the same payload again (same event `id`, so consumers can drop a
+    /// duplicate).
     async fn send<T: Serialize>(&self, subject: String, body: &T) -> Result<(), PublishError> {
         let payload: bytes::Bytes = serde_json::to_vec(body)?.into();
         let mut attempt = 0;
@@ -243,8 +258,7 @@ impl Publisher {
                     subject: subject.clone(),
                     source,
                 })?;
-            let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, self.client.flush()).await;
-            if matches!(confirmed, Ok(Ok(()))) {
+            if round_trip(&self.client, CONFIRM_TIMEOUT).await {
                 return Ok(());
             }
             if attempt >= DELIVERY_ATTEMPTS {
@@ -253,7 +267,16 @@ impl Publisher {
                     attempts: attempt,
                 });
             }
-            tracing::warn!(%subject, attempt, "publish not confirmed; sending again once reconnected");
+            // The server did not answer a round trip: it may be stopped or cut off while the
+            // connection still looks up, and would deliver this copy only when it wakes. Move
+            // to another server and send again from there (the same event id, so the late copy
+            // is recognisable as one).
+            tracing::warn!(%subject, attempt, "publish not confirmed; reconnecting and sending again");
+            if self.client.connection_state() == async_nats::connection::State::Connected {
+                if let Err(error) = self.client.force_reconnect().await {
+                    tracing::debug!(%error, "cannot reconnect");
+                }
+            }
             self.wait_connected(CONFIRM_TIMEOUT).await;
         }
     }

@@ -247,9 +247,26 @@ fn count_rejection(rejections: &Rejections, endpoint: Endpoint, code: u16) {
     *guard.entry(endpoint).or_default().entry(code).or_default() += 1;
 }
 
-/// The instance ids of every nats-insights instance that answers `$SRV.PING.nats-insights` within
-/// `wait` (each one's micro service carries its instance id in its metadata).
-pub async fn live_instances(client: &Client, wait: std::time::Duration) -> Vec<String> {
+/// A running instance as its `$SRV.PING` answer describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveInstance {
+    /// Instance id.
+    pub id: String,
+    /// When it started, in milliseconds since the Unix epoch (0 when an older version did not
+    /// say).
+    pub started_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Every nats-insights instance that answers `$SRV.PING.nats-insights` within `wait` (each one's
+/// micro service carries its instance id and start time in its metadata).
+pub async fn live_instances(client: &Client, wait: std::time::Duration) -> Vec<LiveInstance> {
     let inbox = client.new_inbox();
     let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
         return Vec::new();
@@ -266,7 +283,14 @@ pub async fn live_instances(client: &Client, wait: std::time::Duration) -> Vec<S
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
         if let Ok(ping) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
             if let Some(id) = ping["metadata"]["instance"].as_str() {
-                ids.push(id.to_string());
+                let started_ms = ping["metadata"]["started"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                ids.push(LiveInstance {
+                    id: id.to_string(),
+                    started_ms,
+                });
             }
         }
     }
@@ -288,9 +312,14 @@ pub async fn serve(
         .service_builder()
         .description("Watches the JetStream meta group and reports findings")
         .metadata(
-            [("instance".to_string(), instance.id.clone())]
-                .into_iter()
-                .collect(),
+            [
+                ("instance".to_string(), instance.id.clone()),
+                // Lets peers prefer the longest-running instance as the one that publishes
+                // while the state store cannot arbitrate.
+                ("started".to_string(), unix_ms(instance.started).to_string()),
+            ]
+            .into_iter()
+            .collect(),
         )
         .stats_handler(move |name, _| {
             let current = stats_status.borrow().clone();

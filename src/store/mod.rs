@@ -26,6 +26,8 @@ const FINDING_PREFIX: &str = "finding.";
 const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often a degraded store is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(3);
+/// How long after a winning write it is read back (see `KvStore::confirm_won`).
+const CONFIRM_AFTER: Duration = Duration::from_millis(150);
 /// The history is written at most this often.
 const HISTORY_EVERY: Duration = Duration::from_secs(2);
 
@@ -76,7 +78,33 @@ pub struct ResolvedFinding {
     pub resolved_at: SystemTime,
 }
 
+/// Orders what is known about one finding key: a later episode (raised later) is newer, and
+/// within an episode a higher revision is. Milliseconds, as in the events' timestamps, so a record
+/// learned from an event ranks the same as the publisher's own.
+pub type Rank = (u64, u64);
+
+/// The rank of a state of a finding raised at `raised_at` and now at `revision`.
+pub fn rank(raised_at: SystemTime, revision: u64) -> Rank {
+    (crate::service::unix_ms(raised_at), revision)
+}
+
 impl Record {
+    /// Its rank: the newer of two records about one key has the greater.
+    pub fn rank(&self) -> Rank {
+        match self {
+            Record::Active(a) => rank(a.raised_at, a.revision),
+            Record::Resolved(r) => rank(r.raised_at, r.revision),
+        }
+    }
+
+    /// The finding key.
+    pub fn key(&self) -> &str {
+        match self {
+            Record::Active(a) => &a.finding.key,
+            Record::Resolved(r) => &r.finding.key,
+        }
+    }
+
     /// The record a transition leaves behind.
     pub fn after(transition: &Transition) -> Record {
         match transition.kind {
@@ -150,7 +178,8 @@ pub enum Claim {
     Won,
     /// Another instance wrote first: adopt its record, do not publish.
     Lost(Option<Box<Record>>),
-    /// The store is unavailable: publish anyway (deduplicated in memory), write later.
+    /// The store is unavailable: publish anyway (or hold back for the primary instance); what is
+    /// published is written later ([`Persistence::published_unclaimed`]).
     Unavailable,
 }
 
@@ -534,7 +563,7 @@ impl KvStore {
                         self.backlog.remove(&key);
                         self.last_retry = None;
                     }
-                    return Claim::Won;
+                    return self.confirm_won(&key, revision, &record).await;
                 }
                 // Someone else wrote this key first (or our revision is stale): see what is there.
                 Ok(Err((true, error))) => match self.read(&key).await {
@@ -573,8 +602,102 @@ impl KvStore {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         self.degrade(last_error);
-        self.backlog.insert(key, record);
         Claim::Unavailable
+    }
+
+    /// Reads the key back shortly after a winning write. The stream leader checks the expected
+    /// revision before proposing, and forgets the writes in flight when its leadership moves
+    /// (nats-server issue #8469): two instances writing the same transition at the expected
+    /// revision during a stream leader change can both be accepted, one after the other. Of
+    /// such twins the later write stays in the bucket; the earlier writer sees it and loses.
+    async fn confirm_won(&mut self, key: &str, revision: u64, record: &Record) -> Claim {
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        let Ok(Some(entry)) = self.read(key).await else {
+            return Claim::Won;
+        };
+        if entry.revision <= revision {
+            return Claim::Won;
+        }
+        let Ok(theirs) = serde_json::from_slice::<Stored>(&entry.value) else {
+            return Claim::Won;
+        };
+        let twin = theirs.writer != self.instance
+            && matches!(
+                (&theirs.record, record),
+                (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
+            );
+        if !twin {
+            return Claim::Won;
+        }
+        tracing::info!(%key, ours = revision, theirs = entry.revision, "another instance's write of the same transition was accepted after ours; it publishes");
+        self.revisions.insert(key.to_string(), entry.revision);
+        Claim::Lost(Some(Box::new(theirs.record)))
+    }
+
+    /// Notes that `transition` was published without a claim (the store was unavailable): its
+    /// record is written when the store answers again. Only what was published goes here; a
+    /// transition held back for another instance must never reach the store.
+    pub fn published_unclaimed(&mut self, transition: &Transition) {
+        self.backlog
+            .insert(kv_key(&transition.finding.key), Record::after(transition));
+        if self.degraded.is_none() {
+            self.degraded = Some((SystemTime::now(), "writing backlog".to_string()));
+        }
+    }
+
+    /// Writes one backlog record with compare-and-set: what another instance wrote meanwhile (a
+    /// later transition it published while this one could not reach the store) is never
+    /// overwritten by an older record; of two records the one of higher rank stays.
+    async fn write_backlog(
+        &mut self,
+        key: &str,
+        stored: &Stored,
+        value: Bytes,
+    ) -> Result<(), String> {
+        for _ in 0..3 {
+            let written = match self.revisions.get(key).copied() {
+                Some(revision) => self
+                    .kv
+                    .update(key, value.clone(), revision)
+                    .await
+                    .map_err(|e| {
+                        (
+                            e.kind() == UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+                None => self
+                    .kv
+                    .create(key, value.clone())
+                    .await
+                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
+            };
+            match written {
+                Ok(revision) => {
+                    self.revisions.insert(key.to_string(), revision);
+                    return Ok(());
+                }
+                Err((true, _)) => {
+                    let entry = self
+                        .kv
+                        .entry(key.to_string())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let Some(entry) = entry else {
+                        self.revisions.remove(key);
+                        continue;
+                    };
+                    self.revisions.insert(key.to_string(), entry.revision);
+                    let theirs = serde_json::from_slice::<Stored>(&entry.value).ok();
+                    if theirs.is_some_and(|t| t.record.rank() >= stored.record.rank()) {
+                        // Newer (or the same) state is already stored: ours is obsolete.
+                        return Ok(());
+                    }
+                }
+                Err((false, e)) => return Err(e),
+            }
+        }
+        Err(format!("{key} keeps changing under the backlog write"))
     }
 
     /// Writes the history when what matters in it changed (at most every few seconds).
@@ -639,14 +762,17 @@ impl KvStore {
                 self.backlog.remove(&key);
                 continue;
             };
-            match tokio::time::timeout(self.settings.timeout, self.kv.put(&key, value.into())).await
+            match tokio::time::timeout(
+                self.settings.timeout,
+                self.write_backlog(&key, &stored, value.into()),
+            )
+            .await
             {
-                Ok(Ok(revision)) => {
-                    self.revisions.insert(key.clone(), revision);
+                Ok(Ok(())) => {
                     self.backlog.remove(&key);
                 }
                 Ok(Err(e)) => {
-                    self.degrade(e.to_string());
+                    self.degrade(e);
                     return;
                 }
                 Err(_) => {
@@ -747,6 +873,14 @@ impl Persistence {
                 }
                 claim
             }
+        }
+    }
+
+    /// Notes a transition published while the store was unavailable (see
+    /// [`KvStore::published_unclaimed`]).
+    pub fn published_unclaimed(&mut self, transition: &Transition) {
+        if let Persistence::Kv(store) = self {
+            store.published_unclaimed(transition);
         }
     }
 

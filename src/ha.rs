@@ -1,0 +1,400 @@
+//! High availability: what several instances watching one cluster share, so that each transition
+//! is published once even while the state bucket cannot arbitrate.
+//!
+//! The published finding events are the shared truth. Every instance folds the events its peers
+//! publish into its own state ([`Shared`]), keyed by finding and ordered by [`Rank`] (a later
+//! episode, then a higher revision, wins), so a transition a peer already published is adopted,
+//! never republished, and a late copy of an old event changes nothing. Each instance answers
+//! `$INSIGHTS.HA.STATE.<instance>` with that state, so one that starts, or that missed events
+//! while reconnecting, catches up from a live peer before it publishes.
+//!
+//! Who publishes when the store is unavailable: the longest-running live instance (start times
+//! travel in the micro service metadata, so a restarted instance never takes over from a running
+//! one). The others hold a transition back and publish it only if it is still wanted, and still
+//! unpublished, after [`STANDBY_GRACE`]: a dead primary costs a few seconds, never a finding.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::Client;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::checks::Finding;
+use crate::findings::{ActiveFinding, ActiveSet, TransitionKind, ADOPTED_FINGERPRINT};
+use crate::publish::FindingEvent;
+use crate::service;
+use crate::store::{rank, Rank, Record, ResolvedFinding};
+
+/// Prefix of the subjects on which each instance answers with its state.
+pub const HA_STATE_PREFIX: &str = "$INSIGHTS.HA.STATE";
+/// How long an instance that stopped answering pings still counts as alive.
+pub const PEER_GRACE: Duration = Duration::from_secs(10);
+/// How long a transition is held back when another instance should publish it (the store cannot
+/// arbitrate and this instance is not the primary), or when a peer just published the contrary.
+pub const STANDBY_GRACE: Duration = Duration::from_secs(5);
+
+/// The subject on which instance `id` answers with its state.
+pub fn state_subject(id: &str) -> String {
+    format!("{HA_STATE_PREFIX}.{id}")
+}
+
+/// Another instance, as the pings see it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// When it started (ms since the epoch; 0 if it did not say).
+    pub started_ms: u64,
+    /// When it last answered.
+    pub seen: Instant,
+}
+
+/// The instances that answered the pings (this one included).
+#[derive(Debug, Default)]
+pub struct Peers {
+    /// By instance id.
+    pub map: BTreeMap<String, Peer>,
+    /// Ping rounds this instance saw its own answer in: until one did, it knows nobody.
+    pub rounds: u64,
+}
+
+impl Peers {
+    /// Live peers other than `me`, longest-running first.
+    pub fn oldest_first(&self, me: &str) -> Vec<String> {
+        let mut live: Vec<(u64, &String)> = self
+            .map
+            .iter()
+            .filter(|(id, p)| id.as_str() != me && p.seen.elapsed() < PEER_GRACE)
+            .map(|(id, p)| (p.started_ms, id))
+            .collect();
+        live.sort();
+        live.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// True when this instance is the longest-running live one (ties: the smaller id). Never
+    /// before it has seen a ping round of its own: a fresh instance does not know who runs.
+    pub fn is_primary(&self, me: &str, started_ms: u64) -> bool {
+        self.rounds > 0
+            && self
+                .map
+                .iter()
+                .filter(|(id, p)| id.as_str() != me && p.seen.elapsed() < PEER_GRACE)
+                .all(|(id, p)| (p.started_ms, id.as_str()) > (started_ms, me))
+    }
+}
+
+/// Peers as shared with the background pinger.
+pub type SharedPeers = Arc<Mutex<Peers>>;
+
+/// Pings the instances every two seconds and notes when each answered and when it started.
+pub async fn track_peers(client: Client, me: String, peers: SharedPeers) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let live = service::live_instances(&client, Duration::from_millis(500)).await;
+        // A round without our own answer says our connection is down, not that peers are.
+        if !live.iter().any(|i| i.id == me) {
+            continue;
+        }
+        if let Ok(mut peers) = peers.lock() {
+            let now = Instant::now();
+            for instance in live {
+                peers.map.insert(
+                    instance.id,
+                    Peer {
+                        started_ms: instance.started_ms,
+                        seen: now,
+                    },
+                );
+            }
+            peers.map.retain(|_, p| p.seen.elapsed() < PEER_GRACE * 4);
+            peers.rounds += 1;
+        }
+    }
+}
+
+/// What has been published about each finding, as far as this instance knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shared {
+    /// Raised and not resolved.
+    pub active: ActiveSet,
+    /// The rank of the last resolved episode of each key.
+    pub resolved: BTreeMap<String, Rank>,
+}
+
+impl Shared {
+    /// Starts from the active findings loaded from the store.
+    pub fn new(active: ActiveSet) -> Self {
+        Shared {
+            active,
+            resolved: BTreeMap::new(),
+        }
+    }
+
+    /// The rank of the newest state known for `key`.
+    pub fn known_rank(&self, key: &str) -> Option<Rank> {
+        let active = self.active.get(key).map(|a| rank(a.raised_at, a.revision));
+        active.max(self.resolved.get(key).copied())
+    }
+
+    /// Takes `record` if it is newer than what is known of its key; true if it was.
+    pub fn fold(&mut self, record: Record) -> bool {
+        let key = record.key().to_string();
+        let incoming = record.rank();
+        if self.known_rank(&key) >= Some(incoming) {
+            return false;
+        }
+        match record {
+            Record::Active(active) => {
+                self.active.insert(key, active);
+            }
+            Record::Resolved(_) => {
+                self.active.remove(&key);
+                self.resolved.insert(key, incoming);
+            }
+        }
+        true
+    }
+
+    /// Takes the resolution of `key`'s episode of rank `resolved` if newer; true if it was.
+    pub fn fold_resolved(&mut self, key: &str, resolved: Rank) -> bool {
+        if self.known_rank(key) >= Some(resolved) {
+            return false;
+        }
+        self.active.remove(key);
+        self.resolved.insert(key.to_string(), resolved);
+        true
+    }
+
+    /// Takes from `other` whatever is newer; returns the keys that changed.
+    pub fn merge(&mut self, other: Shared) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (key, resolved) in other.resolved {
+            if self.fold_resolved(&key, resolved) {
+                changed.push(key);
+            }
+        }
+        for (key, active) in other.active {
+            if self.fold(Record::Active(active)) {
+                changed.push(key);
+            }
+        }
+        changed
+    }
+}
+
+/// The record a finding event leaves behind (its fingerprint is not in the event: the next
+/// evaluation supplies it). `None` if its times cannot be read.
+pub fn record_of_event(event: &FindingEvent) -> Option<Record> {
+    let raised_at = humantime::parse_rfc3339_weak(&event.raised_at).ok()?;
+    let at = humantime::parse_rfc3339_weak(&event.timestamp).ok()?;
+    let finding = Finding {
+        check: event.check,
+        key: event.finding.clone(),
+        cluster: event.cluster.clone(),
+        domain: event.domain.clone(),
+        server: event.server.clone(),
+        summary: event.summary.clone(),
+        evidence: event.evidence.clone(),
+        remediation: event.remediation.clone(),
+        fingerprint: ADOPTED_FINGERPRINT.to_string(),
+    };
+    Some(match event.event {
+        TransitionKind::Resolved => Record::Resolved(ResolvedFinding {
+            finding,
+            revision: event.revision,
+            raised_at,
+            resolved_at: at,
+        }),
+        TransitionKind::Raised | TransitionKind::Updated => Record::Active(ActiveFinding {
+            finding,
+            revision: event.revision,
+            raised_at,
+            changed_at: at,
+        }),
+    })
+}
+
+/// An instance's answer on its state subject.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HaState {
+    /// Its instance id.
+    pub instance: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+    /// What it knows has been published.
+    pub shared: Shared,
+}
+
+/// Answers `$INSIGHTS.HA.STATE.<me>` with the latest state until the channel closes.
+pub async fn answer_state(client: Client, me: String, state: watch::Receiver<Arc<HaState>>) {
+    let mut requests = match client.subscribe(state_subject(&me)).await {
+        Ok(requests) => requests,
+        Err(error) => {
+            tracing::warn!(%error, "cannot answer state requests of peer instances");
+            return;
+        }
+    };
+    let mut closed = state.clone();
+    loop {
+        tokio::select! {
+            request = requests.next() => {
+                let Some(request) = request else { return };
+                let Some(reply) = request.reply else { continue };
+                let body = serde_json::to_vec(&**state.borrow()).unwrap_or_default();
+                if let Err(error) = client.publish(reply, body.into()).await {
+                    tracing::debug!(%error, "cannot answer a state request");
+                }
+            }
+            changed = closed.changed() => {
+                if changed.is_err() { return; }
+            }
+        }
+    }
+}
+
+/// Asks instance `id` for its state.
+pub async fn request_state(client: &Client, id: &str, wait: Duration) -> Option<HaState> {
+    let reply = tokio::time::timeout(wait, client.request(state_subject(id), "".into()))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_slice(&reply.payload).ok()
+}
+
+/// Milliseconds since the epoch of `t`.
+pub fn ms(t: SystemTime) -> u64 {
+    service::unix_ms(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::CheckId;
+
+    fn finding(key: &str) -> Finding {
+        Finding {
+            check: CheckId::Meta001,
+            key: key.into(),
+            cluster: "c".into(),
+            domain: None,
+            server: Some("n2".into()),
+            summary: "s".into(),
+            evidence: serde_json::json!({}),
+            remediation: vec![],
+            fingerprint: "n2".into(),
+        }
+    }
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn active(key: &str, raised: u64, revision: u64) -> Record {
+        Record::Active(ActiveFinding {
+            finding: finding(key),
+            revision,
+            raised_at: t(raised),
+            changed_at: t(raised),
+        })
+    }
+
+    fn resolved(key: &str, raised: u64, revision: u64) -> Record {
+        Record::Resolved(ResolvedFinding {
+            finding: finding(key),
+            revision,
+            raised_at: t(raised),
+            resolved_at: t(raised + 5),
+        })
+    }
+
+    #[test]
+    fn newer_records_win_and_late_copies_of_old_ones_change_nothing() {
+        let mut shared = Shared::default();
+        assert!(shared.fold(active("k", 1, 1)));
+        assert!(!shared.fold(active("k", 1, 1)), "the same event twice");
+        assert!(shared.fold(resolved("k", 1, 2)));
+        assert!(shared.active.is_empty());
+        assert!(
+            !shared.fold(active("k", 1, 1)),
+            "a late raise of a resolved episode"
+        );
+        assert!(shared.active.is_empty());
+        assert!(shared.fold(active("k", 10, 1)), "a new episode");
+        assert!(
+            !shared.fold(resolved("k", 1, 2)),
+            "an old resolution does not end a new episode"
+        );
+        assert_eq!(shared.active["k"].raised_at, t(10));
+    }
+
+    #[test]
+    fn merging_a_peers_state_takes_its_resolutions_and_new_findings() {
+        let mut mine = Shared::default();
+        mine.fold(active("stale", 1, 1));
+        mine.fold(active("mine", 2, 1));
+        let mut peer = Shared::default();
+        peer.fold(active("stale", 1, 1));
+        peer.fold(resolved("stale", 1, 2));
+        peer.fold(active("theirs", 3, 1));
+        let mut changed = mine.merge(peer);
+        changed.sort();
+        assert_eq!(changed, ["stale", "theirs"]);
+        assert!(!mine.active.contains_key("stale"));
+        assert!(mine.active.contains_key("mine") && mine.active.contains_key("theirs"));
+    }
+
+    #[test]
+    fn events_become_records_of_the_same_rank_as_the_publishers() {
+        let mut a = ActiveFinding {
+            finding: finding("k"),
+            revision: 1,
+            raised_at: t(1) + Duration::from_nanos(1_234_567),
+            changed_at: t(1),
+        };
+        let transition = crate::findings::Transition {
+            kind: TransitionKind::Raised,
+            finding: a.finding.clone(),
+            revision: 1,
+            raised_at: a.raised_at,
+            at: a.raised_at,
+        };
+        let event = FindingEvent::from_transition(&transition, "i");
+        let record = record_of_event(&event).expect("readable");
+        a.changed_at = a.raised_at;
+        assert_eq!(record.rank(), rank(a.raised_at, 1));
+        let Record::Active(adopted) = record else {
+            panic!("raised is active")
+        };
+        assert_eq!(adopted.finding.fingerprint, ADOPTED_FINGERPRINT);
+    }
+
+    #[test]
+    fn the_longest_running_live_instance_is_primary() {
+        let mut peers = Peers::default();
+        assert!(!peers.is_primary("b", 200), "not before a ping round");
+        let now = Instant::now();
+        peers.rounds = 1;
+        peers.map.insert(
+            "b".into(),
+            Peer {
+                started_ms: 200,
+                seen: now,
+            },
+        );
+        assert!(peers.is_primary("b", 200), "alone");
+        peers.map.insert(
+            "z".into(),
+            Peer {
+                started_ms: 100,
+                seen: now,
+            },
+        );
+        assert!(!peers.is_primary("b", 200), "z runs longer");
+        assert!(peers.is_primary("z", 100));
+        assert_eq!(peers.oldest_first("b"), ["z"]);
+    }
+}
