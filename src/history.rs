@@ -351,6 +351,15 @@ impl History {
         }
     }
 
+    /// When `leader` was seen to become the leader, if this process saw it happen (the first
+    /// leader ever seen was already leading).
+    pub fn leader_elected_at(&self, leader: &str) -> Option<SystemTime> {
+        self.leader_changes
+            .last()
+            .filter(|c| c.to == leader && self.leader.as_deref() == Some(leader))
+            .map(|c| c.at)
+    }
+
     /// Leader changes at or after `since`.
     pub fn leader_changes_since(&self, since: SystemTime) -> &[LeaderChange] {
         let first = self.leader_changes.partition_point(|c| c.at < since);

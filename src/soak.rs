@@ -551,6 +551,16 @@ fn judge(
                     // stopped one wakes with a stale leader; a restarted one knows no leader
                     // until it catches up: a disagreement by definition, whichever server it was.
                     "META_002" => w.leader || w.victim.is_some(),
+                    // An election after a fault can leave the group without a leader for longer
+                    // than --offline-after (a paused or cut-off follower that comes back can
+                    // force one too): a real loss of the meta leader, however brief.
+                    "META_006" => {
+                        w.leader
+                            || (w.victim.is_some()
+                                && elections
+                                    .iter()
+                                    .any(|t| *t + slack >= w.start && *t <= w.end + slack))
+                    }
                     _ => false,
                 }
         });

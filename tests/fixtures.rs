@@ -66,6 +66,14 @@ impl Scenario {
         self
     }
 
+    /// Records one poll of these replies (all gathered).
+    fn poll_replies(&mut self, at: SystemTime, replies: Vec<JszReply>) -> &mut Self {
+        let all = replies.into_iter().map(|r| (r, Via::Gather));
+        self.snapshot = Snapshot::from_replies(at, all, &self.history.known_servers());
+        self.history.record_snapshot(&self.snapshot, at);
+        self
+    }
+
     fn evaluate(&self, now: SystemTime) -> Vec<Evaluation> {
         evaluate_all(&self.snapshot, &self.history, &self.thresholds, now).1
     }
@@ -503,4 +511,84 @@ fn a_disagreeing_server_missing_from_one_poll_does_not_end_the_disagreement() {
     // A disagreeing server silent for longer than the grace is gone, not disagreeing.
     s.poll(t(30), &["partition_leader_3_majority.json"]);
     assert!(s.history.disagreement.is_none());
+}
+
+/// `healthy_3.json` just after the leadership moved from n1 to n2: n2's `active` for n3 is still
+/// the silence it saw before it led (`stale`), as real new leaders report in their first poll.
+fn just_after_step_down(stale: Duration) -> Vec<JszReply> {
+    let mut raw: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path("healthy_3.json")).expect("fixture"))
+            .expect("json");
+    let peer_of = |name: &str| {
+        raw.iter()
+            .flat_map(|r| {
+                r["data"]["meta_cluster"]["replicas"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .find(|p| p["name"] == name)
+            .map(|p| p["peer"].clone())
+            .expect("peer hash")
+    };
+    let peers: Vec<(&str, serde_json::Value)> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| (n, peer_of(n)))
+        .collect();
+    for reply in &mut raw {
+        let me = reply["server"]["name"].as_str().expect("name").to_string();
+        let replicas: Vec<serde_json::Value> = peers
+            .iter()
+            .filter(|(n, _)| *n != me)
+            .map(|(n, peer)| {
+                let (current, active) = match (me.as_str(), *n) {
+                    ("n2", "n3") => (false, stale.as_nanos() as u64),
+                    ("n2", _) | (_, "n2") => (true, 200_000_000),
+                    _ => (false, 0),
+                };
+                serde_json::json!({"name": n, "peer": peer, "current": current, "active": active})
+            })
+            .collect();
+        let meta = &mut reply["data"]["meta_cluster"];
+        meta["leader"] = "n2".into();
+        meta["peer"] = peers[1].1.clone();
+        meta["replicas"] = replicas.into();
+    }
+    raw.into_iter()
+        .map(|r| serde_json::from_value(r).expect("reply"))
+        .collect()
+}
+
+#[test]
+fn a_new_leaders_stale_silence_for_a_follower_that_answers_is_not_an_offline_replica() {
+    let stale = Duration::from_secs(6);
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll_replies(t(10), just_after_step_down(stale));
+    assert_eq!(s.history.leader.as_deref(), Some("n2"));
+    let e = s.evaluate(t(10));
+    assert!(
+        findings(&e, CheckId::Meta001).is_empty(),
+        "{:#?}",
+        findings(&e, CheckId::Meta001)
+    );
+    // The same silence from a follower that does not answer is an offline replica.
+    let without_n3: Vec<JszReply> = just_after_step_down(stale)
+        .into_iter()
+        .filter(|r| r.server.name != "n3")
+        .collect();
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll_replies(t(10), without_n3);
+    assert_eq!(
+        servers(&findings(&s.evaluate(t(10)), CheckId::Meta001)),
+        set(&["n3"])
+    );
+    // And a leader seen from the start (no election seen) is trusted as before.
+    let mut s = Scenario::new();
+    s.poll_replies(t(10), just_after_step_down(stale));
+    assert_eq!(
+        servers(&findings(&s.evaluate(t(10)), CheckId::Meta001)),
+        set(&["n3"])
+    );
 }

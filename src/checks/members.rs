@@ -396,6 +396,17 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
             } else {
                 Duration::from_nanos(p.active)
             };
+            // A new leader's `active` for a peer counts from before it led: for a server that
+            // answers and follows this leader, only the time since the election says anything.
+            let follows = view.is_some_and(|v| {
+                v.meta
+                    .as_ref()
+                    .is_none_or(|m| m.leader_name() == Some(leader))
+            });
+            let silent_for = match history.leader_elected_at(leader) {
+                Some(at) if follows => silent_for.min(now.duration_since(at).unwrap_or_default()),
+                _ => silent_for,
+            };
             if silent_for > thresholds.offline_after {
                 reasons.push(OfflineReason::Silent {
                     active: silent_for,
