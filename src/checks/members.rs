@@ -396,15 +396,19 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
             } else {
                 Duration::from_nanos(p.active)
             };
-            // A new leader's `active` for a peer counts from before it led: for a server that
-            // answers and follows this leader, only the time since the election says anything.
-            let follows = view.is_some_and(|v| {
+            // A new leader's `active` for a peer counts from before it led (a server that was
+            // paused or cut off wins the election and "has not heard" from everyone for as long):
+            // for a server that answers and does not claim to lead itself, only the time since
+            // the election says anything. (Its own view may lag the election by a moment.)
+            let answers_as_follower = view.is_some_and(|v| {
                 v.meta
                     .as_ref()
-                    .is_none_or(|m| m.leader_name() == Some(leader))
+                    .is_none_or(|m| m.leader_name() != Some(name.as_str()))
             });
             let silent_for = match history.leader_elected_at(leader) {
-                Some(at) if follows => silent_for.min(now.duration_since(at).unwrap_or_default()),
+                Some(at) if answers_as_follower => {
+                    silent_for.min(now.duration_since(at).unwrap_or_default())
+                }
                 _ => silent_for,
             };
             if silent_for > thresholds.offline_after {
