@@ -382,6 +382,7 @@ impl Engine {
         if std::mem::take(&mut self.moving) {
             self.move_away("is going away").await;
         }
+        let mut stuck_on_cut_off = false;
         if let Some(meta) = &meta {
             // Findings published through a server cut off from the group reach only its side:
             // move first, publish after.
@@ -391,6 +392,9 @@ impl Engine {
             });
             if cut_off && meta.members.iter().any(|m| m.online()) {
                 self.move_away("is cut off from the meta group").await;
+                // Still there (a move was made moments ago, or failed): publish nothing
+                // through it this round.
+                stuck_on_cut_off = self.client.server_info().server_name == attached;
             }
         }
         // What peers published meanwhile is the state this round starts from.
@@ -434,7 +438,7 @@ impl Engine {
         // A connection that is down, or attached to a server that does not answer (stopped,
         // cut off), would only buffer events to deliver them late, after a peer published
         // them: hold everything and move.
-        let live = transitions.is_empty() || self.connection_answers().await;
+        let live = transitions.is_empty() || (!stuck_on_cut_off && self.connection_answers().await);
         if !live {
             self.move_away("does not answer").await;
         }
