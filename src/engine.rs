@@ -648,12 +648,14 @@ impl Engine {
         if connects == self.synced_connects || self.client.connection_state() != State::Connected {
             return;
         }
-        let mut candidates = self
+        let (mut candidates, rounds) = self
             .peers
             .lock()
-            .map(|p| p.oldest_first(&self.instance.id))
+            .map(|p| (p.oldest_first(&self.instance.id), p.rounds))
             .unwrap_or_default();
-        if candidates.is_empty() {
+        // Once the background pings have run, an empty list means there is no peer: asking
+        // again would only hold this round (and its findings) for the wait.
+        if candidates.is_empty() && rounds == 0 {
             // Just started: nobody pinged yet.
             let mut live: Vec<_> =
                 service::live_instances(&self.client, Duration::from_millis(500))
