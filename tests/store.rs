@@ -177,8 +177,19 @@ async fn quorum_loss_is_published_on_time_even_though_the_state_bucket_is_in_the
         latency < Duration::from_secs(6),
         "META_006 after {latency:?}: the store held it back"
     );
-    let store = monitor.status().await["service"]["store"].clone();
-    assert_eq!(store["state"], "degraded", "{store:#}");
+    // The write that fails comes after the publish and takes its timeout to fail: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let store = monitor.status().await["service"]["store"].clone();
+        if store["state"] == "degraded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never reported the lost bucket: {store:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     cluster.restart(1).await.expect("restart");
     cluster.restart(2).await.expect("restart");
