@@ -349,7 +349,15 @@ impl Engine {
             );
             match polled {
                 Ok(mut snapshot) => {
+                    // Nothing came back through the main connection while servers answer on
+                    // their own links: the server it is attached to is stopped or cut off.
+                    // Move now, not after a later round-trip check, so that a short stall is
+                    // still published while it lasts.
+                    let attached_silent = snapshot.views.is_empty() && !own.is_empty();
                     gather::merge_views(&mut snapshot, own);
+                    if attached_silent {
+                        self.move_away("does not answer").await;
+                    }
                     self.status.polls += 1;
                     self.status.malformed += snapshot.malformed;
                     self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
@@ -591,8 +599,8 @@ impl Engine {
     }
 
     /// True when this is the longest-running live instance. Peers are pinged in the background;
-    /// one that answered within `PEER_GRACE` still counts, so a peer that is only reconnecting
-    /// (its server just died) is not mistaken for a dead one.
+    /// one that answered within `PRIMARY_SILENCE` still counts, so a peer that is only
+    /// reconnecting (its server just died) is not mistaken for a dead one.
     fn is_primary(&self) -> bool {
         self.peers
             .lock()

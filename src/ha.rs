@@ -10,8 +10,10 @@
 //!
 //! Who publishes when the store is unavailable: the longest-running live instance (start times
 //! travel in the micro service metadata, so a restarted instance never takes over from a running
-//! one). The others hold a transition back and publish it only if it is still wanted, and still
-//! unpublished, after [`STANDBY_GRACE`]: a dead primary costs a few seconds, never a finding.
+//! one that answered a ping within [`PRIMARY_SILENCE`]). The others hold a transition back and
+//! publish it only if it is still wanted, and still unpublished, after [`STANDBY_GRACE`]: a dead
+//! primary costs a few seconds, never a finding, and a stuck one (its server stopped) costs no
+//! more than a missed ping round, so a stall shorter than the grace is still published.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +33,13 @@ use crate::store::{rank, Rank, Record, ResolvedFinding};
 
 /// Prefix of the subjects on which each instance answers with its state.
 pub const HA_STATE_PREFIX: &str = "$INSIGHTS.HA.STATE";
-/// How long an instance that stopped answering pings still counts as alive.
+/// How long an instance that stopped answering pings still counts as alive (to learn state from).
 pub const PEER_GRACE: Duration = Duration::from_secs(10);
+/// How long an older instance that stopped answering pings still counts as the one that
+/// publishes: pings go every two seconds, so it missed a round. Its connection is down or stuck
+/// on a stopped server; if it is only reconnecting, it catches up from the peers' state before
+/// it publishes anything, so the transition a standby published meanwhile is not repeated.
+pub const PRIMARY_SILENCE: Duration = Duration::from_secs(3);
 /// How long a transition is held back when another instance should publish it (the store cannot
 /// arbitrate and this instance is not the primary), or when a peer just published the contrary.
 pub const STANDBY_GRACE: Duration = Duration::from_secs(5);
@@ -73,14 +80,15 @@ impl Peers {
         live.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    /// True when this instance is the longest-running live one (ties: the smaller id). Never
-    /// before it has seen a ping round of its own: a fresh instance does not know who runs.
+    /// True when this instance is the longest-running one that answered a ping within
+    /// [`PRIMARY_SILENCE`] (ties: the smaller id). Never before it has seen a ping round of its
+    /// own: a fresh instance does not know who runs.
     pub fn is_primary(&self, me: &str, started_ms: u64) -> bool {
         self.rounds > 0
             && self
                 .map
                 .iter()
-                .filter(|(id, p)| id.as_str() != me && p.seen.elapsed() < PEER_GRACE)
+                .filter(|(id, p)| id.as_str() != me && p.seen.elapsed() < PRIMARY_SILENCE)
                 .all(|(id, p)| (p.started_ms, id.as_str()) > (started_ms, me))
     }
 }
@@ -396,5 +404,17 @@ mod tests {
         assert!(!peers.is_primary("b", 200), "z runs longer");
         assert!(peers.is_primary("z", 100));
         assert_eq!(peers.oldest_first("b"), ["z"]);
+        // z missed a ping round: stuck or gone, b publishes; z is still one to learn from.
+        if let Some(z) = now.checked_sub(PRIMARY_SILENCE) {
+            peers.map.insert(
+                "z".into(),
+                Peer {
+                    started_ms: 100,
+                    seen: z,
+                },
+            );
+            assert!(peers.is_primary("b", 200), "z silent");
+            assert_eq!(peers.oldest_first("b"), ["z"]);
+        }
     }
 }

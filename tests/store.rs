@@ -305,3 +305,82 @@ async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() 
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// Moves the leader of the state bucket's stream to `server` (the APP account holds it).
+async fn bucket_leader_to(cluster: &Cluster, bucket: &str, server: &str) {
+    let app = cluster.app_client(0).await.expect("app client");
+    let js = async_nats::jetstream::new(app.clone());
+    let stream = format!("KV_{bucket}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = js.get_stream(&stream).await.ok().and_then(|s| {
+            s.cached_info()
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader.clone())
+        });
+        if leader.as_deref() == Some(server) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader of {stream} stays on {leader:?}, not {server}"
+        );
+        let body = serde_json::json!({ "placement": { "preferred": server } }).to_string();
+        let _ = app
+            .request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                body.into(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The worst place for a short stall: the primary instance is attached to the server that
+/// stops, and that server also leads the state bucket, so nothing can be claimed. The standby
+/// must not wait out its full grace for a primary that cannot answer: the finding is raised
+/// while the server is still stopped, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_stall_of_the_primary_instances_server_that_also_leads_the_bucket_is_raised_once() {
+    let cluster = cluster(3).await;
+    let primary = Monitor::start_with_state(&cluster, EngineConfig::default(), "stall").await;
+    ready(&primary, 3).await;
+    healthy(&primary).await;
+    let victim = primary.client.server_info().server_name;
+    let v = cluster.index_of(&victim).expect("attached to a node");
+    // The standby must watch from elsewhere, or nobody could see the stall in time.
+    let mut standby = Monitor::start_with_state(&cluster, EngineConfig::default(), "stall").await;
+    while standby.client.server_info().server_name == victim {
+        standby.stop().await;
+        standby = Monitor::start_with_state(&cluster, EngineConfig::default(), "stall").await;
+    }
+    ready(&standby, 3).await;
+    bucket_leader_to(&cluster, "stall", &victim).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != v).collect();
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    // A few ping rounds, so each instance knows the other and which one is older.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let stall = Duration::from_secs(5);
+    cluster.pause(v).expect("SIGSTOP");
+    let raised = tokio::time::timeout(
+        stall,
+        events.expect(Raised, "META_001", Some(&victim), stall),
+    )
+    .await;
+    cluster.resume(v).expect("SIGCONT");
+    let raised = raised.expect("META_001 raised while the server was still stopped");
+    events
+        .expect(Resolved, "META_001", Some(&victim), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(4)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    primary.stop().await;
+    standby.stop().await;
+}
