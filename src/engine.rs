@@ -128,6 +128,9 @@ struct Engine {
     moved_at: Option<std::time::Instant>,
     /// Set when the attached server announced it is leaving: move before the next publish.
     moving: bool,
+    /// The last poll got nothing through the main connection while servers answered on their
+    /// direct links (its server is stopped or cut off, and moving did not help yet).
+    attached_silent: bool,
     /// Members of the meta group as last seen (chooses how to poll); `None` before any view.
     group_size: Option<usize>,
 }
@@ -260,6 +263,7 @@ async fn run_instrumented(
         synced_connects: 0,
         moved_at: None,
         moving: false,
+        attached_silent: false,
         group_size: None,
         status_tx,
         instance,
@@ -342,22 +346,34 @@ impl Engine {
                 return;
             }
             let known = self.history.known_servers();
-            let plan = self.plan(&known);
-            let (polled, own) = tokio::join!(
-                gather::poll(&self.client, &known, &plan, self.config.timing),
-                gather::own_views(&self.direct, self.config.timing.probe_timeout),
-            );
-            match polled {
-                Ok(mut snapshot) => {
+            let mut moved = false;
+            let polled = loop {
+                let plan = self.plan(&known);
+                let (polled, own) = tokio::join!(
+                    gather::poll(&self.client, &known, &plan, self.config.timing),
+                    gather::own_views(&self.direct, self.config.timing.probe_timeout),
+                );
+                let polled = polled.map(|mut snapshot| {
                     // Nothing came back through the main connection while servers answer on
-                    // their own links: the server it is attached to is stopped or cut off.
-                    // Move now, not after a later round-trip check, so that a short stall is
-                    // still published while it lasts.
-                    let attached_silent = snapshot.views.is_empty() && !own.is_empty();
+                    // their own links: the server it is attached to is stopped or cut off, and
+                    // the silence of every server without a direct answer says nothing.
+                    let silent = snapshot.views.is_empty() && !own.is_empty();
                     gather::merge_views(&mut snapshot, own);
-                    if attached_silent {
-                        self.move_away("does not answer").await;
+                    (snapshot, silent)
+                });
+                // Move now and poll again, not after a later round-trip check, so that a short
+                // stall is still published while it lasts.
+                if let Ok((_, true)) = polled {
+                    if !moved && self.move_away("does not answer").await {
+                        moved = true;
+                        continue;
                     }
+                }
+                break polled;
+            };
+            match polled {
+                Ok((snapshot, silent)) => {
+                    self.attached_silent = silent;
                     self.status.polls += 1;
                     self.status.malformed += snapshot.malformed;
                     self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
@@ -390,7 +406,8 @@ impl Engine {
         if std::mem::take(&mut self.moving) {
             self.move_away("is going away").await;
         }
-        let mut stuck_on_cut_off = false;
+        // A snapshot gathered through a silent server is partial: hold what it concludes.
+        let mut stuck_on_cut_off = self.attached_silent;
         if let Some(meta) = &meta {
             // Findings published through a server cut off from the group reach only its side:
             // move first, publish after.
@@ -402,7 +419,7 @@ impl Engine {
                 self.move_away("is cut off from the meta group").await;
                 // Still there (a move was made moments ago, or failed): publish nothing
                 // through it this round.
-                stuck_on_cut_off = self.client.server_info().server_name == attached;
+                stuck_on_cut_off |= self.client.server_info().server_name == attached;
             }
         }
         // What peers published meanwhile is the state this round starts from.
@@ -554,25 +571,28 @@ impl Engine {
 
     /// Moves the main connection to another server and waits (briefly) until it is attached
     /// there, so what is published next reaches the group. At most once every ten seconds.
-    async fn move_away(&mut self, why: &str) {
+    /// True when it is now attached to another server.
+    async fn move_away(&mut self, why: &str) -> bool {
         if self
             .moved_at
             .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
         {
-            return;
+            return false;
         }
         self.moved_at = Some(std::time::Instant::now());
         let server = self.client.server_info().server_name;
         tracing::warn!(%server, "the server this monitor is attached to {why}; moving to another");
         if let Err(error) = self.client.force_reconnect().await {
             tracing::warn!(%error, "cannot move to another server");
-            return;
+            return false;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while tokio::time::Instant::now() < deadline
-            && (self.client.connection_state() != State::Connected
-                || self.client.server_info().server_name == server)
-        {
+        loop {
+            let moved = self.client.connection_state() == State::Connected
+                && self.client.server_info().server_name != server;
+            if moved || tokio::time::Instant::now() >= deadline {
+                return moved;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -34,6 +34,12 @@ pub struct History {
     /// When each member was last known in contact with the group (heard by the leader, or the
     /// leader heard by a follower), by name.
     pub last_contact: BTreeMap<String, SystemTime>,
+    /// The last election advisory this process received: the winner and when. Kept apart from
+    /// `leader_changes` because a leader re-elected after losing its leadership is no change,
+    /// yet its `active` figures count from before it led again. Not persisted: a restarted
+    /// monitor falls back to the changes.
+    #[serde(skip)]
+    pub last_election: Option<(String, SystemTime)>,
 }
 
 /// A member the leader has never heard from.
@@ -354,10 +360,20 @@ impl History {
     /// When `leader` was seen to become the leader, if this process saw it happen (the first
     /// leader ever seen was already leading).
     pub fn leader_elected_at(&self, leader: &str) -> Option<SystemTime> {
-        self.leader_changes
+        if self.leader.as_deref() != Some(leader) {
+            return None;
+        }
+        let changed = self
+            .leader_changes
             .last()
-            .filter(|c| c.to == leader && self.leader.as_deref() == Some(leader))
-            .map(|c| c.at)
+            .filter(|c| c.to == leader)
+            .map(|c| c.at);
+        let re_elected = self
+            .last_election
+            .as_ref()
+            .filter(|(name, _)| name == leader)
+            .map(|(_, at)| *at);
+        changed.max(re_elected)
     }
 
     /// Leader changes at or after `since`.
@@ -389,6 +405,7 @@ impl History {
                 // An unknown hash cannot be named yet: the poll it triggers records the change.
                 if let Some(name) = self.name_of_peer(leader_peer).map(str::to_string) {
                     self.observe_leader(&name, ChangeSource::Advisory, *at);
+                    self.last_election = Some((name, *at));
                 }
             }
         }

@@ -592,3 +592,36 @@ fn a_new_leaders_stale_silence_for_a_follower_that_answers_is_not_an_offline_rep
         set(&["n3"])
     );
 }
+
+#[test]
+fn a_leader_re_elected_after_losing_its_leadership_counts_silence_from_the_re_election() {
+    // n2 leads, loses its leadership for a moment and wins again: no change of leader, but its
+    // `active` for a follower still counts from before it led again.
+    let stale = Duration::from_secs(6);
+    let healthy = || just_after_step_down(Duration::from_millis(200));
+    let mut s = Scenario::new();
+    s.poll_replies(t(0), healthy());
+    let peer = s.history.peer_of_name("n2").expect("peer hash").to_string();
+    s.history.record_event(&MetaEvent::LeaderElected {
+        leader_peer: peer,
+        cluster: None,
+        domain: None,
+        at: t(10),
+    });
+    assert!(s.history.leader_changes.is_empty(), "the same leader");
+    s.poll_replies(t(10), just_after_step_down(stale));
+    let e = s.evaluate(t(10));
+    assert!(
+        findings(&e, CheckId::Meta001).is_empty(),
+        "{:#?}",
+        findings(&e, CheckId::Meta001)
+    );
+    // Without the election the same silence is an offline replica.
+    let mut s = Scenario::new();
+    s.poll_replies(t(0), healthy())
+        .poll_replies(t(10), just_after_step_down(stale));
+    assert_eq!(
+        servers(&findings(&s.evaluate(t(10)), CheckId::Meta001)),
+        set(&["n3"])
+    );
+}
