@@ -656,9 +656,13 @@ impl Engine {
             let key = record.key().to_string();
             let rank = record.rank();
             let known = self.shared.known_rank(&key);
+            let stored = self.persistence.is_degraded().then(|| record.clone());
             let adopted = self.shared.fold(record);
             tracing::debug!(finding = %key, ?rank, ?known, adopted, "a peer instance's event");
             if adopted {
+                if let Some(record) = stored {
+                    self.persistence.adopted(record);
+                }
                 // Whatever this instance wanted for the key was decided before the peer spoke.
                 self.held.remove(&key);
                 self.peer_changed.insert(key, std::time::Instant::now());

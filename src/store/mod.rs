@@ -26,6 +26,10 @@ const FINDING_PREFIX: &str = "finding.";
 const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often a degraded store is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(3);
+/// How long a shutdown keeps trying to write a backlog the store would not take: a store that is
+/// only re-electing its leader answers within seconds, and what is not written is lost to the
+/// next start.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// How long after a winning write it is read back (see `KvStore::confirm_won`).
 const CONFIRM_AFTER: Duration = Duration::from_millis(150);
 /// The history is written at most this often.
@@ -731,13 +735,37 @@ impl KvStore {
         }
     }
 
-    /// Writes the backlog now (on shutdown: nothing this process knows may be lost).
+    /// Writes the backlog now (on shutdown: nothing this process knows may be lost), trying
+    /// again until it is written or `SHUTDOWN_FLUSH` has passed.
     pub async fn flush(&mut self) {
-        if !self.backlog.is_empty() {
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        while !self.backlog.is_empty() {
             self.degraded
                 .get_or_insert((SystemTime::now(), "writing backlog".to_string()));
             self.last_retry = None;
             self.retry().await;
+            if self.backlog.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Notes what a peer instance published while this store cannot be written: that peer most
+    /// likely could not store it either, and whichever instance outlives the outage must, or a
+    /// later start would load the state before it and publish the transition again. The
+    /// compare-and-set of the backlog write keeps a record the peer did store.
+    pub fn adopted(&mut self, record: Record) {
+        if self.degraded.is_none() {
+            return;
+        }
+        let key = kv_key(record.key());
+        if self
+            .backlog
+            .get(&key)
+            .is_none_or(|mine| mine.rank() < record.rank())
+        {
+            self.backlog.insert(key, record);
         }
     }
 
@@ -882,6 +910,18 @@ impl Persistence {
         if let Persistence::Kv(store) = self {
             store.published_unclaimed(transition);
         }
+    }
+
+    /// Notes a transition a peer published (see [`KvStore::adopted`]).
+    pub fn adopted(&mut self, record: Record) {
+        if let Persistence::Kv(store) = self {
+            store.adopted(record);
+        }
+    }
+
+    /// True while an open store cannot be written (transitions wait in its backlog).
+    pub fn is_degraded(&self) -> bool {
+        matches!(self, Persistence::Kv(store) if store.degraded.is_some())
     }
 
     /// Persists the history when it changed.
