@@ -18,7 +18,7 @@ use crate::checks::MemberState;
 use crate::checks::{evaluate_all, Outcome, Thresholds};
 pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveFinding, TransitionKind};
-use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE};
+use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE, UNCLAIMED_SETTLE};
 use crate::history::History;
 use crate::observe::events::{self, EventError};
 use crate::observe::gather::{self, GatherTiming, Plan};
@@ -468,6 +468,7 @@ impl Engine {
             self.move_away("does not answer").await;
         }
         let mut published = Vec::new();
+        let mut settled = false;
         for transition in &transitions {
             let key = transition.finding.key.clone();
             let waited = self
@@ -507,6 +508,16 @@ impl Engine {
                     if !self.is_primary() && !waited {
                         tracing::debug!(finding = %key, "store unavailable; holding back for the primary instance");
                         continue;
+                    }
+                    // A peer that reaches the store may be publishing the same transition,
+                    // claimed, at this very moment: give its event time to arrive (once a round).
+                    if !settled {
+                        settled = true;
+                        tokio::time::sleep(UNCLAIMED_SETTLE).await;
+                        self.drain_peer_events();
+                        if !self.held.contains_key(&key) {
+                            continue;
+                        }
                     }
                     self.persistence.published_unclaimed(transition);
                 }

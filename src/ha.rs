@@ -44,6 +44,11 @@ pub const PRIMARY_SILENCE: Duration = Duration::from_secs(3);
 /// arbitrate and this instance is not the primary), or when a peer just published the contrary.
 pub const STANDBY_GRACE: Duration = Duration::from_secs(5);
 
+/// How long an instance that cannot reach the store waits, before publishing a transition
+/// unclaimed, for the event of a peer that can reach it and may be publishing the same one
+/// claimed: two publications at the same instant cannot see each other.
+pub const UNCLAIMED_SETTLE: Duration = Duration::from_millis(300);
+
 /// The subject on which instance `id` answers with its state.
 pub fn state_subject(id: &str) -> String {
     format!("{HA_STATE_PREFIX}.{id}")

@@ -40,6 +40,11 @@ pub struct History {
     /// monitor falls back to the changes.
     #[serde(skip)]
     pub last_election: Option<(String, SystemTime)>,
+    /// The leader as last established answered without claiming to lead: if it leads again, it
+    /// was re-elected (polls see this even when the election advisory arrives late or not at
+    /// all, as through a cut-off server).
+    #[serde(skip)]
+    pub leadership_lost: bool,
 }
 
 /// A member the leader has never heard from.
@@ -224,8 +229,18 @@ impl History {
         } else if snapshot.meta_views().next().is_some() {
             self.leaderless_since.get_or_insert(now);
         }
+        if let Some(current) = &self.leader {
+            let own = snapshot.views.get(current).and_then(|v| v.meta.as_ref());
+            if own.is_some_and(|m| m.leader_name() != Some(current.as_str())) {
+                self.leadership_lost = true;
+            }
+        }
         if let Some((view, meta)) = snapshot.leader_view() {
             let leader = view.server.name.clone();
+            if std::mem::take(&mut self.leadership_lost) && self.leader.as_ref() == Some(&leader) {
+                // No change of leader, but a new term: its `active` figures count from before.
+                self.last_election = Some((leader.clone(), now));
+            }
             // The leader's view is the membership: forget servers it no longer lists (a peer
             // removed while stopped sends no advisory), unless they answer now.
             let listed: std::collections::BTreeSet<&str> = meta

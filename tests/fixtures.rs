@@ -625,3 +625,29 @@ fn a_leader_re_elected_after_losing_its_leadership_counts_silence_from_the_re_el
         set(&["n3"])
     );
 }
+
+#[test]
+fn a_leader_seen_losing_its_leadership_and_leading_again_was_re_elected_without_an_advisory() {
+    let stale = Duration::from_secs(6);
+    let healthy = || just_after_step_down(Duration::from_millis(200));
+    // n2 answers without claiming to lead (it lost its leadership), then leads again.
+    let mut lost = healthy();
+    for reply in &mut lost {
+        if reply.server.name == "n2" {
+            if let Some(meta) = reply.data.as_mut().and_then(|d| d.meta_cluster.as_mut()) {
+                meta.leader = None;
+            }
+        }
+    }
+    let mut s = Scenario::new();
+    s.poll_replies(t(0), healthy())
+        .poll_replies(t(5), lost)
+        .poll_replies(t(10), just_after_step_down(stale));
+    assert!(s.history.leader_changes.is_empty(), "the same leader");
+    let e = s.evaluate(t(10));
+    assert!(
+        findings(&e, CheckId::Meta001).is_empty(),
+        "{:#?}",
+        findings(&e, CheckId::Meta001)
+    );
+}
