@@ -346,26 +346,34 @@ impl Engine {
                 return;
             }
             let known = self.history.known_servers();
-            let mut moved = false;
+            let mut retried = false;
             let polled = loop {
                 let plan = self.plan(&known);
+                let connects = self.client.statistics().connects.load(Ordering::Relaxed);
                 let (polled, own) = tokio::join!(
                     gather::poll(&self.client, &known, &plan, self.config.timing),
                     gather::own_views(&self.direct, self.config.timing.probe_timeout),
                 );
+                // The main connection dropped and came back (or not yet) during the poll: its
+                // silence is the reconnect's, not its server's.
+                let reconnected = self.client.statistics().connects.load(Ordering::Relaxed)
+                    != connects
+                    || self.client.connection_state() != State::Connected;
                 let polled = polled.map(|mut snapshot| {
                     // Nothing came back through the main connection while servers answer on
-                    // their own links: the server it is attached to is stopped or cut off, and
-                    // the silence of every server without a direct answer says nothing.
+                    // their own links: the server it is attached to is stopped or cut off (or
+                    // the connection was reconnecting), and the silence of every server
+                    // without a direct answer says nothing.
                     let silent = snapshot.views.is_empty() && !own.is_empty();
                     gather::merge_views(&mut snapshot, own);
                     (snapshot, silent)
                 });
-                // Move now and poll again, not after a later round-trip check, so that a short
-                // stall is still published while it lasts.
+                // Poll again at once (after moving, unless the connection just moved by
+                // itself), not after a later round-trip check, so that a short stall is still
+                // published while it lasts.
                 if let Ok((_, true)) = polled {
-                    if !moved && self.move_away("does not answer").await {
-                        moved = true;
+                    if !retried && (reconnected || self.move_away("does not answer").await) {
+                        retried = true;
                         continue;
                     }
                 }

@@ -12,7 +12,7 @@ mod proxy;
 
 pub use proxy::TcpProxy;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -244,20 +244,33 @@ pub struct Cluster {
     keep_dir: bool,
 }
 
+/// Ports this process has handed out: never handed out again, so a node killed in one test cannot
+/// have its port taken by a node another test starts meanwhile (a client that knew the old node
+/// would then reach the wrong cluster).
+static PORTS_USED: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+
 fn free_ports(n: usize) -> Result<Vec<u16>, TestbedError> {
+    let mut used = PORTS_USED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Hold every listener until all ports are chosen so that none is handed out twice.
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| io_err("binding a free loopback port", e))?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|e| io_err("reading a bound port", e))
-        })
-        .collect()
+    let mut listeners = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    let mut tries = 0;
+    while ports.len() < n {
+        tries += 1;
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| io_err("binding a free loopback port", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| io_err("reading a bound port", e))?
+            .port();
+        if used.insert(port) || tries > 100 * n {
+            ports.push(port);
+        }
+        listeners.push(listener);
+    }
+    Ok(ports)
 }
 
 fn loopback(port: u16) -> SocketAddr {
