@@ -414,8 +414,9 @@ impl Engine {
         if std::mem::take(&mut self.moving) {
             self.move_away("is going away").await;
         }
-        // A snapshot gathered through a silent server is partial: hold what it concludes.
-        let mut stuck_on_cut_off = self.attached_silent;
+        // Nothing is published through a server that is silent (the snapshot gathered through
+        // it is partial: hold what it concludes) or cut off.
+        let mut stuck = self.attached_silent;
         if let Some(meta) = &meta {
             // Findings published through a server cut off from the group reach only its side:
             // move first, publish after.
@@ -427,7 +428,7 @@ impl Engine {
                 self.move_away("is cut off from the meta group").await;
                 // Still there (a move was made moments ago, or failed): publish nothing
                 // through it this round.
-                stuck_on_cut_off |= self.client.server_info().server_name == attached;
+                stuck |= self.client.server_info().server_name == attached;
             }
         }
         // What peers published meanwhile is the state this round starts from.
@@ -471,7 +472,7 @@ impl Engine {
         // A connection that is down, or attached to a server that does not answer (stopped,
         // cut off), would only buffer events to deliver them late, after a peer published
         // them: hold everything and move.
-        let live = transitions.is_empty() || (!stuck_on_cut_off && self.connection_answers().await);
+        let live = transitions.is_empty() || (!stuck && self.connection_answers().await);
         if !live {
             self.move_away("does not answer").await;
         }
