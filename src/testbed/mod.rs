@@ -244,10 +244,18 @@ pub struct Cluster {
     keep_dir: bool,
 }
 
-/// Ports this process has handed out: never handed out again, so a node killed in one test cannot
-/// have its port taken by a node another test starts meanwhile (a client that knew the old node
+/// Ports this process has handed out (to nodes and proxies): never handed out again, so a node
+/// killed in one test cannot have its port taken by a node or proxy another test starts meanwhile (a client that knew the old node
 /// would then reach the wrong cluster).
 static PORTS_USED: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Records `port` as handed out; false when this process had handed it out before.
+fn claim_port(port: u16) -> bool {
+    PORTS_USED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(port)
+}
 
 fn free_ports(n: usize) -> Result<Vec<u16>, TestbedError> {
     let mut used = PORTS_USED

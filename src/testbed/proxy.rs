@@ -21,9 +21,19 @@ pub struct TcpProxy {
 }
 
 impl TcpProxy {
-    /// Binds `127.0.0.1:0` and starts forwarding to `target`.
+    /// Binds a loopback port this process never handed out before and starts forwarding to `target`.
     pub async fn start(target: SocketAddr) -> io::Result<TcpProxy> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        // A port a killed node of another test left free must not become this proxy's: a
+        // client that knew that node would reconnect through here into the wrong cluster.
+        let mut held = Vec::new();
+        let listener = loop {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+            if super::claim_port(listener.local_addr()?.port()) || held.len() >= 100 {
+                break listener;
+            }
+            held.push(listener);
+        };
+        drop(held);
         let addr = listener.local_addr()?;
         let (cut, cut_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, target, cut_rx));
