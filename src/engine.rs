@@ -499,10 +499,12 @@ impl Engine {
                 Claim::Won => {
                     // A peer that published it unclaimed (its store unavailable) while this
                     // claim was under way has said it already.
+                    // (What it wrote is then a ghost the peer's state overwrites.)
                     self.drain_peer_events();
                     if !self.held.contains_key(&key) {
                         continue;
                     }
+                    self.persistence.published(transition);
                 }
                 Claim::Unavailable => {
                     // The store cannot arbitrate: the longest-running live instance publishes;
@@ -676,13 +678,10 @@ impl Engine {
             let key = record.key().to_string();
             let rank = record.rank();
             let known = self.shared.known_rank(&key);
-            let stored = self.persistence.is_degraded().then(|| record.clone());
-            let adopted = self.shared.fold(record);
+            let adopted = self.shared.fold(record.clone());
             tracing::debug!(finding = %key, ?rank, ?known, adopted, "a peer instance's event");
             if adopted {
-                if let Some(record) = stored {
-                    self.persistence.adopted(record);
-                }
+                self.persistence.adopted(record);
                 // Whatever this instance wanted for the key was decided before the peer spoke.
                 self.held.remove(&key);
                 self.peer_changed.insert(key, std::time::Instant::now());

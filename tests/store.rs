@@ -3,10 +3,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use nats_insights::checks::{CheckId, Finding};
 use nats_insights::engine::EngineConfig;
-use nats_insights::findings::TransitionKind::{Raised, Resolved};
+use nats_insights::findings::Transition;
+use nats_insights::findings::TransitionKind::{Raised, Resolved, Updated};
+use nats_insights::store::{kv_key, Claim, KvStore, Record, StoreHealth, StoreSettings, Stored};
 use nats_insights::testbed::{Cluster, Stop};
 use support::{
     cluster, follower, move_leader, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
@@ -381,4 +384,133 @@ async fn a_short_stall_of_the_primary_instances_server_that_also_leads_the_bucke
     );
     primary.stop().await;
     standby.stop().await;
+}
+
+fn transition(kind: nats_insights::findings::TransitionKind, revision: u64) -> Transition {
+    transition_of("n2", Duration::ZERO, kind, revision)
+}
+
+/// A META_001 transition for `server`, of the episode raised `late` after a fixed moment.
+fn transition_of(
+    server: &str,
+    late: Duration,
+    kind: nats_insights::findings::TransitionKind,
+    revision: u64,
+) -> Transition {
+    let raised_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + late;
+    Transition {
+        kind,
+        finding: Finding {
+            check: CheckId::Meta001,
+            key: format!("META_001/insights-test/{server}"),
+            cluster: "insights-test".to_string(),
+            domain: None,
+            server: Some(server.to_string()),
+            summary: format!("{server} is offline"),
+            evidence: serde_json::json!({}),
+            remediation: Vec::new(),
+            fingerprint: format!("f{revision}"),
+        },
+        revision,
+        raised_at,
+        at: raised_at + Duration::from_secs(revision),
+    }
+}
+
+async fn stored(client: &async_nats::Client, finding: &str) -> Stored {
+    let kv = async_nats::jetstream::new(client.clone())
+        .get_key_value("insights_adopt")
+        .await
+        .expect("bucket");
+    let entry = kv
+        .get(kv_key(finding))
+        .await
+        .expect("read")
+        .expect("present");
+    serde_json::from_slice(&entry).expect("a stored record")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_event_the_bucket_lacks_is_stored_without_taking_the_publishers_next_claim() {
+    let cluster = cluster(3).await;
+    let settings = |instance: &str| StoreSettings {
+        bucket: "insights_adopt".to_string(),
+        replicas: 3,
+        timeout: Duration::from_secs(2),
+        instance: instance.to_string(),
+    };
+    let client = cluster.app_client(0).await.expect("client");
+    let mut a = KvStore::open(client.clone(), settings("a"), Some(3))
+        .await
+        .expect("open a");
+    let mut b = KvStore::open(client.clone(), settings("b"), Some(3))
+        .await
+        .expect("open b");
+    let raised = transition(Raised, 1);
+    let key = raised.finding.key.clone();
+
+    // `a` published the raise unclaimed (its store was away) and has not written it yet; `b`
+    // saw the event: `b` stores it.
+    a.published_unclaimed(&raised);
+    b.adopted(Record::after(&raised));
+    b.retry().await;
+    let there = stored(&client, &key).await;
+    assert_eq!(
+        (there.writer.as_str(), there.record.rank()),
+        ("b", Record::after(&raised).rank())
+    );
+    assert!(
+        matches!(b.health(), StoreHealth::Healthy { .. }),
+        "{:?}",
+        b.health()
+    );
+
+    // The record `b` wrote is no rival to `a`'s next claim, only a newer revision.
+    let updated = transition(Updated, 2);
+    assert_eq!(a.claim(&updated).await, Claim::Won);
+    a.published(&updated);
+    // `a`'s late backlog write of the raise leaves the newer update in place.
+    a.flush().await;
+    let there = stored(&client, &key).await;
+    assert_eq!(
+        (there.writer.as_str(), there.record),
+        ("a", Record::after(&updated))
+    );
+
+    // `b` sees the update's event: already stored, nothing is written.
+    b.adopted(Record::after(&updated));
+    b.retry().await;
+    assert_eq!(stored(&client, &key).await.writer, "a");
+
+    // A rival claim of the same transition from `b` still loses.
+    let resolved_by_a = transition(Resolved, 3);
+    assert_eq!(a.claim(&resolved_by_a).await, Claim::Won);
+    a.published(&resolved_by_a);
+    let resolved_by_b = transition(Resolved, 3);
+    assert!(matches!(b.claim(&resolved_by_b).await, Claim::Lost(_)));
+
+    // A ghost: `a`'s claim of a raise it saw half a second after `b` landed, but `a` did not
+    // publish it (the answer was lost and `b` published first, unclaimed). `a` learns of `b`'s
+    // raise and puts it in place of its ghost, although the ghost's episode looks later.
+    let b_raised = transition_of("n3", Duration::ZERO, Raised, 1);
+    let a_ghost = transition_of("n3", Duration::from_millis(500), Raised, 1);
+    let key = b_raised.finding.key.clone();
+    b.published_unclaimed(&b_raised);
+    // The write whose answer was lost: `a` does not know its revision.
+    let mut lost_answer = KvStore::open(client.clone(), settings("a"), Some(3))
+        .await
+        .expect("open a again");
+    assert_eq!(lost_answer.claim(&a_ghost).await, Claim::Won);
+    a.adopted(Record::after(&b_raised));
+    a.retry().await;
+    assert_eq!(stored(&client, &key).await.record, Record::after(&b_raised));
+    // So `b`'s resolution, written late from its backlog, is not taken for an older state.
+    let b_resolved = transition_of("n3", Duration::ZERO, Resolved, 2);
+    b.published_unclaimed(&b_resolved);
+    b.flush().await;
+    let there = stored(&client, &key).await;
+    assert_eq!(
+        (there.writer.as_str(), there.record),
+        ("b", Record::after(&b_resolved))
+    );
 }

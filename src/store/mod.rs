@@ -204,8 +204,13 @@ pub struct KvStore {
     kv: kv::Store,
     /// KV revision of each key as last written or read by this instance.
     revisions: BTreeMap<String, u64>,
-    /// Latest record per key not yet written (while degraded).
+    /// Latest record per key not yet written: what this instance published while degraded, and
+    /// what a peer published that the bucket may not hold.
     backlog: BTreeMap<String, Record>,
+    /// Rank of the latest state of each key known to be published: by this instance, by a peer
+    /// (its event), or before (loaded). A stored record no newer than that is no rival claim,
+    /// only a sign of a stale revision; one of this instance's own that is not this is a ghost.
+    seen: BTreeMap<String, Rank>,
     degraded: Option<(SystemTime, String)>,
     last_retry: Option<Instant>,
     history_written: Option<(String, Instant)>,
@@ -217,6 +222,17 @@ struct Latest {
     revision: u64,
     deleted: bool,
     value: Bytes,
+}
+
+/// True when two records are the state after the same transition, written in different rounds
+/// (a claim retried after its write timed out, or held back and claimed again): the same episode,
+/// revision and kind; the time of the attempt and the evidence may differ.
+fn same_transition(a: &Record, b: &Record) -> bool {
+    a.rank() == b.rank()
+        && matches!(
+            (a, b),
+            (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
+        )
 }
 
 /// Encodes a finding key into a KV key: `[-/_a-zA-Z0-9]` stay, everything else becomes `=XX`.
@@ -344,6 +360,7 @@ impl KvStore {
             kv,
             revisions: BTreeMap::new(),
             backlog: BTreeMap::new(),
+            seen: BTreeMap::new(),
             degraded: None,
             last_retry: None,
             history_written: None,
@@ -423,7 +440,11 @@ impl KvStore {
                 }
                 continue;
             }
-            match serde_json::from_slice::<Stored>(&entry.value).map(|s| s.record) {
+            let record = serde_json::from_slice::<Stored>(&entry.value).map(|s| s.record);
+            if let Ok(record) = &record {
+                self.seen.insert(key.clone(), record.rank());
+            }
+            match record {
                 Ok(Record::Active(active)) => {
                     loaded.active.insert(active.finding.key.clone(), active);
                 }
@@ -538,6 +559,7 @@ impl KvStore {
             Instant::now() + self.settings.timeout * 2
         };
         let mut last_error;
+        let mut stale_retried = false;
         loop {
             let known = self.revisions.get(&key).copied();
             let write =
@@ -572,14 +594,31 @@ impl KvStore {
                 // Someone else wrote this key first (or our revision is stale): see what is there.
                 Ok(Err((true, error))) => match self.read(&key).await {
                     Ok(Some(entry)) => {
-                        self.revisions.insert(key, entry.revision);
+                        self.revisions.insert(key.clone(), entry.revision);
                         let found = serde_json::from_slice::<Stored>(&entry.value).ok();
-                        return match found {
-                            Some(s) if s.writer == self.instance && s.record == record => {
-                                Claim::Won
+                        match found {
+                            Some(s)
+                                if s.writer == self.instance
+                                    && same_transition(&s.record, &record) =>
+                            {
+                                return Claim::Won;
                             }
-                            other => Claim::Lost(other.map(|s| Box::new(s.record))),
-                        };
+                            // A state this instance already knows (a peer stored what it
+                            // published, or this instance wrote a peer's event), or its own
+                            // ghost: not a rival claim. Write again on the fresh revision.
+                            Some(s)
+                                if !stale_retried
+                                    && (self
+                                        .seen
+                                        .get(&key)
+                                        .is_some_and(|r| s.record.rank() <= *r)
+                                        || self.is_own_ghost(&key, &s)) =>
+                            {
+                                stale_retried = true;
+                                continue;
+                            }
+                            other => return Claim::Lost(other.map(|s| Box::new(s.record))),
+                        }
                     }
                     Ok(None) => return Claim::Lost(None),
                     Err(e) => last_error = format!("{error}; then {e}"),
@@ -590,11 +629,10 @@ impl KvStore {
                     last_error = format!("no answer within {attempt_timeout:?}");
                     if let Ok(Some(entry)) = self.read(&key).await {
                         let found = serde_json::from_slice::<Stored>(&entry.value).ok();
-                        if found
-                            .as_ref()
-                            .is_some_and(|s| s.writer == self.instance && s.record == record)
-                        {
-                            self.revisions.insert(key, entry.revision);
+                        if found.as_ref().is_some_and(|s| {
+                            s.writer == self.instance && same_transition(&s.record, &record)
+                        }) {
+                            self.revisions.insert(key.clone(), entry.revision);
                             return Claim::Won;
                         }
                     }
@@ -638,12 +676,31 @@ impl KvStore {
         Claim::Lost(Some(Box::new(theirs.record)))
     }
 
+    /// True when `stored` is a write of this instance that it never published nor learned was
+    /// published: a claim whose write landed although its answer was lost, after which the
+    /// transition was held back and then published by a peer (or dropped). Its rank is this
+    /// instance's own reading of the episode and may outrank what was published, so it must not
+    /// stand in the way of the published state.
+    fn is_own_ghost(&self, key: &str, stored: &Stored) -> bool {
+        stored.writer == self.instance && self.seen.get(key) != Some(&stored.record.rank())
+    }
+
+    /// Notes that `transition`, claimed, was published.
+    pub fn published(&mut self, transition: &Transition) {
+        self.seen.insert(
+            kv_key(&transition.finding.key),
+            Record::after(transition).rank(),
+        );
+    }
+
     /// Notes that `transition` was published without a claim (the store was unavailable): its
     /// record is written when the store answers again. Only what was published goes here; a
     /// transition held back for another instance must never reach the store.
     pub fn published_unclaimed(&mut self, transition: &Transition) {
-        self.backlog
-            .insert(kv_key(&transition.finding.key), Record::after(transition));
+        let record = Record::after(transition);
+        let key = kv_key(&transition.finding.key);
+        self.seen.insert(key.clone(), record.rank());
+        self.backlog.insert(key, record);
         if self.degraded.is_none() {
             self.degraded = Some((SystemTime::now(), "writing backlog".to_string()));
         }
@@ -679,6 +736,7 @@ impl KvStore {
             match written {
                 Ok(revision) => {
                     self.revisions.insert(key.to_string(), revision);
+                    self.seen.insert(key.to_string(), stored.record.rank());
                     return Ok(());
                 }
                 Err((true, _)) => {
@@ -693,7 +751,9 @@ impl KvStore {
                     };
                     self.revisions.insert(key.to_string(), entry.revision);
                     let theirs = serde_json::from_slice::<Stored>(&entry.value).ok();
-                    if theirs.is_some_and(|t| t.record.rank() >= stored.record.rank()) {
+                    if theirs.is_some_and(|t| {
+                        t.record.rank() >= stored.record.rank() && !self.is_own_ghost(key, &t)
+                    }) {
                         // Newer (or the same) state is already stored: ours is obsolete.
                         return Ok(());
                     }
@@ -751,15 +811,18 @@ impl KvStore {
         }
     }
 
-    /// Notes what a peer instance published while this store cannot be written: that peer most
-    /// likely could not store it either, and whichever instance outlives the outage must, or a
+    /// Notes what a peer instance published. The peer may have published it unclaimed (its
+    /// store unavailable) and may stop before it can store it: whichever instance can must, or a
     /// later start would load the state before it and publish the transition again. The
-    /// compare-and-set of the backlog write keeps a record the peer did store.
+    /// compare-and-set of the backlog write keeps a record the peer did store (then nothing is
+    /// written).
     pub fn adopted(&mut self, record: Record) {
-        if self.degraded.is_none() {
+        let key = kv_key(record.key());
+        if self.seen.get(&key).is_some_and(|r| *r >= record.rank()) {
+            // Written, loaded or learned before: in the bucket or the backlog already.
             return;
         }
-        let key = kv_key(record.key());
+        self.seen.insert(key.clone(), record.rank());
         if self
             .backlog
             .get(&key)
@@ -769,13 +832,19 @@ impl KvStore {
         }
     }
 
-    /// While degraded, retries now and then: writes the backlog (latest state per key wins) and
-    /// returns to healthy when everything is written.
+    /// Writes the backlog (latest state per key wins): at once while healthy, now and then while
+    /// degraded, returning to healthy when everything is written.
     pub async fn retry(&mut self) {
-        if self.degraded.is_none() || self.last_retry.is_some_and(|at| at.elapsed() < RETRY_EVERY) {
+        let healthy = self.degraded.is_none();
+        if healthy && self.backlog.is_empty() {
             return;
         }
-        self.last_retry = Some(Instant::now());
+        if !healthy && self.last_retry.is_some_and(|at| at.elapsed() < RETRY_EVERY) {
+            return;
+        }
+        if !healthy {
+            self.last_retry = Some(Instant::now());
+        }
         let pending: Vec<(String, Record)> = self
             .backlog
             .iter()
@@ -808,6 +877,9 @@ impl KvStore {
                     return;
                 }
             }
+        }
+        if healthy {
+            return;
         }
         // Prove the bucket answers even with an empty backlog. A read, not stream info: the
         // JetStream API stalls without a meta leader even when the bucket's stream is fine.
@@ -912,16 +984,18 @@ impl Persistence {
         }
     }
 
+    /// Notes that a claimed transition was published (see [`KvStore::published`]).
+    pub fn published(&mut self, transition: &Transition) {
+        if let Persistence::Kv(store) = self {
+            store.published(transition);
+        }
+    }
+
     /// Notes a transition a peer published (see [`KvStore::adopted`]).
     pub fn adopted(&mut self, record: Record) {
         if let Persistence::Kv(store) = self {
             store.adopted(record);
         }
-    }
-
-    /// True while an open store cannot be written (transitions wait in its backlog).
-    pub fn is_degraded(&self) -> bool {
-        matches!(self, Persistence::Kv(store) if store.degraded.is_some())
     }
 
     /// Persists the history when it changed.
