@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::checks::MemberState;
 use crate::checks::{evaluate_all, Outcome, Thresholds};
 pub use crate::connect::Connections;
-use crate::findings::{reconcile, ActiveFinding, TransitionKind};
+use crate::findings::{reconcile, ActiveFinding, Transition, TransitionKind};
 use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE, UNCLAIMED_SETTLE};
 use crate::history::History;
 use crate::observe::events::{self, EventError};
@@ -25,7 +25,7 @@ use crate::observe::gather::{self, GatherTiming, Plan};
 use crate::observe::{MetaEvent, Snapshot};
 use crate::publish::{FindingEvent, Heartbeat, Publisher, FINDING_PREFIX};
 use crate::service::{self, EngineStatus, Instance};
-use crate::store::{self, Claim, Loaded, Persistence, Record, StoreError, StoreSettings};
+use crate::store::{self, Claim, Loaded, Persistence, Record, StoreError, StoreSettings, Stored};
 
 /// Everything the engine needs besides the connection.
 #[derive(Debug, Clone)]
@@ -94,6 +94,19 @@ struct Held {
     first_at: SystemTime,
 }
 
+/// A record another instance wrote in the bucket, adopted when this instance's claim lost, whose
+/// event this instance has not seen. Its writer publishes it, unless the claim's answer was lost
+/// to the writer too (it then held the transition back) and the writer stopped before publishing:
+/// then this instance must, or the finding stays unpublished and its resolution would come alone.
+struct Unconfirmed {
+    /// Who wrote it.
+    writer: String,
+    /// The adopted record.
+    record: Record,
+    /// When it was adopted.
+    since: std::time::Instant,
+}
+
 /// The running pipeline's state.
 struct Engine {
     client: Client,
@@ -121,6 +134,8 @@ struct Engine {
     held: BTreeMap<String, Held>,
     /// Keys a peer changed, and when: a contrary transition waits for `STANDBY_GRACE`.
     peer_changed: BTreeMap<String, std::time::Instant>,
+    /// Records adopted from the bucket on a lost claim whose event has not been seen yet.
+    unconfirmed: BTreeMap<String, Unconfirmed>,
     /// The main connection's connect count when state was last synced from a peer: a higher
     /// count means events may have been missed while reconnecting.
     synced_connects: u64,
@@ -260,6 +275,7 @@ async fn run_instrumented(
         ha_tx,
         held: BTreeMap::new(),
         peer_changed: BTreeMap::new(),
+        unconfirmed: BTreeMap::new(),
         synced_connects: 0,
         moved_at: None,
         moving: false,
@@ -493,6 +509,11 @@ impl Engine {
             if !live || (contested && !waited) {
                 continue;
             }
+            // What this would follow was adopted from the bucket and not seen published yet:
+            // publishing it first would tell consumers of a change to a finding they never saw.
+            if self.unconfirmed.contains_key(&key) {
+                continue;
+            }
             // Claim before publishing: with several instances on one bucket only the winner
             // publishes; an unavailable store never holds a finding back for long.
             match self.persistence.claim(transition).await {
@@ -532,11 +553,21 @@ impl Engine {
                     }
                     self.persistence.published_unclaimed(transition);
                 }
-                Claim::Lost(record) => {
-                    tracing::debug!(finding = %key, record = ?record.as_ref().map(|r| r.rank()), "claim lost; adopting the stored record");
+                Claim::Lost(stored) => {
+                    tracing::debug!(finding = %key, record = ?stored.as_ref().map(|s| s.record.rank()), "claim lost; adopting the stored record");
                     self.held.remove(&key);
-                    if let Some(record) = record {
-                        self.shared.fold(*record);
+                    if let Some(stored) = stored {
+                        let Stored { writer, record } = *stored;
+                        if self.shared.fold(record.clone()) {
+                            self.unconfirmed.insert(
+                                key.clone(),
+                                Unconfirmed {
+                                    writer,
+                                    record,
+                                    since: std::time::Instant::now(),
+                                },
+                            );
+                        }
                     }
                     continue;
                 }
@@ -568,6 +599,9 @@ impl Engine {
             }
             published.push(transition.clone());
         }
+        if live {
+            published.extend(self.publish_unconfirmed().await);
+        }
         self.status
             .recent
             .record(&published, &self.history.leader_changes);
@@ -589,6 +623,56 @@ impl Engine {
         }
         self.status.store = self.persistence.health();
         self.publish_status();
+    }
+
+    /// Publishes the adopted records whose events never came: after `STANDBY_GRACE` when their
+    /// writer is gone (a restarted instance has a new id), after three times that when it is
+    /// still there (it would have published by then). A record the state moved past is dropped.
+    async fn publish_unconfirmed(&mut self) -> Vec<Transition> {
+        let live = self
+            .peers
+            .lock()
+            .map(|p| p.oldest_first(&self.instance.id))
+            .unwrap_or_default();
+        let mut published = Vec::new();
+        let keys: Vec<String> = self.unconfirmed.keys().cloned().collect();
+        for key in keys {
+            let Some(u) = self.unconfirmed.get(&key) else {
+                continue;
+            };
+            if self.shared.known_rank(&key) != Some(u.record.rank()) {
+                self.unconfirmed.remove(&key);
+                continue;
+            }
+            let wait = if live.contains(&u.writer) {
+                STANDBY_GRACE * 3
+            } else {
+                STANDBY_GRACE
+            };
+            if u.since.elapsed() < wait {
+                continue;
+            }
+            let Some(u) = self.unconfirmed.remove(&key) else {
+                continue;
+            };
+            let transition = ha::transition_of_record(&u.record);
+            tracing::warn!(finding = %key, writer = %u.writer, "a transition another instance stored was never published; publishing it");
+            self.persistence.published(&transition);
+            match self.publisher.transition(&transition).await {
+                Ok(event) => tracing::info!(
+                    subject = %event.subject(),
+                    server = %self.client.server_info().server_name,
+                    finding = %event.finding,
+                    revision = event.revision,
+                    "{}", event.summary
+                ),
+                Err(error) => {
+                    tracing::error!(%error, finding = %key, "cannot publish finding event")
+                }
+            }
+            published.push(transition);
+        }
+        published
     }
 
     /// Moves the main connection to another server and waits (briefly) until it is attached
@@ -677,6 +761,13 @@ impl Engine {
         for record in records {
             let key = record.key().to_string();
             let rank = record.rank();
+            if self
+                .unconfirmed
+                .get(&key)
+                .is_some_and(|u| u.record.rank() <= rank)
+            {
+                self.unconfirmed.remove(&key);
+            }
             let known = self.shared.known_rank(&key);
             let adopted = self.shared.fold(record.clone());
             tracing::debug!(finding = %key, ?rank, ?known, adopted, "a peer instance's event");

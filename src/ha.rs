@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::checks::Finding;
-use crate::findings::{ActiveFinding, ActiveSet, TransitionKind, ADOPTED_FINGERPRINT};
+use crate::findings::{ActiveFinding, ActiveSet, Transition, TransitionKind, ADOPTED_FINGERPRINT};
 use crate::publish::FindingEvent;
 use crate::service;
 use crate::store::{rank, Rank, Record, ResolvedFinding};
@@ -229,6 +229,30 @@ pub fn record_of_event(event: &FindingEvent) -> Option<Record> {
             changed_at: at,
         }),
     })
+}
+
+/// The transition that left `record` behind (the inverse of [`Record::after`]).
+pub fn transition_of_record(record: &Record) -> Transition {
+    match record {
+        Record::Resolved(r) => Transition {
+            kind: TransitionKind::Resolved,
+            finding: r.finding.clone(),
+            revision: r.revision,
+            raised_at: r.raised_at,
+            at: r.resolved_at,
+        },
+        Record::Active(a) => Transition {
+            kind: if a.revision <= 1 {
+                TransitionKind::Raised
+            } else {
+                TransitionKind::Updated
+            },
+            finding: a.finding.clone(),
+            revision: a.revision,
+            raised_at: a.raised_at,
+            at: a.changed_at,
+        },
+    }
 }
 
 /// An instance's answer on its state subject.

@@ -514,3 +514,55 @@ async fn a_peers_event_the_bucket_lacks_is_stored_without_taking_the_publishers_
         ("b", Record::after(&b_resolved))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_stored_by_an_instance_that_stopped_before_publishing_it_is_published_once() {
+    let mut cluster = cluster(3).await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "ghost").await;
+    ready(&monitor, 3).await;
+    healthy(&monitor).await;
+
+    // An instance that is gone wrote the raise a moment ago (its claim's answer was lost, it held
+    // the raise back, and it stopped): the monitor's own claim of the fault loses to that record.
+    let ghost_raise = transition_of(&name, Duration::ZERO, Raised, 1);
+    let now = SystemTime::now();
+    let mut record = Record::after(&ghost_raise);
+    if let Record::Active(active) = &mut record {
+        active.finding.key = format!("META_001/insights-test/{name}");
+        active.raised_at = now;
+        active.changed_at = now;
+    }
+    let key = record.key().to_string();
+    let kv = async_nats::jetstream::new(cluster.app_client(0).await.expect("client"))
+        .get_key_value("ghost")
+        .await
+        .expect("bucket");
+    let value = serde_json::to_vec(&Stored {
+        writer: "gone".to_string(),
+        record,
+    })
+    .expect("encode");
+    kv.put(kv_key(&key), value.into()).await.expect("write");
+
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(raised.finding, key);
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(2)).await;
+    assert_eq!(
+        events.history_of(&key),
+        ["raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}

@@ -180,8 +180,8 @@ pub enum StoreError {
 pub enum Claim {
     /// This instance's write won: publish.
     Won,
-    /// Another instance wrote first: adopt its record, do not publish.
-    Lost(Option<Box<Record>>),
+    /// Another instance wrote first: adopt its record (and know who wrote it), do not publish.
+    Lost(Option<Box<Stored>>),
     /// The store is unavailable: publish anyway (or hold back for the primary instance); what is
     /// published is written later ([`Persistence::published_unclaimed`]).
     Unavailable,
@@ -617,7 +617,7 @@ impl KvStore {
                                 stale_retried = true;
                                 continue;
                             }
-                            other => return Claim::Lost(other.map(|s| Box::new(s.record))),
+                            other => return Claim::Lost(other.map(Box::new)),
                         }
                     }
                     Ok(None) => return Claim::Lost(None),
@@ -673,7 +673,7 @@ impl KvStore {
         }
         tracing::info!(%key, ours = revision, theirs = entry.revision, "another instance's write of the same transition was accepted after ours; it publishes");
         self.revisions.insert(key.to_string(), entry.revision);
-        Claim::Lost(Some(Box::new(theirs.record)))
+        Claim::Lost(Some(Box::new(theirs)))
     }
 
     /// True when `stored` is a write of this instance that it never published nor learned was
@@ -965,7 +965,7 @@ impl Persistence {
                 // the revision just read.
                 let stale = match &claim {
                     Claim::Lost(None) => true,
-                    Claim::Lost(Some(record)) => matches!(**record, Record::Resolved(_)),
+                    Claim::Lost(Some(stored)) => matches!(stored.record, Record::Resolved(_)),
                     _ => false,
                 };
                 if transition.kind == TransitionKind::Raised && stale {
