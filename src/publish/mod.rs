@@ -236,9 +236,27 @@ impl Publisher {
         Ok(event)
     }
 
-    /// Publishes a heartbeat.
+    /// Publishes a heartbeat: once, unconfirmed. A lost heartbeat is replaced by the next one, and
+    /// waiting for a stopped server here would hold the pipeline (and the findings) behind a
+    /// proof of life; moving off a server that does not answer is the round's job.
     pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), PublishError> {
-        self.send(HEARTBEAT_SUBJECT.to_string(), heartbeat).await
+        let payload: bytes::Bytes = serde_json::to_vec(heartbeat)?.into();
+        match tokio::time::timeout(
+            CONFIRM_TIMEOUT,
+            self.client.publish(HEARTBEAT_SUBJECT, payload),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(PublishError::Send {
+                subject: HEARTBEAT_SUBJECT.to_string(),
+                source,
+            }),
+            Err(_) => Err(PublishError::Unconfirmed {
+                subject: HEARTBEAT_SUBJECT.to_string(),
+                attempts: 1,
+            }),
+        }
     }
 
     /// Publishes and confirms the server has processed it: a request sent after it on the same
