@@ -585,18 +585,7 @@ impl Engine {
                 self.shared
                     .fold_resolved(&key, store::rank(transition.raised_at, transition.revision));
             }
-            match self.publisher.transition(transition).await {
-                Ok(event) => tracing::info!(
-                    subject = %event.subject(),
-                    server = %self.client.server_info().server_name,
-                    finding = %event.finding,
-                    revision = event.revision,
-                    "{}", event.summary
-                ),
-                Err(error) => {
-                    tracing::error!(%error, finding = %transition.finding.key, "cannot publish finding event")
-                }
-            }
+            self.announce(transition).await;
             published.push(transition.clone());
         }
         if live {
@@ -623,6 +612,22 @@ impl Engine {
         }
         self.status.store = self.persistence.health();
         self.publish_status();
+    }
+
+    /// Publishes a transition's event and logs it (a failure is logged: the state moves on).
+    async fn announce(&self, transition: &Transition) {
+        match self.publisher.transition(transition).await {
+            Ok(event) => tracing::info!(
+                subject = %event.subject(),
+                server = %self.client.server_info().server_name,
+                finding = %event.finding,
+                revision = event.revision,
+                "{}", event.summary
+            ),
+            Err(error) => {
+                tracing::error!(%error, finding = %transition.finding.key, "cannot publish finding event")
+            }
+        }
     }
 
     /// Publishes the adopted records whose events never came: after `STANDBY_GRACE` when their
@@ -658,18 +663,7 @@ impl Engine {
             let transition = ha::transition_of_record(&u.record);
             tracing::warn!(finding = %key, writer = %u.writer, "a transition another instance stored was never published; publishing it");
             self.persistence.published(&transition);
-            match self.publisher.transition(&transition).await {
-                Ok(event) => tracing::info!(
-                    subject = %event.subject(),
-                    server = %self.client.server_info().server_name,
-                    finding = %event.finding,
-                    revision = event.revision,
-                    "{}", event.summary
-                ),
-                Err(error) => {
-                    tracing::error!(%error, finding = %key, "cannot publish finding event")
-                }
-            }
+            self.announce(&transition).await;
             published.push(transition);
         }
         published
