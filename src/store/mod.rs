@@ -697,10 +697,9 @@ impl KvStore {
     /// record is written when the store answers again. Only what was published goes here; a
     /// transition held back for another instance must never reach the store.
     pub fn published_unclaimed(&mut self, transition: &Transition) {
-        let record = Record::after(transition);
-        let key = kv_key(&transition.finding.key);
-        self.seen.insert(key.clone(), record.rank());
-        self.backlog.insert(key, record);
+        self.published(transition);
+        self.backlog
+            .insert(kv_key(&transition.finding.key), Record::after(transition));
         if self.degraded.is_none() {
             self.degraded = Some((SystemTime::now(), "writing backlog".to_string()));
         }
