@@ -558,7 +558,12 @@ impl Engine {
                     self.held.remove(&key);
                     if let Some(stored) = stored {
                         let Stored { writer, record } = *stored;
-                        if self.shared.fold(record.clone()) {
+                        // A state of the open episode no later than the one known published,
+                        // only dated later by an instance that saw the fault a moment later:
+                        // nothing new to publish.
+                        let known = matches!(&record, Record::Active(theirs)
+                            if self.shared.active.get(&key).is_some_and(|mine| mine.revision >= theirs.revision));
+                        if !known && self.shared.fold(record.clone()) {
                             self.unconfirmed.insert(
                                 key.clone(),
                                 Unconfirmed {
@@ -583,7 +588,7 @@ impl Engine {
             }
             if transition.kind == TransitionKind::Resolved {
                 self.shared
-                    .fold_resolved(&key, store::rank(transition.raised_at, transition.revision));
+                    .fold_resolved(&key, store::resolved_rank(transition.at));
             }
             self.announce(transition).await;
             published.push(transition.clone());

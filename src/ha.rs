@@ -369,6 +369,21 @@ mod tests {
     }
 
     #[test]
+    fn a_resolution_ends_the_episode_however_late_another_instance_dated_it() {
+        // The publisher raised at 1 and resolved at 6; a peer that saw the fault at 3 holds
+        // the same episode as raised at 3.
+        let mut shared = Shared::default();
+        assert!(shared.fold(active("k", 3, 1)));
+        assert!(shared.fold(resolved("k", 1, 2)), "the resolution ends it");
+        assert!(shared.active.is_empty());
+        assert!(
+            !shared.fold(active("k", 3, 1)),
+            "its later copy does not reopen it"
+        );
+        assert!(shared.fold(active("k", 7, 1)), "a raise after it does");
+    }
+
+    #[test]
     fn merging_a_peers_state_takes_its_resolutions_and_new_findings() {
         let mut mine = Shared::default();
         mine.fold(active("stale", 1, 1));

@@ -83,7 +83,8 @@ pub struct ResolvedFinding {
 }
 
 /// Orders what is known about one finding key: a later episode (raised later) is newer, and
-/// within an episode a higher revision is. Milliseconds, as in the events' timestamps, so a record
+/// within an episode a higher revision is; a resolution ranks at the time it was resolved, above
+/// any revision (see [`resolved_rank`]). Milliseconds, as in the events' timestamps, so a record
 /// learned from an event ranks the same as the publisher's own.
 pub type Rank = (u64, u64);
 
@@ -92,12 +93,20 @@ pub fn rank(raised_at: SystemTime, revision: u64) -> Rank {
     (crate::service::unix_ms(raised_at), revision)
 }
 
+/// The rank of a resolution made at `resolved_at`. It ends everything raised before it, not
+/// only the episode it names: another instance that saw the same fault a moment later dates the
+/// same episode later, and its record of it must not outlive the resolution. A raise after it is
+/// a new episode.
+pub fn resolved_rank(resolved_at: SystemTime) -> Rank {
+    (crate::service::unix_ms(resolved_at), u64::MAX)
+}
+
 impl Record {
     /// Its rank: the newer of two records about one key has the greater.
     pub fn rank(&self) -> Rank {
         match self {
             Record::Active(a) => rank(a.raised_at, a.revision),
-            Record::Resolved(r) => rank(r.raised_at, r.revision),
+            Record::Resolved(r) => resolved_rank(r.resolved_at),
         }
     }
 
@@ -233,6 +242,17 @@ fn same_transition(a: &Record, b: &Record) -> bool {
             (a, b),
             (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
         )
+}
+
+/// True when `stored` is an earlier state of what `ours` continues, dated differently: another
+/// instance that saw the same fault a moment later dates the episode later, so its record of the
+/// raise can outrank the update or resolution that follows it. Such a record is no rival claim.
+fn earlier_state_of(stored: &Record, ours: &Record) -> bool {
+    match (stored, ours) {
+        (Record::Active(s), Record::Active(o)) => s.revision < o.revision,
+        (Record::Active(_), Record::Resolved(_)) => stored.rank() < ours.rank(),
+        _ => false,
+    }
 }
 
 /// Encodes a finding key into a KV key: `[-/_a-zA-Z0-9]` stay, everything else becomes `=XX`.
@@ -604,14 +624,16 @@ impl KvStore {
                                 return Claim::Won;
                             }
                             // A state this instance already knows (a peer stored what it
-                            // published, or this instance wrote a peer's event), or its own
-                            // ghost: not a rival claim. Write again on the fresh revision.
+                            // published, or this instance wrote a peer's event), an earlier
+                            // state of this one, or its own ghost: not a rival claim. Write
+                            // again on the fresh revision.
                             Some(s)
                                 if !stale_retried
                                     && (self
                                         .seen
                                         .get(&key)
                                         .is_some_and(|r| s.record.rank() <= *r)
+                                        || earlier_state_of(&s.record, &record)
                                         || self.is_own_ghost(&key, &s)) =>
                             {
                                 stale_retried = true;
@@ -664,6 +686,7 @@ impl KvStore {
             return Claim::Won;
         };
         let twin = theirs.writer != self.instance
+            && !earlier_state_of(&theirs.record, record)
             && matches!(
                 (&theirs.record, record),
                 (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
@@ -1127,6 +1150,51 @@ mod tests {
                 stored
             );
         }
+    }
+
+    #[test]
+    fn a_peers_later_dated_raise_is_an_earlier_state_of_the_update_or_resolution_after_it() {
+        let finding = crate::checks::Finding {
+            check: crate::checks::CheckId::Meta001,
+            key: "META_001/c/n1".into(),
+            cluster: "c".into(),
+            domain: None,
+            server: Some("n1".into()),
+            summary: "s".into(),
+            evidence: serde_json::json!({}),
+            remediation: vec![],
+            fingerprint: "n1".into(),
+        };
+        let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms);
+        let active = |raised: u64, revision: u64| {
+            Record::Active(ActiveFinding {
+                finding: finding.clone(),
+                revision,
+                raised_at: t(raised),
+                changed_at: t(raised),
+            })
+        };
+        // The publisher raised at 0; a peer saw the same fault 2.3 s later.
+        let peers_raise = active(2_300, 1);
+        let update = active(0, 2);
+        let resolution = Record::Resolved(ResolvedFinding {
+            finding: finding.clone(),
+            revision: 2,
+            raised_at: t(0),
+            resolved_at: t(9_000),
+        });
+        assert!(peers_raise.rank() > update.rank(), "ranks alone mislead");
+        assert!(earlier_state_of(&peers_raise, &update));
+        assert!(earlier_state_of(&peers_raise, &resolution));
+        assert!(
+            !earlier_state_of(&active(0, 1), &active(2_300, 1)),
+            "two raises are rival claims"
+        );
+        assert!(
+            !earlier_state_of(&active(10_000, 1), &resolution),
+            "a raise after the resolution is a new episode"
+        );
+        assert!(!earlier_state_of(&resolution, &update));
     }
 
     #[test]
