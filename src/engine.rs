@@ -387,13 +387,23 @@ impl Engine {
                 // Poll again at once (after moving, unless the connection just moved by
                 // itself), not after a later round-trip check, so that a short stall is still
                 // published while it lasts.
-                if let Ok((_, true)) = polled {
-                    if !retried && (reconnected || self.move_away("does not answer").await) {
+                if !retried {
+                    let again = match &polled {
+                        Ok((_, true)) => reconnected || self.move_away("does not answer").await,
+                        // The connection dropped mid-poll (its server was killed): the replies
+                        // and direct requests in flight were lost with it, so the servers that
+                        // had not answered yet were not heard, not silent.
+                        Ok((_, false)) => reconnected,
+                        Err(_) => false,
+                    };
+                    if again {
+                        tracing::debug!(reconnected, "polling again");
                         retried = true;
                         continue;
                     }
                 }
-                break polled;
+                // Dropped again: this snapshot decides nothing that gets published.
+                break polled.map(|(snapshot, silent)| (snapshot, silent || reconnected));
             };
             match polled {
                 Ok((snapshot, silent)) => {
