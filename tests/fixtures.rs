@@ -651,3 +651,46 @@ fn a_leader_seen_losing_its_leadership_and_leading_again_was_re_elected_without_
         findings(&e, CheckId::Meta001)
     );
 }
+
+#[test]
+fn silence_through_a_server_whose_routes_are_being_cut_is_undecided_not_offline() {
+    // One poll after a healthy one, a server is missing from the answers (it restarted a moment
+    // ago and its pinned link has not reconnected yet) while the leader still hears it.
+    let healthy = replies("healthy_3.json");
+    let leader = reported_leader("healthy_3.json").expect("a leader");
+    let missing = healthy
+        .iter()
+        .map(|r| r.server.name.clone())
+        .find(|n| *n != leader)
+        .expect("a follower");
+    let without = |replies: &[JszReply]| -> Vec<JszReply> {
+        replies
+            .iter()
+            .filter(|r| r.server.name != missing)
+            .cloned()
+            .collect()
+    };
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll_replies(t(1), without(&healthy));
+    // On a path that reaches every live server, its silence is an offline replica at once.
+    let offline = findings(&s.evaluate(t(1)), CheckId::Meta001);
+    assert_eq!(servers(&offline), set(&[&missing]));
+    // When some servers answered only on their own pinned links, the silence says nothing.
+    s.snapshot.reach_impaired = true;
+    let e = s.evaluate(t(1));
+    assert!(findings(&e, CheckId::Meta001).is_empty());
+    let undecided = e
+        .iter()
+        .find(|e| e.check == CheckId::Meta001)
+        .and_then(|e| match &e.outcome {
+            Outcome::Ran { undecided, .. } => Some(undecided.clone()),
+            Outcome::Skipped { .. } => None,
+        })
+        .expect("META_001 ran");
+    assert_eq!(
+        undecided.len(),
+        1,
+        "it is undecided, so a raised finding stays: {undecided:?}"
+    );
+}

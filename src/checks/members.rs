@@ -433,7 +433,10 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
         });
     }
     let known = history.servers.get(&name);
-    if !answered && (known.is_some() || snapshot.unanswered.contains(&name)) {
+    let unheard = !answered && (known.is_some() || snapshot.unanswered.contains(&name));
+    // Through a server whose routes are being cut, silence proves nothing (a server that just
+    // restarted has no pinned link yet to answer on either): not offline, not online.
+    if unheard && !snapshot.reach_impaired {
         reasons.push(OfflineReason::NotAnswering {
             last_answered: known.map(|k| k.last_answered),
         });
@@ -441,6 +444,8 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
 
     let state = if !reasons.is_empty() {
         MemberState::Offline(reasons)
+    } else if unheard {
+        MemberState::Unknown
     } else if answered || leader.is_some() {
         MemberState::Online
     } else {

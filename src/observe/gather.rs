@@ -436,14 +436,20 @@ fn accept(snapshot: &mut Snapshot, payload: &[u8], via: Via) -> Option<String> {
 }
 
 /// Merges views from other connections into a snapshot: a server's direct answer counts as an answer.
+/// A server that answered there and not through the main connection marks the snapshot's reach
+/// impaired (unless nothing answered through the main connection: its server is simply silent).
 pub fn merge_views(snapshot: &mut Snapshot, views: impl IntoIterator<Item = ServerView>) {
     let mut extra: BTreeMap<String, ServerView> = BTreeMap::new();
     for view in views {
         extra.insert(view.server.name.clone(), view);
     }
+    let main_answered = !snapshot.views.is_empty();
     for (name, view) in extra {
         snapshot.unanswered.remove(&name);
-        snapshot.views.entry(name).or_insert(view);
+        if !snapshot.views.contains_key(&name) {
+            snapshot.reach_impaired |= main_answered;
+            snapshot.views.insert(name, view);
+        }
     }
 }
 

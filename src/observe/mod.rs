@@ -27,6 +27,11 @@ pub struct Snapshot {
     pub duration: Duration,
     /// Bytes of the replies received (JSZ and identities; not the pinned connections' views).
     pub bytes: u64,
+    /// Some live servers answered only on their own pinned links: the path through the main
+    /// connection's server does not reach every server (its routes are being cut), so the
+    /// silence of a server on that path says nothing about the server.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reach_impaired: bool,
 }
 
 impl Snapshot {
