@@ -425,6 +425,41 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_transition_published_again_carries_the_first_events_id() {
+        let raised_at = t(1) + Duration::from_nanos(1_234_567);
+        let transition = crate::findings::Transition {
+            kind: TransitionKind::Resolved,
+            finding: finding("k"),
+            revision: 2,
+            raised_at,
+            at: t(9) + Duration::from_nanos(7_654_321),
+        };
+        let first = FindingEvent::from_transition(&transition, "publisher");
+        // What the bucket holds, and what a peer learns from the event, lead to the same id.
+        let again = transition_of_record(&Record::after(&transition));
+        assert_eq!(FindingEvent::from_transition(&again, "peer").id, first.id);
+        let learned = record_of_event(&first).expect("readable");
+        let again = transition_of_record(&learned);
+        assert_eq!(FindingEvent::from_transition(&again, "peer").id, first.id);
+        // The same fault seen a moment later by another instance is another event.
+        let later = crate::findings::Transition {
+            raised_at: raised_at + Duration::from_millis(600),
+            ..transition.clone()
+        };
+        assert_ne!(FindingEvent::from_transition(&later, "peer").id, first.id);
+        let raised = crate::findings::Transition {
+            kind: TransitionKind::Raised,
+            revision: 1,
+            at: raised_at,
+            ..transition
+        };
+        assert_ne!(
+            FindingEvent::from_transition(&raised, "publisher").id,
+            first.id
+        );
+    }
+
+    #[test]
     fn the_longest_running_live_instance_is_primary() {
         let mut peers = Peers::default();
         assert!(!peers.is_primary("b", 200), "not before a ping round");

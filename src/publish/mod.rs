@@ -30,13 +30,32 @@ pub fn finding_subject(check: CheckId, kind: TransitionKind) -> String {
     )
 }
 
+/// The id of the event announcing `transition`: a digest of the finding key, the kind, the
+/// revision and the two times (in milliseconds, as the event carries them). Another instance that
+/// publishes the same stored transition (its publisher may have stopped before sending it) sends
+/// the same id; two instances that each saw the fault arrive at different times do not.
+pub fn event_id(transition: &Transition) -> String {
+    use sha2::Digest;
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}",
+        transition.finding.key,
+        transition.kind.as_str(),
+        transition.revision,
+        crate::service::unix_ms(transition.raised_at),
+        crate::service::unix_ms(transition.at)
+    );
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The body of a finding event: the contract described in `schemas/finding.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FindingEvent {
     /// Always `io.nats.insights.v1.finding`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Unique id of this event.
+    /// Id of the transition this event announces: every copy of it has the same id, whichever
+    /// instance sends it ([`event_id`]), so consumers can drop copies by id.
     pub id: String,
     /// Stable key of the finding, the same for all its events.
     pub finding: String,
@@ -84,7 +103,7 @@ impl FindingEvent {
         let at = time_format::rfc3339(transition.at);
         FindingEvent {
             kind: FINDING_TYPE.to_string(),
-            id: nuid::next().to_string(),
+            id: event_id(transition),
             finding: f.key.clone(),
             event: transition.kind,
             revision: transition.revision,
@@ -232,7 +251,7 @@ impl Publisher {
     /// Publishes one transition; returns the event sent.
     pub async fn transition(&self, transition: &Transition) -> Result<FindingEvent, PublishError> {
         let event = FindingEvent::from_transition(transition, &self.instance);
-        self.send(event.subject(), &event).await?;
+        self.send(event.subject(), &event.id, &event).await?;
         Ok(event)
     }
 
@@ -264,13 +283,21 @@ impl Publisher {
     /// example because the server we are attached to is shutting down, stopped or cut off, it
     /// reconnects and sends the same payload again (same event `id`, so consumers can drop a
     /// duplicate).
-    async fn send<T: Serialize>(&self, subject: String, body: &T) -> Result<(), PublishError> {
+    /// `id` also goes out as `Nats-Msg-Id`: a stream that captures the events keeps one copy.
+    async fn send<T: Serialize>(
+        &self,
+        subject: String,
+        id: &str,
+        body: &T,
+    ) -> Result<(), PublishError> {
         let payload: bytes::Bytes = serde_json::to_vec(body)?.into();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.client
-                .publish(subject.clone(), payload.clone())
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
                 .await
                 .map_err(|source| PublishError::Send {
                     subject: subject.clone(),
