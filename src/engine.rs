@@ -571,8 +571,9 @@ impl Engine {
                         // A state of the open episode no later than the one known published,
                         // only dated later by an instance that saw the fault a moment later:
                         // nothing new to publish.
+                        let mine = self.shared.active.get(&key);
                         let known = matches!(&record, Record::Active(theirs)
-                            if self.shared.active.get(&key).is_some_and(|mine| mine.revision >= theirs.revision));
+                            if mine.is_some_and(|m| m.revision >= theirs.revision));
                         if !known && self.shared.fold(record.clone()) {
                             self.unconfirmed.insert(
                                 key.clone(),

@@ -513,6 +513,26 @@ async fn a_peers_event_the_bucket_lacks_is_stored_without_taking_the_publishers_
         (there.writer.as_str(), there.record),
         ("b", Record::after(&b_resolved))
     );
+
+    // A peer's event that waits in the backlog while the bucket moves past it: `a` learned of
+    // `b`'s raise, then `a`'s own claim found `b`'s resolution stored. The backlog's raise is
+    // obsolete; written at the revision the claim just read, it would replace the resolution.
+    let b_raised = transition_of("n4", Duration::ZERO, Raised, 1);
+    let b_resolved = transition_of("n4", Duration::ZERO, Resolved, 2);
+    let key = b_raised.finding.key.clone();
+    assert_eq!(b.claim(&b_raised).await, Claim::Won);
+    b.published(&b_raised);
+    a.adopted(Record::after(&b_raised));
+    assert_eq!(b.claim(&b_resolved).await, Claim::Won);
+    b.published(&b_resolved);
+    assert!(matches!(a.claim(&b_resolved).await, Claim::Lost(_)));
+    a.retry().await;
+    a.flush().await;
+    let there = stored(&client, &key).await;
+    assert_eq!(
+        (there.writer.as_str(), there.record),
+        ("b", Record::after(&b_resolved))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -606,8 +606,17 @@ impl KvStore {
                     self.revisions.insert(key.clone(), revision);
                     // The store answers again: what waits in the backlog can be written now.
                     if degraded {
-                        self.backlog.remove(&key);
                         self.last_retry = None;
+                    }
+                    // What the backlog holds for this key is older (a peer's event learned
+                    // before this transition): written now, it would replace this record.
+                    if degraded
+                        || self
+                            .backlog
+                            .get(&key)
+                            .is_some_and(|r| r.rank() <= record.rank())
+                    {
+                        self.backlog.remove(&key);
                     }
                     return self.confirm_won(&key, revision, &record).await;
                 }
@@ -616,6 +625,9 @@ impl KvStore {
                     Ok(Some(entry)) => {
                         self.revisions.insert(key.clone(), entry.revision);
                         let found = serde_json::from_slice::<Stored>(&entry.value).ok();
+                        if let Some(s) = &found {
+                            self.superseded(&key, s);
+                        }
                         match found {
                             Some(s)
                                 if s.writer == self.instance
@@ -696,7 +708,20 @@ impl KvStore {
         }
         tracing::info!(%key, ours = revision, theirs = entry.revision, "another instance's write of the same transition was accepted after ours; it publishes");
         self.revisions.insert(key.to_string(), entry.revision);
+        self.superseded(key, &theirs);
         Claim::Lost(Some(Box::new(theirs)))
+    }
+
+    /// Drops the backlog's record of `key` when `stored`, just read at the revision the next
+    /// write will expect, is as new (and not this instance's own ghost): the compare-and-set of
+    /// that write would pass and put the older record back over it.
+    fn superseded(&mut self, key: &str, stored: &Stored) {
+        if self.backlog.get(key).is_some_and(|mine| {
+            mine.rank() <= stored.record.rank() && !self.is_own_ghost(key, stored)
+        }) {
+            tracing::debug!(%key, "a newer record is stored; dropping the backlog's");
+            self.backlog.remove(key);
+        }
     }
 
     /// True when `stored` is a write of this instance that it never published nor learned was
