@@ -694,3 +694,55 @@ fn silence_through_a_server_whose_routes_are_being_cut_is_undecided_not_offline(
         "it is undecided, so a raised finding stays: {undecided:?}"
     );
 }
+
+/// `healthy_5.json` as seen a moment into a cut: the leader has not heard from the followers
+/// in `lost` for 3.2 s, and each of them last heard the leader 2.9 s ago (no longer `current`).
+fn cut_between_leader_and(lost: &[&str]) -> Vec<JszReply> {
+    let leader = reported_leader("healthy_5.json").expect("a leader");
+    let mut all = replies("healthy_5.json");
+    for reply in &mut all {
+        let name = reply.server.name.clone();
+        let Some(meta) = reply.data.as_mut().and_then(|d| d.meta_cluster.as_mut()) else {
+            continue;
+        };
+        for p in &mut meta.replicas {
+            if name == leader && lost.contains(&p.name.as_str()) {
+                p.active = 3_200_000_000;
+            }
+            if p.name == leader && lost.contains(&name.as_str()) {
+                p.current = false;
+                p.active = 2_900_000_000;
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn a_leader_most_followers_stopped_hearing_does_not_make_them_offline() {
+    let leader = reported_leader("healthy_5.json").expect("a leader");
+    let followers: Vec<String> = answering("healthy_5.json")
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    let names: Vec<&str> = followers.iter().map(String::as_str).collect();
+    // The leader is being cut off (before the followers' silence passes --offline-after): its
+    // silence towards the followers that answer and lost it says nothing about them.
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_5.json"])
+        .poll_replies(t(4), cut_between_leader_and(&names));
+    let e = s.evaluate(t(4));
+    assert!(findings(&e, CheckId::Meta001).is_empty(), "{e:#?}");
+    assert!(findings(&e, CheckId::Meta006).is_empty());
+    // Three of four followers are enough to tell who is cut off.
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_5.json"])
+        .poll_replies(t(4), cut_between_leader_and(&names[..3]));
+    assert!(findings(&s.evaluate(t(4)), CheckId::Meta001).is_empty());
+    // One follower that lost a leader the others still hear is the one cut off.
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_5.json"])
+        .poll_replies(t(4), cut_between_leader_and(&names[..1]));
+    let offline = findings(&s.evaluate(t(4)), CheckId::Meta001);
+    assert_eq!(servers(&offline), set(&[names[0]]));
+}

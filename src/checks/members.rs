@@ -261,6 +261,10 @@ pub fn assess_members(
     let cut_off = leader_name
         .as_deref()
         .and_then(|l| followers_cut_off_from(snapshot, l, thresholds));
+    let losing = leader_name
+        .as_deref()
+        .map(|l| majority_losing(snapshot, l))
+        .unwrap_or_default();
 
     let member_names: BTreeSet<String> = entries.keys().cloned().collect();
     let non_members = snapshot
@@ -274,6 +278,7 @@ pub fn assess_members(
         thresholds,
         leader: leader_name.as_deref(),
         cut_off: cut_off.as_ref(),
+        losing: &losing,
         now,
     };
     let members = entries
@@ -330,6 +335,30 @@ fn followers_cut_off_from(
     (!unheard_by.is_empty()).then_some(unheard_by)
 }
 
+/// The answering followers of `leader` that no longer hear it (their view of it is not
+/// `current`: nothing from it for 2 s), when they are most of its answering followers: then the
+/// leader is the one being cut off, and its silence towards them says nothing about them yet
+/// (until `offline_after` passes and [`followers_cut_off_from`] judges it). Empty otherwise: a
+/// few followers that lost a leader the others still hear are the ones cut off.
+fn majority_losing(snapshot: &Snapshot, leader: &str) -> BTreeSet<String> {
+    let mut followers = 0;
+    let mut losing = BTreeSet::new();
+    for (view, meta) in snapshot.meta_views() {
+        if view.server.name == leader || meta.leader_name() != Some(leader) {
+            continue;
+        }
+        followers += 1;
+        if meta.replicas.iter().any(|p| p.name == leader && !p.current) {
+            losing.insert(view.server.name.clone());
+        }
+    }
+    if losing.len() * 2 > followers {
+        losing
+    } else {
+        BTreeSet::new()
+    }
+}
+
 #[derive(Default)]
 struct MemberEntry {
     peer: Option<String>,
@@ -346,6 +375,7 @@ struct Judging<'a> {
     thresholds: &'a Thresholds,
     leader: Option<&'a str>,
     cut_off: Option<&'a BTreeSet<String>>,
+    losing: &'a BTreeSet<String>,
     now: SystemTime,
 }
 
@@ -356,6 +386,7 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
         thresholds,
         leader,
         cut_off,
+        losing,
         now,
     } = *judging;
     let view = snapshot.views.get(&name);
@@ -371,9 +402,10 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
             });
         }
     }
-    // When the followers that answer all lost the leader, the leader is the one cut off: its
-    // claims that they went silent say nothing about them.
-    let leader_claims_count = !cut_off.is_some_and(|c| c.contains(&name));
+    // When the followers that answer all lost the leader (or most of them stopped hearing it),
+    // the leader is the one cut off: its claims that they went silent say nothing about them.
+    let leader_claims_count =
+        !cut_off.is_some_and(|c| c.contains(&name)) && !losing.contains(&name);
     if let (Some(unheard_by), true) = (cut_off, leader == Some(name.as_str())) {
         reasons.push(OfflineReason::CutOff {
             unheard_by: unheard_by.iter().cloned().collect(),
