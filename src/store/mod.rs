@@ -1136,19 +1136,24 @@ impl Persistence {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stored_records_round_trip_with_their_writer() {
-        let finding = crate::checks::Finding {
+    /// A META_001 finding for `server` of cluster `c`.
+    fn finding(server: &str) -> crate::checks::Finding {
+        crate::checks::Finding {
             check: crate::checks::CheckId::Meta001,
-            key: "META_001/c/n2".into(),
+            key: format!("META_001/c/{server}"),
             cluster: "c".into(),
             domain: None,
-            server: Some("n2".into()),
+            server: Some(server.into()),
             summary: "s".into(),
             evidence: serde_json::json!({"a": 1}),
             remediation: vec![],
-            fingerprint: "n2".into(),
-        };
+            fingerprint: server.into(),
+        }
+    }
+
+    #[test]
+    fn stored_records_round_trip_with_their_writer() {
+        let finding = finding("n2");
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         for record in [
             Record::Active(ActiveFinding {
@@ -1179,17 +1184,7 @@ mod tests {
 
     #[test]
     fn a_peers_later_dated_raise_is_an_earlier_state_of_the_update_or_resolution_after_it() {
-        let finding = crate::checks::Finding {
-            check: crate::checks::CheckId::Meta001,
-            key: "META_001/c/n1".into(),
-            cluster: "c".into(),
-            domain: None,
-            server: Some("n1".into()),
-            summary: "s".into(),
-            evidence: serde_json::json!({}),
-            remediation: vec![],
-            fingerprint: "n1".into(),
-        };
+        let finding = finding("n1");
         let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms);
         let active = |raised: u64, revision: u64| {
             Record::Active(ActiveFinding {
