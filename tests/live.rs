@@ -60,12 +60,7 @@ async fn graceful_stop_of_a_follower_is_raised_at_once_and_resolved_after_restar
     assert!(resolved.resolved_at.is_some());
 
     events.drain(Duration::from_secs(3)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     assert!(
         events.seen.iter().all(|e| e.check.as_str() == "META_001"),
         "{:#?}",
@@ -109,12 +104,7 @@ async fn crash_of_a_follower_is_raised_long_before_the_servers_own_offline_flag(
         .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
         .await;
     events.drain(Duration::from_secs(2)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     monitor.stop().await;
 }
 
@@ -167,12 +157,7 @@ async fn two_of_three_killed_raises_quorum_lost_with_the_missing_members() {
     assert_eq!(history.iter().filter(|h| **h == "raised").count(), 1);
     for server in [&a, &b] {
         let key = format!("META_001/insights-test/{server}");
-        assert_eq!(
-            events.history_of(&key),
-            ["raised", "resolved"],
-            "{:#?}",
-            events.lines()
-        );
+        events.assert_raised_then_resolved(&key);
     }
     monitor.stop().await;
 }
@@ -416,12 +401,7 @@ async fn two_step_downs_raise_flapping_at_once_and_it_resolves_when_the_window_p
         .await;
     assert_eq!(resolved.finding, raised.finding);
     events.drain(Duration::from_secs(2)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     assert!(
         events.seen.iter().all(|e| e.check.as_str() == "META_003"),
         "step-downs are no outage: {:#?}",

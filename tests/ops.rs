@@ -12,7 +12,7 @@ use nats_insights::findings::TransitionKind::Raised;
 use nats_insights::metrics::http::MetricsServer;
 use nats_insights::service::Instance;
 use nats_insights::testbed::Stop;
-use support::{cluster, sys_connect, Events, EVENT_TIMEOUT};
+use support::{cluster, others, sys_connect, Events, EVENT_TIMEOUT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
@@ -142,7 +142,7 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
         .find(|i| cluster.server_name(*i) != leader)
         .expect("follower");
     let name = cluster.server_name(f);
-    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let others = others(3, &[f]);
     let mut events = Events::subscribe_via(&cluster, &others).await;
     cluster.stop(f, Stop::Kill).await.expect("kill");
     events

@@ -12,7 +12,7 @@ use nats_insights::findings::TransitionKind::{Raised, Resolved, Updated};
 use nats_insights::store::{kv_key, Claim, KvStore, Record, StoreHealth, StoreSettings, Stored};
 use nats_insights::testbed::{Cluster, Stop};
 use support::{
-    cluster, follower, move_leader, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
+    cluster, follower, move_leader, others, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
 };
 
 async fn healthy(monitor: &Monitor) {
@@ -33,7 +33,7 @@ async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_clear
     let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
-    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let others = others(3, &[f]);
     let mut events = Events::subscribe_via(&cluster, &others).await;
     let config = || {
         let mut c = EngineConfig::default();
@@ -92,12 +92,7 @@ async fn a_restarted_monitor_neither_repeats_nor_forgets_and_resolves_what_clear
     assert_eq!(resolved.revision, raised.revision + 1);
     assert_eq!(resolved.raised_at, raised.raised_at);
     events.drain(Duration::from_secs(2)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     third.stop().await;
 }
 
@@ -106,7 +101,7 @@ async fn two_instances_publish_each_transition_once_and_the_survivor_carries_on(
     let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
-    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let others = others(3, &[f]);
     let mut events = Events::subscribe_via(&cluster, &others).await;
     let a = Monitor::start_with_state(&cluster, EngineConfig::default(), "ha").await;
     let b = Monitor::start_with_state(&cluster, EngineConfig::default(), "ha").await;
@@ -151,12 +146,7 @@ async fn two_instances_publish_each_transition_once_and_the_survivor_carries_on(
         .await;
     assert_eq!(resolved.instance, survivor.instance);
     events.drain(Duration::from_secs(3)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     survivor.stop().await;
 }
 
@@ -255,7 +245,7 @@ async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() 
     let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
-    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let others = others(3, &[f]);
     let mut events = Events::subscribe_via(&cluster, &others).await;
     let watcher = cluster.sys_client(others[0]).await.expect("client");
     let mut first = spawn_binary(&cluster, "killed");
@@ -299,12 +289,7 @@ async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() 
         .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
         .await;
     events.drain(Duration::from_secs(2)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     let _ = second.kill();
     let _ = second.wait();
 }
@@ -376,12 +361,7 @@ async fn a_short_stall_of_the_primary_instances_server_that_also_leads_the_bucke
         .expect(Resolved, "META_001", Some(&victim), EVENT_TIMEOUT)
         .await;
     events.drain(Duration::from_secs(4)).await;
-    assert_eq!(
-        events.history_of(&raised.finding),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&raised.finding);
     primary.stop().await;
     standby.stop().await;
 }
@@ -540,7 +520,7 @@ async fn a_raise_stored_by_an_instance_that_stopped_before_publishing_it_is_publ
     let mut cluster = cluster(3).await;
     let f = follower(&cluster).await;
     let name = cluster.server_name(f);
-    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    let others = others(3, &[f]);
     let mut events = Events::subscribe_via(&cluster, &others).await;
     let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "ghost").await;
     ready(&monitor, 3).await;
@@ -578,11 +558,6 @@ async fn a_raise_stored_by_an_instance_that_stopped_before_publishing_it_is_publ
         .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
         .await;
     events.drain(Duration::from_secs(2)).await;
-    assert_eq!(
-        events.history_of(&key),
-        ["raised", "resolved"],
-        "{:#?}",
-        events.lines()
-    );
+    events.assert_raised_then_resolved(&key);
     monitor.stop().await;
 }

@@ -254,6 +254,17 @@ impl Events {
     pub fn lines(&self) -> Vec<String> {
         self.seen.iter().map(watch::format_line).collect()
     }
+
+    /// Asserts that `finding` was raised and resolved, each exactly once, and nothing else.
+    #[track_caller]
+    pub fn assert_raised_then_resolved(&self, finding: &str) {
+        assert_eq!(
+            self.history_of(finding),
+            ["raised", "resolved"],
+            "{:#?}",
+            self.lines()
+        );
+    }
 }
 
 /// Loads a schema from `schemas/`.
