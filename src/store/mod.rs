@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, UpdateErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, stream::StorageType};
 use async_nats::{Client, StatusCode};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryFutureExt};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Finding;
@@ -387,23 +388,51 @@ impl KvStore {
         })
     }
 
-    /// Reads a key, retrying briefly within the timeout: right after a bucket is created, or a
-    /// replica restarts, a direct read may reach a server whose copy of the stream is not ready.
-    async fn read(&self, key: &str) -> Result<Option<kv::Entry>, String> {
+    /// Reads the latest message of a key from the bucket's stream leader, retrying briefly
+    /// within the timeout. Not a direct get: those are answered by any replica, and one that is
+    /// still catching up (restarted moments ago) answers with an older revision or none, which
+    /// would make a claim lose to a state it already replaced. The leader is also what any write
+    /// needs, so it costs a claim nothing it did not need anyway.
+    async fn read(&self, key: &str) -> Result<Option<Latest>, String> {
+        self.read_within(key, self.settings.timeout).await
+    }
+
+    /// [`Self::read`] with its own time limit.
+    async fn read_within(&self, key: &str, limit: Duration) -> Result<Option<Latest>, String> {
+        let subject = format!("{}{}", self.kv.prefix, key);
         let attempts = async {
             let mut last = String::new();
             for _ in 0..5 {
-                match self.kv.entry(key.to_string()).await {
-                    Ok(entry) => return Ok(entry),
+                match self
+                    .kv
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
+                    Ok(msg) => {
+                        let deleted = msg
+                            .headers
+                            .get("KV-Operation")
+                            .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                        return Ok(Some(Latest {
+                            key: key.to_string(),
+                            revision: msg.sequence,
+                            deleted,
+                            value: msg.payload,
+                        }));
+                    }
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        return Ok(None)
+                    }
                     Err(e) => last = e.to_string(),
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(last)
         };
-        tokio::time::timeout(self.settings.timeout, attempts)
+        tokio::time::timeout(limit, attempts)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.timeout)))
+            .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
     }
 
     /// Bucket name.
@@ -549,8 +578,8 @@ impl KvStore {
     }
 
     /// Claims a transition with compare-and-set on its finding's key. Transient failures (a
-    /// replica re-electing, reads briefly refused) are retried until twice the timeout has passed;
-    /// only then is the store unavailable and the transition published unclaimed.
+    /// replica re-electing, reads briefly refused) are retried until the state timeout has
+    /// passed; only then is the store unavailable and the transition published unclaimed.
     pub async fn claim(&mut self, transition: &Transition) -> Claim {
         let key = kv_key(&transition.finding.key);
         let record = Record::after(transition);
@@ -573,33 +602,30 @@ impl KvStore {
                 return Claim::Unavailable;
             }
         };
-        let deadline = if degraded {
-            Instant::now()
-        } else {
-            Instant::now() + self.settings.timeout * 2
-        };
+        // One state timeout in all: a write that does not answer within it waits for a stream
+        // leader election (seconds) or for its connection to move, and trying longer only delays
+        // the finding; the store is then unavailable and the transition published unclaimed.
+        let deadline = Instant::now()
+            + if degraded {
+                Duration::ZERO
+            } else {
+                self.settings.timeout
+            };
         let mut last_error;
         let mut stale_retried = false;
         loop {
             let known = self.revisions.get(&key).copied();
-            let write =
-                async {
-                    match known {
-                        Some(revision) => self
-                            .kv
-                            .update(&key, value.clone(), revision)
-                            .await
-                            .map_err(|e| {
-                                (
-                                    e.kind() == UpdateErrorKind::WrongLastRevision,
-                                    e.to_string(),
-                                )
-                            }),
-                        None => self.kv.create(&key, value.clone()).await.map_err(|e| {
-                            (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())
-                        }),
-                    }
-                };
+            // Revision 0 expects the key to have no message at all. (Not `create`: on a
+            // conflict it looks the key up with a direct get, which a lagging replica answers.)
+            let write = self
+                .kv
+                .update(&key, value.clone(), known.unwrap_or(0))
+                .map_err(|e| {
+                    (
+                        e.kind() == UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                });
             let outcome = tokio::time::timeout(attempt_timeout, write).await;
             match outcome {
                 Ok(Ok(revision)) => {
@@ -622,6 +648,12 @@ impl KvStore {
                 }
                 // Someone else wrote this key first (or our revision is stale): see what is there.
                 Ok(Err((true, error))) => match self.read(&key).await {
+                    // Deleted or purged: no record stands in the way; write on its revision.
+                    Ok(Some(entry)) if entry.deleted && !stale_retried => {
+                        self.revisions.insert(key.clone(), entry.revision);
+                        stale_retried = true;
+                        continue;
+                    }
                     Ok(Some(entry)) => {
                         self.revisions.insert(key.clone(), entry.revision);
                         let found = serde_json::from_slice::<Stored>(&entry.value).ok();
@@ -654,6 +686,11 @@ impl KvStore {
                             other => return Claim::Lost(other.map(Box::new)),
                         }
                     }
+                    Ok(None) if !stale_retried => {
+                        self.revisions.remove(&key);
+                        stale_retried = true;
+                        continue;
+                    }
                     Ok(None) => return Claim::Lost(None),
                     Err(e) => last_error = format!("{error}; then {e}"),
                 },
@@ -661,7 +698,8 @@ impl KvStore {
                 // The write may still land: read it back before calling it lost or unavailable.
                 Err(_) => {
                     last_error = format!("no answer within {attempt_timeout:?}");
-                    if let Ok(Some(entry)) = self.read(&key).await {
+                    // Briefly: a leader that did not answer the write seldom answers a read.
+                    if let Ok(Some(entry)) = self.read_within(&key, attempt_timeout / 4).await {
                         let found = serde_json::from_slice::<Stored>(&entry.value).ok();
                         if found.as_ref().is_some_and(|s| {
                             s.writer == self.instance && same_transition(&s.record, &record)
@@ -763,23 +801,17 @@ impl KvStore {
         value: Bytes,
     ) -> Result<(), String> {
         for _ in 0..3 {
-            let written = match self.revisions.get(key).copied() {
-                Some(revision) => self
-                    .kv
-                    .update(key, value.clone(), revision)
-                    .await
-                    .map_err(|e| {
-                        (
-                            e.kind() == UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    }),
-                None => self
-                    .kv
-                    .create(key, value.clone())
-                    .await
-                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
-            };
+            let revision = self.revisions.get(key).copied().unwrap_or(0);
+            let written = self
+                .kv
+                .update(key, value.clone(), revision)
+                .await
+                .map_err(|e| {
+                    (
+                        e.kind() == UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                });
             match written {
                 Ok(revision) => {
                     self.revisions.insert(key.to_string(), revision);
@@ -787,16 +819,14 @@ impl KvStore {
                     return Ok(());
                 }
                 Err((true, _)) => {
-                    let entry = self
-                        .kv
-                        .entry(key.to_string())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let Some(entry) = entry else {
+                    let Some(entry) = self.read(key).await? else {
                         self.revisions.remove(key);
                         continue;
                     };
                     self.revisions.insert(key.to_string(), entry.revision);
+                    if entry.deleted {
+                        continue;
+                    }
                     let theirs = serde_json::from_slice::<Stored>(&entry.value).ok();
                     if theirs.is_some_and(|t| {
                         t.record.rank() >= stored.record.rank() && !self.is_own_ghost(key, &t)
@@ -966,6 +996,32 @@ pub struct Pending {
 }
 
 impl Persistence {
+    /// The state connection, when there is one.
+    fn client(&self) -> Option<&Client> {
+        match self {
+            Persistence::Memory => None,
+            Persistence::Kv(kv) => Some(&kv.client),
+            Persistence::Opening(pending) => Some(&pending.client),
+        }
+    }
+
+    /// The server the state connection is attached to (none while it is not connected).
+    pub fn server(&self) -> Option<String> {
+        self.client()
+            .filter(|c| c.connection_state() == async_nats::connection::State::Connected)
+            .map(|c| c.server_info().server_name)
+    }
+
+    /// Moves the state connection to another server. Its own pings would notice a stopped or
+    /// cut-off server only after seconds, and every claim made meanwhile would time out.
+    pub async fn move_away(&self) {
+        if let Some(client) = self.client() {
+            if let Err(error) = client.force_reconnect().await {
+                tracing::warn!(%error, "cannot move the state connection to another server");
+            }
+        }
+    }
+
     /// Opens the store at start: a configuration error is fatal, unavailability is retried later.
     pub async fn start(
         client: Client,
