@@ -14,11 +14,15 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
-use crate::checks::MemberState;
 use crate::checks::{evaluate_all, Outcome, Thresholds};
+use crate::checks::{MemberState, MetaAssessment};
 pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveFinding, Transition, TransitionKind};
 use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE, UNCLAIMED_SETTLE};
+
+/// How long a (re)connected instance waits for a peer's state: the first answer ends the wait,
+/// so only an instance that runs alone waits this long.
+const PEER_STATE_WAIT: Duration = Duration::from_millis(500);
 use crate::history::History;
 use crate::observe::events::{self, EventError};
 use crate::observe::gather::{self, GatherTiming, Plan};
@@ -141,6 +145,8 @@ struct Engine {
     synced_connects: u64,
     /// When the main connection was last moved away from its server.
     moved_at: Option<std::time::Instant>,
+    /// When the state connection was last moved away from its server.
+    state_moved_at: Option<std::time::Instant>,
     /// Set when the attached server announced it is leaving: move before the next publish.
     moving: bool,
     /// The last poll got nothing through the main connection while servers answered on their
@@ -278,6 +284,7 @@ async fn run_instrumented(
         unconfirmed: BTreeMap::new(),
         synced_connects: 0,
         moved_at: None,
+        state_moved_at: None,
         moving: false,
         attached_silent: false,
         group_size: None,
@@ -457,6 +464,7 @@ impl Engine {
                 stuck |= self.client.server_info().server_name == attached;
             }
         }
+        self.keep_state_connection_fit(meta.as_ref()).await;
         // What peers published meanwhile is the state this round starts from.
         self.catch_up().await;
         let previous = self.shared.active.clone();
@@ -601,6 +609,10 @@ impl Engine {
                 self.shared
                     .fold_resolved(&key, store::resolved_rank(transition.at));
             }
+            // Peers asking for the state from now on must get it with this transition, even
+            // while the rest of the round waits on a slow store: one that starts, or reconnects,
+            // and drained this event already would otherwise take the older state over it.
+            self.share_state();
             self.announce(transition).await;
             published.push(transition.clone());
         }
@@ -713,6 +725,33 @@ impl Engine {
         }
     }
 
+    /// Moves the state connection off a server that answered nothing on any path or is cut off
+    /// from the meta group (at most once every ten seconds): claims through it would time out
+    /// and the transitions go out unclaimed, perhaps twice.
+    async fn keep_state_connection_fit(&mut self, meta: Option<&MetaAssessment>) {
+        let Some(server) = self.persistence.server() else {
+            return;
+        };
+        let unheard = self.snapshot.unanswered.contains(&server) && !self.snapshot.views.is_empty();
+        let cut_off = meta.is_some_and(|m| {
+            m.members.iter().any(|member| {
+                member.name == server
+                    && member.answered
+                    && matches!(member.state, MemberState::Offline(_))
+            }) && m.members.iter().any(|member| member.online())
+        });
+        if !(unheard || cut_off)
+            || self
+                .state_moved_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.state_moved_at = Some(std::time::Instant::now());
+        tracing::warn!(%server, "the state connection's server does not answer or is cut off; moving it to another");
+        self.persistence.move_away().await;
+    }
+
     /// How to poll next: in full for small groups; for large ones the leader, every server's
     /// identity and a sample of followers that rotates with each poll (the leader is not sampled:
     /// it answers anyway).
@@ -800,72 +839,68 @@ impl Engine {
         if connects == self.synced_connects || self.client.connection_state() != State::Connected {
             return;
         }
-        let (mut candidates, rounds) = self
+        let may_have_peers = self
             .peers
             .lock()
-            .map(|p| (p.oldest_first(&self.instance.id), p.rounds))
-            .unwrap_or_default();
-        // Once the background pings have run, an empty list means there is no peer: asking
-        // again would only hold this round (and its findings) for the wait.
-        if candidates.is_empty() && rounds == 0 {
-            // Just started: nobody pinged yet.
-            let mut live: Vec<_> =
-                service::live_instances(&self.client, Duration::from_millis(500))
-                    .await
-                    .into_iter()
-                    .filter(|i| i.id != self.instance.id)
-                    .map(|i| (i.started_ms, i.id))
-                    .collect();
-            live.sort();
-            candidates = live.into_iter().map(|(_, id)| id).collect();
-        }
-        for id in candidates.iter().take(2) {
-            if let Some(state) = ha::request_state(&self.client, id, Duration::from_secs(2)).await {
-                let changed = if self.synced_connects == 0 {
-                    // Starting: a running peer's state is what was published. The bucket may
-                    // also hold a claim whose write timed out, landed, and was then held back
-                    // (never published): resolving that would be a RESOLVED without RAISED.
-                    let mut from_peer = state.shared;
-                    for (key, mine) in &self.shared.active {
-                        if let Some(theirs) = from_peer.active.get_mut(key) {
-                            if store::rank(theirs.raised_at, theirs.revision)
-                                == store::rank(mine.raised_at, mine.revision)
-                            {
-                                theirs.finding.fingerprint = mine.finding.fingerprint.clone();
-                            }
+            .map(|p| p.may_have_peers(&self.instance.id))
+            .unwrap_or(true);
+        // Whoever answers first: a peer started while this connection was stuck is not known by
+        // name yet, and one known by name may have died since.
+        let state = if may_have_peers {
+            ha::request_any_state(&self.client, &self.instance.id, PEER_STATE_WAIT).await
+        } else {
+            None
+        };
+        if let Some(state) = state {
+            let id = state.instance.clone();
+            let changed = if self.synced_connects == 0 {
+                // Starting: a running peer's state is what was published. The bucket may
+                // also hold a claim whose write timed out, landed, and was then held back
+                // (never published): resolving that would be a RESOLVED without RAISED.
+                let mut from_peer = state.shared;
+                for (key, mine) in &self.shared.active {
+                    if let Some(theirs) = from_peer.active.get_mut(key) {
+                        if store::rank(theirs.raised_at, theirs.revision)
+                            == store::rank(mine.raised_at, mine.revision)
+                        {
+                            theirs.finding.fingerprint = mine.finding.fingerprint.clone();
                         }
                     }
-                    let changed: Vec<String> = self
-                        .shared
-                        .active
-                        .keys()
-                        .chain(from_peer.active.keys())
-                        .filter(|k| self.shared.active.get(*k) != from_peer.active.get(*k))
-                        .cloned()
-                        .collect();
-                    self.shared = from_peer;
-                    changed
-                } else {
-                    self.shared.merge(state.shared)
-                };
-                tracing::debug!(peer = %id, changed = changed.len(), "synced finding state from a peer instance");
-                let now = std::time::Instant::now();
-                for key in changed {
-                    self.held.remove(&key);
-                    self.peer_changed.insert(key, now);
                 }
-                break;
+                let changed: Vec<String> = self
+                    .shared
+                    .active
+                    .keys()
+                    .chain(from_peer.active.keys())
+                    .filter(|k| self.shared.active.get(*k) != from_peer.active.get(*k))
+                    .cloned()
+                    .collect();
+                self.shared = from_peer;
+                changed
+            } else {
+                self.shared.merge(state.shared)
+            };
+            tracing::debug!(peer = %id, changed = changed.len(), "synced finding state from a peer instance");
+            let now = std::time::Instant::now();
+            for key in changed {
+                self.held.remove(&key);
+                self.peer_changed.insert(key, now);
             }
         }
         self.synced_connects = connects;
     }
 
-    fn publish_status(&mut self) {
+    /// Makes the current shared state what peers get when they ask for it.
+    fn share_state(&self) {
         self.ha_tx.send_replace(Arc::new(HaState {
             instance: self.instance.id.clone(),
             started_ms: self.started_ms,
             shared: self.shared.clone(),
         }));
+    }
+
+    fn publish_status(&mut self) {
+        self.share_state();
         self.status.active = self.shared.active.clone();
         self.status_tx.send_replace(Arc::new(self.status.clone()));
     }

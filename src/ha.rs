@@ -49,6 +49,9 @@ pub const STANDBY_GRACE: Duration = Duration::from_secs(5);
 /// claimed: two publications at the same instant cannot see each other.
 pub const UNCLAIMED_SETTLE: Duration = Duration::from_millis(300);
 
+/// The token that asks every instance at once (instance ids are 22-character nuids).
+pub const ANY_INSTANCE: &str = "ANY";
+
 /// The subject on which instance `id` answers with its state.
 pub fn state_subject(id: &str) -> String {
     format!("{HA_STATE_PREFIX}.{id}")
@@ -70,6 +73,8 @@ pub struct Peers {
     pub map: BTreeMap<String, Peer>,
     /// Ping rounds this instance saw its own answer in: until one did, it knows nobody.
     pub rounds: u64,
+    /// When the last such round ended.
+    pub last_round: Option<Instant>,
 }
 
 impl Peers {
@@ -83,6 +88,16 @@ impl Peers {
             .collect();
         live.sort();
         live.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// True when a peer may be running that this instance cannot name: it pinged recently and
+    /// saw one, or its pings have not seen their own answer lately (its connection was stopped
+    /// or moving), so one may have started meanwhile.
+    pub fn may_have_peers(&self, me: &str) -> bool {
+        let blind = self
+            .last_round
+            .is_none_or(|at| at.elapsed() > PRIMARY_SILENCE);
+        blind || self.map.keys().any(|id| id != me)
     }
 
     /// True when this instance is the longest-running one that answered a ping within
@@ -125,6 +140,7 @@ pub async fn track_peers(client: Client, me: String, peers: SharedPeers) {
             }
             peers.map.retain(|_, p| p.seen.elapsed() < PEER_GRACE * 4);
             peers.rounds += 1;
+            peers.last_round = Some(now);
         }
     }
 }
@@ -266,10 +282,16 @@ pub struct HaState {
     pub shared: Shared,
 }
 
-/// Answers `$INSIGHTS.HA.STATE.<me>` with the latest state until the channel closes.
+/// Answers `$INSIGHTS.HA.STATE.<me>` and `$INSIGHTS.HA.STATE.ANY` with the latest state until the
+/// channel closes.
 pub async fn answer_state(client: Client, me: String, state: watch::Receiver<Arc<HaState>>) {
-    let mut requests = match client.subscribe(state_subject(&me)).await {
-        Ok(requests) => requests,
+    let subscribed = futures::future::try_join(
+        client.subscribe(state_subject(&me)),
+        client.subscribe(state_subject(ANY_INSTANCE)),
+    )
+    .await;
+    let mut requests = match subscribed {
+        Ok((mine, any)) => futures::stream::select(mine, any),
         Err(error) => {
             tracing::warn!(%error, "cannot answer state requests of peer instances");
             return;
@@ -293,13 +315,26 @@ pub async fn answer_state(client: Client, me: String, state: watch::Receiver<Arc
     }
 }
 
-/// Asks instance `id` for its state.
-pub async fn request_state(client: &Client, id: &str, wait: Duration) -> Option<HaState> {
-    let reply = tokio::time::timeout(wait, client.request(state_subject(id), "".into()))
+/// Asks every instance for its state and takes the first answer of one other than `me`, waiting
+/// at most `wait`: no need to know which peers run (one may have started moments ago), and a
+/// dead one costs nothing.
+pub async fn request_any_state(client: &Client, me: &str, wait: Duration) -> Option<HaState> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.ok()?;
+    client
+        .publish_with_reply(state_subject(ANY_INSTANCE), inbox, "".into())
         .await
-        .ok()?
         .ok()?;
-    serde_json::from_slice(&reply.payload).ok()
+    let first = async {
+        while let Some(reply) = replies.next().await {
+            match serde_json::from_slice::<HaState>(&reply.payload) {
+                Ok(state) if state.instance != me => return Some(state),
+                _ => continue,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(wait, first).await.ok().flatten()
 }
 
 /// Milliseconds since the epoch of `t`.
