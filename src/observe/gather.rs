@@ -159,6 +159,36 @@ pub async fn poll(
     Ok(snapshot)
 }
 
+/// [`poll`], cut short when the server the client is attached to does not answer a round trip
+/// within `attached_wait` while the poll runs: a stopped or cut-off server answers nothing, and
+/// the gather would wait its whole `max_wait` and every probe's timeout for replies that cannot
+/// come. The snapshot is then empty, every known server unanswered (the caller sees its own
+/// links' views and knows the path, not the servers, is silent).
+pub async fn poll_or_silence(
+    client: &Client,
+    known: &[KnownServer],
+    plan: &Plan,
+    timing: GatherTiming,
+    attached_wait: Duration,
+) -> Result<Snapshot, GatherError> {
+    let started = Instant::now();
+    let taken_at = SystemTime::now();
+    let silent = async {
+        if crate::publish::round_trip(client, attached_wait).await {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        polled = poll(client, known, plan, timing) => polled,
+        () = silent => Ok(Snapshot {
+            taken_at: Some(taken_at),
+            unanswered: known.iter().map(|k| k.name.clone()).collect(),
+            duration: started.elapsed(),
+            ..Snapshot::default()
+        }),
+    }
+}
+
 /// Collects the replies to one scatter-gather request. Stops at `max_wait`; once every expected
 /// server answered, lingers for `linger` for unknown ones; otherwise stops when replies pause for
 /// `idle_gap` (or, before any reply, waits up to `max_wait`). `answer` decodes one reply and says
