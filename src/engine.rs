@@ -20,6 +20,10 @@ pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveFinding, Transition, TransitionKind};
 use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE, UNCLAIMED_SETTLE};
 
+/// How long the attached server has to answer a round trip during a poll before the poll is cut
+/// short as silent (a healthy server answers in milliseconds; the gather would wait 2 s).
+const ATTACHED_ANSWER: Duration = Duration::from_secs(1);
+
 /// How long a (re)connected instance waits for a peer's state: the first answer ends the wait,
 /// so only an instance that runs alone waits this long.
 const PEER_STATE_WAIT: Duration = Duration::from_millis(500);
@@ -374,7 +378,13 @@ impl Engine {
                 let plan = self.plan(&known);
                 let connects = self.client.statistics().connects.load(Ordering::Relaxed);
                 let (polled, own) = tokio::join!(
-                    gather::poll(&self.client, &known, &plan, self.config.timing),
+                    gather::poll_or_silence(
+                        &self.client,
+                        &known,
+                        &plan,
+                        self.config.timing,
+                        ATTACHED_ANSWER,
+                    ),
                     gather::own_views(&self.direct, self.config.timing.probe_timeout),
                 );
                 // The main connection dropped and came back (or not yet) during the poll: its
@@ -511,7 +521,7 @@ impl Engine {
             self.move_away("does not answer").await;
         }
         let mut published = Vec::new();
-        let mut settled = false;
+        let mut settled = None;
         for transition in &transitions {
             let key = transition.finding.key.clone();
             let waited = self
@@ -560,14 +570,25 @@ impl Engine {
                         continue;
                     }
                     // A peer that reaches the store may be publishing the same transition,
-                    // claimed, at this very moment: give its event time to arrive (once a round).
-                    if !settled {
-                        settled = true;
-                        tokio::time::sleep(UNCLAIMED_SETTLE).await;
-                        self.drain_peer_events();
-                        if !self.held.contains_key(&key) {
-                            continue;
+                    // claimed, at this very moment: give its event time to arrive, and hear
+                    // what the peers have published (once a round).
+                    let heard = match settled {
+                        Some(heard) => heard,
+                        None => {
+                            tokio::time::sleep(UNCLAIMED_SETTLE).await;
+                            let heard = self.hear_peers().await;
+                            settled = Some(heard);
+                            heard
                         }
+                    };
+                    if !self.held.contains_key(&key) {
+                        continue;
+                    }
+                    // Peers run but none answers: this instance's server may be cut off from
+                    // them, and one of them, on the side that reaches the store, publishes.
+                    if !heard && !waited {
+                        tracing::debug!(finding = %key, "store unavailable and no peer instance answers; holding back");
+                        continue;
                     }
                     self.persistence.published_unclaimed(transition);
                 }
@@ -829,6 +850,32 @@ impl Engine {
         }
         self.peer_changed
             .retain(|_, at| at.elapsed() < STANDBY_GRACE * 2);
+    }
+
+    /// Folds what peers published (their events, and the state of whichever answers first).
+    /// False when peers ran lately and none answers now.
+    async fn hear_peers(&mut self) -> bool {
+        self.drain_peer_events();
+        let known = self
+            .peers
+            .lock()
+            .map(|p| !p.oldest_first(&self.instance.id).is_empty())
+            .unwrap_or(true);
+        if !known {
+            return true;
+        }
+        let Some(state) =
+            ha::request_any_state(&self.client, &self.instance.id, PEER_STATE_WAIT).await
+        else {
+            return false;
+        };
+        self.drain_peer_events();
+        let now = std::time::Instant::now();
+        for key in self.shared.merge(state.shared) {
+            self.held.remove(&key);
+            self.peer_changed.insert(key, now);
+        }
+        true
     }
 
     /// Brings the shared state up to date before a round: peers' events, and, after a
