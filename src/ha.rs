@@ -495,6 +495,38 @@ mod tests {
     }
 
     #[test]
+    fn peers_may_run_unseen_until_a_recent_ping_round_saw_none() {
+        let mut peers = Peers::default();
+        assert!(peers.may_have_peers("b"), "no ping round yet");
+        let now = Instant::now();
+        peers.last_round = Some(now);
+        peers.map.insert(
+            "b".into(),
+            Peer {
+                started_ms: 200,
+                seen: now,
+            },
+        );
+        assert!(!peers.may_have_peers("b"), "a fresh round saw only b");
+        if let Some(long_ago) = now.checked_sub(PRIMARY_SILENCE * 2) {
+            peers.last_round = Some(long_ago);
+            assert!(
+                peers.may_have_peers("b"),
+                "blind since: one may have started"
+            );
+        }
+        peers.last_round = Some(now);
+        peers.map.insert(
+            "z".into(),
+            Peer {
+                started_ms: 100,
+                seen: now,
+            },
+        );
+        assert!(peers.may_have_peers("b"));
+    }
+
+    #[test]
     fn the_longest_running_live_instance_is_primary() {
         let mut peers = Peers::default();
         assert!(!peers.is_primary("b", 200), "not before a ping round");
