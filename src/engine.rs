@@ -584,9 +584,11 @@ impl Engine {
                     if !self.held.contains_key(&key) {
                         continue;
                     }
-                    // Peers run but none answers: this instance's server may be cut off from
-                    // them, and one of them, on the side that reaches the store, publishes.
-                    if !heard && !waited {
+                    // Peers run but none answers, and this instance's server reached at most
+                    // half of the servers: it is on the small side of a cut, and a peer on the
+                    // other side, which reaches the store, publishes. (A peer silent while this
+                    // side is the large one is stopped or stuck, or cut off itself.)
+                    if !heard && !waited && self.snapshot.main_path_in_minority() {
                         tracing::debug!(finding = %key, "store unavailable and no peer instance answers; holding back");
                         continue;
                     }

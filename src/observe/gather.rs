@@ -473,7 +473,8 @@ pub fn merge_views(snapshot: &mut Snapshot, views: impl IntoIterator<Item = Serv
     for view in views {
         extra.insert(view.server.name.clone(), view);
     }
-    let main_answered = !snapshot.views.is_empty();
+    snapshot.main_reach = snapshot.views.len();
+    let main_answered = snapshot.main_reach > 0;
     for (name, view) in extra {
         snapshot.unanswered.remove(&name);
         if !snapshot.views.contains_key(&name) {
@@ -494,6 +495,44 @@ mod tests {
                 id: format!("ID{i}"),
             })
             .collect()
+    }
+
+    fn view(name: &str) -> ServerView {
+        ServerView {
+            server: crate::observe::jsz::ServerIdentity {
+                name: name.to_string(),
+                id: format!("ID{name}"),
+                cluster: None,
+                domain: None,
+                ver: None,
+            },
+            meta: None,
+            via: Via::Direct,
+        }
+    }
+
+    #[test]
+    fn views_only_on_own_links_say_which_side_of_a_cut_the_main_path_is_on() {
+        // Cut off alone: the main path reached its own server only.
+        let mut cut_off = Snapshot::default();
+        cut_off.views.insert("n1".into(), view("n1"));
+        merge_views(&mut cut_off, ["n1", "n2", "n3", "n4", "n5"].map(view));
+        assert!(cut_off.reach_impaired);
+        assert_eq!(cut_off.main_reach, 1);
+        assert!(cut_off.main_path_in_minority());
+        // The large side: one server answered only on its own link.
+        let mut large = Snapshot::default();
+        for name in ["n1", "n2", "n3", "n4"] {
+            large.views.insert(name.into(), view(name));
+        }
+        merge_views(&mut large, ["n1", "n2", "n3", "n4", "n5"].map(view));
+        assert!(large.reach_impaired);
+        assert!(!large.main_path_in_minority());
+        // Nothing through the main path: its server is silent, not on a side.
+        let mut silent = Snapshot::default();
+        merge_views(&mut silent, ["n2", "n3"].map(view));
+        assert!(!silent.reach_impaired);
+        assert!(!silent.main_path_in_minority());
     }
 
     #[test]

@@ -32,9 +32,19 @@ pub struct Snapshot {
     /// silence of a server on that path says nothing about the server.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reach_impaired: bool,
+    /// How many servers answered through the main connection (the rest only on their own
+    /// links): at most half of those answering means its server is on the small side of a cut.
+    #[serde(skip)]
+    pub main_reach: usize,
 }
 
 impl Snapshot {
+    /// True when the main connection's server reached at most half of the servers that answered
+    /// (the others only on their own links): it is on the small side of a cut, or cut off alone.
+    pub fn main_path_in_minority(&self) -> bool {
+        self.reach_impaired && self.main_reach * 2 <= self.views.len()
+    }
+
     /// A snapshot of decoded replies; `known` servers absent from them count as not answering.
     /// (What a poll produces, minus the network: used for captured fixtures.)
     pub fn from_replies(
