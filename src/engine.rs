@@ -584,6 +584,12 @@ impl Engine {
                     if !self.held.contains_key(&key) {
                         continue;
                     }
+                    // The peer that answered may be the longer-running one, missed by pings
+                    // sent while this instance's connection was stuck or cut off.
+                    if heard && !self.is_primary() && !waited {
+                        tracing::debug!(finding = %key, "store unavailable; a longer-running peer answered, holding back for it");
+                        continue;
+                    }
                     // Peers run but none answers, and this instance's server reached at most
                     // half of the servers: it is on the small side of a cut, and a peer on the
                     // other side, which reaches the store, publishes. (A peer silent while this
@@ -871,6 +877,9 @@ impl Engine {
         else {
             return false;
         };
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.heard(&state.instance, state.started_ms);
+        }
         self.drain_peer_events();
         let now = std::time::Instant::now();
         for key in self.shared.merge(state.shared) {
@@ -902,6 +911,9 @@ impl Engine {
         };
         if let Some(state) = state {
             let id = state.instance.clone();
+            if let Ok(mut peers) = self.peers.lock() {
+                peers.heard(&id, state.started_ms);
+            }
             let changed = if self.synced_connects == 0 {
                 // Starting: a running peer's state is what was published. The bucket may
                 // also hold a claim whose write timed out, landed, and was then held back

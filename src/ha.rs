@@ -90,6 +90,17 @@ impl Peers {
         live.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
+    /// Notes that instance `id` (started at `started_ms`) answered just now.
+    pub fn heard(&mut self, id: &str, started_ms: u64) {
+        self.map.insert(
+            id.to_string(),
+            Peer {
+                started_ms,
+                seen: Instant::now(),
+            },
+        );
+    }
+
     /// True when a peer may be running that this instance cannot name: it pinged recently and
     /// saw one, or its pings have not seen their own answer lately (its connection was stopped
     /// or moving), so one may have started meanwhile.
@@ -130,13 +141,7 @@ pub async fn track_peers(client: Client, me: String, peers: SharedPeers) {
         if let Ok(mut peers) = peers.lock() {
             let now = Instant::now();
             for instance in live {
-                peers.map.insert(
-                    instance.id,
-                    Peer {
-                        started_ms: instance.started_ms,
-                        seen: now,
-                    },
-                );
+                peers.heard(&instance.id, instance.started_ms);
             }
             peers.map.retain(|_, p| p.seen.elapsed() < PEER_GRACE * 4);
             peers.rounds += 1;
@@ -516,14 +521,12 @@ mod tests {
             );
         }
         peers.last_round = Some(now);
-        peers.map.insert(
-            "z".into(),
-            Peer {
-                started_ms: 100,
-                seen: now,
-            },
-        );
+        peers.rounds = 1;
+        assert!(peers.is_primary("b", 200), "alone");
+        // z, running longer, answered a state request between ping rounds.
+        peers.heard("z", 100);
         assert!(peers.may_have_peers("b"));
+        assert!(!peers.is_primary("b", 200), "z heard: z publishes");
     }
 
     #[test]
