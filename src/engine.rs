@@ -14,11 +14,17 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
-use crate::checks::{evaluate_all, Outcome, Thresholds};
-use crate::checks::{MemberState, MetaAssessment};
+use crate::checks::{evaluate_all, MemberState, MetaAssessment, Outcome, Thresholds};
 pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveFinding, Transition, TransitionKind};
 use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE, UNCLAIMED_SETTLE};
+use crate::history::History;
+use crate::observe::events::{self, EventError};
+use crate::observe::gather::{self, GatherTiming, Plan};
+use crate::observe::{MetaEvent, Snapshot};
+use crate::publish::{FindingEvent, Heartbeat, Publisher, FINDING_PREFIX};
+use crate::service::{self, EngineStatus, Instance};
+use crate::store::{self, Claim, Loaded, Persistence, Record, StoreError, StoreSettings, Stored};
 
 /// How long the attached server has to answer a round trip during a poll before the poll is cut
 /// short as silent (a healthy server answers in milliseconds; the gather would wait 2 s).
@@ -27,13 +33,6 @@ const ATTACHED_ANSWER: Duration = Duration::from_secs(1);
 /// How long a (re)connected instance waits for a peer's state: the first answer ends the wait,
 /// so only an instance that runs alone waits this long.
 const PEER_STATE_WAIT: Duration = Duration::from_millis(500);
-use crate::history::History;
-use crate::observe::events::{self, EventError};
-use crate::observe::gather::{self, GatherTiming, Plan};
-use crate::observe::{MetaEvent, Snapshot};
-use crate::publish::{FindingEvent, Heartbeat, Publisher, FINDING_PREFIX};
-use crate::service::{self, EngineStatus, Instance};
-use crate::store::{self, Claim, Loaded, Persistence, Record, StoreError, StoreSettings, Stored};
 
 /// Everything the engine needs besides the connection.
 #[derive(Debug, Clone)]
