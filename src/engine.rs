@@ -160,6 +160,15 @@ struct Engine {
 }
 
 /// The meta group's size in a snapshot: the largest any view reports.
+/// True when `server` answers but the meta group judges it offline while others are online: it
+/// is cut off from the group, and what goes through it reaches only its side.
+fn cut_off(meta: &MetaAssessment, server: &str) -> bool {
+    meta.members
+        .iter()
+        .any(|m| m.name == server && m.answered && matches!(m.state, MemberState::Offline(_)))
+        && meta.members.iter().any(|m| m.online())
+}
+
 fn group_size(snapshot: &Snapshot) -> Option<usize> {
     snapshot
         .meta_views()
@@ -463,10 +472,7 @@ impl Engine {
             // Findings published through a server cut off from the group reach only its side:
             // move first, publish after.
             let attached = self.client.server_info().server_name;
-            let cut_off = meta.members.iter().any(|m| {
-                m.name == attached && m.answered && matches!(m.state, MemberState::Offline(_))
-            });
-            if cut_off && meta.members.iter().any(|m| m.online()) {
+            if cut_off(meta, &attached) {
                 self.move_away("is cut off from the meta group").await;
                 // Still there (a move was made moments ago, or failed): publish nothing
                 // through it this round.
@@ -761,14 +767,7 @@ impl Engine {
             return;
         };
         let unheard = self.snapshot.unanswered.contains(&server) && !self.snapshot.views.is_empty();
-        let cut_off = meta.is_some_and(|m| {
-            m.members.iter().any(|member| {
-                member.name == server
-                    && member.answered
-                    && matches!(member.state, MemberState::Offline(_))
-            }) && m.members.iter().any(|member| member.online())
-        });
-        if !(unheard || cut_off)
+        if !(unheard || meta.is_some_and(|m| cut_off(m, &server)))
             || self
                 .state_moved_at
                 .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
