@@ -251,10 +251,19 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
         .await
         .expect("insights_reader connects");
     let js = jetstream::new(reader);
-    let stream = js
-        .get_stream("INSIGHTS_FINDINGS")
-        .await
-        .expect("reader sees the stream");
+    // Two of its three servers were just restarted: the stream answers once its replicas have
+    // elected a leader again, which can take seconds after the meta group is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match js.get_stream("INSIGHTS_FINDINGS").await {
+            Ok(stream) => break stream,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("INSIGHTS_FINDINGS not answering yet: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("reader sees the stream: {error}"),
+        }
+    };
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some("automation".to_string()),
