@@ -858,6 +858,16 @@ impl Engine {
             .retain(|_, at| at.elapsed() < STANDBY_GRACE * 2);
     }
 
+    /// The state of whichever peer answers first; that peer counts as seen (with its start
+    /// time) for choosing the primary.
+    async fn ask_peers(&self) -> Option<HaState> {
+        let state = ha::request_any_state(&self.client, &self.instance.id, PEER_STATE_WAIT).await?;
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.heard(&state.instance, state.started_ms);
+        }
+        Some(state)
+    }
+
     /// Folds what peers published (their events, and the state of whichever answers first).
     /// False when peers ran lately and none answers now.
     async fn hear_peers(&mut self) -> bool {
@@ -870,14 +880,9 @@ impl Engine {
         if !known {
             return true;
         }
-        let Some(state) =
-            ha::request_any_state(&self.client, &self.instance.id, PEER_STATE_WAIT).await
-        else {
+        let Some(state) = self.ask_peers().await else {
             return false;
         };
-        if let Ok(mut peers) = self.peers.lock() {
-            peers.heard(&state.instance, state.started_ms);
-        }
         self.drain_peer_events();
         let now = std::time::Instant::now();
         for key in self.shared.merge(state.shared) {
@@ -903,15 +908,12 @@ impl Engine {
         // Whoever answers first: a peer started while this connection was stuck is not known by
         // name yet, and one known by name may have died since.
         let state = if may_have_peers {
-            ha::request_any_state(&self.client, &self.instance.id, PEER_STATE_WAIT).await
+            self.ask_peers().await
         } else {
             None
         };
         if let Some(state) = state {
             let id = state.instance.clone();
-            if let Ok(mut peers) = self.peers.lock() {
-                peers.heard(&id, state.started_ms);
-            }
             let changed = if self.synced_connects == 0 {
                 // Starting: a running peer's state is what was published. The bucket may
                 // also hold a claim whose write timed out, landed, and was then held back
