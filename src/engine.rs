@@ -645,8 +645,12 @@ impl Engine {
             }
             // Peers asking for the state from now on must get it with this transition, even
             // while the rest of the round waits on a slow store: one that starts, or reconnects,
-            // and drained this event already would otherwise take the older state over it.
-            self.share_state();
+            // and drained this event already would otherwise take the older state over it. The
+            // API, likewise: a consumer that hears the event and asks STATUS must see it.
+            if let Some(meta) = &meta {
+                self.status.meta = Some(meta.clone());
+            }
+            self.publish_status();
             self.announce(transition).await;
             published.push(transition.clone());
         }
