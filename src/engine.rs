@@ -159,7 +159,6 @@ struct Engine {
     group_size: Option<usize>,
 }
 
-/// The meta group's size in a snapshot: the largest any view reports.
 /// True when `server` answers but the meta group judges it offline while others are online: it
 /// is cut off from the group, and what goes through it reaches only its side.
 fn cut_off(meta: &MetaAssessment, server: &str) -> bool {
@@ -169,6 +168,7 @@ fn cut_off(meta: &MetaAssessment, server: &str) -> bool {
         && meta.members.iter().any(|m| m.online())
 }
 
+/// The meta group's size in a snapshot: the largest any view reports.
 fn group_size(snapshot: &Snapshot) -> Option<usize> {
     snapshot
         .meta_views()
@@ -458,6 +458,10 @@ impl Engine {
         }
         let (meta, evaluations) =
             evaluate_all(&self.snapshot, &self.history, &self.config.thresholds, now);
+        // Set now: the status published with each event below must show what raised it.
+        if meta.is_some() {
+            self.status.meta = meta.clone();
+        }
         self.status.skipped = evaluations.iter().find_map(|e| match &e.outcome {
             Outcome::Skipped { reason } => Some(reason.clone()),
             Outcome::Ran { .. } => None,
@@ -647,9 +651,6 @@ impl Engine {
             // while the rest of the round waits on a slow store: one that starts, or reconnects,
             // and drained this event already would otherwise take the older state over it. The
             // API, likewise: a consumer that hears the event and asks STATUS must see it.
-            if let Some(meta) = &meta {
-                self.status.meta = Some(meta.clone());
-            }
             self.publish_status();
             self.announce(transition).await;
             published.push(transition.clone());
@@ -661,9 +662,6 @@ impl Engine {
             .recent
             .record(&published, &self.history.leader_changes);
         let cluster_size = meta.as_ref().map(|m| m.cluster_size);
-        if meta.is_some() {
-            self.status.meta = meta;
-        }
         self.persistence.save_history(&self.history).await;
         if let Some(loaded) = self
             .persistence
