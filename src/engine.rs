@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
-use crate::checks::{evaluate_all, MemberState, MetaAssessment, Outcome, Thresholds};
+use crate::checks::{evaluate_groups, Evaluation, MemberState, MetaAssessment, Thresholds};
 pub use crate::connect::Connections;
 use crate::findings::{reconcile, ActiveFinding, Transition, TransitionKind};
 use crate::ha::{self, HaState, Shared, SharedPeers, STANDBY_GRACE, UNCLAIMED_SETTLE};
-use crate::history::History;
+use crate::history::Histories;
 use crate::observe::events::{self, EventError};
 use crate::observe::gather::{self, GatherTiming, Plan};
 use crate::observe::{MetaEvent, Snapshot};
@@ -120,7 +120,8 @@ struct Engine {
     direct: Vec<Client>,
     config: EngineConfig,
     publisher: Publisher,
-    history: History,
+    /// The memory of every meta group.
+    history: Histories,
     /// What has been published about each finding (by this instance or its peers).
     shared: Shared,
     snapshot: Snapshot,
@@ -155,8 +156,10 @@ struct Engine {
     /// The last poll got nothing through the main connection while servers answered on their
     /// direct links (its server is stopped or cut off, and moving did not help yet).
     attached_silent: bool,
-    /// Members of the meta group as last seen (chooses how to poll); `None` before any view.
+    /// Members of every meta group as last seen (chooses how to poll); `None` before any view.
     group_size: Option<usize>,
+    /// Each meta group as last assessed (kept while a round cannot assess it).
+    assessed: BTreeMap<crate::observe::GroupId, MetaAssessment>,
 }
 
 /// True when `server` answers but the meta group judges it offline while others are online: it
@@ -168,12 +171,15 @@ fn cut_off(meta: &MetaAssessment, server: &str) -> bool {
         && meta.members.iter().any(|m| m.online())
 }
 
-/// The meta group's size in a snapshot: the largest any view reports.
+/// The members of every meta group in a snapshot (the largest size any view of a group
+/// reports, added up over the groups): how many servers a full poll asks.
 fn group_size(snapshot: &Snapshot) -> Option<usize> {
-    snapshot
-        .meta_views()
-        .map(|(_, m)| m.cluster_size.max(m.replicas.len()))
-        .max()
+    let mut sizes: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for (view, meta) in snapshot.meta_views() {
+        let size = sizes.entry(view.server.domain.as_deref()).or_default();
+        *size = (*size).max(meta.cluster_size.max(meta.replicas.len()));
+    }
+    (!sizes.is_empty()).then(|| sizes.values().sum())
 }
 
 /// Runs until `shutdown` completes or the connection closes for good.
@@ -300,6 +306,7 @@ async fn run_instrumented(
         moving: false,
         attached_silent: false,
         group_size: None,
+        assessed: BTreeMap::new(),
         status_tx,
         instance,
     };
@@ -453,37 +460,49 @@ impl Engine {
             }
         }
         let now = SystemTime::now();
+        // Every meta group (one per JetStream domain) is judged on its own part of the poll.
+        let parts = self.history.split(&self.snapshot);
         if matches!(trigger, Trigger::Poll | Trigger::Regather) {
-            self.history.record_snapshot(&self.snapshot, now);
+            self.history.record_snapshots(&parts, now);
         }
-        let (meta, evaluations) =
-            evaluate_all(&self.snapshot, &self.history, &self.config.thresholds, now);
-        // Set now: the status published with each event below must show what raised it.
-        if meta.is_some() {
-            self.status.meta = meta.clone();
-        }
-        self.status.skipped = evaluations.iter().find_map(|e| match &e.outcome {
-            Outcome::Skipped { reason } => Some(reason.clone()),
-            Outcome::Ran { .. } => None,
+        let groups = evaluate_groups(&parts, &self.history, &self.config.thresholds, now);
+        let several = groups.len() > 1;
+        self.status.skipped = groups.iter().find_map(|g| {
+            g.skipped().map(|reason| match several {
+                true => format!("meta group {}: {reason}", g.group),
+                false => reason.to_string(),
+            })
         });
+        for group in &groups {
+            if let Some(meta) = &group.meta {
+                self.assessed.insert(group.group.clone(), meta.clone());
+            }
+        }
+        // Set now: the status published with each event below must show what raised it.
+        self.status.meta_groups = self.assessed.values().cloned().collect();
+        let metas: Vec<&MetaAssessment> = groups.iter().filter_map(|g| g.meta.as_ref()).collect();
+        let evaluations: Vec<Evaluation> = groups
+            .iter()
+            .flat_map(|g| g.evaluations.iter().cloned())
+            .collect();
         if std::mem::take(&mut self.moving) {
             self.move_away("is going away").await;
         }
         // Nothing is published through a server that is silent (the snapshot gathered through
         // it is partial: hold what it concludes) or cut off.
         let mut stuck = self.attached_silent;
-        if let Some(meta) = &meta {
+        {
             // Findings published through a server cut off from the group reach only its side:
             // move first, publish after.
             let attached = self.client.server_info().server_name;
-            if cut_off(meta, &attached) {
+            if metas.iter().any(|meta| cut_off(meta, &attached)) {
                 self.move_away("is cut off from the meta group").await;
                 // Still there (a move was made moments ago, or failed): publish nothing
                 // through it this round.
                 stuck |= self.client.server_info().server_name == attached;
             }
         }
-        self.keep_state_connection_fit(meta.as_ref()).await;
+        self.keep_state_connection_fit(&metas).await;
         // What peers published meanwhile is the state this round starts from.
         self.catch_up().await;
         let previous = self.shared.active.clone();
@@ -660,8 +679,19 @@ impl Engine {
         }
         self.status
             .recent
-            .record(&published, &self.history.leader_changes);
-        let cluster_size = meta.as_ref().map(|m| m.cluster_size);
+            .record(&published, &self.history.leader_changes());
+        // The bucket's replicas are bounded by the size of the group the state connection is
+        // in (its JetStream domain), else of the largest group.
+        let state_server = self.persistence.server();
+        let cluster_size = metas
+            .iter()
+            .find(|m| {
+                state_server
+                    .as_ref()
+                    .is_some_and(|s| m.members.iter().any(|member| member.name == *s))
+            })
+            .or_else(|| metas.iter().max_by_key(|m| m.cluster_size))
+            .map(|m| m.cluster_size);
         self.persistence.save_history(&self.history).await;
         if let Some(loaded) = self
             .persistence
@@ -764,12 +794,12 @@ impl Engine {
     /// Moves the state connection off a server that answered nothing on any path or is cut off
     /// from the meta group (at most once every ten seconds): claims through it would time out
     /// and the transitions go out unclaimed, perhaps twice.
-    async fn keep_state_connection_fit(&mut self, meta: Option<&MetaAssessment>) {
+    async fn keep_state_connection_fit(&mut self, metas: &[&MetaAssessment]) {
         let Some(server) = self.persistence.server() else {
             return;
         };
         let unheard = self.snapshot.unanswered.contains(&server) && !self.snapshot.views.is_empty();
-        if !(unheard || meta.is_some_and(|m| cut_off(m, &server)))
+        if !(unheard || metas.iter().any(|m| cut_off(m, &server)))
             || self
                 .state_moved_at
                 .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
@@ -785,13 +815,16 @@ impl Engine {
     /// identity and a sample of followers that rotates with each poll (the leader is not sampled:
     /// it answers anyway).
     fn plan(&self, known: &[gather::KnownServer]) -> Plan {
-        let leader = self
+        // Every group's leader answers anyway (one per domain).
+        let leaders: std::collections::BTreeSet<&str> = self
             .snapshot
-            .leader_view()
-            .map(|(v, _)| v.server.name.clone());
+            .meta_views()
+            .filter(|(v, m)| m.leader_name() == Some(v.server.name.as_str()))
+            .map(|(v, _)| v.server.name.as_str())
+            .collect();
         let followers: Vec<gather::KnownServer> = known
             .iter()
-            .filter(|k| Some(&k.name) != leader.as_ref())
+            .filter(|k| !leaders.contains(k.name.as_str()))
             .cloned()
             .collect();
         Plan::for_group(

@@ -356,7 +356,7 @@ mod tests {
         Finding {
             check: CheckId::Meta001,
             key: key.into(),
-            cluster: "c".into(),
+            cluster: None,
             domain: None,
             server: Some("n2".into()),
             summary: "s".into(),

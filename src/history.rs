@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::observe::gather::KnownServer;
-use crate::observe::{MetaEvent, Snapshot, Via};
+use crate::observe::{GroupId, MetaEvent, Snapshot, Via};
 
 /// Memory of earlier observations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -74,6 +74,10 @@ pub struct LeaderChange {
     pub to: String,
     /// What revealed it first.
     pub source: ChangeSource,
+    /// The JetStream domain of the group (set where changes of several groups are listed
+    /// together; a group's own history leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// What revealed a leader change.
@@ -103,6 +107,10 @@ pub struct ServerRecord {
     pub server_id: String,
     /// When it last answered.
     pub last_answered: SystemTime,
+    /// Its own cluster (from its reply envelope), so a member that stopped answering can still
+    /// be placed in its cluster of a supercluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// A graceful stop announced by the server itself.
@@ -200,6 +208,12 @@ impl History {
                 ServerRecord {
                     server_id: view.server.id.clone(),
                     last_answered: answered_at,
+                    // An identity-only view carries no cluster: keep the one known.
+                    cluster: view
+                        .server
+                        .cluster
+                        .clone()
+                        .or_else(|| self.servers.get(name).and_then(|r| r.cluster.clone())),
                 },
             );
             if self
@@ -363,6 +377,7 @@ impl History {
                     from,
                     to: leader.to_string(),
                     source,
+                    domain: None,
                 });
                 if self.leader_changes.len() > LEADER_CHANGES_KEPT {
                     let excess = self.leader_changes.len() - LEADER_CHANGES_KEPT;
@@ -451,5 +466,175 @@ impl History {
 fn remember_peer(names: &mut BTreeMap<String, String>, peer: &str, name: &str) {
     if names.get(peer).map(String::as_str) != Some(name) {
         names.insert(peer.to_string(), name.to_string());
+    }
+}
+
+/// The memory of every meta group the service has seen, by group (one per JetStream domain).
+/// Each group's [`History`] only ever sees that group's part of a poll and the events that
+/// concern it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histories {
+    /// By group.
+    pub groups: BTreeMap<GroupId, History>,
+    /// A history persisted by a version that knew one group only: given to the group whose
+    /// servers it knows once the first poll shows which that is.
+    pub legacy: Option<History>,
+}
+
+/// The persisted form of [`Histories`].
+#[derive(Serialize, Deserialize)]
+struct StoredHistories<'a> {
+    groups: std::borrow::Cow<'a, BTreeMap<GroupId, History>>,
+}
+
+impl Histories {
+    /// Decodes what [`Histories::to_json`] wrote, or a single-group history written by an
+    /// earlier version (kept as `legacy`).
+    pub fn from_json(bytes: &[u8]) -> Result<Histories, serde_json::Error> {
+        match serde_json::from_slice::<StoredHistories<'static>>(bytes) {
+            Ok(stored) => Ok(Histories {
+                groups: stored.groups.into_owned(),
+                legacy: None,
+            }),
+            Err(e) => match serde_json::from_slice::<History>(bytes) {
+                Ok(history) => Ok(Histories {
+                    groups: BTreeMap::new(),
+                    legacy: Some(history),
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// The persisted form.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&StoredHistories {
+            groups: std::borrow::Cow::Borrowed(&self.groups),
+        })
+    }
+
+    /// What is worth persisting at once when it changes (see [`History::durable`]).
+    pub fn durable(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.groups
+                .iter()
+                .map(|(group, history)| (group.label().to_string(), history.durable()))
+                .collect(),
+        )
+    }
+
+    /// The group a server was last seen in.
+    pub fn group_of_server(&self, name: &str) -> Option<GroupId> {
+        self.groups
+            .iter()
+            .find(|(_, h)| h.servers.contains_key(name))
+            .map(|(g, _)| g.clone())
+    }
+
+    /// Servers to expect in the next poll, of every group.
+    pub fn known_servers(&self) -> Vec<KnownServer> {
+        let mut known: Vec<KnownServer> = self
+            .groups
+            .values()
+            .chain(self.legacy.iter())
+            .flat_map(History::known_servers)
+            .collect();
+        known.sort_by(|a, b| a.name.cmp(&b.name));
+        known.dedup_by(|a, b| a.name == b.name);
+        known
+    }
+
+    /// Splits a poll into one snapshot per group: every group seen before gets one, even when
+    /// none of its servers answered.
+    pub fn split(&self, snapshot: &Snapshot) -> BTreeMap<GroupId, Snapshot> {
+        snapshot.split_groups(
+            &|name: &str| self.group_of_server(name),
+            self.groups.keys().cloned(),
+        )
+    }
+
+    /// Folds each group's part of a poll into its history.
+    pub fn record_snapshots(&mut self, parts: &BTreeMap<GroupId, Snapshot>, now: SystemTime) {
+        if let Some(legacy) = self.legacy.take() {
+            // The group most of whose answering servers the old history knew is the one it was
+            // written about.
+            let owner = parts
+                .iter()
+                .map(|(group, part)| {
+                    let overlap = part
+                        .views
+                        .keys()
+                        .filter(|n| legacy.servers.contains_key(*n))
+                        .count();
+                    (overlap, group)
+                })
+                .filter(|(overlap, _)| *overlap > 0)
+                .max_by_key(|(overlap, _)| *overlap)
+                .map(|(_, group)| group.clone());
+            match owner {
+                Some(group) if !self.groups.contains_key(&group) => {
+                    tracing::info!(group = %group, "adopting the history written by an earlier version");
+                    self.groups.insert(group, legacy);
+                }
+                Some(_) => {}
+                None if parts.values().all(|p| p.views.is_empty()) => self.legacy = Some(legacy),
+                None => {
+                    tracing::info!("dropping the history written by an earlier version: none of its servers answers")
+                }
+            }
+        }
+        for (group, part) in parts {
+            if part.views.is_empty() {
+                continue;
+            }
+            self.groups
+                .entry(group.clone())
+                .or_default()
+                .record_snapshot(part, now);
+        }
+    }
+
+    /// Folds one event into the groups it concerns: an election or removal into its domain's
+    /// group; a server's shutdown or lame duck into the group that knows the server (every
+    /// group when none does yet: a departure of a name a group never lists changes nothing).
+    pub fn record_event(&mut self, event: &MetaEvent) {
+        match event {
+            MetaEvent::LeaderElected { domain, .. } | MetaEvent::ServerRemoved { domain, .. } => {
+                self.groups
+                    .entry(GroupId::of(domain.as_deref()))
+                    .or_default()
+                    .record_event(event);
+            }
+            MetaEvent::Shutdown { server, .. } | MetaEvent::LameDuck { server, .. } => {
+                match self.group_of_server(server) {
+                    Some(group) => {
+                        if let Some(history) = self.groups.get_mut(&group) {
+                            history.record_event(event);
+                        }
+                    }
+                    None => {
+                        for history in self.groups.values_mut() {
+                            history.record_event(event);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leader changes of every group, oldest first, each with its group's domain.
+    pub fn leader_changes(&self) -> Vec<LeaderChange> {
+        let mut all: Vec<LeaderChange> = self
+            .groups
+            .iter()
+            .flat_map(|(group, history)| {
+                history.leader_changes.iter().map(|c| LeaderChange {
+                    domain: group.domain().map(str::to_string),
+                    ..c.clone()
+                })
+            })
+            .collect();
+        all.sort_by_key(|c| c.at);
+        all
     }
 }

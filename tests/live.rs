@@ -49,7 +49,7 @@ async fn graceful_stop_of_a_follower_is_raised_at_once_and_resolved_after_restar
         "graceful stop took {latency:?}"
     );
     assert_eq!(raised.revision, 1);
-    assert_eq!(raised.cluster, "insights-test");
+    assert_eq!(raised.cluster.as_deref(), Some("insights-test"));
 
     cluster.restart(f).await.expect("restart");
     let resolved = events
@@ -156,7 +156,7 @@ async fn two_of_three_killed_raises_quorum_lost_with_the_missing_members() {
     assert_eq!(history.last(), Some(&"resolved"));
     assert_eq!(history.iter().filter(|h| **h == "raised").count(), 1);
     for server in [&a, &b] {
-        let key = format!("META_001/insights-test/{server}");
+        let key = format!("META_001/default/{server}");
         events.assert_raised_then_resolved(&key);
     }
     monitor.stop().await;

@@ -92,30 +92,25 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
         }
     };
     assert!(healthy.starts_with("ok"), "{healthy}");
-    let online =
-        |c: &str| format!("nats_insights_meta_members{{cluster=\"{c}\",state=\"online\"}}");
+    let online = |c: &str| format!("nats_insights_meta_members{{domain=\"{c}\",state=\"online\"}}");
     let offline =
-        |c: &str| format!("nats_insights_meta_members{{cluster=\"{c}\",state=\"offline\"}}");
+        |c: &str| format!("nats_insights_meta_members{{domain=\"{c}\",state=\"offline\"}}");
     let text = scrape_until(addr, "three members online", |t| {
         t.lines()
             .any(|l| l.starts_with("nats_insights_meta_members{") && l.ends_with("\"online\"} 3"))
     })
     .await;
-    let cluster_label = text
-        .lines()
-        .find_map(|l| l.strip_prefix("nats_insights_meta_members{cluster=\""))
-        .and_then(|rest| rest.split('"').next())
-        .expect("members are labelled with the cluster")
-        .to_string();
-    let c = cluster_label.as_str();
-    let quorum = format!("nats_insights_meta_quorum{{cluster=\"{c}\"}}");
-    let meta_001 = "nats_insights_findings_active{check=\"META_001\",severity=\"critical\"}";
+    // A group without a JetStream domain is labelled `default`: the label never follows the
+    // cluster that leads.
+    let c = "default";
+    let quorum = format!("nats_insights_meta_quorum{{domain=\"{c}\"}}");
+    let meta_001 = "nats_insights_findings_active{check=\"META_001\",severity=\"critical\",domain=\"default\"}";
     assert_eq!(sample(&text, &offline(c)), Some(0.0), "{text}");
     assert_eq!(sample(&text, &quorum), Some(1.0), "{text}");
     assert_eq!(
         sample(
             &text,
-            &format!("nats_insights_meta_quorum_needed{{cluster=\"{c}\"}}")
+            &format!("nats_insights_meta_quorum_needed{{domain=\"{c}\"}}")
         ),
         Some(2.0)
     );
@@ -161,7 +156,7 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
     assert_eq!(
         sample(
             &text,
-            "nats_insights_findings_active{check=\"META_006\",severity=\"critical\"}"
+            "nats_insights_findings_active{check=\"META_006\",severity=\"critical\",domain=\"default\"}"
         ),
         Some(0.0)
     );

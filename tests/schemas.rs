@@ -58,7 +58,7 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
         meta = assessed.or(meta);
     }
     let status = EngineStatus {
-        meta,
+        meta_groups: meta.into_iter().collect(),
         active,
         last_poll: Some(t(polls.last().map_or(0, |p| p.0))),
         servers_answering: 3,

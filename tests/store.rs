@@ -382,8 +382,8 @@ fn transition_of(
         kind,
         finding: Finding {
             check: CheckId::Meta001,
-            key: format!("META_001/insights-test/{server}"),
-            cluster: "insights-test".to_string(),
+            key: format!("META_001/default/{server}"),
+            cluster: None,
             domain: None,
             server: Some(server.to_string()),
             summary: format!("{server} is offline"),
@@ -532,7 +532,7 @@ async fn a_raise_stored_by_an_instance_that_stopped_before_publishing_it_is_publ
     let now = SystemTime::now();
     let mut record = Record::after(&ghost_raise);
     if let Record::Active(active) = &mut record {
-        active.finding.key = format!("META_001/insights-test/{name}");
+        active.finding.key = format!("META_001/default/{name}");
         active.raised_at = now;
         active.changed_at = now;
     }

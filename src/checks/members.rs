@@ -8,13 +8,22 @@ use serde::Serialize;
 
 use super::Thresholds;
 use crate::history::{DepartureKind, History};
-use crate::observe::{PeerInfo, Snapshot};
+use crate::observe::{GroupId, PeerInfo, Snapshot};
 
 /// The meta group as judged from one snapshot and the history.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetaAssessment {
-    /// Cluster name of the meta group.
+    /// The group's identity (its domain; `default` for the default domain), as in finding keys.
+    #[serde(serialize_with = "group_label")]
+    pub group: GroupId,
+    /// The cluster of the server whose view is used: the leader's when one answered. In a
+    /// supercluster this is where leadership is now, not a name of the group.
     pub cluster: String,
+    /// The leader's own cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead_cluster: Option<String>,
+    /// Members per cluster (one entry for a single cluster; several in a supercluster).
+    pub clusters: Vec<ClusterTally>,
     /// JetStream domain, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -42,6 +51,47 @@ pub struct MetaAssessment {
     pub leaderless_since: Option<SystemTime>,
 }
 
+fn group_label<S: serde::Serializer>(group: &GroupId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(group.label())
+}
+
+/// How many members of a meta group one cluster holds, and how many of them are online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterTally {
+    /// Cluster name.
+    pub cluster: String,
+    /// Members in it.
+    pub members: usize,
+    /// Of those, judged online.
+    pub online: usize,
+}
+
+impl MetaAssessment {
+    /// The group in words for a summary: `cluster C1` for one cluster, the clusters of a
+    /// supercluster, or the domain.
+    pub fn describe_group(&self) -> String {
+        let clusters: Vec<&str> = self.clusters.iter().map(|c| c.cluster.as_str()).collect();
+        match (self.group.domain(), clusters.as_slice()) {
+            (Some(domain), _) => format!("the meta group of domain {domain}"),
+            (None, [] | [_]) => format!("cluster {}", self.cluster),
+            (None, several) => format!("the meta group of clusters {}", several.join(", ")),
+        }
+    }
+
+    /// True when the group spans several clusters (a supercluster).
+    pub fn is_supercluster(&self) -> bool {
+        self.clusters.len() > 1
+    }
+
+    /// A member's name with its cluster in a supercluster (`n5 (c2)`), else the name alone.
+    pub fn member_label(&self, member: &Member) -> String {
+        match (&member.cluster, self.is_supercluster()) {
+            (Some(cluster), true) => format!("{} ({cluster})", member.name),
+            _ => member.name.clone(),
+        }
+    }
+}
+
 /// Servers that name the same meta leader.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaderGroup {
@@ -61,6 +111,9 @@ pub struct Member {
     /// Peer hash, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// Its own cluster, from its own reply (or as last seen), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// True for the leader.
     pub leader: bool,
     /// True when it answered this poll.
@@ -281,14 +334,34 @@ pub fn assess_members(
         losing: &losing,
         now,
     };
-    let members = entries
+    let members: Vec<Member> = entries
         .into_iter()
         .map(|(name, entry)| judge(name, entry, &judging))
         .collect();
+    let mut clusters: BTreeMap<&str, ClusterTally> = BTreeMap::new();
+    for member in &members {
+        if let Some(cluster) = &member.cluster {
+            let tally = clusters.entry(cluster).or_insert_with(|| ClusterTally {
+                cluster: cluster.clone(),
+                members: 0,
+                online: 0,
+            });
+            tally.members += 1;
+            tally.online += usize::from(member.online());
+        }
+    }
+    let clusters: Vec<ClusterTally> = clusters.into_values().collect();
+    let lead_cluster = members
+        .iter()
+        .find(|m| m.leader)
+        .and_then(|m| m.cluster.clone());
 
     let (first_view, first_meta) = first;
     let (view_for_names, meta_for_names) = authority.unwrap_or((first_view, first_meta));
     Some(MetaAssessment {
+        group: GroupId::of(view_for_names.server.domain.as_deref()),
+        lead_cluster,
+        clusters,
         cluster: meta_for_names
             .name
             .clone()
@@ -488,6 +561,9 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
         peer: entry
             .peer
             .or_else(|| history.peer_of_name(&name).map(str::to_string)),
+        cluster: view
+            .and_then(|v| v.server.cluster.clone())
+            .or_else(|| known.and_then(|k| k.cluster.clone())),
         leader: leader == Some(name.as_str()),
         answered,
         name_unknown: entry.unknown,

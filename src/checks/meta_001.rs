@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::{Member, MemberState, MetaAssessment, OfflineReason};
-use super::{server_key, CheckId, Evaluation, Finding, Outcome, Remediation};
+use super::{server_key, CheckId, Evaluation, Finding, Remediation};
 
 /// Raises one finding per member judged offline; members that cannot be judged are left undecided.
 pub fn evaluate(meta: &MetaAssessment, now: SystemTime) -> Evaluation {
@@ -22,13 +22,7 @@ pub fn evaluate(meta: &MetaAssessment, now: SystemTime) -> Evaluation {
             MemberState::Offline(reasons) => findings.push(finding(meta, member, reasons, now)),
         }
     }
-    Evaluation {
-        check,
-        outcome: Outcome::Ran {
-            findings,
-            undecided,
-        },
-    }
+    Evaluation::ran(check, meta, findings, undecided)
 }
 
 fn finding(
@@ -47,18 +41,18 @@ fn finding(
     let peer = member.peer.as_deref().unwrap_or("<peer-id>");
     let summary = if member.name_unknown {
         format!(
-            "Meta peer {peer} ({}) of cluster {} is a probable stale peer: no live server carries its name, so it was most likely renamed or decommissioned without being removed from the meta group, which still counts it ({} members, {} needed for quorum).",
+            "Meta peer {peer} ({}) of {} is a probable stale peer: no live server carries its name, so it was most likely renamed or decommissioned without being removed from the meta group, which still counts it ({} members, {} needed for quorum).",
             known_as(member),
-            meta.cluster,
+            meta.describe_group(),
             meta.cluster_size,
             meta.quorum_needed
         )
     } else {
         format!(
-            "{} {} of cluster {} is offline: {}.",
+            "{} {} of {} is offline: {}.",
             role,
-            member.name,
-            meta.cluster,
+            meta.member_label(member),
+            meta.describe_group(),
             clauses.join("; ")
         )
     };
@@ -93,6 +87,18 @@ fn finding(
             "nats server report jetstream",
         ));
     }
+    if member.leader && member.answered {
+        // A leader cut off from its followers keeps claiming leadership: in a supercluster,
+        // placement moves leadership to a cluster whose members are healthy.
+        if let Some(target) = healthy_cluster(meta, member.cluster.as_deref()) {
+            remediation.push(Remediation::with_command(
+                format!("Move meta leadership to cluster {target}, whose members are all online."),
+                format!(
+                    "nats request '$JS.API.META.LEADER.STEPDOWN' '{{\"placement\":{{\"cluster\":\"{target}\"}}}}'"
+                ),
+            ));
+        }
+    }
     remediation.push(Remediation::step(format!(
         "Bring back one server at a time: {} of {} members must stay online for the meta group to keep its quorum.",
         meta.quorum_needed, meta.cluster_size
@@ -100,12 +106,13 @@ fn finding(
     Finding {
         check,
         key: server_key(check, meta, &member.name),
-        cluster: meta.cluster.clone(),
+        cluster: member.cluster.clone(),
         domain: meta.domain.clone(),
         server: Some(member.name.clone()),
         summary,
         evidence: json!({
             "server": member.name,
+            "server_cluster": member.cluster,
             "peer": member.peer,
             "leader": meta.leader,
             "was_leader": member.leader,
@@ -124,6 +131,17 @@ fn finding(
             member.name.clone()
         },
     }
+}
+
+/// In a supercluster, another cluster all of whose members are online.
+fn healthy_cluster<'a>(meta: &'a MetaAssessment, except: Option<&str>) -> Option<&'a str> {
+    if !meta.is_supercluster() {
+        return None;
+    }
+    meta.clusters
+        .iter()
+        .find(|c| Some(c.cluster.as_str()) != except && c.online == c.members)
+        .map(|c| c.cluster.as_str())
 }
 
 /// How to name a member no live server carries.

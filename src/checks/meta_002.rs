@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::MetaAssessment;
-use super::{group_key, seconds, CheckId, Evaluation, Finding, Outcome, Remediation, Thresholds};
+use super::{group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
 use crate::history::History;
 
 /// Raised when servers have reported different meta leaders (or some none) continuously for
@@ -29,13 +29,7 @@ pub fn evaluate(
         }
         None => Vec::new(),
     };
-    Evaluation {
-        check,
-        outcome: Outcome::Ran {
-            findings,
-            undecided: BTreeSet::new(),
-        },
-    }
+    Evaluation::ran(check, meta, findings, BTreeSet::new())
 }
 
 fn label(leader: &Option<String>) -> String {
@@ -104,12 +98,12 @@ fn finding(
     Finding {
         check,
         key: group_key(check, meta),
-        cluster: meta.cluster.clone(),
+        cluster: None,
         domain: meta.domain.clone(),
         server: None,
         summary: format!(
-            "Servers of meta group {} disagree about the meta leader for {}: {}.",
-            meta.cluster,
+            "Servers of {} disagree about the meta leader for {}: {}.",
+            meta.describe_group(),
             seconds(lasted),
             described.join("; ")
         ),

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::MetaAssessment;
-use super::{group_key, CheckId, Evaluation, Finding, Outcome, Remediation, Thresholds};
+use super::{group_key, CheckId, Evaluation, Finding, Remediation, Thresholds};
 use crate::history::History;
 use crate::time_format::rfc3339;
 
@@ -35,12 +35,12 @@ pub fn evaluate(
         vec![Finding {
             check,
             key: group_key(check, meta),
-            cluster: meta.cluster.clone(),
+            cluster: None,
             domain: meta.domain.clone(),
             server: None,
             summary: format!(
                 "The meta leader of {} changed {} times within {} ({}), more than the {} allowed.",
-                meta.cluster,
+                meta.describe_group(),
                 changes.len(),
                 window,
                 path.join(" → "),
@@ -74,11 +74,5 @@ pub fn evaluate(
     } else {
         Vec::new()
     };
-    Evaluation {
-        check,
-        outcome: Outcome::Ran {
-            findings,
-            undecided: BTreeSet::new(),
-        },
-    }
+    Evaluation::ran(check, meta, findings, BTreeSet::new())
 }

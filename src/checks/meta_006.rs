@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::{offline_members, offline_names, MemberState, MetaAssessment};
-use super::{group_key, seconds, CheckId, Evaluation, Finding, Outcome, Remediation, Thresholds};
+use super::{group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
 use crate::history::History;
 
 /// Raised when the online members are fewer than the quorum, or no leader was reported for longer
@@ -29,13 +29,7 @@ pub fn evaluate(
     } else {
         Vec::new()
     };
-    Evaluation {
-        check,
-        outcome: Outcome::Ran {
-            findings,
-            undecided: BTreeSet::new(),
-        },
-    }
+    Evaluation::ran(check, meta, findings, BTreeSet::new())
 }
 
 /// The recovery when stale peers (renamed or retired members never removed) hold quorum hostage.
@@ -114,11 +108,18 @@ fn finding(
     let offline_list: Vec<&str> = offline.iter().map(String::as_str).collect();
     let missing = meta.quorum_needed.saturating_sub(online);
     let mut summary = format!(
-        "Meta group {} has lost quorum: {} of {} members online, {} needed",
-        meta.cluster, online, meta.cluster_size, meta.quorum_needed
+        "{} has lost quorum: {} of {} members online, {} needed",
+        capitalized(&meta.describe_group()),
+        online,
+        meta.cluster_size,
+        meta.quorum_needed
     );
     if !offline_list.is_empty() {
         summary.push_str(&format!(" ({} offline)", offline_list.join(", ")));
+    }
+    let losses = cluster_losses(meta);
+    if !losses.is_empty() {
+        summary.push_str(&format!("; {}", losses.join(", ")));
     }
     match (meta.leader.as_deref(), leaderless_for) {
         (None, Some(d)) => summary.push_str(&format!("; no meta leader for {}", seconds(d))),
@@ -167,7 +168,7 @@ fn finding(
     Finding {
         check,
         key: group_key(check, meta),
-        cluster: meta.cluster.clone(),
+        cluster: None,
         domain: meta.domain.clone(),
         server: None,
         summary,
@@ -182,10 +183,41 @@ fn finding(
             "stale_peers": stale_names,
             "live_non_members": meta.non_members,
             "leader": meta.leader,
+            "clusters": meta.clusters,
             "leaderless_for_ms": leaderless_for.map(|d| d.as_millis() as u64),
         }),
         remediation,
         // Material: the set of offline members.
         fingerprint: offline_list.join(","),
+    }
+}
+
+/// In a supercluster, what each cluster that has members offline lost: `c2 lost all 3
+/// members`, `c1 lost 1 of 3 members`.
+fn cluster_losses(meta: &MetaAssessment) -> Vec<String> {
+    if !meta.is_supercluster() {
+        return Vec::new();
+    }
+    meta.clusters
+        .iter()
+        .filter(|c| c.online < c.members)
+        .map(|c| match c.online {
+            0 => format!("{} lost all {} members", c.cluster, c.members),
+            online => format!(
+                "{} lost {} of {} members",
+                c.cluster,
+                c.members - online,
+                c.members
+            ),
+        })
+        .collect()
+}
+
+/// `cluster C1` → `Cluster C1`, for the start of a sentence.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::history::Histories;
 use crate::history::History;
-use crate::observe::Snapshot;
+use crate::observe::{GroupId, Snapshot};
 pub use members::{assess_members, MemberState, MetaAssessment, OfflineReason};
 
 /// The closed catalog of checks.
@@ -171,10 +172,13 @@ impl Remediation {
 pub struct Finding {
     /// Which check.
     pub check: CheckId,
-    /// Stable identity, e.g. `META_001/C1/n2`.
+    /// Stable identity, e.g. `META_001/default/n2` or `META_006/edge`: the check, the meta
+    /// group (its domain, `default` for none) and, for per-server findings, the server.
     pub key: String,
-    /// Meta group cluster name.
-    pub cluster: String,
+    /// The affected member's own cluster, for per-server findings (a finding about the whole
+    /// group has none: in a supercluster the group spans several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// JetStream domain, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -214,14 +218,34 @@ pub enum Outcome {
 pub struct Evaluation {
     /// Which check.
     pub check: CheckId,
+    /// The meta group it judged: only that group's findings are raised or resolved by it.
+    pub group: GroupId,
     /// Its result.
     pub outcome: Outcome,
 }
 
 impl Evaluation {
-    fn skipped(check: CheckId, reason: &str) -> Self {
+    /// A check that ran on `meta`.
+    pub fn ran(
+        check: CheckId,
+        meta: &MetaAssessment,
+        findings: Vec<Finding>,
+        undecided: BTreeSet<String>,
+    ) -> Self {
         Evaluation {
             check,
+            group: meta.group.clone(),
+            outcome: Outcome::Ran {
+                findings,
+                undecided,
+            },
+        }
+    }
+
+    fn skipped(check: CheckId, group: &GroupId, reason: &str) -> Self {
+        Evaluation {
+            check,
+            group: group.clone(),
             outcome: Outcome::Skipped {
                 reason: reason.to_string(),
             },
@@ -229,24 +253,69 @@ impl Evaluation {
     }
 }
 
-/// Runs every check on one observation.
-pub fn evaluate_all(
+/// One meta group's result of a round.
+#[derive(Debug, Clone)]
+pub struct GroupEvaluation {
+    /// The group.
+    pub group: GroupId,
+    /// Its members as judged, when any of its servers answered with a meta view.
+    pub meta: Option<MetaAssessment>,
+    /// Every check's result on it.
+    pub evaluations: Vec<Evaluation>,
+}
+
+impl GroupEvaluation {
+    /// Why its checks could not run, if they could not.
+    pub fn skipped(&self) -> Option<&str> {
+        self.evaluations.iter().find_map(|e| match &e.outcome {
+            Outcome::Skipped { reason } => Some(reason.as_str()),
+            Outcome::Ran { .. } => None,
+        })
+    }
+}
+
+/// Runs every check on every meta group of a poll, each on its own part of the poll and its own
+/// history (`parts` from [`Histories::split`]).
+pub fn evaluate_groups(
+    parts: &std::collections::BTreeMap<GroupId, Snapshot>,
+    histories: &Histories,
+    thresholds: &Thresholds,
+    now: SystemTime,
+) -> Vec<GroupEvaluation> {
+    let empty = History::default();
+    parts
+        .iter()
+        .map(|(group, part)| {
+            let history = histories.groups.get(group).unwrap_or(&empty);
+            let (meta, evaluations) = evaluate_group(group, part, history, thresholds, now);
+            GroupEvaluation {
+                group: group.clone(),
+                meta,
+                evaluations,
+            }
+        })
+        .collect()
+}
+
+/// Runs every check on one meta group's part of a poll.
+pub fn evaluate_group(
+    group: &GroupId,
     snapshot: &Snapshot,
     history: &History,
     thresholds: &Thresholds,
     now: SystemTime,
 ) -> (Option<MetaAssessment>, Vec<Evaluation>) {
     let Some(meta) = assess_members(snapshot, history, thresholds, now) else {
-        let reason = if snapshot.views.is_empty() {
-            "no server answered the JSZ poll"
-        } else {
-            "no server reported a JetStream meta group"
+        let reason = match (snapshot.views.is_empty(), group.domain()) {
+            (true, None) => "no server answered the JSZ poll".to_string(),
+            (true, Some(domain)) => format!("no server of domain {domain} answered the JSZ poll"),
+            (false, _) => "no server reported a JetStream meta group".to_string(),
         };
         return (
             None,
             CheckId::ALL
                 .into_iter()
-                .map(|c| Evaluation::skipped(c, reason))
+                .map(|c| Evaluation::skipped(c, group, &reason))
                 .collect(),
         );
     };
@@ -259,14 +328,32 @@ pub fn evaluate_all(
     (Some(meta), evaluations)
 }
 
-/// Key of a per-group finding.
+/// Runs every check on a poll of a single meta group (fixtures, benchmarks): the group is the
+/// domain its servers report.
+pub fn evaluate_all(
+    snapshot: &Snapshot,
+    history: &History,
+    thresholds: &Thresholds,
+    now: SystemTime,
+) -> (Option<MetaAssessment>, Vec<Evaluation>) {
+    let group = snapshot
+        .views
+        .values()
+        .next()
+        .map(|v| GroupId::of(v.server.domain.as_deref()))
+        .unwrap_or_default();
+    evaluate_group(&group, snapshot, history, thresholds, now)
+}
+
+/// Key of a per-group finding: the check and the group (its domain, or `default`), never a
+/// cluster name, which changes when leadership moves across a supercluster.
 pub fn group_key(check: CheckId, meta: &MetaAssessment) -> String {
-    format!("{}/{}", check, meta.cluster)
+    format!("{}/{}", check, meta.group.label())
 }
 
 /// Key of a per-server finding.
 pub fn server_key(check: CheckId, meta: &MetaAssessment, server: &str) -> String {
-    format!("{}/{}/{}", check, meta.cluster, server)
+    format!("{}/{}/{}", check, meta.group.label(), server)
 }
 
 /// Whole seconds and tenths, for summaries.

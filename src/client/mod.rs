@@ -50,6 +50,10 @@ pub struct StatusArgs {
     /// Connection, timeout, output.
     #[command(flatten)]
     pub request: RequestArgs,
+    /// Only the meta group of this JetStream domain (`default` for servers without one): its
+    /// members, its findings, and an exit code for it alone.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
 }
 
 /// Flags of `findings`.
@@ -254,9 +258,37 @@ fn print_json(body: &[u8]) {
 /// `nats-insights status`: returns the exit code for the state reported.
 pub async fn status(args: &StatusArgs) -> Result<u8, ClientError> {
     let body = ask(&args.request, Endpoint::Status, serde_json::json!({})).await?;
-    let view: render::StatusView = decode(Endpoint::Status, &body)?;
-    if args.request.json {
+    let mut view: render::StatusView = decode(Endpoint::Status, &body)?;
+    if let Some(domain) = &args.domain {
+        view = view.only_domain(domain);
+    }
+    if args.request.json && args.domain.is_none() {
         print_json(&body);
+    } else if args.request.json {
+        // The one group asked for, in the response's own shape.
+        let mut body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let Some(object) = body.as_object_mut() {
+            let domain = args.domain.as_deref().unwrap_or_default();
+            let wanted = |m: &serde_json::Value| match m.get("domain").and_then(|d| d.as_str()) {
+                Some(d) => d == domain,
+                None => domain == crate::observe::DEFAULT_GROUP_LABEL || domain.is_empty(),
+            };
+            let groups: Vec<serde_json::Value> = object
+                .get("meta_groups")
+                .and_then(|g| g.as_array())
+                .map(|g| g.iter().filter(|m| wanted(m)).cloned().collect())
+                .unwrap_or_default();
+            let findings: Vec<serde_json::Value> = object
+                .get("findings")
+                .and_then(|f| f.as_array())
+                .map(|f| f.iter().filter(|m| wanted(m)).cloned().collect())
+                .unwrap_or_default();
+            object.insert("meta".into(), groups.first().cloned().unwrap_or_default());
+            object.insert("meta_groups".into(), groups.into());
+            object.insert("findings".into(), findings.into());
+            object.insert("status".into(), view.status.clone().into());
+        }
+        println!("{body}");
     } else {
         print!("{}", render::status_text(&view, Style::for_stdout()));
     }

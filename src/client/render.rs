@@ -137,8 +137,10 @@ pub struct StatusView {
     pub timestamp: String,
     /// Uptime.
     pub uptime_ms: u64,
-    /// The meta group, if seen.
+    /// The first meta group, if seen (deprecated in the response; read by older services).
     pub meta: Option<MetaView>,
+    /// Every meta group, one per JetStream domain.
+    pub meta_groups: Vec<MetaView>,
     /// Active findings.
     pub findings: Vec<FindingItem>,
     /// The service's own health.
@@ -149,8 +151,14 @@ pub struct StatusView {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct MetaView {
-    /// Cluster.
+    /// The group as in finding keys: its domain, or `default`.
+    pub group: String,
+    /// Cluster of the view used (the leader's).
     pub cluster: String,
+    /// The leader's own cluster.
+    pub lead_cluster: Option<String>,
+    /// Members per cluster.
+    pub clusters: Vec<ClusterView>,
     /// Domain.
     pub domain: Option<String>,
     /// Leader.
@@ -169,6 +177,79 @@ pub struct MetaView {
     pub leaderless_since: Option<String>,
 }
 
+/// Members of one cluster of a meta group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ClusterView {
+    /// Cluster name.
+    pub cluster: String,
+    /// Members in it.
+    pub members: u64,
+    /// Of those, online.
+    pub online: u64,
+}
+
+impl MetaView {
+    /// True when its members sit in several clusters.
+    fn supercluster(&self) -> bool {
+        self.clusters.len() > 1
+    }
+
+    /// True when `domain` names this group (`default` names the default domain).
+    pub fn is_domain(&self, domain: &str) -> bool {
+        match &self.domain {
+            Some(d) => d == domain,
+            None => domain == crate::observe::DEFAULT_GROUP_LABEL || domain.is_empty(),
+        }
+    }
+}
+
+impl StatusView {
+    /// Every meta group (a service before meta groups sent only `meta`).
+    pub fn groups(&self) -> Vec<&MetaView> {
+        if self.meta_groups.is_empty() {
+            self.meta.iter().collect()
+        } else {
+            self.meta_groups.iter().collect()
+        }
+    }
+
+    /// Only what concerns one domain's group: its group and its findings. The overall status
+    /// becomes the worst severity among those findings (`unknown` when the group is not seen).
+    pub fn only_domain(&self, domain: &str) -> StatusView {
+        let mut view = self.clone();
+        let groups: Vec<MetaView> = self
+            .groups()
+            .into_iter()
+            .filter(|m| m.is_domain(domain))
+            .cloned()
+            .collect();
+        view.findings.retain(|f| match &f.domain {
+            Some(d) => d == domain,
+            None => domain == crate::observe::DEFAULT_GROUP_LABEL || domain.is_empty(),
+        });
+        let worst = view
+            .findings
+            .iter()
+            .map(|f| match f.severity.as_str() {
+                "critical" => 0,
+                "warning" => 1,
+                _ => 2,
+            })
+            .min();
+        view.status = match (groups.is_empty(), worst) {
+            (true, _) => "unknown",
+            (_, Some(0)) => "critical",
+            (_, Some(1)) => "warning",
+            _ => "ok",
+        }
+        .to_string();
+        view.meta = groups.first().cloned();
+        view.meta_groups = groups;
+        view
+    }
+}
+
 /// One member row.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -177,6 +258,8 @@ pub struct MemberView {
     pub name: String,
     /// Peer id.
     pub peer: Option<String>,
+    /// Its own cluster.
+    pub cluster: Option<String>,
     /// Leads.
     pub leader: bool,
     /// Answered the last poll.
@@ -234,7 +317,9 @@ pub struct FindingItem {
     /// Server.
     pub server: Option<String>,
     /// Cluster.
-    pub cluster: String,
+    pub cluster: Option<String>,
+    /// Domain of its meta group, when set.
+    pub domain: Option<String>,
     /// Summary.
     pub summary: String,
     /// Steps.
@@ -455,7 +540,7 @@ pub fn member_table(meta: &MetaView, style: Style) -> String {
                 "offline" => tick(Some(false)),
                 _ => ("?".to_string(), Some(Colour::Yellow)),
             };
-            vec![
+            let mut row = vec![
                 (
                     format!("{}{}", m.name, if m.leader { "*" } else { "" }),
                     None,
@@ -472,16 +557,59 @@ pub fn member_table(meta: &MetaView, style: Style) -> String {
                 ),
                 (m.lag.to_string(), None),
                 (member_note(m), Some(Colour::Dim)),
-            ]
+            ];
+            if meta.supercluster() {
+                row.insert(1, (m.cluster.clone().unwrap_or_else(|| "-".into()), None));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "MEMBER", "PEER ID", "LEADER", "CURRENT", "ONLINE", "ACTIVE", "LAG", "NOTE",
-        ],
-        &rows,
-        style,
-    )
+    let mut header = vec![
+        "MEMBER", "PEER ID", "LEADER", "CURRENT", "ONLINE", "ACTIVE", "LAG", "NOTE",
+    ];
+    if meta.supercluster() {
+        header.insert(1, "CLUSTER");
+    }
+    table(&header, &rows, style)
+}
+
+/// The line above a group's member table: which group, its size, quorum and leader.
+fn group_heading(meta: &MetaView, status: &StatusView, style: Style) -> String {
+    let online = meta.members.iter().filter(|m| m.state == "online").count();
+    let leader = match (&meta.leader, &meta.leaderless_since) {
+        (Some(l), _) => match (
+            &meta.lead_cluster,
+            meta.supercluster() || meta.domain.is_some(),
+        ) {
+            (Some(c), true) => format!("leader {l} (cluster {c})"),
+            _ => format!("leader {l}"),
+        },
+        (None, Some(since)) => format!(
+            "{} (since {})",
+            style.paint("no leader", Colour::Red),
+            ago(since, &status.timestamp)
+        ),
+        (None, None) => style.paint("no leader", Colour::Red),
+    };
+    let name = match (&meta.domain, meta.supercluster()) {
+        (Some(d), false) => format!("of domain {d} (cluster {})", meta.cluster),
+        (Some(d), true) => format!("of domain {d}",),
+        (None, false) => meta.cluster.clone(),
+        (None, true) => "(supercluster)".to_string(),
+    };
+    let mut line = format!(
+        "Meta group {name}: {} members, quorum {}, {leader}, {online} online",
+        meta.cluster_size, meta.quorum_needed,
+    );
+    if meta.supercluster() {
+        let per: Vec<String> = meta
+            .clusters
+            .iter()
+            .map(|c| format!("{} {}/{}", c.cluster, c.online, c.members))
+            .collect();
+        line.push_str(&format!("; clusters (online/members): {}", per.join(", ")));
+    }
+    line
 }
 
 fn store_words(store: &serde_json::Value) -> String {
@@ -503,39 +631,24 @@ pub fn status_text(status: &StatusView, style: Style) -> String {
         style.paint("nats-insights:", Colour::Bold),
         style.paint(health.word(), health.colour())
     );
-    match &status.meta {
-        Some(meta) => {
-            let online = meta.members.iter().filter(|m| m.state == "online").count();
-            let leader = match (&meta.leader, &meta.leaderless_since) {
-                (Some(l), _) => format!("leader {l}"),
-                (None, Some(since)) => format!(
-                    "{} (since {})",
-                    style.paint("no leader", Colour::Red),
-                    ago(since, &status.timestamp)
-                ),
-                (None, None) => style.paint("no leader", Colour::Red),
-            };
+    let groups = status.groups();
+    for (i, meta) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}\n", group_heading(meta, status, style));
+        out.push_str(&member_table(meta, style));
+        if !meta.non_members.is_empty() {
             let _ = writeln!(
                 out,
-                "Meta group {}{}: {} members, quorum {}, {leader}, {online} online\n",
-                meta.cluster,
-                meta.domain
-                    .as_deref()
-                    .map(|d| format!(" (domain {d})"))
-                    .unwrap_or_default(),
-                meta.cluster_size,
-                meta.quorum_needed,
+                "Live servers that are not members: {}",
+                meta.non_members.join(", ")
             );
-            out.push_str(&member_table(meta, style));
-            if !meta.non_members.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "Live servers that are not members: {}",
-                    meta.non_members.join(", ")
-                );
-            }
         }
-        None => {
+    }
+    match groups.is_empty() {
+        false => {}
+        true => {
             let _ = writeln!(
                 out,
                 "The meta group has not been seen yet{}.",
@@ -620,7 +733,7 @@ pub fn status_text(status: &StatusView, style: Style) -> String {
             Colour::Dim
         )
     );
-    if let (Some(skipped), Some(_)) = (&s.skipped, &status.meta) {
+    if let (Some(skipped), false) = (&s.skipped, status.groups().is_empty()) {
         let _ = writeln!(
             out,
             "{}",

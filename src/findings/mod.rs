@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::{Evaluation, Finding, Outcome};
+use crate::observe::GroupId;
 
 /// A finding that is currently raised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +78,9 @@ pub struct Transition {
 }
 
 /// Computes the next active set and the transitions from the previous set and this round's results.
-/// Findings of checks absent from `evaluations`, skipped, or keyed as undecided are carried over.
+/// An evaluation judges one check on one meta group: it resolves only that group's findings of
+/// that check. Findings of checks or groups absent from `evaluations`, skipped, or keyed as
+/// undecided are carried over.
 pub fn reconcile(
     previous: &ActiveSet,
     evaluations: &[Evaluation],
@@ -125,6 +128,7 @@ pub fn reconcile(
             .iter()
             .filter(|(key, active)| {
                 active.finding.check == evaluation.check
+                    && GroupId::of(active.finding.domain.as_deref()) == evaluation.group
                     && !current.contains_key(key.as_str())
                     && !undecided.contains(*key)
             })
@@ -161,7 +165,7 @@ mod tests {
         Finding {
             check,
             key: key.to_string(),
-            cluster: "c".into(),
+            cluster: None,
             domain: None,
             server: None,
             summary: "s".into(),
@@ -174,6 +178,7 @@ mod tests {
     fn ran(check: CheckId, findings: Vec<Finding>, undecided: &[&str]) -> Evaluation {
         Evaluation {
             check,
+            group: GroupId::default(),
             outcome: Outcome::Ran {
                 findings,
                 undecided: undecided
@@ -269,6 +274,7 @@ mod tests {
         );
         let skipped = Evaluation {
             check: CheckId::Meta001,
+            group: GroupId::default(),
             outcome: Outcome::Skipped {
                 reason: "no data".into(),
             },

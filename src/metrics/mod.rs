@@ -18,6 +18,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::checks::{CheckId, MemberState};
+use crate::observe::{GroupId, DEFAULT_GROUP_LABEL};
 use crate::service::EngineStatus;
 use crate::store::StoreHealth;
 
@@ -33,14 +34,16 @@ pub struct MetricsArgs {
     pub metrics_listen: Option<String>,
 }
 
+/// A meta group's series are labelled with its domain (`default` for the default domain): the
+/// one name of a group that does not change when leadership moves between clusters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterLabels {
-    cluster: String,
+struct GroupLabels {
+    domain: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MemberLabels {
-    cluster: String,
+    domain: String,
     state: &'static str,
 }
 
@@ -48,6 +51,7 @@ struct MemberLabels {
 struct FindingLabels {
     check: &'static str,
     severity: &'static str,
+    domain: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,10 +81,10 @@ pub struct Recorder {
     registry: Arc<Registry>,
     leader_changes: Counter,
     members: Family<MemberLabels, Gauge>,
-    cluster_size: Family<ClusterLabels, Gauge>,
-    quorum_needed: Family<ClusterLabels, Gauge>,
-    quorum: Family<ClusterLabels, Gauge>,
-    leader_present: Family<ClusterLabels, Gauge>,
+    cluster_size: Family<GroupLabels, Gauge>,
+    quorum_needed: Family<GroupLabels, Gauge>,
+    quorum: Family<GroupLabels, Gauge>,
+    leader_present: Family<GroupLabels, Gauge>,
     findings: Family<FindingLabels, Gauge>,
     poll_duration: Histogram,
     polls: Counter,
@@ -101,8 +105,6 @@ struct Seen {
     events: BTreeMap<String, u64>,
     /// Leader changes at or before this time were counted already (or predate this process).
     leader_changes_until: SystemTime,
-    /// The meta group's cluster name the gauges are labelled with.
-    cluster: Option<String>,
 }
 
 impl Recorder {
@@ -122,25 +124,25 @@ impl Recorder {
             "Meta group members by state (online, offline, unknown) as nats-insights judges them",
             members.clone(),
         );
-        let cluster_size = Family::<ClusterLabels, Gauge>::default();
+        let cluster_size = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "meta_cluster_size",
             "Members the meta group's raft layer counts (cluster_size)",
             cluster_size.clone(),
         );
-        let quorum_needed = Family::<ClusterLabels, Gauge>::default();
+        let quorum_needed = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "meta_quorum_needed",
             "Members the meta group needs for quorum",
             quorum_needed.clone(),
         );
-        let quorum = Family::<ClusterLabels, Gauge>::default();
+        let quorum = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "meta_quorum",
             "1 when the members online are at least quorum_needed, else 0",
             quorum.clone(),
         );
-        let leader_present = Family::<ClusterLabels, Gauge>::default();
+        let leader_present = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "meta_leader_present",
             "1 when some server reports a meta leader, else 0",
@@ -149,13 +151,14 @@ impl Recorder {
         let findings = Family::<FindingLabels, Gauge>::default();
         registry.register(
             "findings_active",
-            "Active findings by check and severity",
+            "Active findings by check, severity and meta group (domain)",
             findings.clone(),
         );
         for check in CheckId::ALL {
             let _ = findings.get_or_create(&FindingLabels {
                 check: check.as_str(),
                 severity: check.severity().as_str(),
+                domain: DEFAULT_GROUP_LABEL.to_string(),
             });
         }
         let poll_duration = Histogram::new(exponential_buckets(0.005, 2.0, 10));
@@ -233,7 +236,6 @@ impl Recorder {
                 malformed: 0,
                 events: BTreeMap::new(),
                 leader_changes_until: since,
-                cluster: None,
             },
         };
         recorder.set_store(&StoreHealth::Memory);
@@ -287,32 +289,33 @@ impl Recorder {
         }
         self.servers_answering
             .set(i64::try_from(status.servers_answering).unwrap_or(i64::MAX));
-        for check in CheckId::ALL {
-            let count = status
-                .active
-                .values()
-                .filter(|a| a.finding.check == check)
-                .count();
-            self.findings
-                .get_or_create(&FindingLabels {
-                    check: check.as_str(),
-                    severity: check.severity().as_str(),
-                })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-        if let Some(meta) = &status.meta {
-            let cluster = ClusterLabels {
-                cluster: meta.cluster.clone(),
-            };
-            if self.seen.cluster.as_deref() != Some(meta.cluster.as_str()) {
-                // First sight, or the cluster was renamed: drop series of the old name.
-                self.members.clear();
-                self.cluster_size.clear();
-                self.quorum_needed.clear();
-                self.quorum.clear();
-                self.leader_present.clear();
-                self.seen.cluster = Some(meta.cluster.clone());
+        // Every group seen, and the default one, has a zero for each check without findings.
+        let mut groups: std::collections::BTreeSet<GroupId> =
+            status.meta_groups.iter().map(|m| m.group.clone()).collect();
+        groups.insert(GroupId::default());
+        for group in &groups {
+            for check in CheckId::ALL {
+                let count = status
+                    .active
+                    .values()
+                    .filter(|a| {
+                        a.finding.check == check
+                            && GroupId::of(a.finding.domain.as_deref()) == *group
+                    })
+                    .count();
+                self.findings
+                    .get_or_create(&FindingLabels {
+                        check: check.as_str(),
+                        severity: check.severity().as_str(),
+                        domain: group.label().to_string(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
             }
+        }
+        for meta in &status.meta_groups {
+            let labels = GroupLabels {
+                domain: meta.group.label().to_string(),
+            };
             let count = |state: &str| {
                 meta.members
                     .iter()
@@ -322,22 +325,22 @@ impl Recorder {
             for state in MEMBER_STATES {
                 self.members
                     .get_or_create(&MemberLabels {
-                        cluster: meta.cluster.clone(),
+                        domain: labels.domain.clone(),
                         state,
                     })
                     .set(gauge(count(state)));
             }
             self.cluster_size
-                .get_or_create(&cluster)
+                .get_or_create(&labels)
                 .set(gauge(meta.cluster_size));
             self.quorum_needed
-                .get_or_create(&cluster)
+                .get_or_create(&labels)
                 .set(gauge(meta.quorum_needed));
             self.quorum
-                .get_or_create(&cluster)
+                .get_or_create(&labels)
                 .set(i64::from(count("online") >= meta.quorum_needed));
             self.leader_present
-                .get_or_create(&cluster)
+                .get_or_create(&labels)
                 .set(i64::from(meta.leaderless_since.is_none()));
         }
         self.set_store(&status.store);
@@ -429,9 +432,9 @@ mod tests {
         assert_eq!(
             line(
                 &text,
-                "nats_insights_findings_active{check=\"META_006\",severity=\"critical\"}"
+                "nats_insights_findings_active{check=\"META_006\",severity=\"critical\",domain=\"default\"}"
             ),
-            Some("nats_insights_findings_active{check=\"META_006\",severity=\"critical\"} 0")
+            Some("nats_insights_findings_active{check=\"META_006\",severity=\"critical\",domain=\"default\"} 0")
         );
         assert!(
             line(&text, "nats_insights_meta_members").is_none(),
@@ -449,6 +452,7 @@ mod tests {
             from: Some("a".into()),
             to: "b".into(),
             source: ChangeSource::Poll,
+            domain: None,
         };
         let mut status = EngineStatus {
             polls: 3,

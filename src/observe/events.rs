@@ -78,6 +78,8 @@ struct ServerRemovedBody {
     server: String,
     #[serde(default)]
     server_id: String,
+    #[serde(default)]
+    domain: Option<String>,
 }
 
 fn malformed(subject: &str, source: serde_json::Error) -> EventError {
@@ -137,6 +139,7 @@ pub fn decode_event(
             Ok(MetaEvent::ServerRemoved {
                 server: body.server,
                 server_id: body.server_id,
+                domain: body.domain.filter(|d| !d.is_empty()),
                 at,
             })
         }

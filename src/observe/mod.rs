@@ -8,9 +8,42 @@ pub mod jsz;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use jsz::{JszReply, MetaCluster, PeerInfo, ServerIdentity};
+
+/// Identity of a meta group: its JetStream domain, the empty string for the default domain.
+/// nats-server runs one meta group per domain (clusters joined by gateways share it, leaf nodes
+/// in the same domain join it), so the domain is what never moves, whichever cluster leads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GroupId(String);
+
+/// How the default domain's group is named in finding keys and tables.
+pub const DEFAULT_GROUP_LABEL: &str = "default";
+
+impl GroupId {
+    /// The group of `domain` (`None` or empty: the default domain).
+    pub fn of(domain: Option<&str>) -> GroupId {
+        GroupId(domain.unwrap_or_default().to_string())
+    }
+
+    /// The domain, `None` for the default domain.
+    pub fn domain(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(self.0.as_str())
+    }
+
+    /// The name used in finding keys, tables and metrics: the domain, or `default`.
+    pub fn label(&self) -> &str {
+        self.domain().unwrap_or(DEFAULT_GROUP_LABEL)
+    }
+}
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
 
 /// What one poll saw: every server view that arrived, and which known servers stayed silent.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -66,6 +99,66 @@ impl Snapshot {
             .map(|k| k.name.clone())
             .collect();
         snapshot
+    }
+
+    /// The group a view belongs to: its own domain. An identity-only view (IDZ carries no
+    /// domain) belongs to the group `known` says it was last seen in.
+    fn group_of(view: &ServerView, known: &dyn Fn(&str) -> Option<GroupId>) -> GroupId {
+        match view.via {
+            Via::Identity => known(&view.server.name).unwrap_or_default(),
+            _ => GroupId::of(view.server.domain.as_deref()),
+        }
+    }
+
+    /// Splits the poll into one snapshot per meta group, so that a server of one group never
+    /// counts as silent, offline or disagreeing in another. `known` names the group a server was
+    /// last seen in (for silent servers and identity-only views); `expected` lists groups seen
+    /// before, which get a snapshot even when none of their servers answered now. Counters
+    /// (`malformed`, `bytes`, `duration`) and the reach of the main path stay with every part:
+    /// they describe the poll, not a group.
+    pub fn split_groups(
+        &self,
+        known: &dyn Fn(&str) -> Option<GroupId>,
+        expected: impl IntoIterator<Item = GroupId>,
+    ) -> BTreeMap<GroupId, Snapshot> {
+        let mut parts: BTreeMap<GroupId, Snapshot> = BTreeMap::new();
+        let empty = || Snapshot {
+            views: BTreeMap::new(),
+            unanswered: BTreeSet::new(),
+            ..self.clone_counters()
+        };
+        for group in expected {
+            parts.entry(group).or_insert_with(empty);
+        }
+        for (name, view) in &self.views {
+            parts
+                .entry(Snapshot::group_of(view, known))
+                .or_insert_with(empty)
+                .views
+                .insert(name.clone(), view.clone());
+        }
+        for name in &self.unanswered {
+            parts
+                .entry(known(name).unwrap_or_default())
+                .or_insert_with(empty)
+                .unanswered
+                .insert(name.clone());
+        }
+        parts
+    }
+
+    /// This snapshot without its views: the poll's counters only.
+    fn clone_counters(&self) -> Snapshot {
+        Snapshot {
+            taken_at: self.taken_at,
+            views: BTreeMap::new(),
+            unanswered: BTreeSet::new(),
+            malformed: self.malformed,
+            duration: self.duration,
+            bytes: self.bytes,
+            reach_impaired: self.reach_impaired,
+            main_reach: self.main_reach,
+        }
     }
 
     /// Views that carry a meta group.
@@ -177,6 +270,8 @@ pub enum MetaEvent {
         server: String,
         /// Its server id.
         server_id: String,
+        /// Domain of its meta group, when set.
+        domain: Option<String>,
         /// When we received it.
         at: SystemTime,
     },

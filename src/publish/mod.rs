@@ -71,8 +71,10 @@ pub struct FindingEvent {
     pub severity: Severity,
     /// Category.
     pub category: String,
-    /// Meta group cluster name.
-    pub cluster: String,
+    /// The affected server's own cluster, on per-server findings only (a meta group can span
+    /// the clusters of a supercluster; the group is identified by `domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// JetStream domain, omitted when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,

@@ -261,6 +261,7 @@ pub fn findings_response(
                 state: FindingState::Resolved,
                 server: event.server,
                 cluster: event.cluster,
+                domain: event.domain,
                 summary: t.finding.summary.clone(),
                 evidence: event.evidence,
                 remediation: event.remediation,
@@ -299,8 +300,12 @@ pub enum HistoryEntry {
         check: CheckId,
         /// Severity.
         severity: Severity,
-        /// Cluster.
-        cluster: String,
+        /// The affected server's own cluster (per-server findings).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cluster: Option<String>,
+        /// JetStream domain of the meta group, when set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
         /// Affected server, for per-server findings.
         #[serde(skip_serializing_if = "Option::is_none")]
         server: Option<String>,
@@ -320,6 +325,9 @@ pub enum HistoryEntry {
         to: String,
         /// What revealed it first.
         source: ChangeSource,
+        /// JetStream domain of the meta group, when set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
     },
 }
 
@@ -354,6 +362,7 @@ pub fn history_response(status: &EngineStatus, limit: usize, now: SystemTime) ->
                     check: event.check,
                     severity: event.severity,
                     cluster: event.cluster,
+                    domain: event.domain,
                     server: event.server,
                     revision: event.revision,
                     summary: event.summary,
@@ -368,6 +377,7 @@ pub fn history_response(status: &EngineStatus, limit: usize, now: SystemTime) ->
                     from: c.from.clone(),
                     to: c.to.clone(),
                     source: c.source,
+                    domain: c.domain.clone(),
                 },
             )
         }))
@@ -503,7 +513,7 @@ mod tests {
         Finding {
             check,
             key: format!("{check}/c/{server}"),
-            cluster: "c".into(),
+            cluster: None,
             domain: None,
             server: Some(server.into()),
             summary: format!("{server} is off"),
@@ -543,6 +553,7 @@ mod tests {
             from: Some("n1".into()),
             to: "n2".into(),
             source: ChangeSource::Advisory,
+            domain: None,
         }];
         status.recent.record(
             &[

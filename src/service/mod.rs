@@ -34,8 +34,8 @@ pub const STATUS_TYPE: &str = "io.nats.insights.v1.status_response";
 /// What the engine knows now; the service answers from the latest one.
 #[derive(Debug, Clone, Default)]
 pub struct EngineStatus {
-    /// The meta group as last assessed.
-    pub meta: Option<MetaAssessment>,
+    /// Every meta group as last assessed (one per JetStream domain), by group.
+    pub meta_groups: Vec<MetaAssessment>,
     /// Servers that answered the last completed poll.
     pub servers_answering: usize,
     /// Recent transitions, resolved findings and leader changes (HISTORY, FINDINGS).
@@ -85,8 +85,12 @@ pub struct FindingView {
     /// Affected server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// Cluster.
-    pub cluster: String,
+    /// The affected server's own cluster (per-server findings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// JetStream domain of the meta group, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// Summary.
     pub summary: String,
     /// Latest evidence.
@@ -124,6 +128,7 @@ pub fn finding_views(active: &ActiveSet) -> Vec<FindingView> {
             state: FindingState::Active,
             server: a.finding.server.clone(),
             cluster: a.finding.cluster.clone(),
+            domain: a.finding.domain.clone(),
             summary: a.finding.summary.clone(),
             evidence: a.finding.evidence.clone(),
             remediation: a.finding.remediation.clone(),
@@ -152,8 +157,11 @@ pub struct StatusResponse {
     pub timestamp: String,
     /// Process uptime in milliseconds.
     pub uptime_ms: u64,
-    /// The meta group.
+    /// The first meta group. Deprecated: read `meta_groups`, which lists every group (one per
+    /// JetStream domain); kept for one release.
     pub meta: Option<MetaAssessment>,
+    /// Every meta group the service watches, one per JetStream domain.
+    pub meta_groups: Vec<MetaAssessment>,
     /// Active findings.
     pub findings: Vec<FindingView>,
     /// Health of the service itself.
@@ -190,7 +198,7 @@ pub fn status_response(
 ) -> StatusResponse {
     let findings = finding_views(&status.active);
     let overall = match findings.iter().map(|f| f.severity).min() {
-        _ if status.meta.is_none() => "unknown",
+        _ if status.meta_groups.is_empty() => "unknown",
         Some(Severity::Critical) => "critical",
         Some(Severity::Warning) => "warning",
         _ => "ok",
@@ -205,7 +213,8 @@ pub fn status_response(
             .duration_since(instance.started)
             .unwrap_or_default()
             .as_millis() as u64,
-        meta: status.meta.clone(),
+        meta: status.meta_groups.first().cloned(),
+        meta_groups: status.meta_groups.clone(),
         findings,
         service: ServiceHealth {
             last_poll: status.last_poll.map(time_format::rfc3339),

@@ -59,7 +59,7 @@ mod tests {
             finding: Finding {
                 check: CheckId::Meta001,
                 key: format!("META_001/c/n{n}"),
-                cluster: "c".into(),
+                cluster: None,
                 domain: None,
                 server: Some(format!("n{n}")),
                 summary: "s".into(),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checks::Finding;
 use crate::findings::{ActiveFinding, ActiveSet, Transition, TransitionKind};
-use crate::history::History;
+use crate::history::Histories;
 
 /// Key of the persisted history.
 const HISTORY_KEY: &str = "history";
@@ -203,7 +203,7 @@ pub struct Loaded {
     /// Active findings.
     pub active: ActiveSet,
     /// The persisted history, if any.
-    pub history: Option<History>,
+    pub history: Option<Histories>,
 }
 
 /// The KV-backed store.
@@ -254,6 +254,25 @@ fn earlier_state_of(stored: &Record, ours: &Record) -> bool {
         (Record::Active(_), Record::Resolved(_)) => stored.rank() < ours.rank(),
         _ => false,
     }
+}
+
+/// The key a finding stored by an earlier version has now, when it differs: keys named the
+/// leader's cluster (`META_001/C1/n2`), they now name the group (`META_001/default/n2`).
+pub fn current_key(finding: &crate::checks::Finding) -> Option<String> {
+    let group = crate::observe::GroupId::of(finding.domain.as_deref());
+    let check = finding.check.as_str();
+    let rest = finding.key.strip_prefix(check)?.strip_prefix('/')?;
+    let (named, tail) = match rest.split_once('/') {
+        Some((named, tail)) => (named, Some(tail)),
+        None => (rest, None),
+    };
+    if named == group.label() {
+        return None;
+    }
+    Some(match tail {
+        Some(tail) => format!("{check}/{}/{tail}", group.label()),
+        None => format!("{check}/{}", group.label()),
+    })
 }
 
 /// Encodes a finding key into a KV key: `[-/_a-zA-Z0-9]` stay, everything else becomes `=XX`.
@@ -472,6 +491,7 @@ impl KvStore {
             detail,
         };
         let mut loaded = Loaded::default();
+        let mut rekeyed: Vec<(String, u64)> = Vec::new();
         let entries = match self.latest_entries().await {
             Ok(entries) => entries,
             Err(e) => return Err(unavailable(e)),
@@ -483,7 +503,7 @@ impl KvStore {
                 continue;
             }
             if key == HISTORY_KEY {
-                match serde_json::from_slice::<History>(&entry.value) {
+                match Histories::from_json(&entry.value) {
                     Ok(history) => loaded.history = Some(history),
                     Err(e) => tracing::warn!(%e, "ignoring an unreadable stored history"),
                 }
@@ -494,7 +514,19 @@ impl KvStore {
                 self.seen.insert(key.clone(), record.rank());
             }
             match record {
-                Ok(Record::Active(active)) => {
+                Ok(Record::Active(mut active)) => {
+                    if let Some(current) = current_key(&active.finding) {
+                        // Written by a version that keyed findings by the leader's cluster:
+                        // carry the finding over under its group's key, so it is not raised
+                        // a second time.
+                        active.finding.key = current;
+                        if active.finding.server.is_none() {
+                            active.finding.cluster = None;
+                        }
+                        rekeyed.push((key.clone(), entry.revision));
+                        self.backlog
+                            .insert(kv_key(&active.finding.key), Record::Active(active.clone()));
+                    }
                     loaded.active.insert(active.finding.key.clone(), active);
                 }
                 Ok(Record::Resolved(resolved)) => {
@@ -511,7 +543,34 @@ impl KvStore {
                 Err(e) => tracing::warn!(%key, %e, "ignoring an unreadable stored finding"),
             }
         }
+        if !rekeyed.is_empty() {
+            self.rekey(&rekeyed).await;
+        }
         Ok(loaded)
+    }
+
+    /// Writes the active findings an earlier version stored under cluster-named keys under their
+    /// group keys (already in the backlog), then removes the old keys. Whatever cannot be written
+    /// now stays in the backlog, and the old keys stay until a later start rekeys them again.
+    async fn rekey(&mut self, old: &[(String, u64)]) {
+        tracing::info!(
+            bucket = %self.settings.bucket,
+            findings = old.len(),
+            "re-keying active findings written by an earlier version (keys now name the meta group's domain, not a cluster)"
+        );
+        self.retry().await;
+        if !self.backlog.is_empty() {
+            return;
+        }
+        for (key, revision) in old {
+            let _ = tokio::time::timeout(
+                self.settings.timeout,
+                self.kv.purge_expect_revision(key, Some(*revision)),
+            )
+            .await;
+            self.revisions.remove(key);
+            self.seen.remove(key);
+        }
     }
 
     /// The latest entry of every key, in one batched direct get (`multi_last`, nats-server 2.11+).
@@ -842,7 +901,7 @@ impl KvStore {
     }
 
     /// Writes the history when what matters in it changed (at most every few seconds).
-    pub async fn save_history(&mut self, history: &History) {
+    pub async fn save_history(&mut self, history: &Histories) {
         if self.degraded.is_some() {
             return;
         }
@@ -854,7 +913,7 @@ impl KvStore {
                 return;
             }
         }
-        let Ok(value) = serde_json::to_vec(history) else {
+        let Ok(value) = history.to_json() else {
             return;
         };
         match tokio::time::timeout(
@@ -1102,7 +1161,7 @@ impl Persistence {
     }
 
     /// Persists the history when it changed.
-    pub async fn save_history(&mut self, history: &History) {
+    pub async fn save_history(&mut self, history: &Histories) {
         if let Persistence::Kv(store) = self {
             store.save_history(history).await;
         }
@@ -1162,7 +1221,7 @@ impl Persistence {
     }
 
     /// On shutdown: writes whatever waits in the backlog.
-    pub async fn flush(&mut self, history: &History) {
+    pub async fn flush(&mut self, history: &Histories) {
         if let Persistence::Kv(store) = self {
             store.flush().await;
             store.history_written = None;
@@ -1197,7 +1256,7 @@ mod tests {
         crate::checks::Finding {
             check: crate::checks::CheckId::Meta001,
             key: format!("META_001/c/{server}"),
-            cluster: "c".into(),
+            cluster: None,
             domain: None,
             server: Some(server.into()),
             summary: "s".into(),
