@@ -561,3 +561,72 @@ async fn a_raise_stored_by_an_instance_that_stopped_before_publishing_it_is_publ
     events.assert_raised_then_resolved(&key);
     monitor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_finding_stored_by_the_previous_version_is_carried_over_not_raised_again() {
+    let mut cluster = cluster(3).await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let others = others(3, &[f]);
+    // A first run creates the bucket.
+    let first = Monitor::start_with_state(&cluster, EngineConfig::default(), "legacy").await;
+    ready(&first, 3).await;
+    healthy(&first).await;
+    first.stop().await;
+
+    // The previous version keyed findings by the leader's cluster name and raised this one while
+    // the follower was down; it is still down when the new version starts on the bucket.
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let old_key = format!("META_001/insights-test/{name}");
+    let mut record = Record::after(&transition_of(&name, Duration::ZERO, Raised, 1));
+    let raised_at = SystemTime::now() - Duration::from_secs(60);
+    if let Record::Active(active) = &mut record {
+        active.finding.key = old_key.clone();
+        active.finding.cluster = Some("insights-test".to_string());
+        // What the check itself fingerprints (the member's name): nothing new to say.
+        active.finding.fingerprint = name.clone();
+        active.raised_at = raised_at;
+        active.changed_at = raised_at;
+    }
+    let kv = async_nats::jetstream::new(cluster.app_client(others[0]).await.expect("client"))
+        .get_key_value("legacy")
+        .await
+        .expect("bucket");
+    let value = serde_json::to_vec(&Stored {
+        writer: "previous-version".to_string(),
+        record,
+    })
+    .expect("encode");
+    kv.put(kv_key(&old_key), value.into()).await.expect("write");
+
+    let mut events = Events::subscribe_via(&cluster, &others).await;
+    let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "legacy").await;
+    ready(&monitor, 3).await;
+    events.drain(Duration::from_secs(5)).await;
+    assert!(events.lines().is_empty(), "{:#?}", events.lines());
+    let new_key = format!("META_001/default/{name}");
+    let status = monitor.status().await;
+    let listed: Vec<&str> = status["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["finding"].as_str())
+        .collect();
+    assert_eq!(listed, [new_key.as_str()], "{status:#}");
+    assert!(kv.get(kv_key(&new_key)).await.expect("read").is_some());
+    assert!(
+        kv.get(kv_key(&old_key)).await.expect("read").is_none(),
+        "the old key is removed once the new one is written"
+    );
+
+    cluster.restart(f).await.expect("restart");
+    let resolved = events
+        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(resolved.finding, new_key);
+    assert_eq!(
+        resolved.revision, 2,
+        "the resolution follows the carried raise"
+    );
+    monitor.stop().await;
+}

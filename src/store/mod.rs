@@ -1341,4 +1341,28 @@ mod tests {
         );
         assert_ne!(kv_key("a=b"), kv_key("a.b"));
     }
+
+    #[test]
+    fn keys_of_the_previous_version_are_carried_to_the_group_key() {
+        let old = finding("n2");
+        assert_eq!(current_key(&old).as_deref(), Some("META_001/default/n2"));
+        let current = crate::checks::Finding {
+            key: "META_001/default/n2".into(),
+            ..old.clone()
+        };
+        assert_eq!(current_key(&current), None);
+        let edge = crate::checks::Finding {
+            key: "META_006/leaf-cluster".into(),
+            check: crate::checks::CheckId::Meta006,
+            domain: Some("edge".into()),
+            server: None,
+            ..old.clone()
+        };
+        assert_eq!(current_key(&edge).as_deref(), Some("META_006/edge"));
+        let already = crate::checks::Finding {
+            key: "META_006/edge".into(),
+            ..edge
+        };
+        assert_eq!(current_key(&already), None);
+    }
 }

@@ -1,0 +1,289 @@
+//! Meta groups as pure code: a poll split into one meta group per JetStream domain, each judged,
+//! keyed and reconciled on its own, on JSZ replies captured from real nats-server clusters
+//! (`tests/fixtures/README.md`). Deployments with several domains are built from single-cluster
+//! captures by renaming servers and setting their domain; supercluster and two-domain captures
+//! are read as they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use nats_insights::checks::{evaluate_groups, CheckId, GroupEvaluation, Outcome, Thresholds};
+use nats_insights::findings::{reconcile, ActiveSet, Transition, TransitionKind};
+use nats_insights::history::{Histories, History};
+use nats_insights::observe::{GroupId, JszReply, MetaEvent, Snapshot, Via};
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn text(name: &str) -> String {
+    std::fs::read_to_string(path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn decode(name: &str, text: &str) -> Vec<JszReply> {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A captured 3-node fixture (servers n1..n3) as the servers `prefix`1..3 of `domain`, in
+/// cluster `cluster`.
+fn as_group(name: &str, prefix: &str, domain: Option<&str>, cluster: &str) -> Vec<JszReply> {
+    let mut text = text(name);
+    for i in 1..=3 {
+        text = text.replace(&format!("\"n{i}\""), &format!("\"{prefix}{i}\""));
+    }
+    text = text.replace("\"insights-test\"", &format!("\"{cluster}\""));
+    let mut replies = decode(name, &text);
+    for reply in &mut replies {
+        reply.server.domain = domain.map(str::to_string);
+        // A different process: ids are unique across the deployment.
+        reply.server.id = format!("{prefix}-{}", reply.server.id);
+    }
+    replies
+}
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+/// The engine's round without the network: split, remember, evaluate, reconcile.
+#[derive(Default)]
+struct Deployment {
+    histories: Histories,
+    active: ActiveSet,
+    transitions: Vec<Transition>,
+    groups: Vec<GroupEvaluation>,
+}
+
+impl Deployment {
+    fn poll(&mut self, at: SystemTime, replies: Vec<JszReply>) -> Vec<Transition> {
+        let all = replies.into_iter().map(|r| (r, Via::Gather));
+        let snapshot = Snapshot::from_replies(at, all, &self.histories.known_servers());
+        let parts = self.histories.split(&snapshot);
+        self.histories.record_snapshots(&parts, at);
+        self.groups = evaluate_groups(&parts, &self.histories, &Thresholds::default(), at);
+        let evaluations: Vec<_> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.evaluations.clone())
+            .collect();
+        let (next, transitions) = reconcile(&self.active, &evaluations, at);
+        self.active = next;
+        self.transitions.extend(transitions.clone());
+        transitions
+    }
+
+    fn group(&self, domain: Option<&str>) -> &GroupEvaluation {
+        self.groups
+            .iter()
+            .find(|g| g.group == GroupId::of(domain))
+            .unwrap_or_else(|| panic!("no group {domain:?}: {:?}", self.groups))
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.active.keys().cloned().collect()
+    }
+}
+
+fn hub_and_edge(hub: &str, edge: &str) -> Vec<JszReply> {
+    let mut replies = as_group(hub, "h", Some("hub"), "hub");
+    replies.extend(as_group(edge, "e", Some("edge"), "edge"));
+    replies
+}
+
+#[test]
+fn two_domains_are_two_groups_and_a_healthy_deployment_raises_nothing() {
+    let mut d = Deployment::default();
+    for s in 0..5 {
+        d.poll(t(s), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    }
+    assert!(d.transitions.is_empty(), "{:#?}", d.transitions);
+    assert_eq!(d.groups.len(), 2);
+    for (domain, leader) in [("hub", "h1"), ("edge", "e1")] {
+        let meta = d.group(Some(domain)).meta.as_ref().expect("assessed");
+        assert_eq!(meta.leader.as_deref(), Some(leader));
+        assert_eq!(meta.members.len(), 3, "{meta:#?}");
+        assert!(meta.members.iter().all(|m| m.online()));
+        assert_eq!(meta.group.label(), domain);
+    }
+}
+
+#[test]
+fn a_crash_in_one_domain_is_that_domains_finding_only() {
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    d.poll(t(1), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    let raised = d.poll(
+        t(5),
+        hub_and_edge("healthy_3.json", "follower_killed_3.json"),
+    );
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    let finding = &raised[0].finding;
+    assert_eq!(finding.key, "META_001/edge/e3");
+    assert_eq!(finding.domain.as_deref(), Some("edge"));
+    assert_eq!(finding.cluster.as_deref(), Some("edge"));
+    assert!(
+        finding.summary.contains("domain edge"),
+        "{}",
+        finding.summary
+    );
+    assert!(d
+        .group(Some("hub"))
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.members.iter().all(|m| m.online())));
+
+    // The same crash in the hub: its own key; the edge's finding stays as it is.
+    let raised = d.poll(
+        t(6),
+        hub_and_edge("follower_killed_3.json", "follower_killed_3.json"),
+    );
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    assert_eq!(raised[0].finding.key, "META_001/hub/h3");
+    assert_eq!(d.keys(), ["META_001/edge/e3", "META_001/hub/h3"]);
+
+    // The edge recovers: only its finding resolves.
+    let resolved = d.poll(
+        t(7),
+        hub_and_edge("follower_killed_3.json", "healthy_3.json"),
+    );
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].kind, TransitionKind::Resolved);
+    assert_eq!(resolved[0].finding.key, "META_001/edge/e3");
+}
+
+#[test]
+fn quorum_lost_in_the_edge_leaves_the_hub_untouched() {
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    d.poll(t(1), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    d.poll(t(10), hub_and_edge("healthy_3.json", "two_killed_3.json"));
+    let keys = d.keys();
+    assert!(keys.contains(&"META_006/edge".to_string()), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("/hub")), "{keys:?}");
+}
+
+#[test]
+fn a_domain_that_stops_answering_is_skipped_and_keeps_its_findings() {
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    d.poll(t(1), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    d.poll(
+        t(5),
+        hub_and_edge("healthy_3.json", "follower_killed_3.json"),
+    );
+    // The leaf connection drops: no edge server answers through the hub.
+    let changed = d.poll(t(6), as_group("healthy_3.json", "h", Some("hub"), "hub"));
+    assert!(changed.is_empty(), "{changed:#?}");
+    let edge = d.group(Some("edge"));
+    assert!(edge.meta.is_none());
+    assert!(
+        edge.skipped().is_some_and(|r| r.contains("domain edge")),
+        "{edge:?}"
+    );
+    assert_eq!(d.keys(), ["META_001/edge/e3"]);
+}
+
+#[test]
+fn keys_do_not_move_when_the_reporting_cluster_changes() {
+    // nats-server names meta_cluster after the reporting server's own cluster: the same group
+    // reported from another cluster must keep every key.
+    let mut d = Deployment::default();
+    d.poll(t(0), as_group("healthy_3.json", "n", None, "c1"));
+    d.poll(t(1), as_group("healthy_3.json", "n", None, "c1"));
+    let raised = d.poll(t(5), as_group("follower_killed_3.json", "n", None, "c1"));
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].finding.key, "META_001/default/n3");
+    for s in 6..9 {
+        let moved = d.poll(t(s), as_group("follower_killed_3.json", "n", None, "c3"));
+        assert!(moved.is_empty(), "{moved:#?}");
+    }
+}
+
+#[test]
+fn events_reach_the_group_they_concern() {
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    let edge_peer = d.histories.groups[&GroupId::of(Some("edge"))]
+        .peer_of_name("e2")
+        .expect("peer of e2")
+        .to_string();
+    d.histories.record_event(&MetaEvent::LeaderElected {
+        leader_peer: edge_peer,
+        cluster: Some("edge".into()),
+        domain: Some("edge".into()),
+        at: t(1),
+    });
+    let edge = &d.histories.groups[&GroupId::of(Some("edge"))];
+    let hub = &d.histories.groups[&GroupId::of(Some("hub"))];
+    assert_eq!(edge.leader.as_deref(), Some("e2"));
+    assert_eq!(edge.leader_changes.len(), 1);
+    assert!(hub.leader_changes.is_empty());
+    d.histories.record_event(&MetaEvent::Shutdown {
+        server: "h2".into(),
+        server_id: hub.servers["h2"].server_id.clone(),
+        at: t(2),
+    });
+    assert!(d.histories.groups[&GroupId::of(Some("hub"))]
+        .departures
+        .contains_key("h2"));
+    assert!(d.histories.groups[&GroupId::of(Some("edge"))]
+        .departures
+        .is_empty());
+    let all = d.histories.leader_changes();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].domain.as_deref(), Some("edge"));
+}
+
+#[test]
+fn a_history_written_by_the_previous_version_goes_to_its_group() {
+    // What the previous version persisted: one History, no groups.
+    let mut old = History::default();
+    let all = as_group("healthy_3.json", "h", Some("hub"), "hub")
+        .into_iter()
+        .map(|r| (r, Via::Gather));
+    old.record_snapshot(&Snapshot::from_replies(t(0), all, &[]), t(0));
+    let bytes = serde_json::to_vec(&old).expect("json");
+    let loaded = Histories::from_json(&bytes).expect("legacy history decodes");
+    assert!(loaded.groups.is_empty());
+    assert!(loaded.legacy.is_some());
+    let mut d = Deployment {
+        histories: loaded,
+        ..Deployment::default()
+    };
+    d.poll(t(1), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    assert!(d.histories.legacy.is_none());
+    let hub = &d.histories.groups[&GroupId::of(Some("hub"))];
+    assert_eq!(hub.servers.len(), 3);
+    // And the new form round-trips.
+    let again = Histories::from_json(&d.histories.to_json().expect("json")).expect("decodes");
+    assert_eq!(
+        again.groups.keys().collect::<Vec<_>>(),
+        d.histories.groups.keys().collect::<Vec<_>>()
+    );
+    let counts: BTreeMap<_, _> = again
+        .groups
+        .iter()
+        .map(|(g, h)| (g.label().to_string(), h.servers.len()))
+        .collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([("edge".into(), 3), ("hub".into(), 3)])
+    );
+}
+
+#[test]
+fn every_check_runs_per_group() {
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    for group in &d.groups {
+        let checks: Vec<CheckId> = group.evaluations.iter().map(|e| e.check).collect();
+        assert_eq!(checks, CheckId::ALL.to_vec());
+        assert!(group
+            .evaluations
+            .iter()
+            .all(|e| e.group == group.group && matches!(e.outcome, Outcome::Ran { .. })));
+    }
+}
