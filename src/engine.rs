@@ -466,13 +466,8 @@ impl Engine {
             self.history.record_snapshots(&parts, now);
         }
         let groups = evaluate_groups(&parts, &self.history, &self.config.thresholds, now);
-        let several = groups.len() > 1;
-        self.status.skipped = groups.iter().find_map(|g| {
-            g.skipped().map(|reason| match several {
-                true => format!("meta group {}: {reason}", g.group),
-                false => reason.to_string(),
-            })
-        });
+        // (A group's reason names its domain.)
+        self.status.skipped = groups.iter().find_map(|g| g.skipped().map(str::to_string));
         for group in &groups {
             if let Some(meta) = &group.meta {
                 self.assessed.insert(group.group.clone(), meta.clone());

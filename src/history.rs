@@ -599,11 +599,11 @@ impl Histories {
     /// group when none does yet: a departure of a name a group never lists changes nothing).
     pub fn record_event(&mut self, event: &MetaEvent) {
         match event {
+            // A group not seen yet is recorded by the poll the event triggers.
             MetaEvent::LeaderElected { domain, .. } | MetaEvent::ServerRemoved { domain, .. } => {
-                self.groups
-                    .entry(GroupId::of(domain.as_deref()))
-                    .or_default()
-                    .record_event(event);
+                if let Some(history) = self.groups.get_mut(&GroupId::of(domain.as_deref())) {
+                    history.record_event(event);
+                }
             }
             MetaEvent::Shutdown { server, .. } | MetaEvent::LameDuck { server, .. } => {
                 match self.group_of_server(server) {

@@ -309,7 +309,10 @@ pub fn evaluate_group(
         let reason = match (snapshot.views.is_empty(), group.domain()) {
             (true, None) => "no server answered the JSZ poll".to_string(),
             (true, Some(domain)) => format!("no server of domain {domain} answered the JSZ poll"),
-            (false, _) => "no server reported a JetStream meta group".to_string(),
+            (false, None) => "no server reported a JetStream meta group".to_string(),
+            (false, Some(domain)) => {
+                format!("no server of domain {domain} reported a JetStream meta group")
+            }
         };
         return (
             None,
