@@ -271,3 +271,123 @@ async fn restart_on_a_taken_port_fails_clearly() {
     drop(squatter);
     cluster.restart(fi).await.unwrap();
 }
+
+/// `server.name` → the whole envelope, for a gather.
+fn by_name(gather: &[Value]) -> std::collections::BTreeMap<String, &Value> {
+    gather
+        .iter()
+        .filter_map(|e| Some((e["server"]["name"].as_str()?.to_owned(), e)))
+        .collect()
+}
+
+#[tokio::test]
+async fn supercluster_is_one_meta_group_whose_leader_moves_by_cluster() {
+    let mut cluster = Cluster::start(ClusterOptions::supercluster(3, 3))
+        .await
+        .unwrap();
+    assert_eq!(cluster.size(), 9);
+    assert_eq!(cluster.clusters(), ["c1", "c2", "c3"]);
+    assert_eq!(cluster.nodes_of("c2"), [3, 4, 5]);
+    assert_eq!(cluster.server_name(3), "n4");
+    assert_eq!(cluster.domain_of(3), None);
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let gather = cluster.jsz_all().await.unwrap();
+    let views = by_name(&gather);
+    assert_eq!(views.len(), 9, "{gather:#?}");
+    for (name, envelope) in &views {
+        let i = cluster.index_of(name).unwrap();
+        assert_eq!(jsz_leader(envelope), Some(leader.as_str()), "{name}");
+        assert_eq!(
+            envelope["data"]["meta_cluster"]["cluster_size"], 9,
+            "{name}: {:#}",
+            envelope["data"]["meta_cluster"]
+        );
+        assert_eq!(
+            envelope["server"]["cluster"],
+            cluster.cluster_of(i).as_str()
+        );
+        // The group's name is the reporting server's own cluster, not one name per group.
+        assert_eq!(
+            envelope["data"]["meta_cluster"]["name"],
+            cluster.cluster_of(i).as_str()
+        );
+    }
+
+    // Start outside c3 so that the placement really moves the leader.
+    if cluster.cluster_of(cluster.index_of(&leader).unwrap()) == "c3" {
+        cluster.step_down_to_cluster("c1").await.unwrap();
+    }
+    let moved = cluster.step_down_to_cluster("c3").await.unwrap();
+    assert_eq!(cluster.cluster_of(cluster.index_of(&moved).unwrap()), "c3");
+    assert_eq!(cluster.meta_leader().await.as_deref(), Some(moved.as_str()));
+
+    // Losing a whole cluster leaves 6 of 9: the leader in c3 keeps its quorum.
+    let killed = cluster.stop_cluster("c2", Stop::Kill).await.unwrap();
+    assert_eq!(killed, [3, 4, 5]);
+    assert_eq!(
+        cluster
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .unwrap(),
+        moved
+    );
+    assert_eq!(cluster.jsz_all().await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn hub_and_leaf_domains_have_a_leader_each_seen_from_the_hub() {
+    let cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
+        .await
+        .unwrap();
+    assert_eq!(cluster.clusters(), ["hub", "edge"]);
+    assert_eq!(cluster.server_name(3), "e1");
+    assert_eq!(cluster.domain_of(0).as_deref(), Some("hub"));
+    assert_eq!(cluster.domain_of(3).as_deref(), Some("edge"));
+    let leaders = cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(leaders.len(), 2, "{leaders:?}");
+    let hub = leaders[&Some("hub".to_owned())].clone();
+    let edge = leaders[&Some("edge".to_owned())].clone();
+    assert!(hub.starts_with('h') && edge.starts_with('e'), "{leaders:?}");
+
+    // One gather from a hub server reaches both groups.
+    let gather = cluster.jsz_all_from(0).await.unwrap();
+    let views = by_name(&gather);
+    assert_eq!(views.len(), 6, "{gather:#?}");
+    for (name, envelope) in &views {
+        let i = cluster.index_of(name).unwrap();
+        let domain = cluster.domain_of(i).unwrap();
+        assert_eq!(envelope["server"]["domain"], domain.as_str());
+        let expected = if domain == "hub" { &hub } else { &edge };
+        assert_eq!(jsz_leader(envelope), Some(expected.as_str()), "{name}");
+        assert_eq!(envelope["data"]["meta_cluster"]["cluster_size"], 3);
+    }
+
+    // The edge group steps down on `$JS.edge.API...` sent through a hub server; the hub's
+    // leader stays.
+    cluster.step_down_in(Some("edge")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = cluster
+            .wait_for_leaders(Duration::from_secs(5))
+            .await
+            .unwrap();
+        if now[&Some("edge".to_owned())] != edge {
+            assert_eq!(now[&Some("hub".to_owned())], hub);
+            break;
+        }
+        assert!(Instant::now() < deadline, "edge leader still {edge}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e3 = cluster.index_of("e3").unwrap();
+    cluster.make_leader(e3).await.unwrap();
+    assert_eq!(
+        cluster.meta_leader_of_domain(Some("edge")).await.as_deref(),
+        Some("e3")
+    );
+}

@@ -6,14 +6,18 @@
 //! pause, restart, rename on the same store dir and, with [`ClusterOptions::proxied_routes`],
 //! real network partitions of route links through [`TcpProxy`]s.
 //!
+//! [`ClusterOptions::topology`] makes it several clusters instead: a supercluster joined by
+//! gateways, or a hub with a leaf-node cluster in its own JetStream domain (see [`topology`]).
+//!
 //! Every child is SIGKILLed and reaped when the cluster is dropped.
 
 mod proxy;
+pub mod topology;
 
 pub use proxy::TcpProxy;
+pub use topology::{js_api_subject, Topology};
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -44,6 +48,8 @@ pub const SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
 pub const KEEP_ENV: &str = "NATS_INSIGHTS_KEEP_TESTBED";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Booting 6-9 servers that elect across gateways or in two domains takes longer.
+const TOPOLOGY_START_TIMEOUT: Duration = Duration::from_secs(60);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(15);
 const TERM_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -169,10 +175,14 @@ pub fn nats_server_bin() -> Result<PathBuf, TestbedError> {
 /// How to build a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Number of nodes.
+    /// Number of nodes ([`Topology::Single`] only).
     pub size: usize,
-    /// `cluster.name` of every node.
+    /// `cluster.name` of every node ([`Topology::Single`] only).
     pub cluster_name: String,
+    /// One cluster, a supercluster, or a hub with a leaf cluster. Other topologies decide
+    /// node count, cluster and server names themselves and ignore `size`, `cluster_name` and
+    /// `name_prefix`; they do not support `proxied_routes`.
+    pub topology: Topology,
     /// Send every directed route link through its own [`TcpProxy`], so that
     /// [`Cluster::partition`] can cut them.
     pub proxied_routes: bool,
@@ -193,6 +203,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             size: 3,
             cluster_name: "insights-test".to_owned(),
+            topology: Topology::Single,
             proxied_routes: false,
             name_prefix: "n".to_owned(),
             accounts_conf: None,
@@ -220,9 +231,18 @@ pub enum Stop {
 #[derive(Debug)]
 struct Node {
     name: String,
+    /// `cluster.name`.
+    cluster: String,
+    /// JetStream domain, if set.
+    domain: Option<String>,
+    role: topology::Role,
     client_port: u16,
     http_port: u16,
     cluster_port: u16,
+    /// Gateway listen port ([`topology::Role::Gateway`] only).
+    gateway_port: Option<u16>,
+    /// Leaf-node listen port ([`topology::Role::Hub`] only).
+    leaf_port: Option<u16>,
     child: Mutex<Option<Child>>,
 }
 
@@ -374,9 +394,10 @@ impl Cluster {
     /// retried with new ports (twice at most). On failure the processes are killed but the
     /// directory with configs and logs is kept, for the error message's log paths.
     pub async fn start(opts: ClusterOptions) -> Result<Cluster, TestbedError> {
-        if opts.size == 0 {
+        opts.topology.layout(&opts)?;
+        if opts.proxied_routes && opts.topology != Topology::Single {
             return Err(TestbedError::Invalid(
-                "cluster size must be at least 1".into(),
+                "proxied_routes needs a single-cluster topology".into(),
             ));
         }
         let bin = nats_server_bin()?;
@@ -422,24 +443,40 @@ impl Cluster {
         fs::write(cluster.dir.join("accounts.conf"), accounts)
             .map_err(|e| io_err("writing accounts.conf", e))?;
 
-        let ports = free_ports(3 * opts.size)?;
-        cluster.nodes = (0..opts.size)
-            .map(|i| Node {
-                name: format!("{}{}", opts.name_prefix, i + 1),
-                client_port: ports[3 * i],
-                http_port: ports[3 * i + 1],
-                cluster_port: ports[3 * i + 2],
+        let layout = opts.topology.layout(opts)?;
+        let per_node = if opts.topology == Topology::Single {
+            3
+        } else {
+            4
+        };
+        let ports = free_ports(per_node * layout.len())?;
+        let extra = |i: usize, role: topology::Role, wanted: topology::Role| {
+            (role == wanted).then(|| ports[per_node * i + 3])
+        };
+        cluster.nodes = layout
+            .into_iter()
+            .enumerate()
+            .map(|(i, place)| Node {
+                gateway_port: extra(i, place.role, topology::Role::Gateway),
+                leaf_port: extra(i, place.role, topology::Role::Hub),
+                name: place.name,
+                cluster: place.cluster,
+                domain: place.domain,
+                role: place.role,
+                client_port: ports[per_node * i],
+                http_port: ports[per_node * i + 1],
+                cluster_port: ports[per_node * i + 2],
                 child: Mutex::new(None),
             })
             .collect();
-        for i in 0..opts.size {
+        for i in 0..cluster.size() {
             fs::create_dir_all(cluster.node_dir(i))
                 .map_err(|e| io_err("creating a node directory", e))?;
         }
 
         if opts.proxied_routes {
-            for from in 0..opts.size {
-                for to in (0..opts.size).filter(|&to| to != from) {
+            for from in 0..cluster.size() {
+                for to in (0..cluster.size()).filter(|&to| to != from) {
                     let proxy = TcpProxy::start(cluster.cluster_addr(to))
                         .await
                         .map_err(|e| io_err("starting a route proxy", e))?;
@@ -457,7 +494,8 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Starts every node and waits for them to accept clients and agree on a leader.
+    /// Starts every node and waits for them to accept clients and for every meta group to
+    /// agree on a leader.
     async fn boot(&mut self) -> Result<(), TestbedError> {
         for i in 0..self.size() {
             self.spawn(i)?;
@@ -466,7 +504,21 @@ impl Cluster {
         for result in ready.await {
             result?;
         }
-        if let Err(e) = self.wait_for_leader(START_TIMEOUT).await {
+        let timeout = if self.opts.topology == Topology::Single {
+            START_TIMEOUT
+        } else {
+            TOPOLOGY_START_TIMEOUT
+        };
+        let deadline = Instant::now() + timeout;
+        let mut settled = self.wait_for_leaders(timeout).await.map(drop);
+        if settled.is_ok() && self.opts.topology != Topology::Single {
+            let left = || deadline.saturating_duration_since(Instant::now());
+            settled = self.wait_for_full_groups(left()).await;
+            if settled.is_ok() {
+                settled = self.wait_for_leaders(left()).await.map(drop);
+            }
+        }
+        if let Err(e) = settled {
             if let Some(i) = (0..self.size()).find(|&i| !self.running(i)) {
                 return Err(self.exit_error(i, "exited during startup".to_owned()));
             }
@@ -666,121 +718,94 @@ impl Cluster {
     /// Meta leaders reported by each running node's own view (`None`: no answer or no
     /// leader), by node index.
     pub async fn leader_views(&self) -> Vec<(usize, Option<String>)> {
-        let running: Vec<usize> = (0..self.size()).filter(|&i| self.running(i)).collect();
-        let views = futures::future::join_all(running.iter().map(|&i| async move {
+        self.leader_views_of((0..self.size()).collect()).await
+    }
+
+    /// [`Cluster::leader_views`] of those of `nodes` that are running.
+    async fn leader_views_of(&self, nodes: Vec<usize>) -> Vec<(usize, Option<String>)> {
+        let running = nodes.into_iter().filter(|&i| self.running(i));
+        let views = futures::future::join_all(running.map(|i| async move {
             let view = self.jsz_direct(i).await.ok();
             (i, view.as_ref().and_then(jsz_leader).map(str::to_owned))
         }));
         views.await
     }
 
-    /// Whether `name` is the current name of a running node.
-    fn is_running_name(&self, name: &str) -> bool {
-        self.index_of(name).is_some_and(|i| self.running(i))
-    }
-
     /// The meta leader named by a majority of the running nodes, if any, and if it is itself
     /// running (followers keep naming a crashed leader until their election timeout).
+    /// With several JetStream domains: the leader of node 0's domain
+    /// (see [`Cluster::meta_leader_of_domain`]).
     pub async fn meta_leader(&self) -> Option<String> {
-        let views = self.leader_views().await;
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for leader in views.iter().filter_map(|(_, l)| l.clone()) {
-            *counts.entry(leader).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .find(|(leader, n)| 2 * n > views.len() && self.is_running_name(leader))
-            .map(|(leader, _)| leader)
+        self.meta_leader_of_domain(self.nodes[0].domain.as_deref())
+            .await
     }
 
-    /// Waits until every running node names the same meta leader, itself a running node,
-    /// and returns its name.
+    /// Waits until every running node names the same meta leader as the other running nodes
+    /// of its meta group (one per JetStream domain), that leader itself a running node, and
+    /// returns the leader of node 0's group (the only group unless there are several domains;
+    /// see [`Cluster::wait_for_leaders`] for all of them).
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<String, TestbedError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let views = self.leader_views().await;
-            if let Some((_, Some(first))) = views.first() {
-                if views.iter().all(|(_, l)| l.as_ref() == Some(first))
-                    && self.is_running_name(first)
-                {
-                    return Ok(first.clone());
-                }
-            }
-            if Instant::now() >= deadline {
-                let mut seen = String::new();
-                for (i, leader) in &views {
-                    let _ = write!(seen, "{}: {:?}; ", self.nodes[*i].name, leader);
-                }
-                return Err(TestbedError::Timeout {
-                    what: format!(
-                        "all running nodes to agree on a meta leader (last seen: {seen})"
-                    ),
-                    after: timeout,
-                    logs: self.all_logs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let mut leaders = self.wait_for_leaders(timeout).await?;
+        let first = leaders.remove(&self.nodes[0].domain);
+        first
+            .or_else(|| leaders.into_values().next())
+            .ok_or(TestbedError::NoneRunning)
     }
 
-    /// Asks the meta leader to step down (`$JS.API.META.LEADER.STEPDOWN`, system account).
+    /// Asks the meta leader to step down (`$JS.API.META.LEADER.STEPDOWN`, system account;
+    /// the group of node 0's domain when there are several).
     pub async fn step_down(&self) -> Result<(), TestbedError> {
-        self.step_down_request("{}").await
+        self.step_down_request(self.nodes[0].domain.as_deref(), "{}")
+            .await
     }
 
     /// Asks the meta leader to step down in favour of the server named `preferred`
-    /// (`{"placement":{"preferred":...}}`; the server refuses if it already leads).
+    /// (`{"placement":{"preferred":...}}`; the server refuses if it already leads), in the
+    /// meta group of `preferred`'s domain.
     pub async fn step_down_to(&self, preferred: &str) -> Result<(), TestbedError> {
         let body = serde_json::json!({ "placement": { "preferred": preferred } }).to_string();
-        self.step_down_request(&body).await
+        let node = self.index_of(preferred).unwrap_or(0);
+        self.step_down_request(self.nodes[node].domain.as_deref(), &body)
+            .await
     }
 
-    /// Makes node `i` the meta leader (no-op if it already is) and waits until every running
-    /// node agrees.
+    /// Makes node `i` the meta leader of its group (no-op if it already is) and waits until
+    /// every running node of the group agrees.
     pub async fn make_leader(&self, i: usize) -> Result<(), TestbedError> {
         let name = self.server_name(i);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let current = self.wait_for_leader(left).await?;
-            if current == name {
-                return Ok(());
-            }
-            let asked = self.step_down_to(&name).await;
-            // Wait for the hand-over before judging (or asking again).
-            while Instant::now() < deadline {
-                match self.wait_for_leader(Duration::from_secs(1)).await {
-                    Ok(leader) if leader != current => break,
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-            if Instant::now() >= deadline {
-                asked?;
-                return Err(TestbedError::Timeout {
-                    what: format!("{name} to become meta leader"),
-                    after: Duration::from_secs(20),
-                    logs: self.all_logs(),
-                });
-            }
-        }
+        let body = serde_json::json!({ "placement": { "preferred": name } }).to_string();
+        self.move_leader(
+            self.nodes[i].domain.clone(),
+            |leader| leader == name,
+            &body,
+            &format!("{name} to become meta leader"),
+            Duration::from_secs(20),
+        )
+        .await
+        .map(drop)
     }
 
-    async fn step_down_request(&self, body: &str) -> Result<(), TestbedError> {
+    /// Sends a meta step-down with `body` to `domain`'s group (see [`js_api_subject`]).
+    async fn step_down_request(
+        &self,
+        domain: Option<&str>,
+        body: &str,
+    ) -> Result<(), TestbedError> {
         let client = self.any_sys_client().await?;
-        let subject = "$JS.API.META.LEADER.STEPDOWN";
+        let subject = js_api_subject(domain, "META.LEADER.STEPDOWN");
         let reply = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            client.request(subject, body.to_owned().into()),
+            client.request(subject.clone(), body.to_owned().into()),
         )
         .await
         .map_err(|_| nats_err(format!("request {subject}"), "timed out"))?
         .map_err(|e| nats_err(format!("request {subject}"), e))?;
-        let json = parse_json(subject, &reply.payload)?;
+        let json = parse_json(&subject, &reply.payload)?;
         if json.get("success").and_then(Value::as_bool) == Some(true) {
             Ok(())
         } else {
             Err(TestbedError::BadReply {
-                what: subject.to_owned(),
+                what: subject,
                 reply: json.to_string(),
             })
         }
@@ -904,7 +929,9 @@ impl Cluster {
 
     fn config(&self, i: usize) -> String {
         let node = &self.nodes[i];
-        let routes = (0..self.size())
+        let routes = self
+            .nodes_of(&node.cluster)
+            .into_iter()
             .map(|to| format!("    \"{}\"", self.route_url(i, to)))
             .collect::<Vec<_>>()
             .join("\n");
@@ -926,8 +953,9 @@ impl Cluster {
              host: 127.0.0.1\n\
              port: {client}\n\
              http_port: {http}\n\
-             jetstream {{\n  store_dir: \"{store}\"\n}}\n\
+             jetstream {{\n  store_dir: \"{store}\"\n{domain}}}\n\
              cluster {{\n  name: \"{cluster}\"\n  listen: \"127.0.0.1:{cport}\"\n{advertise}  routes: [\n{routes}\n  ]\n}}\n\
+             {links}\
              lame_duck_duration: 30s\n\
              lame_duck_grace_period: 1s\n\
              include ./accounts.conf\n",
@@ -936,8 +964,14 @@ impl Cluster {
             client = node.client_port,
             http = node.http_port,
             store = store.display(),
-            cluster = self.opts.cluster_name,
+            domain = node
+                .domain
+                .as_ref()
+                .map(|d| format!("  domain: \"{d}\"\n"))
+                .unwrap_or_default(),
+            cluster = node.cluster,
             cport = node.cluster_port,
+            links = self.links_config(i),
         )
     }
 
