@@ -56,6 +56,19 @@ fn finding(
             clauses.join("; ")
         )
     };
+    // In a supercluster, a cluster with no member online is lost as a whole (a site, a
+    // gateway): say so in every one of its members' findings.
+    let summary = match meta
+        .clusters
+        .iter()
+        .find(|c| Some(&c.cluster) == member.cluster.as_ref())
+    {
+        Some(c) if meta.is_supercluster() && c.online == 0 && c.members > 1 => format!(
+            "{summary} All {} members of cluster {} are offline.",
+            c.members, c.cluster
+        ),
+        _ => summary,
+    };
     let graceful = reasons
         .iter()
         .any(|r| matches!(r, OfflineReason::Departed { .. }));

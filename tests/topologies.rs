@@ -1,0 +1,330 @@
+//! Live tests of the deployment shapes NATS runs beyond one cluster: a supercluster (clusters
+//! joined by gateways, one meta group across them) and a hub with a leaf cluster in its own
+//! JetStream domain (two meta groups, both seen through the hub's system account). Real
+//! nats-server processes; faults are real kills and placement step-downs.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nats_insights::connect::ConnectArgs;
+use nats_insights::engine::EngineConfig;
+use nats_insights::findings::TransitionKind::{Raised, Resolved};
+use nats_insights::testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
+use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
+
+/// A monitor connected only to `nodes` (an operator who gives the hub's URLs).
+async fn monitor_via(cluster: &Cluster, nodes: &[usize], config: EngineConfig) -> Monitor {
+    let args = ConnectArgs {
+        servers: nodes.iter().map(|i| cluster.client_url(*i)).collect(),
+        user: Some(SYS_USER.to_string()),
+        password: Some(SYS_PASSWORD.to_string()),
+        ..ConnectArgs::default()
+    };
+    let connections = args
+        .open("nats-insights-test")
+        .await
+        .expect("monitor connects");
+    Monitor::start_connected(connections, config)
+}
+
+/// Waits until the monitor has polled a few times and sees `groups` (domain label → members).
+async fn ready_groups(monitor: &Monitor, groups: &[(&str, usize)]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let polls = status["service"]["polls"].as_u64().unwrap_or(0);
+        let seen: Vec<(String, usize)> = status["meta_groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .map(|m| {
+                        (
+                            m["group"].as_str().unwrap_or_default().to_string(),
+                            m["members"].as_array().map_or(0, Vec::len),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<(String, usize)> = groups.iter().map(|(g, n)| (g.to_string(), *n)).collect();
+        if polls >= 2 && seen == want {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "monitor not ready: {status:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn group<'a>(status: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    status["meta_groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|m| m["group"] == label))
+        .unwrap_or_else(|| panic!("no group {label}: {status:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supercluster_is_one_group_whose_findings_survive_the_leader_changing_cluster() {
+    let mut cluster = Cluster::start(ClusterOptions::supercluster(3, 3))
+        .await
+        .expect("supercluster starts");
+    let mut leader = cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    // The leader starts in c1, so that c2 holds none and c3 is a third cluster to move it to.
+    if cluster.cluster_of(cluster.index_of(&leader).expect("index")) != "c1" {
+        leader = cluster.step_down_to_cluster("c1").await.expect("to c1");
+    }
+    let c1 = cluster.nodes_of("c1");
+    let c3 = cluster.nodes_of("c3");
+    // The operator's subscriber and the monitor sit in c1 and c3, which keep quorum throughout.
+    let survivors: Vec<usize> = c1.iter().chain(&c3).copied().collect();
+    let mut events = Events::subscribe_via(&cluster, &survivors).await;
+    let monitor = monitor_via(&cluster, &survivors, EngineConfig::default()).await;
+    let status = ready_groups(&monitor, &[("default", 9)]).await;
+    let meta = group(&status, "default");
+    assert_eq!(meta["lead_cluster"], "c1", "{meta:#}");
+    let clusters: Vec<(&str, u64)> = meta["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap_or(""),
+                c["members"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(clusters, [("c1", 3), ("c2", 3), ("c3", 3)]);
+    assert!(meta["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .all(|m| m["cluster"].is_string()));
+
+    // Healthy for 20 s: nothing at all.
+    events.drain(Duration::from_secs(20)).await;
+    assert!(events.lines().is_empty(), "{:#?}", events.lines());
+
+    // A follower in c2 (which does not hold the leader) crashes.
+    let c2 = cluster.nodes_of("c2");
+    let victim = cluster.server_name(c2[0]);
+    cluster.stop(c2[0], Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&victim), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(raised.cluster.as_deref(), Some("c2"), "{raised:#?}");
+    assert_eq!(raised.finding, format!("META_001/default/{victim}"));
+    assert!(
+        raised.summary.contains(&format!("{victim} (c2)")),
+        "{}",
+        raised.summary
+    );
+
+    // The leader moves to c3 by a placement step-down: no finding changes.
+    let moved = cluster.step_down_to_cluster("c3").await.expect("to c3");
+    assert_ne!(moved, leader);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = monitor.status().await;
+        if group(&status, "default")["lead_cluster"] == "c3" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitor never saw the leader in c3"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    events.drain(Duration::from_secs(6)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised"],
+        "{:#?}",
+        events.lines()
+    );
+    assert!(
+        events.lines().iter().all(|l| !l.contains("RESOLVED")),
+        "{:#?}",
+        events.lines()
+    );
+
+    // The rest of c2 is lost: reported as the loss of the whole cluster; 6 of 9 keep quorum.
+    for i in &c2[1..] {
+        cluster.stop(*i, Stop::Kill).await.expect("kill");
+    }
+    for i in &c2[1..] {
+        let name = cluster.server_name(*i);
+        let lost = events
+            .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+            .await;
+        assert_eq!(lost.cluster.as_deref(), Some("c2"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = monitor.status().await;
+        let whole = status["findings"].as_array().is_some_and(|f| {
+            f.iter()
+                .filter(|f| {
+                    f["summary"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("All 3 members of cluster c2 are offline"))
+                })
+                .count()
+                == 3
+        });
+        if whole {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reported as a lost cluster: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let c2_tally = group(&status, "default")["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["cluster"] == "c2").cloned())
+        .expect("c2");
+    assert_eq!(c2_tally["online"], 0, "{c2_tally}");
+    assert!(
+        events.lines().iter().all(|l| !l.contains("META_006")),
+        "6 of 9 keep quorum: {:#?}",
+        events.lines()
+    );
+
+    // Losing c1 as well leaves 3 of 9: quorum lost, with the clusters that lost their members.
+    for i in &c1 {
+        cluster.stop(*i, Stop::Kill).await.expect("kill");
+    }
+    let quorum = events
+        .expect(Raised, "META_006", None, Duration::from_secs(40))
+        .await;
+    assert_eq!(quorum.finding, "META_006/default");
+    assert!(quorum.cluster.is_none(), "a group finding names no cluster");
+    let summary = &quorum.summary;
+    assert!(summary.contains("c2 lost all 3 members"), "{summary}");
+    assert!(
+        summary.contains("c1 lost all 3 members") || summary.contains("c1 lost"),
+        "{summary}"
+    );
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
+    let mut cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
+        .await
+        .expect("hub and leaf start");
+    let leaders = cluster
+        .wait_for_leaders(Duration::from_secs(60))
+        .await
+        .expect("leaders");
+    let hub_nodes = cluster.nodes_of("hub");
+    let edge_nodes = cluster.nodes_of("edge");
+    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
+    let monitor = monitor_via(&cluster, &hub_nodes, EngineConfig::default()).await;
+    let status = ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+    for domain in ["hub", "edge"] {
+        let meta = group(&status, domain);
+        assert_eq!(meta["domain"], domain);
+        assert_eq!(
+            meta["leader"].as_str(),
+            leaders[&Some(domain.to_string())].as_str().into(),
+            "{meta:#}"
+        );
+    }
+
+    // Healthy: nothing, and in particular no disagreement between the two groups' leaders.
+    events.drain(Duration::from_secs(10)).await;
+    assert!(events.lines().is_empty(), "{:#?}", events.lines());
+
+    // A follower crashes in each domain: each finding carries its domain.
+    let follower_of = |domain: &str, nodes: &[usize]| {
+        let leader = &leaders[&Some(domain.to_string())];
+        nodes
+            .iter()
+            .copied()
+            .find(|i| cluster.server_name(*i) != *leader)
+            .expect("a follower")
+    };
+    let (hub_f, edge_f) = (
+        follower_of("hub", &hub_nodes),
+        follower_of("edge", &edge_nodes),
+    );
+    for (i, domain) in [(edge_f, "edge"), (hub_f, "hub")] {
+        let name = cluster.server_name(i);
+        cluster.stop(i, Stop::Kill).await.expect("kill");
+        let raised = events
+            .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+            .await;
+        assert_eq!(raised.domain.as_deref(), Some(domain), "{raised:#?}");
+        assert_eq!(raised.finding, format!("META_001/{domain}/{name}"));
+    }
+    for i in [edge_f, hub_f] {
+        cluster.restart(i).await.expect("restart");
+    }
+    for i in [edge_f, hub_f] {
+        let name = cluster.server_name(i);
+        events
+            .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
+            .await;
+    }
+
+    // The edge loses quorum: META_006 of the edge only; the hub group stays whole.
+    cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders again");
+    let edge_leader = cluster
+        .meta_leader_of_domain(Some("edge"))
+        .await
+        .expect("edge leader");
+    let killed: Vec<usize> = edge_nodes
+        .iter()
+        .copied()
+        .filter(|i| cluster.server_name(*i) != edge_leader)
+        .collect();
+    for i in &killed {
+        cluster.stop(*i, Stop::Kill).await.expect("kill");
+    }
+    let quorum = events
+        .expect(Raised, "META_006", None, Duration::from_secs(40))
+        .await;
+    assert_eq!(quorum.finding, "META_006/edge");
+    assert_eq!(quorum.domain.as_deref(), Some("edge"));
+    let status = monitor.status().await;
+    let hub = group(&status, "hub");
+    assert!(
+        hub["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["state"] == "online"),
+        "{hub:#}"
+    );
+    assert!(
+        status["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .all(|f| f["domain"] == "edge"),
+        "{status:#}"
+    );
+    for i in &killed {
+        cluster.restart(*i).await.expect("restart");
+    }
+    events
+        .expect(Resolved, "META_006", None, Duration::from_secs(40))
+        .await;
+    events.drain(Duration::from_secs(3)).await;
+    assert!(
+        events.lines().iter().all(|l| !l.contains("META_002")),
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}
