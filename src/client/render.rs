@@ -769,10 +769,14 @@ pub fn findings_text(findings: &FindingsView, style: Style) -> String {
         };
         let _ = writeln!(
             out,
-            "{} {} {}{} · {when} · revision {}",
+            "{} {} {}{}{} · {when} · revision {}",
             style.paint(&label, colour),
             style.paint(&f.check, Colour::Bold),
             f.name,
+            f.domain
+                .as_deref()
+                .map(|d| format!(" · domain {d}"))
+                .unwrap_or_default(),
             f.server
                 .as_deref()
                 .map(|s| format!(" · {s}"))
@@ -906,6 +910,61 @@ mod tests {
             "service": {"last_poll": "2026-11-24T08:00:09.500Z", "last_poll_ms": 12, "servers_answering": 2,
                         "polls": 60, "events": {"shutdown": 1}, "malformed": 0, "store": "memory"}
         }))
+    }
+
+    /// A member row of `status` JSON.
+    fn member(name: &str, cluster: &str, leader: bool, state: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "cluster": cluster, "leader": leader, "answered": state == "online",
+                           "name_unknown": false, "current": state == "online", "lag": 0, "state": state})
+    }
+
+    #[test]
+    fn several_groups_print_one_table_each_and_domain_selects_one() {
+        let mut view = sample();
+        view.meta = None;
+        view.meta_groups = vec![
+            serde_json::from_value(serde_json::json!({
+                "group": "default", "cluster": "c3", "lead_cluster": "c3", "cluster_size": 4,
+                "quorum_needed": 3,
+                "clusters": [{"cluster": "c1", "members": 2, "online": 1}, {"cluster": "c3", "members": 2, "online": 2}],
+                "members": [member("n1", "c1", false, "online"), member("n2", "c1", false, "offline"),
+                            member("n5", "c3", true, "online"), member("n6", "c3", false, "online")],
+                "leader": "n5"
+            }))
+            .expect("group"),
+            serde_json::from_value(serde_json::json!({
+                "group": "edge", "domain": "edge", "cluster": "edge", "lead_cluster": "edge",
+                "cluster_size": 3, "quorum_needed": 2,
+                "clusters": [{"cluster": "edge", "members": 3, "online": 3}],
+                "members": [member("e1", "edge", true, "online"), member("e2", "edge", false, "online"),
+                            member("e3", "edge", false, "online")],
+                "leader": "e1"
+            }))
+            .expect("group"),
+        ];
+        view.findings[0].finding = "META_001/default/n2".into();
+        let text = status_text(&view, Style::PLAIN);
+        assert!(text.contains("Meta group (supercluster): 4 members, quorum 3, leader n5 (cluster c3), 3 online; clusters (online/members): c1 1/2, c3 2/2"), "{text}");
+        assert!(text.contains("Meta group of domain edge (cluster edge): 3 members, quorum 2, leader e1 (cluster edge), 3 online"), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("MEMBER  CLUSTER")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("n5*") && l.contains("c3")),
+            "{text}"
+        );
+
+        let edge = view.only_domain("edge");
+        assert_eq!(edge.status, "ok", "the finding is the default group's");
+        assert!(edge.findings.is_empty());
+        let text = status_text(&edge, Style::PLAIN);
+        assert!(!text.contains("supercluster"), "{text}");
+        let default = view.only_domain("default");
+        assert_eq!(default.status, "critical");
+        assert_eq!(default.groups().len(), 1);
+        assert_eq!(view.only_domain("nowhere").status, "unknown");
     }
 
     #[test]
