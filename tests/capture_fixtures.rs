@@ -1015,13 +1015,13 @@ async fn supercluster(fx: &mut Fixtures) {
         jsz_leader(by_server(&gather, &leader)),
         Some(leader.as_str())
     );
+    let old_view = seen_by(&gather, &leader, &follower);
     fx.save(
         "supercluster_follower_killed_9.json",
         &sorted(gather.clone()),
         format!(
             "supercluster_healthy_9, follower {follower} (c2) SIGKILLed, gathered ~4 s later; \
-             8 replies; {}",
-            seen_by(&gather, &leader, &follower)
+             8 replies; {old_view}"
         ),
     );
 
@@ -1069,8 +1069,8 @@ async fn supercluster(fx: &mut Fixtures) {
     let gather = cluster.jsz_all().await.unwrap();
     assert_eq!(gather.len(), 8);
     fx.fact(format!(
-        "a leader elected after a peer crashed never heard from it: {} (while the old leader \
-         had shown active 4 s, current true)",
+        "a leader elected after a peer crashed never heard from it: {}, while before the \
+         move {old_view}",
         seen_by(&gather, &moved, &follower)
     ));
     fx.save(
@@ -1188,6 +1188,27 @@ async fn domains(fx: &mut Fixtures) {
         "the hub must not re-elect: {hub_events:?}"
     );
     cluster.make_leader(e1).await.unwrap();
+
+    // Which group the plain (domain-less) meta API subject reaches from a hub server.
+    let client = cluster.sys_client(h1).await.unwrap();
+    let reply = client
+        .request("$JS.API.META.LEADER.STEPDOWN", "{}".into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["success"], true, "{reply}");
+    sleep_s(1.0).await;
+    let after = cluster
+        .wait_for_leaders(Duration::from_secs(20))
+        .await
+        .unwrap();
+    fx.fact(format!(
+        "`$JS.API.META.LEADER.STEPDOWN` (no domain) sent through hub server h1 moves \
+         the hub's leader only: hub h1 -> {}, edge e1 -> {}",
+        after[&Some("hub".to_owned())],
+        after[&Some(LEAF.to_owned())]
+    ));
+    cluster.make_leader(h1).await.unwrap();
     settle().await;
 
     cluster.stop(e3, Stop::Kill).await.unwrap();
