@@ -1,6 +1,8 @@
 //! Captures JSZ gathers and system events from real nats-server clusters as JSON fixtures
 //! for the check unit tests. Ignored by default; run with
-//! `FIXTURES_DIR=/path/to/tests/fixtures cargo test --test capture_fixtures -- --ignored --nocapture`.
+//! `FIXTURES_DIR=/path/to/tests/fixtures cargo test --test capture_fixtures -- --ignored --nocapture`,
+//! or only the multi-cluster captures with `... capture_topology_fixtures -- --ignored`.
+//! Both tests write their rows into the one `README.md` and keep the other's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use nats_insights::testbed::topology::LEAF;
 use nats_insights::testbed::{jsz_leader, Cluster, ClusterOptions, Stop};
 use serde_json::{json, Value};
 
@@ -20,11 +23,24 @@ const EVENT_SUBJECTS: [&str; 5] = [
     "$JS.EVENT.ADVISORY.SERVER.REMOVED",
 ];
 
+/// Both capture tests write fixtures and `README.md` into one directory: they take turns.
+static CAPTURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Heading of the README section the main capture writes its measurements under.
+const MEASURED: &str = "## Measured while capturing";
+/// Heading of the README section `capture_topology_fixtures` owns.
+const MEASURED_TOPOLOGIES: &str = "## Measured while capturing topologies";
+
+/// An event as received, with its arrival time.
+type Logged = (Instant, Value);
+
 /// Writes fixtures and remembers a note per file for the generated README.
 struct Fixtures {
     dir: PathBuf,
     notes: Vec<(String, String)>,
     events: Arc<Mutex<BTreeMap<&'static str, Value>>>,
+    /// Every recorded event (`{"subject", "payload"}`), in arrival order.
+    log: Arc<Mutex<Vec<Logged>>>,
     facts: Vec<String>,
 }
 
@@ -38,6 +54,7 @@ impl Fixtures {
             dir,
             notes: Vec::new(),
             events: Arc::default(),
+            log: Arc::default(),
             facts: Vec::new(),
         }
     }
@@ -67,10 +84,16 @@ impl Fixtures {
         // Let the interest propagate over the routes.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let events = self.events.clone();
+        let log = self.log.clone();
         let task = tokio::spawn(async move {
             let mut all = futures::stream::select_all(subs);
             while let Some(msg) = all.next().await {
                 let subject = msg.subject.to_string();
+                let payload: Value = serde_json::from_slice(&msg.payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&msg.payload).into_owned())
+                });
+                let event = json!({"subject": subject, "payload": payload});
+                log.lock().unwrap().push((Instant::now(), event.clone()));
                 let kind = if subject.ends_with(".SHUTDOWN") {
                     "event_shutdown.json"
                 } else if subject.ends_with(".LAMEDUCK") {
@@ -82,20 +105,42 @@ impl Fixtures {
                 } else {
                     continue;
                 };
-                let payload: Value = serde_json::from_slice(&msg.payload).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&msg.payload).into_owned())
-                });
                 println!("event {subject}");
                 let mut events = events.lock().unwrap();
-                events
-                    .entry(kind)
-                    .or_insert_with(|| json!({"subject": subject, "payload": payload}));
+                events.entry(kind).or_insert(event);
             }
         });
         Recorder {
             _client: client,
             task,
         }
+    }
+
+    /// The first event recorded after `since` that `wanted` accepts, waiting up to `timeout`.
+    async fn wait_event_after(
+        &self,
+        since: Instant,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, event)| *at >= since && wanted(event))
+                .map(|(_, event)| event.clone());
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn readme_path(&self) -> PathBuf {
+        self.dir.join("README.md")
     }
 
     async fn wait_event(&self, kind: &str, timeout: Duration) -> bool {
@@ -119,6 +164,76 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The table row of a fixture file in the README.
+fn table_row(file: &str, note: &str) -> String {
+    format!("| `{file}` | {} |", note.replace('|', "\\|"))
+}
+
+/// The README's table rows, as (file, line).
+fn table_rows(readme: &str) -> Vec<(String, String)> {
+    readme
+        .lines()
+        .filter_map(|line| {
+            let file = line.strip_prefix("| `")?.split('`').next()?;
+            Some((file.to_owned(), line.to_owned()))
+        })
+        .collect()
+}
+
+/// `readme` with every row in place of the row of the same file, or after the last row.
+fn upsert_rows(readme: &str, rows: &[(String, String)]) -> String {
+    let mut lines: Vec<String> = readme.lines().map(str::to_owned).collect();
+    for (file, row) in rows {
+        let prefix = format!("| `{file}` |");
+        match lines.iter().position(|l| l.starts_with(&prefix)) {
+            Some(at) => lines[at] = row.clone(),
+            None => {
+                let after = lines
+                    .iter()
+                    .rposition(|l| l.starts_with("| "))
+                    .map_or(lines.len(), |at| at + 1);
+                lines.insert(after, row.clone());
+            }
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The README's `## ` sections, as (heading line, text from the heading to the next one).
+fn sections(readme: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("## ") {
+            out.push((line.to_owned(), String::new()));
+        }
+        if let Some((_, text)) = out.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+/// `readme` with the section under `heading` replaced by `section` (appended if missing).
+fn put_section(readme: &str, heading: &str, section: &str) -> String {
+    let lines: Vec<&str> = readme.lines().collect();
+    let section = section.trim_end();
+    let Some(start) = lines.iter().position(|l| *l == heading) else {
+        return format!("{}\n\n{section}\n", readme.trim_end());
+    };
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("## "))
+        .map_or(lines.len(), |at| start + 1 + at);
+    let mut out: Vec<&str> = lines[..start].to_vec();
+    out.push(section);
+    if end < lines.len() {
+        out.push("");
+        out.extend(&lines[end..]);
+    }
+    out.join("\n") + "\n"
 }
 
 /// `Some("n1")` → `n1`, `None` → `none`, for notes.
@@ -170,6 +285,7 @@ async fn sleep_s(s: f64) {
 #[tokio::test]
 #[ignore = "starts many real clusters (about 4 minutes); writes fixtures"]
 async fn capture_fixtures() {
+    let _turn = CAPTURING.lock().await;
     let mut fx = Fixtures::new();
     healthy_step_down_lame_duck(&mut fx).await;
     healthy_5_and_two_killed(&mut fx).await;
@@ -210,29 +326,45 @@ async fn capture_fixtures() {
         .unwrap_or_default();
     let mut readme = format!(
         "# JSZ and event fixtures\n\n\
-         Captured from real clusters ({version}, loopback) by the ignored test \
-         `tests/capture_fixtures.rs` of the testbed crate (`FIXTURES_DIR=<this dir> cargo test \
-         --test capture_fixtures -- --ignored`, about 2 minutes). Do not edit by hand; re-run \
-         the capture instead. Roles are fixed where the scenario allows (n1 leads before each \
-         fault; the victim follower is n3); who wins an election is not.\n\n\
+         Captured from real clusters ({version}, loopback) by the ignored tests \
+         `capture_fixtures` and `capture_topology_fixtures` in `tests/capture_fixtures.rs` of \
+         the testbed crate (`FIXTURES_DIR=<this dir> cargo test --test capture_fixtures -- \
+         --ignored` runs both, about 2 minutes plus 1 for the topologies; name \
+         `capture_topology_fixtures` before `--` to re-capture only the multi-cluster files). \
+         Do not edit by hand; re-run the capture instead. Roles are fixed where the scenario \
+         allows (n1 leads before each fault; the victim follower is n3; multi-cluster roles under \
+         \"Measured while capturing topologies\"); who wins an election is not.\n\n\
          JSZ files are JSON arrays of raw `$SYS.REQ.SERVER.PING.JSZ` reply envelopes \
          (`{{server, data}}`), sorted by server name; `*_isolated.json` holds the single \
          direct reply (`$SYS.REQ.SERVER.<id>.JSZ`) of a partitioned node, also as an array. \
          Event files are `{{\"subject\", \"payload\"}}`.\n\n| file | scenario |\n|---|---|\n"
     );
     for (file, note) in &fx.notes {
-        let _ = writeln!(readme, "| `{file}` | {} |", note.replace('|', "\\|"));
+        let _ = writeln!(readme, "{}", table_row(file, note));
     }
     readme.push_str(
         "\nNotes: peer hashes follow from server names (n1 was `fjFyEjc1` in every capture), so they \
          repeat across files; server ids change with every start. `data.config.store_dir` \
          points into the capture's temporary directory.\n",
     );
-    readme.push_str("\n## Measured while capturing\n\n");
+    let _ = write!(readme, "\n{MEASURED}\n\n");
     for fact in &fx.facts {
         let _ = writeln!(readme, "- {fact}");
     }
-    std::fs::write(fx.dir.join("README.md"), readme).unwrap();
+    // Keep what this test does not capture: the other test's rows, any other section.
+    let old = std::fs::read_to_string(fx.readme_path()).unwrap_or_default();
+    let mine: Vec<&str> = fx.notes.iter().map(|(file, _)| file.as_str()).collect();
+    let kept: Vec<(String, String)> = table_rows(&old)
+        .into_iter()
+        .filter(|(file, _)| !mine.contains(&file.as_str()))
+        .collect();
+    readme = upsert_rows(&readme, &kept);
+    for (heading, text) in sections(&old) {
+        if heading != MEASURED {
+            readme = put_section(&readme, &heading, &text);
+        }
+    }
+    std::fs::write(fx.readme_path(), readme).unwrap();
 }
 
 /// healthy_3, step-down (LEADER_ELECTED), lame duck of a follower (LAMEDUCK).
@@ -722,4 +854,471 @@ async fn stale_peers(fx: &mut Fixtures) {
             ),
         );
     }
+}
+
+// ---- multi-cluster topologies ----
+
+#[tokio::test]
+#[ignore = "starts two 3x3 superclusters and a hub with a leaf cluster (about 1 minute); writes fixtures"]
+async fn capture_topology_fixtures() {
+    let _turn = CAPTURING.lock().await;
+    let mut fx = Fixtures::new();
+    let started = Instant::now();
+    supercluster(&mut fx).await;
+    supercluster_cluster_lost(&mut fx).await;
+    domains(&mut fx).await;
+    fx.fact(format!(
+        "the whole topology capture took {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let old = std::fs::read_to_string(fx.readme_path()).unwrap_or_default();
+    let rows: Vec<(String, String)> = fx
+        .notes
+        .iter()
+        .map(|(file, note)| (file.clone(), table_row(file, note)))
+        .collect();
+    let mut section = format!(
+        "{MEASURED_TOPOLOGIES}\n\n\
+         Written by `capture_topology_fixtures`. Supercluster files (`supercluster_*_9.json`): \
+         clusters c1 (n1-n3), c2 (n4-n6), c3 (n7-n9) joined by gateways, no JetStream domain, \
+         one meta group of 9; n1 leads before each fault, the killed follower is n4 (in c2). \
+         Domain files (`domains_*.json`): cluster `hub` (h1-h3, domain hub, leaf-node \
+         listeners) and cluster `edge` (e1-e3, domain edge, routes of its own, two leaf \
+         remotes to every hub server: one bound to SYS, one to APP); every gather is one \
+         `$SYS.REQ.SERVER.PING.JSZ` from h1; h1 and e1 lead before each fault, the killed \
+         followers are e3 and h3 (e2 too for quorum loss).\n\n"
+    );
+    for fact in &fx.facts {
+        let _ = writeln!(section, "- {fact}");
+    }
+    let readme = upsert_rows(&old, &rows);
+    let readme = put_section(&readme, MEASURED_TOPOLOGIES, &section);
+    std::fs::write(fx.readme_path(), readme).unwrap();
+}
+
+/// The leader's replica entry for `name`, summarised for a note.
+fn seen_by(gather: &[Value], leader: &str, name: &str) -> String {
+    match replica(by_server(gather, leader), name) {
+        Some(r) => format!(
+            "{leader} shows {name} with active {:.1} s, current {}, offline {}",
+            r["active"].as_f64().unwrap_or(0.0) / 1e9,
+            r["current"],
+            r["offline"]
+                .as_bool()
+                .map_or_else(|| "absent".to_owned(), |o| o.to_string())
+        ),
+        None => format!("{leader} does not list {name}"),
+    }
+}
+
+/// `server: leader/cluster_size` for every reply, for notes.
+fn leaders_and_sizes(gather: &[Value]) -> String {
+    let mut rows: Vec<String> = gather
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}/{}",
+                e["server"]["name"].as_str().unwrap_or("?"),
+                show(jsz_leader(e)),
+                meta(e)["cluster_size"]
+            )
+        })
+        .collect();
+    rows.sort();
+    rows.join(", ")
+}
+
+/// Waits until `leader`'s own view lists `name` as current (after a restart).
+async fn wait_current(cluster: &Cluster, leader: usize, name: &str) {
+    let since = Instant::now();
+    loop {
+        let view = cluster.jsz_direct(leader).await.unwrap();
+        if replica(&view, name).is_some_and(|r| r["current"] == true && r["offline"] != true) {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "{name} not current again: {view:#}"
+        );
+        sleep_s(0.25).await;
+    }
+}
+
+fn is_leader_elected(event: &Value) -> bool {
+    event["subject"]
+        .as_str()
+        .is_some_and(|s| s.contains("LEADER_ELECTED"))
+}
+
+/// Healthy, a follower in c2 killed, then the leader moved to c3 (LEADER_ELECTED).
+async fn supercluster(fx: &mut Fixtures) {
+    let booting = Instant::now();
+    let mut cluster = Cluster::start(ClusterOptions::supercluster(3, 3))
+        .await
+        .unwrap();
+    fx.fact(format!(
+        "a 3x3 supercluster booted (every server up, one leader, cluster_size 9 everywhere) in \
+         {:.1} s",
+        booting.elapsed().as_secs_f64()
+    ));
+    let li = leader_index(&cluster).await;
+    let leader = cluster.server_name(li);
+    let _rec = fx.record_events(&cluster, li).await;
+    settle().await;
+    let gather = cluster.jsz_all().await.unwrap();
+    assert_eq!(gather.len(), 9);
+    let names: BTreeMap<String, Vec<String>> =
+        gather.iter().fold(BTreeMap::new(), |mut by_name, e| {
+            let group_name = meta(e)["name"].as_str().unwrap_or("?").to_owned();
+            let server = e["server"]["name"].as_str().unwrap_or("?").to_owned();
+            by_name.entry(group_name).or_default().push(server);
+            by_name
+        });
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|(name, mut servers)| {
+            servers.sort();
+            format!("{} report {name}", servers.join(" "))
+        })
+        .collect();
+    fx.fact(format!(
+        "supercluster, one meta group: `meta_cluster.name` is the reporting server's own \
+         cluster ({}), `leader` the same everywhere ({leader})",
+        names.join("; ")
+    ));
+    let domains: Vec<&Value> = gather
+        .iter()
+        .filter_map(|e| e["server"].get("domain"))
+        .collect();
+    fx.fact(format!(
+        "supercluster without a domain: {} of 9 reply envelopes carry `server.domain`",
+        domains.len()
+    ));
+    fx.save(
+        "supercluster_healthy_9.json",
+        &sorted(gather.clone()),
+        format!(
+            "3x3 supercluster c1 (n1-n3), c2 (n4-n6), c3 (n7-n9), all up; leader {leader}; \
+             {}",
+            leaders_and_sizes(&gather)
+        ),
+    );
+
+    let fi = 3;
+    let follower = cluster.server_name(fi);
+    cluster.stop(fi, Stop::Kill).await.unwrap();
+    sleep_s(4.0).await;
+    let gather = cluster.jsz_all().await.unwrap();
+    assert_eq!(gather.len(), 8);
+    assert_eq!(
+        jsz_leader(by_server(&gather, &leader)),
+        Some(leader.as_str())
+    );
+    let old_view = seen_by(&gather, &leader, &follower);
+    fx.save(
+        "supercluster_follower_killed_9.json",
+        &sorted(gather.clone()),
+        format!(
+            "supercluster_healthy_9, follower {follower} (c2) SIGKILLed, gathered ~4 s later; \
+             8 replies; {old_view}"
+        ),
+    );
+
+    let asked = Instant::now();
+    let moved = cluster.step_down_to_cluster("c3").await.unwrap();
+    let took = asked.elapsed().as_secs_f64();
+    fx.fact(format!(
+        "placement step-down {{\"placement\":{{\"cluster\":\"c3\"}}}} with n4 down: {leader} -> \
+         {moved}, all 8 running servers agreed after {took:.1} s"
+    ));
+    let event = fx
+        .wait_event_after(asked, Duration::from_secs(5), |e| {
+            is_leader_elected(e) && e["payload"]["cluster"] == "c3"
+        })
+        .await
+        .expect("a LEADER_ELECTED advisory after the placement step-down");
+    let subject = event["subject"].as_str().unwrap_or_default().to_owned();
+    let payload = &event["payload"];
+    let listed = payload["replicas"].as_array().map_or(0, Vec::len);
+    let lists_itself = payload["replicas"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|r| r["peer"] == payload["leader"]));
+    fx.fact(format!(
+        "the supercluster's LEADER_ELECTED after the placement step-down: `cluster` {} (the new \
+         leader's), `domain` {}; `replicas` lists {listed} members, the new leader itself \
+         included: {lists_itself}",
+        payload["cluster"],
+        payload["domain"]
+            .as_str()
+            .map_or_else(|| "absent".to_owned(), str::to_owned)
+    ));
+    fx.save(
+        "event_leader_elected_supercluster.json",
+        &event,
+        format!(
+            "`{subject}` after the placement step-down to c3 (received through {leader} in c1): \
+             `cluster` {}, `domain` {}",
+            payload["cluster"],
+            payload["domain"]
+                .as_str()
+                .map_or_else(|| "absent".to_owned(), str::to_owned)
+        ),
+    );
+    settle().await;
+    let gather = cluster.jsz_all().await.unwrap();
+    assert_eq!(gather.len(), 8);
+    fx.fact(format!(
+        "a leader elected after a peer crashed never heard from it: {}, while before the \
+         move {old_view}",
+        seen_by(&gather, &moved, &follower)
+    ));
+    fx.save(
+        "supercluster_leader_moved_9.json",
+        &sorted(gather.clone()),
+        format!(
+            "supercluster_follower_killed_9, then the leader moved to c3 by placement step-down \
+             (`{{\"placement\":{{\"cluster\":\"c3\"}}}}`), gathered ~2 s after all agreed; \
+             {follower} still down; leader {moved}; {}",
+            seen_by(&gather, &moved, &follower)
+        ),
+    );
+}
+
+/// A fresh supercluster that loses all of c2 at once.
+async fn supercluster_cluster_lost(fx: &mut Fixtures) {
+    let mut cluster = Cluster::start(ClusterOptions::supercluster(3, 3))
+        .await
+        .unwrap();
+    let li = leader_index(&cluster).await;
+    let leader = cluster.server_name(li);
+    settle().await;
+    let killed = cluster.stop_cluster("c2", Stop::Kill).await.unwrap();
+    let names: Vec<String> = killed.iter().map(|&i| cluster.server_name(i)).collect();
+    sleep_s(4.0).await;
+    let gather = cluster.jsz_all().await.unwrap();
+    assert_eq!(gather.len(), 6);
+    assert_eq!(
+        jsz_leader(by_server(&gather, &leader)),
+        Some(leader.as_str())
+    );
+    let seen: Vec<String> = names.iter().map(|n| seen_by(&gather, &leader, n)).collect();
+    fx.save(
+        "supercluster_cluster_lost_9.json",
+        &sorted(gather.clone()),
+        format!(
+            "3x3 supercluster, all of c2 ({}) SIGKILLed at once, gathered ~4 s later; 6 replies; \
+             leader {leader} (c1) keeps quorum (6 of 9); {}",
+            names.join(" "),
+            seen.join("; ")
+        ),
+    );
+}
+
+/// Hub + edge: healthy, the edge's LEADER_ELECTED seen from the hub, a follower killed in each
+/// domain, then the edge losing quorum.
+async fn domains(fx: &mut Fixtures) {
+    let booting = Instant::now();
+    let mut cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
+        .await
+        .unwrap();
+    fx.fact(format!(
+        "hub + edge (3 + 3 servers) booted with a leader in each domain in {:.1} s",
+        booting.elapsed().as_secs_f64()
+    ));
+    let (h1, h3, e1, e2, e3) = (0, 2, 3, 4, 5);
+    cluster.make_leader(h1).await.unwrap();
+    cluster.make_leader(e1).await.unwrap();
+    let _rec = fx.record_events(&cluster, h1).await;
+    settle().await;
+    let gather = cluster.jsz_all_from(h1).await.unwrap();
+    assert_eq!(gather.len(), 6);
+    fx.save(
+        "domains_healthy.json",
+        &sorted(gather.clone()),
+        format!(
+            "hub h1-h3 (domain hub) + edge e1-e3 (domain edge, leaf remotes to the hub for SYS \
+             and APP), all up; one gather from h1: 6 replies; {}",
+            leaders_and_sizes(&gather)
+        ),
+    );
+
+    // The edge's advisory, as a hub subscriber sees it.
+    let asked = Instant::now();
+    cluster.step_down_in(Some(LEAF)).await.unwrap();
+    let edge_event = fx
+        .wait_event_after(asked, Duration::from_secs(10), |e| {
+            is_leader_elected(e) && e["payload"]["domain"] == LEAF
+        })
+        .await;
+    match edge_event {
+        Some(event) => {
+            let subject = event["subject"].as_str().unwrap_or_default().to_owned();
+            let payload = &event["payload"];
+            fx.fact(format!(
+                "the edge's LEADER_ELECTED reaches a system-account subscriber on hub server h1 \
+                 on `{subject}` (no domain in the subject; `domain` {} in the payload), {:.1} s \
+                 after `$JS.edge.API.META.LEADER.STEPDOWN` was sent through h1",
+                payload["domain"],
+                asked.elapsed().as_secs_f64()
+            ));
+            fx.save(
+                "event_leader_elected_edge.json",
+                &event,
+                format!(
+                    "`{subject}` received on hub server h1 after `$JS.edge.API.META.LEADER.STEPDOWN` \
+                     sent through h1: `cluster` {}, `domain` {}",
+                    payload["cluster"], payload["domain"]
+                ),
+            );
+        }
+        None => fx.fact(
+            "the edge's LEADER_ELECTED did NOT reach a system-account subscriber on hub server \
+             h1 within 10 s"
+                .to_owned(),
+        ),
+    }
+    let hub_events = fx
+        .wait_event_after(asked, Duration::ZERO, |e| {
+            is_leader_elected(e) && e["payload"]["domain"] == "hub"
+        })
+        .await;
+    assert!(
+        hub_events.is_none(),
+        "the hub must not re-elect: {hub_events:?}"
+    );
+    cluster.make_leader(e1).await.unwrap();
+
+    // Which group the plain (domain-less) meta API subject reaches from a hub server.
+    let client = cluster.sys_client(h1).await.unwrap();
+    let reply = client
+        .request("$JS.API.META.LEADER.STEPDOWN", "{}".into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["success"], true, "{reply}");
+    sleep_s(1.0).await;
+    let after = cluster
+        .wait_for_leaders(Duration::from_secs(20))
+        .await
+        .unwrap();
+    fx.fact(format!(
+        "`$JS.API.META.LEADER.STEPDOWN` (no domain) sent through hub server h1 moves \
+         the hub's leader only: hub h1 -> {}, edge e1 -> {}",
+        after[&Some("hub".to_owned())],
+        after[&Some(LEAF.to_owned())]
+    ));
+    cluster.make_leader(h1).await.unwrap();
+    settle().await;
+
+    cluster.stop(e3, Stop::Kill).await.unwrap();
+    sleep_s(4.0).await;
+    let gather = cluster.jsz_all_from(h1).await.unwrap();
+    assert_eq!(gather.len(), 5);
+    fx.save(
+        "domains_edge_follower_killed.json",
+        &sorted(gather.clone()),
+        format!(
+            "domains_healthy, edge follower e3 SIGKILLed, gathered from h1 ~4 s later; 5 \
+             replies; {}; {}",
+            seen_by(&gather, "e1", "e3"),
+            leaders_and_sizes(&gather)
+        ),
+    );
+    cluster.restart(e3).await.unwrap();
+    wait_current(&cluster, e1, "e3").await;
+    settle().await;
+
+    cluster.stop(h3, Stop::Kill).await.unwrap();
+    sleep_s(4.0).await;
+    let gather = cluster.jsz_all_from(h1).await.unwrap();
+    assert_eq!(gather.len(), 5);
+    fx.save(
+        "domains_hub_follower_killed.json",
+        &sorted(gather.clone()),
+        format!(
+            "domains_healthy (e3 restarted and current again), hub follower h3 SIGKILLed, \
+             gathered from h1 ~4 s later; 5 replies; {}; {}",
+            seen_by(&gather, "h1", "h3"),
+            leaders_and_sizes(&gather)
+        ),
+    );
+    cluster.restart(h3).await.unwrap();
+    wait_current(&cluster, h1, "h3").await;
+    settle().await;
+
+    cluster.stop(e2, Stop::Kill).await.unwrap();
+    cluster.stop(e3, Stop::Kill).await.unwrap();
+    let killed = Instant::now();
+    sleep_s(12.0).await;
+    let gather = cluster.jsz_all_from(h1).await.unwrap();
+    assert_eq!(gather.len(), 4);
+    assert_eq!(jsz_leader(by_server(&gather, "h1")), Some("h1"));
+    fx.save(
+        "domains_edge_quorum_lost.json",
+        &sorted(gather.clone()),
+        format!(
+            "domains_healthy (h3 restarted and current again), edge followers e2 and e3 \
+             SIGKILLed, gathered from h1 ~12 s later; 4 replies; hub untouched; {}",
+            leaders_and_sizes(&gather)
+        ),
+    );
+    loop {
+        let view = cluster.jsz_direct(e1).await.unwrap();
+        if jsz_leader(&view).is_none() {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60));
+        sleep_s(0.25).await;
+    }
+    let hub_leader = cluster.meta_leader_of_domain(Some("hub")).await;
+    fx.fact(format!(
+        "edge followers e2 + e3 SIGKILLed: the lone edge leader e1 stepped down {:.1} s later; \
+         the hub's leader then: {}",
+        killed.elapsed().as_secs_f64(),
+        show(hub_leader.as_deref())
+    ));
+}
+
+#[test]
+fn readme_merge_keeps_the_other_tests_rows_and_sections() {
+    let old = "# T\n\nintro\n\n| file | scenario |\n|---|---|\n| `a.json` | old a |\n\
+               | `t.json` | topo |\n\nNotes.\n\n## Measured while capturing\n\n- old fact\n\n\
+               ## Measured while capturing topologies\n\n- topo fact\n\n## By hand\n\n- kept\n";
+    // The main capture rewrites its part and keeps the rest.
+    let fresh = "# T\n\nintro 2\n\n| file | scenario |\n|---|---|\n| `a.json` | new a |\n\n\
+                 Notes.\n\n## Measured while capturing\n\n- new fact\n";
+    let kept: Vec<(String, String)> = table_rows(old)
+        .into_iter()
+        .filter(|(file, _)| file != "a.json")
+        .collect();
+    let mut main = upsert_rows(fresh, &kept);
+    for (heading, text) in sections(old) {
+        if heading != MEASURED {
+            main = put_section(&main, &heading, &text);
+        }
+    }
+    assert_eq!(
+        main,
+        "# T\n\nintro 2\n\n| file | scenario |\n|---|---|\n| `a.json` | new a |\n\
+         | `t.json` | topo |\n\nNotes.\n\n## Measured while capturing\n\n- new fact\n\n\
+         ## Measured while capturing topologies\n\n- topo fact\n\n## By hand\n\n- kept\n"
+    );
+    // The topology capture replaces its rows and section in place.
+    let rows = vec![
+        ("t.json".to_owned(), table_row("t.json", "topo 2")),
+        ("u.json".to_owned(), table_row("u.json", "new | row")),
+    ];
+    let topo = put_section(
+        &upsert_rows(old, &rows),
+        MEASURED_TOPOLOGIES,
+        &format!("{MEASURED_TOPOLOGIES}\n\n- topo fact 2\n"),
+    );
+    assert_eq!(
+        topo,
+        "# T\n\nintro\n\n| file | scenario |\n|---|---|\n| `a.json` | old a |\n\
+         | `t.json` | topo 2 |\n| `u.json` | new \\| row |\n\nNotes.\n\n\
+         ## Measured while capturing\n\n- old fact\n\n\
+         ## Measured while capturing topologies\n\n- topo fact 2\n\n## By hand\n\n- kept\n"
+    );
 }
