@@ -287,3 +287,146 @@ fn every_check_runs_per_group() {
             .all(|e| e.group == group.group && matches!(e.outcome, Outcome::Ran { .. })));
     }
 }
+
+// ---- Captured from real deployments (tests/fixtures/README.md) ----
+
+fn captured(name: &str) -> Vec<JszReply> {
+    decode(name, &text(name))
+}
+
+#[test]
+fn captured_hub_and_edge_domains_each_judge_their_own_faults() {
+    let mut d = Deployment::default();
+    d.poll(t(0), captured("domains_healthy.json"));
+    d.poll(t(1), captured("domains_healthy.json"));
+    assert!(d.transitions.is_empty(), "{:#?}", d.transitions);
+    assert_eq!(d.groups.len(), 2);
+    assert_eq!(
+        d.group(Some("hub"))
+            .meta
+            .as_ref()
+            .and_then(|m| m.leader.clone())
+            .as_deref(),
+        Some("h1")
+    );
+    assert_eq!(
+        d.group(Some("edge"))
+            .meta
+            .as_ref()
+            .and_then(|m| m.leader.clone())
+            .as_deref(),
+        Some("e1")
+    );
+
+    let raised = d.poll(t(5), captured("domains_edge_follower_killed.json"));
+    let keys: Vec<&str> = raised.iter().map(|t| t.finding.key.as_str()).collect();
+    assert_eq!(keys, ["META_001/edge/e3"], "{raised:#?}");
+    assert_eq!(raised[0].finding.domain.as_deref(), Some("edge"));
+
+    // e3 back, h3 killed: the edge's finding resolves, the hub's is raised.
+    let changed = d.poll(t(20), captured("domains_hub_follower_killed.json"));
+    let mut seen: Vec<(TransitionKind, &str)> = changed
+        .iter()
+        .map(|t| (t.kind, t.finding.key.as_str()))
+        .collect();
+    seen.sort_by_key(|(_, k)| k.to_string());
+    assert_eq!(
+        seen,
+        [
+            (TransitionKind::Resolved, "META_001/edge/e3"),
+            (TransitionKind::Raised, "META_001/hub/h3"),
+        ]
+    );
+
+    // h3 back, two of three edge servers killed: quorum lost in the edge only.
+    d.poll(t(40), captured("domains_edge_quorum_lost.json"));
+    let keys = d.keys();
+    assert!(keys.contains(&"META_006/edge".to_string()), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("/hub")), "{keys:?}");
+    let hub = d.group(Some("hub")).meta.as_ref().expect("hub");
+    assert!(hub.members.iter().all(|m| m.online()), "{hub:#?}");
+}
+
+#[test]
+fn captured_supercluster_is_one_group_whose_keys_survive_the_leader_moving_cluster() {
+    let mut d = Deployment::default();
+    d.poll(t(0), captured("supercluster_healthy_9.json"));
+    d.poll(t(1), captured("supercluster_healthy_9.json"));
+    assert!(d.transitions.is_empty(), "{:#?}", d.transitions);
+    let meta = d.group(None).meta.as_ref().expect("assessed");
+    assert_eq!(meta.members.len(), 9);
+    assert!(meta.is_supercluster());
+    let tally: Vec<(&str, usize)> = meta
+        .clusters
+        .iter()
+        .map(|c| (c.cluster.as_str(), c.members))
+        .collect();
+    assert_eq!(tally, [("c1", 3), ("c2", 3), ("c3", 3)]);
+    assert_eq!(meta.lead_cluster.as_deref(), Some("c1"));
+
+    let raised = d.poll(t(5), captured("supercluster_follower_killed_9.json"));
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    assert_eq!(raised[0].finding.key, "META_001/default/n4");
+    assert_eq!(raised[0].finding.cluster.as_deref(), Some("c2"));
+
+    // The leader moved to c3 (every reply names its own cluster): nothing changes.
+    for s in 10..14 {
+        let moved = d.poll(t(s), captured("supercluster_leader_moved_9.json"));
+        assert!(moved.is_empty(), "{moved:#?}");
+    }
+    let meta = d.group(None).meta.as_ref().expect("assessed");
+    assert_eq!(meta.lead_cluster.as_deref(), Some("c3"));
+    assert_eq!(d.keys(), ["META_001/default/n4"]);
+}
+
+#[test]
+fn captured_supercluster_that_lost_a_whole_cluster_says_so() {
+    let mut d = Deployment::default();
+    d.poll(t(0), captured("supercluster_healthy_9.json"));
+    d.poll(t(1), captured("supercluster_healthy_9.json"));
+    let raised = d.poll(t(5), captured("supercluster_cluster_lost_9.json"));
+    let mut lost: Vec<(&str, Option<&str>)> = raised
+        .iter()
+        .map(|t| (t.finding.key.as_str(), t.finding.cluster.as_deref()))
+        .collect();
+    lost.sort();
+    assert_eq!(
+        lost,
+        [
+            ("META_001/default/n4", Some("c2")),
+            ("META_001/default/n5", Some("c2")),
+            ("META_001/default/n6", Some("c2")),
+        ]
+    );
+    for t in &raised {
+        assert!(
+            t.finding
+                .summary
+                .contains("All 3 members of cluster c2 are offline"),
+            "{}",
+            t.finding.summary
+        );
+    }
+}
+
+#[test]
+fn the_edge_election_advisory_seen_on_the_hub_reaches_the_edge_group() {
+    let mut d = Deployment::default();
+    d.poll(t(0), captured("domains_healthy.json"));
+    let value: serde_json::Value =
+        serde_json::from_str(&text("event_leader_elected_edge.json")).expect("json");
+    let payload = serde_json::to_vec(&value["payload"]).expect("payload");
+    let event = nats_insights::observe::events::decode_event(
+        value["subject"].as_str().expect("subject"),
+        &payload,
+        t(1),
+    )
+    .expect("decodes");
+    let MetaEvent::LeaderElected { domain, .. } = &event else {
+        panic!("{event:?}");
+    };
+    assert_eq!(domain.as_deref(), Some("edge"));
+    d.histories.record_event(&event);
+    let hub = &d.histories.groups[&GroupId::of(Some("hub"))];
+    assert!(hub.leader_changes.is_empty(), "{:?}", hub.leader_changes);
+}
