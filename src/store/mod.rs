@@ -224,6 +224,9 @@ pub struct KvStore {
     degraded: Option<(SystemTime, String)>,
     last_retry: Option<Instant>,
     history_written: Option<(String, Instant)>,
+    /// Keys an earlier version wrote whose records were carried to their current key: removed
+    /// once that key is written (retried with the backlog).
+    stale_keys: Vec<(String, u64)>,
 }
 
 /// The latest value of one key, as a batched read returns it.
@@ -404,6 +407,7 @@ impl KvStore {
             degraded: None,
             last_retry: None,
             history_written: None,
+            stale_keys: Vec::new(),
         })
     }
 
@@ -491,7 +495,8 @@ impl KvStore {
             detail,
         };
         let mut loaded = Loaded::default();
-        let mut rekeyed: Vec<(String, u64)> = Vec::new();
+        let mut rekeyed: Vec<(String, u64, ActiveFinding)> = Vec::new();
+        let mut present = std::collections::BTreeSet::new();
         let entries = match self.latest_entries().await {
             Ok(entries) => entries,
             Err(e) => return Err(unavailable(e)),
@@ -502,6 +507,7 @@ impl KvStore {
             if entry.deleted {
                 continue;
             }
+            present.insert(key.clone());
             if key == HISTORY_KEY {
                 match Histories::from_json(&entry.value) {
                     Ok(history) => loaded.history = Some(history),
@@ -517,15 +523,14 @@ impl KvStore {
                 Ok(Record::Active(mut active)) => {
                     if let Some(current) = current_key(&active.finding) {
                         // Written by a version that keyed findings by the leader's cluster:
-                        // carry the finding over under its group's key, so it is not raised
-                        // a second time.
+                        // carried over under its group's key below, so it is not raised a
+                        // second time.
                         active.finding.key = current;
                         if active.finding.server.is_none() {
                             active.finding.cluster = None;
                         }
-                        rekeyed.push((key.clone(), entry.revision));
-                        self.backlog
-                            .insert(kv_key(&active.finding.key), Record::Active(active.clone()));
+                        rekeyed.push((key.clone(), entry.revision, active));
+                        continue;
                     }
                     loaded.active.insert(active.finding.key.clone(), active);
                 }
@@ -544,32 +549,48 @@ impl KvStore {
             }
         }
         if !rekeyed.is_empty() {
-            self.rekey(&rekeyed).await;
+            tracing::info!(
+                bucket = %self.settings.bucket,
+                findings = rekeyed.len(),
+                "re-keying active findings written by an earlier version (keys now name the meta group's domain, not a cluster)"
+            );
         }
+        for (old, revision, active) in rekeyed {
+            let current = kv_key(&active.finding.key);
+            // A record under the current key is newer than the old one (this version wrote it
+            // after carrying the old one over, and perhaps resolved it since): the old one is
+            // only left over.
+            if !present.contains(&current) {
+                self.backlog.insert(current, Record::Active(active.clone()));
+                loaded.active.insert(active.finding.key.clone(), active);
+            }
+            self.stale_keys.push((old, revision));
+        }
+        self.retry().await;
         Ok(loaded)
     }
 
-    /// Writes the active findings an earlier version stored under cluster-named keys under their
-    /// group keys (already in the backlog), then removes the old keys. Whatever cannot be written
-    /// now stays in the backlog, and the old keys stay until a later start rekeys them again.
-    async fn rekey(&mut self, old: &[(String, u64)]) {
-        tracing::info!(
-            bucket = %self.settings.bucket,
-            findings = old.len(),
-            "re-keying active findings written by an earlier version (keys now name the meta group's domain, not a cluster)"
-        );
-        self.retry().await;
+    /// Removes the keys an earlier version wrote once their records are written under their
+    /// current keys (the backlog is empty); what fails is tried again with the next retry.
+    async fn purge_stale_keys(&mut self) {
         if !self.backlog.is_empty() {
             return;
         }
-        for (key, revision) in old {
-            let _ = tokio::time::timeout(
+        for (key, revision) in std::mem::take(&mut self.stale_keys) {
+            match tokio::time::timeout(
                 self.settings.timeout,
-                self.kv.purge_expect_revision(key, Some(*revision)),
+                self.kv.purge_expect_revision(&key, Some(revision)),
             )
-            .await;
-            self.revisions.remove(key);
-            self.seen.remove(key);
+            .await
+            {
+                Ok(Ok(())) => {
+                    self.revisions.remove(&key);
+                    self.seen.remove(&key);
+                }
+                // Changed since (a purge that went through but whose answer was lost): leave it.
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                _ => self.stale_keys.push((key, revision)),
+            }
         }
     }
 
@@ -973,6 +994,9 @@ impl KvStore {
     pub async fn retry(&mut self) {
         let healthy = self.degraded.is_none();
         if healthy && self.backlog.is_empty() {
+            if !self.stale_keys.is_empty() {
+                self.purge_stale_keys().await;
+            }
             return;
         }
         if !healthy && self.last_retry.is_some_and(|at| at.elapsed() < RETRY_EVERY) {
@@ -1254,7 +1278,7 @@ mod tests {
     /// A META_001 finding for `server` of cluster `c`.
     fn finding(server: &str) -> crate::checks::Finding {
         crate::checks::Finding {
-            check: crate::checks::CheckId::Meta001,
+            check: crate::checks::CheckId::META_001,
             key: format!("META_001/c/{server}"),
             cluster: None,
             domain: None,
@@ -1353,7 +1377,7 @@ mod tests {
         assert_eq!(current_key(&current), None);
         let edge = crate::checks::Finding {
             key: "META_006/leaf-cluster".into(),
-            check: crate::checks::CheckId::Meta006,
+            check: crate::checks::CheckId::META_006,
             domain: Some("edge".into()),
             server: None,
             ..old.clone()
