@@ -149,7 +149,11 @@ fn explain(args: &ExplainArgs) -> Result<(), String> {
         format!(
             "unknown check {}; known: {}",
             args.check,
-            crate::checks::CheckId::ALL.map(|c| c.as_str()).join(", ")
+            crate::checks::CheckId::all()
+                .into_iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
     if args.json {

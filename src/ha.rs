@@ -354,7 +354,7 @@ mod tests {
 
     fn finding(key: &str) -> Finding {
         Finding {
-            check: CheckId::Meta001,
+            check: CheckId::META_001,
             key: key.into(),
             cluster: None,
             domain: None,

@@ -156,7 +156,7 @@ fn killed_follower_is_offline_by_silence_and_not_answering_without_the_offline_f
     s.poll(t(0), &["healthy_3.json"])
         .poll(t(4), &["follower_killed_3.json"]);
     let e = s.evaluate(t(4));
-    let offline = findings(&e, CheckId::Meta001);
+    let offline = findings(&e, CheckId::META_001);
     assert_eq!(
         servers(&offline),
         missing("healthy_3.json", "follower_killed_3.json")
@@ -165,7 +165,7 @@ fn killed_follower_is_offline_by_silence_and_not_answering_without_the_offline_f
     assert!(r.contains(&"silent".to_string()), "{r:?}");
     assert!(r.contains(&"not_answering".to_string()), "{r:?}");
     assert!(!r.contains(&"offline_flag".to_string()), "{r:?}");
-    assert!(findings(&e, CheckId::Meta006).is_empty());
+    assert!(findings(&e, CheckId::META_006).is_empty());
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn gracefully_stopped_follower_carries_the_servers_offline_flag() {
     let mut s = Scenario::new();
     s.poll(t(0), &["healthy_3.json"])
         .poll(t(1), &["follower_stopped_3.json"]);
-    let offline = findings(&s.evaluate(t(1)), CheckId::Meta001);
+    let offline = findings(&s.evaluate(t(1)), CheckId::META_001);
     assert_eq!(
         servers(&offline),
         missing("healthy_3.json", "follower_stopped_3.json")
@@ -201,7 +201,7 @@ fn lame_duck_event_is_reported_before_the_next_poll() {
         view.server.id = server_id.clone();
     }
     s.history.record_event(&lameduck);
-    let offline = findings(&s.evaluate(t(1)), CheckId::Meta001);
+    let offline = findings(&s.evaluate(t(1)), CheckId::META_001);
     assert_eq!(servers(&offline), set(&[server.as_str()]));
     assert_eq!(reasons(&offline[0]), ["departed"]);
 }
@@ -216,7 +216,7 @@ fn two_of_three_lost_is_quorum_lost_whether_or_not_the_survivor_still_names_a_le
         let mut s = Scenario::new();
         s.poll(t(0), &["healthy_3.json"]).poll(t(5), &[fixture]);
         let e = s.evaluate(t(5));
-        let quorum = findings(&e, CheckId::Meta006);
+        let quorum = findings(&e, CheckId::META_006);
         assert_eq!(quorum.len(), 1, "{fixture}");
         let ev = &quorum[0].evidence;
         assert_eq!(ev["expected_members"], 3, "{fixture}: {ev:#}");
@@ -229,7 +229,7 @@ fn two_of_three_lost_is_quorum_lost_whether_or_not_the_survivor_still_names_a_le
             "{fixture}: {ev:#}"
         );
         assert_eq!(
-            servers(&findings(&e, CheckId::Meta001)).len(),
+            servers(&findings(&e, CheckId::META_001)).len(),
             2,
             "{fixture}"
         );
@@ -243,10 +243,10 @@ fn two_of_five_lost_keeps_quorum() {
         .poll(t(4), &["two_killed_5.json"]);
     let e = s.evaluate(t(4));
     assert_eq!(
-        servers(&findings(&e, CheckId::Meta001)),
+        servers(&findings(&e, CheckId::META_001)),
         missing("healthy_5.json", "two_killed_5.json")
     );
-    assert!(findings(&e, CheckId::Meta006).is_empty());
+    assert!(findings(&e, CheckId::META_006).is_empty());
 }
 
 #[test]
@@ -259,10 +259,10 @@ fn partitioned_leader_is_a_disagreement_after_the_threshold_and_offline_to_the_n
     s.poll(t(0), &["healthy_3.json"]).poll(t(10), &both);
     // Just begun: shorter than --disagreement-after, counted but not raised.
     let e = s.evaluate(t(11));
-    assert!(findings(&e, CheckId::Meta002).is_empty());
+    assert!(findings(&e, CheckId::META_002).is_empty());
     s.poll(t(14), &both);
     let e = s.evaluate(t(14));
-    let disagreement = findings(&e, CheckId::Meta002);
+    let disagreement = findings(&e, CheckId::META_002);
     assert_eq!(disagreement.len(), 1);
     let groups = &disagreement[0].evidence["groups"];
     assert_eq!(groups.as_array().map(Vec::len), Some(2), "{groups:#}");
@@ -278,8 +278,8 @@ fn partitioned_leader_is_a_disagreement_after_the_threshold_and_offline_to_the_n
         new_leader.as_str()
     );
     // The isolated old leader answers (directly), yet the new leader never hears from it.
-    assert_eq!(servers(&findings(&e, CheckId::Meta001)), isolated);
-    assert!(findings(&e, CheckId::Meta006).is_empty());
+    assert_eq!(servers(&findings(&e, CheckId::META_001)), isolated);
+    assert!(findings(&e, CheckId::META_006).is_empty());
     // The poll saw the leader move to the majority's: one change (or none if it was already it).
     assert!(s.history.leader_changes.len() <= 1);
     assert_eq!(s.history.leader.as_deref(), Some(new_leader.as_str()));
@@ -295,7 +295,7 @@ fn short_disagreement_is_counted_not_raised() {
     s.poll(t(0), &["healthy_3.json"])
         .poll(t(1), &both)
         .poll(t(2), &["healthy_3.json"]);
-    assert!(findings(&s.evaluate(t(2)), CheckId::Meta002).is_empty());
+    assert!(findings(&s.evaluate(t(2)), CheckId::META_002).is_empty());
     assert_eq!(s.history.brief_disagreements, 1);
     assert!(s.history.disagreement.is_none());
 }
@@ -309,7 +309,7 @@ fn rolling_rename_reports_stale_peers_and_the_recovery() {
         .poll(t(30), &["stale_peers_3.json"])
         .poll(t(40), &["stale_peers_3.json"]);
     let e = s.evaluate(t(40));
-    let quorum = findings(&e, CheckId::Meta006);
+    let quorum = findings(&e, CheckId::META_006);
     assert_eq!(quorum.len(), 1);
     let ev = &quorum[0].evidence;
     // As reproduced on 2.15.1: the group grew to 5 members (quorum 3), m3 never became one.
@@ -350,7 +350,7 @@ fn rolling_rename_reports_stale_peers_and_the_recovery() {
     );
     assert!(steps.contains("one at a time"), "{steps}");
 
-    let stale = findings(&e, CheckId::Meta001);
+    let stale = findings(&e, CheckId::META_001);
     assert_eq!(servers(&stale), set(&["n1", "n2", "n3"]));
     for f in &stale {
         assert_eq!(f.evidence["stale_peer"], true, "{:#}", f.evidence);
@@ -383,13 +383,13 @@ fn leader_flapping_counts_advisories_and_polls_once_each_and_ignores_the_first_l
     s.poll(t(6), &["leader_killed_3_reelected.json"]);
     assert_eq!(s.history.leader_changes.len(), 1);
     assert!(
-        findings(&s.evaluate(t(6)), CheckId::Meta003).is_empty(),
+        findings(&s.evaluate(t(6)), CheckId::META_003).is_empty(),
         "one change is allowed"
     );
     // Back to the first leader: the second change in the window raises META_003.
     s.poll(t(8), &["healthy_3.json"]);
     assert_eq!(s.history.leader_changes.len(), 2);
-    let flap = findings(&s.evaluate(t(8)), CheckId::Meta003);
+    let flap = findings(&s.evaluate(t(8)), CheckId::META_003);
     assert_eq!(flap.len(), 1);
     assert_eq!(flap[0].evidence["count"], 2);
     assert_eq!(flap[0].evidence["changes"][0]["to"], second.as_str());
@@ -397,7 +397,7 @@ fn leader_flapping_counts_advisories_and_polls_once_each_and_ignores_the_first_l
     assert_eq!(flap[0].evidence["changes"][1]["to"], first.as_str());
     assert_eq!(flap[0].evidence["changes"][1]["source"], "poll");
     // Once the window slides past the first change it resolves.
-    assert!(findings(&s.evaluate(t(66)), CheckId::Meta003).is_empty());
+    assert!(findings(&s.evaluate(t(66)), CheckId::META_003).is_empty());
 }
 
 #[test]
@@ -460,7 +460,7 @@ fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind
     let evaluations: Vec<Evaluation> = s
         .evaluate(t(7))
         .into_iter()
-        .filter(|e| e.check == CheckId::Meta001)
+        .filter(|e| e.check == CheckId::META_001)
         .collect();
     let (active, transitions) = reconcile(&active, &evaluations, t(7));
     assert_eq!(transitions.len(), 1);
@@ -506,7 +506,7 @@ fn a_disagreeing_server_missing_from_one_poll_does_not_end_the_disagreement() {
     s.poll(t(12), &["partition_leader_3_majority.json"]);
     assert!(s.history.disagreement.is_some());
     s.poll(t(14), &both);
-    let disagreement = findings(&s.evaluate(t(14)), CheckId::Meta002);
+    let disagreement = findings(&s.evaluate(t(14)), CheckId::META_002);
     assert_eq!(disagreement.len(), 1, "raised: it has lasted since t=10");
     // A disagreeing server silent for longer than the grace is gone, not disagreeing.
     s.poll(t(30), &["partition_leader_3_majority.json"]);
@@ -568,9 +568,9 @@ fn a_new_leaders_stale_silence_for_a_follower_that_answers_is_not_an_offline_rep
     assert_eq!(s.history.leader.as_deref(), Some("n2"));
     let e = s.evaluate(t(10));
     assert!(
-        findings(&e, CheckId::Meta001).is_empty(),
+        findings(&e, CheckId::META_001).is_empty(),
         "{:#?}",
-        findings(&e, CheckId::Meta001)
+        findings(&e, CheckId::META_001)
     );
     // The same silence from a follower that does not answer is an offline replica.
     let without_n3: Vec<JszReply> = just_after_step_down(stale)
@@ -581,14 +581,14 @@ fn a_new_leaders_stale_silence_for_a_follower_that_answers_is_not_an_offline_rep
     s.poll(t(0), &["healthy_3.json"])
         .poll_replies(t(10), without_n3);
     assert_eq!(
-        servers(&findings(&s.evaluate(t(10)), CheckId::Meta001)),
+        servers(&findings(&s.evaluate(t(10)), CheckId::META_001)),
         set(&["n3"])
     );
     // And a leader seen from the start (no election seen) is trusted as before.
     let mut s = Scenario::new();
     s.poll_replies(t(10), just_after_step_down(stale));
     assert_eq!(
-        servers(&findings(&s.evaluate(t(10)), CheckId::Meta001)),
+        servers(&findings(&s.evaluate(t(10)), CheckId::META_001)),
         set(&["n3"])
     );
 }
@@ -612,16 +612,16 @@ fn a_leader_re_elected_after_losing_its_leadership_counts_silence_from_the_re_el
     s.poll_replies(t(10), just_after_step_down(stale));
     let e = s.evaluate(t(10));
     assert!(
-        findings(&e, CheckId::Meta001).is_empty(),
+        findings(&e, CheckId::META_001).is_empty(),
         "{:#?}",
-        findings(&e, CheckId::Meta001)
+        findings(&e, CheckId::META_001)
     );
     // Without the election the same silence is an offline replica.
     let mut s = Scenario::new();
     s.poll_replies(t(0), healthy())
         .poll_replies(t(10), just_after_step_down(stale));
     assert_eq!(
-        servers(&findings(&s.evaluate(t(10)), CheckId::Meta001)),
+        servers(&findings(&s.evaluate(t(10)), CheckId::META_001)),
         set(&["n3"])
     );
 }
@@ -646,9 +646,9 @@ fn a_leader_seen_losing_its_leadership_and_leading_again_was_re_elected_without_
     assert!(s.history.leader_changes.is_empty(), "the same leader");
     let e = s.evaluate(t(10));
     assert!(
-        findings(&e, CheckId::Meta001).is_empty(),
+        findings(&e, CheckId::META_001).is_empty(),
         "{:#?}",
-        findings(&e, CheckId::Meta001)
+        findings(&e, CheckId::META_001)
     );
 }
 
@@ -674,15 +674,15 @@ fn silence_through_a_server_whose_routes_are_being_cut_is_undecided_not_offline(
     s.poll(t(0), &["healthy_3.json"])
         .poll_replies(t(1), without(&healthy));
     // On a path that reaches every live server, its silence is an offline replica at once.
-    let offline = findings(&s.evaluate(t(1)), CheckId::Meta001);
+    let offline = findings(&s.evaluate(t(1)), CheckId::META_001);
     assert_eq!(servers(&offline), set(&[&missing]));
     // When some servers answered only on their own pinned links, the silence says nothing.
     s.snapshot.reach_impaired = true;
     let e = s.evaluate(t(1));
-    assert!(findings(&e, CheckId::Meta001).is_empty());
+    assert!(findings(&e, CheckId::META_001).is_empty());
     let undecided = e
         .iter()
-        .find(|e| e.check == CheckId::Meta001)
+        .find(|e| e.check == CheckId::META_001)
         .and_then(|e| match &e.outcome {
             Outcome::Ran { undecided, .. } => Some(undecided.clone()),
             Outcome::Skipped { .. } => None,
@@ -732,17 +732,17 @@ fn a_leader_most_followers_stopped_hearing_does_not_make_them_offline() {
     s.poll(t(0), &["healthy_5.json"])
         .poll_replies(t(4), cut_between_leader_and(&names));
     let e = s.evaluate(t(4));
-    assert!(findings(&e, CheckId::Meta001).is_empty(), "{e:#?}");
-    assert!(findings(&e, CheckId::Meta006).is_empty());
+    assert!(findings(&e, CheckId::META_001).is_empty(), "{e:#?}");
+    assert!(findings(&e, CheckId::META_006).is_empty());
     // Three of four followers are enough to tell who is cut off.
     let mut s = Scenario::new();
     s.poll(t(0), &["healthy_5.json"])
         .poll_replies(t(4), cut_between_leader_and(&names[..3]));
-    assert!(findings(&s.evaluate(t(4)), CheckId::Meta001).is_empty());
+    assert!(findings(&s.evaluate(t(4)), CheckId::META_001).is_empty());
     // One follower that lost a leader the others still hear is the one cut off.
     let mut s = Scenario::new();
     s.poll(t(0), &["healthy_5.json"])
         .poll_replies(t(4), cut_between_leader_and(&names[..1]));
-    let offline = findings(&s.evaluate(t(4)), CheckId::Meta001);
+    let offline = findings(&s.evaluate(t(4)), CheckId::META_001);
     assert_eq!(servers(&offline), set(&[names[0]]));
 }

@@ -280,7 +280,7 @@ fn every_check_runs_per_group() {
     d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
     for group in &d.groups {
         let checks: Vec<CheckId> = group.evaluations.iter().map(|e| e.check).collect();
-        assert_eq!(checks, CheckId::ALL.to_vec());
+        assert_eq!(checks, CheckId::all().to_vec());
         assert!(group
             .evaluations
             .iter()

@@ -6,11 +6,37 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::{Member, MemberState, MetaAssessment, OfflineReason};
-use super::{server_key, CheckId, Evaluation, Finding, Remediation};
+use super::{duration_words, CheckSpec, Setting, Severity, server_key, CheckId, Evaluation, Finding, Remediation};
+
+
+impl CheckId {
+    /// META_001 Offline meta replica.
+    pub const META_001: CheckId = CheckId::new("META_001");
+}
+
+/// META_001 in the catalog.
+pub const SPEC: CheckSpec = CheckSpec {
+    id: CheckId::META_001,
+    name: "Offline meta replica",
+    severity: Severity::Critical,
+    category: "jetstream_meta",
+    applies_to: "each meta group member (one finding per server)",
+    threshold: |t| {
+        format!(
+            "a member announced a shutdown or lame duck, the leader flags it offline, the leader \
+             has not heard from it for {}, or it stopped answering both the JSZ gather and a \
+             direct request",
+            duration_words(t.offline_after)
+        )
+    },
+    settings: |t| vec![Setting::offline_after(t)],
+    runbook: include_str!("../../runbooks/META_001.md"),
+    evaluate: |j| evaluate(j.meta, j.now),
+};
 
 /// Raises one finding per member judged offline; members that cannot be judged are left undecided.
 pub fn evaluate(meta: &MetaAssessment, now: SystemTime) -> Evaluation {
-    let check = CheckId::Meta001;
+    let check = CheckId::META_001;
     let mut findings = Vec::new();
     let mut undecided = BTreeSet::new();
     for member in &meta.members {
@@ -31,7 +57,7 @@ fn finding(
     reasons: &[OfflineReason],
     now: SystemTime,
 ) -> Finding {
-    let check = CheckId::Meta001;
+    let check = CheckId::META_001;
     let clauses: Vec<String> = reasons.iter().map(|r| r.describe(now)).collect();
     let role = if member.leader {
         "meta leader"

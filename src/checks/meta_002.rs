@@ -6,8 +6,40 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::MetaAssessment;
-use super::{group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
+use super::{duration_words, CheckSpec, Setting, Severity, group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
 use crate::history::History;
+
+
+impl CheckId {
+    /// META_002 Meta leader disagreement.
+    pub const META_002: CheckId = CheckId::new("META_002");
+}
+
+/// META_002 in the catalog.
+pub const SPEC: CheckSpec = CheckSpec {
+    id: CheckId::META_002,
+    name: "Meta leader disagreement",
+    severity: Severity::Critical,
+    category: "jetstream_meta",
+    applies_to: "the meta group (one finding per group: per JetStream domain)",
+    threshold: |t| {
+        format!(
+            "servers report different meta leaders (or some none) continuously for longer than {}",
+            duration_words(t.disagreement_after)
+        )
+    },
+    settings: |t| {
+        vec![Setting {
+            name: "disagreement_after",
+            flag: "--disagreement-after",
+            env: "INSIGHTS_DISAGREEMENT_AFTER",
+            value: duration_words(t.disagreement_after),
+            default: duration_words(Thresholds::default().disagreement_after),
+        }]
+    },
+    runbook: include_str!("../../runbooks/META_002.md"),
+    evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
+};
 
 /// Raised when servers have reported different meta leaders (or some none) continuously for
 /// longer than `disagreement_after`; shorter disagreements are only counted in the history.
@@ -17,7 +49,7 @@ pub fn evaluate(
     thresholds: &Thresholds,
     now: SystemTime,
 ) -> Evaluation {
-    let check = CheckId::Meta002;
+    let check = CheckId::META_002;
     let findings = match &history.disagreement {
         Some(d) => {
             let lasted = now.duration_since(d.since).unwrap_or_default();
@@ -42,7 +74,7 @@ fn finding(
     since: SystemTime,
     lasted: std::time::Duration,
 ) -> Finding {
-    let check = CheckId::Meta002;
+    let check = CheckId::META_002;
     let described: Vec<String> = groups
         .iter()
         .map(|(leader, servers)| format!("{} say {}", servers.join(", "), label(leader)))

@@ -6,9 +6,53 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::MetaAssessment;
-use super::{group_key, CheckId, Evaluation, Finding, Remediation, Thresholds};
+use super::{duration_words, CheckSpec, Setting, Severity, group_key, CheckId, Evaluation, Finding, Remediation, Thresholds};
 use crate::history::History;
 use crate::time_format::rfc3339;
+
+
+impl CheckId {
+    /// META_003 Meta leader flapping.
+    pub const META_003: CheckId = CheckId::new("META_003");
+}
+
+/// META_003 in the catalog.
+pub const SPEC: CheckSpec = CheckSpec {
+    id: CheckId::META_003,
+    name: "Meta leader flapping",
+    severity: Severity::Warning,
+    category: "jetstream_meta",
+    applies_to: "the meta group (one finding per group: per JetStream domain)",
+    threshold: |t| {
+        format!(
+            "the meta leader changed more than {} time{} within {}",
+            t.flap_max,
+            if t.flap_max == 1 { "" } else { "s" },
+            duration_words(t.flap_window)
+        )
+    },
+    settings: |t| {
+        let d = Thresholds::default();
+        vec![
+            Setting {
+                name: "flap_max",
+                flag: "--flap-max",
+                env: "INSIGHTS_FLAP_MAX",
+                value: t.flap_max.to_string(),
+                default: d.flap_max.to_string(),
+            },
+            Setting {
+                name: "flap_window",
+                flag: "--flap-window",
+                env: "INSIGHTS_FLAP_WINDOW",
+                value: duration_words(t.flap_window),
+                default: duration_words(d.flap_window),
+            },
+        ]
+    },
+    runbook: include_str!("../../runbooks/META_003.md"),
+    evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
+};
 
 /// Raised when the leader changed more than `flap_max` times within `flap_window`; resolves when
 /// the window no longer holds that many.
@@ -18,7 +62,7 @@ pub fn evaluate(
     thresholds: &Thresholds,
     now: SystemTime,
 ) -> Evaluation {
-    let check = CheckId::Meta003;
+    let check = CheckId::META_003;
     let window_start = now
         .checked_sub(thresholds.flap_window)
         .unwrap_or(SystemTime::UNIX_EPOCH);

@@ -6,8 +6,33 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::{offline_members, offline_names, MemberState, MetaAssessment};
-use super::{group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
+use super::{duration_words, CheckSpec, Setting, Severity, group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
 use crate::history::History;
+
+
+impl CheckId {
+    /// META_006 Meta quorum lost.
+    pub const META_006: CheckId = CheckId::new("META_006");
+}
+
+/// META_006 in the catalog.
+pub const SPEC: CheckSpec = CheckSpec {
+    id: CheckId::META_006,
+    name: "Meta quorum lost",
+    severity: Severity::Critical,
+    category: "jetstream_meta",
+    applies_to: "the meta group (one finding per group: per JetStream domain)",
+    threshold: |t| {
+        format!(
+            "fewer members are online than quorum_needed (same rule as META_001), or no server \
+             has reported a meta leader for longer than {}",
+            duration_words(t.offline_after)
+        )
+    },
+    settings: |t| vec![Setting::offline_after(t)],
+    runbook: include_str!("../../runbooks/META_006.md"),
+    evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
+};
 
 /// Raised when the online members are fewer than the quorum, or no leader was reported for longer
 /// than `offline_after`.
@@ -17,7 +42,7 @@ pub fn evaluate(
     thresholds: &Thresholds,
     now: SystemTime,
 ) -> Evaluation {
-    let check = CheckId::Meta006;
+    let check = CheckId::META_006;
     let online = meta.members.iter().filter(|m| m.online()).count();
     let leaderless_for = history
         .leaderless_since
@@ -90,7 +115,7 @@ fn finding(
     leaderless_for: Option<std::time::Duration>,
     now: SystemTime,
 ) -> Finding {
-    let check = CheckId::Meta006;
+    let check = CheckId::META_006;
     let offline = offline_names(meta);
     let silent: Vec<&str> = meta
         .members

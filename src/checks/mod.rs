@@ -2,10 +2,6 @@
 //! history, the thresholds and `now`, returning findings (or saying it could not run).
 
 pub mod members;
-pub mod meta_001;
-pub mod meta_002;
-pub mod meta_003;
-pub mod meta_006;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -13,26 +9,108 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::Histories;
-use crate::history::History;
+use crate::history::{Histories, History};
 use crate::observe::{GroupId, Snapshot};
 pub use members::{assess_members, MemberState, MetaAssessment, OfflineReason};
 
-/// The closed catalog of checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum CheckId {
-    /// Offline meta replica.
-    #[serde(rename = "META_001")]
-    Meta001,
-    /// Meta leader disagreement.
-    #[serde(rename = "META_002")]
-    Meta002,
-    /// Meta leader flapping.
-    #[serde(rename = "META_003")]
-    Meta003,
-    /// Meta quorum lost.
-    #[serde(rename = "META_006")]
-    Meta006,
+/// Declares the check modules and the catalog in one list: adding a check is its file and its
+/// name here. Catalog order (CHECKS, EXPLAIN, evaluation) is the order of this list.
+macro_rules! catalog {
+    ($($check:ident),* $(,)?) => {
+        $(pub mod $check;)*
+
+        /// Every check's spec, in catalog order.
+        pub const SPECS: &[&CheckSpec] = &[$(&$check::SPEC),*];
+    };
+}
+
+catalog!(meta_001, meta_002, meta_003, meta_006);
+
+/// Everything the service knows about one check, exported by the check's own module as `SPEC`:
+/// the catalog (`$INSIGHTS.API.CHECKS`), the runbook (`explain`) and the evaluation all read it.
+pub struct CheckSpec {
+    /// Its id, e.g. `META_001`.
+    pub id: CheckId,
+    /// Human name.
+    pub name: &'static str,
+    /// Severity of its findings.
+    pub severity: Severity,
+    /// Category of its findings.
+    pub category: &'static str,
+    /// What one finding is about.
+    pub applies_to: &'static str,
+    /// When it is raised, in words, with the configured values filled in.
+    pub threshold: fn(&Thresholds) -> String,
+    /// The configured values it compares against, as the flags set them.
+    pub settings: fn(&Thresholds) -> Vec<Setting>,
+    /// Its runbook (markdown with the sections of [`crate::runbook::SECTIONS`]).
+    pub runbook: &'static str,
+    /// The check itself: a pure function of one meta group's judgement.
+    pub evaluate: fn(&Judged<'_>) -> Evaluation,
+}
+
+/// What a check judges: one meta group as assessed, its history, the thresholds and `now`.
+pub struct Judged<'a> {
+    /// The group's members as judged.
+    pub meta: &'a MetaAssessment,
+    /// The group's memory.
+    pub history: &'a History,
+    /// Configured limits.
+    pub thresholds: &'a Thresholds,
+    /// The time of the round.
+    pub now: SystemTime,
+}
+
+/// One configured value a check compares against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    /// Name, as in the flag without dashes and with underscores.
+    pub name: &'static str,
+    /// The flag that sets it.
+    pub flag: &'static str,
+    /// Its environment variable.
+    pub env: &'static str,
+    /// The value in force, as the flag would accept it (`3s`, `1`).
+    pub value: String,
+    /// The built-in default, in the same form.
+    pub default: String,
+}
+
+/// A duration as the flags take it (`3s`, `10m`, `1m 30s`).
+pub fn duration_words(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Setting {
+    /// `--offline-after`, shared by the checks that judge members online.
+    pub fn offline_after(t: &Thresholds) -> Setting {
+        Setting {
+            name: "offline_after",
+            flag: "--offline-after",
+            env: "INSIGHTS_OFFLINE_AFTER",
+            value: duration_words(t.offline_after),
+            default: duration_words(Thresholds::default().offline_after),
+        }
+    }
+}
+
+/// A check's id as on the wire and in subjects (`META_001`). Each check module declares its own
+/// as an associated constant (`CheckId::META_001`); only ids of the catalog exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CheckId(&'static str);
+
+impl Serialize for CheckId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CheckId, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        CheckId::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown check {text:?}")))
+    }
 }
 
 /// How urgent a finding is.
@@ -59,51 +137,52 @@ impl Severity {
 }
 
 impl CheckId {
+    /// An id; only check modules declare them.
+    pub(crate) const fn new(id: &'static str) -> CheckId {
+        CheckId(id)
+    }
+
     /// Every check, in catalog order.
-    pub const ALL: [CheckId; 4] = [
-        CheckId::Meta001,
-        CheckId::Meta002,
-        CheckId::Meta003,
-        CheckId::Meta006,
-    ];
+    pub fn all() -> Vec<CheckId> {
+        SPECS.iter().map(|s| s.id).collect()
+    }
 
     /// The id as on the wire and in subjects, e.g. `META_001`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CheckId::Meta001 => "META_001",
-            CheckId::Meta002 => "META_002",
-            CheckId::Meta003 => "META_003",
-            CheckId::Meta006 => "META_006",
-        }
+        self.0
+    }
+
+    /// Its spec.
+    pub fn spec(self) -> &'static CheckSpec {
+        // Ids exist only for the catalog's checks (`new` is private to the crate, `parse` reads
+        // the catalog), so the search always finds it.
+        SPECS
+            .iter()
+            .copied()
+            .find(|s| s.id == self)
+            .unwrap_or(SPECS[0])
     }
 
     /// Human name.
     pub fn name(self) -> &'static str {
-        match self {
-            CheckId::Meta001 => "Offline meta replica",
-            CheckId::Meta002 => "Meta leader disagreement",
-            CheckId::Meta003 => "Meta leader flapping",
-            CheckId::Meta006 => "Meta quorum lost",
-        }
+        self.spec().name
     }
 
     /// Severity of its findings.
     pub fn severity(self) -> Severity {
-        match self {
-            CheckId::Meta001 | CheckId::Meta002 | CheckId::Meta006 => Severity::Critical,
-            CheckId::Meta003 => Severity::Warning,
-        }
+        self.spec().severity
     }
 
     /// Category of its findings.
     pub fn category(self) -> &'static str {
-        "jetstream_meta"
+        self.spec().category
     }
 
     /// Parses `META_001` (case-insensitive).
     pub fn parse(s: &str) -> Option<CheckId> {
-        CheckId::ALL
-            .into_iter()
+        SPECS
+            .iter()
+            .map(|spec| spec.id)
             .find(|c| c.as_str().eq_ignore_ascii_case(s))
     }
 }
@@ -316,18 +395,19 @@ pub fn evaluate_group(
         };
         return (
             None,
-            CheckId::ALL
-                .into_iter()
-                .map(|c| Evaluation::skipped(c, group, &reason))
+            SPECS
+                .iter()
+                .map(|spec| Evaluation::skipped(spec.id, group, &reason))
                 .collect(),
         );
     };
-    let evaluations = vec![
-        meta_001::evaluate(&meta, now),
-        meta_002::evaluate(&meta, history, thresholds, now),
-        meta_003::evaluate(&meta, history, thresholds, now),
-        meta_006::evaluate(&meta, history, thresholds, now),
-    ];
+    let judged = Judged {
+        meta: &meta,
+        history,
+        thresholds,
+        now,
+    };
+    let evaluations = SPECS.iter().map(|spec| (spec.evaluate)(&judged)).collect();
     (Some(meta), evaluations)
 }
 

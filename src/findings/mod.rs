@@ -195,18 +195,18 @@ mod tests {
 
     #[test]
     fn raises_once_then_stays_quiet_then_resolves_once() {
-        let f = finding(CheckId::Meta001, "k", "a");
+        let f = finding(CheckId::META_001, "k", "a");
         let (s1, t1) = reconcile(
             &ActiveSet::new(),
-            &[ran(CheckId::Meta001, vec![f.clone()], &[])],
+            &[ran(CheckId::META_001, vec![f.clone()], &[])],
             t(1),
         );
         assert_eq!(t1.len(), 1);
         assert_eq!(t1[0].kind, TransitionKind::Raised);
         assert_eq!(t1[0].revision, 1);
-        let (s2, t2) = reconcile(&s1, &[ran(CheckId::Meta001, vec![f.clone()], &[])], t(2));
+        let (s2, t2) = reconcile(&s1, &[ran(CheckId::META_001, vec![f.clone()], &[])], t(2));
         assert!(t2.is_empty());
-        let (s3, t3) = reconcile(&s2, &[ran(CheckId::Meta001, vec![], &[])], t(3));
+        let (s3, t3) = reconcile(&s2, &[ran(CheckId::META_001, vec![], &[])], t(3));
         assert!(s3.is_empty());
         assert_eq!(t3[0].kind, TransitionKind::Resolved);
         assert_eq!(t3[0].revision, 2);
@@ -218,22 +218,22 @@ mod tests {
         let (s1, _) = reconcile(
             &ActiveSet::new(),
             &[ran(
-                CheckId::Meta006,
-                vec![finding(CheckId::Meta006, "k", "n2")],
+                CheckId::META_006,
+                vec![finding(CheckId::META_006, "k", "n2")],
                 &[],
             )],
             t(1),
         );
-        let mut moved = finding(CheckId::Meta006, "k", "n2");
+        let mut moved = finding(CheckId::META_006, "k", "n2");
         moved.evidence = serde_json::json!({"active": 5});
-        let (s2, t2) = reconcile(&s1, &[ran(CheckId::Meta006, vec![moved], &[])], t(2));
+        let (s2, t2) = reconcile(&s1, &[ran(CheckId::META_006, vec![moved], &[])], t(2));
         assert!(t2.is_empty());
         assert_eq!(s2["k"].finding.evidence["active"], 5);
         let (s3, t3) = reconcile(
             &s2,
             &[ran(
-                CheckId::Meta006,
-                vec![finding(CheckId::Meta006, "k", "n2,n3")],
+                CheckId::META_006,
+                vec![finding(CheckId::META_006, "k", "n2,n3")],
                 &[],
             )],
             t(3),
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn an_adopted_finding_takes_the_next_fingerprint_without_an_update() {
-        let mut adopted = finding(CheckId::Meta006, "k", ADOPTED_FINGERPRINT);
+        let mut adopted = finding(CheckId::META_006, "k", ADOPTED_FINGERPRINT);
         adopted.summary = "from a peer".into();
         let previous: ActiveSet = [(
             "k".to_string(),
@@ -257,8 +257,8 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let evaluated = vec![finding(CheckId::Meta006, "k", "n2,n3")];
-        let (s1, t1) = reconcile(&previous, &[ran(CheckId::Meta006, evaluated, &[])], t(2));
+        let evaluated = vec![finding(CheckId::META_006, "k", "n2,n3")];
+        let (s1, t1) = reconcile(&previous, &[ran(CheckId::META_006, evaluated, &[])], t(2));
         assert!(t1.is_empty(), "{t1:?}");
         assert_eq!(s1["k"].finding.fingerprint, "n2,n3");
         assert_eq!(s1["k"].revision, 3);
@@ -266,14 +266,14 @@ mod tests {
 
     #[test]
     fn skipped_and_undecided_never_resolve() {
-        let f = finding(CheckId::Meta001, "k", "a");
+        let f = finding(CheckId::META_001, "k", "a");
         let (s1, _) = reconcile(
             &ActiveSet::new(),
-            &[ran(CheckId::Meta001, vec![f], &[])],
+            &[ran(CheckId::META_001, vec![f], &[])],
             t(1),
         );
         let skipped = Evaluation {
-            check: CheckId::Meta001,
+            check: CheckId::META_001,
             group: GroupId::default(),
             outcome: Outcome::Skipped {
                 reason: "no data".into(),
@@ -281,7 +281,7 @@ mod tests {
         };
         let (s2, t2) = reconcile(&s1, &[skipped], t(2));
         assert!(t2.is_empty());
-        let (s3, t3) = reconcile(&s2, &[ran(CheckId::Meta001, vec![], &["k"])], t(3));
+        let (s3, t3) = reconcile(&s2, &[ran(CheckId::META_001, vec![], &["k"])], t(3));
         assert!(t3.is_empty());
         assert!(s3.contains_key("k"));
     }
@@ -291,13 +291,13 @@ mod tests {
         let (s1, _) = reconcile(
             &ActiveSet::new(),
             &[ran(
-                CheckId::Meta006,
-                vec![finding(CheckId::Meta006, "g", "x")],
+                CheckId::META_006,
+                vec![finding(CheckId::META_006, "g", "x")],
                 &[],
             )],
             t(1),
         );
-        let (s2, t2) = reconcile(&s1, &[ran(CheckId::Meta001, vec![], &[])], t(2));
+        let (s2, t2) = reconcile(&s1, &[ran(CheckId::META_001, vec![], &[])], t(2));
         assert!(t2.is_empty());
         assert!(s2.contains_key("g"));
     }

@@ -154,7 +154,7 @@ impl Recorder {
             "Active findings by check, severity and meta group (domain)",
             findings.clone(),
         );
-        for check in CheckId::ALL {
+        for check in CheckId::all() {
             let _ = findings.get_or_create(&FindingLabels {
                 check: check.as_str(),
                 severity: check.severity().as_str(),
@@ -294,7 +294,7 @@ impl Recorder {
             status.meta_groups.iter().map(|m| m.group.clone()).collect();
         groups.insert(GroupId::default());
         for group in &groups {
-            for check in CheckId::ALL {
+            for check in CheckId::all() {
                 let count = status
                     .active
                     .values()

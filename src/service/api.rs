@@ -190,7 +190,11 @@ pub fn parse_check(text: &str) -> Result<CheckId, ApiError> {
     CheckId::parse(text).ok_or_else(|| {
         ApiError::NotFound(format!(
             "unknown check {text}; known: {}",
-            CheckId::ALL.map(|c| c.as_str()).join(", ")
+            CheckId::all()
+                .into_iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })
 }
@@ -535,7 +539,7 @@ mod tests {
 
     fn status() -> EngineStatus {
         let mut status = EngineStatus::default();
-        for (check, server) in [(CheckId::Meta001, "n2"), (CheckId::Meta003, "n1")] {
+        for (check, server) in [(CheckId::META_001, "n2"), (CheckId::META_003, "n1")] {
             let f = finding(check, server);
             status.active.insert(
                 f.key.clone(),
@@ -547,7 +551,7 @@ mod tests {
                 },
             );
         }
-        let gone = finding(CheckId::Meta001, "n3");
+        let gone = finding(CheckId::META_001, "n3");
         let changes = [LeaderChange {
             at: t(3),
             from: Some("n1".into()),

@@ -1,30 +1,15 @@
 //! Serve: the check catalog for `$INSIGHTS.API.CHECKS` and `nats-insights checks`: what each check
 //! looks at and when it fires, worded with the thresholds this instance actually runs with.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
-use crate::checks::{CheckId, Severity, Thresholds};
+use crate::checks::{CheckId, Severity, Thresholds, SPECS};
 use crate::findings::ActiveSet;
 
 /// `type` of the CHECKS response.
 pub const CHECKS_TYPE: &str = "io.nats.insights.v1.checks_response";
 
-/// One configured value a check compares against.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Setting {
-    /// Name, as in the flag without dashes and with underscores.
-    pub name: &'static str,
-    /// The flag that sets it.
-    pub flag: &'static str,
-    /// Its environment variable.
-    pub env: &'static str,
-    /// The value in force, as the flag would accept it (`3s`, `1`).
-    pub value: String,
-    /// The built-in default, in the same form.
-    pub default: String,
-}
+pub use crate::checks::{duration_words, Setting};
 
 /// One check as the catalog describes it.
 #[derive(Debug, Clone, Serialize)]
@@ -57,102 +42,24 @@ pub struct ChecksResponse {
     pub checks: Vec<CheckEntry>,
 }
 
-/// A duration as the flags take it (`3s`, `10m`, `1m 30s`).
-pub fn duration_words(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-fn offline_after(t: &Thresholds) -> Setting {
-    Setting {
-        name: "offline_after",
-        flag: "--offline-after",
-        env: "INSIGHTS_OFFLINE_AFTER",
-        value: duration_words(t.offline_after),
-        default: duration_words(Thresholds::default().offline_after),
-    }
-}
-
-fn settings(check: CheckId, t: &Thresholds) -> Vec<Setting> {
-    let d = Thresholds::default();
-    match check {
-        CheckId::Meta001 | CheckId::Meta006 => vec![offline_after(t)],
-        CheckId::Meta002 => vec![Setting {
-            name: "disagreement_after",
-            flag: "--disagreement-after",
-            env: "INSIGHTS_DISAGREEMENT_AFTER",
-            value: duration_words(t.disagreement_after),
-            default: duration_words(d.disagreement_after),
-        }],
-        CheckId::Meta003 => vec![
-            Setting {
-                name: "flap_max",
-                flag: "--flap-max",
-                env: "INSIGHTS_FLAP_MAX",
-                value: t.flap_max.to_string(),
-                default: d.flap_max.to_string(),
-            },
-            Setting {
-                name: "flap_window",
-                flag: "--flap-window",
-                env: "INSIGHTS_FLAP_WINDOW",
-                value: duration_words(t.flap_window),
-                default: duration_words(d.flap_window),
-            },
-        ],
-    }
-}
-
-/// What one finding of a check is about.
-pub fn applies_to(check: CheckId) -> &'static str {
-    match check {
-        CheckId::Meta001 => "each meta group member (one finding per server)",
-        CheckId::Meta002 | CheckId::Meta003 | CheckId::Meta006 => {
-            "the meta group (one finding per cluster)"
-        }
-    }
-}
-
-/// When a check raises, with the configured values filled in.
-pub fn threshold_words(check: CheckId, t: &Thresholds) -> String {
-    let offline = duration_words(t.offline_after);
-    match check {
-        CheckId::Meta001 => format!(
-            "a member announced a shutdown or lame duck, the leader flags it offline, the leader \
-             has not heard from it for {offline}, or it stopped answering both the JSZ gather and \
-             a direct request"
-        ),
-        CheckId::Meta002 => format!(
-            "servers report different meta leaders (or some none) continuously for longer than {}",
-            duration_words(t.disagreement_after)
-        ),
-        CheckId::Meta003 => format!(
-            "the meta leader changed more than {} time{} within {}",
-            t.flap_max,
-            if t.flap_max == 1 { "" } else { "s" },
-            duration_words(t.flap_window)
-        ),
-        CheckId::Meta006 => format!(
-            "fewer members are online than quorum_needed (same rule as META_001), or no server has \
-             reported a meta leader for longer than {offline}"
-        ),
-    }
-}
-
 /// The whole catalog with active counts.
 pub fn checks_response(thresholds: &Thresholds, active: &ActiveSet) -> ChecksResponse {
     ChecksResponse {
         kind: CHECKS_TYPE,
-        checks: CheckId::ALL
-            .into_iter()
-            .map(|id| CheckEntry {
-                id,
-                name: id.name(),
-                severity: id.severity(),
-                category: id.category(),
-                applies_to: applies_to(id),
-                threshold: threshold_words(id, thresholds),
-                settings: settings(id, thresholds),
-                active: active.values().filter(|a| a.finding.check == id).count(),
+        checks: SPECS
+            .iter()
+            .map(|spec| CheckEntry {
+                id: spec.id,
+                name: spec.name,
+                severity: spec.severity,
+                category: spec.category,
+                applies_to: spec.applies_to,
+                threshold: (spec.threshold)(thresholds),
+                settings: (spec.settings)(thresholds),
+                active: active
+                    .values()
+                    .filter(|a| a.finding.check == spec.id)
+                    .count(),
             })
             .collect(),
     }
@@ -160,6 +67,8 @@ pub fn checks_response(thresholds: &Thresholds, active: &ActiveSet) -> ChecksRes
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -171,7 +80,7 @@ mod tests {
             ..Thresholds::default()
         };
         let response = checks_response(&t, &ActiveSet::new());
-        assert_eq!(response.checks.len(), CheckId::ALL.len());
+        assert_eq!(response.checks.len(), CheckId::all().len());
         let m1 = &response.checks[0];
         assert!(m1.threshold.contains("4s 500ms"), "{}", m1.threshold);
         assert_eq!(m1.settings[0].value, "4s 500ms");
@@ -179,7 +88,7 @@ mod tests {
         let m3 = response
             .checks
             .iter()
-            .find(|c| c.id == CheckId::Meta003)
+            .find(|c| c.id == CheckId::META_003)
             .expect("META_003");
         assert!(m3.threshold.contains("more than 3 times within 2m"));
         assert_eq!(m3.settings.len(), 2);

@@ -57,7 +57,7 @@ mod tests {
         Transition {
             kind,
             finding: Finding {
-                check: CheckId::Meta001,
+                check: CheckId::META_001,
                 key: format!("META_001/c/n{n}"),
                 cluster: None,
                 domain: None,
