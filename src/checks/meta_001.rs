@@ -6,8 +6,10 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::{Member, MemberState, MetaAssessment, OfflineReason};
-use super::{duration_words, CheckSpec, Setting, Severity, server_key, CheckId, Evaluation, Finding, Remediation};
-
+use super::{
+    duration_words, server_key, CheckId, CheckSpec, Evaluation, Finding, Remediation, Setting,
+    Severity,
+};
 
 impl CheckId {
     /// META_001 Offline meta replica.

@@ -6,10 +6,12 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::MetaAssessment;
-use super::{duration_words, CheckSpec, Setting, Severity, group_key, CheckId, Evaluation, Finding, Remediation, Thresholds};
+use super::{
+    duration_words, group_key, CheckId, CheckSpec, Evaluation, Finding, Remediation, Setting,
+    Severity, Thresholds,
+};
 use crate::history::History;
 use crate::time_format::rfc3339;
-
 
 impl CheckId {
     /// META_003 Meta leader flapping.

@@ -6,9 +6,11 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::members::{offline_members, offline_names, MemberState, MetaAssessment};
-use super::{duration_words, CheckSpec, Setting, Severity, group_key, seconds, CheckId, Evaluation, Finding, Remediation, Thresholds};
+use super::{
+    duration_words, group_key, seconds, CheckId, CheckSpec, Evaluation, Finding, Remediation,
+    Setting, Severity, Thresholds,
+};
 use crate::history::History;
-
 
 impl CheckId {
     /// META_006 Meta quorum lost.

@@ -13,18 +13,19 @@ use crate::history::{Histories, History};
 use crate::observe::{GroupId, Snapshot};
 pub use members::{assess_members, MemberState, MetaAssessment, OfflineReason};
 
-/// Declares the check modules and the catalog in one list: adding a check is its file and its
-/// name here. Catalog order (CHECKS, EXPLAIN, evaluation) is the order of this list.
-macro_rules! catalog {
-    ($($check:ident),* $(,)?) => {
-        $(pub mod $check;)*
+pub mod meta_001;
+pub mod meta_002;
+pub mod meta_003;
+pub mod meta_006;
 
-        /// Every check's spec, in catalog order.
-        pub const SPECS: &[&CheckSpec] = &[$(&$check::SPEC),*];
-    };
-}
-
-catalog!(meta_001, meta_002, meta_003, meta_006);
+/// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
+/// file, its `mod` line above and its entry here; everything else reads the spec.
+pub const SPECS: &[&CheckSpec] = &[
+    &meta_001::SPEC,
+    &meta_002::SPEC,
+    &meta_003::SPEC,
+    &meta_006::SPEC,
+];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
 /// the catalog (`$INSIGHTS.API.CHECKS`), the runbook (`explain`) and the evaluation all read it.
@@ -442,4 +443,25 @@ pub fn server_key(check: CheckId, meta: &MetaAssessment, server: &str) -> String
 /// Whole seconds and tenths, for summaries.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_has_one_spec_per_id_and_ids_round_trip() {
+        let ids = CheckId::all();
+        let unique: BTreeSet<CheckId> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "duplicate ids in SPECS");
+        for id in ids {
+            assert_eq!(id.spec().id, id);
+            assert_eq!(CheckId::parse(&id.as_str().to_lowercase()), Some(id));
+            let json = serde_json::to_string(&id).expect("json");
+            assert_eq!(json, format!("\"{id}\""));
+            assert_eq!(serde_json::from_str::<CheckId>(&json).expect("decodes"), id);
+        }
+        assert!(serde_json::from_str::<CheckId>("\"META_999\"").is_err());
+        assert_eq!(CheckId::parse("META_999"), None);
+    }
 }
