@@ -1,8 +1,9 @@
 //! Captures JSZ gathers and system events from real nats-server clusters as JSON fixtures
 //! for the check unit tests. Ignored by default; run with
 //! `FIXTURES_DIR=/path/to/tests/fixtures cargo test --test capture_fixtures -- --ignored --nocapture`,
-//! or only the multi-cluster captures with `... capture_topology_fixtures -- --ignored`.
-//! Both tests write their rows into the one `README.md` and keep the other's.
+//! or only the multi-cluster captures with `... capture_topology_fixtures -- --ignored`
+//! (`capture_leaf_same_domain_fixture` re-captures only the leaf servers in the hub's domain).
+//! The tests write their rows into the one `README.md` and keep the others'.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -867,8 +868,9 @@ async fn capture_topology_fixtures() {
     supercluster(&mut fx).await;
     supercluster_cluster_lost(&mut fx).await;
     domains(&mut fx).await;
+    leaf_same_domain(&mut fx).await;
     fx.fact(format!(
-        "the whole topology capture took {:.0} s",
+        "{TOPOLOGY_TOOK} {:.0} s",
         started.elapsed().as_secs_f64()
     ));
 
@@ -878,6 +880,42 @@ async fn capture_topology_fixtures() {
         .iter()
         .map(|(file, note)| (file.clone(), table_row(file, note)))
         .collect();
+    let readme = upsert_rows(&old, &rows);
+    let readme = put_section(&readme, MEASURED_TOPOLOGIES, &topology_section(&fx.facts));
+    std::fs::write(fx.readme_path(), readme).unwrap();
+}
+
+#[tokio::test]
+#[ignore = "starts a hub with two leaf servers in its domain (about 30 s); writes one fixture"]
+async fn capture_leaf_same_domain_fixture() {
+    let _turn = CAPTURING.lock().await;
+    let mut fx = Fixtures::new();
+    leaf_same_domain(&mut fx).await;
+    let old = std::fs::read_to_string(fx.readme_path()).unwrap_or_default();
+    let rows: Vec<(String, String)> = fx
+        .notes
+        .iter()
+        .map(|(file, note)| (file.clone(), table_row(file, note)))
+        .collect();
+    let kept = sections(&old)
+        .into_iter()
+        .find(|(heading, _)| heading == MEASURED_TOPOLOGIES)
+        .map(|(_, text)| facts_of(&text))
+        .unwrap_or_default();
+    let facts = merge_leaf_facts(&kept, &fx.facts);
+    let readme = upsert_rows(&old, &rows);
+    let readme = put_section(&readme, MEASURED_TOPOLOGIES, &topology_section(&facts));
+    std::fs::write(fx.readme_path(), readme).unwrap();
+}
+
+/// Start of the last fact of a whole topology capture.
+const TOPOLOGY_TOOK: &str = "the whole topology capture took";
+/// Start of every fact `leaf_same_domain` records, so that capturing it alone replaces only
+/// those.
+const LEAF_FACT: &str = "leaf servers in the hub's domain:";
+
+/// The README section `capture_topology_fixtures` owns, with `facts`.
+fn topology_section(facts: &[String]) -> String {
     let mut section = format!(
         "{MEASURED_TOPOLOGIES}\n\n\
          Written by `capture_topology_fixtures`. Supercluster files (`supercluster_*_9.json`): \
@@ -887,14 +925,40 @@ async fn capture_topology_fixtures() {
          listeners) and cluster `edge` (e1-e3, domain edge, routes of its own, two leaf \
          remotes to every hub server: one bound to SYS, one to APP); every gather is one \
          `$SYS.REQ.SERVER.PING.JSZ` from h1; h1 and e1 lead before each fault, the killed \
-         followers are e3 and h3 (e2 too for quorum loss).\n\n"
+         followers are e3 and h3 (e2 too for quorum loss). Leaf files (`leaf_same_domain_*.json`, \
+         also `capture_leaf_same_domain_fixture` alone): cluster `hub` as above and standalone \
+         leaf servers l1, l2 in domain hub (no routes, `extension_hint: will_extend`, the same \
+         two leaf remotes); h1 leads.\n\n"
     );
-    for fact in &fx.facts {
+    for fact in facts {
         let _ = writeln!(section, "- {fact}");
     }
-    let readme = upsert_rows(&old, &rows);
-    let readme = put_section(&readme, MEASURED_TOPOLOGIES, &section);
-    std::fs::write(fx.readme_path(), readme).unwrap();
+    section
+}
+
+/// The `- ` items of a README section.
+fn facts_of(section: &str) -> Vec<String> {
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `kept` with its leaf facts replaced by `leaf`, in the place a whole capture puts them
+/// (before the capture's duration).
+fn merge_leaf_facts(kept: &[String], leaf: &[String]) -> Vec<String> {
+    let mut facts: Vec<String> = kept
+        .iter()
+        .filter(|f| !f.starts_with(LEAF_FACT))
+        .cloned()
+        .collect();
+    let at = facts
+        .iter()
+        .position(|f| f.starts_with(TOPOLOGY_TOOK))
+        .unwrap_or(facts.len());
+    facts.splice(at..at, leaf.iter().cloned());
+    facts
 }
 
 /// The leader's replica entry for `name`, summarised for a note.
@@ -1280,6 +1344,111 @@ async fn domains(fx: &mut Fixtures) {
     ));
 }
 
+/// Hub h1-h3 with standalone leaf servers l1, l2 in its domain: healthy, a step-down towards a
+/// leaf, a leaf killed and restarted.
+async fn leaf_same_domain(fx: &mut Fixtures) {
+    let booting = Instant::now();
+    let mut cluster = Cluster::start(ClusterOptions::hub_with_leaves(3, 2))
+        .await
+        .unwrap();
+    fx.fact(format!(
+        "{LEAF_FACT} hub h1-h3 + leaf servers l1, l2 booted (one leader, cluster_size 5 \
+         everywhere) in {:.1} s",
+        booting.elapsed().as_secs_f64()
+    ));
+    let (h1, l1) = (0, 3);
+    cluster.make_leader(h1).await.unwrap();
+    let _rec = fx.record_events(&cluster, h1).await;
+    settle().await;
+    let gather = cluster.jsz_all_from(h1).await.unwrap();
+    assert_eq!(gather.len(), 5);
+    let mut seen: Vec<String> = gather
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}/{}/{}",
+                e["server"]["name"].as_str().unwrap_or("?"),
+                e["server"]["cluster"].as_str().unwrap_or("-"),
+                meta(e)["name"].as_str().unwrap_or("-"),
+                e["server"]["domain"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    seen.sort();
+    let quorum: Vec<&Value> = gather.iter().map(|e| &meta(e)["quorum_needed"]).collect();
+    fx.fact(format!(
+        "{LEAF_FACT} one meta group, `server.cluster`/`meta_cluster.name`/`server.domain` per \
+         server: {}; `quorum_needed` {} on every server: {}",
+        seen.join(", "),
+        quorum[0],
+        quorum.iter().all(|q| *q == quorum[0])
+    ));
+    fx.save(
+        "leaf_same_domain_healthy.json",
+        &sorted(gather.clone()),
+        format!(
+            "hub h1-h3 (domain hub) + standalone leaf servers l1, l2 (domain hub, \
+             `extension_hint: will_extend`, leaf remotes to the hub for SYS and APP), all up; \
+             one gather from h1: 5 replies; {}",
+            leaders_and_sizes(&gather)
+        ),
+    );
+
+    // A leaf never leads (observer mode): what a step-down towards one does.
+    let asked = Instant::now();
+    cluster.step_down_to("l1").await.unwrap();
+    let elected = fx
+        .wait_event_after(asked, Duration::from_secs(20), is_leader_elected)
+        .await;
+    let after = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    fx.fact(format!(
+        "{LEAF_FACT} `{{\"placement\":{{\"preferred\":\"l1\"}}}}` step-down answered success; \
+         LEADER_ELECTED {} {:.1} s later; leader then {after}",
+        elected.as_ref().map_or_else(
+            || "not received".to_owned(),
+            |e| format!("with `cluster` {}", e["payload"]["cluster"])
+        ),
+        asked.elapsed().as_secs_f64()
+    ));
+    cluster.make_leader(h1).await.unwrap();
+    settle().await;
+
+    cluster.stop(l1, Stop::Kill).await.unwrap();
+    sleep_s(4.0).await;
+    let gather = cluster.jsz_all_from(h1).await.unwrap();
+    assert_eq!(gather.len(), 4);
+    fx.fact(format!(
+        "{LEAF_FACT} l1 SIGKILLed, gathered from h1 ~4 s later: 4 replies; {}; {}",
+        seen_by(&gather, "h1", "l1"),
+        leaders_and_sizes(&gather)
+    ));
+    let restarted = Instant::now();
+    cluster.restart(l1).await.unwrap();
+    // `current` alone proves nothing yet: it stays true for 10 s after the last contact.
+    loop {
+        let view = cluster.jsz_direct(h1).await.unwrap();
+        let heard = replica(&view, "l1").is_some_and(|r| {
+            r["current"] == true && r["active"].as_u64().is_some_and(|a| a < 1_000_000_000)
+        });
+        if heard {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "l1 not heard again: {view:#}"
+        );
+        sleep_s(0.1).await;
+    }
+    fx.fact(format!(
+        "{LEAF_FACT} l1 restarted: h1 heard from it again (active under 1 s) {:.1} s after \
+         the process was started",
+        restarted.elapsed().as_secs_f64()
+    ));
+}
+
 #[test]
 fn readme_merge_keeps_the_other_tests_rows_and_sections() {
     let old = "# T\n\nintro\n\n| file | scenario |\n|---|---|\n| `a.json` | old a |\n\
@@ -1320,5 +1489,27 @@ fn readme_merge_keeps_the_other_tests_rows_and_sections() {
          | `t.json` | topo 2 |\n| `u.json` | new \\| row |\n\nNotes.\n\n\
          ## Measured while capturing\n\n- old fact\n\n\
          ## Measured while capturing topologies\n\n- topo fact 2\n\n## By hand\n\n- kept\n"
+    );
+}
+
+#[test]
+fn capturing_the_leaves_alone_replaces_only_their_facts() {
+    let kept = facts_of(&topology_section(&[
+        "supercluster fact".to_owned(),
+        format!("{LEAF_FACT} old"),
+        format!("{TOPOLOGY_TOOK} 64 s"),
+    ]));
+    assert_eq!(
+        merge_leaf_facts(&kept, &[format!("{LEAF_FACT} new")]),
+        [
+            "supercluster fact".to_owned(),
+            format!("{LEAF_FACT} new"),
+            format!("{TOPOLOGY_TOOK} 64 s"),
+        ]
+    );
+    // Never captured together before: the leaf facts go last.
+    assert_eq!(
+        merge_leaf_facts(&["a".to_owned()], &[format!("{LEAF_FACT} new")]),
+        ["a".to_owned(), format!("{LEAF_FACT} new")]
     );
 }

@@ -430,3 +430,63 @@ fn the_edge_election_advisory_seen_on_the_hub_reaches_the_edge_group() {
     let hub = &d.histories.groups[&GroupId::of(Some("hub"))];
     assert!(hub.leader_changes.is_empty(), "{:?}", hub.leader_changes);
 }
+
+/// The captured hub + leaf servers with `leaf` gone and the leader h1 last hearing from it
+/// `silent_s` ago.
+fn leaf_killed(leaf: &str, silent_s: u64) -> Vec<JszReply> {
+    let mut replies = captured("leaf_same_domain_healthy.json");
+    replies.retain(|r| r.server.name != leaf);
+    let h1 = replies
+        .iter_mut()
+        .find(|r| r.server.name == "h1")
+        .and_then(|r| r.data.as_mut())
+        .and_then(|d| d.meta_cluster.as_mut())
+        .expect("h1 leads");
+    let entry = h1
+        .replicas
+        .iter_mut()
+        .find(|p| p.name == leaf)
+        .expect("h1 lists the leaf");
+    entry.active = silent_s * 1_000_000_000;
+    replies
+}
+
+#[test]
+fn captured_leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
+    let mut d = Deployment::default();
+    d.poll(t(0), captured("leaf_same_domain_healthy.json"));
+    d.poll(t(1), captured("leaf_same_domain_healthy.json"));
+    assert!(d.transitions.is_empty(), "{:#?}", d.transitions);
+    assert_eq!(d.groups.len(), 1, "one group, not one per leaf");
+    let meta = d.group(Some("hub")).meta.as_ref().expect("assessed");
+    assert_eq!(meta.leader.as_deref(), Some("h1"));
+    assert_eq!((meta.cluster_size, meta.quorum_needed), (5, 3));
+    let tally: Vec<(&str, usize)> = meta
+        .clusters
+        .iter()
+        .map(|c| (c.cluster.as_str(), c.members))
+        .collect();
+    assert_eq!(tally, [("hub", 3), ("l1", 1), ("l2", 1)]);
+    assert_eq!(meta.lead_cluster.as_deref(), Some("hub"));
+    assert!(meta.members.iter().all(|m| m.online()), "{meta:#?}");
+
+    let raised = d.poll(t(10), leaf_killed("l1", 6));
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    let finding = &raised[0].finding;
+    assert_eq!(finding.key, "META_001/hub/l1");
+    assert_eq!(finding.cluster.as_deref(), Some("l1"));
+    assert_eq!(finding.domain.as_deref(), Some("hub"));
+    // A leaf is a cluster of one: losing it is not a lost cluster.
+    assert!(
+        !finding.summary.contains("All 1 members"),
+        "{}",
+        finding.summary
+    );
+
+    let resolved = d.poll(t(11), captured("leaf_same_domain_healthy.json"));
+    let seen: Vec<(TransitionKind, &str)> = resolved
+        .iter()
+        .map(|t| (t.kind, t.finding.key.as_str()))
+        .collect();
+    assert_eq!(seen, [(TransitionKind::Resolved, "META_001/hub/l1")]);
+}

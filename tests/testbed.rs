@@ -391,3 +391,80 @@ async fn hub_and_leaf_domains_have_a_leader_each_seen_from_the_hub() {
         Some("e3")
     );
 }
+
+#[tokio::test]
+async fn hub_with_leaves_is_one_meta_group_that_only_the_hub_leads() {
+    let empty = Cluster::start(ClusterOptions::hub_with_leaves(3, 0)).await;
+    assert!(
+        matches!(empty, Err(nats_insights::testbed::TestbedError::Invalid(_))),
+        "{empty:?}"
+    );
+    let mut cluster = Cluster::start(ClusterOptions::hub_with_leaves(3, 2))
+        .await
+        .unwrap();
+    assert_eq!(cluster.size(), 5);
+    assert_eq!(cluster.clusters(), ["hub", "l1", "l2"]);
+    let l1 = cluster.index_of("l1").unwrap();
+    assert_eq!(l1, 3);
+    assert_eq!(cluster.cluster_of(l1), "l1");
+    assert_eq!(cluster.domain_of(l1).as_deref(), Some("hub"));
+    let leaders = cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(leaders.len(), 1, "one group: {leaders:?}");
+    let leader = leaders[&Some("hub".to_owned())].clone();
+    assert!(leader.starts_with('h'), "{leader}");
+
+    // One gather from a hub server: every server in one group of 5, each leaf naming itself
+    // as its cluster.
+    let gather = cluster.jsz_all_from(0).await.unwrap();
+    let views = by_name(&gather);
+    assert_eq!(views.len(), 5, "{gather:#?}");
+    for (name, envelope) in &views {
+        let i = cluster.index_of(name).unwrap();
+        let meta = &envelope["data"]["meta_cluster"];
+        assert_eq!(envelope["server"]["domain"], "hub", "{name}");
+        assert_eq!(
+            envelope["server"]["cluster"],
+            cluster.cluster_of(i).as_str()
+        );
+        assert_eq!(meta["name"], cluster.cluster_of(i).as_str(), "{name}");
+        assert_eq!(jsz_leader(envelope), Some(leader.as_str()), "{name}");
+        assert_eq!(meta["cluster_size"], 5, "{name}: {meta:#}");
+        assert_eq!(meta["quorum_needed"], 3, "{name}: {meta:#}");
+    }
+
+    // A leaf never leads: the server accepts a step-down towards it, and through the
+    // election that follows (timeouts of 4-9 s) only hub servers are named.
+    cluster.step_down_to("l1").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for (i, named) in cluster.leader_views().await {
+            assert!(
+                named.as_deref().is_none_or(|l| l.starts_with('h')),
+                "{} names leader {named:?}",
+                cluster.server_name(i)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(after.starts_with('h'), "{after}");
+
+    // A crashed leaf leaves the gather and, restarted, follows the same leader again.
+    cluster.stop(l1, Stop::Kill).await.unwrap();
+    assert_eq!(cluster.jsz_all_from(0).await.unwrap().len(), 4);
+    cluster.restart(l1).await.unwrap();
+    assert_eq!(
+        cluster
+            .wait_for_leader(Duration::from_secs(30))
+            .await
+            .unwrap(),
+        after
+    );
+    assert_eq!(cluster.jsz_all_from(0).await.unwrap().len(), 5);
+}

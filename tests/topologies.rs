@@ -1,6 +1,7 @@
 //! Live tests of the deployment shapes NATS runs beyond one cluster: a supercluster (clusters
-//! joined by gateways, one meta group across them) and a hub with a leaf cluster in its own
-//! JetStream domain (two meta groups, both seen through the hub's system account). Real
+//! joined by gateways, one meta group across them), a hub with a leaf cluster in its own
+//! JetStream domain (two meta groups, both seen through the hub's system account), and a hub
+//! with leaf servers in its own domain (one meta group that the leaves join). Real
 //! nats-server processes; faults are real kills and placement step-downs.
 
 mod support;
@@ -326,5 +327,91 @@ async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
         "{:#?}",
         events.lines()
     );
+    monitor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
+    let mut cluster = Cluster::start(ClusterOptions::hub_with_leaves(3, 2))
+        .await
+        .expect("hub with leaves starts");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let hub_nodes = cluster.nodes_of("hub");
+    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
+    let monitor = monitor_via(&cluster, &hub_nodes, EngineConfig::default()).await;
+    // One group, not one per cluster name: the leaves report clusters l1 and l2.
+    let status = ready_groups(&monitor, &[("hub", 5)]).await;
+    let meta = group(&status, "hub");
+    assert_eq!(meta["domain"], "hub", "{meta:#}");
+    assert_eq!(meta["leader"].as_str(), Some(leader.as_str()), "{meta:#}");
+    assert_eq!(meta["lead_cluster"], "hub", "{meta:#}");
+    assert_eq!(meta["cluster_size"], 5, "{meta:#}");
+    assert_eq!(meta["quorum_needed"], 3, "{meta:#}");
+    let clusters: Vec<(&str, u64)> = meta["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap_or(""),
+                c["members"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(clusters, [("hub", 3), ("l1", 1), ("l2", 1)]);
+    for member in meta["members"].as_array().expect("members") {
+        let name = member["name"].as_str().expect("name");
+        let i = cluster.index_of(name).expect("a testbed server");
+        assert_eq!(
+            member["cluster"],
+            cluster.cluster_of(i).as_str(),
+            "{member}"
+        );
+        assert_eq!(member["state"], "online", "{member}");
+    }
+    assert!(
+        meta["non_members"].as_array().is_none_or(Vec::is_empty),
+        "{meta:#}"
+    );
+
+    // Healthy: nothing.
+    events.drain(Duration::from_secs(10)).await;
+    assert!(events.lines().is_empty(), "{:#?}", events.lines());
+
+    // A leaf crashes: an offline member of the hub's group, with its own cluster.
+    let l1 = cluster.index_of("l1").expect("l1");
+    cluster.stop(l1, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some("l1"), EVENT_TIMEOUT)
+        .await;
+    assert_eq!(raised.finding, "META_001/hub/l1");
+    assert_eq!(raised.domain.as_deref(), Some("hub"), "{raised:#?}");
+    assert_eq!(raised.cluster.as_deref(), Some("l1"), "{raised:#?}");
+    println!("{}", raised.summary);
+    for step in &raised.remediation {
+        println!("  - {}", serde_json::to_string(step).expect("json"));
+    }
+    let status = monitor.status().await;
+    let meta = group(&status, "hub");
+    let offline: Vec<&str> = meta["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["state"] == "offline")
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(offline, ["l1"], "{meta:#}");
+
+    cluster.restart(l1).await.expect("restart");
+    events
+        .expect(Resolved, "META_001", Some("l1"), EVENT_TIMEOUT)
+        .await;
+    events.drain(Duration::from_secs(3)).await;
+    // 4 of 5 kept quorum, the leader never moved: nothing but that one finding.
+    events.assert_raised_then_resolved("META_001/hub/l1");
+    assert_eq!(events.lines().len(), 2, "{:#?}", events.lines());
     monitor.stop().await;
 }

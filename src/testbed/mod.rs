@@ -7,7 +7,8 @@
 //! real network partitions of route links through [`TcpProxy`]s.
 //!
 //! [`ClusterOptions::topology`] makes it several clusters instead: a supercluster joined by
-//! gateways, or a hub with a leaf-node cluster in its own JetStream domain (see [`topology`]).
+//! gateways, a hub with a leaf-node cluster in its own JetStream domain, or a hub with
+//! standalone leaf servers in the hub's domain (see [`topology`]).
 //!
 //! Every child is SIGKILLed and reaped when the cluster is dropped.
 
@@ -179,9 +180,9 @@ pub struct ClusterOptions {
     pub size: usize,
     /// `cluster.name` of every node ([`Topology::Single`] only).
     pub cluster_name: String,
-    /// One cluster, a supercluster, or a hub with a leaf cluster. Other topologies decide
-    /// node count, cluster and server names themselves and ignore `size`, `cluster_name` and
-    /// `name_prefix`; they do not support `proxied_routes`.
+    /// One cluster, a supercluster, a hub with a leaf cluster or with leaf servers in its
+    /// domain. Other topologies decide node count, cluster and server names themselves and
+    /// ignore `size`, `cluster_name` and `name_prefix`; they do not support `proxied_routes`.
     pub topology: Topology,
     /// Send every directed route link through its own [`TcpProxy`], so that
     /// [`Cluster::partition`] can cut them.
@@ -639,6 +640,10 @@ impl Cluster {
             )));
         }
         self.nodes[i].name = new_name.to_owned();
+        if self.nodes[i].role == topology::Role::StandaloneLeaf {
+            // nats-server names a standalone leaf's cluster after the server.
+            self.nodes[i].cluster = new_name.to_owned();
+        }
         self.restart(i).await
     }
 
@@ -947,14 +952,28 @@ impl Cluster {
             None => String::new(),
         };
         let store = self.node_dir(i).join("js");
+        // Why: a standalone server with a leaf remote bound to the system account joins the
+        // hub's meta group only when told it will extend the domain; without the hint it
+        // stays standalone (measured on 2.15.1). A cluster block would make it clustered.
+        let (hint, cluster) = if node.role == topology::Role::StandaloneLeaf {
+            ("  extension_hint: will_extend\n".to_owned(), String::new())
+        } else {
+            (
+                String::new(),
+                format!(
+                    "cluster {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n{advertise}  routes: [\n{routes}\n  ]\n}}\n",
+                    node.cluster, node.cluster_port,
+                ),
+            )
+        };
         format!(
             "# nats-insights testbed node {index} (generated)\n\
              server_name: \"{name}\"\n\
              host: 127.0.0.1\n\
              port: {client}\n\
              http_port: {http}\n\
-             jetstream {{\n  store_dir: \"{store}\"\n{domain}}}\n\
-             cluster {{\n  name: \"{cluster}\"\n  listen: \"127.0.0.1:{cport}\"\n{advertise}  routes: [\n{routes}\n  ]\n}}\n\
+             jetstream {{\n  store_dir: \"{store}\"\n{domain}{hint}}}\n\
+             {cluster}\
              {links}\
              lame_duck_duration: 30s\n\
              lame_duck_grace_period: 1s\n\
@@ -969,8 +988,6 @@ impl Cluster {
                 .as_ref()
                 .map(|d| format!("  domain: \"{d}\"\n"))
                 .unwrap_or_default(),
-            cluster = node.cluster,
-            cport = node.cluster_port,
             links = self.links_config(i),
         )
     }

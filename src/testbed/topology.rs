@@ -1,5 +1,6 @@
-//! Multi-cluster layouts for the testbed: a supercluster of clusters joined by gateways, and a
-//! hub cluster with a leaf-node cluster in a JetStream domain of its own.
+//! Multi-cluster layouts for the testbed: a supercluster of clusters joined by gateways, a hub
+//! cluster with a leaf-node cluster in a JetStream domain of its own, and a hub whose domain
+//! standalone leaf servers extend.
 //!
 //! A [`Topology`] decides every node's server name, cluster, JetStream domain and the links it
 //! opens besides routes; [`Cluster`] turns that into config files and offers per-cluster and
@@ -8,9 +9,10 @@
 //! every per-node method works unchanged.
 //!
 //! There is one meta group per JetStream domain (measured on nats-server 2.15.1): the clusters
-//! of a supercluster form one group; the hub and the leaf cluster form one each. Their servers
-//! share the system account (over gateways, or over a leaf remote bound to `SYS`), so one
-//! `$SYS.REQ.SERVER.PING.JSZ` reaches every server of every group.
+//! of a supercluster form one group; the hub and the leaf cluster form one each; leaf servers
+//! in the hub's domain join the hub's group. Their servers share the system account (over
+//! gateways, or over a leaf remote bound to `SYS`), so one `$SYS.REQ.SERVER.PING.JSZ` reaches
+//! every server of every group.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,7 +22,8 @@ use super::{
     Cluster, ClusterOptions, Stop, TestbedError, APP_PASSWORD, APP_USER, SYS_PASSWORD, SYS_USER,
 };
 
-/// Cluster name and JetStream domain of the hub in [`Topology::HubAndLeaf`].
+/// Cluster name and JetStream domain of the hub in [`Topology::HubAndLeaf`] and
+/// [`Topology::HubWithLeaves`].
 pub const HUB: &str = "hub";
 /// Cluster name and JetStream domain of the leaf cluster in [`Topology::HubAndLeaf`].
 pub const LEAF: &str = "edge";
@@ -49,6 +52,23 @@ pub enum Topology {
         /// Servers per cluster.
         servers: usize,
     },
+    /// A hub cluster [`HUB`] of `hub_servers` (as in [`Topology::HubAndLeaf`]) and
+    /// `leaf_servers` standalone leaf servers `l1`, `l2`, ... in the hub's domain `hub`: no
+    /// routes, `extension_hint: will_extend`, the same two leaf remotes to every hub server.
+    /// One meta group of `hub_servers + leaf_servers` members.
+    ///
+    /// Measured on nats-server 2.15.1: each leaf reports its server name as its cluster (a
+    /// server with leaf remotes and no cluster block takes it as its cluster name); without
+    /// the hint it stays standalone, outside the group (its JSZ reply has no `meta_cluster`).
+    /// The leaves run their meta node in observer mode: they vote and count for quorum but
+    /// never lead, so a step-down towards a leaf (`preferred` or `placement.cluster`) is
+    /// answered with success and a hub server leads again.
+    HubWithLeaves {
+        /// Servers in the hub cluster.
+        hub_servers: usize,
+        /// Standalone leaf servers.
+        leaf_servers: usize,
+    },
 }
 
 /// What a node connects to besides its cluster routes.
@@ -62,6 +82,9 @@ pub(super) enum Role {
     Hub,
     /// Leaf remotes to every hub server.
     Leaf,
+    /// Leaf remotes to every hub server, no routes: a standalone server extending the hub's
+    /// domain.
+    StandaloneLeaf,
 }
 
 /// Where one node sits in the topology.
@@ -120,6 +143,30 @@ impl Topology {
                     .chain(side('e', LEAF, Role::Leaf))
                     .collect())
             }
+            Topology::HubWithLeaves {
+                hub_servers,
+                leaf_servers,
+            } => {
+                if hub_servers == 0 || leaf_servers == 0 {
+                    return Err(empty("hub and leaf servers"));
+                }
+                let hub = (0..hub_servers).map(|i| Placement {
+                    name: format!("h{}", i + 1),
+                    cluster: HUB.to_owned(),
+                    domain: Some(HUB.to_owned()),
+                    role: Role::Hub,
+                });
+                let leaves = (0..leaf_servers).map(|i| {
+                    let name = format!("l{}", i + 1);
+                    Placement {
+                        cluster: name.clone(),
+                        name,
+                        domain: Some(HUB.to_owned()),
+                        role: Role::StandaloneLeaf,
+                    }
+                });
+                Ok(hub.chain(leaves).collect())
+            }
         }
     }
 }
@@ -139,6 +186,19 @@ impl ClusterOptions {
         ClusterOptions {
             size: 2 * servers,
             topology: Topology::HubAndLeaf { servers },
+            ..ClusterOptions::default()
+        }
+    }
+
+    /// Options for a [`Topology::HubWithLeaves`]: `hub_servers` in the hub cluster and
+    /// `leaf_servers` standalone leaf servers in its domain.
+    pub fn hub_with_leaves(hub_servers: usize, leaf_servers: usize) -> ClusterOptions {
+        ClusterOptions {
+            size: hub_servers + leaf_servers,
+            topology: Topology::HubWithLeaves {
+                hub_servers,
+                leaf_servers,
+            },
             ..ClusterOptions::default()
         }
     }
@@ -475,7 +535,7 @@ impl Cluster {
                 "leafnodes {{\n  listen: \"127.0.0.1:{}\"\n}}\n",
                 node.leaf_port.unwrap_or_default()
             ),
-            Role::Leaf => {
+            Role::Leaf | Role::StandaloneLeaf => {
                 let (sys_user, sys_password) = match &self.opts.admin {
                     Some((user, password)) => (user.as_str(), password.as_str()),
                     None => (SYS_USER, SYS_PASSWORD),
