@@ -48,6 +48,7 @@ fn snapshot(group: &Group, full: bool, taken_at: SystemTime) -> Snapshot {
                 server,
                 meta: None,
                 via: Via::Identity,
+                jetstream: false,
             },
         );
     }

@@ -467,7 +467,13 @@ impl Engine {
         }
         let groups = evaluate_groups(&parts, &self.history, &self.config.thresholds, now);
         // (A group's reason names its domain.)
-        self.status.skipped = groups.iter().find_map(|g| g.skipped().map(str::to_string));
+        self.status.skipped = match groups.is_empty() {
+            true if self.snapshot.views.is_empty() => {
+                Some("no server answered the JSZ poll".to_string())
+            }
+            true => Some("no server reported a JetStream meta group".to_string()),
+            false => groups.iter().find_map(|g| g.skipped().map(str::to_string)),
+        };
         for group in &groups {
             if let Some(meta) = &group.meta {
                 self.assessed.insert(group.group.clone(), meta.clone());

@@ -490,3 +490,87 @@ fn captured_leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
         .collect();
     assert_eq!(seen, [(TransitionKind::Resolved, "META_001/hub/l1")]);
 }
+
+/// A poll as the large-group plan makes it: the whole views of the servers that lead, only the
+/// identity (IDZ: no domain, no cluster) of every other server.
+fn leaders_and_identities(replies: Vec<JszReply>, at: SystemTime) -> Snapshot {
+    let mut snapshot = Snapshot {
+        taken_at: Some(at),
+        ..Snapshot::default()
+    };
+    for reply in replies {
+        let leads = reply
+            .data
+            .as_ref()
+            .and_then(|d| d.meta_cluster.as_ref())
+            .and_then(|m| m.leader_name())
+            == Some(reply.server.name.as_str());
+        let mut view = nats_insights::observe::ServerView::from_reply(reply, Via::Gather);
+        if !leads {
+            view.meta = None;
+            view.jetstream = false;
+            view.via = Via::Identity;
+            view.server.domain = None;
+            view.server.cluster = None;
+        }
+        snapshot.views.insert(view.server.name.clone(), view);
+    }
+    snapshot
+}
+
+#[test]
+fn identities_of_a_first_large_poll_join_the_group_that_lists_them_and_make_no_ghost_group() {
+    let histories = Histories::default();
+    let snapshot = leaders_and_identities(captured("domains_healthy.json"), t(0));
+    let parts = histories.split(&snapshot);
+    let groups: Vec<&str> = parts.keys().map(GroupId::label).collect();
+    assert_eq!(groups, ["edge", "hub"], "no `default` group of identities");
+    let names =
+        |g: &str| -> Vec<String> { parts[&GroupId::of(Some(g))].views.keys().cloned().collect() };
+    assert_eq!(names("hub"), ["h1", "h2", "h3"]);
+    assert_eq!(names("edge"), ["e1", "e2", "e3"]);
+
+    // Through the engine's round: nothing skipped, nothing raised, over several such polls.
+    let mut d = Deployment::default();
+    for s in 0..4 {
+        let snapshot = leaders_and_identities(captured("domains_healthy.json"), t(s));
+        let parts = d.histories.split(&snapshot);
+        d.histories.record_snapshots(&parts, t(s));
+        let groups = evaluate_groups(&parts, &d.histories, &Thresholds::default(), t(s));
+        assert_eq!(groups.len(), 2);
+        assert!(groups.iter().all(|g| g.skipped().is_none()), "{groups:#?}");
+        let evaluations: Vec<_> = groups.iter().flat_map(|g| g.evaluations.clone()).collect();
+        let (next, transitions) = reconcile(&d.active, &evaluations, t(s));
+        assert!(transitions.is_empty(), "{transitions:#?}");
+        d.active = next;
+    }
+    assert_eq!(d.histories.groups.len(), 2);
+}
+
+#[test]
+fn a_server_with_jetstream_but_no_meta_group_makes_no_group_and_is_named_in_its_domain() {
+    // A standalone JetStream server: JSZ data without meta_cluster.
+    let standalone = |name: &str, domain: &str| -> JszReply {
+        serde_json::from_value(serde_json::json!({
+            "server": {"name": name, "id": format!("ID-{name}"), "cluster": name, "domain": domain},
+            "data": {"streams": 0}
+        }))
+        .expect("reply")
+    };
+    let mut replies = captured("domains_healthy.json");
+    replies.push(standalone("l1", "hub"));
+    replies.push(standalone("solo", "shop-7"));
+    let mut d = Deployment::default();
+    d.poll(t(0), replies.clone());
+    d.poll(t(1), replies);
+    assert!(d.transitions.is_empty(), "{:#?}", d.transitions);
+    let groups: Vec<&str> = d.groups.iter().map(|g| g.group.label()).collect();
+    assert_eq!(
+        groups,
+        ["edge", "hub"],
+        "a standalone server in its own domain is no group"
+    );
+    let hub = d.group(Some("hub")).meta.as_ref().expect("hub");
+    assert_eq!(hub.outside, ["l1"], "{hub:#?}");
+    assert_eq!(hub.members.len(), 3);
+}

@@ -41,6 +41,10 @@ pub struct MetaAssessment {
     /// Live servers with JetStream that the meta group does not count as members (for example a
     /// renamed server that joined while the group had no leader).
     pub non_members: Vec<String>,
+    /// Servers of the group's domain that answer with JetStream but report no meta group at all
+    /// (for example a leaf node in the hub's domain that did not join it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<String>,
     /// Servers grouped by the meta leader each reports.
     pub leaders_reported: Vec<LeaderGroup>,
     /// Since when no server reported a leader.
@@ -86,7 +90,10 @@ impl MetaAssessment {
     /// A member's name with its cluster in a supercluster (`n5 (c2)`), else the name alone.
     pub fn member_label(&self, member: &Member) -> String {
         match (&member.cluster, self.is_supercluster()) {
-            (Some(cluster), true) => format!("{} ({cluster})", member.name),
+            // (A standalone leaf node's cluster is its own name.)
+            (Some(cluster), true) if *cluster != member.name => {
+                format!("{} ({cluster})", member.name)
+            }
             _ => member.name.clone(),
         }
     }
@@ -378,6 +385,12 @@ pub fn assess_members(
         members,
         servers_answering: snapshot.views.len(),
         non_members,
+        outside: snapshot
+            .views
+            .values()
+            .filter(|v| v.jetstream && v.meta.is_none())
+            .map(|v| v.server.name.clone())
+            .collect(),
         leaders_reported: snapshot
             .leaders_reported()
             .into_iter()

@@ -122,7 +122,7 @@ fn finding(
         )));
         remediation.push(Remediation::with_command(
             format!(
-                "If it is running, check that its cluster routes reach the other servers ({}).",
+                "If it is running, check that its links to the other members are up ({}): cluster routes, the gateways of a supercluster, or the leaf connection of a leaf node.",
                 other_members(meta, &member.name)
             ),
             "nats server report jetstream",
@@ -179,9 +179,11 @@ fn healthy_cluster<'a>(meta: &'a MetaAssessment, except: Option<&str>) -> Option
     if !meta.is_supercluster() {
         return None;
     }
+    // A standalone leaf node takes its own name as cluster name and never leads: only clusters
+    // of several servers can take leadership by placement.
     meta.clusters
         .iter()
-        .find(|c| Some(c.cluster.as_str()) != except && c.online == c.members)
+        .find(|c| Some(c.cluster.as_str()) != except && c.members > 1 && c.online == c.members)
         .map(|c| c.cluster.as_str())
 }
 

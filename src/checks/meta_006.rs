@@ -227,7 +227,8 @@ fn cluster_losses(meta: &MetaAssessment) -> Vec<String> {
     }
     meta.clusters
         .iter()
-        .filter(|c| c.online < c.members)
+        // A one-server cluster (a standalone leaf node) is named among the offline members.
+        .filter(|c| c.online < c.members && c.members > 1)
         .map(|c| match c.online {
             0 => format!("{} lost all {} members", c.cluster, c.members),
             online => format!(

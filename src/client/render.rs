@@ -173,6 +173,8 @@ pub struct MetaView {
     pub members: Vec<MemberView>,
     /// Live non-members.
     pub non_members: Vec<String>,
+    /// Servers of the domain with JetStream outside the meta group.
+    pub outside: Vec<String>,
     /// Leaderless since.
     pub leaderless_since: Option<String>,
 }
@@ -643,6 +645,13 @@ pub fn status_text(status: &StatusView, style: Style) -> String {
                 out,
                 "Live servers that are not members: {}",
                 meta.non_members.join(", ")
+            );
+        }
+        if !meta.outside.is_empty() {
+            let _ = writeln!(
+                out,
+                "Servers of this domain running JetStream outside the meta group: {}",
+                meta.outside.join(", ")
             );
         }
     }

@@ -314,6 +314,7 @@ async fn poll_large(
                 server: identity,
                 meta: None,
                 via: Via::Identity,
+                jetstream: false,
             });
     }
     Ok(())
@@ -353,6 +354,7 @@ async fn probe_silent(
                             server: identity,
                             meta: None,
                             via: Via::Identity,
+                            jetstream: false,
                         },
                     );
                 }
@@ -508,6 +510,7 @@ mod tests {
             },
             meta: None,
             via: Via::Direct,
+            jetstream: true,
         }
     }
 

@@ -101,21 +101,16 @@ impl Snapshot {
         snapshot
     }
 
-    /// The group a view belongs to: its own domain. An identity-only view (IDZ carries no
-    /// domain) belongs to the group `known` says it was last seen in.
-    fn group_of(view: &ServerView, known: &dyn Fn(&str) -> Option<GroupId>) -> GroupId {
-        match view.via {
-            Via::Identity => known(&view.server.name).unwrap_or_default(),
-            _ => GroupId::of(view.server.domain.as_deref()),
-        }
-    }
-
     /// Splits the poll into one snapshot per meta group, so that a server of one group never
-    /// counts as silent, offline or disagreeing in another. `known` names the group a server was
-    /// last seen in (for silent servers and identity-only views); `expected` lists groups seen
-    /// before, which get a snapshot even when none of their servers answered now. Counters
-    /// (`malformed`, `bytes`, `duration`) and the reach of the main path stay with every part:
-    /// they describe the poll, not a group.
+    /// counts as silent, offline or disagreeing in another. The groups are those seen before
+    /// (`expected`: they get a part even when none of their servers answered now) and every
+    /// domain a meta view of this poll reports. A view goes to its own domain's group; an
+    /// identity-only view (IDZ carries no domain) to the group whose member list names it, else
+    /// the one `known` says it was last seen in; a silent server to the group `known` names. A
+    /// view or silent server no group takes (a server without clustered JetStream, or an
+    /// identity not placed yet) is in no part: no group is made of servers without a meta view.
+    /// Counters (`malformed`, `bytes`, `duration`) and the reach of the main path stay with
+    /// every part: they describe the poll, not a group.
     pub fn split_groups(
         &self,
         known: &dyn Fn(&str) -> Option<GroupId>,
@@ -130,19 +125,29 @@ impl Snapshot {
         for group in expected {
             parts.entry(group).or_insert_with(empty);
         }
+        let mut listed: std::collections::HashMap<&str, GroupId> = std::collections::HashMap::new();
+        for (view, meta) in self.meta_views() {
+            let group = GroupId::of(view.server.domain.as_deref());
+            for replica in &meta.replicas {
+                listed
+                    .entry(replica.name.as_str())
+                    .or_insert_with(|| group.clone());
+            }
+            parts.entry(group).or_insert_with(empty);
+        }
         for (name, view) in &self.views {
-            parts
-                .entry(Snapshot::group_of(view, known))
-                .or_insert_with(empty)
-                .views
-                .insert(name.clone(), view.clone());
+            let group = match view.via {
+                Via::Identity => listed.get(name.as_str()).cloned().or_else(|| known(name)),
+                _ => Some(GroupId::of(view.server.domain.as_deref())),
+            };
+            if let Some(part) = group.and_then(|g| parts.get_mut(&g)) {
+                part.views.insert(name.clone(), view.clone());
+            }
         }
         for name in &self.unanswered {
-            parts
-                .entry(known(name).unwrap_or_default())
-                .or_insert_with(empty)
-                .unanswered
-                .insert(name.clone());
+            if let Some(part) = known(name).and_then(|g| parts.get_mut(&g)) {
+                part.unanswered.insert(name.clone());
+            }
         }
         parts
     }
@@ -206,6 +211,10 @@ pub struct ServerView {
     pub meta: Option<MetaCluster>,
     /// How the view reached us.
     pub via: Via,
+    /// It answered with JetStream data (clustered or not); false for an error reply (JetStream
+    /// disabled) and for an identity.
+    #[serde(skip)]
+    pub jetstream: bool,
 }
 
 /// The path a view took.
@@ -224,6 +233,7 @@ impl ServerView {
     /// Builds a view from a decoded reply.
     pub fn from_reply(reply: JszReply, via: Via) -> Self {
         ServerView {
+            jetstream: reply.data.is_some(),
             meta: reply.data.and_then(|d| d.meta_cluster),
             server: reply.server,
             via,
