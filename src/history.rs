@@ -111,6 +111,9 @@ pub struct ServerRecord {
     /// be placed in its cluster of a supercluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Polls in a row it has not answered since (not persisted: a restart starts counting anew).
+    #[serde(skip)]
+    pub missed: u32,
 }
 
 /// A graceful stop announced by the server itself.
@@ -196,6 +199,11 @@ impl History {
         }
         let answered_at = snapshot.taken_at.unwrap_or(now);
         let mut any_leader = false;
+        for name in &snapshot.unanswered {
+            if let Some(record) = self.servers.get_mut(name) {
+                record.missed = record.missed.saturating_add(1);
+            }
+        }
         // Servers with a meta view, and in large groups those only known to answer (identity).
         let answering = snapshot
             .views
@@ -214,6 +222,7 @@ impl History {
                         .cluster
                         .clone()
                         .or_else(|| self.servers.get(name).and_then(|r| r.cluster.clone())),
+                    missed: 0,
                 },
             );
             if self

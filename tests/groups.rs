@@ -574,3 +574,73 @@ fn a_server_with_jetstream_but_no_meta_group_makes_no_group_and_is_named_in_its_
     assert_eq!(hub.outside, ["l1"], "{hub:#?}");
     assert_eq!(hub.members.len(), 3);
 }
+
+#[test]
+fn a_server_behind_a_gateway_silent_for_one_poll_is_not_yet_offline_but_two_polls_are() {
+    // The monitor is attached in c1; n5 (c2) misses polls while the leader still heard it
+    // moments ago (its `active` is small): the link to c2 may be reconnecting.
+    let poll = |d: &mut Deployment, at: SystemTime, without: &[&str]| {
+        let replies: Vec<JszReply> = captured("supercluster_healthy_9.json")
+            .into_iter()
+            .filter(|r| !without.contains(&r.server.name.as_str()))
+            .collect();
+        let known = d.histories.known_servers();
+        let mut snapshot =
+            Snapshot::from_replies(at, replies.into_iter().map(|r| (r, Via::Gather)), &known);
+        snapshot.attached_cluster = Some("c1".to_string());
+        let parts = d.histories.split(&snapshot);
+        d.histories.record_snapshots(&parts, at);
+        d.groups = evaluate_groups(&parts, &d.histories, &Thresholds::default(), at);
+        let evaluations: Vec<_> = d
+            .groups
+            .iter()
+            .flat_map(|g| g.evaluations.clone())
+            .collect();
+        let (next, transitions) = reconcile(&d.active, &evaluations, at);
+        d.active = next;
+        transitions
+    };
+    let mut d = Deployment::default();
+    poll(&mut d, t(0), &[]);
+    poll(&mut d, t(1), &[]);
+    assert!(poll(&mut d, t(2), &["n5"]).is_empty(), "one missed poll");
+    assert!(poll(&mut d, t(3), &[]).is_empty(), "back: nothing to say");
+    assert!(
+        poll(&mut d, t(4), &["n5"]).is_empty(),
+        "one missed poll again"
+    );
+    let raised = poll(&mut d, t(5), &["n5"]);
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    assert_eq!(raised[0].finding.key, "META_001/default/n5");
+    assert!(
+        raised[0].finding.summary.contains("not answered"),
+        "{}",
+        raised[0].finding.summary
+    );
+}
+
+#[test]
+fn a_server_of_the_attached_cluster_is_offline_after_one_missed_poll() {
+    let mut d = Deployment::default();
+    d.poll(t(0), captured("supercluster_healthy_9.json"));
+    d.poll(t(1), captured("supercluster_healthy_9.json"));
+    let replies: Vec<JszReply> = captured("supercluster_healthy_9.json")
+        .into_iter()
+        .filter(|r| r.server.name != "n2")
+        .collect();
+    let known = d.histories.known_servers();
+    let mut snapshot =
+        Snapshot::from_replies(t(2), replies.into_iter().map(|r| (r, Via::Gather)), &known);
+    snapshot.attached_cluster = Some("c1".to_string());
+    let parts = d.histories.split(&snapshot);
+    d.histories.record_snapshots(&parts, t(2));
+    let groups = evaluate_groups(&parts, &d.histories, &Thresholds::default(), t(2));
+    let evaluations: Vec<_> = groups.iter().flat_map(|g| g.evaluations.clone()).collect();
+    let (_, raised) = reconcile(&d.active, &evaluations, t(2));
+    let keys: Vec<&str> = raised.iter().map(|t| t.finding.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["META_001/default/n2"],
+        "n2 shares c1 with the attached server"
+    );
+}

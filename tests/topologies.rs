@@ -16,6 +16,12 @@ use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
 
 /// A monitor connected only to `nodes` (an operator who gives the hub's URLs).
 async fn monitor_via(cluster: &Cluster, nodes: &[usize], config: EngineConfig) -> Monitor {
+    if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let args = ConnectArgs {
         servers: nodes.iter().map(|i| cluster.client_url(*i)).collect(),
         user: Some(SYS_USER.to_string()),

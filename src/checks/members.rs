@@ -552,9 +552,21 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
     }
     let known = history.servers.get(&name);
     let unheard = !answered && (known.is_some() || snapshot.unanswered.contains(&name));
+    // A server of another cluster than the attached one (behind a gateway or a leaf
+    // connection) is reached over one link per cluster: when that link reconnects (its far end
+    // crashed, say), the whole cluster is silent for a moment. One missed poll there proves
+    // nothing; two in a row do.
+    let remote = match (
+        known.and_then(|k| k.cluster.as_ref()),
+        &snapshot.attached_cluster,
+    ) {
+        (Some(cluster), Some(attached)) => cluster != attached,
+        _ => false,
+    };
+    let link_settling = remote && known.is_some_and(|k| k.missed < 2);
     // Through a server whose routes are being cut, silence proves nothing (a server that just
     // restarted has no pinned link yet to answer on either): not offline, not online.
-    if unheard && !snapshot.reach_impaired {
+    if unheard && !snapshot.reach_impaired && !link_settling {
         reasons.push(OfflineReason::NotAnswering {
             last_answered: known.map(|k| k.last_answered),
         });

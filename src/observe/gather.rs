@@ -156,6 +156,11 @@ pub async fn poll(
     }
     probe_silent(client, &mut snapshot, known, timing, plan != &Plan::Full).await;
     snapshot.duration = started.elapsed();
+    let attached = client.server_info().server_name;
+    snapshot.attached_cluster = snapshot
+        .views
+        .get(&attached)
+        .and_then(|v| v.server.cluster.clone());
     Ok(snapshot)
 }
 

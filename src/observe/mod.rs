@@ -69,6 +69,11 @@ pub struct Snapshot {
     /// links): at most half of those answering means its server is on the small side of a cut.
     #[serde(skip)]
     pub main_reach: usize,
+    /// The own cluster of the server the main connection is attached to, when it answered:
+    /// servers of other clusters (gateways, leaf connections) are reached through one link
+    /// per cluster, and that link reconnecting silences them all for a moment.
+    #[serde(skip)]
+    pub attached_cluster: Option<String>,
 }
 
 impl Snapshot {
@@ -163,6 +168,7 @@ impl Snapshot {
             bytes: self.bytes,
             reach_impaired: self.reach_impaired,
             main_reach: self.main_reach,
+            attached_cluster: self.attached_cluster.clone(),
         }
     }
 
