@@ -20,7 +20,7 @@ use nats_insights::observe::gather::{self, GatherTiming, Plan};
 use nats_insights::testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
 
 mod common;
-use common::sim::Group;
+use common::sim::Deployment;
 use common::{env_u64, loadavg, other_processes};
 
 /// Argument that turns this program into the simulator (a child process of the benchmark).
@@ -29,13 +29,18 @@ const SIMULATE: &str = "--simulate";
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == SIMULATE) {
-        let n = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(10);
+        let shape = args.get(at + 1).map_or("10", String::as_str);
+        let deployment = match shape.parse() {
+            Ok(n) => Deployment::single(n),
+            Err(_) => Deployment::parse(shape)
+                .unwrap_or_else(|| panic!("not a deployment shape: {shape:?}")),
+        };
         let url = args.get(at + 2).cloned().unwrap_or_default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(simulate(n, &url));
+        runtime.block_on(simulate(deployment, &url));
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,19 +55,21 @@ fn main() {
 // The simulator
 // ---------------------------------------------------------------------------------------------
 
-/// Answers `$SYS.REQ.SERVER.PING.JSZ` (all members, or with `leader_only` the leader),
-/// `$SYS.REQ.SERVER.PING.IDZ` and the direct `$SYS.REQ.SERVER.<id>.JSZ|IDZ` of live members.
-async fn simulate(n: usize, url: &str) {
-    let group = Group::new(n);
+/// Answers `$SYS.REQ.SERVER.PING.JSZ` (all live servers, or with `leader_only` every group's
+/// leader), `$SYS.REQ.SERVER.PING.IDZ` and the direct `$SYS.REQ.SERVER.<id>.JSZ|IDZ` of live
+/// servers, as the servers of `deployment`.
+async fn simulate(deployment: Deployment, url: &str) {
+    let n = deployment.len();
     // Built on first use: at 5,000 members all replies together are 1.9 GB, and the large-group
     // poll only ever asks for a few of them.
     let mut replies: Vec<Option<bytes::Bytes>> = vec![None; n];
-    let identities: Vec<bytes::Bytes> = (0..n).map(|i| group.identity(i).into()).collect();
-    let by_id: std::collections::HashMap<&str, usize> = group
+    let identities: Vec<bytes::Bytes> = (0..n).map(|i| deployment.identity(i).into()).collect();
+    let leaders: Vec<usize> = deployment.leaders().collect();
+    let by_id: std::collections::HashMap<&str, usize> = deployment
         .ids
         .iter()
         .enumerate()
-        .filter(|(i, _)| !group.offline[*i])
+        .filter(|(i, _)| !deployment.offline[*i])
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let client = match async_nats::ConnectOptions::with_user_and_password(
@@ -84,9 +91,7 @@ async fn simulate(n: usize, url: &str) {
         return;
     };
     let _ = client.flush().await;
-    // Every reply lists n - 1 members of about the same size: one full gather's bytes.
-    let full = group.reply(0).len() as u64 * group.online().count() as u64;
-    println!("ready {full}");
+    println!("ready {}", deployment.full_gather_bytes());
     while let Some(msg) = requests.next().await {
         let Some(reply) = msg.reply.clone() else {
             continue;
@@ -100,14 +105,18 @@ async fn simulate(n: usize, url: &str) {
         };
         let targets: Vec<usize> = if target == "PING" {
             let leader_only = jsz && msg.payload.windows(11).any(|w| w == b"leader_only");
-            group.online().filter(|i| !leader_only || *i == 0).collect()
+            if leader_only {
+                leaders.clone()
+            } else {
+                deployment.online().collect()
+            }
         } else {
             by_id.get(target).copied().into_iter().collect()
         };
         for i in targets {
             let body = if jsz {
                 replies[i]
-                    .get_or_insert_with(|| group.reply(i).into())
+                    .get_or_insert_with(|| deployment.reply(i).into())
                     .clone()
             } else {
                 identities[i].clone()
@@ -163,11 +172,12 @@ fn start_server(dir: &std::path::Path) -> (Killed, String) {
     (Killed(child), url)
 }
 
-/// Starts the simulator for `n` members; returns it and the bytes of one full gather.
-fn start_simulator(n: usize, url: &str) -> (Killed, u64) {
+/// Starts the simulator as `shape` (a member count: one group; else a
+/// [`Deployment::parse`] shape); returns it and the bytes of one full gather.
+fn start_simulator(shape: &str, url: &str) -> (Killed, u64) {
     let exe = std::env::current_exe().expect("own path");
     let mut child = Command::new(exe)
-        .args([SIMULATE, &n.to_string(), url])
+        .args([SIMULATE, shape, url])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -446,8 +456,8 @@ async fn bench() {
     // Before: the full poll asks every server for its whole view; each lists every member.
     let mut before_rows = Vec::new();
     for &n in sizes.iter().filter(|n| **n <= 1000) {
-        let alive = n - Group::new(n).crashed();
-        let (sim, full_bytes) = start_simulator(n, &url);
+        let alive = n - Deployment::single(n).crashed();
+        let (sim, full_bytes) = start_simulator(&n.to_string(), &url);
         println!("scale: N = {n}, full poll (every view) ...");
         let mut f = poll_group(&url, polls.min(5), 2, true).await;
         drop(sim);
@@ -466,7 +476,7 @@ async fn bench() {
     let mut target_cycle = None;
     let mut target_rss = None;
     for &n in &sizes {
-        let (sim, _) = start_simulator(n, &url);
+        let (sim, _) = start_simulator(&n.to_string(), &url);
         println!("scale: N = {n}, large-group poll ...");
         let mut f = poll_group(&url, polls, 3, false).await;
         println!("scale: N = {n}, the binary ...");
