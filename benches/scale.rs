@@ -918,7 +918,10 @@ async fn bench() {
     let (server, url) = start_server(&dir);
 
     let mut md = String::new();
-    let _ = writeln!(md, "## 2. Scale: one meta group of N servers\n");
+    let _ = writeln!(
+        md,
+        "## 2. Scale: N servers in one meta group, and in many\n"
+    );
     let _ = writeln!(md, "A simulator process answers the system account's requests as the N servers of one meta group, through a real nats-server on loopback: JSZ replies built on a reply captured from nats-server 2.15 (`tests/fixtures/healthy_5.json`) with the member lists real servers send (the leader lists every other member with its `active`; every follower lists every other member too), one leader, and every 50th member crashed (silent, 30 s unheard by the leader: N/50 findings expected). nats-insights polls it with its own pipeline functions in the benchmark process, {polls} polls after 3 uncounted ones: *cycle* is gather + history + evaluate + reconcile; CPU is the process's user + system time per poll (10 ms resolution, averaged). RSS is the real binary's (`nats-insights run`, memory state, default settings) after 10 s watching the same simulator.\n");
 
     // Before: the full poll asks every server for its whole view; each lists every member.
