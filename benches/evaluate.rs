@@ -12,11 +12,11 @@ use nats_insights::observe::jsz::decode_reply;
 use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
 
 mod common;
-use common::sim::Group;
+use common::sim::Deployment;
 
 /// A snapshot of `group` as a poll would produce it: `full` holds every live server's whole view;
 /// otherwise the leader's, 8 followers' and every other live server's identity.
-fn snapshot(group: &Group, full: bool, taken_at: SystemTime) -> Snapshot {
+fn snapshot(group: &Deployment, full: bool, taken_at: SystemTime) -> Snapshot {
     let known: Vec<KnownServer> = (0..group.len())
         .map(|i| KnownServer {
             name: group.names[i].clone(),
@@ -64,7 +64,7 @@ fn evaluation(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
         for n in [10usize, 100, 1000] {
-            let group = Group::new(n);
+            let group = Deployment::single(n);
             let start = SystemTime::now();
             let mut history = History::default();
             // Two polls a second apart: the history knows every server, as after a few polls.

@@ -2,10 +2,13 @@
 //! answers the system account's JSZ and IDZ requests as the N servers of one meta group, over a
 //! real nats-server, and nats-insights polls it: per poll the gather + evaluate time, the bytes
 //! received and the CPU time (in-process, the pipeline's own functions), and the RSS of the real
-//! binary watching it. Part 3: the real binary watching a healthy 3-node cluster for a minute,
-//! and the load it puts on the servers. Writes `target/bench/2-scale.md`; figures, never fails on
-//! timing.
+//! binary watching it. Then the same as a deployment of many meta groups (by default 300 domains
+//! of 3 servers and a supercluster group of 100), polled as the engine's round does (split into
+//! groups, each recorded and evaluated on its own), with each stage also timed on pure code.
+//! Part 3: the real binary watching a healthy 3-node cluster for a minute, and the load it puts
+//! on the servers. Writes `target/bench/2-scale.md`; figures, never fails on timing.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -13,29 +16,41 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use nats_insights::checks::{evaluate_all, Thresholds};
+use nats_insights::checks::{evaluate_groups, Evaluation, Thresholds};
 use nats_insights::findings::{reconcile, ActiveSet};
-use nats_insights::history::History;
+use nats_insights::history::Histories;
 use nats_insights::observe::gather::{self, GatherTiming, Plan};
+use nats_insights::observe::jsz::decode_reply;
+use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
 use nats_insights::testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
 
 mod common;
-use common::sim::Group;
+use common::sim::Deployment;
 use common::{env_u64, loadavg, other_processes};
 
 /// Argument that turns this program into the simulator (a child process of the benchmark).
 const SIMULATE: &str = "--simulate";
 
+/// The many-group deployment benchmarked by default (`BENCH_GROUPS_SHAPE`, see
+/// [`Deployment::parse`]): 300 domains of 3 servers and a default-domain supercluster group of
+/// 100 servers over 4 clusters, 1,000 servers in all.
+const DEFAULT_GROUPS_SHAPE: &str = "300x3+100/4";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == SIMULATE) {
-        let n = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(10);
+        let shape = args.get(at + 1).map_or("10", String::as_str);
+        let deployment = match shape.parse() {
+            Ok(n) => Deployment::single(n),
+            Err(_) => Deployment::parse(shape)
+                .unwrap_or_else(|| panic!("not a deployment shape: {shape:?}")),
+        };
         let url = args.get(at + 2).cloned().unwrap_or_default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(simulate(n, &url));
+        runtime.block_on(simulate(deployment, &url));
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,19 +65,21 @@ fn main() {
 // The simulator
 // ---------------------------------------------------------------------------------------------
 
-/// Answers `$SYS.REQ.SERVER.PING.JSZ` (all members, or with `leader_only` the leader),
-/// `$SYS.REQ.SERVER.PING.IDZ` and the direct `$SYS.REQ.SERVER.<id>.JSZ|IDZ` of live members.
-async fn simulate(n: usize, url: &str) {
-    let group = Group::new(n);
+/// Answers `$SYS.REQ.SERVER.PING.JSZ` (all live servers, or with `leader_only` every group's
+/// leader), `$SYS.REQ.SERVER.PING.IDZ` and the direct `$SYS.REQ.SERVER.<id>.JSZ|IDZ` of live
+/// servers, as the servers of `deployment`.
+async fn simulate(deployment: Deployment, url: &str) {
+    let n = deployment.len();
     // Built on first use: at 5,000 members all replies together are 1.9 GB, and the large-group
     // poll only ever asks for a few of them.
     let mut replies: Vec<Option<bytes::Bytes>> = vec![None; n];
-    let identities: Vec<bytes::Bytes> = (0..n).map(|i| group.identity(i).into()).collect();
-    let by_id: std::collections::HashMap<&str, usize> = group
+    let identities: Vec<bytes::Bytes> = (0..n).map(|i| deployment.identity(i).into()).collect();
+    let leaders: Vec<usize> = deployment.leaders().collect();
+    let by_id: std::collections::HashMap<&str, usize> = deployment
         .ids
         .iter()
         .enumerate()
-        .filter(|(i, _)| !group.offline[*i])
+        .filter(|(i, _)| !deployment.offline[*i])
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let client = match async_nats::ConnectOptions::with_user_and_password(
@@ -84,9 +101,7 @@ async fn simulate(n: usize, url: &str) {
         return;
     };
     let _ = client.flush().await;
-    // Every reply lists n - 1 members of about the same size: one full gather's bytes.
-    let full = group.reply(0).len() as u64 * group.online().count() as u64;
-    println!("ready {full}");
+    println!("ready {}", deployment.full_gather_bytes());
     while let Some(msg) = requests.next().await {
         let Some(reply) = msg.reply.clone() else {
             continue;
@@ -100,14 +115,18 @@ async fn simulate(n: usize, url: &str) {
         };
         let targets: Vec<usize> = if target == "PING" {
             let leader_only = jsz && msg.payload.windows(11).any(|w| w == b"leader_only");
-            group.online().filter(|i| !leader_only || *i == 0).collect()
+            if leader_only {
+                leaders.clone()
+            } else {
+                deployment.online().collect()
+            }
         } else {
             by_id.get(target).copied().into_iter().collect()
         };
         for i in targets {
             let body = if jsz {
                 replies[i]
-                    .get_or_insert_with(|| group.reply(i).into())
+                    .get_or_insert_with(|| deployment.reply(i).into())
                     .clone()
             } else {
                 identities[i].clone()
@@ -163,11 +182,12 @@ fn start_server(dir: &std::path::Path) -> (Killed, String) {
     (Killed(child), url)
 }
 
-/// Starts the simulator for `n` members; returns it and the bytes of one full gather.
-fn start_simulator(n: usize, url: &str) -> (Killed, u64) {
+/// Starts the simulator as `shape` (a member count: one group; else a
+/// [`Deployment::parse`] shape); returns it and the bytes of one full gather.
+fn start_simulator(shape: &str, url: &str) -> (Killed, u64) {
     let exe = std::env::current_exe().expect("own path");
     let mut child = Command::new(exe)
-        .args([SIMULATE, &n.to_string(), url])
+        .args([SIMULATE, shape, url])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -230,19 +250,46 @@ fn worst(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
-/// What polling one simulated group gave, per poll.
+/// What polling the simulator gave, per poll.
 struct PollFigures {
     cycle_ms: Vec<f64>,
+    /// Known servers and the plan, then the gather.
     gather_ms: Vec<f64>,
+    /// Everything after the gather: split, record, evaluate, reconcile.
+    after_gather_ms: Vec<f64>,
+    /// Splitting the poll into groups and recording each part in its history.
+    history_ms: Vec<f64>,
+    /// Of that, the split alone.
+    split_ms: Vec<f64>,
+    /// Evaluating every group and reconciling the findings.
     evaluate_ms: Vec<f64>,
     bytes: Vec<f64>,
     cpu_ms: Vec<f64>,
-    findings: usize,
+    /// Keys of the findings active after the last poll.
+    findings: Vec<String>,
+    /// Servers that answered the last poll with a meta view.
     answering: usize,
+    /// Meta groups assessed in the last poll.
+    groups: usize,
+    /// Servers each group's history holds, by group label, after the last poll.
+    filed: BTreeMap<String, Vec<String>>,
 }
 
-/// Polls the simulator `polls` times as the engine does (gather, history, evaluate, reconcile),
-/// after `warmup` polls that are not counted. `full` forces the full poll whatever the size.
+/// The engine's group size for the plan (`group_size` in src/engine.rs): every domain's largest
+/// member count, summed.
+fn group_size(snapshot: &Snapshot) -> Option<usize> {
+    let mut sizes: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for (view, meta) in snapshot.meta_views() {
+        let size = sizes.entry(view.server.domain.as_deref()).or_default();
+        *size = (*size).max(meta.cluster_size.max(meta.replicas.len()));
+    }
+    (!sizes.is_empty()).then(|| sizes.values().sum())
+}
+
+/// Polls the simulator `polls` times as the engine's round does (src/engine.rs: known servers,
+/// the plan, the gather, `Histories::split`, `record_snapshots`, `evaluate_groups`, the
+/// evaluations flattened, `reconcile`), after `warmup` polls that are not counted. `full` forces
+/// the full poll whatever the size.
 async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollFigures {
     let client =
         async_nats::ConnectOptions::with_user_and_password(SYS_USER.into(), SYS_PASSWORD.into())
@@ -252,32 +299,44 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
             .expect("connect to the bench server");
     let thresholds = Thresholds::default();
     let timing = GatherTiming::default();
-    let mut history = History::default();
+    let mut histories = Histories::default();
     let mut active = ActiveSet::default();
-    let mut group_size = None;
+    let mut group_size_seen = None;
+    let mut previous = Snapshot::default();
     let mut figures = PollFigures {
         cycle_ms: Vec::new(),
         gather_ms: Vec::new(),
+        after_gather_ms: Vec::new(),
+        history_ms: Vec::new(),
+        split_ms: Vec::new(),
         evaluate_ms: Vec::new(),
         bytes: Vec::new(),
         cpu_ms: Vec::new(),
-        findings: 0,
+        findings: Vec::new(),
         answering: 0,
+        groups: 0,
+        filed: BTreeMap::new(),
     };
     for round in 0..(warmup + polls) {
         let cpu = cpu_time(None);
         let started = Instant::now();
-        let known = history.known_servers();
+        let known = histories.known_servers();
         let plan = if full {
             Plan::Full
         } else {
+            // As `Engine::plan`: every group's leader answers the leader-only request anyway.
+            let leaders: BTreeSet<&str> = previous
+                .meta_views()
+                .filter(|(v, m)| m.leader_name() == Some(v.server.name.as_str()))
+                .map(|(v, _)| v.server.name.as_str())
+                .collect();
             let followers: Vec<_> = known
                 .iter()
-                .filter(|k| k.name != "s0001")
+                .filter(|k| !leaders.contains(k.name.as_str()))
                 .cloned()
                 .collect();
             Plan::for_group(
-                group_size,
+                group_size_seen,
                 gather::FULL_POLL_MAX_MEMBERS,
                 &followers,
                 round as u64,
@@ -289,28 +348,51 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
         };
         let gathered = started.elapsed();
         let now = SystemTime::now();
-        history.record_snapshot(&snapshot, now);
-        let (meta, evaluations) = evaluate_all(&snapshot, &history, &thresholds, now);
+        let parts = histories.split(&snapshot);
+        let split = started.elapsed();
+        histories.record_snapshots(&parts, now);
+        let recorded = started.elapsed();
+        let groups = evaluate_groups(&parts, &histories, &thresholds, now);
+        let evaluations: Vec<Evaluation> = groups
+            .iter()
+            .flat_map(|g| g.evaluations.iter().cloned())
+            .collect();
         let (next, _transitions) = reconcile(&active, &evaluations, now);
         active = next;
         let cycle = started.elapsed();
         let cpu = cpu_time(None).saturating_sub(cpu);
-        group_size = meta.as_ref().map(|m| m.cluster_size).or(group_size);
-        if round >= warmup {
-            figures.cycle_ms.push(cycle.as_secs_f64() * 1e3);
-            figures.gather_ms.push(gathered.as_secs_f64() * 1e3);
-            figures
-                .evaluate_ms
-                .push((cycle - gathered).as_secs_f64() * 1e3);
-            figures.bytes.push(snapshot.bytes as f64);
-            figures.cpu_ms.push(cpu.as_secs_f64() * 1e3);
-            // The real nats-server under the simulator answers too: count only the group's members.
-            figures.answering = snapshot.views.values().filter(|v| v.meta.is_some()).count();
+        if let Some(size) = group_size(&snapshot) {
+            group_size_seen = Some(size);
         }
+        if round >= warmup {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            figures.cycle_ms.push(ms(cycle));
+            figures.gather_ms.push(ms(gathered));
+            figures.after_gather_ms.push(ms(cycle - gathered));
+            figures.history_ms.push(ms(recorded - gathered));
+            figures.split_ms.push(ms(split - gathered));
+            figures.evaluate_ms.push(ms(cycle - recorded));
+            figures.bytes.push(snapshot.bytes as f64);
+            figures.cpu_ms.push(ms(cpu));
+            // The real nats-server under the simulator answers too: count only the members.
+            figures.answering = snapshot.views.values().filter(|v| v.meta.is_some()).count();
+            figures.groups = groups.iter().filter(|g| g.meta.is_some()).count();
+        }
+        previous = snapshot;
         // The engine polls once a second; leave the servers (and the simulator) that much air.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    figures.findings = active.len();
+    figures.findings = active.keys().cloned().collect();
+    figures.filed = histories
+        .groups
+        .iter()
+        .map(|(group, history)| {
+            (
+                group.label().to_string(),
+                history.servers.keys().cloned().collect(),
+            )
+        })
+        .collect();
     figures
 }
 
@@ -322,8 +404,21 @@ struct ServiceFigures {
     polls: f64,
     poll_seconds: f64,
     received: f64,
+    /// Findings active at the end (every series of `nats_insights_findings_active`).
+    findings: f64,
     /// Messages and bytes the servers got from it, and bytes they sent it, in the window.
     servers: (f64, f64, f64),
+}
+
+/// The sum of every series of the metric `name` (any labels).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -406,6 +501,7 @@ async fn watch_with_binary(
         polls: delta("nats_insights_polls_total"),
         poll_seconds: delta("nats_insights_poll_duration_seconds_sum"),
         received: delta("nats_insights_poll_received_bytes_total"),
+        findings: metric_sum(&after, "nats_insights_findings_active"),
         servers: (
             servers_after.0 - servers_before.0,
             servers_after.1 - servers_before.1,
@@ -423,6 +519,386 @@ fn mib(bytes: f64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Many meta groups
+// ---------------------------------------------------------------------------------------------
+
+/// One row of the many-groups table: the figures of polling `deployment` in-process (`f`) and of
+/// the binary watching it (`service`).
+fn groups_row(
+    label: &str,
+    deployment: &Deployment,
+    f: &mut PollFigures,
+    service: &ServiceFigures,
+) -> String {
+    let expected = deployment.expected_findings();
+    let raised = expected.iter().filter(|k| f.findings.contains(k)).count();
+    let unexpected = f.findings.len() - raised;
+    format!(
+        "| {label} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms (split {:.2} ms) | {:.2} ms | {} | {:.1} ms | {:.1} MiB ({:.1} MiB peak) | {:.1} % | {raised} of {}{} | {:.0} | {} |",
+        deployment.len(),
+        f.groups,
+        median(&mut f.cycle_ms.clone()),
+        worst(&f.cycle_ms),
+        median(&mut f.gather_ms),
+        median(&mut f.history_ms),
+        median(&mut f.split_ms),
+        median(&mut f.evaluate_ms),
+        mib(median(&mut f.bytes)),
+        median(&mut f.cpu_ms),
+        service.rss,
+        service.peak_rss,
+        service.cpu_share * 100.0,
+        expected.len(),
+        if unexpected > 0 {
+            format!(" (+{unexpected} unexpected)")
+        } else {
+            String::new()
+        },
+        service.findings,
+        if service.polls > 0.0 {
+            format!(
+                "{:.0} ms, {}",
+                service.poll_seconds / service.polls * 1e3,
+                mib(service.received / service.polls)
+            )
+        } else {
+            "no poll".to_string()
+        },
+    )
+}
+
+/// What the many-groups part measured.
+struct ManyGroups {
+    shape: String,
+    servers: usize,
+    groups: usize,
+    domains: usize,
+    supercluster: Option<(usize, usize)>,
+    crashed: usize,
+    row: String,
+    /// Servers of the deployment whose group's history does not hold them, and those another
+    /// group's history holds.
+    unfiled: usize,
+    misfiled: usize,
+    unexpected: Vec<String>,
+    /// Rows of the steady-state table, one per shape of `BENCH_GROUPS_STEADY`.
+    steady: Vec<String>,
+    /// Load average, and compiler or nats-server processes not started by the benchmark, when
+    /// the part started and ended.
+    load: [(String, usize); 2],
+}
+
+/// The load average and the other compiler or nats-server processes, not counting the
+/// benchmark's own nats-server.
+fn load_now() -> (String, usize) {
+    (loadavg(), other_processes().saturating_sub(1))
+}
+
+/// The many-groups part: the simulator as the deployment `shape`, polled in-process as the engine
+/// does, then watched by the binary.
+async fn many_groups(shape: &str, url: &str, polls: usize) -> ManyGroups {
+    let deployment =
+        Deployment::parse(shape).unwrap_or_else(|| panic!("BENCH_GROUPS_SHAPE: {shape:?}"));
+    assert!(
+        deployment.leaders().count() == deployment.groups.len(),
+        "every group keeps a live leader"
+    );
+    let load_before = load_now();
+    let (sim, _) = start_simulator(shape, url);
+    println!(
+        "scale: {} servers in {} meta groups, large-group poll ...",
+        deployment.len(),
+        deployment.groups.len()
+    );
+    let mut f = poll_group(url, polls, 3, false).await;
+    println!("scale: many groups, the binary ...");
+    let service = watch_with_binary(
+        &[url.to_string()],
+        Duration::from_secs(3),
+        Duration::from_secs(7),
+        None,
+    )
+    .await;
+    drop(sim);
+    let label_of: BTreeMap<&str, &str> = (0..deployment.len())
+        .map(|i| {
+            (
+                deployment.names[i].as_str(),
+                deployment.groups[deployment.group_of[i]].label(),
+            )
+        })
+        .collect();
+    let misfiled = f
+        .filed
+        .iter()
+        .flat_map(|(group, servers)| servers.iter().map(move |s| (group, s)))
+        .filter(|(group, s)| label_of.get(s.as_str()).is_some_and(|l| l != group))
+        .count();
+    let unfiled = deployment
+        .online()
+        .filter(|i| {
+            let label = deployment.groups[deployment.group_of[*i]].label();
+            !f.filed
+                .get(label)
+                .is_some_and(|servers| servers.contains(&deployment.names[*i]))
+        })
+        .count();
+    let expected = deployment.expected_findings();
+    let unexpected = f
+        .findings
+        .iter()
+        .filter(|k| !expected.contains(k))
+        .cloned()
+        .collect();
+    let supercluster = deployment
+        .groups
+        .iter()
+        .find(|g| g.domain.is_none())
+        .map(|g| {
+            let clusters: BTreeSet<&str> = g
+                .members
+                .clone()
+                .map(|i| deployment.clusters[i].as_str())
+                .collect();
+            (g.members.len(), clusters.len())
+        });
+    ManyGroups {
+        shape: shape.to_string(),
+        servers: deployment.len(),
+        groups: deployment.groups.len(),
+        domains: deployment
+            .groups
+            .iter()
+            .filter(|g| g.domain.is_some())
+            .count(),
+        supercluster,
+        crashed: deployment.crashed(),
+        row: groups_row(
+            &format!("{} meta groups (`{shape}`)", deployment.groups.len()),
+            &deployment,
+            &mut f,
+            &service,
+        ),
+        unfiled,
+        misfiled,
+        unexpected,
+        steady: steady_shapes()
+            .iter()
+            .map(|shape| {
+                println!("scale: {shape} at steady state, pure code ...");
+                let deployment = Deployment::parse(shape)
+                    .unwrap_or_else(|| panic!("BENCH_GROUPS_STEADY: {shape:?}"));
+                steady_state(&deployment, polls.max(5)).row(shape)
+            })
+            .collect(),
+        load: [load_before, load_now()],
+    }
+}
+
+/// The shapes timed on pure code at steady state (`BENCH_GROUPS_STEADY`, comma-separated): by
+/// default one group of 1,000, the benchmarked deployment, and ten times as many domains.
+fn steady_shapes() -> Vec<String> {
+    std::env::var("BENCH_GROUPS_STEADY")
+        .unwrap_or_else(|_| format!("0x3+1000/1,{DEFAULT_GROUPS_SHAPE},3000x3+100/4"))
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+impl ManyGroups {
+    /// The subsection, with `single` (the one-group row of the same server count) beside it.
+    fn markdown(&self, single: Option<&str>, polls: usize) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "### Many meta groups: {} servers in {} groups\n",
+            self.servers, self.groups
+        );
+        let groups = match self.supercluster {
+            Some((members, clusters)) => format!(
+                "{} domains (`d001`...) plus one default-domain supercluster group of {members} servers over {clusters} clusters",
+                self.domains
+            ),
+            None => format!("{} domains", self.domains),
+        };
+        let _ = writeln!(md, "The simulator answers as a deployment of {groups} (shape `{}`, `BENCH_GROUPS_SHAPE`): each reply's envelope carries the server's own `cluster` and, outside the default domain, its `domain`; `meta_cluster.name` is the reporting server's own cluster (in the supercluster group it differs from server to server, as nats-server fills it); each group has its own leader and the member lists real servers send. Every 50th server of the deployment is crashed as above (the next member when that one leads): {} META_001 findings expected. It is polled in-process as the engine's round does now (`Histories::split`, `record_snapshots`, `evaluate_groups`, the evaluations flattened, `reconcile`; the plan from the sum of every group's size, leaders left out of the follower sample as in `Engine::plan`), {polls} polls after 3 uncounted ones; the binary watches it as above. *gather* includes the known servers and the plan; *split + record* is `Histories::split` (also given alone) and `record_snapshots`; *evaluate + reconcile* is `evaluate_groups` and `reconcile`. The single-group row is the N = 1,000 run of the table above, split the same way.\n", self.shape, self.crashed);
+        let _ = writeln!(md, "| deployment | servers | groups assessed | cycle: median | worst | gather | split + record | evaluate + reconcile | received per poll | CPU per poll | binary: RSS | binary: CPU (of one core) | findings raised | binary: findings active | binary: poll time, received |");
+        let _ = writeln!(
+            md,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        if let Some(single) = single {
+            let _ = writeln!(md, "{single}");
+        }
+        let _ = writeln!(md, "{}\n", self.row);
+        let _ = writeln!(md, "After the last poll, {} live servers of the deployment were missing from their own group's history and {} were held by another group's history.{}{}\n",
+            self.unfiled,
+            self.misfiled,
+            if self.misfiled > 0 {
+                format!(" An identity-only view (IDZ carries no domain) of a server no history knows yet is filed in the default group, and stays there while it answers; it moves to its own group once the follower sample asks for its whole view ({} servers per poll). The findings do not depend on it (each group's members come from its leader's view), but a crash of such a server is seen by its own group only through its leader's `active`, after `--offline-after`, not at the first silent poll.", gather::FOLLOWER_SAMPLE)
+            } else {
+                String::new()
+            },
+            if self.unexpected.is_empty() {
+                String::new()
+            } else {
+                format!(" Findings not expected: {}.", self.unexpected.join(", "))
+            });
+        let [(load_before, others_before), (load_after, others_after)] = &self.load;
+        let _ = writeln!(md, "_Load while this part ran: load average {load_before} at the start, {load_after} at the end; {others_before} compiler or nats-server processes not started by the benchmark at the start, {others_after} at the end._\n");
+        if !self.steady.is_empty() {
+            let _ = writeln!(md, "Each stage of the round on pure code, once every server sits in its own group's history (as after the follower sample went round): the histories first record every server's whole view, then {} polls shaped like the large-group poll (every leader's view, {} followers' views, every other live server's identity) are split, recorded, evaluated and reconciled; medians. `0x3+1000/1` is one default-domain group of 1,000 servers in one cluster.\n", polls.max(5), gather::FOLLOWER_SAMPLE);
+            let _ = writeln!(md, "| shape | servers | groups | `known_servers` | split | record | evaluate | reconcile | total | findings |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+            for row in &self.steady {
+                let _ = writeln!(md, "{row}");
+            }
+            let _ = writeln!(md);
+        }
+        md
+    }
+}
+
+/// The stages of a round on pure code, once every server sits in its own group's history.
+struct SteadyState {
+    servers: usize,
+    groups: usize,
+    known_ms: f64,
+    split_ms: f64,
+    record_ms: f64,
+    evaluate_ms: f64,
+    reconcile_ms: f64,
+    findings: usize,
+}
+
+/// `deployment` as one poll sees it: the `whole` servers with their JSZ view (the leaders through
+/// the gather, the others directly), every other live one by its identity only.
+fn deployment_snapshot(
+    deployment: &Deployment,
+    whole: &dyn Fn(usize) -> bool,
+    known: &[gather::KnownServer],
+    taken_at: SystemTime,
+) -> Snapshot {
+    let leaders: BTreeSet<usize> = deployment.leaders().collect();
+    let replies = deployment.online().filter(|i| whole(*i)).map(|i| {
+        let reply = decode_reply(&deployment.reply(i)).expect("simulated reply decodes");
+        let via = if leaders.contains(&i) {
+            Via::Gather
+        } else {
+            Via::Direct
+        };
+        (reply, via)
+    });
+    let mut snapshot = Snapshot::from_replies(taken_at, replies, known);
+    for i in deployment.online().filter(|i| !whole(*i)) {
+        let server = ServerIdentity {
+            name: deployment.names[i].clone(),
+            id: deployment.ids[i].clone(),
+            cluster: None,
+            domain: None,
+            ver: None,
+        };
+        snapshot.unanswered.remove(&server.name);
+        snapshot.views.insert(
+            server.name.clone(),
+            ServerView {
+                server,
+                meta: None,
+                via: Via::Identity,
+            },
+        );
+    }
+    snapshot
+}
+
+/// Times each stage of the round on `deployment` without the network: the histories first learn
+/// every server from its whole view (as after the follower sample went round), then `rounds`
+/// large-group polls (leaders' views, 8 followers', everyone's identity) are split, recorded,
+/// evaluated and reconciled. Medians.
+fn steady_state(deployment: &Deployment, rounds: usize) -> SteadyState {
+    let thresholds = Thresholds::default();
+    let start = SystemTime::now();
+    let mut histories = Histories::default();
+    for k in 0..2 {
+        let whole = deployment_snapshot(deployment, &|_| true, &[], start + Duration::from_secs(k));
+        let parts = histories.split(&whole);
+        histories.record_snapshots(&parts, start + Duration::from_secs(k));
+    }
+    let leaders: BTreeSet<usize> = deployment.leaders().collect();
+    let followers: Vec<usize> = deployment
+        .online()
+        .filter(|i| !leaders.contains(i))
+        .collect();
+    let mut active = ActiveSet::default();
+    let mut times: [Vec<f64>; 5] = Default::default();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for round in 0..rounds {
+        let now = start + Duration::from_secs(2 + round as u64);
+        let sample: BTreeSet<usize> = followers
+            .iter()
+            .cycle()
+            .skip(round * gather::FOLLOWER_SAMPLE)
+            .take(gather::FOLLOWER_SAMPLE)
+            .copied()
+            .collect();
+        let t = Instant::now();
+        let known = histories.known_servers();
+        times[0].push(ms(t.elapsed()));
+        let snapshot = deployment_snapshot(
+            deployment,
+            &|i| leaders.contains(&i) || sample.contains(&i),
+            &known,
+            now,
+        );
+        let t = Instant::now();
+        let parts = histories.split(&snapshot);
+        times[1].push(ms(t.elapsed()));
+        let t = Instant::now();
+        histories.record_snapshots(&parts, now);
+        times[2].push(ms(t.elapsed()));
+        let t = Instant::now();
+        let groups = evaluate_groups(&parts, &histories, &thresholds, now);
+        times[3].push(ms(t.elapsed()));
+        let t = Instant::now();
+        let evaluations: Vec<Evaluation> = groups
+            .iter()
+            .flat_map(|g| g.evaluations.iter().cloned())
+            .collect();
+        active = reconcile(&active, &evaluations, now).0;
+        times[4].push(ms(t.elapsed()));
+    }
+    let [known, split, record, evaluate, reconciled] = &mut times;
+    SteadyState {
+        servers: deployment.len(),
+        groups: deployment.groups.len(),
+        known_ms: median(known),
+        split_ms: median(split),
+        record_ms: median(record),
+        evaluate_ms: median(evaluate),
+        reconcile_ms: median(reconciled),
+        findings: active.len(),
+    }
+}
+
+impl SteadyState {
+    fn row(&self, shape: &str) -> String {
+        format!(
+            "| `{shape}` | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+            self.servers,
+            self.groups,
+            self.known_ms,
+            self.split_ms,
+            self.record_ms,
+            self.evaluate_ms,
+            self.reconcile_ms,
+            self.known_ms + self.split_ms + self.record_ms + self.evaluate_ms + self.reconcile_ms,
+            self.findings,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The benchmark
 // ---------------------------------------------------------------------------------------------
 
@@ -433,6 +909,8 @@ async fn bench() {
         .unwrap_or_else(|| vec![10, 100, 1000, 5000]);
     let polls = env_u64("BENCH_SCALE_POLLS", 10) as usize;
     let idle_secs = env_u64("BENCH_IDLE_SECS", 60);
+    let groups_shape =
+        std::env::var("BENCH_GROUPS_SHAPE").unwrap_or_else(|_| DEFAULT_GROUPS_SHAPE.to_string());
     let load_before = loadavg();
     let others_before = other_processes();
     let started = Instant::now();
@@ -440,14 +918,17 @@ async fn bench() {
     let (server, url) = start_server(&dir);
 
     let mut md = String::new();
-    let _ = writeln!(md, "## 2. Scale: one meta group of N servers\n");
+    let _ = writeln!(
+        md,
+        "## 2. Scale: N servers in one meta group, and in many\n"
+    );
     let _ = writeln!(md, "A simulator process answers the system account's requests as the N servers of one meta group, through a real nats-server on loopback: JSZ replies built on a reply captured from nats-server 2.15 (`tests/fixtures/healthy_5.json`) with the member lists real servers send (the leader lists every other member with its `active`; every follower lists every other member too), one leader, and every 50th member crashed (silent, 30 s unheard by the leader: N/50 findings expected). nats-insights polls it with its own pipeline functions in the benchmark process, {polls} polls after 3 uncounted ones: *cycle* is gather + history + evaluate + reconcile; CPU is the process's user + system time per poll (10 ms resolution, averaged). RSS is the real binary's (`nats-insights run`, memory state, default settings) after 10 s watching the same simulator.\n");
 
     // Before: the full poll asks every server for its whole view; each lists every member.
     let mut before_rows = Vec::new();
     for &n in sizes.iter().filter(|n| **n <= 1000) {
-        let alive = n - Group::new(n).crashed();
-        let (sim, full_bytes) = start_simulator(n, &url);
+        let alive = n - Deployment::single(n).crashed();
+        let (sim, full_bytes) = start_simulator(&n.to_string(), &url);
         println!("scale: N = {n}, full poll (every view) ...");
         let mut f = poll_group(&url, polls.min(5), 2, true).await;
         drop(sim);
@@ -465,8 +946,9 @@ async fn bench() {
     let mut rows = Vec::new();
     let mut target_cycle = None;
     let mut target_rss = None;
+    let mut single_row = None;
     for &n in &sizes {
-        let (sim, _) = start_simulator(n, &url);
+        let (sim, _) = start_simulator(&n.to_string(), &url);
         println!("scale: N = {n}, large-group poll ...");
         let mut f = poll_group(&url, polls, 3, false).await;
         println!("scale: N = {n}, the binary ...");
@@ -483,19 +965,26 @@ async fn bench() {
         if n == 1000 {
             target_cycle = Some(cycle);
             target_rss = Some(service.peak_rss);
+            let single = Deployment::single(n);
+            single_row = Some(groups_row(
+                "one group of 1,000 (the N = 1,000 row above)",
+                &single,
+                &mut f,
+                &service,
+            ));
         }
         rows.push(format!(
             "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} ms | {:.1} MiB ({:.1} MiB peak) | {:.1} % | {} of {expected} | {} |",
             cycle,
             worst(&f.cycle_ms),
             median(&mut f.gather_ms),
-            median(&mut f.evaluate_ms),
+            median(&mut f.after_gather_ms),
             mib(median(&mut f.bytes)),
             median(&mut f.cpu_ms),
             service.rss,
             service.peak_rss,
             service.cpu_share * 100.0,
-            f.findings,
+            f.findings.len(),
             if service.polls > 0.0 {
                 format!("{:.0} ms, {}", service.poll_seconds / service.polls * 1e3, mib(service.received / service.polls))
             } else {
@@ -503,6 +992,10 @@ async fn bench() {
             },
         ));
     }
+    let many = match groups_shape.as_str() {
+        "" | "0" => None,
+        shape => Some(many_groups(shape, &url, polls).await),
+    };
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = writeln!(md, "### After: the poll that grows linearly\n");
@@ -515,6 +1008,9 @@ async fn bench() {
     let _ = writeln!(md, "\nTargets at N = 1,000: cycle under 100 ms (measured: {}), RSS under 64 MiB (measured peak: {}). The check evaluation alone is measured by Criterion below.\n",
         target_cycle.map_or("not run".to_string(), |c| format!("{c:.1} ms")),
         target_rss.map_or("not run".to_string(), |r| format!("{r:.1} MiB")));
+    if let Some(many) = many {
+        md.push_str(&many.markdown(single_row.as_deref(), polls));
+    }
     let _ = writeln!(md, "### Before: every server's whole view\n");
     let _ = writeln!(md, "The poll nats-insights used for every group until this benchmark, still used up to {} members. Every reply lists every member, so one poll receives N² member entries (not run at 5,000: 1.9 GB per poll).\n", gather::FULL_POLL_MAX_MEMBERS);
     let _ = writeln!(md, "| N | one full gather | cycle: median | worst | CPU per poll | running members that answered in time |");

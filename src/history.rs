@@ -2,7 +2,7 @@
 //! names peer hashes had, graceful departures, how long the group has been leaderless). Checks read
 //! it; the engine updates it from each snapshot and event. Serializable so it can be persisted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -556,8 +556,17 @@ impl Histories {
     /// Splits a poll into one snapshot per group: every group seen before gets one, even when
     /// none of its servers answered.
     pub fn split(&self, snapshot: &Snapshot) -> BTreeMap<GroupId, Snapshot> {
+        // Built once per split: asking `group_of_server` for every identity-only or silent
+        // server scanned every group's history each time (445 ms per poll at 3,000 groups of 3).
+        // The first group in order that holds a name wins, as in `group_of_server`.
+        let mut group_of: HashMap<&str, &GroupId> = HashMap::new();
+        for (group, history) in &self.groups {
+            for name in history.servers.keys() {
+                group_of.entry(name.as_str()).or_insert(group);
+            }
+        }
         snapshot.split_groups(
-            &|name: &str| self.group_of_server(name),
+            &|name: &str| group_of.get(name).map(|g| (*g).clone()),
             self.groups.keys().cloned(),
         )
     }
