@@ -806,6 +806,7 @@ fn deployment_snapshot(
                 server,
                 meta: None,
                 via: Via::Identity,
+                jetstream: false,
             },
         );
     }
