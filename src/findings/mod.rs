@@ -88,6 +88,18 @@ pub fn reconcile(
 ) -> (ActiveSet, Vec<Transition>) {
     let mut next = previous.clone();
     let mut transitions = Vec::new();
+    // What each evaluation may resolve, indexed once: scanning every active finding for each of
+    // the (checks x groups) evaluations grew with their product (27 ms at 3,000 groups).
+    let mut by_scope: BTreeMap<(crate::checks::CheckId, GroupId), Vec<&str>> = BTreeMap::new();
+    for (key, active) in previous {
+        by_scope
+            .entry((
+                active.finding.check,
+                GroupId::of(active.finding.domain.as_deref()),
+            ))
+            .or_default()
+            .push(key.as_str());
+    }
     for evaluation in evaluations {
         let Outcome::Ran {
             findings,
@@ -124,15 +136,12 @@ pub fn reconcile(
                 }
             }
         }
-        let cleared: Vec<String> = next
-            .iter()
-            .filter(|(key, active)| {
-                active.finding.check == evaluation.check
-                    && GroupId::of(active.finding.domain.as_deref()) == evaluation.group
-                    && !current.contains_key(key.as_str())
-                    && !undecided.contains(*key)
-            })
-            .map(|(key, _)| key.clone())
+        let cleared: Vec<String> = by_scope
+            .get(&(evaluation.check, evaluation.group.clone()))
+            .into_iter()
+            .flatten()
+            .filter(|key| !current.contains_key(**key) && !undecided.contains(**key))
+            .map(|key| key.to_string())
             .collect();
         for key in cleared {
             if let Some(mut active) = next.remove(&key) {
