@@ -63,6 +63,9 @@ async fn operator_cluster(
         .wait_for_leader(Duration::from_secs(30))
         .await
         .expect("meta leader elected");
+    support::readiness::wait_for_jetstream(&cluster, Duration::from_secs(20))
+        .await
+        .expect("JetStream ready for the state bucket");
     cluster
 }
 

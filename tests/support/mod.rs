@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod jwt;
+pub mod readiness;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
