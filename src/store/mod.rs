@@ -299,6 +299,10 @@ fn is_unavailable(detail: &str) -> bool {
         || d.contains("no responders")
         || d.contains("temporarily unavailable")
         || d.contains("10008")
+        // "no suitable peers for placement": a fresh cluster whose peers are not all counted
+        // yet (seen on 2.10-2.12 right after the first election); it passes too.
+        || d.contains("10005")
+        || d.contains("no suitable peers")
 }
 
 impl KvStore {
@@ -624,6 +628,11 @@ impl KvStore {
             match msg.status {
                 // 204: end of batch; 404: the bucket is empty.
                 Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => break,
+                // nats-server before 2.11 knows no batched read ("408 Empty Request"): walk the
+                // stream message by message instead.
+                Some(status) if status.as_u16() == 408 && entries.is_empty() => {
+                    return self.walk_entries().await;
+                }
                 Some(status) if status.as_u16() >= 300 => {
                     return Err(format!(
                         "batched read refused: {} {}",
@@ -655,6 +664,67 @@ impl KvStore {
             });
         }
         Ok(entries)
+    }
+
+    /// The latest entry of every key by walking the bucket's stream with direct gets
+    /// (`next_by_subj`), for servers without the batched read (nats-server 2.10). Like the batched
+    /// read it needs no consumer; it reads every kept revision, which for a state bucket (a few
+    /// revisions of a few keys) is a few requests.
+    async fn walk_entries(&self) -> Result<Vec<Latest>, String> {
+        let subject = format!("$JS.API.DIRECT.GET.{}", self.kv.stream_name);
+        let filter = format!("{}>", self.kv.prefix);
+        let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
+        let mut seq: u64 = 1;
+        // Bounded: a bucket of this service holds far fewer messages.
+        for _ in 0..100_000 {
+            let body = serde_json::json!({ "seq": seq, "next_by_subj": filter }).to_string();
+            let msg = match tokio::time::timeout(
+                self.settings.timeout * 3,
+                self.client.request(subject.clone(), body.into()),
+            )
+            .await
+            {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(e)) => return Err(format!("walking the bucket: {e}")),
+                Err(_) => return Err("no answer while walking the bucket".to_string()),
+            };
+            match msg.status {
+                Some(status) if status == StatusCode::NOT_FOUND => break,
+                Some(status) if status.as_u16() >= 300 => {
+                    return Err(format!(
+                        "walking the bucket refused: {} {}",
+                        status.as_u16(),
+                        msg.description.unwrap_or_default()
+                    ))
+                }
+                _ => {}
+            }
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            let Some(found) = header("Nats-Sequence").and_then(|s| s.parse::<u64>().ok()) else {
+                return Err("a walked message carries no sequence".to_string());
+            };
+            seq = found + 1;
+            let Some(key) = header("Nats-Subject")
+                .and_then(|s| s.strip_prefix(self.kv.prefix.as_str()).map(str::to_string))
+            else {
+                continue;
+            };
+            latest.insert(
+                key.clone(),
+                Latest {
+                    key,
+                    revision: found,
+                    deleted: header("KV-Operation").is_some_and(|op| op == "DEL" || op == "PURGE"),
+                    value: msg.payload,
+                },
+            );
+        }
+        Ok(latest.into_values().collect())
     }
 
     /// Claims a transition with compare-and-set on its finding's key. Transient failures (a
