@@ -598,6 +598,24 @@ impl KvStore {
         }
     }
 
+    /// [`KvStore::load`] at start, tried again while it fails for up to ten state timeouts: an
+    /// instance started without its state would publish again what is already published, and a
+    /// bucket that just lost a replica (the fault being watched may be that) answers slowly for
+    /// a few seconds.
+    async fn load_patiently(&mut self) -> Result<Loaded, StoreError> {
+        let deadline = Instant::now() + self.settings.timeout * 10;
+        loop {
+            match self.load(SystemTime::now()).await {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "state not loaded yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
     /// The latest entry of every key, in one batched direct get (`multi_last`, nats-server 2.11+).
     /// No consumer is created, so this works while the JetStream API is slow or has no meta
     /// leader, as long as a replica of the bucket's stream answers.
@@ -1182,7 +1200,7 @@ impl Persistence {
         cluster_size: Option<usize>,
     ) -> Result<(Persistence, Loaded), StoreError> {
         match KvStore::open(client.clone(), settings.clone(), cluster_size).await {
-            Ok(mut store) => match store.load(SystemTime::now()).await {
+            Ok(mut store) => match store.load_patiently().await {
                 Ok(loaded) => {
                     tracing::info!(bucket = %store.bucket(), active = loaded.active.len(), history = loaded.history.is_some(), "state loaded");
                     Ok((Persistence::Kv(Box::new(store)), loaded))
