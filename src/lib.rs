@@ -1,7 +1,28 @@
-//! nats-insights: watches a NATS JetStream cluster's meta group from the system account and
-//! publishes findings on NATS. The pipeline, top to bottom:
-//! observe → evaluate (`checks`) → reconcile (`findings`) → publish → serve (`service`),
-//! wired by `engine`.
+//! nats-insights: watches the control plane of NATS JetStream (the meta groups, one per JetStream
+//! domain) from the system account and publishes findings on NATS. The pipeline, top to bottom:
+//! observe → evaluate (`checks`) → reconcile (`findings`) → persist (`store`) → publish → serve
+//! (`service`), wired by `engine`.
+//!
+//! # Layout
+//!
+//! - [`observe`]: the JSZ gather, pinned per-server views and the meta events, as plain data
+//!   ([`observe::Snapshot`], [`observe::MetaEvent`]); a poll is split into one part per meta
+//!   group ([`observe::GroupId`]: the domain).
+//! - [`history`]: what earlier polls and events showed, per group ([`history::Histories`]).
+//! - [`checks`]: one pure function per check of (meta group, history, thresholds, `now`), each
+//!   file exporting its [`checks::CheckSpec`]; [`checks::members`] judges who is online for all.
+//! - [`findings`]: the lifecycle, a pure `reconcile(previous, evaluated, now)`.
+//! - [`store`]: the JetStream KV bucket (findings and history; claims for several instances).
+//! - [`ha`]: what several instances share so each transition is published once.
+//! - [`publish`]: finding events and heartbeats; [`watch`] follows them.
+//! - [`service`]: the micro service API; [`runbook`]: the runbooks it and `explain` serve;
+//!   [`metrics`]: Prometheus metrics and `/healthz`.
+//! - [`engine`]: runs the stages in a loop; [`connect`]: connections and their failures;
+//!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands.
+//! - [`testbed`], [`demo`], [`soak`]: real nats-server clusters for the tests, the demo and the
+//!   chaos soak (to move out of the product crate: see docs/architecture.md).
+//!
+//! docs/architecture.md describes the stages and where each lives.
 
 pub mod checks;
 pub mod cli;
