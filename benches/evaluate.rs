@@ -9,7 +9,7 @@ use nats_insights::checks::{evaluate_all, Thresholds};
 use nats_insights::history::History;
 use nats_insights::observe::gather::KnownServer;
 use nats_insights::observe::jsz::decode_reply;
-use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
+use nats_insights::observe::{Snapshot, Via};
 
 mod common;
 use common::sim::Deployment;
@@ -34,23 +34,7 @@ fn snapshot(group: &Deployment, full: bool, taken_at: SystemTime) -> Snapshot {
     });
     let mut snapshot = Snapshot::from_replies(taken_at, replies, &known);
     for i in group.online().filter(|i| !whole.contains(i)) {
-        let server = ServerIdentity {
-            name: group.names[i].clone(),
-            id: group.ids[i].clone(),
-            cluster: None,
-            domain: None,
-            ver: None,
-        };
-        snapshot.unanswered.remove(&server.name);
-        snapshot.views.insert(
-            server.name.clone(),
-            ServerView {
-                server,
-                meta: None,
-                via: Via::Identity,
-                jetstream: false,
-            },
-        );
+        group.add_identity(&mut snapshot, i);
     }
     snapshot
 }

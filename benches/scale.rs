@@ -21,7 +21,7 @@ use nats_insights::findings::{reconcile, ActiveSet};
 use nats_insights::history::Histories;
 use nats_insights::observe::gather::{self, GatherTiming, Plan};
 use nats_insights::observe::jsz::decode_reply;
-use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
+use nats_insights::observe::{Snapshot, Via};
 use nats_insights::testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
 
 mod common;
@@ -792,23 +792,7 @@ fn deployment_snapshot(
     });
     let mut snapshot = Snapshot::from_replies(taken_at, replies, known);
     for i in deployment.online().filter(|i| !whole(*i)) {
-        let server = ServerIdentity {
-            name: deployment.names[i].clone(),
-            id: deployment.ids[i].clone(),
-            cluster: None,
-            domain: None,
-            ver: None,
-        };
-        snapshot.unanswered.remove(&server.name);
-        snapshot.views.insert(
-            server.name.clone(),
-            ServerView {
-                server,
-                meta: None,
-                via: Via::Identity,
-                jetstream: false,
-            },
-        );
+        deployment.add_identity(&mut snapshot, i);
     }
     snapshot
 }

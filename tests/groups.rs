@@ -55,12 +55,20 @@ struct Deployment {
     active: ActiveSet,
     transitions: Vec<Transition>,
     groups: Vec<GroupEvaluation>,
+    /// The cluster of the server the monitor is attached to, when a test sets it.
+    attached_cluster: Option<String>,
 }
 
 impl Deployment {
     fn poll(&mut self, at: SystemTime, replies: Vec<JszReply>) -> Vec<Transition> {
         let all = replies.into_iter().map(|r| (r, Via::Gather));
         let snapshot = Snapshot::from_replies(at, all, &self.histories.known_servers());
+        self.round(at, snapshot)
+    }
+
+    /// One round on a snapshot built by the test.
+    fn round(&mut self, at: SystemTime, mut snapshot: Snapshot) -> Vec<Transition> {
+        snapshot.attached_cluster = self.attached_cluster.clone();
         let parts = self.histories.split(&snapshot);
         self.histories.record_snapshots(&parts, at);
         self.groups = evaluate_groups(&parts, &self.histories, &Thresholds::default(), at);
@@ -534,15 +542,14 @@ fn identities_of_a_first_large_poll_join_the_group_that_lists_them_and_make_no_g
     let mut d = Deployment::default();
     for s in 0..4 {
         let snapshot = leaders_and_identities(captured("domains_healthy.json"), t(s));
-        let parts = d.histories.split(&snapshot);
-        d.histories.record_snapshots(&parts, t(s));
-        let groups = evaluate_groups(&parts, &d.histories, &Thresholds::default(), t(s));
-        assert_eq!(groups.len(), 2);
-        assert!(groups.iter().all(|g| g.skipped().is_none()), "{groups:#?}");
-        let evaluations: Vec<_> = groups.iter().flat_map(|g| g.evaluations.clone()).collect();
-        let (next, transitions) = reconcile(&d.active, &evaluations, t(s));
+        let transitions = d.round(t(s), snapshot);
         assert!(transitions.is_empty(), "{transitions:#?}");
-        d.active = next;
+        assert_eq!(d.groups.len(), 2);
+        assert!(
+            d.groups.iter().all(|g| g.skipped().is_none()),
+            "{:#?}",
+            d.groups
+        );
     }
     assert_eq!(d.histories.groups.len(), 2);
 }
@@ -584,23 +591,12 @@ fn a_server_behind_a_gateway_silent_for_one_poll_is_not_yet_offline_but_two_poll
             .into_iter()
             .filter(|r| !without.contains(&r.server.name.as_str()))
             .collect();
-        let known = d.histories.known_servers();
-        let mut snapshot =
-            Snapshot::from_replies(at, replies.into_iter().map(|r| (r, Via::Gather)), &known);
-        snapshot.attached_cluster = Some("c1".to_string());
-        let parts = d.histories.split(&snapshot);
-        d.histories.record_snapshots(&parts, at);
-        d.groups = evaluate_groups(&parts, &d.histories, &Thresholds::default(), at);
-        let evaluations: Vec<_> = d
-            .groups
-            .iter()
-            .flat_map(|g| g.evaluations.clone())
-            .collect();
-        let (next, transitions) = reconcile(&d.active, &evaluations, at);
-        d.active = next;
-        transitions
+        d.poll(at, replies)
     };
-    let mut d = Deployment::default();
+    let mut d = Deployment {
+        attached_cluster: Some("c1".to_string()),
+        ..Deployment::default()
+    };
     poll(&mut d, t(0), &[]);
     poll(&mut d, t(1), &[]);
     assert!(poll(&mut d, t(2), &["n5"]).is_empty(), "one missed poll");
@@ -621,22 +617,17 @@ fn a_server_behind_a_gateway_silent_for_one_poll_is_not_yet_offline_but_two_poll
 
 #[test]
 fn a_server_of_the_attached_cluster_is_offline_after_one_missed_poll() {
-    let mut d = Deployment::default();
+    let mut d = Deployment {
+        attached_cluster: Some("c1".to_string()),
+        ..Deployment::default()
+    };
     d.poll(t(0), captured("supercluster_healthy_9.json"));
     d.poll(t(1), captured("supercluster_healthy_9.json"));
     let replies: Vec<JszReply> = captured("supercluster_healthy_9.json")
         .into_iter()
         .filter(|r| r.server.name != "n2")
         .collect();
-    let known = d.histories.known_servers();
-    let mut snapshot =
-        Snapshot::from_replies(t(2), replies.into_iter().map(|r| (r, Via::Gather)), &known);
-    snapshot.attached_cluster = Some("c1".to_string());
-    let parts = d.histories.split(&snapshot);
-    d.histories.record_snapshots(&parts, t(2));
-    let groups = evaluate_groups(&parts, &d.histories, &Thresholds::default(), t(2));
-    let evaluations: Vec<_> = groups.iter().flat_map(|g| g.evaluations.clone()).collect();
-    let (_, raised) = reconcile(&d.active, &evaluations, t(2));
+    let raised = d.poll(t(2), replies);
     let keys: Vec<&str> = raised.iter().map(|t| t.finding.key.as_str()).collect();
     assert_eq!(
         keys,

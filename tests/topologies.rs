@@ -65,6 +65,21 @@ async fn ready_groups(monitor: &Monitor, groups: &[(&str, usize)]) -> serde_json
     }
 }
 
+/// A group's `clusters` in STATUS as (cluster, members).
+fn cluster_tally(meta: &serde_json::Value) -> Vec<(&str, u64)> {
+    meta["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap_or(""),
+                c["members"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 fn group<'a>(status: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
     status["meta_groups"]
         .as_array()
@@ -94,17 +109,7 @@ async fn supercluster_is_one_group_whose_findings_survive_the_leader_changing_cl
     let status = ready_groups(&monitor, &[("default", 9)]).await;
     let meta = group(&status, "default");
     assert_eq!(meta["lead_cluster"], "c1", "{meta:#}");
-    let clusters: Vec<(&str, u64)> = meta["clusters"]
-        .as_array()
-        .expect("clusters")
-        .iter()
-        .map(|c| {
-            (
-                c["cluster"].as_str().unwrap_or(""),
-                c["members"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let clusters = cluster_tally(meta);
     assert_eq!(clusters, [("c1", 3), ("c2", 3), ("c3", 3)]);
     assert!(meta["members"]
         .as_array()
@@ -356,17 +361,7 @@ async fn leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
     assert_eq!(meta["lead_cluster"], "hub", "{meta:#}");
     assert_eq!(meta["cluster_size"], 5, "{meta:#}");
     assert_eq!(meta["quorum_needed"], 3, "{meta:#}");
-    let clusters: Vec<(&str, u64)> = meta["clusters"]
-        .as_array()
-        .expect("clusters")
-        .iter()
-        .map(|c| {
-            (
-                c["cluster"].as_str().unwrap_or(""),
-                c["members"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let clusters = cluster_tally(meta);
     assert_eq!(clusters, [("hub", 3), ("l1", 1), ("l2", 1)]);
     for member in meta["members"].as_array().expect("members") {
         let name = member["name"].as_str().expect("name");

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
+use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
 use serde_json::{json, Value};
 
 const CAPTURED: &str = include_str!("../../tests/fixtures/healthy_5.json");
@@ -280,5 +281,29 @@ impl Deployment {
                 self.reply(g.leader).len() as u64 * alive
             })
             .sum()
+    }
+}
+
+impl Deployment {
+    /// Puts server `i` into `snapshot` by its identity only (IDZ: no domain, no cluster, no
+    /// view), as a large poll sees the servers it did not ask for their whole view.
+    pub fn add_identity(&self, snapshot: &mut Snapshot, i: usize) {
+        let server = ServerIdentity {
+            name: self.names[i].clone(),
+            id: self.ids[i].clone(),
+            cluster: None,
+            domain: None,
+            ver: None,
+        };
+        snapshot.unanswered.remove(&server.name);
+        snapshot.views.insert(
+            server.name.clone(),
+            ServerView {
+                server,
+                meta: None,
+                via: Via::Identity,
+                jetstream: false,
+            },
+        );
     }
 }

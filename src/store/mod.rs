@@ -259,6 +259,14 @@ fn earlier_state_of(stored: &Record, ours: &Record) -> bool {
     }
 }
 
+/// Why a direct get was refused, for the store's health.
+fn refusal(what: &str, msg: &async_nats::Message, status: u16) -> String {
+    format!(
+        "{what} refused: {status} {}",
+        msg.description.as_deref().unwrap_or_default()
+    )
+}
+
 /// The key a finding stored by an earlier version has now, when it differs: keys named the
 /// leader's cluster (`META_001/C1/n2`), they now name the group (`META_001/default/n2`).
 pub fn current_key(finding: &crate::checks::Finding) -> Option<String> {
@@ -652,36 +660,37 @@ impl KvStore {
                     return self.walk_entries().await;
                 }
                 Some(status) if status.as_u16() >= 300 => {
-                    return Err(format!(
-                        "batched read refused: {} {}",
-                        status.as_u16(),
-                        msg.description.unwrap_or_default()
-                    ))
+                    return Err(refusal("batched read", &msg, status.as_u16()))
                 }
                 _ => {}
             }
-            let header = |name: &str| {
-                msg.headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_string())
-            };
-            let Some(subject) = header("Nats-Subject") else {
-                continue;
-            };
-            let Some(key) = subject.strip_prefix(self.kv.prefix.as_str()) else {
-                continue;
-            };
-            entries.push(Latest {
-                key: key.to_string(),
-                revision: header("Nats-Sequence")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-                deleted: header("KV-Operation").is_some_and(|op| op == "DEL" || op == "PURGE"),
-                value: msg.payload,
-            });
+            if let Some(entry) = self.latest_of(msg) {
+                entries.push(entry);
+            }
         }
         Ok(entries)
+    }
+
+    /// The entry a direct get returned: its key (the subject less the bucket's prefix), its
+    /// revision (the stream sequence) and whether it is a delete or purge marker.
+    fn latest_of(&self, msg: async_nats::Message) -> Option<Latest> {
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        let key = header("Nats-Subject")?
+            .strip_prefix(self.kv.prefix.as_str())?
+            .to_string();
+        Some(Latest {
+            key,
+            revision: header("Nats-Sequence")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            deleted: header("KV-Operation").is_some_and(|op| op == "DEL" || op == "PURGE"),
+            value: msg.payload,
+        })
     }
 
     /// The latest entry of every key by walking the bucket's stream with direct gets
@@ -709,38 +718,22 @@ impl KvStore {
             match msg.status {
                 Some(status) if status == StatusCode::NOT_FOUND => break,
                 Some(status) if status.as_u16() >= 300 => {
-                    return Err(format!(
-                        "walking the bucket refused: {} {}",
-                        status.as_u16(),
-                        msg.description.unwrap_or_default()
-                    ))
+                    return Err(refusal("walking the bucket", &msg, status.as_u16()))
                 }
                 _ => {}
             }
-            let header = |name: &str| {
-                msg.headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_string())
-            };
-            let Some(found) = header("Nats-Sequence").and_then(|s| s.parse::<u64>().ok()) else {
+            let sequence = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Sequence"))
+                .and_then(|v| v.as_str().parse::<u64>().ok());
+            let Some(found) = sequence else {
                 return Err("a walked message carries no sequence".to_string());
             };
             seq = found + 1;
-            let Some(key) = header("Nats-Subject")
-                .and_then(|s| s.strip_prefix(self.kv.prefix.as_str()).map(str::to_string))
-            else {
-                continue;
-            };
-            latest.insert(
-                key.clone(),
-                Latest {
-                    key,
-                    revision: found,
-                    deleted: header("KV-Operation").is_some_and(|op| op == "DEL" || op == "PURGE"),
-                    value: msg.payload,
-                },
-            );
+            if let Some(entry) = self.latest_of(msg) {
+                latest.insert(entry.key.clone(), entry);
+            }
         }
         Ok(latest.into_values().collect())
     }
