@@ -1,0 +1,92 @@
+//! Connections: what each connection logs (a permission violation names the subject it denied),
+//! and which server a reconnect prefers.
+
+use std::time::Duration;
+
+use async_nats::Event;
+
+use super::{Denial, Denials};
+
+/// On reconnect, prefer a server other than the one just left (it died, entered lame duck, or was
+/// found cut off from the meta group), the least failing first; `None` keeps the client's default.
+pub(super) fn another_server(
+    servers: &[async_nats::Server],
+    last: &async_nats::ServerInfo,
+) -> Option<async_nats::ReconnectToServer> {
+    // Never connected yet (the first connect): the client's own selection tries every URL.
+    if last.port == 0 {
+        return None;
+    }
+    let unspecified = matches!(last.host.as_str(), "" | "0.0.0.0" | "::" | "[::]");
+    let is_last = |s: &async_nats::Server| {
+        s.addr.port() == last.port && (unspecified || s.addr.host() == last.host)
+    };
+    let pick = servers
+        .iter()
+        .filter(|s| !is_last(s))
+        .min_by_key(|s| s.failed_attempts)?;
+    let backoff = Duration::from_millis(250 * pick.failed_attempts.min(8) as u64);
+    Some(async_nats::ReconnectToServer {
+        addr: pick.addr.clone(),
+        delay: Some(backoff),
+    })
+}
+
+/// Logs a server error; a permission violation as an error naming the denied subject.
+fn log_server_error(connection: &str, error: &str) -> Option<Denial> {
+    match Denial::parse(error) {
+        Some(denial) => {
+            tracing::error!(
+                connection,
+                subject = %denial.subject,
+                "permission denied: the server does not let this user {} {}; allow it in the \
+                 user's permissions (see deploy/insights-accounts.conf)",
+                denial.action,
+                denial.subject
+            );
+            Some(denial)
+        }
+        None => {
+            tracing::warn!(connection, %error, "NATS server error");
+            None
+        }
+    }
+}
+
+/// Direct links fail over to nothing, so their disconnects are expected during faults: debug only.
+pub(super) fn log_direct_event(connection: &str, event: Event) {
+    match event {
+        Event::ServerError(error) => {
+            log_server_error(connection, &error.to_string());
+        }
+        other => tracing::debug!(connection, event = %other, "direct connection event"),
+    }
+}
+
+pub(super) fn log_event(connection: &str, denials: &Denials, event: Event) {
+    match event {
+        Event::Connected => tracing::info!(connection, "connected to NATS"),
+        Event::Disconnected => {
+            tracing::warn!(
+                connection,
+                "disconnected from NATS; reconnecting until a server answers"
+            )
+        }
+        Event::ServerError(error) => {
+            let text = error.to_string();
+            if text
+                .to_ascii_lowercase()
+                .contains("authorization violation")
+            {
+                tracing::error!(connection, %error, "the server refused these credentials (revoked or changed?); still retrying, fix --user/--password, --creds, --nkey or --token");
+            } else if let Some(denial) = log_server_error(connection, &text) {
+                denials.record(denial);
+            }
+        }
+        Event::LameDuckMode => tracing::warn!(
+            connection,
+            "server entered lame-duck mode; will move to another"
+        ),
+        other => tracing::debug!(connection, event = %other, "connection event"),
+    }
+}
