@@ -357,7 +357,7 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
             .iter()
             .flat_map(|g| g.evaluations.iter().cloned())
             .collect();
-        let (next, _transitions) = reconcile(&active, &evaluations, now);
+        let (next, _transitions) = reconcile(&active, &Default::default(), &evaluations, now);
         active = next;
         let cycle = started.elapsed();
         let cpu = cpu_time(None).saturating_sub(cpu);
@@ -850,7 +850,7 @@ fn steady_state(deployment: &Deployment, rounds: usize) -> SteadyState {
             .iter()
             .flat_map(|g| g.evaluations.iter().cloned())
             .collect();
-        active = reconcile(&active, &evaluations, now).0;
+        active = reconcile(&active, &Default::default(), &evaluations, now).0;
         times[4].push(ms(t.elapsed()));
     }
     let [known, split, record, evaluate, reconciled] = &mut times;

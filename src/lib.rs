@@ -43,6 +43,7 @@ pub mod soak;
 pub mod store;
 pub mod testbed;
 pub mod time_format;
+pub mod timing;
 pub mod watch;
 
 use std::sync::Mutex;

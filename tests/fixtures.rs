@@ -431,7 +431,12 @@ fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind
     let mut s = Scenario::new();
     s.poll(t(0), &["healthy_3.json"])
         .poll(t(4), &["follower_killed_3.json"]);
-    let (active, transitions) = reconcile(&ActiveSet::new(), &s.evaluate(t(4)), t(4));
+    let (active, transitions) = reconcile(
+        &ActiveSet::new(),
+        &Default::default(),
+        &s.evaluate(t(4)),
+        t(4),
+    );
     let raised: Vec<String> = transitions.iter().map(|t| t.finding.key.clone()).collect();
     assert!(
         raised.iter().any(|k| k.starts_with("META_001/")),
@@ -444,7 +449,7 @@ fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind
         .collect();
     // Same fault next poll: nothing new.
     s.poll(t(5), &["follower_killed_3.json"]);
-    let (active, transitions) = reconcile(&active, &s.evaluate(t(5)), t(5));
+    let (active, transitions) = reconcile(&active, &Default::default(), &s.evaluate(t(5)), t(5));
     assert!(transitions.is_empty());
     // Blind poll (nobody answered): nothing resolves.
     let blind = Snapshot::default();
@@ -452,7 +457,7 @@ fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind
     assert!(evaluations
         .iter()
         .all(|e| matches!(e.outcome, Outcome::Skipped { .. })));
-    let (active, transitions) = reconcile(&active, &evaluations, t(6));
+    let (active, transitions) = reconcile(&active, &Default::default(), &evaluations, t(6));
     assert!(transitions.is_empty());
     assert_eq!(active.len(), 1);
     // Back to healthy: resolved once.
@@ -462,7 +467,7 @@ fn lifecycle_on_fixtures_raises_once_resolves_once_and_never_resolves_when_blind
         .into_iter()
         .filter(|e| e.check == CheckId::META_001)
         .collect();
-    let (active, transitions) = reconcile(&active, &evaluations, t(7));
+    let (active, transitions) = reconcile(&active, &Default::default(), &evaluations, t(7));
     assert_eq!(transitions.len(), 1);
     assert_eq!(transitions[0].kind, TransitionKind::Resolved);
     assert!(active.is_empty());
@@ -474,7 +479,12 @@ fn a_peer_removed_while_stopped_is_forgotten_and_its_finding_resolves() {
     s.poll(t(0), &["healthy_3.json"])
         .poll(t(1), &["follower_stopped_3.json"]);
     let victim = missing("healthy_3.json", "follower_stopped_3.json");
-    let (active, _) = reconcile(&ActiveSet::new(), &s.evaluate(t(1)), t(1));
+    let (active, _) = reconcile(
+        &ActiveSet::new(),
+        &Default::default(),
+        &s.evaluate(t(1)),
+        t(1),
+    );
     assert_eq!(active.len(), 1);
     // Removing a stopped peer sends no advisory: the leader's smaller membership is the signal.
     s.poll(t(3), &["follower_removed_3.json"]);
@@ -488,7 +498,7 @@ fn a_peer_removed_while_stopped_is_forgotten_and_its_finding_resolves() {
         known.is_disjoint(&victim),
         "{known:?} still expects {victim:?}"
     );
-    let (active, transitions) = reconcile(&active, &s.evaluate(t(3)), t(3));
+    let (active, transitions) = reconcile(&active, &Default::default(), &s.evaluate(t(3)), t(3));
     assert_eq!(transitions.len(), 1);
     assert_eq!(transitions[0].kind, TransitionKind::Resolved);
     assert!(active.is_empty());

@@ -77,7 +77,7 @@ impl Deployment {
             .iter()
             .flat_map(|g| g.evaluations.clone())
             .collect();
-        let (next, transitions) = reconcile(&self.active, &evaluations, at);
+        let (next, transitions) = reconcile(&self.active, &Default::default(), &evaluations, at);
         self.active = next;
         self.transitions.extend(transitions.clone());
         transitions

@@ -47,7 +47,7 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
         let snapshot = Snapshot::from_replies(t(*at), all, &history.known_servers());
         history.record_snapshot(&snapshot, t(*at));
         let (assessed, evaluations) = evaluate_all(&snapshot, &history, &thresholds, t(*at));
-        let (next, transitions) = reconcile(&active, &evaluations, t(*at));
+        let (next, transitions) = reconcile(&active, &Default::default(), &evaluations, t(*at));
         events.extend(
             transitions
                 .iter()

@@ -9,7 +9,7 @@ use nats_insights::checks::{CheckId, Finding};
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::Transition;
 use nats_insights::findings::TransitionKind::{Raised, Resolved, Updated};
-use nats_insights::store::{kv_key, Claim, KvStore, Record, StoreHealth, StoreSettings, Stored};
+use nats_insights::store::{kv_key, KvStore, Mark, Record, StoreHealth, StoreSettings, Stored};
 use nats_insights::testbed::{Cluster, Stop};
 use support::{
     cluster, follower, move_leader, others, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
@@ -391,15 +391,16 @@ fn transition_of(
             remediation: Vec::new(),
             fingerprint: format!("f{revision}"),
         },
+        episode: 1,
         revision,
         raised_at,
         at: raised_at + Duration::from_secs(revision),
     }
 }
 
-async fn stored(client: &async_nats::Client, finding: &str) -> Stored {
+async fn stored(client: &async_nats::Client, bucket: &str, finding: &str) -> Stored {
     let kv = async_nats::jetstream::new(client.clone())
-        .get_key_value("insights_adopt")
+        .get_key_value(bucket)
         .await
         .expect("bucket");
     let entry = kv
@@ -410,11 +411,13 @@ async fn stored(client: &async_nats::Client, finding: &str) -> Stored {
     serde_json::from_slice(&entry).expect("a stored record")
 }
 
+/// The bucket is restart memory merged by mark: whichever instance writes last, an older state
+/// of a key never replaces a newer one, and a new episode replaces the resolved one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peers_event_the_bucket_lacks_is_stored_without_taking_the_publishers_next_claim() {
+async fn records_merge_by_episode_and_revision_whoever_writes_last() {
     let cluster = cluster(3).await;
     let settings = |instance: &str| StoreSettings {
-        bucket: "insights_adopt".to_string(),
+        bucket: "insights_merge".to_string(),
         replicas: 3,
         timeout: Duration::from_secs(2),
         instance: instance.to_string(),
@@ -426,140 +429,42 @@ async fn a_peers_event_the_bucket_lacks_is_stored_without_taking_the_publishers_
     let mut b = KvStore::open(client.clone(), settings("b"), Some(3))
         .await
         .expect("open b");
-    let raised = transition(Raised, 1);
-    let key = raised.finding.key.clone();
+    let key = transition(Raised, 1).finding.key.clone();
+    let there = || stored(&client, "insights_merge", &key);
 
-    // `a` published the raise unclaimed (its store was away) and has not written it yet; `b`
-    // saw the event: `b` stores it.
-    a.published_unclaimed(&raised);
-    b.adopted(Record::after(&raised));
+    a.write(Record::after(&transition(Updated, 2)));
+    a.retry().await;
+    assert_eq!(there().await.record, Record::after(&transition(Updated, 2)));
+    // `b` learned of the raise late: its write leaves the newer update in place.
+    b.write(Record::after(&transition(Raised, 1)));
     b.retry().await;
-    let there = stored(&client, &key).await;
+    assert_eq!(there().await.writer, "a");
+    // `b` resolves; `a`'s late copy of the update does not reopen the episode.
+    b.write(Record::after(&transition(Resolved, 3)));
+    b.retry().await;
+    a.write(Record::after(&transition(Updated, 2)));
+    a.flush().await;
+    let resolved = there().await;
     assert_eq!(
-        (there.writer.as_str(), there.record.rank()),
-        ("b", Record::after(&raised).rank())
+        (resolved.writer.as_str(), resolved.record.mark()),
+        ("b", Mark::resolved(1))
     );
     assert!(
-        matches!(b.health(), StoreHealth::Healthy { .. }),
+        matches!(a.health(), StoreHealth::Healthy { .. }),
         "{:?}",
-        b.health()
+        a.health()
     );
-
-    // The record `b` wrote is no rival to `a`'s next claim, only a newer revision.
-    let updated = transition(Updated, 2);
-    assert_eq!(a.claim(&updated).await, Claim::Won);
-    a.published(&updated);
-    // `a`'s late backlog write of the raise leaves the newer update in place.
-    a.flush().await;
-    let there = stored(&client, &key).await;
-    assert_eq!(
-        (there.writer.as_str(), there.record),
-        ("a", Record::after(&updated))
-    );
-
-    // `b` sees the update's event: already stored, nothing is written.
-    b.adopted(Record::after(&updated));
-    b.retry().await;
-    assert_eq!(stored(&client, &key).await.writer, "a");
-
-    // A rival claim of the same transition from `b` still loses.
-    let resolved_by_a = transition(Resolved, 3);
-    assert_eq!(a.claim(&resolved_by_a).await, Claim::Won);
-    a.published(&resolved_by_a);
-    let resolved_by_b = transition(Resolved, 3);
-    assert!(matches!(b.claim(&resolved_by_b).await, Claim::Lost(_)));
-
-    // A ghost: `a`'s claim of a raise it saw half a second after `b` landed, but `a` did not
-    // publish it (the answer was lost and `b` published first, unclaimed). `a` learns of `b`'s
-    // raise and puts it in place of its ghost, although the ghost's episode looks later.
-    let b_raised = transition_of("n3", Duration::ZERO, Raised, 1);
-    let a_ghost = transition_of("n3", Duration::from_millis(500), Raised, 1);
-    let key = b_raised.finding.key.clone();
-    b.published_unclaimed(&b_raised);
-    // The write whose answer was lost: `a` does not know its revision.
-    let mut lost_answer = KvStore::open(client.clone(), settings("a"), Some(3))
-        .await
-        .expect("open a again");
-    assert_eq!(lost_answer.claim(&a_ghost).await, Claim::Won);
-    a.adopted(Record::after(&b_raised));
+    // The next episode replaces the resolution, and a restart learns both.
+    let mut next = transition(Raised, 1);
+    next.episode = 2;
+    a.write(Record::after(&next));
     a.retry().await;
-    assert_eq!(stored(&client, &key).await.record, Record::after(&b_raised));
-    // So `b`'s resolution, written late from its backlog, is not taken for an older state.
-    let b_resolved = transition_of("n3", Duration::ZERO, Resolved, 2);
-    b.published_unclaimed(&b_resolved);
-    b.flush().await;
-    let there = stored(&client, &key).await;
-    assert_eq!(
-        (there.writer.as_str(), there.record),
-        ("b", Record::after(&b_resolved))
-    );
-
-    // A peer's event that waits in the backlog while the bucket moves past it: `a` learned of
-    // `b`'s raise, then `a`'s own claim found `b`'s resolution stored. The backlog's raise is
-    // obsolete; written at the revision the claim just read, it would replace the resolution.
-    let b_raised = transition_of("n4", Duration::ZERO, Raised, 1);
-    let b_resolved = transition_of("n4", Duration::ZERO, Resolved, 2);
-    let key = b_raised.finding.key.clone();
-    assert_eq!(b.claim(&b_raised).await, Claim::Won);
-    b.published(&b_raised);
-    a.adopted(Record::after(&b_raised));
-    assert_eq!(b.claim(&b_resolved).await, Claim::Won);
-    b.published(&b_resolved);
-    assert!(matches!(a.claim(&b_resolved).await, Claim::Lost(_)));
-    a.retry().await;
-    a.flush().await;
-    let there = stored(&client, &key).await;
-    assert_eq!(
-        (there.writer.as_str(), there.record),
-        ("b", Record::after(&b_resolved))
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_raise_stored_by_an_instance_that_stopped_before_publishing_it_is_published_once() {
-    let mut cluster = cluster(3).await;
-    let f = follower(&cluster).await;
-    let name = cluster.server_name(f);
-    let others = others(3, &[f]);
-    let mut events = Events::subscribe_via(&cluster, &others).await;
-    let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "ghost").await;
-    ready(&monitor, 3).await;
-    healthy(&monitor).await;
-
-    // An instance that is gone wrote the raise a moment ago (its claim's answer was lost, it held
-    // the raise back, and it stopped): the monitor's own claim of the fault loses to that record.
-    let ghost_raise = transition_of(&name, Duration::ZERO, Raised, 1);
-    let now = SystemTime::now();
-    let mut record = Record::after(&ghost_raise);
-    if let Record::Active(active) = &mut record {
-        active.finding.key = format!("META_001/default/{name}");
-        active.raised_at = now;
-        active.changed_at = now;
-    }
-    let key = record.key().to_string();
-    let kv = async_nats::jetstream::new(cluster.app_client(0).await.expect("client"))
-        .get_key_value("ghost")
+    assert_eq!(there().await.record.mark(), Mark::active(2, 1));
+    let mut fresh = KvStore::open(client.clone(), settings("c"), Some(3))
         .await
-        .expect("bucket");
-    let value = serde_json::to_vec(&Stored {
-        writer: "gone".to_string(),
-        record,
-    })
-    .expect("encode");
-    kv.put(kv_key(&key), value.into()).await.expect("write");
-
-    cluster.stop(f, Stop::Kill).await.expect("kill");
-    let raised = events
-        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
-        .await;
-    assert_eq!(raised.finding, key);
-    cluster.restart(f).await.expect("restart");
-    events
-        .expect(Resolved, "META_001", Some(&name), EVENT_TIMEOUT)
-        .await;
-    events.drain(Duration::from_secs(2)).await;
-    events.assert_raised_then_resolved(&key);
-    monitor.stop().await;
+        .expect("open c");
+    let loaded = fresh.load(SystemTime::now()).await.expect("load");
+    assert_eq!(loaded.active[&key].episode, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

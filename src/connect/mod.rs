@@ -9,6 +9,7 @@
 //! - `events`: what each connection logs, and where it reconnects.
 //! - `system`: the proof that the user is in the system account.
 
+pub mod attached;
 mod context;
 mod error;
 mod events;

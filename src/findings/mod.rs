@@ -1,6 +1,11 @@
 //! Reconcile: the third stage. Turns this round's evaluations into the next set of active findings
 //! and the transitions (raised, updated, resolved) that must be published: nothing is repeated per
 //! poll, and a check that could not judge something never resolves it.
+//!
+//! Identity: a finding key lives through *episodes* (raised ... resolved), numbered per key from
+//! one. A transition is (key, episode, kind, revision); its event id is derived from that alone
+//! ([`crate::publish::event_id`]), so every instance that publishes the same transition sends
+//! the same id, whatever its clock says.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -15,6 +20,10 @@ use crate::observe::GroupId;
 pub struct ActiveFinding {
     /// The finding as last evaluated (evidence refreshed each round).
     pub finding: Finding,
+    /// Which episode of its key this is: one more than the last episode that ended (records
+    /// of versions before episodes were numbered read as 0).
+    #[serde(default)]
+    pub episode: u64,
     /// Revision of the last published event.
     pub revision: u64,
     /// When it was raised.
@@ -25,6 +34,15 @@ pub struct ActiveFinding {
 
 /// Active findings by key.
 pub type ActiveSet = BTreeMap<String, ActiveFinding>;
+
+/// The last episode that ended, by key: a new raise of a key is episode one more than this (1
+/// for a key never seen).
+pub type Episodes = BTreeMap<String, u64>;
+
+/// The episode a new raise of `key` starts.
+pub fn next_episode(ended: &Episodes, key: &str) -> u64 {
+    ended.get(key).map_or(1, |e| e + 1)
+}
 
 /// Fingerprint of a finding learned from another instance's event, which does not carry the
 /// fingerprint: the next evaluation's fingerprint is taken as is, without an UPDATED event.
@@ -69,7 +87,9 @@ pub struct Transition {
     pub kind: TransitionKind,
     /// The finding (for resolved: as last seen while active).
     pub finding: Finding,
-    /// Grows with every event of the same finding.
+    /// The episode of the finding's key it belongs to.
+    pub episode: u64,
+    /// Grows with every event of the same episode (a raise is 1).
     pub revision: u64,
     /// When the finding was raised.
     pub raised_at: SystemTime,
@@ -80,9 +100,10 @@ pub struct Transition {
 /// Computes the next active set and the transitions from the previous set and this round's results.
 /// An evaluation judges one check on one meta group: it resolves only that group's findings of
 /// that check. Findings of checks or groups absent from `evaluations`, skipped, or keyed as
-/// undecided are carried over.
+/// undecided are carried over. A new raise starts the episode after the one `ended` names.
 pub fn reconcile(
     previous: &ActiveSet,
+    ended: &Episodes,
     evaluations: &[Evaluation],
     now: SystemTime,
 ) -> (ActiveSet, Vec<Transition>) {
@@ -117,6 +138,7 @@ pub fn reconcile(
                 None => {
                     let active = ActiveFinding {
                         finding: (*finding).clone(),
+                        episode: next_episode(ended, key),
                         revision: 1,
                         raised_at: now,
                         changed_at: now,
@@ -157,6 +179,7 @@ fn transition(kind: TransitionKind, active: &ActiveFinding, now: SystemTime) -> 
     Transition {
         kind,
         finding: active.finding.clone(),
+        episode: active.episode,
         revision: active.revision,
         raised_at: active.raised_at,
         at: now,
@@ -207,15 +230,26 @@ mod tests {
         let f = finding(CheckId::META_001, "k", "a");
         let (s1, t1) = reconcile(
             &ActiveSet::new(),
+            &Episodes::new(),
             &[ran(CheckId::META_001, vec![f.clone()], &[])],
             t(1),
         );
         assert_eq!(t1.len(), 1);
         assert_eq!(t1[0].kind, TransitionKind::Raised);
         assert_eq!(t1[0].revision, 1);
-        let (s2, t2) = reconcile(&s1, &[ran(CheckId::META_001, vec![f.clone()], &[])], t(2));
+        let (s2, t2) = reconcile(
+            &s1,
+            &Episodes::new(),
+            &[ran(CheckId::META_001, vec![f.clone()], &[])],
+            t(2),
+        );
         assert!(t2.is_empty());
-        let (s3, t3) = reconcile(&s2, &[ran(CheckId::META_001, vec![], &[])], t(3));
+        let (s3, t3) = reconcile(
+            &s2,
+            &Episodes::new(),
+            &[ran(CheckId::META_001, vec![], &[])],
+            t(3),
+        );
         assert!(s3.is_empty());
         assert_eq!(t3[0].kind, TransitionKind::Resolved);
         assert_eq!(t3[0].revision, 2);
@@ -226,6 +260,7 @@ mod tests {
     fn material_change_updates_and_evidence_change_does_not() {
         let (s1, _) = reconcile(
             &ActiveSet::new(),
+            &Episodes::new(),
             &[ran(
                 CheckId::META_006,
                 vec![finding(CheckId::META_006, "k", "n2")],
@@ -235,11 +270,17 @@ mod tests {
         );
         let mut moved = finding(CheckId::META_006, "k", "n2");
         moved.evidence = serde_json::json!({"active": 5});
-        let (s2, t2) = reconcile(&s1, &[ran(CheckId::META_006, vec![moved], &[])], t(2));
+        let (s2, t2) = reconcile(
+            &s1,
+            &Episodes::new(),
+            &[ran(CheckId::META_006, vec![moved], &[])],
+            t(2),
+        );
         assert!(t2.is_empty());
         assert_eq!(s2["k"].finding.evidence["active"], 5);
         let (s3, t3) = reconcile(
             &s2,
+            &Episodes::new(),
             &[ran(
                 CheckId::META_006,
                 vec![finding(CheckId::META_006, "k", "n2,n3")],
@@ -259,6 +300,7 @@ mod tests {
             "k".to_string(),
             ActiveFinding {
                 finding: adopted,
+                episode: 1,
                 revision: 3,
                 raised_at: t(1),
                 changed_at: t(1),
@@ -267,10 +309,33 @@ mod tests {
         .into_iter()
         .collect();
         let evaluated = vec![finding(CheckId::META_006, "k", "n2,n3")];
-        let (s1, t1) = reconcile(&previous, &[ran(CheckId::META_006, evaluated, &[])], t(2));
+        let (s1, t1) = reconcile(
+            &previous,
+            &Episodes::new(),
+            &[ran(CheckId::META_006, evaluated, &[])],
+            t(2),
+        );
         assert!(t1.is_empty(), "{t1:?}");
         assert_eq!(s1["k"].finding.fingerprint, "n2,n3");
         assert_eq!(s1["k"].revision, 3);
+    }
+
+    #[test]
+    fn a_raise_after_an_ended_episode_starts_the_next_one() {
+        let f = finding(CheckId::META_001, "k", "a");
+        let ended: Episodes = [("k".to_string(), 4)].into_iter().collect();
+        let (s1, t1) = reconcile(
+            &ActiveSet::new(),
+            &ended,
+            &[ran(CheckId::META_001, vec![f], &[])],
+            t(1),
+        );
+        assert_eq!((t1[0].episode, t1[0].revision), (5, 1));
+        let (_, t2) = reconcile(&s1, &ended, &[ran(CheckId::META_001, vec![], &[])], t(2));
+        assert_eq!(
+            (t2[0].kind, t2[0].episode, t2[0].revision),
+            (TransitionKind::Resolved, 5, 2)
+        );
     }
 
     #[test]
@@ -278,6 +343,7 @@ mod tests {
         let f = finding(CheckId::META_001, "k", "a");
         let (s1, _) = reconcile(
             &ActiveSet::new(),
+            &Episodes::new(),
             &[ran(CheckId::META_001, vec![f], &[])],
             t(1),
         );
@@ -288,9 +354,14 @@ mod tests {
                 reason: "no data".into(),
             },
         };
-        let (s2, t2) = reconcile(&s1, &[skipped], t(2));
+        let (s2, t2) = reconcile(&s1, &Episodes::new(), &[skipped], t(2));
         assert!(t2.is_empty());
-        let (s3, t3) = reconcile(&s2, &[ran(CheckId::META_001, vec![], &["k"])], t(3));
+        let (s3, t3) = reconcile(
+            &s2,
+            &Episodes::new(),
+            &[ran(CheckId::META_001, vec![], &["k"])],
+            t(3),
+        );
         assert!(t3.is_empty());
         assert!(s3.contains_key("k"));
     }
@@ -299,6 +370,7 @@ mod tests {
     fn other_checks_findings_are_untouched() {
         let (s1, _) = reconcile(
             &ActiveSet::new(),
+            &Episodes::new(),
             &[ran(
                 CheckId::META_006,
                 vec![finding(CheckId::META_006, "g", "x")],
@@ -306,7 +378,12 @@ mod tests {
             )],
             t(1),
         );
-        let (s2, t2) = reconcile(&s1, &[ran(CheckId::META_001, vec![], &[])], t(2));
+        let (s2, t2) = reconcile(
+            &s1,
+            &Episodes::new(),
+            &[ran(CheckId::META_001, vec![], &[])],
+            t(2),
+        );
         assert!(t2.is_empty());
         assert!(s2.contains_key("g"));
     }

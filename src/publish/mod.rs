@@ -30,19 +30,22 @@ pub fn finding_subject(check: CheckId, kind: TransitionKind) -> String {
     )
 }
 
-/// The id of the event announcing `transition`: a digest of the finding key, the kind, the
-/// revision and the two times (in milliseconds, as the event carries them). Another instance that
-/// publishes the same stored transition (its publisher may have stopped before sending it) sends
-/// the same id; two instances that each saw the fault arrive at different times do not.
+/// The id of the event announcing `transition`: a digest of what the transition is, never of who
+/// saw it or when: the finding key, its episode, the kind, and for an update its revision (a raise
+/// is always revision 1; a resolution ends its episode whatever revision it reached). Every
+/// instance that publishes the same transition sends the same id, also as `Nats-Msg-Id`.
 pub fn event_id(transition: &Transition) -> String {
     use sha2::Digest;
+    let revision = match transition.kind {
+        TransitionKind::Updated => transition.revision,
+        TransitionKind::Raised | TransitionKind::Resolved => 0,
+    };
     let text = format!(
-        "{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}",
         transition.finding.key,
+        transition.episode,
         transition.kind.as_str(),
-        transition.revision,
-        crate::service::unix_ms(transition.raised_at),
-        crate::service::unix_ms(transition.at)
+        revision
     );
     let digest = sha2::Sha256::digest(text.as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
@@ -61,7 +64,11 @@ pub struct FindingEvent {
     pub finding: String,
     /// `raised`, `updated` or `resolved`.
     pub event: TransitionKind,
-    /// Grows with each event of the same finding.
+    /// Which episode of the finding this is: 1 for its first raise, one more for each raise
+    /// after a resolution (0 from versions that did not number them).
+    #[serde(default)]
+    pub episode: u64,
+    /// Grows with each event of the same episode (a raise is 1).
     pub revision: u64,
     /// Check id, e.g. `META_001`.
     pub check: CheckId,
@@ -108,6 +115,7 @@ impl FindingEvent {
             id: event_id(transition),
             finding: f.key.clone(),
             event: transition.kind,
+            episode: transition.episode,
             revision: transition.revision,
             check: f.check,
             name: f.check.name().to_string(),

@@ -531,6 +531,7 @@ mod tests {
         Transition {
             kind,
             finding: f,
+            episode: 1,
             revision: if kind == TransitionKind::Raised { 1 } else { 2 },
             raised_at: t(0),
             at: t(at),
@@ -545,6 +546,7 @@ mod tests {
                 f.key.clone(),
                 ActiveFinding {
                     finding: f,
+                    episode: 1,
                     revision: 1,
                     raised_at: t(1),
                     changed_at: t(1),

@@ -67,6 +67,7 @@ mod tests {
                 remediation: vec![],
                 fingerprint: String::new(),
             },
+            episode: 1,
             revision: 1,
             raised_at: at,
             at,

@@ -1,8 +1,9 @@
 //! Persist: the fourth stage. Keeps finding state and the observation history in a JetStream KV
-//! bucket (in a JetStream-enabled account, never the system account). Every transition is claimed
-//! with compare-and-set before it is published, so several instances publish each one exactly
-//! once. The store never blocks publishing: when it is unreachable the engine publishes anyway,
-//! the latest state per key waits in a backlog, and STATUS reports the store as degraded.
+//! bucket (in a JetStream-enabled account, never the system account). The bucket is restart
+//! memory, not an arbiter: what was published (here or by a peer) is written after it, merged by
+//! [`Mark`] (a newer episode or revision stays), so an instance that starts knows each key's
+//! episode. The store never blocks publishing: when it is unreachable the latest state per key
+//! waits in a backlog, and STATUS reports the store as degraded.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,11 +13,11 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, stream::StorageType};
 use async_nats::{Client, StatusCode};
 use bytes::Bytes;
-use futures::{StreamExt, TryFutureExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Finding;
-use crate::findings::{ActiveFinding, ActiveSet, Transition, TransitionKind};
+use crate::findings::{ActiveFinding, ActiveSet, Episodes, Transition, TransitionKind};
 use crate::history::Histories;
 
 /// Key of the persisted history.
@@ -25,16 +26,10 @@ const HISTORY_KEY: &str = "history";
 const FINDING_PREFIX: &str = "finding.";
 /// Resolved findings older than this are purged when the service starts.
 const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How often a degraded store is retried.
-const RETRY_EVERY: Duration = Duration::from_secs(3);
-/// How long a shutdown keeps trying to write a backlog the store would not take: a store that is
-/// only re-electing its leader answers within seconds, and what is not written is lost to the
-/// next start.
-pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
-/// How long after a winning write it is read back (see `KvStore::confirm_won`).
-const CONFIRM_AFTER: Duration = Duration::from_millis(150);
-/// The history is written at most this often.
-const HISTORY_EVERY: Duration = Duration::from_secs(2);
+/// The store's timers (one place for all of them: [`crate::timing::Timing`]).
+fn timing() -> crate::timing::Timing {
+    crate::timing::Timing::default()
+}
 
 /// Where the bucket lives and how it is made.
 #[derive(Debug, Clone)]
@@ -75,6 +70,9 @@ pub struct Stored {
 pub struct ResolvedFinding {
     /// The finding as last seen.
     pub finding: Finding,
+    /// The episode it ended (0 in records of versions before episodes were numbered).
+    #[serde(default)]
+    pub episode: u64,
     /// Revision of the resolved event.
     pub revision: u64,
     /// When it was raised.
@@ -83,31 +81,41 @@ pub struct ResolvedFinding {
     pub resolved_at: SystemTime,
 }
 
-/// Orders what is known about one finding key: a later episode (raised later) is newer, and
-/// within an episode a higher revision is; a resolution ranks at the time it was resolved, above
-/// any revision (see [`resolved_rank`]). Milliseconds, as in the events' timestamps, so a record
-/// learned from an event ranks the same as the publisher's own.
-pub type Rank = (u64, u64);
-
-/// The rank of a state of a finding raised at `raised_at` and now at `revision`.
-pub fn rank(raised_at: SystemTime, revision: u64) -> Rank {
-    (crate::service::unix_ms(raised_at), revision)
+/// Orders what is known about one finding key: a later episode is newer, and within an episode
+/// a higher revision is; a resolution ends its episode (it is newer than any revision of it). No
+/// clock takes part: two instances that saw the same transition give it the same mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mark {
+    /// The episode.
+    pub episode: u64,
+    /// The revision within it; `u64::MAX` once resolved.
+    pub stage: u64,
 }
 
-/// The rank of a resolution made at `resolved_at`. It ends everything raised before it, not
-/// only the episode it names: another instance that saw the same fault a moment later dates the
-/// same episode later, and its record of it must not outlive the resolution. A raise after it is
-/// a new episode.
-pub fn resolved_rank(resolved_at: SystemTime) -> Rank {
-    (crate::service::unix_ms(resolved_at), u64::MAX)
+impl Mark {
+    /// The mark of an active state.
+    pub fn active(episode: u64, revision: u64) -> Mark {
+        Mark {
+            episode,
+            stage: revision,
+        }
+    }
+
+    /// The mark of the end of an episode.
+    pub fn resolved(episode: u64) -> Mark {
+        Mark {
+            episode,
+            stage: u64::MAX,
+        }
+    }
 }
 
 impl Record {
-    /// Its rank: the newer of two records about one key has the greater.
-    pub fn rank(&self) -> Rank {
+    /// Its mark: the newer of two records about one key has the greater.
+    pub fn mark(&self) -> Mark {
         match self {
-            Record::Active(a) => rank(a.raised_at, a.revision),
-            Record::Resolved(r) => resolved_rank(r.resolved_at),
+            Record::Active(a) => Mark::active(a.episode, a.revision),
+            Record::Resolved(r) => Mark::resolved(r.episode),
         }
     }
 
@@ -124,12 +132,14 @@ impl Record {
         match transition.kind {
             TransitionKind::Resolved => Record::Resolved(ResolvedFinding {
                 finding: transition.finding.clone(),
+                episode: transition.episode,
                 revision: transition.revision,
                 raised_at: transition.raised_at,
                 resolved_at: transition.at,
             }),
             TransitionKind::Raised | TransitionKind::Updated => Record::Active(ActiveFinding {
                 finding: transition.finding.clone(),
+                episode: transition.episode,
                 revision: transition.revision,
                 raised_at: transition.raised_at,
                 changed_at: transition.at,
@@ -185,23 +195,13 @@ pub enum StoreError {
     },
 }
 
-/// The outcome of claiming a transition.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
-    /// This instance's write won: publish.
-    Won,
-    /// Another instance wrote first: adopt its record (and know who wrote it), do not publish.
-    Lost(Option<Box<Stored>>),
-    /// The store is unavailable: publish anyway (or hold back for the primary instance); what is
-    /// published is written later ([`Persistence::published_unclaimed`]).
-    Unavailable,
-}
-
 /// What a starting instance finds in the bucket.
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Active findings.
     pub active: ActiveSet,
+    /// The last episode each resolved key ended with (resolved records are kept for a day).
+    pub ended: Episodes,
     /// The persisted history, if any.
     pub history: Option<Histories>,
 }
@@ -214,13 +214,11 @@ pub struct KvStore {
     kv: kv::Store,
     /// KV revision of each key as last written or read by this instance.
     revisions: BTreeMap<String, u64>,
-    /// Latest record per key not yet written: what this instance published while degraded, and
-    /// what a peer published that the bucket may not hold.
+    /// Latest record per key not yet written: what this instance or a peer published.
     backlog: BTreeMap<String, Record>,
-    /// Rank of the latest state of each key known to be published: by this instance, by a peer
-    /// (its event), or before (loaded). A stored record no newer than that is no rival claim,
-    /// only a sign of a stale revision; one of this instance's own that is not this is a ghost.
-    seen: BTreeMap<String, Rank>,
+    /// Mark of the state of each key the bucket is known to hold (written or read here): a
+    /// record no newer needs no write.
+    stored: BTreeMap<String, Mark>,
     degraded: Option<(SystemTime, String)>,
     last_retry: Option<Instant>,
     history_written: Option<(String, Instant)>,
@@ -235,28 +233,6 @@ struct Latest {
     revision: u64,
     deleted: bool,
     value: Bytes,
-}
-
-/// True when two records are the state after the same transition, written in different rounds
-/// (a claim retried after its write timed out, or held back and claimed again): the same episode,
-/// revision and kind; the time of the attempt and the evidence may differ.
-fn same_transition(a: &Record, b: &Record) -> bool {
-    a.rank() == b.rank()
-        && matches!(
-            (a, b),
-            (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
-        )
-}
-
-/// True when `stored` is an earlier state of what `ours` continues, dated differently: another
-/// instance that saw the same fault a moment later dates the episode later, so its record of the
-/// raise can outrank the update or resolution that follows it. Such a record is no rival claim.
-fn earlier_state_of(stored: &Record, ours: &Record) -> bool {
-    match (stored, ours) {
-        (Record::Active(s), Record::Active(o)) => s.revision < o.revision,
-        (Record::Active(_), Record::Resolved(_)) => stored.rank() < ours.rank(),
-        _ => false,
-    }
 }
 
 /// Why a direct get was refused, for the store's health.
@@ -415,7 +391,7 @@ impl KvStore {
             kv,
             revisions: BTreeMap::new(),
             backlog: BTreeMap::new(),
-            seen: BTreeMap::new(),
+            stored: BTreeMap::new(),
             degraded: None,
             last_retry: None,
             history_written: None,
@@ -529,7 +505,7 @@ impl KvStore {
             }
             let record = serde_json::from_slice::<Stored>(&entry.value).map(|s| s.record);
             if let Ok(record) = &record {
-                self.seen.insert(key.clone(), record.rank());
+                self.stored.insert(key.clone(), record.mark());
             }
             match record {
                 Ok(Record::Active(mut active)) => {
@@ -547,6 +523,9 @@ impl KvStore {
                     loaded.active.insert(active.finding.key.clone(), active);
                 }
                 Ok(Record::Resolved(resolved)) => {
+                    loaded
+                        .ended
+                        .insert(resolved.finding.key.clone(), resolved.episode);
                     let age = now.duration_since(resolved.resolved_at).unwrap_or_default();
                     if age > RESOLVED_RETENTION {
                         let _ = tokio::time::timeout(
@@ -597,7 +576,7 @@ impl KvStore {
             {
                 Ok(Ok(())) => {
                     self.revisions.remove(&key);
-                    self.seen.remove(&key);
+                    self.stored.remove(&key);
                 }
                 // Changed since (a purge that went through but whose answer was lost): leave it.
                 Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
@@ -738,229 +717,17 @@ impl KvStore {
         Ok(latest.into_values().collect())
     }
 
-    /// Claims a transition with compare-and-set on its finding's key. Transient failures (a
-    /// replica re-electing, reads briefly refused) are retried until the state timeout has
-    /// passed; only then is the store unavailable and the transition published unclaimed.
-    pub async fn claim(&mut self, transition: &Transition) -> Claim {
-        let key = kv_key(&transition.finding.key);
-        let record = Record::after(transition);
-        // Degraded: one quick attempt, no retries. Another instance may find the store working,
-        // and its claim must be able to win over ours.
-        let degraded = self.degraded.is_some();
-        let attempt_timeout = if degraded {
-            self.settings.timeout.min(Duration::from_millis(300))
-        } else {
-            self.settings.timeout
-        };
+    /// Writes one record unless the bucket holds the same or a newer state of its key (by
+    /// [`Mark`]): compare-and-set on the revision last seen, so a newer record another instance
+    /// wrote meanwhile is never overwritten by an older one.
+    async fn write_record(&mut self, key: &str, record: &Record) -> Result<(), String> {
         let stored = Stored {
             writer: self.instance.clone(),
             record: record.clone(),
         };
-        let value: Bytes = match serde_json::to_vec(&stored) {
-            Ok(v) => v.into(),
-            Err(e) => {
-                tracing::error!(%e, "cannot encode a finding record");
-                return Claim::Unavailable;
-            }
-        };
-        // One state timeout in all: a write that does not answer within it waits for a stream
-        // leader election (seconds) or for its connection to move, and trying longer only delays
-        // the finding; the store is then unavailable and the transition published unclaimed.
-        let deadline = Instant::now()
-            + if degraded {
-                Duration::ZERO
-            } else {
-                self.settings.timeout
-            };
-        let mut last_error;
-        let mut stale_retried = false;
-        loop {
-            let known = self.revisions.get(&key).copied();
-            // Revision 0 expects the key to have no message at all. (Not `create`: on a
-            // conflict it looks the key up with a direct get, which a lagging replica answers.)
-            let write = self
-                .kv
-                .update(&key, value.clone(), known.unwrap_or(0))
-                .map_err(|e| {
-                    (
-                        e.kind() == UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                });
-            let outcome = tokio::time::timeout(attempt_timeout, write).await;
-            match outcome {
-                Ok(Ok(revision)) => {
-                    self.revisions.insert(key.clone(), revision);
-                    // The store answers again: what waits in the backlog can be written now.
-                    if degraded {
-                        self.last_retry = None;
-                    }
-                    // What the backlog holds for this key is older (a peer's event learned
-                    // before this transition): written now, it would replace this record.
-                    if degraded
-                        || self
-                            .backlog
-                            .get(&key)
-                            .is_some_and(|r| r.rank() <= record.rank())
-                    {
-                        self.backlog.remove(&key);
-                    }
-                    return self.confirm_won(&key, revision, &record).await;
-                }
-                // Someone else wrote this key first (or our revision is stale): see what is there.
-                Ok(Err((true, error))) => match self.read(&key).await {
-                    // Deleted or purged: no record stands in the way; write on its revision.
-                    Ok(Some(entry)) if entry.deleted && !stale_retried => {
-                        self.revisions.insert(key.clone(), entry.revision);
-                        stale_retried = true;
-                        continue;
-                    }
-                    Ok(Some(entry)) => {
-                        self.revisions.insert(key.clone(), entry.revision);
-                        let found = serde_json::from_slice::<Stored>(&entry.value).ok();
-                        if let Some(s) = &found {
-                            self.superseded(&key, s);
-                        }
-                        match found {
-                            Some(s)
-                                if s.writer == self.instance
-                                    && same_transition(&s.record, &record) =>
-                            {
-                                return Claim::Won;
-                            }
-                            // A state this instance already knows (a peer stored what it
-                            // published, or this instance wrote a peer's event), an earlier
-                            // state of this one, or its own ghost: not a rival claim. Write
-                            // again on the fresh revision.
-                            Some(s)
-                                if !stale_retried
-                                    && (self
-                                        .seen
-                                        .get(&key)
-                                        .is_some_and(|r| s.record.rank() <= *r)
-                                        || earlier_state_of(&s.record, &record)
-                                        || self.is_own_ghost(&key, &s)) =>
-                            {
-                                stale_retried = true;
-                                continue;
-                            }
-                            other => return Claim::Lost(other.map(Box::new)),
-                        }
-                    }
-                    Ok(None) if !stale_retried => {
-                        self.revisions.remove(&key);
-                        stale_retried = true;
-                        continue;
-                    }
-                    Ok(None) => return Claim::Lost(None),
-                    Err(e) => last_error = format!("{error}; then {e}"),
-                },
-                Ok(Err((false, error))) => last_error = error,
-                // The write may still land: read it back before calling it lost or unavailable.
-                Err(_) => {
-                    last_error = format!("no answer within {attempt_timeout:?}");
-                    // Briefly: a leader that did not answer the write seldom answers a read.
-                    if let Ok(Some(entry)) = self.read_within(&key, attempt_timeout / 4).await {
-                        let found = serde_json::from_slice::<Stored>(&entry.value).ok();
-                        if found.as_ref().is_some_and(|s| {
-                            s.writer == self.instance && same_transition(&s.record, &record)
-                        }) {
-                            self.revisions.insert(key.clone(), entry.revision);
-                            return Claim::Won;
-                        }
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.degrade(last_error);
-        Claim::Unavailable
-    }
-
-    /// Reads the key back shortly after a winning write. The stream leader checks the expected
-    /// revision before proposing, and forgets the writes in flight when its leadership moves
-    /// (nats-server issue #8469): two instances writing the same transition at the expected
-    /// revision during a stream leader change can both be accepted, one after the other. Of
-    /// such twins the later write stays in the bucket; the earlier writer sees it and loses.
-    async fn confirm_won(&mut self, key: &str, revision: u64, record: &Record) -> Claim {
-        tokio::time::sleep(CONFIRM_AFTER).await;
-        let Ok(Some(entry)) = self.read(key).await else {
-            return Claim::Won;
-        };
-        if entry.revision <= revision {
-            return Claim::Won;
-        }
-        let Ok(theirs) = serde_json::from_slice::<Stored>(&entry.value) else {
-            return Claim::Won;
-        };
-        let twin = theirs.writer != self.instance
-            && !earlier_state_of(&theirs.record, record)
-            && matches!(
-                (&theirs.record, record),
-                (Record::Active(_), Record::Active(_)) | (Record::Resolved(_), Record::Resolved(_))
-            );
-        if !twin {
-            return Claim::Won;
-        }
-        tracing::info!(%key, ours = revision, theirs = entry.revision, "another instance's write of the same transition was accepted after ours; it publishes");
-        self.revisions.insert(key.to_string(), entry.revision);
-        self.superseded(key, &theirs);
-        Claim::Lost(Some(Box::new(theirs)))
-    }
-
-    /// Drops the backlog's record of `key` when `stored`, just read at the revision the next
-    /// write will expect, is as new (and not this instance's own ghost): the compare-and-set of
-    /// that write would pass and put the older record back over it.
-    fn superseded(&mut self, key: &str, stored: &Stored) {
-        if self.backlog.get(key).is_some_and(|mine| {
-            mine.rank() <= stored.record.rank() && !self.is_own_ghost(key, stored)
-        }) {
-            tracing::debug!(%key, "a newer record is stored; dropping the backlog's");
-            self.backlog.remove(key);
-        }
-    }
-
-    /// True when `stored` is a write of this instance that it never published nor learned was
-    /// published: a claim whose write landed although its answer was lost, after which the
-    /// transition was held back and then published by a peer (or dropped). Its rank is this
-    /// instance's own reading of the episode and may outrank what was published, so it must not
-    /// stand in the way of the published state.
-    fn is_own_ghost(&self, key: &str, stored: &Stored) -> bool {
-        stored.writer == self.instance && self.seen.get(key) != Some(&stored.record.rank())
-    }
-
-    /// Notes that `transition`, claimed, was published.
-    pub fn published(&mut self, transition: &Transition) {
-        self.seen.insert(
-            kv_key(&transition.finding.key),
-            Record::after(transition).rank(),
-        );
-    }
-
-    /// Notes that `transition` was published without a claim (the store was unavailable): its
-    /// record is written when the store answers again. Only what was published goes here; a
-    /// transition held back for another instance must never reach the store.
-    pub fn published_unclaimed(&mut self, transition: &Transition) {
-        self.published(transition);
-        self.backlog
-            .insert(kv_key(&transition.finding.key), Record::after(transition));
-        if self.degraded.is_none() {
-            self.degraded = Some((SystemTime::now(), "writing backlog".to_string()));
-        }
-    }
-
-    /// Writes one backlog record with compare-and-set: what another instance wrote meanwhile (a
-    /// later transition it published while this one could not reach the store) is never
-    /// overwritten by an older record; of two records the one of higher rank stays.
-    async fn write_backlog(
-        &mut self,
-        key: &str,
-        stored: &Stored,
-        value: Bytes,
-    ) -> Result<(), String> {
+        let value: Bytes = serde_json::to_vec(&stored)
+            .map_err(|e| format!("cannot encode a finding record: {e}"))?
+            .into();
         for _ in 0..3 {
             let revision = self.revisions.get(key).copied().unwrap_or(0);
             let written = self
@@ -976,7 +743,7 @@ impl KvStore {
             match written {
                 Ok(revision) => {
                     self.revisions.insert(key.to_string(), revision);
-                    self.seen.insert(key.to_string(), stored.record.rank());
+                    self.stored.insert(key.to_string(), record.mark());
                     return Ok(());
                 }
                 Err((true, _)) => {
@@ -989,17 +756,18 @@ impl KvStore {
                         continue;
                     }
                     let theirs = serde_json::from_slice::<Stored>(&entry.value).ok();
-                    if theirs.is_some_and(|t| {
-                        t.record.rank() >= stored.record.rank() && !self.is_own_ghost(key, &t)
-                    }) {
-                        // Newer (or the same) state is already stored: ours is obsolete.
-                        return Ok(());
+                    if let Some(theirs) = theirs {
+                        self.stored.insert(key.to_string(), theirs.record.mark());
+                        if theirs.record.mark() >= record.mark() {
+                            // The same or a newer state is stored already.
+                            return Ok(());
+                        }
                     }
                 }
                 Err((false, e)) => return Err(e),
             }
         }
-        Err(format!("{key} keeps changing under the backlog write"))
+        Err(format!("{key} keeps changing under the write"))
     }
 
     /// Writes the history when what matters in it changed (at most every few seconds).
@@ -1011,7 +779,7 @@ impl KvStore {
             return;
         };
         if let Some((last, at)) = &self.history_written {
-            if *last == text || at.elapsed() < HISTORY_EVERY {
+            if *last == text || at.elapsed() < timing().history_every {
                 return;
             }
         }
@@ -1034,9 +802,9 @@ impl KvStore {
     }
 
     /// Writes the backlog now (on shutdown: nothing this process knows may be lost), trying
-    /// again until it is written or `SHUTDOWN_FLUSH` has passed.
+    /// again until it is written or the shutdown flush time has passed.
     pub async fn flush(&mut self) {
-        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        let deadline = Instant::now() + timing().shutdown_flush;
         while !self.backlog.is_empty() {
             self.degraded
                 .get_or_insert((SystemTime::now(), "writing backlog".to_string()));
@@ -1049,23 +817,15 @@ impl KvStore {
         }
     }
 
-    /// Notes what a peer instance published. The peer may have published it unclaimed (its
-    /// store unavailable) and may stop before it can store it: whichever instance can must, or a
-    /// later start would load the state before it and publish the transition again. The
-    /// compare-and-set of the backlog write keeps a record the peer did store (then nothing is
-    /// written).
-    pub fn adopted(&mut self, record: Record) {
+    /// Queues `record` to be written (by the next [`Self::retry`]) unless the bucket is known to
+    /// hold it or something newer; of two queued records of one key the newer stays.
+    pub fn write(&mut self, record: Record) {
         let key = kv_key(record.key());
-        if self.seen.get(&key).is_some_and(|r| *r >= record.rank()) {
-            // Written, loaded or learned before: in the bucket or the backlog already.
+        let mark = record.mark();
+        if self.stored.get(&key).is_some_and(|m| *m >= mark) {
             return;
         }
-        self.seen.insert(key.clone(), record.rank());
-        if self
-            .backlog
-            .get(&key)
-            .is_none_or(|mine| mine.rank() < record.rank())
-        {
+        if self.backlog.get(&key).is_none_or(|mine| mine.mark() < mark) {
             self.backlog.insert(key, record);
         }
     }
@@ -1080,7 +840,11 @@ impl KvStore {
             }
             return;
         }
-        if !healthy && self.last_retry.is_some_and(|at| at.elapsed() < RETRY_EVERY) {
+        if !healthy
+            && self
+                .last_retry
+                .is_some_and(|at| at.elapsed() < timing().store_retry)
+        {
             return;
         }
         if !healthy {
@@ -1092,22 +856,14 @@ impl KvStore {
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect();
         for (key, record) in pending {
-            let stored = Stored {
-                writer: self.instance.clone(),
-                record,
-            };
-            let Ok(value) = serde_json::to_vec(&stored) else {
-                self.backlog.remove(&key);
-                continue;
-            };
-            match tokio::time::timeout(
-                self.settings.timeout,
-                self.write_backlog(&key, &stored, value.into()),
-            )
-            .await
+            match tokio::time::timeout(self.settings.timeout, self.write_record(&key, &record))
+                .await
             {
                 Ok(Ok(())) => {
-                    self.backlog.remove(&key);
+                    // Unless a newer record of the key was queued meanwhile.
+                    if self.backlog.get(&key) == Some(&record) {
+                        self.backlog.remove(&key);
+                    }
                 }
                 Ok(Err(e)) => {
                     self.degrade(e);
@@ -1161,7 +917,7 @@ pub struct Pending {
 
 impl Persistence {
     /// The state connection, when there is one.
-    fn client(&self) -> Option<&Client> {
+    pub fn client(&self) -> Option<&Client> {
         match self {
             Persistence::Memory => None,
             Persistence::Kv(kv) => Some(&kv.client),
@@ -1221,47 +977,11 @@ impl Persistence {
         }
     }
 
-    /// Claims a transition (memory always wins; a store not open yet is unavailable).
-    pub async fn claim(&mut self, transition: &Transition) -> Claim {
-        match self {
-            Persistence::Memory => Claim::Won,
-            Persistence::Opening(_) => Claim::Unavailable,
-            Persistence::Kv(store) => {
-                let claim = store.claim(transition).await;
-                // A raise that met a resolved (or deleted) record was only stale: retry once with
-                // the revision just read.
-                let stale = match &claim {
-                    Claim::Lost(None) => true,
-                    Claim::Lost(Some(stored)) => matches!(stored.record, Record::Resolved(_)),
-                    _ => false,
-                };
-                if transition.kind == TransitionKind::Raised && stale {
-                    return store.claim(transition).await;
-                }
-                claim
-            }
-        }
-    }
-
-    /// Notes a transition published while the store was unavailable (see
-    /// [`KvStore::published_unclaimed`]).
-    pub fn published_unclaimed(&mut self, transition: &Transition) {
+    /// Queues `record` (what was published, here or by a peer) to be written with the next
+    /// [`Self::maintain`]; a store not open yet gets what is active when it opens.
+    pub fn write(&mut self, record: Record) {
         if let Persistence::Kv(store) = self {
-            store.published_unclaimed(transition);
-        }
-    }
-
-    /// Notes that a claimed transition was published (see [`KvStore::published`]).
-    pub fn published(&mut self, transition: &Transition) {
-        if let Persistence::Kv(store) = self {
-            store.published(transition);
-        }
-    }
-
-    /// Notes a transition a peer published (see [`KvStore::adopted`]).
-    pub fn adopted(&mut self, record: Record) {
-        if let Persistence::Kv(store) = self {
-            store.adopted(record);
+            store.write(record);
         }
     }
 
@@ -1285,7 +1005,7 @@ impl Persistence {
                 None
             }
             Persistence::Opening(pending) => {
-                if pending.last_try.elapsed() < RETRY_EVERY {
+                if pending.last_try.elapsed() < timing().store_retry {
                     return None;
                 }
                 pending.last_try = Instant::now();
@@ -1299,12 +1019,8 @@ impl Persistence {
                     Ok(mut store) => {
                         let loaded = store.load(SystemTime::now()).await.unwrap_or_default();
                         // What this run raised while the store was away must be written too.
-                        for (key, finding) in active {
-                            if !loaded.active.contains_key(key) {
-                                store
-                                    .backlog
-                                    .insert(kv_key(key), Record::Active(finding.clone()));
-                            }
+                        for finding in active.values() {
+                            store.write(Record::Active(finding.clone()));
                         }
                         if !store.backlog.is_empty() {
                             store.degraded =
@@ -1378,12 +1094,14 @@ mod tests {
         for record in [
             Record::Active(ActiveFinding {
                 finding: finding.clone(),
+                episode: 1,
                 revision: 1,
                 raised_at: at,
                 changed_at: at,
             }),
             Record::Resolved(ResolvedFinding {
                 finding,
+                episode: 1,
                 revision: 2,
                 raised_at: at,
                 resolved_at: at,
@@ -1403,38 +1121,11 @@ mod tests {
     }
 
     #[test]
-    fn a_peers_later_dated_raise_is_an_earlier_state_of_the_update_or_resolution_after_it() {
-        let finding = finding("n1");
-        let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms);
-        let active = |raised: u64, revision: u64| {
-            Record::Active(ActiveFinding {
-                finding: finding.clone(),
-                revision,
-                raised_at: t(raised),
-                changed_at: t(raised),
-            })
-        };
-        // The publisher raised at 0; a peer saw the same fault 2.3 s later.
-        let peers_raise = active(2_300, 1);
-        let update = active(0, 2);
-        let resolution = Record::Resolved(ResolvedFinding {
-            finding: finding.clone(),
-            revision: 2,
-            raised_at: t(0),
-            resolved_at: t(9_000),
-        });
-        assert!(peers_raise.rank() > update.rank(), "ranks alone mislead");
-        assert!(earlier_state_of(&peers_raise, &update));
-        assert!(earlier_state_of(&peers_raise, &resolution));
-        assert!(
-            !earlier_state_of(&active(0, 1), &active(2_300, 1)),
-            "two raises are rival claims"
-        );
-        assert!(
-            !earlier_state_of(&active(10_000, 1), &resolution),
-            "a raise after the resolution is a new episode"
-        );
-        assert!(!earlier_state_of(&resolution, &update));
+    fn marks_order_episodes_then_revisions_and_a_resolution_ends_its_episode() {
+        assert!(Mark::active(1, 9) < Mark::active(2, 1));
+        assert!(Mark::active(2, 1) < Mark::active(2, 2));
+        assert!(Mark::active(2, 7) < Mark::resolved(2));
+        assert!(Mark::resolved(2) < Mark::active(3, 1));
     }
 
     #[test]

@@ -1,0 +1,536 @@
+//! The high-availability decision as one state machine, without I/O and without a clock: the
+//! engine feeds it [`Input`]s with its own `now` (time since the instance started, from its
+//! monotonic clock), executes the [`Action`]s it returns, and calls it again at
+//! [`Coordinator::next_deadline`]. `docs/ha.md` states the rule and its invariant.
+//!
+//! The rule: live instances are ordered by how long they have run (longest first; each one's
+//! running time comes in its beats, so no two clocks are compared). The instance at position
+//! `p` publishes a transition it wants once it has wanted it for `p x grace` and no peer has
+//! published it meanwhile. A transition contrary to one a peer just published waits
+//! `contrary_hold` first. Nothing is published before the instance has heard its peers' state
+//! (or waited `sync_wait` for it) after a start or a reconnect, nor while its server does not
+//! answer. Every copy of a transition carries the same event id, so a second copy (two
+//! instances that could not hear each other) is a repeat consumers drop, never a second finding.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::findings::{ActiveSet, Transition, TransitionKind};
+use crate::store::Record;
+use crate::timing::HaTiming;
+
+use super::ledger::Ledger;
+
+/// Local time: how long since this instance started (its own monotonic clock).
+pub type Now = Duration;
+
+/// What an instance tells its peers when asked for its state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerState {
+    /// Its instance id.
+    pub instance: String,
+    /// How long it has run (ms): orders the instances without comparing clocks.
+    pub uptime_ms: u64,
+    /// What it knows has been published.
+    pub ledger: Ledger,
+}
+
+/// Something that happened, for the coordinator to take into account.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A round was evaluated: `transitions` are what this instance wants published now (all of
+    /// them: a transition wanted before and missing now is no longer wanted), `next` the active
+    /// set reconcile computed (its evidence refreshes the ledger), `link` whether the server
+    /// this instance publishes through answers a round trip.
+    Evaluated {
+        /// Reconcile's next active set.
+        next: ActiveSet,
+        /// Reconcile's transitions.
+        transitions: Vec<Transition>,
+        /// The publishing path answers.
+        link: bool,
+    },
+    /// Only the publishing path's health changed (a round that could not evaluate).
+    Link(bool),
+    /// A peer announced itself.
+    Beat {
+        /// Its instance id.
+        instance: String,
+        /// How long it has run.
+        uptime: Duration,
+    },
+    /// A finding event another instance published.
+    Event(Record),
+    /// A peer's state, answering [`Action::RequestState`].
+    PeerState(PeerState),
+    /// What the store holds (at start, or when it opened late).
+    Stored(Ledger),
+    /// The connection was re-established: events may have been missed.
+    Reconnected,
+    /// Publishing a transition failed: it is sent again.
+    PublishFailed(Transition),
+    /// Only time passed.
+    Tick,
+}
+
+/// Something the engine must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish this transition's event.
+    Publish(Transition),
+    /// Write this record to the store (merged by mark there).
+    Persist(Record),
+    /// Ask a peer for its state: `Some(id)` that one, `None` whichever answers first.
+    RequestState(Option<String>),
+    /// Announce this instance, with how long it has run.
+    Beat(Duration),
+}
+
+/// A peer as this instance hears it.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// When it started, on this instance's clock (ms; negative if before this one started):
+    /// the time it was heard less the running time it reported.
+    started: i128,
+    /// When it was last heard.
+    heard: Now,
+}
+
+/// A transition this instance wants published and has not published yet.
+#[derive(Debug, Clone)]
+struct Wanted {
+    transition: Transition,
+    since: Now,
+}
+
+/// The coordinator of one instance.
+#[derive(Debug)]
+pub struct Coordinator {
+    me: String,
+    timing: HaTiming,
+    ledger: Ledger,
+    peers: BTreeMap<String, Peer>,
+    wanted: BTreeMap<String, Wanted>,
+    /// Keys a peer just changed, and until when a contrary transition waits.
+    contrary: BTreeMap<String, Now>,
+    /// Until when publishing waits for a peer's state (after a start or a reconnect).
+    syncing: Option<Now>,
+    link: bool,
+    next_beat: Now,
+    unsent: Vec<Transition>,
+    actions: VecDeque<Action>,
+}
+
+fn ms(d: Duration) -> i128 {
+    d.as_millis() as i128
+}
+
+impl Coordinator {
+    /// A coordinator for instance `me` that starts at local time `now` with what the store
+    /// loaded; it asks its peers for their state before it publishes anything.
+    pub fn new(me: &str, timing: HaTiming, stored: Ledger, now: Now) -> Coordinator {
+        let mut c = Coordinator {
+            me: me.to_string(),
+            timing,
+            ledger: stored,
+            peers: BTreeMap::new(),
+            wanted: BTreeMap::new(),
+            contrary: BTreeMap::new(),
+            syncing: Some(now + timing.sync_wait),
+            link: true,
+            next_beat: now,
+            unsent: Vec::new(),
+            actions: VecDeque::new(),
+        };
+        c.actions.push_back(Action::RequestState(None));
+        c.decide(now);
+        c
+    }
+
+    /// What has been published, as far as this instance knows.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// This instance's state, for a peer that asks.
+    pub fn peer_state(&self, now: Now) -> PeerState {
+        PeerState {
+            instance: self.me.clone(),
+            uptime_ms: now.as_millis() as u64,
+            ledger: self.ledger.clone(),
+        }
+    }
+
+    /// True while a transition waits to be published.
+    pub fn is_holding(&self) -> bool {
+        !self.wanted.is_empty() || !self.unsent.is_empty()
+    }
+
+    /// This instance's position among the live instances (0: it publishes at once).
+    pub fn position(&self, now: Now) -> usize {
+        let mine = (0i128, self.me.as_str());
+        self.live(now)
+            .filter(|(id, p)| (p.started, id.as_str()) < mine)
+            .count()
+    }
+
+    /// The live peers (heard within `peer_live`).
+    fn live(&self, now: Now) -> impl Iterator<Item = (&String, &Peer)> {
+        self.peers
+            .iter()
+            .filter(move |(_, p)| now.saturating_sub(p.heard) < self.timing.peer_live)
+    }
+
+    /// Takes one input at local time `now`; the actions it leads to are in [`Self::actions`].
+    pub fn handle(&mut self, input: Input, now: Now) {
+        match input {
+            Input::Evaluated {
+                next,
+                transitions,
+                link,
+            } => {
+                self.link = link;
+                self.ledger.refresh(&next);
+                self.want(transitions, now);
+            }
+            Input::Link(link) => self.link = link,
+            Input::Beat { instance, uptime } => self.heard(&instance, uptime, now),
+            Input::Event(record) => {
+                let key = record.key().to_string();
+                if self.ledger.fold(record.clone()) {
+                    // Whatever this instance wanted for the key was decided before the peer
+                    // spoke; what it wants next is judged against the peer's state.
+                    self.wanted.remove(&key);
+                    self.contrary.insert(key, now + self.timing.contrary_hold);
+                    self.actions.push_back(Action::Persist(record));
+                }
+            }
+            Input::PeerState(state) => {
+                if state.instance != self.me {
+                    self.heard(&state.instance, Duration::from_millis(state.uptime_ms), now);
+                    for key in self.ledger.merge(state.ledger) {
+                        self.wanted.remove(&key);
+                        self.contrary.insert(key, now + self.timing.contrary_hold);
+                    }
+                    self.syncing = None;
+                }
+            }
+            Input::Stored(stored) => {
+                for key in self.ledger.merge(stored) {
+                    self.wanted.remove(&key);
+                }
+            }
+            Input::Reconnected => {
+                self.syncing = Some(now + self.timing.sync_wait);
+                self.actions.push_back(Action::RequestState(None));
+            }
+            Input::PublishFailed(transition) => self.unsent.push(transition),
+            Input::Tick => {}
+        }
+        self.decide(now);
+    }
+
+    /// The actions to execute, in order (drained).
+    pub fn actions(&mut self) -> impl Iterator<Item = Action> + '_ {
+        self.actions.drain(..)
+    }
+
+    /// When to call [`Self::handle`] with [`Input::Tick`] at the latest.
+    pub fn next_deadline(&self, now: Now) -> Now {
+        let mut next = self.next_beat;
+        if let Some(until) = self.syncing {
+            next = next.min(until);
+        }
+        // Peers going silent change the position.
+        for peer in self.peers.values() {
+            let gone = peer.heard + self.timing.peer_live;
+            if gone > now {
+                next = next.min(gone);
+            }
+        }
+        let wait = self.timing.grace * self.position(now) as u32;
+        for (key, wanted) in &self.wanted {
+            let mut due = wanted.since + wait;
+            if let Some(until) = self.contrary.get(key) {
+                due = due.max(*until);
+            }
+            next = next.min(due);
+        }
+        next.max(now)
+    }
+
+    /// Notes that `instance` (running for `uptime`) was heard at `now`; asks a peer that
+    /// comes back after a silence (or is new) for its state, as it may have published what
+    /// this instance did not hear.
+    fn heard(&mut self, instance: &str, uptime: Duration, now: Now) {
+        if instance == self.me {
+            return;
+        }
+        let back = self
+            .peers
+            .get(instance)
+            .is_none_or(|p| now.saturating_sub(p.heard) >= self.timing.peer_live);
+        self.peers.insert(
+            instance.to_string(),
+            Peer {
+                started: ms(now) - ms(uptime),
+                heard: now,
+            },
+        );
+        if back {
+            self.actions
+                .push_back(Action::RequestState(Some(instance.to_string())));
+        }
+    }
+
+    /// Replaces what this instance wants with this round's transitions (a held raise keeps the
+    /// time it was first wanted).
+    fn want(&mut self, transitions: Vec<Transition>, now: Now) {
+        let mut wanted = BTreeMap::new();
+        for mut transition in transitions {
+            let key = transition.finding.key.clone();
+            // Reconcile works from the ledger: a transition it already holds is not news.
+            if self.ledger.mark(&key) >= Some(Record::after(&transition).mark()) {
+                continue;
+            }
+            let since = match self.wanted.remove(&key) {
+                Some(before)
+                    if (
+                        before.transition.kind,
+                        before.transition.episode,
+                        before.transition.revision,
+                    ) == (transition.kind, transition.episode, transition.revision) =>
+                {
+                    if transition.kind == TransitionKind::Raised {
+                        transition.raised_at = before.transition.raised_at;
+                        transition.at = before.transition.at;
+                    }
+                    before.since
+                }
+                _ => now,
+            };
+            wanted.insert(key, Wanted { transition, since });
+        }
+        self.wanted = wanted;
+    }
+
+    /// Publishes what is due and beats when it is time.
+    fn decide(&mut self, now: Now) {
+        if now >= self.next_beat {
+            self.actions.push_back(Action::Beat(now));
+            self.next_beat = now + self.timing.beat;
+        }
+        if self.syncing.is_some_and(|until| now >= until) {
+            self.syncing = None;
+        }
+        self.contrary.retain(|_, until| *until > now);
+        self.peers
+            .retain(|_, p| now.saturating_sub(p.heard) < self.timing.peer_live * 4);
+        if self.syncing.is_some() || !self.link {
+            return;
+        }
+        for transition in std::mem::take(&mut self.unsent) {
+            self.actions.push_back(Action::Publish(transition));
+        }
+        let wait = self.timing.grace * self.position(now) as u32;
+        let due: Vec<String> = self
+            .wanted
+            .iter()
+            .filter(|(key, w)| {
+                now >= w.since + wait && self.contrary.get(*key).is_none_or(|until| now >= *until)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            let Some(wanted) = self.wanted.remove(&key) else {
+                continue;
+            };
+            let transition = wanted.transition;
+            if self.ledger.apply(&transition) {
+                self.actions.push_back(Action::Publish(transition.clone()));
+                self.actions
+                    .push_back(Action::Persist(Record::after(&transition)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{CheckId, Finding};
+    use crate::findings::ActiveFinding;
+    use std::time::SystemTime;
+
+    fn timing() -> HaTiming {
+        crate::timing::Timing::default().ha
+    }
+
+    fn s(secs: f64) -> Now {
+        Duration::from_secs_f64(secs)
+    }
+
+    fn raise(key: &str, episode: u64) -> Transition {
+        Transition {
+            kind: TransitionKind::Raised,
+            finding: Finding {
+                check: CheckId::META_001,
+                key: key.into(),
+                cluster: None,
+                domain: None,
+                server: Some("n2".into()),
+                summary: "s".into(),
+                evidence: serde_json::json!({}),
+                remediation: vec![],
+                fingerprint: "n2".into(),
+            },
+            episode,
+            revision: 1,
+            raised_at: SystemTime::UNIX_EPOCH,
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn published(c: &mut Coordinator) -> Vec<Transition> {
+        c.actions()
+            .filter_map(|a| match a {
+                Action::Publish(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn evaluated(c: &mut Coordinator, transitions: Vec<Transition>, now: Now) -> Vec<Transition> {
+        c.handle(
+            Input::Evaluated {
+                next: ActiveSet::new(),
+                transitions,
+                link: true,
+            },
+            now,
+        );
+        published(c)
+    }
+
+    #[test]
+    fn alone_it_publishes_once_the_sync_wait_is_over() {
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        assert!(c.actions().any(|a| a == Action::RequestState(None)));
+        assert!(
+            evaluated(&mut c, vec![raise("k", 1)], s(0.5)).is_empty(),
+            "syncing"
+        );
+        c.handle(Input::Tick, s(1.0));
+        assert!(
+            published(&mut c).is_empty(),
+            "a beat is due, the sync wait is not over"
+        );
+        c.handle(Input::Tick, timing().sync_wait);
+        assert_eq!(published(&mut c).len(), 1);
+        assert_eq!(c.ledger().mark("k"), Some(crate::store::Mark::active(1, 1)));
+        assert!(
+            evaluated(&mut c, vec![], s(3.0)).is_empty(),
+            "published once"
+        );
+    }
+
+    #[test]
+    fn the_second_instance_waits_a_grace_then_publishes_what_the_first_did_not() {
+        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        // a has run for a minute: it is at position 0, b at 1.
+        b.handle(
+            Input::PeerState(PeerState {
+                instance: "a".into(),
+                uptime_ms: 60_000,
+                ledger: Ledger::default(),
+            }),
+            s(0.1),
+        );
+        assert_eq!(b.position(s(0.1)), 1);
+        assert!(evaluated(&mut b, vec![raise("k", 1)], s(1.0)).is_empty());
+        b.handle(
+            Input::Beat {
+                instance: "a".into(),
+                uptime: s(61.0),
+            },
+            s(1.1),
+        );
+        assert!(evaluated(&mut b, vec![raise("k", 1)], s(2.0)).is_empty());
+        b.handle(
+            Input::Beat {
+                instance: "a".into(),
+                uptime: s(62.0),
+            },
+            s(2.1),
+        );
+        let due = s(1.0) + timing().grace;
+        b.handle(Input::Tick, due - s(0.01));
+        assert!(published(&mut b).is_empty(), "still within the grace");
+        assert!(b.next_deadline(due - s(0.01)) <= due);
+        b.handle(Input::Tick, due);
+        assert_eq!(
+            published(&mut b).len(),
+            1,
+            "a said nothing within the grace"
+        );
+    }
+
+    #[test]
+    fn a_peers_event_ends_the_wait_and_its_contrary_waits_the_hold() {
+        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        b.handle(
+            Input::PeerState(PeerState {
+                instance: "a".into(),
+                uptime_ms: 60_000,
+                ledger: Ledger::default(),
+            }),
+            s(0.1),
+        );
+        assert!(evaluated(&mut b, vec![raise("k", 1)], s(1.0)).is_empty());
+        b.handle(Input::Event(Record::after(&raise("k", 1))), s(1.5));
+        assert!(published(&mut b).is_empty());
+        // a goes silent and resolves nothing; b's view clears at once: contrary, held.
+        let mut resolve = raise("k", 1);
+        resolve.kind = TransitionKind::Resolved;
+        resolve.revision = 2;
+        assert!(evaluated(&mut b, vec![resolve.clone()], s(2.0)).is_empty());
+        // a stopped (silent past peer_live): b is at position 0, the hold is what is left.
+        let later = s(1.5) + timing().contrary_hold.max(timing().peer_live);
+        assert!(evaluated(&mut b, vec![resolve], later).len() == 1);
+    }
+
+    #[test]
+    fn ids_are_the_transitions_not_the_observers() {
+        let t = raise("k", 7);
+        let mut other = t.clone();
+        other.raised_at = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+        other.at = other.raised_at;
+        assert_eq!(
+            crate::publish::event_id(&t),
+            crate::publish::event_id(&other)
+        );
+        let mut next = t.clone();
+        next.episode = 8;
+        assert_ne!(
+            crate::publish::event_id(&t),
+            crate::publish::event_id(&next)
+        );
+    }
+
+    #[test]
+    fn a_stored_ledger_names_the_episode_and_a_restart_does_not_raise_again() {
+        let mut stored = Ledger::default();
+        stored.fold(Record::Active(ActiveFinding {
+            finding: raise("k", 3).finding,
+            episode: 3,
+            revision: 1,
+            raised_at: SystemTime::UNIX_EPOCH,
+            changed_at: SystemTime::UNIX_EPOCH,
+        }));
+        let mut c = Coordinator::new("a", timing(), stored, s(0.0));
+        c.handle(Input::Tick, s(2.0));
+        assert!(evaluated(&mut c, vec![raise("k", 3)], s(2.1)).is_empty());
+    }
+}

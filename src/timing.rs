@@ -1,0 +1,124 @@
+//! Every timer of the service in one place, with the relations between them (asserted in the
+//! tests below). The pipeline's own intervals (poll, heartbeat, gather) come from the command
+//! line; everything here is derived from them or fixed.
+
+use std::time::Duration;
+
+use crate::observe::gather::GatherTiming;
+
+/// The service's timers.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Time between polls (`--poll-interval`).
+    pub poll: Duration,
+    /// How long one poll may wait for replies (`--gather-timeout` and the direct probes).
+    pub gather: GatherTiming,
+    /// Time between heartbeats on `$INSIGHTS.HEARTBEAT` (`--heartbeat-interval`).
+    pub heartbeat: Duration,
+    /// How long the attached server has to answer a round trip, during a poll or before a
+    /// publication, before it counts as not answering.
+    pub attached_answer: Duration,
+    /// How often the connections may be moved off a server that does not answer or is cut off
+    /// (each of the main and the state connection).
+    pub move_every: Duration,
+    /// How long a move waits to be attached elsewhere before the round goes on.
+    pub move_settle: Duration,
+    /// The coordinator's timers (see [`HaTiming`]).
+    pub ha: HaTiming,
+    /// How often a store that does not answer is tried again.
+    pub store_retry: Duration,
+    /// The history is written at most this often.
+    pub history_every: Duration,
+    /// How long a shutdown keeps trying to write what the store would not take.
+    pub shutdown_flush: Duration,
+}
+
+/// The timers of the high-availability coordinator ([`crate::ha::Coordinator`]); `docs/ha.md`
+/// has them in a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaTiming {
+    /// Every instance announces itself this often (`$INSIGHTS.HA.BEAT`).
+    pub beat: Duration,
+    /// A peer not heard for this long no longer counts: it stopped, or it is cut off.
+    pub peer_live: Duration,
+    /// The wait per position: the instance at position `p` publishes a transition that has not
+    /// appeared from a peer after `p x grace`.
+    pub grace: Duration,
+    /// A transition contrary to one a peer just published waits this long (views lag each
+    /// other by a poll or two; a contrary view that persists is real).
+    pub contrary_hold: Duration,
+    /// After a start or a reconnect, publishing waits this long for a peer's state (the first
+    /// answer ends the wait).
+    pub sync_wait: Duration,
+}
+
+impl Timing {
+    /// The timers for these pipeline intervals.
+    pub fn new(poll: Duration, gather: GatherTiming, heartbeat: Duration) -> Timing {
+        // The slowest poll: the gather waits it out, then the direct probes of the silent.
+        let slowest_poll = gather.max_wait + gather.probe_timeout;
+        let beat = Duration::from_secs(1);
+        Timing {
+            poll,
+            gather,
+            heartbeat,
+            attached_answer: Duration::from_secs(1),
+            move_every: Duration::from_secs(10),
+            move_settle: Duration::from_secs(3),
+            ha: HaTiming {
+                beat,
+                peer_live: beat * 7 / 2,
+                grace: (poll + slowest_poll).max(Duration::from_secs(3)),
+                contrary_hold: (poll * 3).max(Duration::from_secs(3)),
+                sync_wait: beat * 3 / 2,
+            },
+            store_retry: Duration::from_secs(3),
+            history_every: Duration::from_secs(2),
+            shutdown_flush: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing::new(
+            Duration::from_secs(1),
+            GatherTiming::default(),
+            Duration::from_secs(10),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The relations the protocol relies on, for the defaults and for other poll intervals.
+    #[test]
+    fn the_timers_keep_their_relations() {
+        for poll in [100, 500, 1_000, 2_000, 5_000].map(Duration::from_millis) {
+            let t = Timing::new(poll, GatherTiming::default(), Duration::from_secs(10));
+            let slowest_poll = t.gather.max_wait + t.gather.probe_timeout;
+            // A missed beat or two is not a death.
+            assert!(t.ha.peer_live > t.ha.beat * 3, "{t:?}");
+            // The instance at position 0 sees a fault at most one (slow) poll after any other:
+            // its event arrives before the instance at position 1 has waited out its grace.
+            assert!(t.ha.grace >= t.poll + slowest_poll, "{t:?}");
+            // Views lag each other by up to two polls: a contrary view held this long persists.
+            assert!(t.ha.contrary_hold >= t.poll * 2, "{t:?}");
+            // A peer beats within the sync wait, so a starting instance knows who runs.
+            assert!(t.ha.sync_wait > t.ha.beat, "{t:?}");
+            // A dead instance at position 0 costs at most the grace or its silence, never more
+            // than a few seconds at the default poll.
+            if poll == Duration::from_secs(1) {
+                assert!(t.ha.grace.min(t.ha.peer_live) <= Duration::from_secs(4));
+            }
+            // A poll cut short by a silent attached server ends before the gather would.
+            assert!(t.attached_answer < slowest_poll, "{t:?}");
+            // A move settles before the next move may start.
+            assert!(t.move_settle < t.move_every, "{t:?}");
+            // The history is written at least every few polls at the default.
+            assert!(t.history_every >= t.ha.beat, "{t:?}");
+        }
+    }
+}
