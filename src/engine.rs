@@ -373,22 +373,25 @@ impl Engine {
         self.execute().await;
     }
 
-    /// Executes the coordinator's actions: publications first, then the rest.
+    /// Executes the coordinator's actions in order (it puts each publication before the write
+    /// of its record).
     async fn execute(&mut self) {
         let actions: Vec<Action> = self.coordinator.actions().collect();
-        let mut published = Vec::new();
+        let mut learned = Vec::new();
         for action in actions {
             match action {
                 Action::Publish(transition) => {
-                    if self.announce(&transition).await {
-                        published.push(transition);
-                    } else {
+                    if !self.announce(&transition).await {
                         let now = self.now();
                         self.coordinator
                             .handle(Input::PublishFailed(transition), now);
                     }
                 }
-                Action::Persist(record) => self.persistence.write(record),
+                Action::Persist(record) => {
+                    // What was published, here or by a peer: what HISTORY lists.
+                    learned.push(crate::ha::transition_of_record(&record));
+                    self.persistence.write(record);
+                }
                 Action::RequestState(from) => {
                     let client = self.client.clone();
                     let me = self.instance.id.clone();
@@ -407,10 +410,14 @@ impl Engine {
                 }
             }
         }
-        if !published.is_empty() {
+        if !learned.is_empty() {
             self.status
                 .recent
-                .record(&published, &self.history.leader_changes());
+                .record(&learned, &self.history.leader_changes());
+            // Written before STATUS says so and before anything else waits: a process killed
+            // right after publishing must find the episode in the bucket when it restarts.
+            self.persistence.write_now().await;
+            self.status.store = self.persistence.health();
         }
         self.publish_status();
     }
@@ -526,6 +533,9 @@ impl Engine {
             .await;
         }
         self.status.store = self.persistence.health();
+        self.status
+            .recent
+            .record(&[], &self.history.leader_changes());
         self.publish_status();
     }
 

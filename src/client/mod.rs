@@ -364,6 +364,9 @@ pub async fn watch(args: &WatchArgs) -> Result<(), ClientError> {
     let style = Style::for_stdout();
     let shutdown = crate::cli::shutdown_signal();
     tokio::pin!(shutdown);
+    // Delivery is at least once with stable ids: a copy (two instances that could not hear
+    // each other both sent it) is shown once.
+    let mut seen = crate::watch::SeenIds::default();
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
@@ -371,11 +374,15 @@ pub async fn watch(args: &WatchArgs) -> Result<(), ClientError> {
                 let Some(message) = message else {
                     return Err(ClientError::Watch(format!("the subscription to {subject} ended: the connection was closed")));
                 };
+                let event = serde_json::from_slice::<FindingEvent>(&message.payload);
+                if event.as_ref().is_ok_and(|e| !seen.first(&e.id)) {
+                    continue;
+                }
                 if args.json {
                     print_json(&message.payload);
                     continue;
                 }
-                match serde_json::from_slice::<FindingEvent>(&message.payload) {
+                match event {
                     Ok(event) => println!("{}", render::watch_line(&event, style)),
                     Err(e) => eprintln!("nats-insights: undecodable event on {}: {e}", message.subject),
                 }

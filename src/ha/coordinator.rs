@@ -168,11 +168,20 @@ impl Coordinator {
         !self.wanted.is_empty() || !self.unsent.is_empty()
     }
 
-    /// This instance's position among the live instances (0: it publishes at once).
+    /// This instance's position among the live instances (0: it publishes at once): how many
+    /// live peers started before it. Start times are estimates (a beat's running time, less its
+    /// delay in transit), so two that started within a beat of each other are ordered by id:
+    /// both then agree, whichever way the delays fell.
     pub fn position(&self, now: Now) -> usize {
-        let mine = (0i128, self.me.as_str());
+        let margin = ms(self.timing.beat);
         self.live(now)
-            .filter(|(id, p)| (p.started, id.as_str()) < mine)
+            .filter(|(id, p)| {
+                if p.started.abs() < margin {
+                    id.as_str() < self.me.as_str()
+                } else {
+                    p.started < 0
+                }
+            })
             .count()
     }
 
@@ -499,6 +508,46 @@ mod tests {
         // a stopped (silent past peer_live): b is at position 0, the hold is what is left.
         let later = s(1.5) + timing().contrary_hold.max(timing().peer_live);
         assert!(evaluated(&mut b, vec![resolve], later).len() == 1);
+    }
+
+    #[test]
+    fn instances_started_within_a_beat_are_ordered_by_id_whatever_the_delays() {
+        // a and b started 300 ms apart; each hears the other's beat late by a different delay.
+        let mut a = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        a.handle(
+            Input::Beat {
+                instance: "b".into(),
+                uptime: s(9.7),
+            },
+            s(10.05),
+        );
+        b.handle(
+            Input::Beat {
+                instance: "a".into(),
+                uptime: s(10.0),
+            },
+            s(9.9),
+        );
+        assert_eq!((a.position(s(10.1)), b.position(s(10.1))), (0, 1));
+        // Started far apart: the longer-running one is first, whatever the ids.
+        let mut z = Coordinator::new("z", timing(), Ledger::default(), s(0.0));
+        z.handle(
+            Input::Beat {
+                instance: "b".into(),
+                uptime: s(2.0),
+            },
+            s(30.0),
+        );
+        b.handle(
+            Input::Beat {
+                instance: "z".into(),
+                uptime: s(30.0),
+            },
+            s(2.0),
+        );
+        assert_eq!(z.position(s(30.0)), 0);
+        assert_eq!(b.position(s(2.0)), 2, "after a and z");
     }
 
     #[test]

@@ -256,54 +256,11 @@ fn count_rejection(rejections: &Rejections, endpoint: Endpoint, code: u16) {
     *guard.entry(endpoint).or_default().entry(code).or_default() += 1;
 }
 
-/// A running instance as its `$SRV.PING` answer describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveInstance {
-    /// Instance id.
-    pub id: String,
-    /// When it started, in milliseconds since the Unix epoch (0 when an older version did not
-    /// say).
-    pub started_ms: u64,
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
-}
-
-/// Every nats-insights instance that answers `$SRV.PING.nats-insights` within `wait` (each one's
-/// micro service carries its instance id and start time in its metadata).
-pub async fn live_instances(client: &Client, wait: std::time::Duration) -> Vec<LiveInstance> {
-    let inbox = client.new_inbox();
-    let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
-        return Vec::new();
-    };
-    if client
-        .publish_with_reply(format!("$SRV.PING.{SERVICE_NAME}"), inbox, "".into())
-        .await
-        .is_err()
-    {
-        return Vec::new();
-    }
-    let mut ids = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        if let Ok(ping) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-            if let Some(id) = ping["metadata"]["instance"].as_str() {
-                let started_ms = ping["metadata"]["started"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                ids.push(LiveInstance {
-                    id: id.to_string(),
-                    started_ms,
-                });
-            }
-        }
-    }
-    ids
 }
 
 /// Starts the micro service and answers requests until the status channel closes.

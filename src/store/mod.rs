@@ -275,6 +275,17 @@ pub fn kv_key(finding: &str) -> String {
     key
 }
 
+/// True when an update lost its compare-and-set: another write came first. nats-server 2.15
+/// answers it with error code 10164 ("wrong last sequence"), which async-nats does not map to
+/// its wrong-revision kind (it knows 10071), so the code is read from the error too.
+fn is_conflict(error: &kv::UpdateError) -> bool {
+    if error.kind() == UpdateErrorKind::WrongLastRevision {
+        return true;
+    }
+    let text = format!("{error} {:?}", std::error::Error::source(error));
+    text.contains("wrong last sequence") || text.contains("10071") || text.contains("10164")
+}
+
 fn is_unavailable(detail: &str) -> bool {
     // JetStream answers these while it has no quorum or no leader; they pass with time.
     let d = detail.to_ascii_lowercase();
@@ -734,12 +745,7 @@ impl KvStore {
                 .kv
                 .update(key, value.clone(), revision)
                 .await
-                .map_err(|e| {
-                    (
-                        e.kind() == UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                });
+                .map_err(|e| (is_conflict(&e), e.to_string()));
             match written {
                 Ok(revision) => {
                     self.revisions.insert(key.to_string(), revision);
@@ -982,6 +988,14 @@ impl Persistence {
     pub fn write(&mut self, record: Record) {
         if let Persistence::Kv(store) = self {
             store.write(record);
+        }
+    }
+
+    /// Writes what is queued now (see [`KvStore::retry`]: at once while healthy, now and then
+    /// while degraded).
+    pub async fn write_now(&mut self) {
+        if let Persistence::Kv(store) = self {
+            store.retry().await;
         }
     }
 

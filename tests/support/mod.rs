@@ -150,6 +150,10 @@ pub struct Events {
     pub seen: Vec<FindingEvent>,
     /// Which of `seen` an `expect` already returned.
     claimed: Vec<bool>,
+    /// Copies of events already in `seen` (the same id), dropped as the contract tells
+    /// consumers to.
+    pub repeats: Vec<FindingEvent>,
+    ids: watch::SeenIds,
     _client: async_nats::Client,
 }
 
@@ -162,6 +166,8 @@ impl Events {
             stream,
             seen: Vec::new(),
             claimed: Vec::new(),
+            repeats: Vec::new(),
+            ids: watch::SeenIds::default(),
             _client: client,
         }
     }
@@ -186,6 +192,8 @@ impl Events {
             stream,
             seen: Vec::new(),
             claimed: Vec::new(),
+            repeats: Vec::new(),
+            ids: watch::SeenIds::default(),
             _client: client,
         }
     }
@@ -215,6 +223,10 @@ impl Events {
             match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Ok(Some(Ok(event))) => {
                     assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
+                    if !self.ids.first(&event.id) {
+                        self.repeats.push(event);
+                        continue;
+                    }
                     self.seen.push(event.clone());
                     let hit = matches(&event);
                     self.claimed.push(hit);
@@ -239,6 +251,10 @@ impl Events {
         while let Ok(Some(received)) = tokio::time::timeout_at(deadline, self.stream.next()).await {
             let event = received.expect("decodable finding event");
             assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
+            if !self.ids.first(&event.id) {
+                self.repeats.push(event);
+                continue;
+            }
             self.seen.push(event);
             self.claimed.push(false);
         }
