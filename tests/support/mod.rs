@@ -66,12 +66,6 @@ impl Monitor {
 
     /// Starts a monitor with a given configuration (and a state connection when it has a store).
     pub async fn start_with(cluster: &Cluster, config: EngineConfig) -> Monitor {
-        if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
         let mut connections = sys_connect(cluster)
             .open("nats-insights-test")
             .await
@@ -95,6 +89,13 @@ impl Monitor {
 
     /// Starts a monitor on connections opened by the caller (e.g. as a least-privilege user).
     pub fn start_connected(connections: engine::Connections, config: EngineConfig) -> Monitor {
+        // NATS_INSIGHTS_TEST_LOG=nats_insights=debug shows what the monitors log.
+        if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let client = connections.main.clone();
         let instance = Instance {
             id: nuid::next().to_string(),
