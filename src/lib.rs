@@ -1,7 +1,7 @@
 //! nats-insights: watches the control plane of NATS JetStream (the meta groups, one per JetStream
 //! domain) from the system account and publishes findings on NATS. The pipeline, top to bottom:
-//! observe → evaluate (`checks`) → reconcile (`findings`) → persist (`store`) → publish → serve
-//! (`service`), wired by `engine`.
+//! observe → evaluate (`checks`) → reconcile (`findings`) → coordinate (`ha`) → persist
+//! (`store`) → publish → serve (`service`), wired by `engine`.
 //!
 //! # Layout
 //!
@@ -11,13 +11,16 @@
 //! - [`history`]: what earlier polls and events showed, per group ([`history::Histories`]).
 //! - [`checks`]: one pure function per check of (meta group, history, thresholds, `now`), each
 //!   file exporting its [`checks::CheckSpec`]; [`checks::members`] judges who is online for all.
-//! - [`findings`]: the lifecycle, a pure `reconcile(previous, evaluated, now)`.
-//! - [`store`]: the JetStream KV bucket (findings and history; claims for several instances).
-//! - [`ha`]: what several instances share so each transition is published once.
+//! - [`findings`]: the lifecycle, a pure `reconcile(previous, ended, evaluated, now)` that
+//!   numbers episodes.
+//! - [`ha`]: the sans-IO coordinator that decides which instance publishes which transition
+//!   when, so several instances publish each once under one id; [`timing`]: every timer.
+//! - [`store`]: the JetStream KV bucket (findings and history), restart memory merged by mark.
 //! - [`publish`]: finding events and heartbeats; [`watch`] follows them.
 //! - [`service`]: the micro service API; [`runbook`]: the runbooks it and `explain` serve;
 //!   [`metrics`]: Prometheus metrics and `/healthz`.
-//! - [`engine`]: runs the stages in a loop; [`connect`]: connections and their failures;
+//! - [`engine`]: runs the stages in a loop and executes the coordinator's actions; [`connect`]:
+//!   connections and their failures, the attached servers' health (`connect::attached`);
 //!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands.
 //! - [`testbed`], [`demo`], [`soak`]: real nats-server clusters for the tests, the demo and the
 //!   chaos soak (to move out of the product crate: see docs/architecture.md).
