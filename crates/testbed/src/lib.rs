@@ -1,4 +1,4 @@
-//! Real nats-server clusters on loopback, for live tests, the demo and benchmarks.
+//! Real nats-server clusters on loopback, for live tests, the demo, the soak and benchmarks.
 //!
 //! A [`Cluster`] writes one config per node into a fresh temporary directory, starts a
 //! `nats-server` child per node (stdout/stderr appended to a log file per node) and offers
@@ -11,6 +11,9 @@
 //! standalone leaf servers in the hub's domain (see [`topology`]).
 //!
 //! Every child is SIGKILLed and reaped when the cluster is dropped.
+//!
+//! This crate does not depend on nats-insights: it speaks NATS and starts processes, so the
+//! product's live tests can use it as a dev-dependency.
 
 mod proxy;
 pub mod topology;
@@ -41,7 +44,7 @@ pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app";
 
 /// The accounts every testbed node includes (also shipped as `deploy/accounts.conf`).
-pub const ACCOUNTS_CONF: &str = include_str!("../../deploy/accounts.conf");
+pub const ACCOUNTS_CONF: &str = include_str!("../../../deploy/accounts.conf");
 
 /// Environment variable naming the nats-server binary to use.
 pub const SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";

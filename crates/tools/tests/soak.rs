@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nats_insights::soak::{run, SoakOptions};
+use nats_insights_tools::soak::{run, SoakOptions};
 
 fn seed() -> u64 {
     std::env::var("SOAK_SEED")
@@ -53,7 +53,7 @@ async fn ninety_seconds_of_chaos_with_two_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_jetstream_churn_on_a_healthy_cluster_raises_nothing() {
-    let report = nats_insights::soak::churn(Duration::from_secs(40))
+    let report = nats_insights_tools::soak::churn(Duration::from_secs(40))
         .await
         .expect("churn runs");
     println!("{report:#?}");

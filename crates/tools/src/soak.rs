@@ -12,15 +12,13 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::connect::ConnectArgs;
-use crate::engine::{self, EngineConfig};
-use crate::findings::TransitionKind;
-use crate::publish::FindingEvent;
-use crate::service::Instance;
-use crate::store::StoreSettings;
-use crate::testbed::{
-    Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD, SYS_USER,
-};
+use nats_insights::connect::ConnectArgs;
+use nats_insights::engine::{self, EngineConfig};
+use nats_insights::findings::TransitionKind;
+use nats_insights::publish::FindingEvent;
+use nats_insights::service::Instance;
+use nats_insights::store::StoreSettings;
+use testbed::{Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD, SYS_USER};
 
 /// How long and how wild.
 #[derive(Debug, Clone)]
@@ -179,7 +177,7 @@ async fn watch_all(
         .await
         .map_err(|e| e.to_string())?;
     for client in clients {
-        let mut events = crate::watch::subscribe(&client)
+        let mut events = nats_insights::watch::subscribe(&client)
             .await
             .map_err(|e| e.to_string())?;
         let tx = tx.clone();
@@ -284,7 +282,7 @@ fn tail(id: &str) -> String {
 
 /// Wall-clock time of day with milliseconds, as in the events' timestamps.
 fn clock(at: SystemTime) -> String {
-    crate::time_format::rfc3339(at)
+    nats_insights::time_format::rfc3339(at)
         .get(11..23)
         .unwrap_or_default()
         .to_string()
@@ -575,7 +573,7 @@ fn judge(
                 "{} {} at {}{}",
                 e.check,
                 e.finding,
-                crate::time_format::rfc3339(*at),
+                nats_insights::time_format::rfc3339(*at),
                 if after_election && e.check.as_str() == "META_001" {
                     " (just after a meta leader election)"
                 } else {
@@ -705,7 +703,9 @@ pub async fn churn(duration: Duration) -> Result<ChurnReport, String> {
     while let Ok(Some((_, event))) =
         tokio::time::timeout(Duration::from_millis(300), events.recv()).await
     {
-        report.findings.push(crate::watch::format_line(&event));
+        report
+            .findings
+            .push(nats_insights::watch::format_line(&event));
     }
     Ok(report)
 }
