@@ -441,10 +441,10 @@ async fn scrape(port: u16) -> String {
     body
 }
 
-/// The nats-insights binary next to this one (`scripts/bench` builds both).
+/// The nats-insights binary next to this one (`scripts/bench` builds both), or
+/// `$NATS_INSIGHTS_BIN`.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the running executable");
-    exe.with_file_name("nats-insights")
+    testbed::product_bin().expect("the nats-insights binary")
 }
 
 /// Runs the binary against `urls`; after `warmup` measures for `secs`. `during` runs alongside
