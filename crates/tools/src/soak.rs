@@ -1,77 +1,145 @@
-//! Reliability: a chaos soak with ground truth. Runs a 5-node cluster watched by two monitor
-//! instances in HA mode, injects faults from a seeded schedule (SIGTERM, SIGKILL, SIGSTOP and
-//! SIGCONT, partitions through the route proxies, forced step-downs, restarts of a monitor
-//! instance), records when each fault began and ended, and compares with every finding event an
-//! operator received: each fault's META_001 raised exactly once and resolved exactly once, no
-//! finding outside a fault, nothing left active on the healed cluster.
+//! Reliability: a chaos soak with ground truth. Runs a 5-node cluster watched by monitor
+//! instances in HA mode, each its own `nats-insights run` process with its own wall clock
+//! (libfaketime, offsets chosen by the seed), injects faults from a seeded schedule (SIGTERM,
+//! SIGKILL, SIGSTOP and SIGCONT, partitions through the route proxies, forced step-downs, a
+//! graceful stop or a crash of a monitor process followed by a new one), records when each fault
+//! began and ended, and compares with every finding event an operator received: each fault's
+//! META_001 raised and resolved, one event id each, no finding outside a fault, nothing left
+//! active on the healed cluster, no monitor process that died by itself.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-
 use nats_insights::connect::ConnectArgs;
-use nats_insights::engine::{self, EngineConfig};
 use nats_insights::findings::TransitionKind;
 use nats_insights::publish::FindingEvent;
-use nats_insights::service::Instance;
-use nats_insights::store::StoreSettings;
-use testbed::{Cluster, ClusterOptions, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD, SYS_USER};
+use nats_insights::service::live_instances;
+use testbed::{
+    ClockOffset, Cluster, ClusterOptions, Monitor, MonitorSpec, Stop, APP_PASSWORD, APP_USER,
+    KEEP_ENV, SYS_PASSWORD, SYS_USER,
+};
+use tokio::sync::mpsc;
+
+/// The thresholds the soak runs the monitors with: leader changes come with many faults, and a
+/// short flapping window lets META_003 resolve within the run.
+const FLAP_WINDOW: Duration = Duration::from_secs(20);
+/// See [`FLAP_WINDOW`].
+const FLAP_MAX: usize = 1;
+/// The state bucket the instances share.
+const BUCKET: &str = "soak";
+/// How long a started monitor process gets to answer `$SRV.PING`.
+const MONITOR_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long and how wild.
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
     /// Faults are injected until this much time has passed.
     pub duration: Duration,
-    /// Seed of the fault schedule (the same seed gives the same schedule).
+    /// Seed of the fault schedule and of the clock offsets (the same seed gives the same ones).
     pub seed: u64,
     /// Monitor instances on the same bucket (2 exercises HA mode).
     pub instances: usize,
+    /// Each instance's wall clock is offset from the real one by up to this much, either way
+    /// (libfaketime). Zero runs every instance on the real clock, without libfaketime.
+    pub max_skew: Duration,
+    /// The nats-insights binary (see [`testbed::product_bin`]).
+    pub bin: PathBuf,
+    /// `--log` of the monitor processes; `None` keeps their default.
+    pub log: Option<String>,
+}
+
+/// One monitor instance over the soak: its clock, its processes, its log.
+#[derive(Debug, Clone)]
+pub struct InstanceReport {
+    /// 0-based index.
+    pub index: usize,
+    /// Its wall clock's offset from the real one (`None`: the real clock).
+    pub offset: Option<ClockOffset>,
+    /// The instance ids of its processes, in order (last four characters).
+    pub ids: Vec<String>,
+    /// Graceful stops (SIGTERM) and crashes (SIGKILL) the schedule gave it.
+    pub terms: usize,
+    /// See `terms`.
+    pub kills: usize,
+    /// The log of all its processes (stdout and stderr); removed after a soak that passed
+    /// (see [`SoakReport::logs`]).
+    pub log: PathBuf,
+}
+
+impl InstanceReport {
+    /// One line: `monitor 0: wall clock +1.250 s off, 2 processes (ab12, cd34; 1 SIGTERM, 0 SIGKILL)`.
+    pub fn line(&self) -> String {
+        format!(
+            "monitor {}: wall clock {}, {} process{} ({}; {} SIGTERM, {} SIGKILL)",
+            self.index,
+            self.offset
+                .map_or("real".to_string(), |o| format!("{o} off")),
+            self.ids.len(),
+            if self.ids.len() == 1 { "" } else { "es" },
+            self.ids.join(", "),
+            self.terms,
+            self.kills,
+        )
+    }
 }
 
 /// What the soak found.
 #[derive(Debug, Default)]
 pub struct SoakReport {
-    /// The monitor instances at the start (last four characters of their ids).
-    pub monitors: Vec<String>,
+    /// The monitor instances: clocks, processes, logs.
+    pub instances: Vec<InstanceReport>,
+    /// Where the monitors' logs are (kept when the soak failed or errs, or with
+    /// `NATS_INSIGHTS_KEEP_TESTBED`).
+    pub logs: PathBuf,
     /// Faults injected, one line each.
     pub faults: Vec<String>,
     /// Findings the faults should have produced.
     pub expected: usize,
-    /// RAISED events received.
+    /// RAISED events received (distinct ids).
     pub raised: usize,
     /// Expected findings never raised.
     pub missed: Vec<String>,
-    /// Findings raised or resolved more than once in one episode.
+    /// Episodes of a finding whose raise, or whose resolve, came with more than one distinct
+    /// event id (two instances each announcing the transition).
     pub duplicated: Vec<String>,
+    /// Event ids one subscriber received more than once (copies of one transition, sent again:
+    /// the contract is at least once with stable ids, so these are no failure).
+    pub repeated: Vec<String>,
     /// Findings raised with no fault to explain them.
     pub false_findings: Vec<String>,
     /// Findings still active at the end.
     pub unresolved: Vec<String>,
+    /// Monitor processes that exited without being told to, or not cleanly on SIGTERM.
+    pub crashed: Vec<String>,
 }
 
 impl SoakReport {
-    /// No miss, no duplicate, no false or unresolved finding.
+    /// No miss, no duplicate, no false or unresolved finding, no monitor that died by itself.
     pub fn ok(&self) -> bool {
         self.missed.is_empty()
             && self.duplicated.is_empty()
             && self.false_findings.is_empty()
             && self.unresolved.is_empty()
+            && self.crashed.is_empty()
     }
 
-    /// The figures, one per line.
+    /// The figures, on one line.
     pub fn summary(&self) -> String {
         format!(
-            "faults {}, expected {}, raised {}, missed {}, duplicated {}, false {}, unresolved {}",
+            "faults {}, expected {}, raised {}, missed {}, duplicated {}, repeated {}, false {}, unresolved {}, crashed {}",
             self.faults.len(),
             self.expected,
             self.raised,
             self.missed.len(),
             self.duplicated.len(),
+            self.repeated.len(),
             self.false_findings.len(),
-            self.unresolved.len()
+            self.unresolved.len(),
+            self.crashed.len()
         )
     }
 }
@@ -98,11 +166,43 @@ enum Fault {
     RestartMonitor,
 }
 
-struct RunningMonitor {
-    /// Instance id.
+/// A monitor instance: its process and what the report says about it.
+struct Instance {
+    process: Monitor,
+    report: InstanceReport,
+    /// Full instance id of the current process.
     id: String,
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<Result<(), engine::EngineError>>,
+}
+
+/// The soak's own directory (the monitors' logs): removed at the end unless kept.
+struct SoakDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl SoakDir {
+    fn create(prefix: &str) -> Result<SoakDir, String> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "nats-insights-{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        // Kept unless the run ends well (an error returns early with it kept).
+        Ok(SoakDir { path, keep: true })
+    }
+}
+
+impl Drop for SoakDir {
+    fn drop(&mut self) {
+        if self.keep || std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("monitor logs kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 fn connect_args(cluster: &Cluster) -> ConnectArgs {
@@ -114,69 +214,156 @@ fn connect_args(cluster: &Cluster) -> ConnectArgs {
     }
 }
 
-fn soak_config() -> EngineConfig {
-    let mut config = EngineConfig::default();
-    // Leader changes come with many faults; a short window lets META_003 resolve in the run.
-    config.thresholds.flap_window = Duration::from_secs(20);
-    config.thresholds.flap_max = 1;
-    config.store = Some(StoreSettings {
-        bucket: "soak".to_string(),
-        replicas: 3,
-        timeout: Duration::from_secs(1),
-        instance: String::new(),
-    });
-    config
+/// `nats-insights run` on every node of `cluster` as the system account; with `state`, keeping
+/// state in the bucket with the soak's thresholds.
+fn run_args(cluster: &Cluster, state: bool, log: Option<&str>) -> Vec<String> {
+    let urls = cluster.client_urls().join(",");
+    let mut args: Vec<String> = ["run", "--server", &urls]
+        .into_iter()
+        .chain(["--user", SYS_USER, "--password", SYS_PASSWORD])
+        .map(str::to_string)
+        .collect();
+    if state {
+        let flap_window = format!("{}s", FLAP_WINDOW.as_secs());
+        let flap_max = FLAP_MAX.to_string();
+        args.extend(
+            [
+                "--state-server",
+                &urls,
+                "--state-user",
+                APP_USER,
+                "--state-password",
+                APP_PASSWORD,
+                "--bucket",
+                BUCKET,
+                "--bucket-replicas",
+                "3",
+                "--state-timeout",
+                "1s",
+                "--flap-window",
+                &flap_window,
+                "--flap-max",
+                &flap_max,
+            ]
+            .map(str::to_string),
+        );
+    }
+    if let Some(filter) = log {
+        args.extend(["--log".to_string(), filter.to_string()]);
+    }
+    args
 }
 
-async fn start_monitor(cluster: &Cluster) -> Result<RunningMonitor, String> {
-    let mut connections = connect_args(cluster)
-        .open("nats-insights-soak")
-        .await
-        .map_err(|e| e.to_string())?;
-    let state = ConnectArgs {
-        servers: cluster.client_urls(),
-        user: Some(APP_USER.to_string()),
-        password: Some(APP_PASSWORD.to_string()),
-        ..ConnectArgs::default()
-    };
-    connections.state = Some(
-        state
-            .connect("nats-insights-soak-state")
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let id = nuid::next().to_string();
-    let handle = tokio::spawn(engine::run(
-        connections,
-        soak_config(),
-        Instance {
-            id: id.clone(),
-            started: SystemTime::now(),
+/// Waits until an instance whose id is not in `known` answers `$SRV.PING`, or `monitor`'s
+/// process exits.
+async fn wait_for_new_instance(
+    observer: &async_nats::Client,
+    known: &BTreeSet<String>,
+    monitor: &mut Monitor,
+) -> Result<String, String> {
+    let deadline = Instant::now() + MONITOR_UP_TIMEOUT;
+    loop {
+        if let Some(status) = monitor.exited() {
+            return Err(format!(
+                "nats-insights exited at start ({status}); see {}. Last lines:\n{}",
+                monitor.log_path().display(),
+                monitor.log_tail(15)
+            ));
+        }
+        let live = live_instances(observer, Duration::from_millis(700)).await;
+        if let Some(new) = live.into_iter().find(|i| !known.contains(&i.id)) {
+            return Ok(new.id);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "nats-insights did not answer $SRV.PING within {} s; see {}",
+                MONITOR_UP_TIMEOUT.as_secs(),
+                monitor.log_path().display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Starts monitor instance `index`: a process of `bin` with `args`, its clock `offset` away.
+async fn start_instance(
+    index: usize,
+    spec: MonitorSpec,
+    observer: &async_nats::Client,
+    known: &mut BTreeSet<String>,
+) -> Result<Instance, String> {
+    let log = spec.log.clone();
+    let offset = spec.clock_offset;
+    let mut process = Monitor::start(spec).map_err(|e| e.to_string())?;
+    let id = wait_for_new_instance(observer, known, &mut process).await?;
+    known.insert(id.clone());
+    Ok(Instance {
+        process,
+        report: InstanceReport {
+            index,
+            offset,
+            ids: vec![tail(&id)],
+            terms: 0,
+            kills: 0,
+            log,
         },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Ok(RunningMonitor { id, stop, handle })
+        id,
+    })
 }
 
-async fn stop_monitor(monitor: RunningMonitor) {
-    let _ = monitor.stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), monitor.handle).await;
+/// A fresh process for `instance` after its previous one stopped.
+async fn start_again(
+    instance: &mut Instance,
+    observer: &async_nats::Client,
+    known: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    instance.process.start_again().map_err(|e| e.to_string())?;
+    let id = wait_for_new_instance(observer, known, &mut instance.process).await?;
+    known.insert(id.clone());
+    instance.report.ids.push(tail(&id));
+    instance.id = id;
+    Ok(())
 }
 
-/// Subscribes through one pinned connection per node and merges them, dropping duplicate event
-/// ids: with one node faulted at a time, every event reaches at least one subscriber.
-async fn watch_all(
-    cluster: &Cluster,
-) -> Result<mpsc::UnboundedReceiver<(SystemTime, FindingEvent)>, String> {
+/// Records a monitor process that exited without being told to, and starts a new one.
+async fn check_alive(
+    instances: &mut [Instance],
+    report: &mut SoakReport,
+    observer: &async_nats::Client,
+    known: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    for instance in instances.iter_mut() {
+        if let Some(status) = instance.process.exited() {
+            report.crashed.push(format!(
+                "monitor {} ({}) exited by itself ({status}); see {}",
+                instance.report.index,
+                tail(&instance.id),
+                instance.process.log_path().display()
+            ));
+            start_again(instance, observer, known).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A finding event as one subscriber received it.
+struct Receipt {
+    /// Which subscriber (one per node).
+    subscriber: usize,
+    at: SystemTime,
+    event: FindingEvent,
+}
+
+/// Subscribes through one pinned connection per node and merges them: with one node faulted at
+/// a time, every event reaches at least one subscriber. Each receipt says which subscriber got
+/// it, so that copies of one event id sent twice can be told from one copy seen by several.
+async fn watch_all(cluster: &Cluster) -> Result<mpsc::UnboundedReceiver<Receipt>, String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let clients = connect_args(cluster)
         .connect_each("nats-insights-soak-watch")
         .await
         .map_err(|e| e.to_string())?;
-    for client in clients {
+    for (subscriber, client) in clients.into_iter().enumerate() {
         let mut events = nats_insights::watch::subscribe(&client)
             .await
             .map_err(|e| e.to_string())?;
@@ -185,7 +372,12 @@ async fn watch_all(
             let _keep = client;
             while let Some(received) = events.next().await {
                 if let Ok(event) = received {
-                    if tx.send((SystemTime::now(), event)).is_err() {
+                    let receipt = Receipt {
+                        subscriber,
+                        at: SystemTime::now(),
+                        event,
+                    };
+                    if tx.send(receipt).is_err() {
                         break;
                     }
                 }
@@ -197,11 +389,9 @@ async fn watch_all(
 
 /// Records every meta leader election the servers announce (ground truth for META_003): one
 /// pinned subscriber per node, deduplicated by advisory id.
-async fn record_elections(
-    cluster: &Cluster,
-) -> Result<std::sync::Arc<std::sync::Mutex<Vec<SystemTime>>>, String> {
-    let elections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::<String>::new()));
+async fn record_elections(cluster: &Cluster) -> Result<Arc<Mutex<Vec<SystemTime>>>, String> {
+    let elections = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let clients = connect_args(cluster)
         .connect_each("nats-insights-soak-elections")
         .await
@@ -215,8 +405,8 @@ async fn record_elections(
             .subscribe("$JS.EVENT.ADVISORY.DOMAIN.LEADER_ELECTED")
             .await
             .map_err(|e| e.to_string())?;
-        let elections = std::sync::Arc::clone(&elections);
-        let seen = std::sync::Arc::clone(&seen);
+        let elections = Arc::clone(&elections);
+        let seen = Arc::clone(&seen);
         tokio::spawn(async move {
             let _keep = client;
             loop {
@@ -273,7 +463,7 @@ async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
     }
 }
 
-/// The last four characters of an id (nuids of one process share a long prefix).
+/// The last four characters of an id.
 fn tail(id: &str) -> String {
     id.get(id.len().saturating_sub(4)..)
         .unwrap_or_default()
@@ -288,9 +478,21 @@ fn clock(at: SystemTime) -> String {
         .to_string()
 }
 
+/// Each instance's clock offset, chosen by the seed: uniform within ±`max_skew`, to the
+/// millisecond. Drawn from a generator of its own, so the fault schedule of a seed does not
+/// depend on the number of instances or the skew.
+fn clock_offsets(seed: u64, instances: usize, max_skew: Duration) -> Vec<Option<ClockOffset>> {
+    let max = i64::try_from(max_skew.as_millis()).unwrap_or(i64::MAX);
+    let mut rng = fastrand::Rng::with_seed(seed.rotate_left(32) ^ 0x00c1_0c4e_5eed);
+    (0..instances)
+        .map(|_| (max > 0).then(|| ClockOffset(rng.i64(-max..=max))))
+        .collect()
+}
+
 /// Runs the soak and judges it.
 pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     let mut rng = fastrand::Rng::with_seed(options.seed);
+    let mut dir = SoakDir::create("soak")?;
     let mut cluster = Cluster::start(ClusterOptions {
         size: 5,
         cluster_name: "soak".to_string(),
@@ -305,28 +507,42 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         .map_err(|e| e.to_string())?;
     let mut events = watch_all(&cluster).await?;
     let elections = record_elections(&cluster).await?;
-    let mut monitors = Vec::new();
-    for _ in 0..options.instances.max(1) {
-        monitors.push(start_monitor(&cluster).await?);
-    }
-
     let observer = connect_args(&cluster)
         .connect("nats-insights-soak-observer")
         .await
         .map_err(|e| e.to_string())?;
-    if !settle(&observer, Duration::from_secs(30)).await {
-        return Err(
-            "the monitors never reported a healthy cluster before the first fault".to_string(),
+
+    let args = run_args(&cluster, true, options.log.as_deref());
+    let mut known = BTreeSet::new();
+    let mut instances = Vec::new();
+    let count = options.instances.max(1);
+    for (index, offset) in clock_offsets(options.seed, count, options.max_skew)
+        .into_iter()
+        .enumerate()
+    {
+        let mut spec = MonitorSpec::new(
+            &options.bin,
+            args.clone(),
+            dir.path.join(format!("monitor-{index}.log")),
         );
+        spec.clock_offset = offset;
+        instances.push(start_instance(index, spec, &observer, &mut known).await?);
+    }
+    let mut report = SoakReport {
+        logs: dir.path.clone(),
+        ..SoakReport::default()
+    };
+    if !settle(&observer, Duration::from_secs(30)).await {
+        return Err(format!(
+            "the monitors never reported a healthy cluster before the first fault; their logs: {}",
+            dir.path.display()
+        ));
     }
 
     let mut windows = Vec::new();
-    let mut report = SoakReport {
-        monitors: monitors.iter().map(|m| tail(&m.id)).collect(),
-        ..SoakReport::default()
-    };
     let deadline = Instant::now() + options.duration;
     while Instant::now() < deadline {
+        check_alive(&mut instances, &mut report, &observer, &mut known).await?;
         let fault = match rng.u8(0..12) {
             0..=1 => Fault::Term,
             2..=3 => Fault::Kill,
@@ -373,17 +589,36 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
                 ("meta leader step-down".to_string(), None, true)
             }
             Fault::RestartMonitor => {
-                let which = rng.usize(0..monitors.len());
-                let old = monitors.remove(which);
-                let old_id = tail(&old.id);
-                stop_monitor(old).await;
+                let which = rng.usize(0..instances.len());
+                let (how, signal) = if rng.bool() {
+                    (Stop::Term, "SIGTERM")
+                } else {
+                    (Stop::Kill, "SIGKILL")
+                };
+                let instance = &mut instances[which];
+                let old = tail(&instance.id);
+                let status = instance
+                    .process
+                    .stop(how)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if how == Stop::Term {
+                    instance.report.terms += 1;
+                    if !status.success() {
+                        report.crashed.push(format!(
+                            "monitor {which} ({old}) did not exit cleanly on SIGTERM ({status}); see {}",
+                            instance.process.log_path().display()
+                        ));
+                    }
+                } else {
+                    instance.report.kills += 1;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let new = start_monitor(&cluster).await?;
+                start_again(instance, &observer, &mut known).await?;
                 let label = format!(
-                    "restart of monitor instance {which} ({old_id} -> {})",
-                    tail(&new.id)
+                    "{signal} of monitor {which} ({old}), then a new process ({})",
+                    tail(&instance.id)
                 );
-                monitors.insert(which, new);
                 (label, None, false)
             }
         };
@@ -409,23 +644,34 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     }
     // Let the flapping window close so every finding can resolve.
     settle(&observer, Duration::from_secs(10)).await;
-    tokio::time::sleep(soak_config().thresholds.flap_window + Duration::from_secs(3)).await;
+    tokio::time::sleep(FLAP_WINDOW + Duration::from_secs(3)).await;
     let final_status = tokio::time::timeout(
         Duration::from_secs(3),
         observer.request("$INSIGHTS.API.STATUS", "".into()),
     )
     .await;
-    for monitor in monitors {
-        stop_monitor(monitor).await;
+    check_alive(&mut instances, &mut report, &observer, &mut known).await?;
+    for instance in &mut instances {
+        match instance.process.stop(Stop::Term).await {
+            Ok(status) if status.success() => {}
+            Ok(status) => report.crashed.push(format!(
+                "monitor {} ({}) did not exit cleanly on SIGTERM at the end ({status}); see {}",
+                instance.report.index,
+                tail(&instance.id),
+                instance.process.log_path().display()
+            )),
+            Err(e) => report.crashed.push(format!(
+                "monitor {} ({}): {e}",
+                instance.report.index,
+                tail(&instance.id)
+            )),
+        }
     }
     let mut received = Vec::new();
-    let mut ids = BTreeSet::new();
-    while let Ok(Some((at, event))) =
+    while let Ok(Some(receipt)) =
         tokio::time::timeout(Duration::from_millis(300), events.recv()).await
     {
-        if ids.insert(event.id.clone()) {
-            received.push((at, event));
-        }
+        received.push(receipt);
     }
     let elections = elections.lock().map(|l| l.clone()).unwrap_or_default();
     judge(&mut report, &windows, &received, &elections);
@@ -441,7 +687,10 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
             }
         }
     }
+    report.instances = instances.iter().map(|i| i.report.clone()).collect();
+    drop(instances);
     drop(cluster);
+    dir.keep = !report.ok();
     Ok(report)
 }
 
@@ -449,30 +698,61 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
 fn judge(
     report: &mut SoakReport,
     windows: &[Window],
-    received: &[(SystemTime, FindingEvent)],
+    received: &[Receipt],
     elections: &[SystemTime],
 ) {
-    let thresholds = soak_config().thresholds;
     let slack = Duration::from_secs(2);
-    let mut by_key: BTreeMap<&str, Vec<&(SystemTime, FindingEvent)>> = BTreeMap::new();
-    for item in received {
-        by_key
-            .entry(item.1.finding.as_str())
-            .or_default()
-            .push(item);
+    // Copies: how often each subscriber got each id. Every subscriber gets one copy of each
+    // message published; more than one on the same subscriber is the transition sent again.
+    let mut copies: BTreeMap<(&str, usize), usize> = BTreeMap::new();
+    // The distinct events, in the order of their first receipt.
+    let mut seen = BTreeSet::new();
+    let mut distinct: Vec<(SystemTime, &FindingEvent)> = Vec::new();
+    for r in received {
+        *copies
+            .entry((r.event.id.as_str(), r.subscriber))
+            .or_default() += 1;
+        if seen.insert(r.event.id.as_str()) {
+            distinct.push((r.at, &r.event));
+        }
     }
-    report.raised = received
+    for (_, event) in &distinct {
+        let extra = copies
+            .iter()
+            .filter(|((id, _), _)| *id == event.id)
+            .map(|(_, n)| n - 1)
+            .max()
+            .unwrap_or(0);
+        if extra > 0 {
+            report.repeated.push(format!(
+                "{} {} ev:{}: {extra} more cop{} of one id",
+                event.finding,
+                event.event.as_str(),
+                tail(&event.id),
+                if extra == 1 { "y" } else { "ies" }
+            ));
+        }
+    }
+    let mut by_key: BTreeMap<&str, Vec<(SystemTime, &FindingEvent)>> = BTreeMap::new();
+    for (at, event) in &distinct {
+        by_key
+            .entry(event.finding.as_str())
+            .or_default()
+            .push((*at, event));
+    }
+    report.raised = distinct
         .iter()
         .filter(|(_, e)| e.event == TransitionKind::Raised)
         .count();
-    // Episodes: raised, any updates, resolved. Anything else is a duplicate or left open.
+    // Episodes: raised, any updates, resolved, each transition with one id (copies were folded
+    // above). A second id for the raise of an open episode, or for a resolve, is a duplicate.
     let mut episodes: Vec<(&FindingEvent, SystemTime)> = Vec::new();
     for (key, items) in &by_key {
         let trail: Vec<String> = items
             .iter()
             .map(|(at, e)| {
-                // Instance ids are nuids: in-process instances share a long prefix, so the tail
-                // tells them apart. The receipt delay shows events buffered and delivered late.
+                // The event's own timestamp is its publisher's (possibly skewed) clock; the
+                // receipt time is the soak's.
                 format!(
                     "{}#{}@{}/i:{}/ev:{}/rx:{}",
                     e.event.as_str(),
@@ -486,19 +766,26 @@ fn judge(
             .collect();
         let trail = trail.join(" ");
         let mut open = false;
+        let mut resolved_once = false;
         for (at, event) in items {
             match event.event {
                 TransitionKind::Raised if open => report
                     .duplicated
-                    .push(format!("{key}: RAISED twice: {trail}")),
+                    .push(format!("{key}: RAISED with a second event id: {trail}")),
                 TransitionKind::Raised => {
                     open = true;
                     episodes.push((event, *at));
                 }
+                TransitionKind::Resolved if !open && resolved_once => report
+                    .duplicated
+                    .push(format!("{key}: RESOLVED with a second event id: {trail}")),
                 TransitionKind::Resolved if !open => report
                     .duplicated
-                    .push(format!("{key}: RESOLVED twice or without RAISED: {trail}")),
-                TransitionKind::Resolved => open = false,
+                    .push(format!("{key}: RESOLVED without RAISED: {trail}")),
+                TransitionKind::Resolved => {
+                    open = false;
+                    resolved_once = true;
+                }
                 TransitionKind::Updated => {}
             }
         }
@@ -526,16 +813,16 @@ fn judge(
     for (e, at) in &episodes {
         // Flapping is judged against the elections the servers announced: a paused or
         // partitioned follower that comes back can win an election too, so "the fault touched
-        // the leader" is not the whole truth. More than `flap_max` within the window is real.
+        // the leader" is not the whole truth. More than `FLAP_MAX` within the window is real.
         if e.check.as_str() == "META_003" {
             let from = at
-                .checked_sub(thresholds.flap_window + slack)
+                .checked_sub(FLAP_WINDOW + slack)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             let count = elections
                 .iter()
                 .filter(|t| **t >= from && **t <= *at + slack)
                 .count();
-            if count > thresholds.flap_max {
+            if count > FLAP_MAX {
                 continue;
             }
         }
@@ -597,12 +884,21 @@ pub struct ChurnReport {
     pub api_errors: u64,
     /// Finding events received (the target is none).
     pub findings: Vec<String>,
+    /// The monitor's log (removed after a run without findings, unless
+    /// `NATS_INSIGHTS_KEEP_TESTBED` is set).
+    pub log: PathBuf,
 }
 
 /// No false positives under load: a healthy 3-node cluster under heavy JetStream churn (R3
 /// streams and consumers created and deleted, messages published) for `duration`, watched by
-/// one monitor with default settings. Every finding it raises is a false one.
-pub async fn churn(duration: Duration) -> Result<ChurnReport, String> {
+/// one `nats-insights run` process (`bin`) with default settings and state in memory. Every
+/// finding it raises is a false one.
+pub async fn churn(
+    duration: Duration,
+    bin: &Path,
+    log: Option<&str>,
+) -> Result<ChurnReport, String> {
+    let mut dir = SoakDir::create("churn")?;
     let cluster = Cluster::start(ClusterOptions {
         cluster_name: "churn".to_string(),
         ..ClusterOptions::default()
@@ -614,24 +910,18 @@ pub async fn churn(duration: Duration) -> Result<ChurnReport, String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut events = watch_all(&cluster).await?;
-    // Default settings, state in memory: only what the monitor concludes is under test.
-    let config = EngineConfig::default();
-    let connections = connect_args(&cluster)
-        .open("nats-insights-churn")
+    let observer = connect_args(&cluster)
+        .connect("nats-insights-churn-observer")
         .await
         .map_err(|e| e.to_string())?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let monitor = tokio::spawn(engine::run(
-        connections,
-        config,
-        Instance {
-            id: nuid::next().to_string(),
-            started: SystemTime::now(),
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    // Default settings, state in memory: only what the monitor concludes is under test.
+    let spec = MonitorSpec::new(
+        bin,
+        run_args(&cluster, false, log),
+        dir.path.join("monitor.log"),
+    );
+    let mut monitor = Monitor::start(spec).map_err(|e| e.to_string())?;
+    wait_for_new_instance(&observer, &BTreeSet::new(), &mut monitor).await?;
     let app = ConnectArgs {
         servers: cluster.client_urls(),
         user: Some(APP_USER.to_string()),
@@ -642,7 +932,10 @@ pub async fn churn(duration: Duration) -> Result<ChurnReport, String> {
     .await
     .map_err(|e| e.to_string())?;
     let js = async_nats::jetstream::new(app);
-    let mut report = ChurnReport::default();
+    let mut report = ChurnReport {
+        log: monitor.log_path().to_owned(),
+        ..ChurnReport::default()
+    };
     let deadline = Instant::now() + duration;
     let mut n = 0u64;
     while Instant::now() < deadline {
@@ -698,14 +991,33 @@ pub async fn churn(duration: Duration) -> Result<ChurnReport, String> {
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), monitor).await;
-    while let Ok(Some((_, event))) =
+    let exited = monitor.exited();
+    let stopped = monitor.stop(Stop::Term).await;
+    while let Ok(Some(receipt)) =
         tokio::time::timeout(Duration::from_millis(300), events.recv()).await
     {
-        report
-            .findings
-            .push(nats_insights::watch::format_line(&event));
+        // One line per event, not per subscriber that saw it.
+        let line = nats_insights::watch::format_line(&receipt.event);
+        if !report.findings.contains(&line) {
+            report.findings.push(line);
+        }
     }
+    if let Some(status) = exited {
+        return Err(format!(
+            "nats-insights exited by itself under churn ({status}); see {}",
+            report.log.display()
+        ));
+    }
+    match stopped {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            return Err(format!(
+                "nats-insights did not exit cleanly on SIGTERM ({status}); see {}",
+                report.log.display()
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    dir.keep = !report.findings.is_empty();
     Ok(report)
 }
