@@ -1021,3 +1021,90 @@ pub async fn churn(
     dir.keep = !report.findings.is_empty();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, kind: &str, revision: u64) -> FindingEvent {
+        serde_json::from_value(serde_json::json!({
+            "type": "io.nats.insights.v1.finding",
+            "id": id,
+            "finding": "META_001/default/n2",
+            "event": kind,
+            "revision": revision,
+            "check": "META_001",
+            "name": "offline meta replica",
+            "severity": "warning",
+            "category": "meta",
+            "server": "n2",
+            "summary": "n2 is offline",
+            "evidence": {},
+            "remediation": [],
+            "raised_at": "2026-12-01T10:00:00.000Z",
+            "timestamp": "2026-12-01T10:00:00.000Z",
+            "instance": "instance-0001",
+        }))
+        .expect("a finding event")
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn receipt(subscriber: usize, secs: u64, event: &FindingEvent) -> Receipt {
+        Receipt {
+            subscriber,
+            at: at(secs),
+            event: event.clone(),
+        }
+    }
+
+    fn window() -> Window {
+        Window {
+            label: "SIGKILL n2".to_string(),
+            victim: Some("n2".to_string()),
+            leader: false,
+            start: at(0),
+            end: at(20),
+        }
+    }
+
+    #[test]
+    fn copies_of_one_id_are_repeated_not_duplicated() {
+        let raised = event("aaaa", "raised", 1);
+        let resolved = event("bbbb", "resolved", 2);
+        // Every subscriber gets one copy of each message; subscriber 1 got the raise twice.
+        let received = [
+            receipt(0, 2, &raised),
+            receipt(1, 2, &raised),
+            receipt(1, 3, &raised),
+            receipt(0, 10, &resolved),
+            receipt(1, 10, &resolved),
+        ];
+        let mut report = SoakReport::default();
+        judge(&mut report, &[window()], &received, &[]);
+        assert!(report.ok(), "{report:#?}");
+        assert_eq!(report.raised, 1);
+        assert_eq!(report.expected, 1);
+        assert_eq!(report.repeated.len(), 1, "{:?}", report.repeated);
+        assert!(report.repeated[0].contains("1 more copy"));
+    }
+
+    #[test]
+    fn a_second_id_for_the_raise_or_the_resolve_is_a_duplicate() {
+        let received = [
+            receipt(0, 2, &event("aaaa", "raised", 1)),
+            receipt(0, 3, &event("cccc", "raised", 1)),
+            receipt(0, 10, &event("bbbb", "resolved", 2)),
+            receipt(0, 11, &event("dddd", "resolved", 2)),
+        ];
+        let mut report = SoakReport::default();
+        judge(&mut report, &[window()], &received, &[]);
+        assert_eq!(report.duplicated.len(), 2, "{:#?}", report.duplicated);
+        assert!(report.duplicated[0].contains("RAISED with a second event id"));
+        assert!(report.duplicated[1].contains("RESOLVED with a second event id"));
+        assert!(report.repeated.is_empty());
+        assert!(!report.ok());
+    }
+}
