@@ -14,6 +14,15 @@ fn seed() -> u64 {
         .unwrap_or(20261124)
 }
 
+/// How far apart the monitors' wall clocks may be: `SOAK_MAX_SKEW` (e.g. `0`, `5s`), 5 s by
+/// default, as `scripts/soak`.
+fn max_skew() -> Duration {
+    std::env::var("SOAK_MAX_SKEW")
+        .ok()
+        .map(|s| humantime::parse_duration(&s).unwrap_or_else(|e| panic!("SOAK_MAX_SKEW={s}: {e}")))
+        .unwrap_or(Duration::from_secs(5))
+}
+
 /// The nats-insights binary the monitors run: `$NATS_INSIGHTS_BIN`, else the one in this
 /// target directory, built first (`cargo build -p nats-insights` with this test's profile) so
 /// that it is the current source: Cargo builds a package's own binaries for its tests, not
@@ -65,7 +74,7 @@ async fn ninety_seconds_of_chaos(instances: usize) {
         duration: Duration::from_secs(90),
         seed,
         instances,
-        max_skew: Duration::from_secs(5),
+        max_skew: max_skew(),
         bin: product_bin(),
         log: None,
     })
