@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 /// The workspace's root directory (where `scripts/bench` runs and BENCHMARKS.md lives).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// `target/bench` of the workspace: the sections `scripts/bench` puts together (created).
