@@ -5,11 +5,18 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-# The binary compiles in the runbooks and deploy/accounts.conf (used by the demo's testbed).
+# The binary compiles in the runbooks. Cargo loads every target the manifests declare, so the
+# root package's benchmark (benches/) and the workspace's other members (crates/testbed,
+# crates/tools: the test harness, the demo, the soak) must be there too, though only the
+# product package is built.
 COPY src ./src
 COPY runbooks ./runbooks
+COPY benches ./benches
+COPY crates ./crates
+# deploy/ holds the reference configurations; the testbed crate reads the test clusters'
+# accounts from it (not built here).
 COPY deploy ./deploy
-RUN cargo build --release --locked --bin nats-insights
+RUN cargo build --release --locked -p nats-insights --bin nats-insights
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/nats-insights /usr/local/bin/nats-insights

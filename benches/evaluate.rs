@@ -11,8 +11,13 @@ use nats_insights::observe::gather::KnownServer;
 use nats_insights::observe::jsz::decode_reply;
 use nats_insights::observe::{Snapshot, Via};
 
-mod common;
-use common::sim::Deployment;
+// The simulator the `scale` driver of crates/tools uses too. Compiled in from there rather than
+// reached as a dev-dependency: the tools crate depends on this one, and a dependency back would
+// make a cycle.
+#[allow(dead_code)] // the driver uses more of it than this benchmark
+#[path = "../crates/tools/src/sim.rs"]
+mod sim;
+use sim::Deployment;
 
 /// A snapshot of `group` as a poll would produce it: `full` holds every live server's whole view;
 /// otherwise the leader's, 8 followers' and every other live server's identity.

@@ -42,95 +42,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the monitor against a cluster (connect with a system-account user).
     Run(Box<RunArgs>),
-    /// Start a local 3-node cluster, run the monitor on it, inject faults and print each finding.
-    Demo(crate::demo::DemoArgs),
     /// Print the runbook of a check: what it means, why it matters, how to confirm and fix it.
     Explain(ExplainArgs),
-    /// Chaos soak: a local 5-node cluster, two monitor instances, seeded random faults; checks
-    /// every fault was raised and resolved exactly once and nothing else was raised.
-    Soak(SoakArgs),
     /// Commands that ask a running nats-insights: status, findings, checks, watch.
     #[command(flatten)]
     Client(crate::client::ClientCommand),
-}
-
-/// Flags of `soak`.
-#[derive(Debug, Clone, Args)]
-pub struct SoakArgs {
-    /// How long to inject faults.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Seed of the fault schedule (random when absent; printed so a run can be repeated).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Monitor instances sharing one state bucket (2 = HA mode).
-    #[arg(long, default_value_t = 2)]
-    pub instances: usize,
-    /// Instead of faults: a healthy 3-node cluster under heavy JetStream churn for --duration;
-    /// fails if any finding is raised.
-    #[arg(long)]
-    pub churn: bool,
-}
-
-/// `nats-insights soak`.
-async fn soak(args: SoakArgs) -> Result<(), String> {
-    if args.churn {
-        println!(
-            "JetStream churn on a healthy cluster for {}...",
-            humantime::format_duration(args.duration)
-        );
-        let report = crate::soak::churn(args.duration).await?;
-        for line in &report.findings {
-            println!("  false finding: {line}");
-        }
-        println!(
-            "streams {}, consumers {}, messages {}, API errors {}, findings {}",
-            report.streams,
-            report.consumers,
-            report.messages,
-            report.api_errors,
-            report.findings.len()
-        );
-        return if report.findings.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} false findings under churn",
-                report.findings.len()
-            ))
-        };
-    }
-    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    println!(
-        "Chaos soak for {} with seed {seed} (repeat with --seed {seed})...",
-        humantime::format_duration(args.duration)
-    );
-    let report = crate::soak::run(crate::soak::SoakOptions {
-        duration: args.duration,
-        seed,
-        instances: args.instances,
-    })
-    .await?;
-    println!("  monitors at start: {}", report.monitors.join(", "));
-    for fault in &report.faults {
-        println!("  fault: {fault}");
-    }
-    for (what, list) in [
-        ("missed", &report.missed),
-        ("duplicated", &report.duplicated),
-        ("false", &report.false_findings),
-        ("unresolved", &report.unresolved),
-    ] {
-        for item in list {
-            println!("  {what}: {item}");
-        }
-    }
-    println!("{}", report.summary());
-    if report.ok() {
-        Ok(())
-    } else {
-        Err(format!("soak failed (seed {seed}): {}", report.summary()))
-    }
 }
 
 /// Flags of `explain`.
@@ -270,14 +186,7 @@ pub fn main() -> ExitCode {
         });
         return crate::client::main(command);
     }
-    // The demo prints every finding event itself; its own logs would only interleave.
-    let demo_default =
-        matches!(cli.command, Command::Demo(_) | Command::Soak(_)) && cli.log == DEFAULT_LOG;
-    init_logging(if demo_default {
-        "error,async_nats=off"
-    } else {
-        &cli.log
-    });
+    init_logging(&cli.log);
     if let Command::Explain(args) = &cli.command {
         return match explain(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -300,9 +209,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(*args).await,
-            Command::Demo(args) => crate::demo::run(args).await,
             Command::Explain(args) => explain(&args),
-            Command::Soak(args) => soak(args).await,
             Command::Client(_) => Ok(()), // answered above, in its own runtime
         }
     });

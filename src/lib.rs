@@ -22,8 +22,10 @@
 //! - [`engine`]: runs the stages in a loop and executes the coordinator's actions; [`connect`]:
 //!   connections and their failures, the attached servers' health (`connect::attached`);
 //!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands.
-//! - [`testbed`], [`demo`], [`soak`]: real nats-server clusters for the tests, the demo and the
-//!   chaos soak (to move out of the product crate: see docs/architecture.md).
+//!
+//! The harness is not part of this crate: real nats-server clusters, route proxies and monitor
+//! processes are in `crates/testbed`; the demo, the chaos soak and the benchmark drivers in
+//! `crates/tools` (see docs/architecture.md).
 //!
 //! docs/architecture.md describes the stages and where each lives.
 
@@ -32,7 +34,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connect;
-pub mod demo;
 pub mod engine;
 pub mod findings;
 pub mod ha;
@@ -42,9 +43,7 @@ pub mod observe;
 pub mod publish;
 pub mod runbook;
 pub mod service;
-pub mod soak;
 pub mod store;
-pub mod testbed;
 pub mod time_format;
 pub mod timing;
 pub mod watch;

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use nats_insights::testbed::topology::LEAF;
-use nats_insights::testbed::{jsz_leader, Cluster, ClusterOptions, Stop};
 use serde_json::{json, Value};
+use testbed::topology::LEAF;
+use testbed::{jsz_leader, Cluster, ClusterOptions, Stop};
 
 const EVENT_SUBJECTS: [&str; 5] = [
     "$SYS.SERVER.*.SHUTDOWN",
@@ -320,7 +320,7 @@ async fn capture_fixtures() {
         fx.save(kind, event, format!("`{subject}` after {how}"));
     }
 
-    let version = std::process::Command::new(nats_insights::testbed::nats_server_bin().unwrap())
+    let version = std::process::Command::new(testbed::nats_server_bin().unwrap())
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())

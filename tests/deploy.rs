@@ -16,8 +16,8 @@ use nats_insights::connect::{verify_system_account, ConnectArgs, ConnectError};
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind;
 use nats_insights::store::StoreSettings;
-use nats_insights::testbed::{nats_server_bin, Cluster, ClusterOptions, Stop};
 use support::{request_json, try_request_json, Events, Monitor, EVENT_TIMEOUT};
+use testbed::{nats_server_bin, Cluster, ClusterOptions, Stop};
 use tokio::io::AsyncBufReadExt;
 
 const ADMIN_PASSWORD: &str = "admin-pw";

@@ -5,60 +5,50 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
-use nats_insights::testbed::{Cluster, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD, SYS_USER};
 use support::{cluster, follower, others, try_request_json, Events, EVENT_TIMEOUT};
+use testbed::{
+    ClockOffset, Cluster, Monitor, MonitorSpec, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD,
+    SYS_USER,
+};
 
-/// The libfaketime preload library, where Debian's `faketime` package puts it.
-fn libfaketime() -> Option<String> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .map(String::from)
-}
-
-/// Starts the real binary with state in the cluster's JetStream account, its wall clock moved by
-/// `offset` (e.g. "+10s"). Only the wall clock: the monotonic clock (timers, the coordinator's
-/// time) is left alone, as on a real host whose time of day is wrong.
-fn spawn_skewed(cluster: &Cluster, bucket: &str, offset: &str, log: &str) -> Child {
-    let lib = libfaketime().expect("libfaketime (apt-get install faketime; scripts/test does)");
+/// The real binary with state in the cluster's JetStream account, its wall clock `offset_ms`
+/// from the real one (libfaketime; the monotonic clock, which timers and the coordinator use,
+/// is left alone, as on a host whose time of day is wrong).
+fn spawn_skewed(cluster: &Cluster, bucket: &str, offset_ms: i64, log: &str) -> Monitor {
     let urls = cluster.client_urls().join(",");
-    Command::new(env!("CARGO_BIN_EXE_nats-insights"))
-        .args([
-            "run",
-            "--server",
-            &urls,
-            "--user",
-            SYS_USER,
-            "--password",
-            SYS_PASSWORD,
-        ])
-        .args(["--state-server", &urls, "--state-user", APP_USER])
-        .args(["--state-password", APP_PASSWORD, "--bucket", bucket])
-        .env_remove("NATS_URL")
-        .env("LD_PRELOAD", lib)
-        .env("FAKETIME", offset)
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("FAKETIME_NO_CACHE", "1")
-        .env(
-            "NATS_INSIGHTS_LOG",
-            "nats_insights=info,nats_insights::engine=debug",
-        )
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join(log))
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null()),
-        )
-        .spawn()
-        .expect("binary starts")
+    let args = [
+        "run",
+        "--server",
+        &urls,
+        "--user",
+        SYS_USER,
+        "--password",
+        SYS_PASSWORD,
+        "--state-server",
+        &urls,
+        "--state-user",
+        APP_USER,
+        "--state-password",
+        APP_PASSWORD,
+        "--bucket",
+        bucket,
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut spec = MonitorSpec::new(
+        env!("CARGO_BIN_EXE_nats-insights"),
+        args,
+        cluster.dir().join(log),
+    )
+    .with_clock_offset(ClockOffset(offset_ms));
+    spec.env.push((
+        "NATS_INSIGHTS_LOG".to_string(),
+        "nats_insights=info,nats_insights::engine=debug".to_string(),
+    ));
+    Monitor::start(spec).expect("binary starts (libfaketime: apt-get install faketime)")
 }
 
 /// The heartbeat of each instance: its id and the wall-clock time it says it is.
@@ -126,13 +116,10 @@ async fn up(client: &async_nats::Client, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_ten_seconds_apart_publish_every_transition_once_under_one_id() {
-    if libfaketime().is_none() {
-        panic!("libfaketime is missing: apt-get install faketime (scripts/test installs it)");
-    }
     let mut cluster = cluster(3).await;
     let watcher = cluster.sys_client(0).await.expect("client");
-    let mut ahead = spawn_skewed(&cluster, "skew", "+10s", "ahead.log");
-    let mut behind = spawn_skewed(&cluster, "skew", "+0s", "behind.log");
+    let mut ahead = spawn_skewed(&cluster, "skew", 10_000, "ahead.log");
+    let mut behind = spawn_skewed(&cluster, "skew", 0, "behind.log");
     up(&watcher, 2).await;
     // The clocks really differ: the instances' heartbeats are 10 s apart (give or take the
     // heartbeat interval).
@@ -155,13 +142,12 @@ async fn two_instances_ten_seconds_apart_publish_every_transition_once_under_one
         if round == 2 {
             // Kill whichever instance published so far; the other carries on alone.
             let gone = published_by.last().cloned().unwrap_or_default();
-            if is_ahead(&beats, &gone) {
-                ahead.kill().expect("SIGKILL");
-                let _ = ahead.wait();
+            let victim = if is_ahead(&beats, &gone) {
+                &mut ahead
             } else {
-                behind.kill().expect("SIGKILL");
-                let _ = behind.wait();
-            }
+                &mut behind
+            };
+            victim.stop(Stop::Kill).await.expect("SIGKILL");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         cluster.stop(f, Stop::Kill).await.expect("kill");
@@ -177,14 +163,14 @@ async fn two_instances_ten_seconds_apart_publish_every_transition_once_under_one
         events.assert_raised_then_resolved(&raised.finding);
         assert!(
             events.repeats.is_empty(),
-            "round {round}: copies were sent: {:#?}",
-            events.repeats
+            "round {round}: copies were sent: {:#?}\nahead:\n{}\nbehind:\n{}",
+            events.repeats,
+            ahead.log_tail(40),
+            behind.log_tail(40)
         );
     }
-    let _ = ahead.kill();
-    let _ = behind.kill();
-    let _ = ahead.wait();
-    let _ = behind.wait();
+    let _ = ahead.stop(Stop::Term).await;
+    let _ = behind.stop(Stop::Term).await;
 }
 
 /// True when `instance` is the one whose heartbeat said the later time (the instance ahead).

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
-use nats_insights::testbed::{Stop, APP_PASSWORD, APP_USER};
 use support::{
     assert_valid, cluster, follower, leader_other_than, move_leader, others, proxied_cluster,
     ready, request_json, try_request_json, Events, Monitor, EVENT_TIMEOUT,
 };
+use testbed::{Stop, APP_PASSWORD, APP_USER};
 
 fn reasons(event: &nats_insights::publish::FindingEvent) -> Vec<String> {
     event.evidence["reasons"]
@@ -692,8 +692,8 @@ async fn micro_discovery_every_endpoint_and_a_python_client_conform() {
     let output = tokio::process::Command::new("python3")
         .arg(script)
         .arg(cluster.client_url(0))
-        .arg(nats_insights::testbed::SYS_USER)
-        .arg(nats_insights::testbed::SYS_PASSWORD)
+        .arg(testbed::SYS_USER)
+        .arg(testbed::SYS_PASSWORD)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), output)

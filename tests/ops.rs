@@ -11,8 +11,8 @@ use nats_insights::engine::{self, EngineConfig};
 use nats_insights::findings::TransitionKind::Raised;
 use nats_insights::metrics::http::MetricsServer;
 use nats_insights::service::Instance;
-use nats_insights::testbed::Stop;
 use support::{cluster, others, sys_connect, Events, EVENT_TIMEOUT};
+use testbed::Stop;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
@@ -203,7 +203,7 @@ async fn the_real_binary_reads_a_config_file_and_serves_metrics_and_health() {
         format!(
             "server = [{}]\nuser = {:?}\npoll-interval = \"500ms\"\nmetrics-listen = \"127.0.0.1:0\"\nlog = \"info\"\n",
             servers.join(", "),
-            nats_insights::testbed::SYS_USER,
+            testbed::SYS_USER,
         ),
     )
     .expect("config written");
@@ -214,7 +214,7 @@ async fn the_real_binary_reads_a_config_file_and_serves_metrics_and_health() {
         .arg(&config)
         .env_remove("NATS_URL")
         .env_remove("NATS_USER")
-        .env("NATS_PASSWORD", nats_insights::testbed::SYS_PASSWORD)
+        .env("NATS_PASSWORD", testbed::SYS_PASSWORD)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

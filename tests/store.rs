@@ -10,10 +10,10 @@ use nats_insights::engine::EngineConfig;
 use nats_insights::findings::Transition;
 use nats_insights::findings::TransitionKind::{Raised, Resolved, Updated};
 use nats_insights::store::{kv_key, KvStore, Mark, Record, StoreHealth, StoreSettings, Stored};
-use nats_insights::testbed::{Cluster, Stop};
 use support::{
     cluster, follower, move_leader, others, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
 };
+use testbed::{Cluster, Stop};
 
 async fn healthy(monitor: &Monitor) {
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -218,13 +218,13 @@ fn spawn_binary(cluster: &Cluster, bucket: &str) -> std::process::Child {
         .args(["run", "--server", &cluster.client_urls().join(",")])
         .args([
             "--user",
-            nats_insights::testbed::SYS_USER,
+            testbed::SYS_USER,
             "--password",
-            nats_insights::testbed::SYS_PASSWORD,
+            testbed::SYS_PASSWORD,
         ])
         .args(["--state-server", &cluster.client_urls().join(",")])
-        .args(["--state-user", nats_insights::testbed::APP_USER])
-        .args(["--state-password", nats_insights::testbed::APP_PASSWORD])
+        .args(["--state-user", testbed::APP_USER])
+        .args(["--state-password", testbed::APP_PASSWORD])
         .args(["--bucket", bucket])
         .env_remove("NATS_URL")
         .stdout(std::process::Stdio::null())

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use nats_insights::testbed::{jsz_leader, Cluster, ClusterOptions, Stop};
 use serde_json::Value;
+use testbed::{jsz_leader, Cluster, ClusterOptions, Stop};
 
 /// The replica entry named `name` in a JSZ envelope's `meta_cluster.replicas`.
 fn replica<'a>(envelope: &'a Value, name: &str) -> Option<&'a Value> {
@@ -244,7 +244,7 @@ async fn dropping_the_cluster_leaves_no_server_behind() {
         "servers left: {}",
         String::from_utf8_lossy(&left.stdout)
     );
-    if std::env::var_os(nats_insights::testbed::KEEP_ENV).is_none() {
+    if std::env::var_os(testbed::KEEP_ENV).is_none() {
         assert!(!dir.exists());
     }
 }
@@ -264,7 +264,7 @@ async fn restart_on_a_taken_port_fails_clearly() {
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let err = cluster.restart(fi).await.unwrap_err();
     assert!(
-        matches!(err, nats_insights::testbed::TestbedError::PortInUse { .. }),
+        matches!(err, testbed::TestbedError::PortInUse { .. }),
         "{err}"
     );
     println!("{err}");
@@ -396,7 +396,7 @@ async fn hub_and_leaf_domains_have_a_leader_each_seen_from_the_hub() {
 async fn hub_with_leaves_is_one_meta_group_that_only_the_hub_leads() {
     let empty = Cluster::start(ClusterOptions::hub_with_leaves(3, 0)).await;
     assert!(
-        matches!(empty, Err(nats_insights::testbed::TestbedError::Invalid(_))),
+        matches!(empty, Err(testbed::TestbedError::Invalid(_))),
         "{empty:?}"
     );
     let mut cluster = Cluster::start(ClusterOptions::hub_with_leaves(3, 2))

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use nats_insights::connect::ConnectArgs;
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
-use nats_insights::testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
 use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
+use testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
 
 /// A monitor connected only to `nodes` (an operator who gives the hub's URLs).
 async fn monitor_via(cluster: &Cluster, nodes: &[usize], config: EngineConfig) -> Monitor {

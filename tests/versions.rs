@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind;
-use nats_insights::testbed::{nats_server_bin, Cluster, Stop};
 use support::{Events, Monitor, EVENT_TIMEOUT};
+use testbed::{nats_server_bin, Cluster, Stop};
 
 const BUCKET: &str = "insights_versions";
 

@@ -144,3 +144,40 @@ PY
     export "$var=$dir/nats-server"
   done
 }
+
+# Prints the path of libfaketime.so.1 if it is installed.
+faketime_lib() {
+  local candidate
+  for candidate in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 \
+    /usr/local/lib/faketime/libfaketime.so.1; do
+    [ -f "$candidate" ] && echo "$candidate" && return 0
+  done
+  return 1
+}
+
+# Makes libfaketime available (Debian's `faketime` package: the `faketime` command and
+# libfaketime.so.1): the soak runs each monitor process under it with its own wall-clock offset.
+# Installs it with apt-get when missing (through sudo unless root). Exports FAKETIME_LIB.
+ensure_faketime() {
+  if [ -n "${FAKETIME_LIB:-}" ] && [ -f "$FAKETIME_LIB" ]; then
+    return 0
+  fi
+  local lib sudo=""
+  if ! lib=$(faketime_lib); then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "libfaketime not found and apt-get is not available: install faketime, or set FAKETIME_LIB to libfaketime.so.1" >&2
+      exit 1
+    fi
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "Installing faketime (libfaketime) with apt-get..." >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null \
+      || { $sudo apt-get update -qq >/dev/null \
+        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; } \
+      || true
+    if ! lib=$(faketime_lib); then
+      echo "faketime could not be installed (apt-get install faketime); set FAKETIME_LIB to libfaketime.so.1" >&2
+      exit 1
+    fi
+  fi
+  export FAKETIME_LIB="$lib"
+}

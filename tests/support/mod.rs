@@ -15,8 +15,8 @@ use nats_insights::engine::{self, EngineConfig};
 use nats_insights::findings::TransitionKind;
 use nats_insights::publish::FindingEvent;
 use nats_insights::service::Instance;
-use nats_insights::testbed::{Cluster, SYS_PASSWORD, SYS_USER};
 use nats_insights::watch::{self, Received};
+use testbed::{Cluster, SYS_PASSWORD, SYS_USER};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -73,8 +73,8 @@ impl Monitor {
         if config.store.is_some() {
             let state = ConnectArgs {
                 servers: cluster.client_urls(),
-                user: Some(nats_insights::testbed::APP_USER.to_string()),
-                password: Some(nats_insights::testbed::APP_PASSWORD.to_string()),
+                user: Some(testbed::APP_USER.to_string()),
+                password: Some(testbed::APP_PASSWORD.to_string()),
                 ..ConnectArgs::default()
             };
             connections.state = Some(
@@ -360,23 +360,23 @@ pub async fn request_json(
 
 /// A cluster of `size` nodes with an elected meta leader.
 pub async fn cluster(size: usize) -> Cluster {
-    cluster_with(nats_insights::testbed::ClusterOptions {
+    cluster_with(testbed::ClusterOptions {
         size,
-        ..nats_insights::testbed::ClusterOptions::default()
+        ..testbed::ClusterOptions::default()
     })
     .await
 }
 
 /// A 3-node cluster whose routes pass through proxies the test can cut, with a meta leader.
 pub async fn proxied_cluster() -> Cluster {
-    cluster_with(nats_insights::testbed::ClusterOptions {
+    cluster_with(testbed::ClusterOptions {
         proxied_routes: true,
-        ..nats_insights::testbed::ClusterOptions::default()
+        ..testbed::ClusterOptions::default()
     })
     .await
 }
 
-async fn cluster_with(options: nats_insights::testbed::ClusterOptions) -> Cluster {
+async fn cluster_with(options: testbed::ClusterOptions) -> Cluster {
     let cluster = Cluster::start(options).await.expect("cluster starts");
     cluster
         .wait_for_leader(Duration::from_secs(30))

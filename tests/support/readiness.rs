@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use nats_insights::testbed::{jsz_leader, Cluster};
+use testbed::{jsz_leader, Cluster};
 
 const PROBE_STREAM: &str = "TESTBED_PLACEMENT_PROBE";
 

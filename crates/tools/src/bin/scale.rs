@@ -22,11 +22,10 @@ use nats_insights::history::Histories;
 use nats_insights::observe::gather::{self, GatherTiming, Plan};
 use nats_insights::observe::jsz::decode_reply;
 use nats_insights::observe::{Snapshot, Via};
-use nats_insights::testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
+use testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
 
-mod common;
-use common::sim::Deployment;
-use common::{env_u64, loadavg, other_processes};
+use nats_insights_tools::bench::{env_u64, loadavg, other_processes, out_dir, workspace_root};
+use nats_insights_tools::sim::Deployment;
 
 /// Argument that turns this program into the simulator (a child process of the benchmark).
 const SIMULATE: &str = "--simulate";
@@ -165,7 +164,7 @@ fn start_server(dir: &std::path::Path) -> (Killed, String) {
         format!("server_name: sim-host\nlisten: 127.0.0.1:{port}\nmax_pending: 256MB\ninclude ./accounts.conf\n"),
     )
     .expect("server.conf");
-    let bin = nats_insights::testbed::nats_server_bin().expect("nats-server binary");
+    let bin = testbed::nats_server_bin().expect("nats-server binary");
     let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
@@ -442,8 +441,10 @@ async fn scrape(port: u16) -> String {
     body
 }
 
+/// The nats-insights binary next to this one (`scripts/bench` builds both), or
+/// `$NATS_INSIGHTS_BIN`.
 fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nats-insights"))
+    testbed::product_bin().expect("the nats-insights binary")
 }
 
 /// Runs the binary against `urls`; after `warmup` measures for `secs`. `during` runs alongside
@@ -1076,8 +1077,7 @@ async fn bench() {
         others_before,
         other_processes()
     );
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&out).expect("target/bench");
+    let out = out_dir();
     std::fs::write(out.join("2-scale.md"), &md).expect("write the scale section");
     println!("\n{md}");
 }
@@ -1105,7 +1105,7 @@ async fn connz_totals(cluster: &Cluster) -> (f64, f64, f64) {
 
 /// The Criterion figures of `benches/evaluate.rs`, when `scripts/bench` ran it first.
 fn criterion_section() -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    let root = workspace_root().join("target/criterion");
     let mut md = String::from("### Check evaluation alone (Criterion)\n\n`cargo bench --bench evaluate`: `evaluate_all` (every check, on the assessment of the members) on snapshots decoded from the simulated replies, with a history that has seen them. Median of Criterion's estimate.\n\n| snapshot | N = 10 | N = 100 | N = 1,000 | target at 1,000 |\n|---|---|---|---|---|\n");
     for (shape, label) in [
         (

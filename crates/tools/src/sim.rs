@@ -14,7 +14,7 @@ use std::ops::Range;
 use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
 use serde_json::{json, Value};
 
-const CAPTURED: &str = include_str!("../../tests/fixtures/healthy_5.json");
+const CAPTURED: &str = include_str!("../../../tests/fixtures/healthy_5.json");
 
 /// One meta group of a [`Deployment`].
 pub struct SimGroup {
@@ -191,6 +191,11 @@ impl Deployment {
     /// Servers.
     pub fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Whether it has no server.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
     }
 
     /// Servers that answer.

@@ -12,16 +12,15 @@ use nats_insights::engine::{self, EngineConfig};
 use nats_insights::findings::TransitionKind;
 use nats_insights::publish::FindingEvent;
 use nats_insights::service::Instance;
-use nats_insights::testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
 use nats_insights::watch;
 use serde_json::Value;
+use testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use TransitionKind::{Raised, Resolved};
 
-mod common;
-use common::{env_u64, loadavg, machine, other_processes};
+use nats_insights_tools::bench::{env_u64, loadavg, machine, other_processes, out_dir};
 
 /// How often the server's own signals are polled.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
@@ -879,7 +878,7 @@ fn report(kinds: &[Kind], churn: &(Vec<String>, usize), churn_secs: u64, cap: Du
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench` passes `--bench`; nothing else is accepted.
+    // Configured by the environment only (BENCH_ROUNDS, BENCH_SIGNAL_CAP, BENCH_CHURN_SECS).
     let rounds = env_u64("BENCH_ROUNDS", 5).max(1) as usize;
     let cap = Duration::from_secs(env_u64("BENCH_SIGNAL_CAP", 30));
     let churn_secs = env_u64("BENCH_CHURN_SECS", 60);
@@ -968,11 +967,10 @@ async fn main() {
     let _ = writeln!(md, "### Reading the figures\n\n- The floor for a crash is one poll: a dead server simply stops answering, so a kill is seen at the first poll after it (1 s apart) plus the gather's wait for stragglers; a graceful stop is announced by the server (shutdown event) and is seen at once.\n- After a follower crash the server itself shows nothing within the cap: the leader keeps the peer `online` in JSZ until its orphan sweep (150-240 s), and `/healthz` stays `ok` on the survivors.\n- After a leader crash or quorum loss the survivors' `/healthz` turns unavailable within seconds (when it does within the cap, it is the signal in the table): it says the meta group has no leader, not which server is gone (nats-insights names it).\n- Flapping has no server-side signal to compare with: the server announces each election, not that there were too many.\n- The partition's target (`--disagreement-after` + 1 s) counts from the majority's election, when two leaders first exist; the signal and ratio count from the cut. Each round below also gives META_002 and the cut-off leader's META_001 timed from the cut.\n- A round marked missed is one whose RAISED event did not reach the subscriber within the wait (30 s; 60 s for the partition): a miss by the monitor until shown otherwise, not a timing figure.\n");
     let _ = writeln!(
         md,
-        "_Part 1 (`cargo bench --bench detect`) took {:.0} s._\n",
+        "_Part 1 (`detect`, crates/tools) took {:.0} s._\n",
         started.elapsed().as_secs_f64()
     );
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&out).expect("target/bench");
+    let out = out_dir();
     let path = out.join("1-detect.md");
     std::fs::write(&path, &md).expect("write the time-to-detect section");
     let machine_md = format!(

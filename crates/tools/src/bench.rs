@@ -1,9 +1,20 @@
-//! Shared by the benchmarks (`scripts/bench`): the machine they ran on, and a simulated meta
-//! group whose JSZ replies have the shape of replies captured from real servers.
+//! Shared by the benchmark drivers (`scripts/bench`, the `detect` and `scale` binaries): the
+//! environment's knobs, the machine they ran on, and where they write their sections.
 
-#![allow(dead_code)] // each benchmark uses its own part
+use std::path::PathBuf;
 
-pub mod sim;
+/// The workspace's root directory (where `scripts/bench` runs and BENCHMARKS.md lives).
+pub fn workspace_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// `target/bench` of the workspace: the sections `scripts/bench` puts together (created).
+pub fn out_dir() -> PathBuf {
+    let out = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    out
+}
 
 /// A number from the environment, else `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -25,12 +36,14 @@ pub fn other_processes() -> usize {
         .count()
 }
 
+/// The load average (1, 5, 15 minutes).
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
+/// The first line(s) `program args` prints, or `unknown`.
 pub fn command_line(program: &str, args: &[&str]) -> String {
     std::process::Command::new(program)
         .args(args)
@@ -39,6 +52,7 @@ pub fn command_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
+/// The machine section of BENCHMARKS.md (a Markdown table).
 pub fn machine(
     load_before: &str,
     load_after: &str,
@@ -66,7 +80,7 @@ pub fn machine(
             format!("{:.1} GiB", kb / 1024.0 / 1024.0)
         });
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let server = nats_insights::testbed::nats_server_bin()
+    let server = testbed::nats_server_bin()
         .map(|bin| command_line(&bin.display().to_string(), &["--version"]))
         .unwrap_or_else(|_| "unknown".to_string());
     let load_note = if others_before + others_after > 0 {

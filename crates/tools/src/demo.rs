@@ -1,6 +1,6 @@
-//! Entry: `nats-insights demo`. Starts a local 3-node cluster (accounts from `deploy/`), runs the
-//! whole pipeline against it in-process, injects faults one after another and prints every finding
-//! event with the time it took. Cleans up every process it started.
+//! The demo (`scripts/demo`, the `demo` binary). Starts a local 3-node cluster (accounts from
+//! `deploy/`), runs the whole pipeline against it in-process, injects faults one after another
+//! and prints every finding event with the time it took. Cleans up every process it started.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,13 +9,13 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::connect::ConnectArgs;
-use crate::engine::{self, EngineConfig};
-use crate::findings::TransitionKind;
-use crate::publish::FindingEvent;
-use crate::service::Instance;
-use crate::testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
-use crate::watch::{self, Received};
+use nats_insights::connect::ConnectArgs;
+use nats_insights::engine::{self, EngineConfig};
+use nats_insights::findings::TransitionKind;
+use nats_insights::publish::FindingEvent;
+use nats_insights::service::Instance;
+use nats_insights::watch::{self, Received};
+use testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
 
 /// Flags of `demo`.
 #[derive(Debug, Clone, Args)]
