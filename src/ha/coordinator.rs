@@ -78,9 +78,11 @@ pub enum Input {
 /// Something the engine must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Publish this transition's event.
+    /// Publish this transition's event; a failure is reported at once, before any other
+    /// input, with [`Input::PublishFailed`].
     Publish(Transition),
-    /// Write this record to the store (merged by mark there).
+    /// Write this record to the store (merged by mark there): what a peer published, or what
+    /// this instance published, once the next input shows the publish did not fail.
     Persist(Record),
     /// Ask a peer for its state: `Some(id)` that one, `None` whichever answers first.
     RequestState(Option<String>),
@@ -120,6 +122,12 @@ pub struct Coordinator {
     link: bool,
     next_beat: Now,
     unsent: Vec<Transition>,
+    /// Records of this instance's publications whose `Publish` is still queued.
+    queued: Vec<Record>,
+    /// Records of publications the engine has taken: persisted with the next input unless
+    /// their publish failed meanwhile (a store holding a transition nobody published makes an
+    /// instance that loads it skip the transition, or publish what follows it first).
+    sent: Vec<Record>,
     actions: VecDeque<Action>,
 }
 
@@ -142,6 +150,8 @@ impl Coordinator {
             link: true,
             next_beat: now,
             unsent: Vec::new(),
+            queued: Vec::new(),
+            sent: Vec::new(),
             actions: VecDeque::new(),
         };
         c.actions.push_back(Action::RequestState(None));
@@ -185,6 +195,19 @@ impl Coordinator {
 
     /// Takes one input at local time `now`; the actions it leads to are in [`Self::actions`].
     pub fn handle(&mut self, input: Input, now: Now) {
+        // The engine reports a failed publish at once, before any other input.
+        match &input {
+            Input::PublishFailed(transition) => {
+                let failed = Record::after(transition);
+                self.sent
+                    .retain(|r| (r.key(), r.mark()) != (failed.key(), failed.mark()));
+            }
+            _ => {
+                for record in self.sent.drain(..) {
+                    self.actions.push_back(Action::Persist(record));
+                }
+            }
+        }
         match input {
             Input::Evaluated {
                 next,
@@ -234,6 +257,7 @@ impl Coordinator {
 
     /// The actions to execute, in order (drained).
     pub fn actions(&mut self) -> impl Iterator<Item = Action> + '_ {
+        self.sent.append(&mut self.queued);
         self.actions.drain(..)
     }
 
@@ -332,6 +356,7 @@ impl Coordinator {
             return;
         }
         for transition in std::mem::take(&mut self.unsent) {
+            self.queued.push(Record::after(&transition));
             self.actions.push_back(Action::Publish(transition));
         }
         let wait = self.timing.grace * self.position(now) as u32;
@@ -349,9 +374,8 @@ impl Coordinator {
             };
             let transition = wanted.transition;
             if self.ledger.apply(&transition) {
-                self.actions.push_back(Action::Publish(transition.clone()));
-                self.actions
-                    .push_back(Action::Persist(Record::after(&transition)));
+                self.queued.push(Record::after(&transition));
+                self.actions.push_back(Action::Publish(transition));
             }
         }
     }
@@ -499,6 +523,45 @@ mod tests {
         // a stopped (silent past peer_live): b is at position 0, the hold is what is left.
         let later = s(1.5) + timing().contrary_hold.max(timing().peer_live);
         assert!(evaluated(&mut b, vec![resolve], later).len() == 1);
+    }
+
+    #[test]
+    fn a_publication_is_persisted_only_once_it_did_not_fail() {
+        let persisted = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Persist(_)))
+                .count()
+        };
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        c.handle(Input::Tick, timing().sync_wait);
+        c.handle(
+            Input::Evaluated {
+                next: ActiveSet::new(),
+                transitions: vec![raise("k", 1)],
+                link: true,
+            },
+            s(2.0),
+        );
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(actions.contains(&Action::Publish(raise("k", 1))));
+        assert_eq!(persisted(&actions), 0, "not before the publish is tried");
+        // The publish failed (the engine says so before anything else): a peer that loaded the
+        // record from the store would take the raise as published and never send it.
+        c.handle(Input::PublishFailed(raise("k", 1)), s(2.0));
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(
+            actions.contains(&Action::Publish(raise("k", 1))),
+            "sent again"
+        );
+        assert_eq!(persisted(&actions), 0);
+        c.handle(Input::Tick, s(2.5));
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(
+            actions.contains(&Action::Persist(Record::after(&raise("k", 1)))),
+            "the second try went out"
+        );
+        assert_eq!(persisted(&actions), 1);
     }
 
     #[test]
