@@ -35,6 +35,11 @@ pub struct PeerState {
     pub uptime_ms: u64,
     /// What it knows has been published.
     pub ledger: Ledger,
+    /// It has heard a synced peer's state, or waited out the sync wait, since it started or
+    /// reconnected: only then does its state end the wait of a peer that starts (one that is
+    /// starting itself may know nothing yet, and its answer often comes first).
+    #[serde(default)]
+    pub synced: bool,
 }
 
 /// Something that happened, for the coordinator to take into account.
@@ -170,6 +175,7 @@ impl Coordinator {
             instance: self.me.clone(),
             uptime_ms: now.as_millis() as u64,
             ledger: self.ledger.clone(),
+            synced: self.syncing.is_none_or(|until| now >= until),
         }
     }
 
@@ -237,7 +243,9 @@ impl Coordinator {
                         self.wanted.remove(&key);
                         self.contrary.insert(key, now + self.timing.contrary_hold);
                     }
-                    self.syncing = None;
+                    if state.synced {
+                        self.syncing = None;
+                    }
                 }
             }
             Input::Stored(stored) => {
@@ -469,6 +477,7 @@ mod tests {
                 instance: "a".into(),
                 uptime_ms: 60_000,
                 ledger: Ledger::default(),
+                synced: true,
             }),
             s(0.1),
         );
@@ -509,6 +518,7 @@ mod tests {
                 instance: "a".into(),
                 uptime_ms: 60_000,
                 ledger: Ledger::default(),
+                synced: true,
             }),
             s(0.1),
         );
@@ -562,6 +572,39 @@ mod tests {
             "the second try went out"
         );
         assert_eq!(persisted(&actions), 1);
+    }
+
+    #[test]
+    fn a_peer_that_is_starting_too_does_not_end_the_wait() {
+        let mut stored = Ledger::default();
+        stored.fold(Record::Resolved(crate::store::ResolvedFinding {
+            finding: raise("k", 3).finding,
+            episode: 3,
+            revision: 2,
+            raised_at: SystemTime::UNIX_EPOCH,
+            resolved_at: SystemTime::UNIX_EPOCH,
+        }));
+        let mut a = Coordinator::new("a", timing(), stored, s(0.0));
+        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        // c started with b, the store down: its answer (the first to come) knows nothing.
+        let c = Coordinator::new("c", timing(), Ledger::default(), s(0.0));
+        let young = c.peer_state(s(0.05));
+        assert!(!young.synced);
+        b.handle(Input::PeerState(young), s(0.05));
+        assert!(
+            evaluated(&mut b, vec![raise("k", 1)], s(0.1)).is_empty(),
+            "still waiting"
+        );
+        // a ran long enough to know: its state ends b's wait.
+        a.handle(Input::Tick, timing().sync_wait);
+        let known = a.peer_state(timing().sync_wait);
+        assert!(known.synced);
+        b.handle(Input::PeerState(known), s(0.2));
+        assert_eq!(b.ledger().mark("k"), Some(crate::store::Mark::resolved(3)));
+        assert!(
+            evaluated(&mut b, vec![raise("k", 1)], s(0.3)).is_empty(),
+            "a raise of an episode that ended is not news"
+        );
     }
 
     #[test]
