@@ -282,8 +282,12 @@ impl Coordinator {
                 next = next.min(gone);
             }
         }
+        // What is held waits for an input while nothing can be published (the end of the sync
+        // wait is a deadline already; the link comes back with a round): counting it would
+        // make every call due at once.
+        let blocked = self.syncing.is_some() || !self.link;
         let wait = self.timing.grace * self.position(now) as u32;
-        for (key, wanted) in &self.wanted {
+        for (key, wanted) in self.wanted.iter().filter(|_| !blocked) {
             let mut due = wanted.since + wait;
             if let Some(until) = self.contrary.get(key) {
                 due = due.max(*until);
@@ -605,6 +609,32 @@ mod tests {
             evaluated(&mut b, vec![raise("k", 1)], s(0.3)).is_empty(),
             "a raise of an episode that ended is not news"
         );
+    }
+
+    #[test]
+    fn what_it_cannot_publish_does_not_make_it_due_at_once() {
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        assert!(evaluated(&mut c, vec![raise("k", 1)], s(0.5)).is_empty());
+        assert!(
+            c.next_deadline(s(0.5)) > s(0.5),
+            "syncing: the engine would wake again at once, and again"
+        );
+        c.handle(Input::Tick, timing().sync_wait);
+        assert_eq!(published(&mut c).len(), 1);
+        c.handle(
+            Input::Evaluated {
+                next: ActiveSet::new(),
+                transitions: vec![raise("j", 1)],
+                link: false,
+            },
+            s(2.0),
+        );
+        assert!(published(&mut c).is_empty(), "its server does not answer");
+        assert!(
+            c.next_deadline(s(2.0)) > s(2.0),
+            "the link comes back with a round"
+        );
+        assert_eq!(evaluated(&mut c, vec![raise("j", 1)], s(3.0)).len(), 1);
     }
 
     #[test]
