@@ -373,53 +373,66 @@ impl Engine {
         self.execute().await;
     }
 
-    /// Executes the coordinator's actions in order (it puts each publication before the write
-    /// of its record).
+    /// Executes the coordinator's actions in order. A failed publish is reported at once; one
+    /// that went out is persisted with the next input, given here right away (a process killed
+    /// just after publishing must find the episode in the bucket when it restarts).
     async fn execute(&mut self) {
-        let actions: Vec<Action> = self.coordinator.actions().collect();
         let mut learned = Vec::new();
-        for action in actions {
-            match action {
-                Action::Publish(transition) => {
-                    if !self.announce(&transition).await {
-                        let now = self.now();
-                        self.coordinator
-                            .handle(Input::PublishFailed(transition), now);
+        loop {
+            let actions: Vec<Action> = self.coordinator.actions().collect();
+            if actions.is_empty() {
+                break;
+            }
+            let mut published = false;
+            for action in actions {
+                match action {
+                    Action::Publish(transition) => {
+                        if self.announce(&transition).await {
+                            published = true;
+                        } else {
+                            let now = self.now();
+                            self.coordinator
+                                .handle(Input::PublishFailed(transition), now);
+                        }
+                    }
+                    Action::Persist(record) => {
+                        // What was published, here or by a peer: what HISTORY lists.
+                        learned.push(crate::ha::transition_of_record(&record));
+                        self.persistence.write(record);
+                    }
+                    Action::RequestState(from) => self.request_state(from),
+                    Action::Beat(uptime) => {
+                        wire::send_beat(&self.client, &self.instance.id, uptime).await
                     }
                 }
-                Action::Persist(record) => {
-                    // What was published, here or by a peer: what HISTORY lists.
-                    learned.push(crate::ha::transition_of_record(&record));
-                    self.persistence.write(record);
-                }
-                Action::RequestState(from) => {
-                    let client = self.client.clone();
-                    let me = self.instance.id.clone();
-                    let answers = self.states_tx.clone();
-                    let wait = self.timing.ha.sync_wait;
-                    tokio::spawn(async move {
-                        if let Some(state) =
-                            wire::request_state(&client, &me, from.as_deref(), wait).await
-                        {
-                            let _ = answers.send(state);
-                        }
-                    });
-                }
-                Action::Beat(uptime) => {
-                    wire::send_beat(&self.client, &self.instance.id, uptime).await
-                }
+            }
+            if published {
+                let now = self.now();
+                self.coordinator.handle(Input::Tick, now);
             }
         }
         if !learned.is_empty() {
             self.status
                 .recent
                 .record(&learned, &self.history.leader_changes());
-            // Written before STATUS says so and before anything else waits: a process killed
-            // right after publishing must find the episode in the bucket when it restarts.
+            // Written before STATUS says so and before anything else waits.
             self.persistence.write_now().await;
             self.status.store = self.persistence.health();
         }
         self.publish_status();
+    }
+
+    /// Asks a peer (or any) for its state in the background; the answer comes back as an input.
+    fn request_state(&self, from: Option<String>) {
+        let client = self.client.clone();
+        let me = self.instance.id.clone();
+        let answers = self.states_tx.clone();
+        let wait = self.timing.ha.sync_wait;
+        tokio::spawn(async move {
+            if let Some(state) = wire::request_state(&client, &me, from.as_deref(), wait).await {
+                let _ = answers.send(state);
+            }
+        });
     }
 
     fn on_event(&mut self, event: MetaEvent) -> Trigger {

@@ -35,6 +35,11 @@ pub struct PeerState {
     pub uptime_ms: u64,
     /// What it knows has been published.
     pub ledger: Ledger,
+    /// It has heard a synced peer's state, or waited out the sync wait, since it started or
+    /// reconnected: only then does its state end the wait of a peer that starts (one that is
+    /// starting itself may know nothing yet, and its answer often comes first).
+    #[serde(default)]
+    pub synced: bool,
 }
 
 /// Something that happened, for the coordinator to take into account.
@@ -78,9 +83,11 @@ pub enum Input {
 /// Something the engine must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Publish this transition's event.
+    /// Publish this transition's event; a failure is reported at once, before any other
+    /// input, with [`Input::PublishFailed`].
     Publish(Transition),
-    /// Write this record to the store (merged by mark there).
+    /// Write this record to the store (merged by mark there): what a peer published, or what
+    /// this instance published, once the next input shows the publish did not fail.
     Persist(Record),
     /// Ask a peer for its state: `Some(id)` that one, `None` whichever answers first.
     RequestState(Option<String>),
@@ -120,6 +127,12 @@ pub struct Coordinator {
     link: bool,
     next_beat: Now,
     unsent: Vec<Transition>,
+    /// Records of this instance's publications whose `Publish` is still queued.
+    queued: Vec<Record>,
+    /// Records of publications the engine has taken: persisted with the next input unless
+    /// their publish failed meanwhile (a store holding a transition nobody published makes an
+    /// instance that loads it skip the transition, or publish what follows it first).
+    sent: Vec<Record>,
     actions: VecDeque<Action>,
 }
 
@@ -142,6 +155,8 @@ impl Coordinator {
             link: true,
             next_beat: now,
             unsent: Vec::new(),
+            queued: Vec::new(),
+            sent: Vec::new(),
             actions: VecDeque::new(),
         };
         c.actions.push_back(Action::RequestState(None));
@@ -160,6 +175,7 @@ impl Coordinator {
             instance: self.me.clone(),
             uptime_ms: now.as_millis() as u64,
             ledger: self.ledger.clone(),
+            synced: self.syncing.is_none_or(|until| now >= until),
         }
     }
 
@@ -194,6 +210,19 @@ impl Coordinator {
 
     /// Takes one input at local time `now`; the actions it leads to are in [`Self::actions`].
     pub fn handle(&mut self, input: Input, now: Now) {
+        // The engine reports a failed publish at once, before any other input.
+        match &input {
+            Input::PublishFailed(transition) => {
+                let failed = Record::after(transition);
+                self.sent
+                    .retain(|r| (r.key(), r.mark()) != (failed.key(), failed.mark()));
+            }
+            _ => {
+                for record in self.sent.drain(..) {
+                    self.actions.push_back(Action::Persist(record));
+                }
+            }
+        }
         match input {
             Input::Evaluated {
                 next,
@@ -223,7 +252,9 @@ impl Coordinator {
                         self.wanted.remove(&key);
                         self.contrary.insert(key, now + self.timing.contrary_hold);
                     }
-                    self.syncing = None;
+                    if state.synced {
+                        self.syncing = None;
+                    }
                 }
             }
             Input::Stored(stored) => {
@@ -243,6 +274,7 @@ impl Coordinator {
 
     /// The actions to execute, in order (drained).
     pub fn actions(&mut self) -> impl Iterator<Item = Action> + '_ {
+        self.sent.append(&mut self.queued);
         self.actions.drain(..)
     }
 
@@ -259,8 +291,12 @@ impl Coordinator {
                 next = next.min(gone);
             }
         }
+        // What is held waits for an input while nothing can be published (the end of the sync
+        // wait is a deadline already; the link comes back with a round): counting it would
+        // make every call due at once.
+        let blocked = self.syncing.is_some() || !self.link;
         let wait = self.timing.grace * self.position(now) as u32;
-        for (key, wanted) in &self.wanted {
+        for (key, wanted) in self.wanted.iter().filter(|_| !blocked) {
             let mut due = wanted.since + wait;
             if let Some(until) = self.contrary.get(key) {
                 due = due.max(*until);
@@ -341,6 +377,7 @@ impl Coordinator {
             return;
         }
         for transition in std::mem::take(&mut self.unsent) {
+            self.queued.push(Record::after(&transition));
             self.actions.push_back(Action::Publish(transition));
         }
         let wait = self.timing.grace * self.position(now) as u32;
@@ -358,9 +395,8 @@ impl Coordinator {
             };
             let transition = wanted.transition;
             if self.ledger.apply(&transition) {
-                self.actions.push_back(Action::Publish(transition.clone()));
-                self.actions
-                    .push_back(Action::Persist(Record::after(&transition)));
+                self.queued.push(Record::after(&transition));
+                self.actions.push_back(Action::Publish(transition));
             }
         }
     }
@@ -454,6 +490,7 @@ mod tests {
                 instance: "a".into(),
                 uptime_ms: 60_000,
                 ledger: Ledger::default(),
+                synced: true,
             }),
             s(0.1),
         );
@@ -494,6 +531,7 @@ mod tests {
                 instance: "a".into(),
                 uptime_ms: 60_000,
                 ledger: Ledger::default(),
+                synced: true,
             }),
             s(0.1),
         );
@@ -548,6 +586,104 @@ mod tests {
         );
         assert_eq!(z.position(s(30.0)), 0);
         assert_eq!(b.position(s(2.0)), 2, "after a and z");
+    }
+
+    #[test]
+    fn a_publication_is_persisted_only_once_it_did_not_fail() {
+        let persisted = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Persist(_)))
+                .count()
+        };
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        c.handle(Input::Tick, timing().sync_wait);
+        c.handle(
+            Input::Evaluated {
+                next: ActiveSet::new(),
+                transitions: vec![raise("k", 1)],
+                link: true,
+            },
+            s(2.0),
+        );
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(actions.contains(&Action::Publish(raise("k", 1))));
+        assert_eq!(persisted(&actions), 0, "not before the publish is tried");
+        // The publish failed (the engine says so before anything else): a peer that loaded the
+        // record from the store would take the raise as published and never send it.
+        c.handle(Input::PublishFailed(raise("k", 1)), s(2.0));
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(
+            actions.contains(&Action::Publish(raise("k", 1))),
+            "sent again"
+        );
+        assert_eq!(persisted(&actions), 0);
+        c.handle(Input::Tick, s(2.5));
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(
+            actions.contains(&Action::Persist(Record::after(&raise("k", 1)))),
+            "the second try went out"
+        );
+        assert_eq!(persisted(&actions), 1);
+    }
+
+    #[test]
+    fn a_peer_that_is_starting_too_does_not_end_the_wait() {
+        let mut stored = Ledger::default();
+        stored.fold(Record::Resolved(crate::store::ResolvedFinding {
+            finding: raise("k", 3).finding,
+            episode: 3,
+            revision: 2,
+            raised_at: SystemTime::UNIX_EPOCH,
+            resolved_at: SystemTime::UNIX_EPOCH,
+        }));
+        let mut a = Coordinator::new("a", timing(), stored, s(0.0));
+        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        // c started with b, the store down: its answer (the first to come) knows nothing.
+        let c = Coordinator::new("c", timing(), Ledger::default(), s(0.0));
+        let young = c.peer_state(s(0.05));
+        assert!(!young.synced);
+        b.handle(Input::PeerState(young), s(0.05));
+        assert!(
+            evaluated(&mut b, vec![raise("k", 1)], s(0.1)).is_empty(),
+            "still waiting"
+        );
+        // a ran long enough to know: its state ends b's wait.
+        a.handle(Input::Tick, timing().sync_wait);
+        let known = a.peer_state(timing().sync_wait);
+        assert!(known.synced);
+        b.handle(Input::PeerState(known), s(0.2));
+        assert_eq!(b.ledger().mark("k"), Some(crate::store::Mark::resolved(3)));
+        assert!(
+            evaluated(&mut b, vec![raise("k", 1)], s(0.3)).is_empty(),
+            "a raise of an episode that ended is not news"
+        );
+    }
+
+    #[test]
+    fn what_it_cannot_publish_does_not_make_it_due_at_once() {
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        assert!(evaluated(&mut c, vec![raise("k", 1)], s(0.5)).is_empty());
+        assert!(
+            c.next_deadline(s(0.5)) > s(0.5),
+            "syncing: the engine would wake again at once, and again"
+        );
+        c.handle(Input::Tick, timing().sync_wait);
+        assert_eq!(published(&mut c).len(), 1);
+        c.handle(
+            Input::Evaluated {
+                next: ActiveSet::new(),
+                transitions: vec![raise("j", 1)],
+                link: false,
+            },
+            s(2.0),
+        );
+        assert!(published(&mut c).is_empty(), "its server does not answer");
+        assert!(
+            c.next_deadline(s(2.0)) > s(2.0),
+            "the link comes back with a round"
+        );
+        assert_eq!(evaluated(&mut c, vec![raise("j", 1)], s(3.0)).len(), 1);
     }
 
     #[test]
