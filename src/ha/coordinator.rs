@@ -142,15 +142,25 @@ fn ms(d: Duration) -> i128 {
 
 impl Coordinator {
     /// A coordinator for instance `me` that starts at local time `now` with what the store
-    /// loaded; it asks its peers for their state before it publishes anything.
+    /// loaded; it asks its peers for their state before it publishes anything, and holds a
+    /// transition contrary to what it loaded for `contrary_hold`.
     pub fn new(me: &str, timing: HaTiming, stored: Ledger, now: Now) -> Coordinator {
+        // What the store holds may have been published a moment ago, by a peer whose view
+        // this instance's lags: a contrary view waits the hold, as after a peer's event.
+        let hold = now + timing.contrary_hold;
+        let contrary = stored
+            .active
+            .keys()
+            .chain(stored.ended.keys())
+            .map(|key| (key.clone(), hold))
+            .collect();
         let mut c = Coordinator {
             me: me.to_string(),
             timing,
             ledger: stored,
             peers: BTreeMap::new(),
             wanted: BTreeMap::new(),
-            contrary: BTreeMap::new(),
+            contrary,
             syncing: Some(now + timing.sync_wait),
             link: true,
             next_beat: now,
@@ -260,6 +270,7 @@ impl Coordinator {
             Input::Stored(stored) => {
                 for key in self.ledger.merge(stored) {
                     self.wanted.remove(&key);
+                    self.contrary.insert(key, now + self.timing.contrary_hold);
                 }
             }
             Input::Reconnected => {
@@ -684,6 +695,39 @@ mod tests {
             "the link comes back with a round"
         );
         assert_eq!(evaluated(&mut c, vec![raise("j", 1)], s(3.0)).len(), 1);
+    }
+
+    #[test]
+    fn what_the_store_says_is_a_peers_news_for_a_contrary_view() {
+        // A peer raised k a moment ago and the record is stored; this instance starts with a
+        // view that lags (it does not see the fault yet) and is first in line.
+        let mut stored = Ledger::default();
+        stored.apply(&raise("k", 1));
+        let mut c = Coordinator::new("c", timing(), stored, s(0.0));
+        c.handle(Input::Tick, timing().sync_wait);
+        let mut resolve = raise("k", 1);
+        resolve.kind = TransitionKind::Resolved;
+        resolve.revision = 2;
+        assert!(
+            evaluated(&mut c, vec![resolve.clone()], timing().sync_wait).is_empty(),
+            "held: its view may only lag the raise it loaded"
+        );
+        let after = timing().contrary_hold;
+        assert!(c.next_deadline(timing().sync_wait) <= after);
+        assert_eq!(
+            evaluated(&mut c, vec![resolve], after).len(),
+            1,
+            "a contrary view that lasts the hold is real"
+        );
+        // The same for what a store that opened late brings.
+        let mut late = Ledger::default();
+        late.apply(&raise("j", 4));
+        c.handle(Input::Stored(late), s(10.0));
+        let mut resolve = raise("j", 4);
+        resolve.kind = TransitionKind::Resolved;
+        resolve.revision = 2;
+        assert!(evaluated(&mut c, vec![resolve.clone()], s(10.5)).is_empty());
+        assert_eq!(evaluated(&mut c, vec![resolve], s(10.0) + after).len(), 1);
     }
 
     #[test]
