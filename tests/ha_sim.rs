@@ -151,6 +151,9 @@ struct Plan {
     store_down: Vec<(u64, u64)>,
 }
 
+/// The beat period (ms), as `Timing::default().ha.beat`.
+const BEAT_MS: u64 = 1_000;
+
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
@@ -437,9 +440,11 @@ impl Plan {
                 }
             }
             // An incarnation is (start, end): older than mine and alive somewhere in the span.
+            // Two that started within a beat of each other are ordered by id (start times are
+            // estimates), so one that started up to a beat after mine may be ahead too.
             let older = starts
                 .iter()
-                .any(|&(s, e)| s <= mine && overlaps((s, e), (from, to + 1)));
+                .any(|&(s, e)| s <= mine + BEAT_MS && overlaps((s, e), (from, to + 1)));
             if older {
                 ahead += 1;
             }

@@ -212,8 +212,18 @@ async fn quorum_loss_is_published_on_time_even_though_the_state_bucket_is_in_the
     monitor.stop().await;
 }
 
+/// A child process killed when dropped, so a failing test leaves no binary running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the real binary with state in the cluster's JetStream account.
-fn spawn_binary(cluster: &Cluster, bucket: &str) -> std::process::Child {
+fn spawn_binary(cluster: &Cluster, bucket: &str) -> Killed {
     std::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
         .args(["run", "--server", &cluster.client_urls().join(",")])
         .args([
@@ -237,6 +247,7 @@ fn spawn_binary(cluster: &Cluster, bucket: &str) -> std::process::Child {
                 .unwrap_or_else(|_| std::process::Stdio::null()),
         )
         .spawn()
+        .map(Killed)
         .expect("binary starts")
 }
 
@@ -273,10 +284,10 @@ async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() 
         assert!(Instant::now() < deadline, "store never healthy: {status:#}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    first.kill().expect("SIGKILL");
-    let _ = first.wait();
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
 
-    let mut second = spawn_binary(&cluster, "killed");
+    let second = spawn_binary(&cluster, "killed");
     events.drain(Duration::from_secs(6)).await;
     assert_eq!(
         events.history_of(&raised.finding),
@@ -290,8 +301,7 @@ async fn the_real_binary_killed_mid_fault_does_not_raise_again_when_restarted() 
         .await;
     events.drain(Duration::from_secs(2)).await;
     events.assert_raised_then_resolved(&raised.finding);
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
 }
 
 /// Moves the leader of the state bucket's stream to `server` (the APP account holds it).
