@@ -9,35 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
 use support::{cluster, follower, others, try_request_json, Events, EVENT_TIMEOUT};
-use testbed::{
-    ClockOffset, Cluster, Monitor, MonitorSpec, Stop, APP_PASSWORD, APP_USER, SYS_PASSWORD,
-    SYS_USER,
-};
+use testbed::{ClockOffset, Cluster, Monitor, MonitorSpec, Stop};
 
 /// The real binary with state in the cluster's JetStream account, its wall clock `offset_ms`
 /// from the real one (libfaketime; the monotonic clock, which timers and the coordinator use,
 /// is left alone, as on a host whose time of day is wrong).
 fn spawn_skewed(cluster: &Cluster, bucket: &str, offset_ms: i64, log: &str) -> Monitor {
-    let urls = cluster.client_urls().join(",");
-    let args = [
-        "run",
-        "--server",
-        &urls,
-        "--user",
-        SYS_USER,
-        "--password",
-        SYS_PASSWORD,
-        "--state-server",
-        &urls,
-        "--state-user",
-        APP_USER,
-        "--state-password",
-        APP_PASSWORD,
-        "--bucket",
-        bucket,
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = cluster.run_args(Some(bucket));
     let mut spec = MonitorSpec::new(
         env!("CARGO_BIN_EXE_nats-insights"),
         args,

@@ -225,17 +225,7 @@ impl Drop for Killed {
 /// Starts the real binary with state in the cluster's JetStream account.
 fn spawn_binary(cluster: &Cluster, bucket: &str) -> Killed {
     std::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
-        .args(["run", "--server", &cluster.client_urls().join(",")])
-        .args([
-            "--user",
-            testbed::SYS_USER,
-            "--password",
-            testbed::SYS_PASSWORD,
-        ])
-        .args(["--state-server", &cluster.client_urls().join(",")])
-        .args(["--state-user", testbed::APP_USER])
-        .args(["--state-password", testbed::APP_PASSWORD])
-        .args(["--bucket", bucket])
+        .args(cluster.run_args(Some(bucket)))
         .env_remove("NATS_URL")
         .stdout(std::process::Stdio::null())
         .stderr(

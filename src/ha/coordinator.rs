@@ -416,7 +416,6 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::{CheckId, Finding};
     use crate::findings::ActiveFinding;
     use std::time::SystemTime;
 
@@ -431,17 +430,7 @@ mod tests {
     fn raise(key: &str, episode: u64) -> Transition {
         Transition {
             kind: TransitionKind::Raised,
-            finding: Finding {
-                check: CheckId::META_001,
-                key: key.into(),
-                cluster: None,
-                domain: None,
-                server: Some("n2".into()),
-                summary: "s".into(),
-                evidence: serde_json::json!({}),
-                remediation: vec![],
-                fingerprint: "n2".into(),
-            },
+            finding: crate::ha::test_finding(key),
             episode,
             revision: 1,
             raised_at: SystemTime::UNIX_EPOCH,

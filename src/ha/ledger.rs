@@ -122,23 +122,9 @@ fn active_transition(a: &ActiveFinding) -> Transition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::{CheckId, Finding};
+    use crate::ha::test_finding as finding;
     use crate::store::ResolvedFinding;
     use std::time::{Duration, SystemTime};
-
-    fn finding(key: &str) -> Finding {
-        Finding {
-            check: CheckId::META_001,
-            key: key.into(),
-            cluster: None,
-            domain: None,
-            server: Some("n2".into()),
-            summary: "s".into(),
-            evidence: serde_json::json!({}),
-            remediation: vec![],
-            fingerprint: "n2".into(),
-        }
-    }
 
     /// Times play no part in the order: each record gets a different one.
     fn at(secs: u64) -> SystemTime {

@@ -11,3 +11,19 @@ pub mod wire;
 pub use coordinator::{Action, Coordinator, Input, Now, PeerState};
 pub use ledger::{transition_of_record, Ledger};
 pub use wire::{record_of_event, BEAT_SUBJECT, HA_STATE_PREFIX};
+
+/// A META_001 finding about `n2` under `key`, for the unit tests of this module.
+#[cfg(test)]
+pub(crate) fn test_finding(key: &str) -> crate::checks::Finding {
+    crate::checks::Finding {
+        check: crate::checks::CheckId::META_001,
+        key: key.into(),
+        cluster: None,
+        domain: None,
+        server: Some("n2".into()),
+        summary: "s".into(),
+        evidence: serde_json::json!({}),
+        remediation: vec![],
+        fingerprint: "n2".into(),
+    }
+}

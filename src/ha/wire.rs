@@ -160,17 +160,7 @@ mod tests {
     fn an_event_leaves_the_record_of_its_transition_with_the_same_mark_and_id() {
         let transition = Transition {
             kind: TransitionKind::Resolved,
-            finding: Finding {
-                check: crate::checks::CheckId::META_001,
-                key: "META_001/default/n2".into(),
-                cluster: None,
-                domain: None,
-                server: Some("n2".into()),
-                summary: "s".into(),
-                evidence: serde_json::json!({}),
-                remediation: vec![],
-                fingerprint: "n2".into(),
-            },
+            finding: crate::ha::test_finding("META_001/default/n2"),
             episode: 3,
             revision: 2,
             raised_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),

@@ -581,6 +581,26 @@ impl Cluster {
         (0..self.size()).map(|i| self.client_url(i)).collect()
     }
 
+    /// The arguments of `nats-insights run` watching this cluster as the system user, with its
+    /// state in bucket `bucket` of the JetStream account when one is given.
+    pub fn run_args(&self, bucket: Option<&str>) -> Vec<String> {
+        let urls = self.client_urls().join(",");
+        let mut args = vec![
+            "run",
+            "--server",
+            &urls,
+            "--user",
+            SYS_USER,
+            "--password",
+            SYS_PASSWORD,
+        ];
+        if let Some(bucket) = bucket {
+            args.extend(["--state-server", &urls, "--state-user", APP_USER]);
+            args.extend(["--state-password", APP_PASSWORD, "--bucket", bucket]);
+        }
+        args.into_iter().map(str::to_string).collect()
+    }
+
     /// Monitoring URL of node `i`: `http://127.0.0.1:<http_port>`.
     pub fn monitor_url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].http_port)

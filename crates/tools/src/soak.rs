@@ -216,25 +216,12 @@ fn connect_args(cluster: &Cluster) -> ConnectArgs {
 /// `nats-insights run` on every node of `cluster` as the system account; with `state`, keeping
 /// state in the bucket with the soak's thresholds.
 fn run_args(cluster: &Cluster, state: bool, log: Option<&str>) -> Vec<String> {
-    let urls = cluster.client_urls().join(",");
-    let mut args: Vec<String> = ["run", "--server", &urls]
-        .into_iter()
-        .chain(["--user", SYS_USER, "--password", SYS_PASSWORD])
-        .map(str::to_string)
-        .collect();
+    let mut args = cluster.run_args(state.then_some(BUCKET));
     if state {
         let flap_window = format!("{}s", FLAP_WINDOW.as_secs());
         let flap_max = FLAP_MAX.to_string();
         args.extend(
             [
-                "--state-server",
-                &urls,
-                "--state-user",
-                APP_USER,
-                "--state-password",
-                APP_PASSWORD,
-                "--bucket",
-                BUCKET,
                 "--bucket-replicas",
                 "3",
                 "--state-timeout",
