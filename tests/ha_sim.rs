@@ -1,7 +1,7 @@
 //! A deterministic, seeded simulation of three instances' HA coordinators (issue 17, item 4).
 //!
 //! Each schedule, drawn from one seed, runs the real [`reconcile`] and the real [`Coordinator`]
-//! of three instances through 30-55 s of faults and the quiet after them: a few META_001 keys go
+//! of three instances through 25-50 s of faults and the quiet after them: a few META_001 keys go
 //! faulty and clear (the ground truth), every instance polls once a second at its own phase and
 //! sees the truth with its own lag, on its own skewed wall clock, and the coordinators' actions
 //! are executed the way `src/engine.rs` executes them, over a simulated network and store with
@@ -41,9 +41,10 @@
 //! names the true fault it is about; a resolution is about the fault its episode was raised for.
 //!
 //! 1. Delivered: a fault is RAISED if some instance is healthy (up, its server up, the same run
-//!    since 2.5 s before the fault) from then until it has seen the fault for its longest
-//!    possible wait (a grace per peer that may be ahead of it, and a contrary hold after any
-//!    news of the key) and still sees it. Every raised fault is RESOLVED, in the same episode.
+//!    since 3 s before the fault, so its start-up wait and the hold on what it loaded are over)
+//!    from then until it has seen the fault for its longest possible wait (a grace per peer that
+//!    may be ahead of it, and a contrary hold after any news of the key) and still sees it.
+//!    Every raised fault is RESOLVED, in the same episode.
 //! 2. One id: all copies of one fault's raise carry one event id and all copies of its
 //!    resolution one id; no raise id names two faults. Repeated copies of an id are counted and
 //!    reported, not failures.
@@ -110,6 +111,9 @@ use nats_insights::timing::{HaTiming, Timing};
 const N: usize = 3;
 const IDS: [&str; N] = ["alpha", "bravo", "charlie"];
 const POLL: u64 = 1_000;
+const POLL_TIMER: usize = 0;
+const RETRY_TIMER: usize = 1;
+const TICK_TIMER: usize = 2;
 const STORE_RETRY: u64 = 3_000;
 /// Wall clocks start here (ms since the epoch), each off by its instance's offset.
 const BASE_MS: i64 = 1_800_000_000_000;
@@ -117,6 +121,9 @@ const BASE_MS: i64 = 1_800_000_000_000;
 /// hear it published: the last in line waits two graces, after a poll, its lag and perhaps a
 /// contrary hold.
 const SELF_PUBLISHED: u64 = 12_000;
+/// An instance that must raise a fault has run this long before it: its sync wait and the
+/// contrary hold on what it loaded at start are over.
+const STARTED_BEFORE: u64 = 3_000;
 /// Quiet time after the last fault, at most, before the end state is judged.
 const QUIET: u64 = 20_000;
 /// How long a run goes on once everything has settled.
@@ -161,7 +168,7 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 impl Plan {
     fn new(seed: u64) -> Plan {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let end_faults = rng.u64(30_000..=55_000);
+        let end_faults = rng.u64(25_000..=50_000);
         let keys = rng.usize(1..=3);
         let mut truth = Vec::new();
         for _ in 0..keys {
@@ -606,11 +613,6 @@ struct Node {
     /// Writes failed: the backlog waits for the next retry.
     degraded: bool,
     backlog: BTreeMap<String, Record>,
-    /// Its timers (kept out of the queue, which they would crowd): the next poll, the next
-    /// store retry, and the coordinator's deadline (u64::MAX: none).
-    next_poll: u64,
-    next_retry: u64,
-    tick_at: u64,
     /// Publications that failed while the server was stopped and that it delivers on resuming.
     late: Vec<Transition>,
     /// After a start that loaded less than the consumer had seen: those marks, until the
@@ -664,6 +666,10 @@ struct Sim<'p> {
     steps: u64,
     /// A buffer for the actions being executed.
     actions: Vec<Action>,
+    /// Each instance's timers, kept out of the queue (which they would crowd): at
+    /// `3 i + POLL_TIMER` its next poll, `+ RETRY_TIMER` its next store retry, `+ TICK_TIMER`
+    /// its coordinator's deadline (u64::MAX: none).
+    timers: [u64; 3 * N],
     /// The newest mark the consumer has seen of each key.
     seen_marks: Vec<Option<Mark>>,
     /// Why an instance ended its start-up wait without knowing what had been published.
@@ -716,14 +722,14 @@ impl<'p> Sim<'p> {
             failures: Vec::new(),
             steps: 0,
             actions: Vec::new(),
+            timers: [u64::MAX; 3 * N],
             seen_marks: vec![None; keys],
             amnesia: None,
         };
         for i in 0..N {
             sim.push(plan.start[i], Ev::Start(i));
-            sim.nodes[i].next_poll = plan.phase[i];
-            sim.nodes[i].next_retry = sim.rng.u64(0..STORE_RETRY);
-            sim.nodes[i].tick_at = u64::MAX;
+            sim.timers[i * 3 + POLL_TIMER] = plan.phase[i];
+            sim.timers[i * 3 + RETRY_TIMER] = sim.rng.u64(0..STORE_RETRY);
         }
         for &(i, down, up) in &plan.crashes {
             sim.push(down, Ev::Crash(i));
@@ -839,46 +845,34 @@ impl<'p> Sim<'p> {
             .all(|(k, seen)| ended.and_then(|e| e.get(k)).map(|&e| Mark::resolved(e)) == *seen)
     }
 
-    /// The earliest timer: its time, and which (instance; 0 poll, 1 store retry, 2 deadline).
-    fn next_timer(&self) -> (u64, Option<(usize, u8)>) {
+    /// The earliest timer: its time, and which (instance, timer).
+    fn next_timer(&self) -> (u64, Option<(usize, usize)>) {
         let mut next = (u64::MAX, None);
-        for i in 0..N {
-            for timer in 0..3 {
-                let at = self.timer_at(i, timer);
-                if at < next.0 {
-                    next = (at, Some((i, timer)));
-                }
+        for (j, &at) in self.timers.iter().enumerate() {
+            if at < next.0 {
+                next = (at, Some((j / 3, j % 3)));
             }
         }
         next
     }
 
-    fn timer_at(&self, i: usize, timer: u8) -> u64 {
-        let node = &self.nodes[i];
-        match timer {
-            0 => node.next_poll,
-            1 => node.next_retry,
-            _ => node.tick_at,
-        }
-    }
-
-    fn fire(&mut self, i: usize, timer: u8) {
+    fn fire(&mut self, i: usize, timer: usize) {
         let up = self.nodes[i].up;
         match timer {
-            0 => {
-                self.nodes[i].next_poll += POLL;
+            POLL_TIMER => {
+                self.timers[i * 3 + POLL_TIMER] += POLL;
                 if up {
                     self.poll(i);
                 }
             }
-            1 => {
-                self.nodes[i].next_retry += STORE_RETRY;
+            RETRY_TIMER => {
+                self.timers[i * 3 + RETRY_TIMER] += STORE_RETRY;
                 if up {
                     self.retry_store(i);
                 }
             }
             _ => {
-                self.nodes[i].tick_at = u64::MAX;
+                self.timers[i * 3 + TICK_TIMER] = u64::MAX;
                 self.handle(i, Input::Tick);
             }
         }
@@ -897,7 +891,7 @@ impl<'p> Sim<'p> {
                 node.late.clear();
                 node.store_open = false;
                 node.degraded = false;
-                node.tick_at = u64::MAX;
+                self.timers[i * 3 + TICK_TIMER] = u64::MAX;
             }
             Ev::Resume(i) => {
                 if !self.nodes[i].up {
@@ -1009,7 +1003,6 @@ impl<'p> Sim<'p> {
         node.up = true;
         node.started = self.now;
         node.degraded = false;
-        node.tick_at = u64::MAX;
         node.coord = Some(Coordinator::new(
             IDS[i],
             self.timing,
@@ -1242,7 +1235,7 @@ impl<'p> Sim<'p> {
             return;
         }
         let due = self.nodes[i].started + due.as_nanos().div_ceil(1_000_000) as u64;
-        self.nodes[i].tick_at = due;
+        self.timers[i * 3 + TICK_TIMER] = due;
     }
 
     /// A publication that got through: to the consumer and the peers.
@@ -1575,7 +1568,7 @@ fn check(plan: &Plan, sim: &Sim, failures: &mut Vec<String>) -> (usize, usize, b
                         .max(tn + hold)
                         .max(plan.first_poll_at_or_after(i, tn + 1) + p * grace);
                 }
-                due + 200 < t_off && plan.healthy(i, s.saturating_sub(2_500), due + 200)
+                due + 200 < t_off && plan.healthy(i, s.saturating_sub(STARTED_BEFORE), due + 200)
             });
             if must.is_some() {
                 must_total += 1;
