@@ -323,7 +323,18 @@ impl History {
         }
         let groups: Vec<(Option<String>, Vec<String>)> =
             snapshot.leaders_reported().into_iter().collect();
-        if groups.len() > 1 {
+        // A view naming a leader that answers and does not say it leads is stale (seen while a
+        // group recovers from quorum loss: the survivor still names the crashed leader, which
+        // came back without a leader), not a second side: only views that stand count.
+        let stale = |leader: &Option<String>| {
+            leader.as_ref().is_some_and(|l| {
+                groups
+                    .iter()
+                    .any(|(said, servers)| said.as_ref() != Some(l) && servers.contains(l))
+            })
+        };
+        let standing = groups.iter().filter(|(l, _)| !stale(l)).count();
+        if groups.len() > 1 && standing > 1 {
             let since = self.disagreement.as_ref().map_or(now, |d| d.since);
             self.disagreement = Some(Disagreement { since, groups });
         } else if self.disagreement_unobserved(snapshot, now) {
