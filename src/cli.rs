@@ -222,7 +222,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+/// Sets up logging to stderr: `filter` in tracing-subscriber syntax (`info` when it does not
+/// parse). The tools crate's binaries log the same way.
+pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -438,6 +438,22 @@ mod tests {
         }
     }
 
+    /// Instance b, started at 0, that has heard the state of a, running for a minute: a is at
+    /// position 0, b at 1.
+    fn behind_a_long_running_peer() -> Coordinator {
+        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        b.handle(
+            Input::PeerState(PeerState {
+                instance: "a".into(),
+                uptime_ms: 60_000,
+                ledger: Ledger::default(),
+                synced: true,
+            }),
+            s(0.1),
+        );
+        b
+    }
+
     fn published(c: &mut Coordinator) -> Vec<Transition> {
         c.actions()
             .filter_map(|a| match a {
@@ -483,17 +499,7 @@ mod tests {
 
     #[test]
     fn the_second_instance_waits_a_grace_then_publishes_what_the_first_did_not() {
-        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
-        // a has run for a minute: it is at position 0, b at 1.
-        b.handle(
-            Input::PeerState(PeerState {
-                instance: "a".into(),
-                uptime_ms: 60_000,
-                ledger: Ledger::default(),
-                synced: true,
-            }),
-            s(0.1),
-        );
+        let mut b = behind_a_long_running_peer();
         assert_eq!(b.position(s(0.1)), 1);
         assert!(evaluated(&mut b, vec![raise("k", 1)], s(1.0)).is_empty());
         b.handle(
@@ -525,16 +531,7 @@ mod tests {
 
     #[test]
     fn a_peers_event_ends_the_wait_and_its_contrary_waits_the_hold() {
-        let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
-        b.handle(
-            Input::PeerState(PeerState {
-                instance: "a".into(),
-                uptime_ms: 60_000,
-                ledger: Ledger::default(),
-                synced: true,
-            }),
-            s(0.1),
-        );
+        let mut b = behind_a_long_running_peer();
         assert!(evaluated(&mut b, vec![raise("k", 1)], s(1.0)).is_empty());
         b.handle(Input::Event(Record::after(&raise("k", 1))), s(1.5));
         assert!(published(&mut b).is_empty());

@@ -9,12 +9,4 @@ pub mod sim;
 pub mod soak;
 
 /// Sets up logging to stderr for a tool: `filter` in tracing-subscriber syntax.
-pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
+pub use nats_insights::cli::init_logging;
