@@ -323,18 +323,7 @@ impl History {
         }
         let groups: Vec<(Option<String>, Vec<String>)> =
             snapshot.leaders_reported().into_iter().collect();
-        // A view naming a leader that answers and does not say it leads is stale (seen while a
-        // group recovers from quorum loss: the survivor still names the crashed leader, which
-        // came back without a leader), not a second side: only views that stand count.
-        let stale = |leader: &Option<String>| {
-            leader.as_ref().is_some_and(|l| {
-                groups
-                    .iter()
-                    .any(|(said, servers)| said.as_ref() != Some(l) && servers.contains(l))
-            })
-        };
-        let standing = groups.iter().filter(|(l, _)| !stale(l)).count();
-        if groups.len() > 1 && standing > 1 {
+        if groups.len() > 1 && standing_views(&groups) > 1 {
             let since = self.disagreement.as_ref().map_or(now, |d| d.since);
             self.disagreement = Some(Disagreement { since, groups });
         } else if self.disagreement_unobserved(snapshot, now) {
@@ -483,6 +472,20 @@ impl History {
 
 /// Notes the name a peer hash carries, allocating only when it is new or changed (every view
 /// lists every member: this runs members × views times per poll).
+/// How many of the reported leader views stand. A view naming a leader that answers and does
+/// not say it leads is stale (seen while a group recovers from quorum loss: the survivor still
+/// names the crashed leader, which came back without a leader), not a second side.
+fn standing_views(groups: &[(Option<String>, Vec<String>)]) -> usize {
+    let stale = |leader: &Option<String>| {
+        leader.as_ref().is_some_and(|l| {
+            groups
+                .iter()
+                .any(|(said, servers)| said.as_ref() != Some(l) && servers.contains(l))
+        })
+    };
+    groups.iter().filter(|(l, _)| !stale(l)).count()
+}
+
 fn remember_peer(names: &mut BTreeMap<String, String>, peer: &str, name: &str) {
     if names.get(peer).map(String::as_str) != Some(name) {
         names.insert(peer.to_string(), name.to_string());
@@ -665,5 +668,38 @@ impl Histories {
             .collect();
         all.sort_by_key(|c| c.at);
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standing_views;
+
+    fn view(leader: Option<&str>, servers: &[&str]) -> (Option<String>, Vec<String>) {
+        (
+            leader.map(str::to_string),
+            servers.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_view_naming_a_leader_that_does_not_lead_is_stale() {
+        // n1 and n2 came back without a leader; n3 still names n2, which answers without leading.
+        let groups = [view(None, &["n1", "n2"]), view(Some("n2"), &["n3"])];
+        assert_eq!(standing_views(&groups), 1);
+    }
+
+    #[test]
+    fn two_leaders_that_each_claim_to_lead_are_two_sides() {
+        // An isolated old leader that still claims itself, and the majority's new leader.
+        let groups = [view(Some("n1"), &["n1"]), view(Some("n2"), &["n2", "n3"])];
+        assert_eq!(standing_views(&groups), 2);
+    }
+
+    #[test]
+    fn a_leader_that_did_not_answer_still_stands() {
+        // n3 names n1, which did not answer: that view cannot be shown stale.
+        let groups = [view(None, &["n2"]), view(Some("n1"), &["n3"])];
+        assert_eq!(standing_views(&groups), 2);
     }
 }
