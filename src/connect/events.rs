@@ -1,11 +1,11 @@
 //! Connections: what each connection logs (a permission violation names the subject it denied),
-//! and which server a reconnect prefers.
+//! which server a reconnect prefers, and the pinned links' drops reported to the engine.
 
 use std::time::Duration;
 
 use async_nats::Event;
 
-use super::{Denial, Denials};
+use super::{Denial, Denials, LinkDrops};
 
 /// On reconnect, prefer a server other than the one just left (it died, entered lame duck, or was
 /// found cut off from the meta group), the least failing first; `None` keeps the client's default.
@@ -54,10 +54,15 @@ fn log_server_error(connection: &str, error: &str) -> Option<Denial> {
 }
 
 /// Direct links fail over to nothing, so their disconnects are expected during faults: debug only.
-pub(super) fn log_direct_event(connection: &str, event: Event) {
+/// A disconnect of pinned link `link` is reported to `drops`: the engine polls at once.
+pub(super) fn log_direct_event(connection: &str, link: usize, drops: &LinkDrops, event: Event) {
     match event {
         Event::ServerError(error) => {
             log_server_error(connection, &error.to_string());
+        }
+        Event::Disconnected => {
+            drops.report(link);
+            tracing::debug!(connection, "direct connection dropped; polling now");
         }
         other => tracing::debug!(connection, event = %other, "direct connection event"),
     }

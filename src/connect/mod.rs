@@ -7,12 +7,14 @@
 //! - `error`: the failures, worded for an operator, and the permission violations a connection
 //!   reported.
 //! - `events`: what each connection logs, and where it reconnects.
+//! - `links`: the pinned links' drops, reported to the engine.
 //! - `system`: the proof that the user is in the system account.
 
 pub mod attached;
 mod context;
 mod error;
 mod events;
+mod links;
 mod options;
 mod system;
 
@@ -24,6 +26,7 @@ use clap::Args;
 
 pub use context::context_path;
 pub use error::{ConnectError, Denial, Denials};
+pub use links::LinkDrops;
 pub use options::read_nkey_seed;
 pub use system::verify_system_account;
 
@@ -270,6 +273,8 @@ pub struct Connections {
     /// One connection pinned to each configured server, for partition-aware observation (none
     /// when a single URL is configured: the main connection already asks that server).
     pub direct: Vec<Client>,
+    /// Where the pinned connections report that they dropped (by index in `direct`).
+    pub drops: LinkDrops,
     /// Connection to the JetStream-enabled account that holds the state bucket, if configured.
     pub state: Option<Client>,
     /// Permission violations reported on the main connection.
@@ -281,14 +286,16 @@ impl ConnectArgs {
     pub async fn open(&self, connection_name: &str) -> Result<Connections, ConnectError> {
         let args = self.resolved()?;
         let (main, denied) = args.connect_watched(connection_name).await?;
+        let drops = LinkDrops::default();
         let direct = if args.servers.len() > 1 {
-            args.connect_each(connection_name).await?
+            args.connect_pinned(connection_name, &drops).await?
         } else {
             Vec::new()
         };
         Ok(Connections {
             main,
             direct,
+            drops,
             state: None,
             denied,
         })
@@ -298,10 +305,21 @@ impl ConnectArgs {
     /// asking every reachable server for its own view: in a partition the system-account gather
     /// reaches only one side. Servers down at start are retried in the background.
     pub async fn connect_each(&self, connection_name: &str) -> Result<Vec<Client>, ConnectError> {
+        self.connect_pinned(connection_name, &LinkDrops::default())
+            .await
+    }
+
+    /// [`ConnectArgs::connect_each`], each connection reporting its drops to `drops`.
+    async fn connect_pinned(
+        &self,
+        connection_name: &str,
+        drops: &LinkDrops,
+    ) -> Result<Vec<Client>, ConnectError> {
         let args = self.resolved()?;
         let mut clients = Vec::with_capacity(args.servers.len());
-        for url in &args.servers {
+        for (link, url) in args.servers.iter().enumerate() {
             let label = format!("{connection_name} direct {url}");
+            let drops = drops.clone();
             let options = args
                 .options()
                 .await?
@@ -312,7 +330,8 @@ impl ConnectArgs {
                 .retry_on_initial_connect()
                 .event_callback(move |event| {
                     let label = label.clone();
-                    async move { log_direct_event(&label, event) }
+                    let drops = drops.clone();
+                    async move { log_direct_event(&label, link, &drops, event) }
                 });
             let client = options
                 .connect(url.as_str())
