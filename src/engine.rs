@@ -1,8 +1,9 @@
 //! Wiring: runs observe → evaluate → reconcile → coordinate → persist → publish → serve in one
-//! loop. Polls on a timer, re-evaluates at once on meta events, takes `now` once per round and
-//! passes it down; the HA decisions are the [`Coordinator`]'s, whose actions this loop executes.
+//! loop. Polls on a timer, and at once when a pinned link drops (a crashed server's sockets close
+//! at once); re-evaluates at once on meta events; takes `now` once per round and passes it down;
+//! the HA decisions are the [`Coordinator`]'s, whose actions this loop executes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing::Instrument;
 use crate::checks::{evaluate_groups, Evaluation, GroupEvaluation, MetaAssessment, Thresholds};
 use crate::connect::attached::Attached;
 pub use crate::connect::Connections;
+use crate::connect::LinkDrops;
 use crate::findings::{reconcile, Transition};
 use crate::ha::wire::{self, Beat};
 use crate::ha::{Action, Coordinator, Input, Ledger, PeerState};
@@ -83,6 +85,9 @@ enum Trigger {
     Poll,
     /// An event that needs fresh views (a new leader, a removed peer).
     Regather,
+    /// Pinned links dropped (their servers may have died): gather now, without waiting for the
+    /// servers they were attached to (`Engine::suspects`).
+    LinkDown,
     /// An event fully described by itself (shutdown, lame duck): judge now with the last views.
     Reevaluate,
 }
@@ -97,6 +102,8 @@ struct Feeds {
     beats: Option<async_nats::Subscriber>,
     /// Answers to this instance's state requests.
     states: mpsc::UnboundedReceiver<PeerState>,
+    /// The pinned links that dropped.
+    drops: LinkDrops,
 }
 
 /// The running pipeline's state.
@@ -131,6 +138,20 @@ struct Engine {
     group_size: Option<usize>,
     /// Each meta group as last assessed (kept while a round cannot assess it).
     assessed: BTreeMap<crate::observe::GroupId, MetaAssessment>,
+    /// Servers whose pinned links dropped since the last poll: the next gather does not wait
+    /// for them (a dead server's silence is proved by its direct probe, at once).
+    suspects: BTreeSet<String>,
+    /// When to try the poll a dropped link called for again: it came while the main connection
+    /// was down (its server died too, most likely).
+    link_retry: Option<tokio::time::Instant>,
+}
+
+/// Whether a gathering round that found the main connection down keeps its suspects for a
+/// retry: a dropped link's round does (the main connection was on the same dead server and is
+/// moving to another, which takes milliseconds); a timer's or an event's does not, so the retries
+/// stop at the next poll.
+fn retry_link_round(trigger: &Trigger, main_connected: bool) -> bool {
+    matches!(trigger, Trigger::LinkDown) && !main_connected
 }
 
 /// The members of every meta group in a snapshot (the largest size any view of a group
@@ -226,6 +247,7 @@ async fn subscribe(client: &Client) -> Result<Feeds, EngineError> {
         findings,
         beats,
         states,
+        drops: LinkDrops::default(),
     })
 }
 
@@ -248,6 +270,7 @@ async fn run_instrumented(
     let Connections {
         main: client,
         direct,
+        drops,
         state,
         ..
     } = connections;
@@ -257,6 +280,7 @@ async fn run_instrumented(
         config.heartbeat_interval,
     );
     let mut feeds = subscribe(&client).await?;
+    feeds.drops = drops;
     // State first: findings raised before a restart must be known before the first round, or
     // they would be raised a second time.
     let (persistence, loaded) = open_store(&client, state, &config, &instance).await?;
@@ -306,6 +330,8 @@ async fn run_instrumented(
         attached: Attached::new(&timing),
         group_size: None,
         assessed: BTreeMap::new(),
+        suspects: BTreeSet::new(),
+        link_retry: None,
         status_tx,
         instance,
     };
@@ -318,9 +344,14 @@ async fn run_instrumented(
 
     let result = loop {
         let deadline = engine.deadline();
+        let link_retry = engine.link_retry;
         let trigger = tokio::select! {
             _ = &mut shutdown => break Ok(()),
             _ = poll.tick() => Trigger::Poll,
+            links = feeds.drops.next() => engine.on_links_down(&links),
+            _ = tokio::time::sleep_until(link_retry.unwrap_or(deadline)), if link_retry.is_some() => {
+                Trigger::LinkDown
+            }
             event = feeds.meta.next() => match event {
                 Some(Ok(event)) => engine.on_event(event),
                 Some(Err(error)) => { engine.on_malformed_event(&error); continue; }
@@ -499,13 +530,39 @@ impl Engine {
         }
     }
 
+    /// Pinned links dropped: the servers they were attached to become suspects (a link keeps
+    /// the last server info it had, so a dead server is still named), and a round gathers now.
+    fn on_links_down(&mut self, links: &BTreeSet<usize>) -> Trigger {
+        let suspects: BTreeSet<String> = links
+            .iter()
+            .filter_map(|i| self.direct.get(*i))
+            .map(|c| c.server_info().server_name)
+            .filter(|name| !name.is_empty())
+            .collect();
+        tracing::debug!(?suspects, "pinned links dropped; polling now");
+        self.suspects.extend(suspects);
+        Trigger::LinkDown
+    }
+
     /// One pass through the pipeline: observe, evaluate, reconcile, hand the transitions to the
     /// coordinator (which publishes what is due), persist.
     async fn round(&mut self, trigger: Trigger) {
-        let gathers = matches!(trigger, Trigger::Poll | Trigger::Regather);
-        if gathers && !self.observe().await {
-            self.publish_status();
-            return;
+        let gathers = matches!(
+            trigger,
+            Trigger::Poll | Trigger::Regather | Trigger::LinkDown
+        );
+        if gathers {
+            self.link_retry = None;
+            if !self.observe().await {
+                let connected = self.client.connection_state() == State::Connected;
+                if retry_link_round(&trigger, connected) {
+                    self.link_retry = Some(tokio::time::Instant::now() + self.timing.link_retry);
+                } else {
+                    self.suspects.clear();
+                }
+                self.publish_status();
+                return;
+            }
         }
         let now = SystemTime::now();
         let groups = self.evaluate(gathers, now);
@@ -560,6 +617,7 @@ impl Engine {
             return false;
         }
         let known = self.history.known_servers();
+        let spared = std::mem::take(&mut self.suspects);
         let mut retried = false;
         let polled = loop {
             let plan = self.plan(&known);
@@ -568,6 +626,7 @@ impl Engine {
                 gather::poll_or_silence(
                     &self.client,
                     &known,
+                    &spared,
                     &plan,
                     self.config.timing,
                     self.timing.attached_answer,
@@ -727,5 +786,22 @@ impl Engine {
             .send_replace(Arc::new(self.coordinator.peer_state(now)));
         self.status.active = self.coordinator.ledger().active.clone();
         self.status_tx.send_replace(Arc::new(self.status.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dropped_links_round_waits_for_the_main_connection_to_come_back() {
+        // Its server died with the link's: the main connection is moving to another.
+        assert!(retry_link_round(&Trigger::LinkDown, false));
+        // Connected and still failed: the poll itself failed, trying again at once would too.
+        assert!(!retry_link_round(&Trigger::LinkDown, true));
+        // The timer's and the events' rounds wait for the next tick as before.
+        for trigger in [Trigger::Poll, Trigger::Regather, Trigger::Reevaluate] {
+            assert!(!retry_link_round(&trigger, false));
+        }
     }
 }

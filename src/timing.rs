@@ -23,6 +23,11 @@ pub struct Timing {
     pub move_every: Duration,
     /// How long a move waits to be attached elsewhere before the round goes on.
     pub move_settle: Duration,
+    /// A pinned link dropped while the main connection was down too (the same server died):
+    /// the poll it calls for is tried again this often until the main connection is back (at
+    /// most until the next poll). A reconnect to another server on loopback or a LAN takes
+    /// milliseconds.
+    pub link_retry: Duration,
     /// The coordinator's timers (see [`HaTiming`]).
     pub ha: HaTiming,
     /// How often a store that does not answer is tried again.
@@ -65,6 +70,7 @@ impl Timing {
             attached_answer: Duration::from_secs(1),
             move_every: Duration::from_secs(10),
             move_settle: Duration::from_secs(3),
+            link_retry: Duration::from_millis(20),
             ha: HaTiming {
                 beat,
                 peer_live: beat * 7 / 2,
@@ -115,6 +121,8 @@ mod tests {
             }
             // A poll cut short by a silent attached server ends before the gather would.
             assert!(t.attached_answer < slowest_poll, "{t:?}");
+            // A poll called for by a dropped link waits for a reconnect, not for the next tick.
+            assert!(t.link_retry * 5 <= t.poll, "{t:?}");
             // A move settles before the next move may start.
             assert!(t.move_settle < t.move_every, "{t:?}");
             // The history is written at least every few polls at the default.

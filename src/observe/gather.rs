@@ -137,12 +137,36 @@ pub async fn poll(
     plan: &Plan,
     timing: GatherTiming,
 ) -> Result<Snapshot, GatherError> {
+    poll_sparing(client, known, &BTreeSet::new(), plan, timing).await
+}
+
+/// The known servers a gather waits for: all but `spared`. Once they answered, it lingers only
+/// briefly; a spared server that did not answer by then is asked directly like any silent one.
+fn expected<'a>(known: &'a [KnownServer], spared: &BTreeSet<String>) -> BTreeSet<&'a str> {
+    known
+        .iter()
+        .map(|k| k.name.as_str())
+        .filter(|name| !spared.contains(*name))
+        .collect()
+}
+
+/// [`poll`], whose gather does not wait for the `spared` servers (those whose pinned links just
+/// dropped: most likely dead, and waiting for a dead server holds the gather for its idle gap).
+/// They are still asked directly when silent: a live one answers there, a dead one's id has no
+/// responders, so it is found unanswered at once.
+pub async fn poll_sparing(
+    client: &Client,
+    known: &[KnownServer],
+    spared: &BTreeSet<String>,
+    plan: &Plan,
+    timing: GatherTiming,
+) -> Result<Snapshot, GatherError> {
     let started = Instant::now();
     let mut snapshot = Snapshot {
         taken_at: Some(SystemTime::now()),
         ..Snapshot::default()
     };
-    let expected: BTreeSet<&str> = known.iter().map(|k| k.name.as_str()).collect();
+    let expected = expected(known, spared);
     match plan {
         Plan::Full => {
             scatter(client, PING_JSZ, "{}", &expected, timing, |payload| {
@@ -164,14 +188,15 @@ pub async fn poll(
     Ok(snapshot)
 }
 
-/// [`poll`], cut short when the server the client is attached to does not answer a round trip
-/// within `attached_wait` while the poll runs: a stopped or cut-off server answers nothing, and
-/// the gather would wait its whole `max_wait` and every probe's timeout for replies that cannot
-/// come. The snapshot is then empty, every known server unanswered (the caller sees its own
-/// links' views and knows the path, not the servers, is silent).
+/// [`poll_sparing`], cut short when the server the client is attached to does not answer a round
+/// trip within `attached_wait` while the poll runs: a stopped or cut-off server answers nothing,
+/// and the gather would wait its whole `max_wait` and every probe's timeout for replies that
+/// cannot come. The snapshot is then empty, every known server unanswered (the caller sees its
+/// own links' views and knows the path, not the servers, is silent).
 pub async fn poll_or_silence(
     client: &Client,
     known: &[KnownServer],
+    spared: &BTreeSet<String>,
     plan: &Plan,
     timing: GatherTiming,
     attached_wait: Duration,
@@ -184,7 +209,7 @@ pub async fn poll_or_silence(
         }
     };
     tokio::select! {
-        polled = poll(client, known, plan, timing) => polled,
+        polled = poll_sparing(client, known, spared, plan, timing) => polled,
         () = silent => Ok(Snapshot {
             taken_at: Some(taken_at),
             unanswered: known.iter().map(|k| k.name.clone()).collect(),
@@ -541,6 +566,19 @@ mod tests {
         merge_views(&mut silent, ["n2", "n3"].map(view));
         assert!(!silent.reach_impaired);
         assert!(!silent.main_path_in_minority());
+    }
+
+    #[test]
+    fn a_gather_does_not_wait_for_spared_servers_but_still_for_every_other_known_one() {
+        let servers = known(3);
+        let all = expected(&servers, &BTreeSet::new());
+        assert_eq!(all, BTreeSet::from(["n0", "n1", "n2"]));
+        let spared = BTreeSet::from(["n1".to_string(), "gone".to_string()]);
+        assert_eq!(
+            expected(&servers, &spared),
+            BTreeSet::from(["n0", "n2"]),
+            "a spared name that is not known changes nothing"
+        );
     }
 
     #[test]
