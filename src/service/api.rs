@@ -581,6 +581,12 @@ mod tests {
             disagreement_after: Duration::from_secs(3),
             flap_max: 1,
             flap_window: Duration::from_secs(600),
+            pending_max: 500,
+            pending_after: Duration::from_secs(5),
+            lag_max: 200,
+            behind_after: Duration::from_secs(10),
+            size_change_hold: Duration::from_secs(600),
+            even_after: Duration::from_secs(30),
         };
         Context {
             status,
