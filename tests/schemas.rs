@@ -238,6 +238,14 @@ fn every_endpoint_response_validates_on_empty_and_eventful_state() {
                     r#"{"check": "META_001", "severity": "critical", "include_resolved": true, "limit": 1}"#,
                 ],
                 Endpoint::History => &["", r#"{"limit": 1000}"#, r#"{"limit": 1}"#],
+                Endpoint::Preflight => &[
+                    r#"{"action": "restart", "server": "n2"}"#,
+                    r#"{"action": "stop", "server": "n1"}"#,
+                    r#"{"action": "remove", "server": "n3"}"#,
+                    r#"{"action": "rename", "server": "n2", "to": "m2"}"#,
+                    r#"{"action": "healthy"}"#,
+                    r#"{"action": "healthy", "server": "n9"}"#,
+                ],
                 _ => &["", "{}"],
             };
             for body in bodies {

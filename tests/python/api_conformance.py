@@ -15,7 +15,7 @@ import nats
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 SERVICE = "nats-insights"
-ENDPOINTS = ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN"]
+ENDPOINTS = ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN", "PREFLIGHT"]
 ERROR_HEADER = "Nats-Service-Error"
 CODE_HEADER = "Nats-Service-Error-Code"
 
@@ -92,6 +92,7 @@ async def main(url, user, password):
             "CHECKS": [b""],
             "HISTORY": [b"", {"limit": 10}],
             "EXPLAIN": [{"check": "META_006"}],
+            "PREFLIGHT": [{"action": "restart", "server": "n1"}, {"action": "healthy"}],
         }
         for endpoint, bodies in requests.items():
             for body in bodies:
