@@ -666,12 +666,14 @@ impl Engine {
                     continue;
                 }
             }
-            // Dropped again: this snapshot decides nothing that gets published.
-            break polled.map(|(snapshot, silent)| (snapshot, silent || reconnected));
+            break polled.map(|(snapshot, silent)| (snapshot, silent, reconnected));
         };
         match polled {
-            Ok((snapshot, silent)) => {
-                self.attached.silent = silent;
+            Ok((snapshot, silent, reconnected)) => {
+                // Dropped again: this snapshot decides nothing that gets published, and its
+                // silence is the reconnect's, not that of the server the connection is on now.
+                self.attached.silent = silent && !reconnected;
+                self.attached.settling = reconnected;
                 self.status.polls += 1;
                 self.status.malformed += snapshot.malformed;
                 self.status.last_poll_ms = snapshot.duration.as_millis() as u64;

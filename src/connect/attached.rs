@@ -3,6 +3,7 @@
 //! `move_every` each. What goes through a stopped or cut-off server reaches nobody, or only its
 //! side of a cut, or arrives late.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
@@ -34,6 +35,10 @@ pub struct Attached {
     /// The last poll got nothing through the main connection while servers answered on their
     /// direct links (its server is stopped or cut off, and moving did not help yet).
     pub silent: bool,
+    /// The main connection reconnected during the last poll (its server died, or the one it
+    /// moved to): nothing is published from that poll, and nothing is moved for it (the new
+    /// server has done nothing wrong).
+    pub settling: bool,
 }
 
 impl Attached {
@@ -47,6 +52,7 @@ impl Attached {
             state_moved_at: None,
             leaving: false,
             silent: false,
+            settling: false,
         }
     }
 
@@ -94,6 +100,9 @@ impl Attached {
         if std::mem::take(&mut self.leaving) {
             self.move_away(client, "is going away").await;
         }
+        if self.settling {
+            return false;
+        }
         let mut stuck = self.silent;
         let attached = client.server_info().server_name;
         if metas.iter().any(|meta| cut_off(meta, &attached)) {
@@ -105,8 +114,12 @@ impl Attached {
         if !asked {
             return !stuck;
         }
+        let connects = client.statistics().connects.load(Ordering::Relaxed);
         let live = !stuck && self.answers(client).await;
-        if !live {
+        // A reconnect lost the round trip: the server the connection is on now is not to blame.
+        let reconnected = client.statistics().connects.load(Ordering::Relaxed) != connects
+            || client.connection_state() != State::Connected;
+        if !live && !reconnected {
             self.move_away(client, "does not answer").await;
         }
         live

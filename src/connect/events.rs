@@ -8,7 +8,9 @@ use async_nats::Event;
 use super::{Denial, Denials, LinkDrops};
 
 /// On reconnect, prefer a server other than the one just left (it died, entered lame duck, or was
-/// found cut off from the meta group), the least failing first; `None` keeps the client's default.
+/// found cut off from the meta group), the least failing first; the one left again once every
+/// other failed more often than it (they are down too: it may be the only one up, e.g. after a
+/// move off a server that was fine). `None` keeps the client's default.
 pub(super) fn another_server(
     servers: &[async_nats::Server],
     last: &async_nats::ServerInfo,
@@ -21,10 +23,12 @@ pub(super) fn another_server(
     let is_last = |s: &async_nats::Server| {
         s.addr.port() == last.port && (unspecified || s.addr.host() == last.host)
     };
+    if servers.iter().all(is_last) {
+        return None;
+    }
     let pick = servers
         .iter()
-        .filter(|s| !is_last(s))
-        .min_by_key(|s| s.failed_attempts)?;
+        .min_by_key(|s| (s.failed_attempts, is_last(s)))?;
     let backoff = Duration::from_millis(250 * pick.failed_attempts.min(8) as u64);
     Some(async_nats::ReconnectToServer {
         addr: pick.addr.clone(),
@@ -93,5 +97,56 @@ pub(super) fn log_event(connection: &str, denials: &Denials, event: Event) {
             "server entered lame-duck mode; will move to another"
         ),
         other => tracing::debug!(connection, event = %other, "connection event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn server(port: u16, failed_attempts: usize) -> async_nats::Server {
+        async_nats::Server {
+            addr: async_nats::ServerAddr::from_str(&format!("nats://127.0.0.1:{port}"))
+                .expect("address"),
+            failed_attempts,
+            did_connect: true,
+            is_discovered: false,
+            last_error: None,
+        }
+    }
+
+    fn left(port: u16) -> async_nats::ServerInfo {
+        async_nats::ServerInfo {
+            host: "127.0.0.1".to_string(),
+            port,
+            ..Default::default()
+        }
+    }
+
+    fn picked(servers: &[async_nats::Server], last: u16) -> Option<u16> {
+        another_server(servers, &left(last)).map(|r| r.addr.port())
+    }
+
+    #[test]
+    fn a_reconnect_leaves_the_last_server_until_every_other_failed_more_often() {
+        // Just left 1: another, the least failing.
+        assert_eq!(
+            picked(&[server(1, 0), server(2, 1), server(3, 0)], 1),
+            Some(3)
+        );
+        // 2 and 3 are down too: back to 1, which may be the only one up.
+        assert_eq!(
+            picked(&[server(1, 0), server(2, 1), server(3, 1)], 1),
+            Some(1)
+        );
+        // As often failed as the others: another first.
+        assert_eq!(
+            picked(&[server(1, 2), server(2, 2), server(3, 3)], 1),
+            Some(2)
+        );
+        // Only the one left: the client's own choice; never connected: the client's own too.
+        assert_eq!(picked(&[server(1, 0)], 1), None);
+        assert_eq!(picked(&[server(1, 0), server(2, 0)], 0), None);
     }
 }
