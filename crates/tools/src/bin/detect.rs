@@ -441,8 +441,6 @@ async fn clients(cluster: &Cluster, nodes: &[usize]) -> Vec<async_nats::Client> 
 /// Which server stops in [`stop_one`], and where the monitor's main connection is meanwhile.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Victim {
-    /// A follower; the monitor on whichever server it chose.
-    Follower,
     /// A follower the monitor is not attached to.
     FollowerElsewhere,
     /// The leader, the monitor attached to another server.
@@ -477,14 +475,13 @@ async fn stop_one(
         let lead = leader_index(cluster).await;
         let leader = cluster.server_name(lead);
         let monitor = match which {
-            Victim::Follower | Victim::FollowerElsewhere => Monitor::start(cluster).await,
+            Victim::FollowerElsewhere => Monitor::start(cluster).await,
             Victim::LeaderElsewhere | Victim::MonitorsFollower => {
                 monitor_on(cluster, |s| s != leader).await
             }
         };
         let attached = monitor.attached();
         let victim = match which {
-            Victim::Follower => (lead + 1) % 3,
             Victim::FollowerElsewhere => [(lead + 1) % 3, (lead + 2) % 3]
                 .into_iter()
                 .find(|i| cluster.server_name(*i) != attached)
@@ -553,10 +550,13 @@ async fn two_of_three(cluster: &mut Cluster, kind: &mut Kind, rounds: usize, cap
         let lead = leader_index(cluster).await;
         let follower = (lead + 1) % 3;
         let survivor = (lead + 2) % 3;
-        let monitor = Monitor::start(cluster).await;
+        let kept = cluster.server_name(survivor);
+        // On the survivor: a monitor on a killed server first reconnects (measured apart, as
+        // the monitor's own server).
+        let monitor = monitor_on(cluster, |s| s == kept).await;
         let mut events = Events::subscribe(cluster, &[survivor]).await;
         events.drain(WARMUP).await;
-        let on_victim = monitor.attached() != cluster.server_name(survivor);
+        let on_victim = monitor.attached() != kept;
         let probes = vec![
             Probe::Healthz(vec![monitor_addr(cluster, survivor)]),
             Probe::JsRefuses(cluster.app_client(survivor).await.expect("app client")),
@@ -827,7 +827,7 @@ async fn churn(duration: Duration) -> (Vec<String>, usize) {
 fn against_issue_17(kinds: &[Kind]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "### Against issue 17\n");
-    let _ = writeln!(md, "Issue 17 saw a crash at the next poll only, with the monitor on whichever server it chose; since issue 18 the crashed server's pinned link drops at once and calls for a poll that does not wait for it. The SIGKILL rows now keep the monitor off the victim; the monitor's own server is measured apart (issue 17's runs had such rounds at 1.72 s among the others).\n");
+    let _ = writeln!(md, "Issue 17 saw a crash at the next poll only, with the monitor on whichever server it chose; since issue 18 the crashed server's pinned link drops at once and calls for a poll that does not wait for it. Every row now keeps the monitor's main connection off the stopped servers, and the monitor's own server is measured apart: issue 17 left it to chance, and such rounds took 1.72 s there too, among the others.\n");
     let _ = writeln!(
         md,
         "| fault | detected: median before (issue 17) | median now |"
@@ -991,7 +991,7 @@ async fn main() {
 
     let mut kind = Kind::new(
         "graceful stop of a follower",
-        "META_001, from SIGTERM",
+        "META_001, from SIGTERM; the monitor on another server",
         Duration::from_millis(500),
     );
     stop_one(
@@ -1000,7 +1000,7 @@ async fn main() {
         rounds,
         cap,
         Stop::Term,
-        Victim::Follower,
+        Victim::FollowerElsewhere,
     )
     .await;
     kinds.push(kind);
@@ -1055,7 +1055,7 @@ async fn main() {
 
     let mut kind = Kind::new(
         "two of three killed",
-        "META_006, from the kills",
+        "META_006, from the kills; the monitor on the survivor",
         Duration::from_secs(2),
     );
     two_of_three(&mut cluster, &mut kind, rounds, cap).await;
@@ -1100,7 +1100,7 @@ async fn main() {
     let _ = writeln!(md, "## 1. Time to detect\n");
     let _ = writeln!(md, "Real 3-node nats-server clusters on loopback; nats-insights in-process with the default settings (poll every 1 s, `--offline-after 3s`, `--disagreement-after 3s`, flap max 1 in 10 m); each fault {rounds} times. A finding's time is when its RAISED event reached a subscriber of `$INSIGHTS.FINDING.>` on a surviving node. The server's own signal is polled every 100 ms in the same round: the leader's JSZ `offline` flag for the victim, `/healthz` of the surviving (or, in the partition, the cut-off) servers turning unavailable, and for quorum loss the JS API (`$JS.API.INFO`, APP account) answering with an error (a request that merely times out is not counted). Whichever shows first counts; a signal not seen within {} s is reported as \"> {} s\" rather than waited for (after a crash the `offline` flag takes 150-240 s). RESOLVED is timed from the restart (or heal) call.\n", cap.as_secs(), cap.as_secs());
     md.push_str(&report(&kinds, &churned, churn_secs, cap));
-    let _ = writeln!(md, "### Reading the figures\n\n- A crash closes the dead server's sockets at once: the monitor's pinned link to it drops within milliseconds and calls for a poll that does not wait for that server (its direct probe finds no responders at once), instead of the next poll (1 s apart) and the gather's wait for stragglers (issue 17). When the monitor's main connection is on the killed server (one round in three with three servers, left to chance in the graceful and two-of-three rows, measured apart as \"the monitor's own server\"), it first reconnects to another and then holds publishing for peer instances' state, as after any reconnect (`sync_wait`, 1.5 s); such rounds are marked below. A graceful stop is announced by the server (shutdown event) and is seen at once.\n- After a follower crash the server itself shows nothing within the cap: the leader keeps the peer `online` in JSZ until its orphan sweep (150-240 s), and `/healthz` stays `ok` on the survivors.\n- After a leader crash or quorum loss the survivors' `/healthz` turns unavailable within seconds (when it does within the cap, it is the signal in the table): it says the meta group has no leader, not which server is gone (nats-insights names it).\n- Flapping has no server-side signal to compare with: the server announces each election, not that there were too many.\n- The partition's target (`--disagreement-after` + 1 s) counts from the majority's election, when two leaders first exist; the signal and ratio count from the cut. Each round below also gives META_002 and the cut-off leader's META_001 timed from the cut.\n- A round marked missed is one whose RAISED event did not reach the subscriber within the wait (30 s; 60 s for the partition): a miss by the monitor until shown otherwise, not a timing figure.\n");
+    let _ = writeln!(md, "### Reading the figures\n\n- A crash closes the dead server's sockets at once: the monitor's pinned link to it drops within milliseconds and calls for a poll that does not wait for that server (its direct probe finds no responders at once), instead of the next poll (1 s apart) and the gather's wait for stragglers (issue 17). When the monitor's main connection is on the killed server (one time in three with three servers; the other rows keep it elsewhere, \"the monitor's own server\" measures it), it first reconnects to another and then holds publishing for peer instances' state, as after any reconnect (`sync_wait`, 1.5 s). A graceful stop is announced by the server (shutdown event) and is seen at once; its pinned link drops in the same moment, and the poll that calls for may run first (a few tens of milliseconds).\n- After a follower crash the server itself shows nothing within the cap: the leader keeps the peer `online` in JSZ until its orphan sweep (150-240 s), and `/healthz` stays `ok` on the survivors.\n- After a leader crash or quorum loss the survivors' `/healthz` turns unavailable within seconds (when it does within the cap, it is the signal in the table): it says the meta group has no leader, not which server is gone (nats-insights names it).\n- Flapping has no server-side signal to compare with: the server announces each election, not that there were too many.\n- The partition's target (`--disagreement-after` + 1 s) counts from the majority's election, when two leaders first exist; the signal and ratio count from the cut. Each round below also gives META_002 and the cut-off leader's META_001 timed from the cut.\n- A round marked missed is one whose RAISED event did not reach the subscriber within the wait (30 s; 60 s for the partition): a miss by the monitor until shown otherwise, not a timing figure.\n");
     let _ = writeln!(
         md,
         "_Part 1 (`detect`, crates/tools) took {:.0} s._\n",
