@@ -8,7 +8,10 @@ use async_nats::Event;
 use super::{Denial, Denials};
 
 /// On reconnect, prefer a server other than the one just left (it died, entered lame duck, or was
-/// found cut off from the meta group), the least failing first; `None` keeps the client's default.
+/// found cut off from the meta group), the least failing first; the one just left again once the
+/// others have failed a few times more than it (it may be the only one alive: a move off a
+/// healthy server, just as the others went down, must not keep the client away from it). `None`
+/// keeps the client's default.
 pub(super) fn another_server(
     servers: &[async_nats::Server],
     last: &async_nats::ServerInfo,
@@ -21,10 +24,16 @@ pub(super) fn another_server(
     let is_last = |s: &async_nats::Server| {
         s.addr.port() == last.port && (unspecified || s.addr.host() == last.host)
     };
-    let pick = servers
-        .iter()
-        .filter(|s| !is_last(s))
-        .min_by_key(|s| s.failed_attempts)?;
+    // The one just left counts as having failed `LAST_PENALTY` more times than it did: others
+    // are tried first, and a few failures of theirs bring it back.
+    const LAST_PENALTY: usize = 3;
+    let pick = servers.iter().min_by_key(|s| {
+        let last = is_last(s);
+        (
+            s.failed_attempts + if last { LAST_PENALTY } else { 0 },
+            last,
+        )
+    })?;
     let backoff = Duration::from_millis(250 * pick.failed_attempts.min(8) as u64);
     Some(async_nats::ReconnectToServer {
         addr: pick.addr.clone(),
@@ -88,5 +97,51 @@ pub(super) fn log_event(connection: &str, denials: &Denials, event: Event) {
             "server entered lame-duck mode; will move to another"
         ),
         other => tracing::debug!(connection, event = %other, "connection event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::another_server;
+
+    fn server(port: u16, failed_attempts: usize) -> async_nats::Server {
+        async_nats::Server {
+            addr: format!("nats://127.0.0.1:{port}").parse().expect("addr"),
+            failed_attempts,
+            did_connect: true,
+            is_discovered: false,
+            last_error: None,
+        }
+    }
+
+    fn last(port: u16) -> async_nats::ServerInfo {
+        async_nats::ServerInfo {
+            host: "127.0.0.1".to_string(),
+            port,
+            ..Default::default()
+        }
+    }
+
+    fn pick(servers: &[async_nats::Server], left: u16) -> u16 {
+        another_server(servers, &last(left))
+            .expect("a pick")
+            .addr
+            .port()
+    }
+
+    #[test]
+    fn another_server_is_preferred_until_it_fails_more_than_the_one_just_left() {
+        // Just left 4223: another one first, the least failing.
+        assert_eq!(
+            pick(&[server(4222, 2), server(4223, 0), server(4224, 1)], 4223),
+            4224
+        );
+        // The others are down and keep failing: back to the one just left, which may be the
+        // only one alive (moved off it as the others went down).
+        assert_eq!(
+            pick(&[server(4222, 5), server(4223, 0), server(4224, 4)], 4223),
+            4223
+        );
+        assert_eq!(pick(&[server(4222, 0), server(4223, 0)], 4223), 4222);
     }
 }
