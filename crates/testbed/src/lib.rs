@@ -9,7 +9,9 @@
 //!
 //! Any node can run its own nats-server release ([`ClusterOptions::node_bins`], and
 //! [`Cluster::set_binary`] before a restart for a rolling upgrade on the same store dir);
-//! [`Cluster::remove_peer`] takes a server out of its meta group.
+//! [`Cluster::remove_peer`] takes a server out of its meta group; the `load` module floods the
+//! JetStream API ([`Cluster::flood_js_api`]), keeps the meta group committing
+//! ([`Cluster::churn_meta`]) and starves a node of CPU ([`Cluster::starve`]).
 //!
 //! [`ClusterOptions::topology`] makes it several clusters instead: a supercluster joined by
 //! gateways, a hub with a leaf-node cluster in its own JetStream domain, or a hub with
@@ -23,10 +25,12 @@
 //! This crate does not depend on nats-insights: it speaks NATS and starts processes, so the
 //! product's live tests can use it as a dev-dependency.
 
+mod load;
 pub mod monitor;
 mod proxy;
 pub mod topology;
 
+pub use load::{ApiFlood, BackgroundLoad, FloodOptions, LoadStats, MetaChurn, Starved};
 pub use monitor::{faketime_lib, product_bin, ClockOffset, Monitor, MonitorSpec};
 pub use proxy::TcpProxy;
 pub use topology::{js_api_subject, Topology};
