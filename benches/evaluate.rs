@@ -57,10 +57,10 @@ fn evaluation(c: &mut Criterion) {
             let start = SystemTime::now();
             let mut history = History::default();
             // Two polls a second apart: the history knows every server, as after a few polls.
-            history.record_snapshot(&snapshot(&group, full, start), start);
+            history.record_snapshot(&snapshot(&group, full, start), &thresholds, start);
             let now = start + Duration::from_secs(1);
             let snap = snapshot(&group, full, now);
-            history.record_snapshot(&snap, now);
+            history.record_snapshot(&snap, &thresholds, now);
             bench.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, snap| {
                 b.iter(|| evaluate_all(snap, &history, &thresholds, now))
             });

@@ -112,6 +112,28 @@ pub struct RunArgs {
     /// The window META_003 counts leader changes in.
     #[arg(long, env = "INSIGHTS_FLAP_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
     pub flap_window: Duration,
+    /// META_008 is raised when the meta leader has more JetStream API requests pending than
+    /// this (its JSZ `meta_cluster.pending`) for longer than --pending-after.
+    #[arg(long, env = "INSIGHTS_PENDING_MAX", default_value_t = 500)]
+    pub pending_max: u64,
+    /// How long the leader's pending requests must stay above --pending-max.
+    #[arg(long, env = "INSIGHTS_PENDING_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pending_after: Duration,
+    /// META_101 is raised for a member that answers but that the leader shows not current, or
+    /// more than this many operations behind, for longer than --behind-after.
+    #[arg(long, env = "INSIGHTS_LAG_MAX", default_value_t = 200)]
+    pub lag_max: u64,
+    /// How long a member may stay behind before META_101 is raised (a restarted member
+    /// catching up takes a moment).
+    #[arg(long, env = "INSIGHTS_BEHIND_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub behind_after: Duration,
+    /// How long META_102 stays raised after the meta group's size last changed (it resolves at
+    /// once if the size goes back).
+    #[arg(long, env = "INSIGHTS_SIZE_CHANGE_HOLD", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub size_change_hold: Duration,
+    /// How long the meta group's size must be even before META_103 is raised.
+    #[arg(long, env = "INSIGHTS_EVEN_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub even_after: Duration,
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -135,11 +157,11 @@ impl RunArgs {
         if self.offline_after.is_zero()
             || self.heartbeat_interval.is_zero()
             || self.flap_window.is_zero()
+            || self.size_change_hold.is_zero()
         {
-            return Err(
-                "--offline-after, --flap-window and --heartbeat-interval must be positive"
-                    .to_string(),
-            );
+            return Err("--offline-after, --flap-window, --size-change-hold and \
+                 --heartbeat-interval must be positive"
+                .to_string());
         }
         let timing = GatherTiming {
             max_wait: GatherTiming::default()
@@ -153,6 +175,12 @@ impl RunArgs {
                 disagreement_after: self.disagreement_after,
                 flap_max: self.flap_max,
                 flap_window: self.flap_window,
+                pending_max: self.pending_max,
+                pending_after: self.pending_after,
+                lag_max: self.lag_max,
+                behind_after: self.behind_after,
+                size_change_hold: self.size_change_hold,
+                even_after: self.even_after,
             },
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,

@@ -638,7 +638,8 @@ impl Engine {
     fn evaluate(&mut self, gathered: bool, now: SystemTime) -> Vec<GroupEvaluation> {
         let parts = self.history.split(&self.snapshot);
         if gathered {
-            self.history.record_snapshots(&parts, now);
+            self.history
+                .record_snapshots(&parts, &self.config.thresholds, now);
         }
         let groups = evaluate_groups(&parts, &self.history, &self.config.thresholds, now);
         // (A group's reason names its domain.)

@@ -2,12 +2,14 @@
 //! names peer hashes had, graceful departures, how long the group has been leaderless). Checks read
 //! it; the engine updates it from each snapshot and event. Serializable so it can be persisted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checks::Thresholds;
 use crate::observe::gather::KnownServer;
+use crate::observe::MetaCluster;
 use crate::observe::{GroupId, MetaEvent, Snapshot, Via};
 
 /// Memory of earlier observations.
@@ -34,6 +36,20 @@ pub struct History {
     /// When each member was last known in contact with the group (heard by the leader, or the
     /// leader heard by a follower), by name.
     pub last_contact: BTreeMap<String, SystemTime>,
+    /// Since when the leader's pending JetStream API requests have been above `pending_max`
+    /// (META_008); `None` while they are not, or no leader answered since they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_high_since: Option<SystemTime>,
+    /// Members the leader shows behind (not current, or lagging by more than `lag_max`), each
+    /// with since when (META_101).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub behind_since: BTreeMap<String, SystemTime>,
+    /// The group's size as its leader last reported it (META_102, META_103).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<GroupSize>,
+    /// Changes of that size, oldest first (bounded by `SIZE_CHANGES_KEPT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub size_changes: Vec<SizeChange>,
     /// The last election advisory this process received: the winner and when. Kept apart from
     /// `leader_changes` because a leader re-elected after losing its leadership is no change,
     /// yet its `active` figures count from before it led again. Not persisted: a restarted
@@ -55,6 +71,50 @@ pub struct Unheard {
     /// First poll that saw it.
     pub since: SystemTime,
 }
+
+/// The meta group's size as its leader reports it (`cluster_size`), with the members it lists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupSize {
+    /// `cluster_size` of the leader's view.
+    pub size: usize,
+    /// The leader and every replica it lists, by name (a member no live server can name by
+    /// the name its peer hash last had).
+    pub members: std::collections::BTreeSet<String>,
+    /// Since when the group has had this size.
+    #[serde(with = "crate::time_format")]
+    pub since: SystemTime,
+}
+
+/// One change of the meta group's size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SizeChange {
+    /// When a leader's view first showed it.
+    #[serde(with = "crate::time_format")]
+    pub at: SystemTime,
+    /// The size before.
+    pub from: usize,
+    /// The size after.
+    pub to: usize,
+    /// Members listed before and not after.
+    pub left: Vec<String>,
+    /// Members listed after and not before.
+    pub joined: Vec<String>,
+    /// Members listed after that no live server carries the name of ("Server name unknown"):
+    /// stale peers of renamed or retired servers.
+    pub stale: Vec<StalePeer>,
+}
+
+/// A member no live server carries the name of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StalePeer {
+    /// The name its peer hash last had, else `peer-<hash>`.
+    pub name: String,
+    /// Its peer hash: what `peer-remove` takes for a member listed without a name.
+    pub peer: String,
+}
+
+/// How many size changes are remembered.
+pub const SIZE_CHANGES_KEPT: usize = 32;
 
 /// How long a disagreeing server that stopped answering keeps the disagreement open.
 pub const DISAGREEMENT_GRACE: Duration = Duration::from_secs(10);
@@ -111,6 +171,9 @@ pub struct ServerRecord {
     /// be placed in its cluster of a supercluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Its nats-server version (from its reply envelope), as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Polls in a row it has not answered since (not persisted: a restart starts counting anew).
     #[serde(skip)]
     pub missed: u32,
@@ -193,7 +256,14 @@ impl History {
     }
 
     /// Folds one snapshot in. A snapshot without any view changes nothing: it observed nothing.
-    pub fn record_snapshot(&mut self, snapshot: &Snapshot, now: SystemTime) {
+    /// The thresholds say which levels of the leader's figures to note the start of (pending
+    /// requests, members behind), so that checks can tell how long they have held.
+    pub fn record_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        thresholds: &Thresholds,
+        now: SystemTime,
+    ) {
         if snapshot.views.is_empty() {
             return;
         }
@@ -222,6 +292,11 @@ impl History {
                         .cluster
                         .clone()
                         .or_else(|| self.servers.get(name).and_then(|r| r.cluster.clone())),
+                    version: view
+                        .server
+                        .ver
+                        .clone()
+                        .or_else(|| self.servers.get(name).and_then(|r| r.version.clone())),
                     missed: 0,
                 },
             );
@@ -266,7 +341,7 @@ impl History {
             }
             // The leader's view is the membership: forget servers it no longer lists (a peer
             // removed while stopped sends no advisory), unless they answer now.
-            let listed: std::collections::BTreeSet<&str> = meta
+            let listed: BTreeSet<&str> = meta
                 .replicas
                 .iter()
                 .map(|p| {
@@ -290,6 +365,23 @@ impl History {
                 self.servers.remove(&name);
                 self.departures.remove(&name);
             }
+            let members: BTreeSet<String> = listed.iter().map(|n| n.to_string()).collect();
+            // Any view may know a member is stale (the leader can still list it by name while
+            // a renamed server's own view already cannot name it).
+            let stale: Vec<StalePeer> = snapshot
+                .meta_views()
+                .flat_map(|(_, m)| m.replicas.iter())
+                .filter(|p| p.name_unknown())
+                .map(|p| (p.peer.clone(), self.peer_names.get(&p.peer).cloned()))
+                .collect::<BTreeMap<String, Option<String>>>()
+                .into_iter()
+                .map(|(peer, name)| StalePeer {
+                    name: name.unwrap_or_else(|| format!("peer-{peer}")),
+                    peer,
+                })
+                .collect();
+            self.record_size(meta.cluster_size.max(members.len()), members, stale, now);
+            self.record_levels(meta, thresholds, now);
             self.observe_leader(&leader, ChangeSource::Poll, now);
             for p in meta.replicas.iter().filter(|p| p.active > 0) {
                 self.note_contact(&p.name, now, p.active);
@@ -331,6 +423,69 @@ impl History {
             // that is not agreement. Keep the disagreement as it was.
         } else if self.disagreement.take().is_some() {
             self.brief_disagreements += 1;
+        }
+    }
+
+    /// Notes a size the leader reports; a size other than the last one is a change.
+    fn record_size(
+        &mut self,
+        size: usize,
+        members: BTreeSet<String>,
+        stale: Vec<StalePeer>,
+        now: SystemTime,
+    ) {
+        match &mut self.size {
+            Some(known) if known.size == size => known.members = members,
+            Some(known) => {
+                let change = SizeChange {
+                    at: now,
+                    from: known.size,
+                    to: size,
+                    left: known.members.difference(&members).cloned().collect(),
+                    joined: members.difference(&known.members).cloned().collect(),
+                    stale,
+                };
+                tracing::info!(from = change.from, to = change.to, left = ?change.left, joined = ?change.joined, "meta group size changed");
+                self.size_changes.push(change);
+                if self.size_changes.len() > SIZE_CHANGES_KEPT {
+                    let excess = self.size_changes.len() - SIZE_CHANGES_KEPT;
+                    self.size_changes.drain(..excess);
+                }
+                *known = GroupSize {
+                    size,
+                    members,
+                    since: now,
+                };
+            }
+            None => {
+                self.size = Some(GroupSize {
+                    size,
+                    members,
+                    since: now,
+                })
+            }
+        }
+    }
+
+    /// Notes since when the leader's figures have been past the thresholds: its pending API
+    /// requests, and each member it shows not current or lagging.
+    fn record_levels(&mut self, meta: &MetaCluster, thresholds: &Thresholds, now: SystemTime) {
+        if meta.pending > thresholds.pending_max {
+            self.pending_high_since.get_or_insert(now);
+        } else {
+            self.pending_high_since = None;
+        }
+        let previous = std::mem::take(&mut self.behind_since);
+        for p in &meta.replicas {
+            // Only a member the leader hears counts: one it does not hear is offline (META_001),
+            // and its time away must not count as time behind once it is back.
+            let heard = p.active > 0
+                && !p.offline
+                && Duration::from_nanos(p.active) <= thresholds.offline_after;
+            if heard && (!p.current || p.lag > thresholds.lag_max) {
+                let since = previous.get(&p.name).copied().unwrap_or(now);
+                self.behind_since.insert(p.name.clone(), since);
+            }
         }
     }
 
@@ -586,7 +741,12 @@ impl Histories {
     }
 
     /// Folds each group's part of a poll into its history.
-    pub fn record_snapshots(&mut self, parts: &BTreeMap<GroupId, Snapshot>, now: SystemTime) {
+    pub fn record_snapshots(
+        &mut self,
+        parts: &BTreeMap<GroupId, Snapshot>,
+        thresholds: &Thresholds,
+        now: SystemTime,
+    ) {
         if let Some(legacy) = self.legacy.take() {
             // The group most of whose answering servers the old history knew is the one it was
             // written about.
@@ -622,7 +782,7 @@ impl Histories {
             self.groups
                 .entry(group.clone())
                 .or_default()
-                .record_snapshot(part, now);
+                .record_snapshot(part, thresholds, now);
         }
     }
 

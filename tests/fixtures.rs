@@ -62,7 +62,8 @@ impl Scenario {
             all.extend(replies(name).into_iter().map(|r| (r, via)));
         }
         self.snapshot = Snapshot::from_replies(at, all, &self.history.known_servers());
-        self.history.record_snapshot(&self.snapshot, at);
+        self.history
+            .record_snapshot(&self.snapshot, &self.thresholds, at);
         self
     }
 
@@ -70,7 +71,8 @@ impl Scenario {
     fn poll_replies(&mut self, at: SystemTime, replies: Vec<JszReply>) -> &mut Self {
         let all = replies.into_iter().map(|r| (r, Via::Gather));
         self.snapshot = Snapshot::from_replies(at, all, &self.history.known_servers());
-        self.history.record_snapshot(&self.snapshot, at);
+        self.history
+            .record_snapshot(&self.snapshot, &self.thresholds, at);
         self
     }
 
@@ -499,9 +501,21 @@ fn a_peer_removed_while_stopped_is_forgotten_and_its_finding_resolves() {
         "{known:?} still expects {victim:?}"
     );
     let (active, transitions) = reconcile(&active, &Default::default(), &s.evaluate(t(3)), t(3));
-    assert_eq!(transitions.len(), 1);
-    assert_eq!(transitions[0].kind, TransitionKind::Resolved);
-    assert!(active.is_empty());
+    let kinds: Vec<(CheckId, TransitionKind)> = transitions
+        .iter()
+        .map(|t| (t.finding.check, t.kind))
+        .collect();
+    // The offline member is resolved; the group's shrinking is news of its own (META_102).
+    assert_eq!(
+        kinds,
+        vec![
+            (CheckId::META_001, TransitionKind::Resolved),
+            (CheckId::META_102, TransitionKind::Raised)
+        ]
+    );
+    assert!(active
+        .values()
+        .all(|a| a.finding.check == CheckId::META_102));
 }
 
 #[test]
@@ -755,4 +769,208 @@ fn a_leader_most_followers_stopped_hearing_does_not_make_them_offline() {
         .poll_replies(t(4), cut_between_leader_and(&names[..1]));
     let offline = findings(&s.evaluate(t(4)), CheckId::META_001);
     assert_eq!(servers(&offline), set(&[names[0]]));
+}
+
+/// The leader's reply in a fixture (the server that names itself leader).
+fn leader_reply(replies: &mut [JszReply]) -> &mut JszReply {
+    replies
+        .iter_mut()
+        .find(|r| {
+            r.data
+                .as_ref()
+                .and_then(|d| d.meta_cluster.as_ref())
+                .and_then(|m| m.leader.as_deref())
+                == Some(r.server.name.as_str())
+        })
+        .expect("a leader answered")
+}
+
+#[test]
+fn a_removed_peer_shrinks_the_group_names_who_left_and_leaves_it_even() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(1), &["follower_stopped_3.json"])
+        .poll(t(3), &["follower_removed_3.json"]);
+    let victim = missing("healthy_3.json", "follower_stopped_3.json");
+    let e = s.evaluate(t(3));
+    let changed = findings(&e, CheckId::META_102);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    let f = &changed[0];
+    assert_eq!(f.key, "META_102/default");
+    assert_eq!(f.evidence["from"], 3, "{:#}", f.evidence);
+    assert_eq!(f.evidence["to"], 2);
+    assert_eq!(f.evidence["left"], serde_json::json!(victim));
+    assert!(f.summary.contains("shrank from 3 to 2"), "{}", f.summary);
+    assert!(
+        findings(&e, CheckId::META_103).is_empty(),
+        "even only after --even-after"
+    );
+
+    s.poll(t(40), &["follower_removed_3.json"]);
+    let e = s.evaluate(t(40));
+    let even = findings(&e, CheckId::META_103);
+    assert_eq!(even.len(), 1, "{even:#?}");
+    assert_eq!(even[0].evidence["cluster_size"], 2);
+    assert_eq!(even[0].evidence["failures_tolerated"], 0);
+    assert!(even[0].summary.contains("even number of members, 2"));
+    assert_eq!(
+        findings(&e, CheckId::META_102).len(),
+        1,
+        "still within the hold"
+    );
+
+    // The hold passes without another change: the new size is the group's size.
+    s.poll(t(3 + 601), &["follower_removed_3.json"]);
+    let e = s.evaluate(t(3 + 601));
+    assert!(findings(&e, CheckId::META_102).is_empty());
+    assert_eq!(findings(&e, CheckId::META_103).len(), 1);
+}
+
+#[test]
+fn a_rename_grows_the_group_without_anyone_leaving_and_names_the_stale_peer() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(10), &["stale_peers_3_step1.json"]);
+    let e = s.evaluate(t(10));
+    let changed = findings(&e, CheckId::META_102);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    let f = &changed[0];
+    assert_eq!(f.evidence["from"], 3, "{:#}", f.evidence);
+    assert_eq!(f.evidence["to"], 4);
+    assert_eq!(f.evidence["joined"], serde_json::json!(["m1"]));
+    assert_eq!(f.evidence["left"], serde_json::json!([]));
+    assert_eq!(f.evidence["stale"][0]["name"], "n1", "{:#}", f.evidence);
+    let peer = f.evidence["stale"][0]["peer"]
+        .as_str()
+        .expect("peer id")
+        .to_string();
+    assert!(
+        f.summary.contains("No member left") && f.summary.contains(&peer),
+        "{}",
+        f.summary
+    );
+    // A member listed without a name is removed by its bare peer id.
+    let command = format!("nats server cluster peer-remove {peer}");
+    assert!(
+        f.remediation
+            .iter()
+            .any(|r| r.command.as_deref() == Some(command.as_str())),
+        "{:#?}",
+        f.remediation
+    );
+    // The second rename within the hold is the same episode: 3 to 5, two joined.
+    s.poll(t(20), &["stale_peers_3_step2.json"]);
+    let e = s.evaluate(t(20));
+    let changed = findings(&e, CheckId::META_102);
+    assert_eq!(changed[0].evidence["from"], 3);
+    assert_eq!(changed[0].evidence["to"], 5);
+    assert_eq!(
+        changed[0].evidence["joined"],
+        serde_json::json!(["m1", "m2"])
+    );
+}
+
+#[test]
+fn a_size_that_goes_back_resolves_the_change_at_once() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(1), &["follower_removed_running_3.json"]);
+    assert_eq!(findings(&s.evaluate(t(1)), CheckId::META_102).len(), 1);
+    s.poll(t(5), &["healthy_3.json"]);
+    let e = s.evaluate(t(5));
+    assert!(findings(&e, CheckId::META_102).is_empty(), "back to 3");
+    assert!(findings(&e, CheckId::META_103).is_empty());
+}
+
+#[test]
+fn versions_that_differ_are_named_server_by_server_and_agreeing_resolves() {
+    // healthy_3 with one server's reported version edited (an upgrade halfway).
+    let mut mixed = replies("healthy_3.json");
+    let odd = mixed[2].server.name.clone();
+    mixed[2].server.ver = Some("2.14.2".to_string());
+    let mut s = Scenario::new();
+    s.poll_replies(t(0), mixed);
+    let e = s.evaluate(t(0));
+    let found = findings(&e, CheckId::META_104);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f.key, "META_104/default");
+    assert_eq!(f.evidence["differing"], serde_json::json!([odd]));
+    assert!(
+        f.summary.contains(&format!("2.14.2 on {odd}")),
+        "{}",
+        f.summary
+    );
+    assert!(f.summary.contains("rolling upgrade"), "{}", f.summary);
+    s.poll(t(5), &["healthy_3.json"]);
+    assert!(findings(&s.evaluate(t(5)), CheckId::META_104).is_empty());
+}
+
+#[test]
+fn pending_requests_on_the_leader_are_raised_only_after_they_held() {
+    let high = || {
+        let mut r = replies("healthy_3.json");
+        let leader = leader_reply(&mut r);
+        if let Some(meta) = leader.data.as_mut().and_then(|d| d.meta_cluster.as_mut()) {
+            meta.pending = 900;
+        }
+        r
+    };
+    let mut s = Scenario::new();
+    s.poll_replies(t(0), high()).poll_replies(t(3), high());
+    assert!(
+        findings(&s.evaluate(t(3)), CheckId::META_008).is_empty(),
+        "3 s < 5 s"
+    );
+    s.poll_replies(t(6), high());
+    let found = findings(&s.evaluate(t(6)), CheckId::META_008);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].evidence["pending"], 900);
+    assert!(found[0]
+        .summary
+        .contains("900 JetStream API requests pending"));
+    s.poll(t(7), &["healthy_3.json"]);
+    assert!(findings(&s.evaluate(t(7)), CheckId::META_008).is_empty());
+}
+
+#[test]
+fn a_member_that_answers_but_lags_is_behind_and_an_offline_one_is_not() {
+    let lagging = || {
+        let mut r = replies("healthy_3.json");
+        let name = {
+            let leader = leader_reply(&mut r);
+            let meta = leader
+                .data
+                .as_mut()
+                .and_then(|d| d.meta_cluster.as_mut())
+                .expect("meta");
+            let p = &mut meta.replicas[0];
+            p.current = false;
+            p.lag = 5000;
+            p.active = 300_000_000;
+            p.name.clone()
+        };
+        (r, name)
+    };
+    let mut s = Scenario::new();
+    let (r, who) = lagging();
+    s.poll_replies(t(0), r);
+    assert!(findings(&s.evaluate(t(0)), CheckId::META_101).is_empty());
+    s.poll_replies(t(11), lagging().0);
+    let found = findings(&s.evaluate(t(11)), CheckId::META_101);
+    assert_eq!(servers(&found), set(&[&who]), "{found:#?}");
+    assert_eq!(found[0].key, format!("META_101/default/{who}"));
+    assert_eq!(found[0].evidence["lag"], 5000);
+    assert!(found[0].summary.contains("5000 operations behind"));
+    s.poll(t(12), &["healthy_3.json"]);
+    assert!(findings(&s.evaluate(t(12)), CheckId::META_101).is_empty());
+
+    // A killed follower: the leader stops hearing it, META_001 speaks for it.
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(4), &["follower_killed_3.json"])
+        .poll(t(20), &["follower_killed_3.json"]);
+    let e = s.evaluate(t(20));
+    assert!(findings(&e, CheckId::META_101).is_empty());
+    assert_eq!(findings(&e, CheckId::META_001).len(), 1);
 }

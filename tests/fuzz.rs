@@ -80,7 +80,7 @@ proptest! {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let snapshot = Snapshot::from_replies(at, replies, &[]);
         let mut history = History::default();
-        history.record_snapshot(&snapshot, at);
+        history.record_snapshot(&snapshot, &Thresholds::default(), at);
         let _ = evaluate_all(&snapshot, &history, &Thresholds::default(), at);
     }
 

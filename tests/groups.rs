@@ -70,7 +70,8 @@ impl Deployment {
     fn round(&mut self, at: SystemTime, mut snapshot: Snapshot) -> Vec<Transition> {
         snapshot.attached_cluster = self.attached_cluster.clone();
         let parts = self.histories.split(&snapshot);
-        self.histories.record_snapshots(&parts, at);
+        self.histories
+            .record_snapshots(&parts, &Thresholds::default(), at);
         self.groups = evaluate_groups(&parts, &self.histories, &Thresholds::default(), at);
         let evaluations: Vec<_> = self
             .groups
@@ -252,7 +253,11 @@ fn a_history_written_by_the_previous_version_goes_to_its_group() {
     let all = as_group("healthy_3.json", "h", Some("hub"), "hub")
         .into_iter()
         .map(|r| (r, Via::Gather));
-    old.record_snapshot(&Snapshot::from_replies(t(0), all, &[]), t(0));
+    old.record_snapshot(
+        &Snapshot::from_replies(t(0), all, &[]),
+        &Thresholds::default(),
+        t(0),
+    );
     let bytes = serde_json::to_vec(&old).expect("json");
     let loaded = Histories::from_json(&bytes).expect("legacy history decodes");
     assert!(loaded.groups.is_empty());

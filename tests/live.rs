@@ -562,6 +562,24 @@ async fn rolling_rename_without_peer_remove_reports_stale_peers_and_the_recovery
             .as_str()
             .is_some_and(|s| s.contains("stale peer")));
     }
+    // The group grew (3 to 5: the last rename joined no group with a leader) without any member
+    // leaving: META_102 says so, with the stale-peer warning.
+    let resized = status["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|x| x["check"] == "META_102"))
+        .unwrap_or_else(|| panic!("META_102: {status:#}"));
+    assert_eq!(resized["evidence"]["from"], 3, "{resized:#}");
+    assert_eq!(
+        resized["evidence"]["left"],
+        serde_json::json!([]),
+        "{resized:#}"
+    );
+    assert!(
+        resized["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("No member left")),
+        "{resized:#}"
+    );
     // What the subscriber did receive follows the contract (validated on receipt).
     events.drain(Duration::from_secs(1)).await;
     monitor.stop().await;

@@ -34,6 +34,10 @@ pub struct MetaAssessment {
     pub cluster_size: usize,
     /// Members needed for quorum.
     pub quorum_needed: usize,
+    /// JetStream API requests pending on the leader (its JSZ `meta_cluster.pending`), when the
+    /// leader answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
     /// Every member, sorted by name.
     pub members: Vec<Member>,
     /// Servers that answered this poll (members or not).
@@ -139,6 +143,9 @@ pub struct Member {
     pub active: Option<Duration>,
     /// Raft entries behind.
     pub lag: u64,
+    /// Its nats-server version, from its own reply (or as last seen), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// The judgement (`state` and, when offline, `reasons`).
     #[serde(flatten)]
     pub state: MemberState,
@@ -382,6 +389,7 @@ pub fn assess_members(
         leader: leader_name,
         cluster_size,
         quorum_needed,
+        pending: authority.map(|(_, meta)| meta.pending),
         members,
         servers_answering: snapshot.views.len(),
         non_members,
@@ -598,6 +606,9 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
             .filter(|a| *a > 0)
             .map(Duration::from_nanos),
         lag: leader_entry.map(|p| p.lag).unwrap_or(0),
+        version: view
+            .and_then(|v| v.server.ver.clone())
+            .or_else(|| known.and_then(|k| k.version.clone())),
         state,
         name,
     }

@@ -17,14 +17,28 @@ pub mod meta_001;
 pub mod meta_002;
 pub mod meta_003;
 pub mod meta_006;
+pub mod meta_008;
+pub mod meta_101;
+pub mod meta_102;
+pub mod meta_103;
+pub mod meta_104;
 
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
+///
+/// Codes below 100 are those of Synadia Insights' public catalogue (META_001, 002, 003, 006,
+/// 008), used for the same condition; codes from 101 up are this project's own range, for
+/// checks that catalogue does not publish a code for.
 pub const SPECS: &[&CheckSpec] = &[
     &meta_001::SPEC,
     &meta_002::SPEC,
     &meta_003::SPEC,
     &meta_006::SPEC,
+    &meta_008::SPEC,
+    &meta_101::SPEC,
+    &meta_102::SPEC,
+    &meta_103::SPEC,
+    &meta_104::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
@@ -206,6 +220,20 @@ pub struct Thresholds {
     pub flap_max: usize,
     /// ... within this window.
     pub flap_window: Duration,
+    /// META_008 is raised when the meta leader has more JetStream API requests pending than
+    /// this ...
+    pub pending_max: u64,
+    /// ... for longer than this.
+    pub pending_after: Duration,
+    /// META_101 is raised for a member the leader shows not current, or lagging by more than
+    /// this many operations ...
+    pub lag_max: u64,
+    /// ... for longer than this.
+    pub behind_after: Duration,
+    /// META_102 stays raised this long after the group's size last changed.
+    pub size_change_hold: Duration,
+    /// META_103 is raised when the group's size has been even this long.
+    pub even_after: Duration,
 }
 
 impl Default for Thresholds {
@@ -215,6 +243,12 @@ impl Default for Thresholds {
             disagreement_after: Duration::from_secs(3),
             flap_max: 1,
             flap_window: Duration::from_secs(600),
+            pending_max: 500,
+            pending_after: Duration::from_secs(5),
+            lag_max: 200,
+            behind_after: Duration::from_secs(10),
+            size_change_hold: Duration::from_secs(600),
+            even_after: Duration::from_secs(30),
         }
     }
 }

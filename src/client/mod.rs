@@ -1,5 +1,5 @@
 //! Client edge: the CLI commands that ask a running nats-insights over NATS (`status`, `findings`,
-//! `checks`) or follow its finding events (`watch`). Same connection flags as `run`; every
+//! `checks`, `preflight`, `wait healthy`) or follow its finding events (`watch`). Same connection flags as `run`; every
 //! failure is one sentence a person can act on.
 
 pub mod render;
@@ -14,6 +14,7 @@ use futures::StreamExt;
 use crate::connect::{ConnectArgs, ConnectError};
 use crate::publish::{FindingEvent, FINDING_PREFIX};
 use crate::service::api::Endpoint;
+use crate::service::preflight::{PreflightResponse, Verdict};
 use render::{Health, Style};
 
 /// The commands that talk to a running service.
@@ -28,6 +29,12 @@ pub enum ClientCommand {
     Checks(Box<ChecksArgs>),
     /// Follow finding events ($INSIGHTS.FINDING.>) and print one line per event as it arrives.
     Watch(Box<WatchArgs>),
+    /// Ask before a step of a rolling restart, rename or removal whether it costs meta quorum
+    /// ($INSIGHTS.API.PREFLIGHT). Exit code: 0 safe (now, or within --wait), 1 not safe (the
+    /// reasons are printed), 3 unknown (the service cannot tell, or does not answer).
+    Preflight(Box<PreflightArgs>),
+    /// Wait for a state of the meta group: `wait healthy` returns once it is whole again.
+    Wait(Box<WaitArgs>),
 }
 
 /// Flags every request command shares.
@@ -91,6 +98,84 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Print each event's JSON as received instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `preflight` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreflightAction {
+    /// Stop the server and start it again under the same name.
+    Restart,
+    /// Stop the server.
+    Stop,
+    /// Remove its peer from the meta group (peer-remove).
+    Remove,
+    /// Restart it under a new server_name (--to).
+    Rename,
+}
+
+impl PreflightAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            PreflightAction::Restart => "restart",
+            PreflightAction::Stop => "stop",
+            PreflightAction::Remove => "remove",
+            PreflightAction::Rename => "rename",
+        }
+    }
+}
+
+/// Flags of `preflight`.
+#[derive(Debug, Clone, Args)]
+pub struct PreflightArgs {
+    /// Connection, timeout of each request, output.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// What is about to happen.
+    #[arg(value_enum)]
+    pub action: PreflightAction,
+    /// The server's server_name.
+    pub server: String,
+    /// The new server_name (rename only).
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    /// Keep asking, once a second, until it is safe or this long has passed (`0s`: ask once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+/// Flags of `wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// What to wait for.
+    #[command(subcommand)]
+    pub what: WaitFor,
+}
+
+/// What `wait` waits for.
+#[derive(Debug, Clone, Subcommand)]
+pub enum WaitFor {
+    /// The meta group whole again: a leader, every member answering and current, no stale
+    /// peer, no active critical finding. Exit code: 0 once it is, 1 at the timeout (printing
+    /// what it still waits for).
+    Healthy(Box<HealthyArgs>),
+}
+
+/// Flags of `wait healthy`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthyArgs {
+    /// Connection to the system account.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Only the group of this server, and this server among its current members (the one just
+    /// restarted, or the new name of a renamed one). Without it: every group.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Give up after this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print the last PREFLIGHT response as JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -161,21 +246,28 @@ pub fn main(command: ClientCommand) -> ExitCode {
             return ExitCode::from(Health::Unknown.exit_code());
         }
     };
-    let is_status = matches!(command, ClientCommand::Status(_));
+    // `status` and `preflight` are checks: anything that prevents an answer is UNKNOWN (3).
+    let unknown_on_error = matches!(
+        command,
+        ClientCommand::Status(_) | ClientCommand::Preflight(_)
+    );
     let result = runtime.block_on(async move {
         match command {
             ClientCommand::Status(args) => status(&args).await,
             ClientCommand::Findings(args) => findings(&args).await.map(|()| 0),
             ClientCommand::Checks(args) => checks(&args).await.map(|()| 0),
             ClientCommand::Watch(args) => watch(&args).await.map(|()| 0),
+            ClientCommand::Preflight(args) => preflight(&args).await,
+            ClientCommand::Wait(args) => match args.what {
+                WaitFor::Healthy(args) => wait_healthy(&args).await,
+            },
         }
     });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("nats-insights: {error}");
-            // `status` is a monitoring check: anything that prevents an answer is UNKNOWN (3).
-            ExitCode::from(if is_status {
+            ExitCode::from(if unknown_on_error {
                 Health::Unknown.exit_code()
             } else {
                 1
@@ -335,6 +427,94 @@ pub async fn checks(args: &ChecksArgs) -> Result<(), ClientError> {
     let view: render::ChecksView = decode(Endpoint::Checks, &body)?;
     print!("{}", render::checks_text(&view, Style::for_stdout()));
     Ok(())
+}
+
+/// The PREFLIGHT request body for an action.
+pub fn preflight_body(action: &str, server: Option<&str>, to: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    body.insert("action".into(), action.into());
+    if let Some(server) = server {
+        body.insert("server".into(), server.into());
+    }
+    if let Some(to) = to {
+        body.insert("to".into(), to.into());
+    }
+    body.into()
+}
+
+/// Asks PREFLIGHT until `done` holds for the answer or `wait` has passed, printing each new
+/// reason set on stderr while it waits; returns the last answer (or the last error, when the
+/// service never answered).
+async fn ask_until(
+    client: &Client,
+    body: &serde_json::Value,
+    request_timeout: Duration,
+    wait: Duration,
+    done: impl Fn(&PreflightResponse) -> bool,
+) -> Result<(PreflightResponse, bytes::Bytes), ClientError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shown: Vec<String> = Vec::new();
+    loop {
+        let asked = match request(client, Endpoint::Preflight, body, request_timeout).await {
+            Ok(raw) => decode::<PreflightResponse>(Endpoint::Preflight, &raw).map(|r| (r, raw)),
+            Err(e) => Err(e),
+        };
+        let now = tokio::time::Instant::now();
+        match asked {
+            Ok((answer, raw)) if done(&answer) || now >= deadline => return Ok((answer, raw)),
+            Ok((answer, _)) => {
+                if answer.wait_for != shown {
+                    eprintln!("waiting for: {}", answer.wait_for.join("; "));
+                    shown = answer.wait_for;
+                }
+            }
+            Err(e) if now >= deadline => return Err(e),
+            // The service may be restarting with the cluster: keep asking until the deadline.
+            Err(e) => eprintln!("nats-insights: {e} (asking again)"),
+        }
+        tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(now)))
+            .await;
+    }
+}
+
+/// `nats-insights preflight`: 0 safe, 1 not safe, 3 unknown.
+pub async fn preflight(args: &PreflightArgs) -> Result<u8, ClientError> {
+    let client = args.request.connect.connect("nats-insights-cli").await?;
+    let body = preflight_body(args.action.as_str(), Some(&args.server), args.to.as_deref());
+    let (answer, raw) = ask_until(&client, &body, args.request.timeout, args.wait, |a| {
+        a.verdict == Verdict::Safe
+    })
+    .await?;
+    if args.request.json {
+        print_json(&raw);
+    } else {
+        print!("{}", render::preflight_text(&answer, Style::for_stdout()));
+    }
+    Ok(match answer.verdict {
+        Verdict::Safe => 0,
+        Verdict::Unsafe => 1,
+        Verdict::Unknown => Health::Unknown.exit_code(),
+    })
+}
+
+/// `nats-insights wait healthy`: 0 once the group is whole, 1 at the timeout.
+pub async fn wait_healthy(args: &HealthyArgs) -> Result<u8, ClientError> {
+    let client = args.connect.connect("nats-insights-cli").await?;
+    let body = preflight_body("healthy", args.server_name.as_deref(), None);
+    let (answer, raw) = ask_until(
+        &client,
+        &body,
+        Duration::from_secs(5).min(args.timeout.max(Duration::from_millis(500))),
+        args.timeout,
+        |a| a.verdict == Verdict::Safe,
+    )
+    .await?;
+    if args.json {
+        print_json(&raw);
+    } else {
+        print!("{}", render::preflight_text(&answer, Style::for_stdout()));
+    }
+    Ok(u8::from(answer.verdict != Verdict::Safe))
 }
 
 /// `nats-insights watch`: runs until Ctrl-C or SIGTERM (exit 0) or the connection closes.

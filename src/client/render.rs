@@ -816,6 +816,79 @@ pub fn findings_text(findings: &FindingsView, style: Style) -> String {
     out
 }
 
+/// `nats-insights preflight` and `wait healthy`: the verdict, then why, what it waits for and
+/// the steps with their commands.
+pub fn preflight_text(
+    answer: &crate::service::preflight::PreflightResponse,
+    style: Style,
+) -> String {
+    use crate::service::preflight::{Action, Verdict};
+    let target = match (&answer.server, &answer.to) {
+        (Some(server), Some(to)) => format!(" {server} to {to}"),
+        (Some(server), None) => format!(" {server}"),
+        (None, _) => String::new(),
+    };
+    let group = match &answer.server {
+        Some(server) => format!("the meta group of {server}"),
+        None => "every meta group".to_string(),
+    };
+    let head = match (answer.action, &answer.verdict) {
+        (Action::Healthy, Verdict::Safe) => {
+            style.paint(&format!("HEALTHY: {group} is whole"), Colour::Green)
+        }
+        (Action::Healthy, Verdict::Unsafe) => style.paint(
+            &format!("NOT HEALTHY: {group} is not whole yet"),
+            Colour::Yellow,
+        ),
+        (_, Verdict::Safe) => style.paint(
+            &format!("SAFE to {}{target}", action_word(answer.action)),
+            Colour::Green,
+        ),
+        (_, Verdict::Unsafe) => style.paint(
+            &format!("NOT SAFE to {}{target}", action_word(answer.action)),
+            Colour::Red,
+        ),
+        (_, Verdict::Unknown) => style.paint(
+            &format!(
+                "UNKNOWN whether it is safe to {}{target}",
+                action_word(answer.action)
+            ),
+            Colour::Dim,
+        ),
+    };
+    let mut out = format!("{head}\n");
+    for reason in &answer.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    if !answer.wait_for.is_empty() {
+        out.push_str(&format!("{}\n", style.paint("waiting for:", Colour::Bold)));
+        for item in &answer.wait_for {
+            out.push_str(&format!("  - {item}\n"));
+        }
+    }
+    if answer.safe && !answer.steps.is_empty() {
+        out.push_str(&format!("{}\n", style.paint("steps:", Colour::Bold)));
+        for (i, step) in answer.steps.iter().enumerate() {
+            out.push_str(&format!("  {}. {}\n", i + 1, step.step));
+            if let Some(command) = &step.command {
+                out.push_str(&format!("     {}\n", style.paint(command, Colour::Dim)));
+            }
+        }
+    }
+    out
+}
+
+fn action_word(action: crate::service::preflight::Action) -> &'static str {
+    use crate::service::preflight::Action;
+    match action {
+        Action::Restart => "restart",
+        Action::Stop => "stop",
+        Action::Remove => "remove",
+        Action::Rename => "rename",
+        Action::Healthy => "wait for",
+    }
+}
+
 /// `nats-insights checks`: the catalog as a table, then each threshold in words.
 pub fn checks_text(checks: &ChecksView, style: Style) -> String {
     let rows: Vec<Vec<Cell>> = checks

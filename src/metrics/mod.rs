@@ -83,6 +83,9 @@ pub struct Recorder {
     members: Family<MemberLabels, Gauge>,
     cluster_size: Family<GroupLabels, Gauge>,
     quorum_needed: Family<GroupLabels, Gauge>,
+    pending: Family<GroupLabels, Gauge>,
+    max_lag: Family<GroupLabels, Gauge>,
+    versions: Family<GroupLabels, Gauge>,
     quorum: Family<GroupLabels, Gauge>,
     leader_present: Family<GroupLabels, Gauge>,
     findings: Family<FindingLabels, Gauge>,
@@ -129,6 +132,24 @@ impl Recorder {
             "meta_cluster_size",
             "Members the meta group's raft layer counts (cluster_size)",
             cluster_size.clone(),
+        );
+        let pending = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "meta_pending",
+            "JetStream API requests pending on the meta leader (its JSZ pending; META_008)",
+            pending.clone(),
+        );
+        let max_lag = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "meta_max_lag",
+            "The largest lag, in operations, the meta leader shows for any member (META_101)",
+            max_lag.clone(),
+        );
+        let versions = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "meta_versions",
+            "Distinct nats-server versions the meta group's members run (META_104)",
+            versions.clone(),
         );
         let quorum_needed = Family::<GroupLabels, Gauge>::default();
         registry.register(
@@ -220,6 +241,9 @@ impl Recorder {
             members,
             cluster_size,
             quorum_needed,
+            pending,
+            max_lag,
+            versions,
             quorum,
             leader_present,
             findings,
@@ -336,6 +360,23 @@ impl Recorder {
             self.quorum_needed
                 .get_or_create(&labels)
                 .set(gauge(meta.quorum_needed));
+            if let Some(pending) = meta.pending {
+                self.pending
+                    .get_or_create(&labels)
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            }
+            let lag = meta.members.iter().map(|m| m.lag).max().unwrap_or(0);
+            self.max_lag
+                .get_or_create(&labels)
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            let versions: std::collections::BTreeSet<&str> = meta
+                .members
+                .iter()
+                .filter_map(|m| m.version.as_deref())
+                .collect();
+            self.versions
+                .get_or_create(&labels)
+                .set(gauge(versions.len()));
             self.quorum
                 .get_or_create(&labels)
                 .set(i64::from(count("online") >= meta.quorum_needed));

@@ -39,16 +39,19 @@ pub enum Endpoint {
     History,
     /// A check's runbook.
     Explain,
+    /// May this server go down, be removed or renamed now; is the group whole again?
+    Preflight,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order they are registered.
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::Status,
         Endpoint::Findings,
         Endpoint::Checks,
         Endpoint::History,
         Endpoint::Explain,
+        Endpoint::Preflight,
     ];
 
     /// The endpoint's name, also the last token of its subject.
@@ -59,6 +62,7 @@ impl Endpoint {
             Endpoint::Checks => "CHECKS",
             Endpoint::History => "HISTORY",
             Endpoint::Explain => "EXPLAIN",
+            Endpoint::Preflight => "PREFLIGHT",
         }
     }
 
@@ -75,6 +79,7 @@ impl Endpoint {
             Endpoint::Checks => super::catalog::CHECKS_TYPE,
             Endpoint::History => HISTORY_TYPE,
             Endpoint::Explain => crate::runbook::EXPLAIN_TYPE,
+            Endpoint::Preflight => super::preflight::PREFLIGHT_TYPE,
         }
     }
 
@@ -488,6 +493,10 @@ pub fn handle(endpoint: Endpoint, payload: &[u8], ctx: Context<'_>) -> Result<Ve
             encode(&history_response(ctx.status, limit, ctx.now))
         }
         Endpoint::Explain => encode(&crate::runbook::runbook(explain_check(payload)?)),
+        Endpoint::Preflight => {
+            let question = parse_body::<super::preflight::PreflightRequest>(payload)?.validate()?;
+            encode(&super::preflight::preflight(&question, ctx.status, ctx.now))
+        }
     }
 }
 
@@ -581,6 +590,12 @@ mod tests {
             disagreement_after: Duration::from_secs(3),
             flap_max: 1,
             flap_window: Duration::from_secs(600),
+            pending_max: 500,
+            pending_after: Duration::from_secs(5),
+            lag_max: 200,
+            behind_after: Duration::from_secs(10),
+            size_change_hold: Duration::from_secs(600),
+            even_after: Duration::from_secs(30),
         };
         Context {
             status,

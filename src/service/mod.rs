@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod preflight;
 pub mod recent;
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ import nats
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 SERVICE = "nats-insights"
-ENDPOINTS = ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN"]
+ENDPOINTS = ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN", "PREFLIGHT"]
 ERROR_HEADER = "Nats-Service-Error"
 CODE_HEADER = "Nats-Service-Error-Code"
 
@@ -92,6 +92,7 @@ async def main(url, user, password):
             "CHECKS": [b""],
             "HISTORY": [b"", {"limit": 10}],
             "EXPLAIN": [{"check": "META_006"}],
+            "PREFLIGHT": [{"action": "restart", "server": "n1"}, {"action": "healthy"}],
         }
         for endpoint, bodies in requests.items():
             for body in bodies:
@@ -107,7 +108,7 @@ async def main(url, user, password):
         check(len(status.get("meta", {}).get("members", [])) >= 3, "STATUS lists the meta members")
         checks = decode(await ask(nc, "$INSIGHTS.API.CHECKS"))
         ids = [c.get("id") for c in checks.get("checks", [])]
-        check(ids == ["META_001", "META_002", "META_003", "META_006"], f"CHECKS catalog: {ids}")
+        check(ids == ["META_001", "META_002", "META_003", "META_006", "META_008", "META_101", "META_102", "META_103", "META_104"], f"CHECKS catalog: {ids}")
         check(all(c.get("threshold") for c in checks.get("checks", [])), "every check has its threshold in words")
 
         # Errors are recognisable as such: empty body, both headers, the right code.

@@ -349,7 +349,7 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
         let now = SystemTime::now();
         let parts = histories.split(&snapshot);
         let split = started.elapsed();
-        histories.record_snapshots(&parts, now);
+        histories.record_snapshots(&parts, &thresholds, now);
         let recorded = started.elapsed();
         let groups = evaluate_groups(&parts, &histories, &thresholds, now);
         let evaluations: Vec<Evaluation> = groups
@@ -809,7 +809,7 @@ fn steady_state(deployment: &Deployment, rounds: usize) -> SteadyState {
     for k in 0..2 {
         let whole = deployment_snapshot(deployment, &|_| true, &[], start + Duration::from_secs(k));
         let parts = histories.split(&whole);
-        histories.record_snapshots(&parts, start + Duration::from_secs(k));
+        histories.record_snapshots(&parts, &thresholds, start + Duration::from_secs(k));
     }
     let leaders: BTreeSet<usize> = deployment.leaders().collect();
     let followers: Vec<usize> = deployment
@@ -841,7 +841,7 @@ fn steady_state(deployment: &Deployment, rounds: usize) -> SteadyState {
         let parts = histories.split(&snapshot);
         times[1].push(ms(t.elapsed()));
         let t = Instant::now();
-        histories.record_snapshots(&parts, now);
+        histories.record_snapshots(&parts, &thresholds, now);
         times[2].push(ms(t.elapsed()));
         let t = Instant::now();
         let groups = evaluate_groups(&parts, &histories, &thresholds, now);
