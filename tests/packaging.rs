@@ -179,3 +179,50 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify: {stderr}"
     );
 }
+
+#[test]
+fn the_nats_prestop_example_waits_for_preflight_within_its_grace_period() {
+    let path = root().join("deploy/kubernetes/nats-prestop/statefulset-patch.yaml");
+    let docs = YamlLoader::load_from_str(&read(&path)).expect("YAML");
+    let spec = &docs[0]["spec"]["template"]["spec"];
+    let grace = spec["terminationGracePeriodSeconds"]
+        .as_i64()
+        .expect("terminationGracePeriodSeconds");
+    let command = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][2]
+        .as_str()
+        .expect("preStop command");
+    assert!(
+        command.contains("nats-insights preflight stop \"$POD_NAME\" --wait 150s"),
+        "{command}"
+    );
+    // The wait and the lame duck sleep fit in the grace period: Kubernetes kills at its end.
+    assert!(150 + 20 < grace, "{command} in {grace} s");
+}
+
+#[test]
+fn the_rolling_restart_script_parses_and_explains_itself() {
+    let script = root().join("deploy/rolling-restart.sh");
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash");
+    assert!(syntax.success());
+    let help = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--help")
+        .output()
+        .expect("bash");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.status.success() && text.contains("preflight restart SERVER"),
+        "{text}"
+    );
+    let missing = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("n1")
+        .output()
+        .expect("bash");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--restart is required"));
+}

@@ -418,6 +418,9 @@ fn remove(meta: &MetaAssessment, server: &str, now: SystemTime) -> Answer {
         MemberState::Unknown => {
             return Answer::unknown(format!("{server}'s state is unknown to the service"))
         }
+        // A member no live server carries the name of is not coming back under it (the old
+        // peer of a renamed server): its graceful stop is no sign of a restart.
+        MemberState::Offline(_) if target.name_unknown => {}
         MemberState::Offline(reasons) => {
             for reason in reasons {
                 if let OfflineReason::Departed { at, .. } = reason {
@@ -436,6 +439,24 @@ fn remove(meta: &MetaAssessment, server: &str, now: SystemTime) -> Answer {
         answer.refuse(
             format!("{} has no meta leader to carry out the removal (see META_006's runbook for the recovery)", meta.describe_group()),
             Some("a meta leader to be elected".to_string()),
+        );
+    }
+    // A membership change while others catch up or wait to join (the new name of a renamed
+    // server) is one change too many: let them settle first.
+    for member in meta
+        .members
+        .iter()
+        .filter(|m| m.name != server && m.online() && !ready(m))
+    {
+        answer.refuse(
+            not_ready(member),
+            Some(format!("{} to be current", member.name)),
+        );
+    }
+    for waiting in &meta.non_members {
+        answer.refuse(
+            format!("{waiting} runs but is not a member yet"),
+            Some(format!("{waiting} to join the meta group")),
         );
     }
     // A member listed without a name is removed by its bare peer id.
@@ -499,16 +520,16 @@ fn rename(meta: &MetaAssessment, server: &str, to: &str, status: &EngineStatus) 
         "Stop {server}, set server_name to {to} in its configuration (same store directory), and start it."
     )));
     answer.steps.push(Remediation::with_command(
-        format!("Wait until {to} is a current member."),
-        format!("nats-insights wait healthy --server-name {to}"),
+        format!("Wait until {to} has joined and is current, and the old peer may be removed."),
+        format!("nats-insights preflight remove {server} --wait 5m"),
     ));
     answer.steps.push(Remediation::with_command(
-        format!("Remove the old peer of {server} (now listed without a name) by its peer id."),
+        format!("Remove the old peer of {server} (soon listed without a name) by its peer id."),
         format!("nats server cluster peer-remove {peer}"),
     ));
     answer.steps.push(Remediation::with_command(
-        "Only then rename the next server.",
-        "nats-insights wait healthy",
+        "Only once the group is whole again, rename the next server.",
+        format!("nats-insights wait healthy --server-name {to}"),
     ));
     answer
 }
