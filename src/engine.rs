@@ -470,7 +470,7 @@ impl Engine {
         tracing::info!(kind = event.kind(), detail = %event.describe(), "meta event");
         if let MetaEvent::Shutdown { server, .. } | MetaEvent::LameDuck { server, .. } = &event {
             if *server == self.client.server_info().server_name {
-                self.attached.leaving = true;
+                self.attached.leaving = Some(server.clone());
             }
         }
         *self

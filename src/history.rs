@@ -41,9 +41,9 @@ pub struct History {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_high_since: Option<SystemTime>,
     /// Members the leader shows behind (not current, or lagging by more than `lag_max`), each
-    /// with since when (META_101).
+    /// with since when, kept until they have been caught up for `CATCH_UP_SETTLE` (META_101).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub behind_since: BTreeMap<String, SystemTime>,
+    pub behind: BTreeMap<String, Behind>,
     /// The group's size as its leader last reported it (META_102, META_103).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<GroupSize>,
@@ -112,6 +112,23 @@ pub struct StalePeer {
     /// Its peer hash: what `peer-remove` takes for a member listed without a name.
     pub peer: String,
 }
+
+/// A member the leader shows behind, or did until moments ago.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Behind {
+    /// Since when it has been behind.
+    #[serde(with = "crate::time_format")]
+    pub since: SystemTime,
+    /// Since when the leader has shown it caught up, while that is shorter than
+    /// `CATCH_UP_SETTLE`.
+    #[serde(default, with = "crate::time_format::option")]
+    pub caught_up: Option<SystemTime>,
+}
+
+/// How long a member behind must show caught up before it counts as caught up: a member starved
+/// of CPU or disk looks caught up for a moment every few polls (measured: about one poll in seven
+/// under meta churn), which neither ends its time behind nor resolves its finding.
+pub const CATCH_UP_SETTLE: Duration = Duration::from_secs(3);
 
 /// How many size changes are remembered.
 pub const SIZE_CHANGES_KEPT: usize = 32;
@@ -475,16 +492,37 @@ impl History {
         } else {
             self.pending_high_since = None;
         }
-        let previous = std::mem::take(&mut self.behind_since);
+        let previous = std::mem::take(&mut self.behind);
         for p in &meta.replicas {
             // Only a member the leader hears counts: one it does not hear is offline (META_001),
             // and its time away must not count as time behind once it is back.
             let heard = p.active > 0
                 && !p.offline
                 && Duration::from_nanos(p.active) <= thresholds.offline_after;
-            if heard && (!p.current || p.lag > thresholds.lag_max) {
-                let since = previous.get(&p.name).copied().unwrap_or(now);
-                self.behind_since.insert(p.name.clone(), since);
+            if !heard {
+                continue;
+            }
+            let was = previous.get(&p.name);
+            if !p.current || p.lag > thresholds.lag_max {
+                let since = was.map_or(now, |b| b.since);
+                self.behind.insert(
+                    p.name.clone(),
+                    Behind {
+                        since,
+                        caught_up: None,
+                    },
+                );
+            } else if let Some(was) = was {
+                let caught_up = was.caught_up.unwrap_or(now);
+                if now.duration_since(caught_up).unwrap_or_default() < CATCH_UP_SETTLE {
+                    self.behind.insert(
+                        p.name.clone(),
+                        Behind {
+                            since: was.since,
+                            caught_up: Some(caught_up),
+                        },
+                    );
+                }
             }
         }
     }

@@ -2,7 +2,9 @@
 //! for the check unit tests. Ignored by default; run with
 //! `FIXTURES_DIR=/path/to/tests/fixtures cargo test --test capture_fixtures -- --ignored --nocapture`,
 //! or only the multi-cluster captures with `... capture_topology_fixtures -- --ignored`
-//! (`capture_leaf_same_domain_fixture` re-captures only the leaf servers in the hub's domain).
+//! (`capture_leaf_same_domain_fixture` re-captures only the leaf servers in the hub's domain;
+//! `capture_meta_catalog_fixtures` only the files of META_008 and META_101-104: an API flood, a
+//! starved follower, four servers, a 2.14 server among 2.15 ones).
 //! The tests write their rows into the one `README.md` and keep the others'.
 
 use std::collections::BTreeMap;
@@ -31,6 +33,8 @@ static CAPTURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const MEASURED: &str = "## Measured while capturing";
 /// Heading of the README section `capture_topology_fixtures` owns.
 const MEASURED_TOPOLOGIES: &str = "## Measured while capturing topologies";
+/// Heading of the README section `capture_meta_catalog_fixtures` owns.
+const MEASURED_META_CATALOG: &str = "## Measured while capturing the meta catalog";
 
 /// An event as received, with its arrival time.
 type Logged = (Instant, Value);
@@ -1445,6 +1449,372 @@ async fn leaf_same_domain(fx: &mut Fixtures) {
     fx.fact(format!(
         "{LEAF_FACT} l1 restarted: h1 heard from it again (active under 1 s) {:.1} s after \
          the process was started",
+        restarted.elapsed().as_secs_f64()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts four real clusters (about 1 minute); writes the meta-catalog fixtures"]
+async fn capture_meta_catalog_fixtures() {
+    let _turn = CAPTURING.lock().await;
+    let mut fx = Fixtures::new();
+    let started = Instant::now();
+    pending_high(&mut fx).await;
+    member_behind(&mut fx).await;
+    healthy_4(&mut fx).await;
+    mixed_versions(&mut fx).await;
+    fx.fact(format!(
+        "the whole meta-catalog capture took {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let old = std::fs::read_to_string(fx.readme_path()).unwrap_or_default();
+    let rows: Vec<(String, String)> = fx
+        .notes
+        .iter()
+        .map(|(file, note)| (file.clone(), table_row(file, note)))
+        .collect();
+    let mut section = format!(
+        "{MEASURED_META_CATALOG}\n\n\
+         Written by `capture_meta_catalog_fixtures` (`FIXTURES_DIR=<this dir> cargo test --test \
+         capture_fixtures capture_meta_catalog_fixtures -- --ignored`, about a minute; it \
+         writes only `pending_high_3.json`, `member_behind_3.json`, `healthy_4.json` and \
+         `mixed_versions_3.json`). n1 leads before each condition; the flood goes through n1 \
+         (`Cluster::flood_js_api`: `$JS.API.STREAM.NAMES` with a subject filter the leader \
+         matches against the subjects of 20 streams of 500, 2,000 requests kept unanswered), \
+         the starved follower is n3 (`Cluster::starve`, 50 ms running / 250 ms paused) while \
+         two workers on n2 update streams on n1/n2 (`Cluster::churn_meta`), the 2.14 server is \
+         n3 (`ClusterOptions::node_bins`).\n\n"
+    );
+    for fact in &fx.facts {
+        let _ = writeln!(section, "- {fact}");
+    }
+    let readme = upsert_rows(&old, &rows);
+    let readme = put_section(&readme, MEASURED_META_CATALOG, &section);
+    std::fs::write(fx.readme_path(), readme).unwrap();
+}
+
+/// `meta_cluster.pending` of every reply, as `name pending`.
+fn pendings(gather: &[Value]) -> String {
+    let mut seen: Vec<String> = gather
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["server"]["name"].as_str().unwrap_or("?"),
+                meta(e)["pending"]
+            )
+        })
+        .collect();
+    seen.sort();
+    seen.join(", ")
+}
+
+/// META_008: the leader's JetStream API queue backed up by a flood through it.
+async fn pending_high(fx: &mut Fixtures) {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let li = leader_index(&cluster).await;
+    settle().await;
+    let calm = cluster.jsz_all().await.unwrap();
+    let setup = Instant::now();
+    let flood = cluster
+        .flood_js_api(li, &testbed::FloodOptions::default())
+        .await
+        .unwrap();
+    let flooding = Instant::now();
+    let setup_s = (flooding - setup).as_secs_f64();
+    // Samples of the leader's pending every 250 ms for 5 s, then the gather.
+    let mut samples = Vec::new();
+    while flooding.elapsed() < Duration::from_secs(5) {
+        let view = cluster.jsz_direct(li).await.unwrap();
+        samples.push(meta(&view)["pending"].as_u64().unwrap_or(0));
+        sleep_s(0.25).await;
+    }
+    let asked = Instant::now();
+    let gather = cluster.jsz_all().await.unwrap();
+    let gather_s = asked.elapsed().as_secs_f64();
+    assert_eq!(gather.len(), 3, "every server answers during the flood");
+    let leader_pending = meta(by_server(&gather, &cluster.server_name(li)))["pending"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        leader_pending > 500,
+        "the leader's queue is backed up: {leader_pending}"
+    );
+    let stats = flood.stop().await.unwrap();
+    let stopped = Instant::now();
+    loop {
+        let view = cluster.jsz_direct(li).await.unwrap();
+        if meta(&view)["pending"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "queue never drained"
+        );
+        sleep_s(0.1).await;
+    }
+    let drained_s = stopped.elapsed().as_secs_f64();
+    let steady = &samples[2..];
+    fx.fact(format!(
+        "API flood through leader {leader}: pending before it {}; set-up (20 streams of 500 \
+         subjects) {setup_s:.1} s; leader's pending every 250 ms from 0.5 s to 5 s: min {}, max \
+         {}; the gather during it took {gather_s:.1} s with every reply ({}); {} requests \
+         answered in {:.1} s; queue empty {drained_s:.1} s after the flood stopped",
+        pendings(&calm),
+        steady.iter().min().unwrap_or(&0),
+        steady.iter().max().unwrap_or(&0),
+        pendings(&gather),
+        stats.answered,
+        (stopped - flooding).as_secs_f64(),
+        leader = cluster.server_name(li),
+    ));
+    fx.save(
+        "pending_high_3.json",
+        &sorted(gather.clone()),
+        format!(
+            "3 nodes, leader {} flooded with `$JS.API.STREAM.NAMES` requests through it \
+             (2,000 unanswered), gathered 5 s into the flood; pending: {}",
+            cluster.server_name(li),
+            pendings(&gather)
+        ),
+    );
+}
+
+/// The leader's view of `name` in one line.
+fn behind_of(view: &Value, name: &str) -> String {
+    replica(view, name).map_or_else(
+        || format!("{name} not listed"),
+        |r| {
+            format!(
+                "{name} current {}, lag {}, active {:.2} s, offline {}",
+                r["current"],
+                r["lag"].as_u64().unwrap_or(0),
+                r["active"].as_u64().unwrap_or(0) as f64 / 1e9,
+                r["offline"].as_bool().unwrap_or(false)
+            )
+        },
+    )
+}
+
+/// META_101: a follower that answers but lags the leader: after a restart, then starved.
+async fn member_behind(fx: &mut Fixtures) {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let li = leader_index(&cluster).await;
+    let (other, slow) = (1, 2);
+    let name = cluster.server_name(slow);
+    let leader = cluster.server_name(li);
+    settle().await;
+    let churn = cluster.churn_meta(other, 2, &[slow]).await.unwrap();
+
+    // Restarted after missing 3 s of churn: how long the leader shows it behind once it answers.
+    cluster.stop(slow, Stop::Term).await.unwrap();
+    sleep_s(3.0).await;
+    let down = cluster.jsz_direct(li).await.unwrap();
+    let restarted = Instant::now();
+    cluster.restart(slow).await.unwrap();
+    let mut heard_at = None;
+    let caught_up_at = loop {
+        let view = cluster.jsz_direct(li).await.unwrap();
+        let r = replica(&view, &name).cloned().unwrap_or_default();
+        let heard = r["active"].as_u64().is_some_and(|a| a < 1_000_000_000);
+        if heard && heard_at.is_none() {
+            heard_at = Some(restarted.elapsed().as_secs_f64());
+        }
+        if heard && r["current"] == true {
+            break restarted.elapsed().as_secs_f64();
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(30), "{view:#}");
+        sleep_s(0.1).await;
+    };
+    fx.fact(format!(
+        "follower {name} stopped (SIGTERM) for 3 s of churn, then restarted: leader {leader} \
+         showed {} before the restart; it answered at once, {leader} heard from it {:.1} s and \
+         showed it current {caught_up_at:.1} s after the restart (too short to test against)",
+        behind_of(&down, &name),
+        heard_at.unwrap_or(caught_up_at),
+    ));
+
+    // Starved under the churn: it answers, is heard, and stays behind.
+    let starved = cluster
+        .starve(slow, Duration::from_millis(50), Duration::from_millis(250))
+        .unwrap();
+    sleep_s(2.0).await;
+    let mut lags = Vec::new();
+    let mut current = 0;
+    let mut other_behind = 0;
+    for _ in 0..20 {
+        let view = cluster.jsz_direct(li).await.unwrap();
+        let r = replica(&view, &name).cloned().unwrap_or_default();
+        lags.push(r["lag"].as_u64().unwrap_or(0));
+        current += usize::from(r["current"] == true);
+        let o = replica(&view, &cluster.server_name(other))
+            .cloned()
+            .unwrap_or_default();
+        other_behind += usize::from(o["current"] != true);
+        sleep_s(0.25).await;
+    }
+    // A gather in which the leader shows it clearly behind (the churn's lag varies).
+    let asked = Instant::now();
+    let (gather, gather_s) = loop {
+        let at = Instant::now();
+        let gather = cluster.jsz_all().await.unwrap();
+        let gather_s = at.elapsed().as_secs_f64();
+        assert_eq!(gather.len(), 3, "the starved follower answers the gather");
+        let behind = replica(by_server(&gather, &leader), &name).is_some_and(|r| {
+            r["current"] == false && r["lag"].as_u64().is_some_and(|lag| lag > 20)
+        });
+        if behind {
+            break (gather, gather_s);
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "never clearly behind"
+        );
+    };
+    let view = by_server(&gather, &leader);
+    fx.save(
+        "member_behind_3.json",
+        &sorted(gather.clone()),
+        format!(
+            "3 nodes, follower {name} starved of CPU (50 ms running, 250 ms paused) while \
+             stream updates through {} keep the meta group committing; 3 replies; leader \
+             {leader} shows {}",
+            cluster.server_name(other),
+            behind_of(view, &name)
+        ),
+    );
+    drop(starved);
+    let stats = churn.stop().await.unwrap();
+    let stopped = Instant::now();
+    // Caught up for good: current in five samples in a row (a single one proves nothing, see
+    // the saw-tooth above).
+    let (mut in_a_row, mut since) = (0, 0.0);
+    while in_a_row < 5 {
+        let view = cluster.jsz_direct(li).await.unwrap();
+        if replica(&view, &name).is_some_and(|r| r["current"] == true) {
+            if in_a_row == 0 {
+                since = stopped.elapsed().as_secs_f64();
+            }
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(30), "{view:#}");
+        sleep_s(0.1).await;
+    }
+    fx.fact(format!(
+        "follower {name} starved (50 ms running, 250 ms paused) under the churn: leader \
+         {leader}'s view every 250 ms for 5 s: lag {}-{}, current in {current} of 20, the \
+         healthy follower behind in {other_behind} of 20; the gather took {gather_s:.1} s with \
+         every reply; current in every sample (100 ms apart) from {since:.1} s after the churn \
+         and the starving stopped; the churn made {} updates ({} failed)",
+        lags.iter().min().unwrap_or(&0),
+        lags.iter().max().unwrap_or(&0),
+        stats.answered,
+        stats.failed,
+    ));
+}
+
+/// Sizes and quorums as the leader reports them.
+fn size_and_quorum(view: &Value) -> String {
+    format!(
+        "cluster_size {}, quorum_needed {}",
+        meta(view)["cluster_size"],
+        meta(view)["quorum_needed"]
+    )
+}
+
+/// META_103: four servers, an even group.
+async fn healthy_4(fx: &mut Fixtures) {
+    let cluster = Cluster::start(ClusterOptions {
+        size: 4,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let li = leader_index(&cluster).await;
+    settle().await;
+    let gather = cluster.jsz_all().await.unwrap();
+    assert_eq!(gather.len(), 4);
+    let leader = cluster.server_name(li);
+    fx.save(
+        "healthy_4.json",
+        &sorted(gather.clone()),
+        format!(
+            "4 nodes n1-n4, all up; leader {leader}; {}",
+            size_and_quorum(by_server(&gather, &leader))
+        ),
+    );
+}
+
+/// `server.ver` of every reply, as `name ver`.
+fn versions(gather: &[Value]) -> String {
+    let mut seen: Vec<String> = gather
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["server"]["name"].as_str().unwrap_or("?"),
+                e["server"]["ver"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    seen.sort();
+    seen.join(", ")
+}
+
+/// META_104: one server on 2.14, then upgraded in place.
+async fn mixed_versions(fx: &mut Fixtures) {
+    let old = testbed::nats_server_bin_old("2.14").unwrap();
+    let mut cluster = Cluster::start(ClusterOptions {
+        node_bins: std::collections::BTreeMap::from([(2, old)]),
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let li = leader_index(&cluster).await;
+    settle().await;
+    let gather = cluster.jsz_all().await.unwrap();
+    assert_eq!(gather.len(), 3);
+    let leader = cluster.server_name(li);
+    let old_name = cluster.server_name(2);
+    let old_meta = meta(by_server(&gather, &old_name));
+    fx.save(
+        "mixed_versions_3.json",
+        &sorted(gather.clone()),
+        format!(
+            "3 nodes, {old_name} on nats-server 2.14, the others on the suite's release; \
+             leader {leader}; versions: {}",
+            versions(&gather)
+        ),
+    );
+    fx.fact(format!(
+        "a 2.14 server in a 2.15 group: it joins as a member ({}); its own reply has \
+         `quorum_needed` {} (the field is new in 2.15)",
+        size_and_quorum(by_server(&gather, &leader)),
+        old_meta["quorum_needed"]
+    ));
+    cluster.stop(2, Stop::Term).await.unwrap();
+    cluster
+        .set_binary(2, testbed::nats_server_bin().unwrap())
+        .unwrap();
+    let restarted = Instant::now();
+    cluster.restart(2).await.unwrap();
+    let versions_now = loop {
+        let gather = cluster.jsz_all().await.unwrap();
+        let view = by_server(&gather, &leader);
+        let heard = replica(view, &old_name).is_some_and(|r| {
+            r["current"] == true && r["active"].as_u64().is_some_and(|a| a < 1_000_000_000)
+        });
+        if gather.len() == 3 && heard {
+            break versions(&gather);
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(30));
+        sleep_s(0.25).await;
+    };
+    fx.fact(format!(
+        "{old_name} restarted on the suite's release on the same store dir: current in leader \
+         {leader}'s view again {:.1} s after the restart; versions: {versions_now}",
         restarted.elapsed().as_secs_f64()
     ));
 }

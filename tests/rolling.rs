@@ -9,7 +9,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{cluster, ready, request_json, try_request_json, Monitor};
+use nats_insights::findings::TransitionKind::Raised;
+use support::{cluster, ready, request_json, try_request_json, Events, Monitor};
 use testbed::{Cluster, Stop, SYS_PASSWORD, SYS_USER};
 
 /// Runs the product binary with the cluster's system-account connection flags; returns the exit
@@ -39,7 +40,8 @@ async fn cli(cluster: &Cluster, args: &[&str]) -> (i32, String) {
 
 /// META_006 raise events the monitor holds in HISTORY.
 async fn quorum_losses(monitor: &Monitor) -> usize {
-    // The monitor's connection may be failing over while servers restart: ask until it answers.
+    // The monitor's connection may be failing over after a restart: ask until it answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let history = loop {
         if let Some(h) = try_request_json(
             &monitor.client,
@@ -50,6 +52,10 @@ async fn quorum_losses(monitor: &Monitor) -> usize {
         {
             break h;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the monitor does not answer HISTORY"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     history["entries"]
@@ -133,21 +139,19 @@ async fn an_ungated_roll_loses_quorum_and_the_same_roll_gated_by_preflight_does_
     ready(&monitor, 3).await;
 
     // Ungated, as a careless script does: the next server goes down before the previous one is
-    // back (here: before its process is even started again).
+    // back (here: before its process is even started again). The monitor must see the loss
+    // before the roll goes on, or the test could not fail.
+    // (Watched through the server that stays up meanwhile.)
+    let mut events = Events::subscribe_via(&cluster, &[2]).await;
     cluster.stop(0, Stop::Term).await.expect("stop");
-    for i in 1..3 {
-        cluster.stop(i, Stop::Term).await.expect("stop");
-        cluster.restart(i - 1).await.expect("start");
-    }
+    cluster.stop(1, Stop::Term).await.expect("stop");
+    events
+        .expect(Raised, "META_006", None, Duration::from_secs(30))
+        .await;
+    cluster.restart(0).await.expect("start");
+    cluster.stop(2, Stop::Term).await.expect("stop");
+    cluster.restart(1).await.expect("start");
     cluster.restart(2).await.expect("start");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while quorum_losses(&monitor).await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the ungated roll never lost quorum: the test could not fail"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
     wait_healthy(&cluster, None).await;
     let before = quorum_losses(&monitor).await;
 

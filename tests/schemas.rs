@@ -95,6 +95,13 @@ fn finding_events_of_every_check_validate_and_each_check_is_covered() {
             (90, &["follower_stopped_3.json"]),
             (92, &["follower_removed_3.json"]),
             (100, &["healthy_3.json"]),
+            (110, &["pending_high_3.json"]),
+            (116, &["pending_high_3.json"]),
+            (120, &["member_behind_3.json"]),
+            (131, &["member_behind_3.json"]),
+            (132, &["mixed_versions_3.json"]),
+            (140, &["healthy_3.json"]),
+            (145, &["healthy_3.json"]),
         ],
         thresholds,
     );
@@ -106,9 +113,6 @@ fn finding_events_of_every_check_validate_and_each_check_is_covered() {
         for kind in ["raised", "resolved"] {
             if check == CheckId::META_003 && kind == "resolved" {
                 continue; // a 10 minute window: resolution is covered by the fixture tests
-            }
-            if [CheckId::META_008, CheckId::META_101, CheckId::META_104].contains(&check) {
-                continue; // until their captured fixtures land (tests/fixtures.rs covers them)
             }
             assert!(
                 events

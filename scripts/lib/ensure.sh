@@ -181,3 +181,27 @@ ensure_faketime() {
   fi
   export FAKETIME_LIB="$lib"
 }
+
+# Makes `promtool` available (Debian's `prometheus` package ships it): tests/prometheus_rules.rs
+# runs `promtool check rules` and `promtool test rules` on deploy/prometheus/. Installs it with
+# apt-get when missing (through sudo unless root).
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=""
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "promtool not found and apt-get is not available: install Prometheus' promtool (Debian's prometheus package)" >&2
+    exit 1
+  fi
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing prometheus (promtool) with apt-get..." >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { $sudo apt-get update -qq >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+    || true
+  if ! command -v promtool >/dev/null 2>&1; then
+    echo "promtool could not be installed (apt-get install --no-install-recommends prometheus)" >&2
+    exit 1
+  fi
+}

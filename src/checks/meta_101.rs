@@ -79,13 +79,13 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
             }
             MemberState::Offline(_) => continue,
         }
-        let Some(since) = j.history.behind_since.get(&member.name) else {
+        // Behind now, or caught up only moments ago (`CATCH_UP_SETTLE`): a starved member
+        // looks caught up for a poll now and then.
+        let Some(behind) = j.history.behind.get(&member.name) else {
             continue;
         };
-        let behind_for = j.now.duration_since(*since).unwrap_or_default();
-        let lagging = member.lag > j.thresholds.lag_max;
-        let not_current = member.current == Some(false);
-        if behind_for >= j.thresholds.behind_after && (lagging || not_current) {
+        let behind_for = j.now.duration_since(behind.since).unwrap_or_default();
+        if behind_for >= j.thresholds.behind_after {
             findings.push(finding(j, leader, member, behind_for));
         }
     }
@@ -105,8 +105,10 @@ fn finding(
             "{} operations behind (more than the {} allowed)",
             member.lag, j.thresholds.lag_max
         )
-    } else {
+    } else if member.current == Some(false) {
         format!("not current ({} operations behind)", member.lag)
+    } else {
+        "caught up only a moment ago".to_string()
     };
     Finding {
         check,
@@ -145,11 +147,7 @@ fn finding(
                 "Do not peer-remove a member that is catching up; restart it only if its lag never falls.",
             ),
         ],
-        // Material: whether it is lagging past the limit or only not current.
-        fingerprint: if member.lag > j.thresholds.lag_max {
-            "lagging".to_string()
-        } else {
-            "not_current".to_string()
-        },
+        // Nothing in it is material once raised: its lag moves every poll.
+        fingerprint: String::new(),
     }
 }

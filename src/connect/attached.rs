@@ -29,9 +29,10 @@ pub struct Attached {
     answer: Duration,
     moved_at: Option<Instant>,
     state_moved_at: Option<Instant>,
-    /// The attached server announced it is leaving (shutdown, lame duck): move before the next
-    /// publication.
-    pub leaving: bool,
+    /// The attached server that announced it is leaving (shutdown, lame duck): move off it
+    /// before the next publication, if still attached to it (the connection may already have
+    /// moved, and moving again could push it off the only server left).
+    pub leaving: Option<String>,
     /// The last poll got nothing through the main connection while servers answered on their
     /// direct links (its server is stopped or cut off, and moving did not help yet).
     pub silent: bool,
@@ -50,7 +51,7 @@ impl Attached {
             answer: timing.attached_answer,
             moved_at: None,
             state_moved_at: None,
-            leaving: false,
+            leaving: None,
             silent: false,
             settling: false,
         }
@@ -97,8 +98,10 @@ impl Attached {
         metas: &[&MetaAssessment],
         asked: bool,
     ) -> bool {
-        if std::mem::take(&mut self.leaving) {
-            self.move_away(client, "is going away").await;
+        if let Some(server) = self.leaving.take() {
+            if client.server_info().server_name == server {
+                self.move_away(client, "is going away").await;
+            }
         }
         if self.settling {
             return false;

@@ -8,9 +8,10 @@ use async_nats::Event;
 use super::{Denial, Denials, LinkDrops};
 
 /// On reconnect, prefer a server other than the one just left (it died, entered lame duck, or was
-/// found cut off from the meta group), the least failing first; the one left again once every
-/// other failed more often than it (they are down too: it may be the only one up, e.g. after a
-/// move off a server that was fine). `None` keeps the client's default.
+/// found cut off from the meta group), the least failing first; the one just left again once the
+/// others have failed a few times more than it (it may be the only one alive: a move off a
+/// healthy server, just as the others went down, must not keep the client away from it). `None`
+/// keeps the client's default.
 pub(super) fn another_server(
     servers: &[async_nats::Server],
     last: &async_nats::ServerInfo,
@@ -23,12 +24,16 @@ pub(super) fn another_server(
     let is_last = |s: &async_nats::Server| {
         s.addr.port() == last.port && (unspecified || s.addr.host() == last.host)
     };
-    if servers.iter().all(is_last) {
-        return None;
-    }
-    let pick = servers
-        .iter()
-        .min_by_key(|s| (s.failed_attempts, is_last(s)))?;
+    // The one just left counts as having failed `LAST_PENALTY` more times than it did: others
+    // are tried first, and a few failures of theirs bring it back.
+    const LAST_PENALTY: usize = 3;
+    let pick = servers.iter().min_by_key(|s| {
+        let last = is_last(s);
+        (
+            s.failed_attempts + if last { LAST_PENALTY } else { 0 },
+            last,
+        )
+    })?;
     let backoff = Duration::from_millis(250 * pick.failed_attempts.min(8) as u64);
     Some(async_nats::ReconnectToServer {
         addr: pick.addr.clone(),
@@ -102,13 +107,11 @@ pub(super) fn log_event(connection: &str, denials: &Denials, event: Event) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::str::FromStr;
+    use super::another_server;
 
     fn server(port: u16, failed_attempts: usize) -> async_nats::Server {
         async_nats::Server {
-            addr: async_nats::ServerAddr::from_str(&format!("nats://127.0.0.1:{port}"))
-                .expect("address"),
+            addr: format!("nats://127.0.0.1:{port}").parse().expect("addr"),
             failed_attempts,
             did_connect: true,
             is_discovered: false,
@@ -116,7 +119,7 @@ mod tests {
         }
     }
 
-    fn left(port: u16) -> async_nats::ServerInfo {
+    fn last(port: u16) -> async_nats::ServerInfo {
         async_nats::ServerInfo {
             host: "127.0.0.1".to_string(),
             port,
@@ -124,29 +127,26 @@ mod tests {
         }
     }
 
-    fn picked(servers: &[async_nats::Server], last: u16) -> Option<u16> {
-        another_server(servers, &left(last)).map(|r| r.addr.port())
+    fn pick(servers: &[async_nats::Server], left: u16) -> u16 {
+        another_server(servers, &last(left))
+            .expect("a pick")
+            .addr
+            .port()
     }
 
     #[test]
-    fn a_reconnect_leaves_the_last_server_until_every_other_failed_more_often() {
-        // Just left 1: another, the least failing.
+    fn another_server_is_preferred_until_it_fails_more_than_the_one_just_left() {
+        // Just left 4223: another one first, the least failing.
         assert_eq!(
-            picked(&[server(1, 0), server(2, 1), server(3, 0)], 1),
-            Some(3)
+            pick(&[server(4222, 2), server(4223, 0), server(4224, 1)], 4223),
+            4224
         );
-        // 2 and 3 are down too: back to 1, which may be the only one up.
+        // The others are down and keep failing: back to the one just left, which may be the
+        // only one alive (moved off it as the others went down).
         assert_eq!(
-            picked(&[server(1, 0), server(2, 1), server(3, 1)], 1),
-            Some(1)
+            pick(&[server(4222, 5), server(4223, 0), server(4224, 4)], 4223),
+            4223
         );
-        // As often failed as the others: another first.
-        assert_eq!(
-            picked(&[server(1, 2), server(2, 2), server(3, 3)], 1),
-            Some(2)
-        );
-        // Only the one left: the client's own choice; never connected: the client's own too.
-        assert_eq!(picked(&[server(1, 0)], 1), None);
-        assert_eq!(picked(&[server(1, 0), server(2, 0)], 0), None);
+        assert_eq!(pick(&[server(4222, 0), server(4223, 0)], 4223), 4222);
     }
 }

