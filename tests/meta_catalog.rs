@@ -18,12 +18,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nats_insights::checks::Thresholds;
-use nats_insights::connect::ConnectArgs;
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{self, Raised, Resolved};
 use nats_insights::publish::FindingEvent;
 use support::{ready, Events, Monitor, EVENT_TIMEOUT};
-use testbed::{Cluster, ClusterOptions, FloodOptions, Stop, SYS_PASSWORD, SYS_USER};
+use testbed::{Cluster, ClusterOptions, FloodOptions, Stop};
 
 /// The default domain's group label in finding keys.
 const GROUP: &str = "default";
@@ -39,22 +38,6 @@ fn thresholds_with(f: impl FnOnce(&mut Thresholds)) -> EngineConfig {
     let mut config = EngineConfig::default();
     f(&mut config.thresholds);
     config
-}
-
-/// A monitor connected to `nodes` only, so that a fault on another node never moves its
-/// connection (as an operator who lists those servers).
-async fn monitor_via(cluster: &Cluster, nodes: &[usize], config: EngineConfig) -> Monitor {
-    let args = ConnectArgs {
-        servers: nodes.iter().map(|i| cluster.client_url(*i)).collect(),
-        user: Some(SYS_USER.to_string()),
-        password: Some(SYS_PASSWORD.to_string()),
-        ..ConnectArgs::default()
-    };
-    let connections = args
-        .open("nats-insights-test")
-        .await
-        .expect("monitor connects");
-    Monitor::start_connected(connections, config)
 }
 
 /// A started cluster with a meta leader, node 0 leading (fixed roles: the faults below pick
@@ -201,7 +184,7 @@ async fn a_flood_of_api_requests_raises_meta_pending_high_until_it_stops() {
         t.pending_max = 50;
         t.pending_after = Duration::from_secs(1);
     });
-    let monitor = monitor_via(&cluster, &[1, 2], config).await;
+    let monitor = Monitor::start_via(&cluster, &[1, 2], config).await;
     ready(&monitor, 3).await;
     let mut events = Events::subscribe_via(&cluster, &[1, 2]).await;
 
@@ -254,7 +237,7 @@ async fn a_starved_follower_that_lags_raises_meta_member_behind_but_an_offline_o
         t.lag_max = 20;
         t.behind_after = behind_after;
     });
-    let monitor = monitor_via(&cluster, &[0, 1], config).await;
+    let monitor = Monitor::start_via(&cluster, &[0, 1], config).await;
     ready(&monitor, 3).await;
     let mut events = Events::subscribe_via(&cluster, &[0, 1]).await;
     let (slow, name) = (2, cluster.server_name(2));
@@ -335,7 +318,7 @@ async fn an_even_group_then_a_removed_peer_raise_even_size_and_size_changed() {
         t.even_after = Duration::from_secs(1);
         t.size_change_hold = hold;
     });
-    let monitor = monitor_via(&cluster, &[0, 1, 2], config).await;
+    let monitor = Monitor::start_via(&cluster, &[0, 1, 2], config).await;
     ready(&monitor, 4).await;
     let mut events = Events::subscribe_via(&cluster, &[0, 1, 2]).await;
 
@@ -394,7 +377,7 @@ async fn a_renamed_server_grows_the_group_and_raises_size_changed_until_its_old_
         t.size_change_hold = Duration::from_secs(600);
         t.even_after = Duration::from_secs(600);
     });
-    let monitor = monitor_via(&cluster, &[0, 1], config).await;
+    let monitor = Monitor::start_via(&cluster, &[0, 1], config).await;
     ready(&monitor, 3).await;
     let mut events = Events::subscribe_via(&cluster, &[0, 1]).await;
 
@@ -443,7 +426,7 @@ async fn a_server_on_an_older_release_raises_version_mismatch_until_it_is_upgrad
         ..ClusterOptions::default()
     })
     .await;
-    let monitor = monitor_via(&cluster, &[0, 1], EngineConfig::default()).await;
+    let monitor = Monitor::start_via(&cluster, &[0, 1], EngineConfig::default()).await;
     ready(&monitor, 3).await;
     let mut events = Events::subscribe_via(&cluster, &[0, 1]).await;
 

@@ -8,32 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nats_insights::connect::ConnectArgs;
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
 use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
-use testbed::{Cluster, ClusterOptions, Stop, SYS_PASSWORD, SYS_USER};
-
-/// A monitor connected only to `nodes` (an operator who gives the hub's URLs).
-async fn monitor_via(cluster: &Cluster, nodes: &[usize], config: EngineConfig) -> Monitor {
-    if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-    let args = ConnectArgs {
-        servers: nodes.iter().map(|i| cluster.client_url(*i)).collect(),
-        user: Some(SYS_USER.to_string()),
-        password: Some(SYS_PASSWORD.to_string()),
-        ..ConnectArgs::default()
-    };
-    let connections = args
-        .open("nats-insights-test")
-        .await
-        .expect("monitor connects");
-    Monitor::start_connected(connections, config)
-}
+use testbed::{Cluster, ClusterOptions, Stop};
 
 /// Waits until the monitor has polled a few times and sees `groups` (domain label → members).
 async fn ready_groups(monitor: &Monitor, groups: &[(&str, usize)]) -> serde_json::Value {
@@ -105,7 +83,7 @@ async fn supercluster_is_one_group_whose_findings_survive_the_leader_changing_cl
     // The operator's subscriber and the monitor sit in c1 and c3, which keep quorum throughout.
     let survivors: Vec<usize> = c1.iter().chain(&c3).copied().collect();
     let mut events = Events::subscribe_via(&cluster, &survivors).await;
-    let monitor = monitor_via(&cluster, &survivors, EngineConfig::default()).await;
+    let monitor = Monitor::start_via(&cluster, &survivors, EngineConfig::default()).await;
     let status = ready_groups(&monitor, &[("default", 9)]).await;
     let meta = group(&status, "default");
     assert_eq!(meta["lead_cluster"], "c1", "{meta:#}");
@@ -238,7 +216,7 @@ async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
     let hub_nodes = cluster.nodes_of("hub");
     let edge_nodes = cluster.nodes_of("edge");
     let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
-    let monitor = monitor_via(&cluster, &hub_nodes, EngineConfig::default()).await;
+    let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
     let status = ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
     for domain in ["hub", "edge"] {
         let meta = group(&status, domain);
@@ -352,7 +330,7 @@ async fn leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
         .expect("leader");
     let hub_nodes = cluster.nodes_of("hub");
     let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
-    let monitor = monitor_via(&cluster, &hub_nodes, EngineConfig::default()).await;
+    let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
     // One group, not one per cluster name: the leaves report clusters l1 and l2.
     let status = ready_groups(&monitor, &[("hub", 5)]).await;
     let meta = group(&status, "hub");

@@ -64,6 +64,20 @@ impl Monitor {
         Monitor::start_with(cluster, config).await
     }
 
+    /// Starts a monitor connected to `nodes` only (an operator who lists those servers), so
+    /// that a fault on another node never moves its connection.
+    pub async fn start_via(cluster: &Cluster, nodes: &[usize], config: EngineConfig) -> Monitor {
+        let args = ConnectArgs {
+            servers: nodes.iter().map(|i| cluster.client_url(*i)).collect(),
+            ..sys_connect(cluster)
+        };
+        let connections = args
+            .open("nats-insights-test")
+            .await
+            .expect("monitor connects");
+        Monitor::start_connected(connections, config)
+    }
+
     /// Starts a monitor with a given configuration (and a state connection when it has a store).
     pub async fn start_with(cluster: &Cluster, config: EngineConfig) -> Monitor {
         let mut connections = sys_connect(cluster)
