@@ -34,9 +34,19 @@ pub struct Timing {
     pub store_retry: Duration,
     /// The history is written at most this often.
     pub history_every: Duration,
-    /// How long a shutdown keeps trying to write what the store would not take.
+    /// How long a shutdown keeps trying to write what the store would not take: longer than
+    /// raft's longest election timeout, so a bucket whose stream leader died with the server
+    /// just reported has a new leader in time to store that report.
     pub shutdown_flush: Duration,
 }
+
+/// nats-server's longest raft election timeout (`NATS_FACTS.md`: random 4-9 s): a stream or the
+/// meta group whose leader died has a new one within this (given a quorum).
+pub const RAFT_ELECTION_MAX: Duration = Duration::from_secs(9);
+
+/// How long the shipped service units give a stopping process (`TimeoutStopSec` in
+/// deploy/systemd, `terminationGracePeriodSeconds` in deploy/kubernetes).
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// The timers of the high-availability coordinator ([`crate::ha::Coordinator`]); `docs/ha.md`
 /// has them in a table.
@@ -80,7 +90,7 @@ impl Timing {
             },
             store_retry: Duration::from_secs(3),
             history_every: Duration::from_secs(2),
-            shutdown_flush: Duration::from_secs(5),
+            shutdown_flush: RAFT_ELECTION_MAX + Duration::from_secs(3),
         }
     }
 }
@@ -114,6 +124,14 @@ mod tests {
             assert!(t.ha.contrary_hold >= t.poll * 2, "{t:?}");
             // A peer beats within the sync wait, so a starting instance knows who runs.
             assert!(t.ha.sync_wait > t.ha.beat, "{t:?}");
+            // A stop stores what it published even when the bucket's leader just died, and
+            // ends (its last attempt and the history's write take a few `--state-timeout`s,
+            // 1 s by default) within the grace the shipped units give it.
+            assert!(t.shutdown_flush > RAFT_ELECTION_MAX, "{t:?}");
+            assert!(
+                t.shutdown_flush + Duration::from_secs(4) < STOP_GRACE,
+                "{t:?}"
+            );
             // A dead instance at position 0 costs at most the grace or its silence, never more
             // than a few seconds at the default poll.
             if poll == Duration::from_secs(1) {

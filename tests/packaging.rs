@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use nats_insights::timing::STOP_GRACE;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
@@ -58,6 +59,11 @@ fn kubernetes_manifests_parse_and_run_two_non_root_replicas_with_probes() {
     let deployment = of_kind(&docs, "Deployment");
     assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
     let pod = &deployment["spec"]["template"]["spec"];
+    // The grace the service's shutdown is sized for (it stores its last reports first).
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"].as_i64(),
+        Some(STOP_GRACE.as_secs() as i64)
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
     let container = &pod["containers"][0];
     assert_eq!(
@@ -147,6 +153,7 @@ fn systemd_unit_verifies() {
         "ExecStart=/usr/local/bin/nats-insights run --config /etc/nats-insights/nats-insights.toml",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
+        &format!("TimeoutStopSec={}s", STOP_GRACE.as_secs()),
     ] {
         assert!(unit.lines().any(|l| l == line), "{line}");
     }

@@ -300,6 +300,7 @@ async fn bucket_leader_to(cluster: &Cluster, bucket: &str, server: &str) {
     let js = async_nats::jetstream::new(app.clone());
     let stream = format!("KV_{bucket}");
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
     loop {
         let leader = js.get_stream(&stream).await.ok().and_then(|s| {
             s.cached_info()
@@ -314,7 +315,14 @@ async fn bucket_leader_to(cluster: &Cluster, bucket: &str, server: &str) {
             Instant::now() < deadline,
             "the leader of {stream} stays on {leader:?}, not {server}"
         );
-        let body = serde_json::json!({ "placement": { "preferred": server } }).to_string();
+        // 2.10 knows no preferred placement: every other try is a plain step-down, which lands
+        // on a random replica.
+        attempt += 1;
+        let body = if attempt % 2 == 1 {
+            serde_json::json!({ "placement": { "preferred": server } }).to_string()
+        } else {
+            String::new()
+        };
         let _ = app
             .request(
                 format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
@@ -364,6 +372,50 @@ async fn a_short_stall_of_the_primary_instances_server_that_also_leads_the_bucke
     events.assert_raised_then_resolved(&raised.finding);
     primary.stop().await;
     standby.stop().await;
+}
+
+/// A monitor stopped right after it raised the crash of the server that led its state bucket
+/// (Kubernetes rescheduling it while a node fails) must still store the raise before it exits:
+/// the bucket needs a new stream leader first, which raft takes up to its longest election
+/// timeout to elect. Without the record the next monitor would publish the raise again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_stopped_right_after_raising_the_crash_of_its_buckets_leader_stores_the_raise() {
+    let mut cluster = cluster(3).await;
+    let first = Monitor::start_with_state(&cluster, EngineConfig::default(), "stopnow").await;
+    ready(&first, 3).await;
+    healthy(&first).await;
+    let attached = first.client.server_info().server_name;
+    let leader = cluster.meta_leader().await.expect("leader");
+    let f = (0..3)
+        .find(|i| cluster.server_name(*i) != attached && cluster.server_name(*i) != leader)
+        .expect("a follower the monitor is not attached to");
+    let name = cluster.server_name(f);
+    bucket_leader_to(&cluster, "stopnow", &name).await;
+    let a = cluster.index_of(&attached).expect("attached to a node");
+    let mut events = Events::subscribe_via(&cluster, &[a]).await;
+
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    first.stop().await;
+    let state = cluster.app_client(a).await.expect("app client");
+    let record = stored(&state, "stopnow", &raised.finding).await;
+    assert!(
+        matches!(&record.record, Record::Active(active) if active.revision == raised.revision),
+        "the raise was stored before the monitor exited: {record:#?}"
+    );
+
+    let second = Monitor::start_with_state(&cluster, EngineConfig::default(), "stopnow").await;
+    ready(&second, 3).await;
+    events.drain(Duration::from_secs(8)).await;
+    assert_eq!(
+        events.history_of(&raised.finding),
+        ["raised"],
+        "{:#?}",
+        events.lines()
+    );
+    second.stop().await;
 }
 
 fn transition(kind: nats_insights::findings::TransitionKind, revision: u64) -> Transition {

@@ -145,7 +145,8 @@ impl Monitor {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+            // A stop may wait out a bucket leader election (`Timing::shutdown_flush`).
+            let _ = tokio::time::timeout(Duration::from_secs(20), handle).await;
         }
     }
 }
