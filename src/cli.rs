@@ -146,6 +146,9 @@ pub struct RunArgs {
     /// Prometheus metrics and health endpoint.
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
+    /// Findings as Alertmanager alerts.
+    #[command(flatten)]
+    pub alertmanager: crate::alertmanager::AlertmanagerArgs,
 }
 
 impl RunArgs {
@@ -190,6 +193,7 @@ impl RunArgs {
                 Some(_) => Some(self.state.settings().map_err(|e| e.to_string())?),
                 None => None,
             },
+            alertmanager: self.alertmanager.settings()?,
         })
     }
 }
@@ -299,6 +303,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             Some(s) => format!("KV bucket {} (--state-server)", s.bucket),
             None => "memory only: a restart forgets active findings (no --state-server)".to_string(),
         },
+        alertmanager = %match &config.alertmanager {
+            Some(a) => a.targets.iter().map(|t| t.endpoint.as_str()).collect::<Vec<_>>().join(", "),
+            None => "none (no --alertmanager-url)".to_string(),
+        },
         "nats-insights running"
     );
     let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
@@ -374,5 +382,78 @@ mod tests {
         assert_eq!(args.state.servers, ["nats://c:4222"]);
         assert_eq!(args.state.user.as_deref(), Some("app"));
         assert!(args.engine_config().expect("valid").store.is_some());
+    }
+
+    fn run_args(extra: &[&str]) -> Result<EngineConfig, String> {
+        let mut argv = vec!["nats-insights", "run"];
+        argv.extend(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        args.engine_config()
+    }
+
+    #[test]
+    fn alertmanager_flags_name_every_target_and_refuse_what_cannot_work() {
+        let config = run_args(&[
+            "--alertmanager-url",
+            "http://a:9093,https://u:p@b:9093/",
+            "--alertmanager-url",
+            "http://c:9093",
+            "--alertmanager-user",
+            "ops",
+            "--alertmanager-password",
+            "s",
+        ])
+        .expect("valid");
+        let am = config.alertmanager.expect("alertmanager configured");
+        let endpoints: Vec<&str> = am.targets.iter().map(|t| t.endpoint.as_str()).collect();
+        assert_eq!(
+            endpoints,
+            [
+                "http://a:9093/api/v2/alerts",
+                "https://b:9093/api/v2/alerts",
+                "http://c:9093/api/v2/alerts"
+            ]
+        );
+        assert_eq!(am.targets[0].basic_auth, Some(("ops".into(), "s".into())));
+        assert_eq!(am.targets[1].basic_auth, Some(("u".into(), "p".into())));
+        assert_eq!(am.resend, Duration::from_secs(60));
+        assert!(run_args(&[]).expect("valid").alertmanager.is_none());
+        for (bad, says) in [
+            (vec!["--alertmanager-url", "am:9093"], "http or https"),
+            (vec!["--alertmanager-url", "http://a,http://a/"], "twice"),
+            (
+                vec![
+                    "--alertmanager-url",
+                    "http://a",
+                    "--alertmanager-resend",
+                    "0s",
+                ],
+                "at least 1s",
+            ),
+            (
+                vec![
+                    "--alertmanager-url",
+                    "http://a",
+                    "--alertmanager-ca",
+                    "/nonexistent",
+                ],
+                "--alertmanager-ca",
+            ),
+            (
+                vec![
+                    "--alertmanager-url",
+                    "http://a",
+                    "--alertmanager-password",
+                    "x",
+                ],
+                "--alertmanager-user",
+            ),
+        ] {
+            let error = run_args(&bad).expect_err("refused");
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
     }
 }

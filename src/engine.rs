@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
+use crate::alertmanager::sender::Senders;
+use crate::alertmanager::AlertmanagerSettings;
 use crate::checks::{evaluate_groups, Evaluation, GroupEvaluation, MetaAssessment, Thresholds};
 use crate::connect::attached::Attached;
 pub use crate::connect::Connections;
@@ -47,6 +49,8 @@ pub struct EngineConfig {
     pub store: Option<StoreSettings>,
     /// Meta groups up to this size are polled in full, larger ones as `Plan::Large`.
     pub full_poll_max_members: usize,
+    /// Where findings are also sent as alerts (`--alertmanager-url`); `None` sends none.
+    pub alertmanager: Option<AlertmanagerSettings>,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             timing: GatherTiming::default(),
             store: None,
             full_poll_max_members: gather::FULL_POLL_MAX_MEMBERS,
+            alertmanager: None,
         }
     }
 }
@@ -77,6 +82,9 @@ pub enum EngineError {
     /// The state store cannot be used as configured.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The Alertmanager client cannot be set up as configured.
+    #[error("{0}")]
+    Alertmanager(String),
 }
 
 /// What started a round.
@@ -144,6 +152,9 @@ struct Engine {
     /// When to try the poll a dropped link called for again: it came while the main connection
     /// was down (its server died too, most likely).
     link_retry: Option<tokio::time::Instant>,
+    /// The Alertmanager senders (`--alertmanager-url`), fed by `status_tx`; their health goes
+    /// into the status.
+    alerts: Option<Senders>,
 }
 
 /// Whether a gathering round that found the main connection down keeps its suspects for a
@@ -309,7 +320,15 @@ async fn run_instrumented(
         status_tx.subscribe(),
         config.thresholds,
     ));
+    let alerts = match &config.alertmanager {
+        Some(settings) => Some(
+            crate::alertmanager::sender::spawn(settings, &timing, status_tx.subscribe())
+                .map_err(EngineError::Alertmanager)?,
+        ),
+        None => None,
+    };
     let mut engine = Engine {
+        alerts,
         publisher: Publisher::new(client.clone(), instance.id.clone()),
         connects: client.statistics().connects.load(Ordering::Relaxed),
         client,
@@ -788,6 +807,9 @@ impl Engine {
         self.state_tx
             .send_replace(Arc::new(self.coordinator.peer_state(now)));
         self.status.active = self.coordinator.ledger().active.clone();
+        if let Some(alerts) = &self.alerts {
+            self.status.alertmanager = alerts.health.borrow().clone();
+        }
         self.status_tx.send_replace(Arc::new(self.status.clone()));
     }
 }

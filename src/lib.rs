@@ -29,6 +29,7 @@
 //!
 //! docs/architecture.md describes the stages and where each lives.
 
+pub mod alertmanager;
 pub mod checks;
 pub mod cli;
 pub mod client;

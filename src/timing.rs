@@ -38,6 +38,13 @@ pub struct Timing {
     /// raft's longest election timeout, so a bucket whose stream leader died with the server
     /// just reported has a new leader in time to store that report.
     pub shutdown_flush: Duration,
+    /// How a failing Alertmanager is retried: after 1 s, doubling up to 30 s (well inside the
+    /// default `--alertmanager-resend`, so a recovered Alertmanager hears of the active alerts
+    /// about as soon as it would have at the next resend).
+    pub alert_backoff: crate::alertmanager::Backoff,
+    /// A resolved alert is sent again (with its `endsAt`) for this long, so an Alertmanager that
+    /// was down at the resolution learns of it (Prometheus keeps resolved alerts as long).
+    pub alert_resolved_kept: Duration,
 }
 
 /// nats-server's longest raft election timeout (`NATS_FACTS.md`: random 4-9 s): a stream or the
@@ -91,6 +98,11 @@ impl Timing {
             store_retry: Duration::from_secs(3),
             history_every: Duration::from_secs(2),
             shutdown_flush: RAFT_ELECTION_MAX + Duration::from_secs(3),
+            alert_backoff: crate::alertmanager::Backoff {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+            },
+            alert_resolved_kept: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -209,7 +209,7 @@ async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
     let mut cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
         .await
         .expect("hub and leaf start");
-    let leaders = cluster
+    cluster
         .wait_for_leaders(Duration::from_secs(60))
         .await
         .expect("leaders");
@@ -217,7 +217,23 @@ async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
     let edge_nodes = cluster.nodes_of("edge");
     let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
     let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
-    let status = ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+    // A fresh group's first leader sometimes hands over within seconds: compare the monitor's
+    // leaders with the servers' once both have settled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, leaders) = loop {
+        let leaders = cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .expect("leaders");
+        let status = ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+        let agree = ["hub", "edge"].iter().all(|d| {
+            group(&status, d)["leader"].as_str() == leaders[&Some(d.to_string())].as_str().into()
+        });
+        if agree || Instant::now() > deadline {
+            break (status, leaders);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     for domain in ["hub", "edge"] {
         let meta = group(&status, domain);
         assert_eq!(meta["domain"], domain);

@@ -205,3 +205,31 @@ ensure_promtool() {
     exit 1
   fi
 }
+
+# Makes Alertmanager available for tests/alertmanager.rs (Debian's prometheus-alertmanager
+# package; its binary is prometheus-alertmanager) and exports ALERTMANAGER_BIN. Installs it with
+# apt-get when missing (through sudo unless root). The tests start their own Alertmanager on a
+# free port; the package's own service is not used.
+ensure_alertmanager() {
+  local bin
+  bin="$(command -v prometheus-alertmanager || command -v alertmanager || true)"
+  if [ -z "$bin" ]; then
+    local sudo=""
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "Alertmanager not found and apt-get is not available: install Prometheus Alertmanager (Debian's prometheus-alertmanager package)" >&2
+      exit 1
+    fi
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "Installing prometheus-alertmanager with apt-get..." >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null \
+      || { $sudo apt-get update -qq >/dev/null \
+        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; } \
+      || true
+    bin="$(command -v prometheus-alertmanager || command -v alertmanager || true)"
+    if [ -z "$bin" ]; then
+      echo "Alertmanager could not be installed (apt-get install --no-install-recommends prometheus-alertmanager)" >&2
+      exit 1
+    fi
+  fi
+  export ALERTMANAGER_BIN="$bin"
+}

@@ -65,6 +65,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabels {
+    url: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -97,6 +102,10 @@ pub struct Recorder {
     malformed: Counter,
     events: Family<KindLabels, Counter>,
     store: Family<StateLabels, Gauge>,
+    alertmanager_up: Family<UrlLabels, Gauge>,
+    alertmanager_alerts: Family<UrlLabels, Gauge>,
+    alertmanager_sends: Family<UrlLabels, Counter>,
+    alertmanager_failures: Family<UrlLabels, Counter>,
     seen: Seen,
 }
 
@@ -106,6 +115,8 @@ struct Seen {
     polls: u64,
     malformed: u64,
     events: BTreeMap<String, u64>,
+    /// Sends and failed sends by Alertmanager URL.
+    alertmanager: BTreeMap<String, (u64, u64)>,
     /// Leader changes at or before this time were counted already (or predate this process).
     leader_changes_until: SystemTime,
 }
@@ -228,6 +239,30 @@ impl Recorder {
             "Where finding state is kept: 1 for the current state (memory, healthy, degraded)",
             store.clone(),
         );
+        let alertmanager_up = Family::<UrlLabels, Gauge>::default();
+        registry.register(
+            "alertmanager_up",
+            "1 when the last send of alerts to this Alertmanager (--alertmanager-url) succeeded",
+            alertmanager_up.clone(),
+        );
+        let alertmanager_alerts = Family::<UrlLabels, Gauge>::default();
+        registry.register(
+            "alertmanager_alerts",
+            "Alerts (active and recently resolved) the last successful send carried",
+            alertmanager_alerts.clone(),
+        );
+        let alertmanager_sends = Family::<UrlLabels, Counter>::default();
+        registry.register(
+            "alertmanager_sends",
+            "Successful sends of alerts to this Alertmanager",
+            alertmanager_sends.clone(),
+        );
+        let alertmanager_failures = Family::<UrlLabels, Counter>::default();
+        registry.register(
+            "alertmanager_send_failures",
+            "Failed sends of alerts to this Alertmanager (each retried with backoff)",
+            alertmanager_failures.clone(),
+        );
         registry.register(
             "build",
             "This build of nats-insights",
@@ -255,10 +290,15 @@ impl Recorder {
             malformed,
             events,
             store,
+            alertmanager_up,
+            alertmanager_alerts,
+            alertmanager_sends,
+            alertmanager_failures,
             seen: Seen {
                 polls: 0,
                 malformed: 0,
                 events: BTreeMap::new(),
+                alertmanager: BTreeMap::new(),
                 leader_changes_until: since,
             },
         };
@@ -385,6 +425,31 @@ impl Recorder {
                 .set(i64::from(meta.leaderless_since.is_none()));
         }
         self.set_store(&status.store);
+        for target in &status.alertmanager {
+            let labels = UrlLabels {
+                url: target.url.clone(),
+            };
+            self.alertmanager_up
+                .get_or_create(&labels)
+                .set(i64::from(target.state == "ok"));
+            self.alertmanager_alerts
+                .get_or_create(&labels)
+                .set(gauge(target.alerts));
+            let (sends, failures) = self
+                .seen
+                .alertmanager
+                .get(&target.url)
+                .copied()
+                .unwrap_or_default();
+            // Created at zero even before the first send, so a rate() has a start.
+            let counter = self.alertmanager_sends.get_or_create(&labels);
+            counter.inc_by(target.sends.saturating_sub(sends));
+            let counter = self.alertmanager_failures.get_or_create(&labels);
+            counter.inc_by(target.failures.saturating_sub(failures));
+            self.seen
+                .alertmanager
+                .insert(target.url.clone(), (target.sends, target.failures));
+        }
     }
 
     fn set_store(&self, health: &StoreHealth) {
@@ -463,6 +528,36 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn each_alertmanager_has_its_state_and_counters_of_sends() {
+        let mut recorder = Recorder::new(SystemTime::now());
+        let target = crate::alertmanager::parse_target("http://am:9093", None).expect("URL");
+        let mut health = crate::alertmanager::AlertmanagerHealth::pending(&target);
+        let mut status = EngineStatus::default();
+        for (state, sends, failures) in [("ok", 2, 0), ("failing", 2, 3), ("ok", 5, 3)] {
+            health.state = state;
+            health.sends = sends;
+            health.failures = failures;
+            health.alerts = 1;
+            status.alertmanager = vec![health.clone()];
+            recorder.update(&status);
+        }
+        let text = encode(&recorder.registry());
+        let url = r#"{url="http://am:9093/api/v2/alerts"}"#;
+        for (name, value) in [
+            ("nats_insights_alertmanager_up", "1"),
+            ("nats_insights_alertmanager_alerts", "1"),
+            ("nats_insights_alertmanager_sends_total", "5"),
+            ("nats_insights_alertmanager_send_failures_total", "3"),
+        ] {
+            assert_eq!(
+                line(&text, &format!("{name}{url}")),
+                Some(format!("{name}{url} {value}").as_str()),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct EngineStatus {
     pub malformed: u64,
     /// Where state is kept and whether it answers.
     pub store: StoreHealth,
+    /// Each `--alertmanager-url`'s health (empty without one).
+    pub alertmanager: Vec<crate::alertmanager::AlertmanagerHealth>,
 }
 
 /// Identity of this instance.
@@ -189,6 +191,9 @@ pub struct ServiceHealth {
     pub malformed: u64,
     /// Where state is kept and whether it answers.
     pub store: StoreHealth,
+    /// Each `--alertmanager-url` and whether alerts reach it (absent without one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alertmanager: Vec<crate::alertmanager::AlertmanagerHealth>,
 }
 
 /// Builds the STATUS response.
@@ -226,6 +231,7 @@ pub fn status_response(
             events: status.events.clone(),
             malformed: status.malformed,
             store: status.store.clone(),
+            alertmanager: status.alertmanager.clone(),
         },
     }
 }

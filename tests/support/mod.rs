@@ -2,6 +2,7 @@
 //! the finding events an operator would see, and validate payloads against `schemas/`.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod jwt;
 pub mod readiness;
 
