@@ -242,7 +242,7 @@ impl Recorder {
         let alertmanager_up = Family::<UrlLabels, Gauge>::default();
         registry.register(
             "alertmanager_up",
-            "1 when the last send of alerts to this Alertmanager (--alertmanager-url) succeeded",
+            "0 while sends of alerts to this Alertmanager (--alertmanager-url) fail, else 1 (also before the first send)",
             alertmanager_up.clone(),
         );
         let alertmanager_alerts = Family::<UrlLabels, Gauge>::default();
@@ -431,7 +431,7 @@ impl Recorder {
             };
             self.alertmanager_up
                 .get_or_create(&labels)
-                .set(i64::from(target.state == "ok"));
+                .set(i64::from(target.state != "failing"));
             self.alertmanager_alerts
                 .get_or_create(&labels)
                 .set(gauge(target.alerts));
