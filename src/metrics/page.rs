@@ -933,7 +933,7 @@ fn footer(out: &mut String, thresholds: &Thresholds) {
     out.push_str("<footer><p>Legend: every state is a word and a shape.</p>");
     let legend = [
         (PageState::Online, "solid: answering, caught up"),
-        (PageState::Offline, "dashed, a cross: not heard"),
+        (PageState::Offline, "dashed, a cross: down"),
         (PageState::Behind, "hatched, dotted: lagging"),
         (PageState::Unknown, "sparse dots: no leader view"),
     ];
@@ -952,8 +952,8 @@ fn footer(out: &mut String, thresholds: &Thresholds) {
     out.push_str("</svg>");
     let _ = writeln!(
         out,
-        "<p>A member is offline when the leader has not heard from it for {}; behind when the \
-         leader shows it not current or more than {} operations behind (META_101 raises it after \
+        "<p>A member is offline when it stopped, stopped answering, or the leader has not heard \
+         from it for {}; behind when the leader shows it not current or more than {} operations behind (META_101 raises it after \
          {}). The star marks the leader. Also here: <a href=\"/api/status.json\">/api/status.json</a> \
          (the STATUS response), <a href=\"/metrics\">/metrics</a>, <a href=\"/healthz\">/healthz</a>. \
          This page re-fetches itself every {REFRESH_SECS} s.</p></footer>",
