@@ -312,9 +312,16 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
     if let Some(server) = metrics {
         if let Some(addr) = server.local_addr() {
-            tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+            tracing::info!(
+                "status page on http://{addr}/, metrics on http://{addr}/metrics, health on http://{addr}/healthz"
+            );
         }
-        tokio::spawn(server.serve(status_rx, config.poll_interval, instance.started));
+        tokio::spawn(server.serve(
+            status_rx,
+            instance.clone(),
+            config.thresholds,
+            config.poll_interval,
+        ));
     }
     engine::run_with_status(connections, config, instance, shutdown_signal(), status_tx)
         .await

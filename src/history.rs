@@ -503,7 +503,7 @@ impl History {
                 continue;
             }
             let was = previous.get(&p.name);
-            if !p.current || p.lag > thresholds.lag_max {
+            if crate::checks::members::shows_behind(p.current, p.lag, thresholds.lag_max) {
                 let since = was.map_or(now, |b| b.since);
                 self.behind.insert(
                     p.name.clone(),

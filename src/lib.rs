@@ -18,7 +18,7 @@
 //! - [`store`]: the JetStream KV bucket (findings and history), restart memory merged by mark.
 //! - [`publish`]: finding events and heartbeats; [`watch`] follows them.
 //! - [`service`]: the micro service API; [`runbook`]: the runbooks it and `explain` serve;
-//!   [`metrics`]: Prometheus metrics and `/healthz`.
+//!   [`metrics`]: Prometheus metrics, `/healthz` and the status page.
 //! - [`engine`]: runs the stages in a loop and executes the coordinator's actions; [`connect`]:
 //!   connections and their failures, the attached servers' health (`connect::attached`);
 //!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands.

@@ -69,7 +69,12 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
     };
     let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::default());
     let config = EngineConfig::default();
-    tokio::spawn(server.serve(status_rx, config.poll_interval, instance.started));
+    tokio::spawn(server.serve(
+        status_rx,
+        instance.clone(),
+        config.thresholds,
+        config.poll_interval,
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let engine = tokio::spawn(engine::run_with_status(
         connections,
@@ -175,8 +180,10 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
     })
     .await;
 
-    // Anything but the two paths is refused, and the endpoint ends with the engine.
-    assert_eq!(get(addr, "/").await.map(|r| r.0), Some(404));
+    // The status page is served (tests/status_page.rs reads it in a browser), any other path is
+    // refused, and the endpoint ends with the engine.
+    assert_eq!(get(addr, "/").await.map(|r| r.0), Some(200));
+    assert_eq!(get(addr, "/nothing-here").await.map(|r| r.0), Some(404));
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), engine).await;
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -206,6 +206,7 @@ ensure_promtool() {
   fi
 }
 
+<<<<<<< HEAD
 # Makes Alertmanager available for tests/alertmanager.rs (Debian's prometheus-alertmanager
 # package; its binary is prometheus-alertmanager) and exports ALERTMANAGER_BIN. Installs it with
 # apt-get when missing (through sudo unless root). The tests start their own Alertmanager on a
@@ -232,4 +233,28 @@ ensure_alertmanager() {
     fi
   fi
   export ALERTMANAGER_BIN="$bin"
+=======
+# Makes `chromium` available (Debian's `chromium` package): tests/status_page.rs loads the status
+# page in headless Chromium (`--dump-dom`, `--screenshot`). Installs it with apt-get when missing
+# (through sudo unless root).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=""
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "chromium not found and apt-get is not available: install Chromium (Debian's chromium package), or set NATS_INSIGHTS_SKIP_BROWSER=1 to skip the browser test" >&2
+    exit 1
+  fi
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing chromium with apt-get..." >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+    || { $sudo apt-get update -qq >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+    || true
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "chromium could not be installed (apt-get install --no-install-recommends chromium)" >&2
+    exit 1
+  fi
+>>>>>>> page
 }

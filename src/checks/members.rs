@@ -156,6 +156,23 @@ impl Member {
     pub fn online(&self) -> bool {
         matches!(self.state, MemberState::Online)
     }
+
+    /// True for an online follower the leader shows behind now (not current, or more than
+    /// `lag_max` operations behind): what META_101 times with `--behind-after` before it raises.
+    /// Without a leader view nothing shows it behind.
+    pub fn behind(&self, lag_max: u64) -> bool {
+        self.online()
+            && !self.leader
+            && self
+                .current
+                .is_some_and(|current| shows_behind(current, self.lag, lag_max))
+    }
+}
+
+/// Whether the leader's figures for a member it hears say it is behind: not current, or more
+/// than `lag_max` operations behind. The history times it for META_101; the status page shows it.
+pub fn shows_behind(current: bool, lag: u64, lag_max: u64) -> bool {
+    !current || lag > lag_max
 }
 
 /// Online, offline (with every reason seen), or not decidable from this observation.

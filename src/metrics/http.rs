@@ -1,6 +1,8 @@
-//! A deliberately small HTTP/1.1 server for `/metrics` and `/healthz`: GET and HEAD only, one
-//! request per connection (`Connection: close`), request heads capped at 8 KiB and 5 s. That is
-//! all a Prometheus scraper and a Kubernetes probe need, without a web framework's dependencies.
+//! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz`, the status page (`/`, see
+//! `page`) and `/api/status.json`: GET and HEAD only, one request per connection
+//! (`Connection: close`), request heads capped at 8 KiB and 5 s (answers may be any size). That is
+//! all a Prometheus scraper, a Kubernetes probe and a browser need, without a web framework's
+//! dependencies.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{encode, health, Recorder};
-use crate::service::EngineStatus;
+use super::{encode, health, page, Recorder};
+use crate::checks::Thresholds;
+use crate::service::api::{self, Endpoint};
+use crate::service::{EngineStatus, Instance};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -20,6 +24,12 @@ const MAX_HEAD: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Content type of the text exposition format prometheus-client writes (OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the status page.
+pub const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+/// Content type of `/api/status.json`.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// Path of the STATUS response over HTTP.
+pub const STATUS_JSON_PATH: &str = "/api/status.json";
 
 /// A bound metrics listener, not serving yet (binding first makes a busy port a startup error).
 #[derive(Debug)]
@@ -41,16 +51,23 @@ impl MetricsServer {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until the engine's status channel closes. `since` is when this process started
-    /// (leader changes before it are not counted); `poll_interval` sets what `/healthz` calls
-    /// recent.
+    /// Serves until the engine's status channel closes. `instance` is this process (leader
+    /// changes before it started are not counted; `/api/status.json` names it as STATUS does);
+    /// `thresholds` are the checks' (the page shows a member behind as META_101 judges it);
+    /// `poll_interval` sets what `/healthz` calls recent.
     pub async fn serve(
         self,
         mut status: watch::Receiver<Arc<EngineStatus>>,
+        instance: Instance,
+        thresholds: Thresholds,
         poll_interval: Duration,
-        since: SystemTime,
     ) {
-        let mut recorder = Recorder::new(since);
+        let mut recorder = Recorder::new(instance.started);
+        let served = Arc::new(Served {
+            instance,
+            thresholds,
+            poll_interval,
+        });
         let registry = recorder.registry();
         recorder.update(&status.borrow_and_update());
         loop {
@@ -66,10 +83,11 @@ impl MetricsServer {
                     Ok((stream, _)) => {
                         let registry = registry.clone();
                         let current = status.borrow().clone();
+                        let served = served.clone();
                         tokio::spawn(async move {
                             let answer = tokio::time::timeout(
                                 IO_TIMEOUT,
-                                answer(stream, &registry, &current, poll_interval),
+                                answer(stream, &registry, &current, &served),
                             );
                             if let Ok(Err(error)) = answer.await {
                                 tracing::debug!(%error, "metrics request failed");
@@ -85,6 +103,14 @@ impl MetricsServer {
             }
         }
     }
+}
+
+/// What every answer may need besides the status, fixed at start.
+#[derive(Debug)]
+struct Served {
+    instance: Instance,
+    thresholds: Thresholds,
+    poll_interval: Duration,
 }
 
 /// A parsed request line.
@@ -114,19 +140,59 @@ fn route(
     request: &Request<'_>,
     registry: &Registry,
     status: &EngineStatus,
-    poll_interval: Duration,
-) -> (&'static str, &'static str, String) {
+    served: &Served,
+    now: SystemTime,
+) -> (&'static str, &'static str, Vec<u8>) {
     const TEXT: &str = "text/plain; charset=utf-8";
     if request.method != "GET" && request.method != "HEAD" {
-        return ("405 Method Not Allowed", TEXT, "GET or HEAD only\n".into());
+        return (
+            "405 Method Not Allowed",
+            TEXT,
+            b"GET or HEAD only\n".to_vec(),
+        );
     }
     match request.path {
-        "/metrics" => ("200 OK", METRICS_CONTENT_TYPE, encode(registry)),
-        "/healthz" => match health(status, poll_interval, SystemTime::now()) {
-            Ok(reason) => ("200 OK", TEXT, format!("{reason}\n")),
-            Err(reason) => ("503 Service Unavailable", TEXT, format!("{reason}\n")),
+        "/" => (
+            "200 OK",
+            HTML_CONTENT_TYPE,
+            page::render(status, now, &served.instance, &served.thresholds).into_bytes(),
+        ),
+        STATUS_JSON_PATH => {
+            // The very bytes `$INSIGHTS.API.STATUS` answers with.
+            let ctx = api::Context {
+                status,
+                instance: &served.instance,
+                thresholds: &served.thresholds,
+                now,
+            };
+            match api::handle(Endpoint::Status, b"", ctx) {
+                Ok(body) => ("200 OK", JSON_CONTENT_TYPE, body),
+                Err(error) => (
+                    "500 Internal Server Error",
+                    TEXT,
+                    format!("{error}\n").into_bytes(),
+                ),
+            }
+        }
+        "/metrics" => (
+            "200 OK",
+            METRICS_CONTENT_TYPE,
+            encode(registry).into_bytes(),
+        ),
+        "/healthz" => match health(status, served.poll_interval, now) {
+            Ok(reason) => ("200 OK", TEXT, format!("{reason}\n").into_bytes()),
+            Err(reason) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("{reason}\n").into_bytes(),
+            ),
         },
-        _ => ("404 Not Found", TEXT, "try /metrics or /healthz\n".into()),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            format!("try / (the status page), {STATUS_JSON_PATH}, /metrics or /healthz\n")
+                .into_bytes(),
+        ),
     }
 }
 
@@ -134,7 +200,7 @@ async fn answer(
     mut stream: TcpStream,
     registry: &Registry,
     status: &EngineStatus,
-    poll_interval: Duration,
+    served: &Served,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
@@ -154,24 +220,25 @@ async fn answer(
     let request = if complete { parse_head(&head) } else { None };
     let (status_line, content_type, body, head_only) = match request {
         Some(request) => {
-            let (line, kind, body) = route(&request, registry, status, poll_interval);
+            let (line, kind, body) = route(&request, registry, status, served, SystemTime::now());
             (line, kind, body, request.method == "HEAD")
         }
         None => (
             "400 Bad Request",
             "text/plain; charset=utf-8",
-            "bad request\n".to_string(),
+            b"bad request\n".to_vec(),
             false,
         ),
     };
-    let mut response = format!(
+    let head = format!(
         "HTTP/1.1 {status_line}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    let mut response = head.into_bytes();
     if !head_only {
-        response.push_str(&body);
+        response.extend_from_slice(&body);
     }
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(&response).await?;
     stream.shutdown().await
 }
 
@@ -192,34 +259,69 @@ mod tests {
         assert_eq!(parse_head(b"GET /metrics\r\n\r\n"), None);
     }
 
+    fn served() -> Served {
+        Served {
+            instance: Instance {
+                id: "test-instance".into(),
+                started: SystemTime::UNIX_EPOCH,
+            },
+            thresholds: Thresholds::default(),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
     #[test]
     fn routes() {
         let registry = Recorder::new(SystemTime::now()).registry();
         let status = EngineStatus::default();
+        let served = served();
+        let now = SystemTime::now();
         let get = |path| Request {
             method: "GET",
             path,
         };
-        let interval = Duration::from_secs(1);
-        assert_eq!(
-            route(&get("/metrics"), &registry, &status, interval).0,
-            "200 OK"
-        );
-        assert_eq!(
-            route(&get("/healthz"), &registry, &status, interval).0,
-            "503 Service Unavailable"
-        );
-        assert_eq!(
-            route(&get("/"), &registry, &status, interval).0,
-            "404 Not Found"
-        );
+        let route = |request: &Request<'_>| route(request, &registry, &status, &served, now);
+        assert_eq!(route(&get("/metrics")).0, "200 OK");
+        assert_eq!(route(&get("/healthz")).0, "503 Service Unavailable");
+        let (line, kind, body) = route(&get("/"));
+        assert_eq!((line, kind), ("200 OK", HTML_CONTENT_TYPE));
+        assert!(body.starts_with(b"<!doctype html>"));
+        assert_eq!(route(&get(STATUS_JSON_PATH)).1, JSON_CONTENT_TYPE);
+        let (line, _, body) = route(&get("/index.php"));
+        assert_eq!(line, "404 Not Found");
+        let hint = String::from_utf8_lossy(&body).to_string();
+        assert!(hint.contains("/ (the status page)"), "{hint}");
         let post = Request {
             method: "POST",
             path: "/metrics",
         };
+        assert_eq!(route(&post).0, "405 Method Not Allowed");
+    }
+
+    #[test]
+    fn status_json_is_what_the_status_endpoint_answers() {
+        let registry = Recorder::new(SystemTime::now()).registry();
+        let status = EngineStatus::default();
+        let served = served();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let request = Request {
+            method: "GET",
+            path: STATUS_JSON_PATH,
+        };
+        let (line, _, body) = route(&request, &registry, &status, &served, now);
+        assert_eq!(line, "200 OK");
+        let ctx = api::Context {
+            status: &status,
+            instance: &served.instance,
+            thresholds: &served.thresholds,
+            now,
+        };
         assert_eq!(
-            route(&post, &registry, &status, interval).0,
-            "405 Method Not Allowed"
+            body,
+            api::handle(Endpoint::Status, b"", ctx).expect("STATUS answers")
         );
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(json["type"], crate::service::STATUS_TYPE);
+        assert_eq!(json["instance"], "test-instance");
     }
 }

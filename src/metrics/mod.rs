@@ -1,8 +1,10 @@
-//! Prometheus metrics and the health endpoint: turns the engine's status (the same `watch` channel
-//! the micro service reads) into metrics in the text exposition format, served with `http` on
-//! `--metrics-listen` as `/metrics` and `/healthz`.
+//! Prometheus metrics, the health endpoint and the status page: turns the engine's status (the
+//! same `watch` channel the micro service reads) into metrics in the text exposition format and
+//! into an HTML page (`page`), served with `http` on `--metrics-listen` as `/metrics`,
+//! `/healthz`, `/` and `/api/status.json`.
 
 pub mod http;
+pub mod page;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,8 +30,8 @@ pub const PREFIX: &str = "nats_insights";
 /// Flags of `run` for the metrics and health endpoint.
 #[derive(Debug, Clone, Default, Args)]
 pub struct MetricsArgs {
-    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz
-    /// (e.g. `0.0.0.0:9464`; port 0 picks a free one and logs it).
+    /// Serve Prometheus metrics on http://ADDR/metrics, a health check on /healthz and a status
+    /// page on / (e.g. `0.0.0.0:9464`; port 0 picks a free one and logs it).
     #[arg(long, env = "INSIGHTS_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 }
