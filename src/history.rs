@@ -191,10 +191,20 @@ pub struct ServerRecord {
     /// Its nats-server version (from its reply envelope), as last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// When a new process (another server id) last answered under this name: a server that
+    /// restarted. Not persisted: a restarted monitor cannot tell.
+    #[serde(skip)]
+    pub restarted_at: Option<SystemTime>,
     /// Polls in a row it has not answered since (not persisted: a restart starts counting anew).
     #[serde(skip)]
     pub missed: u32,
 }
+
+/// How long a restarted server's views do not count as evidence of a stale peer: a server that
+/// starts while a peer is down lists that peer as "Server name unknown" until the peer is back,
+/// the same mark a renamed server's old name leaves. A renamed server answers under a new name,
+/// so its own views count at once.
+pub const RESTART_SETTLE: Duration = Duration::from_secs(30);
 
 /// A graceful stop announced by the server itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -259,6 +269,14 @@ impl History {
             .collect()
     }
 
+    /// Whether a new process answered under `server`'s name within `settle` before `now`.
+    pub fn restarted_within(&self, server: &str, settle: Duration, now: SystemTime) -> bool {
+        self.servers
+            .get(server)
+            .and_then(|r| r.restarted_at)
+            .is_some_and(|at| now.duration_since(at).map_or(true, |age| age < settle))
+    }
+
     /// The last name a peer hash carried.
     pub fn name_of_peer(&self, peer: &str) -> Option<&str> {
         self.peer_names.get(peer).map(String::as_str)
@@ -298,9 +316,15 @@ impl History {
             .filter(|v| v.meta.is_some() || v.via == Via::Identity);
         for view in answering {
             let name = &view.server.name;
+            let restarted_at = match self.servers.get(name) {
+                Some(r) if r.server_id != view.server.id => Some(answered_at),
+                Some(r) => r.restarted_at,
+                None => None,
+            };
             self.servers.insert(
                 name.clone(),
                 ServerRecord {
+                    restarted_at,
                     server_id: view.server.id.clone(),
                     last_answered: answered_at,
                     // An identity-only view carries no cluster: keep the one known.

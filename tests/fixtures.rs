@@ -965,3 +965,64 @@ fn a_member_that_answers_but_lags_is_behind_and_an_offline_one_is_not() {
     assert!(findings(&e, CheckId::META_101).is_empty());
     assert_eq!(findings(&e, CheckId::META_001).len(), 1);
 }
+
+/// Three servers after n3 crashed and n2 restarted (a new server id): n2 never saw n3 alive, so
+/// it lists n3 as "Server name unknown", the mark a renamed server's old name leaves. n1 leads
+/// and has not heard n3 for `silent`.
+fn restarted_while_a_peer_is_down(silent: Duration) -> Vec<JszReply> {
+    let mut raw: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path("healthy_3.json")).expect("fixture"))
+            .expect("json");
+    raw.retain(|r| r["server"]["name"] != "n3");
+    for reply in &mut raw {
+        let me = reply["server"]["name"].as_str().expect("name").to_string();
+        let replicas = reply["data"]["meta_cluster"]["replicas"]
+            .as_array_mut()
+            .expect("replicas");
+        for p in replicas.iter_mut() {
+            if p["name"] != "n3" {
+                continue;
+            }
+            if me == "n1" {
+                p["active"] = (silent.as_nanos() as u64).into();
+                p["current"] = false.into();
+            } else {
+                p["name"] = "Server name unknown at this time (peerID: BXScrY9i)".into();
+            }
+        }
+        if me == "n2" {
+            reply["server"]["id"] = "NRESTARTEDN2".into();
+        }
+    }
+    raw.into_iter()
+        .map(|r| serde_json::from_value(r).expect("reply"))
+        .collect()
+}
+
+#[test]
+fn a_restarted_server_that_never_saw_a_crashed_peer_does_not_make_it_a_stale_peer_at_once() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"]).poll_replies(
+        t(10),
+        restarted_while_a_peer_is_down(Duration::from_secs(10)),
+    );
+    let offline = findings(&s.evaluate(t(10)), CheckId::META_001);
+    assert_eq!(servers(&offline), set(&["n3"]));
+    assert_eq!(
+        offline[0].evidence["stale_peer"], false,
+        "{:#}",
+        offline[0].evidence
+    );
+    // Still down, and still unnamed by n2, well after n2 restarted: now it may be a stale peer.
+    let late = t(10) + nats_insights::history::RESTART_SETTLE;
+    s.poll_replies(
+        late,
+        restarted_while_a_peer_is_down(Duration::from_secs(40)),
+    );
+    let offline = findings(&s.evaluate(late), CheckId::META_001);
+    assert_eq!(
+        offline[0].evidence["stale_peer"], true,
+        "{:#}",
+        offline[0].evidence
+    );
+}

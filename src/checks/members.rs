@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::Thresholds;
-use crate::history::{DepartureKind, History};
+use crate::history::{DepartureKind, History, RESTART_SETTLE};
 use crate::observe::{GroupId, PeerInfo, Snapshot};
 
 /// The meta group as judged from one snapshot and the history.
@@ -327,8 +327,12 @@ pub fn assess_members(
         }
     };
     // A member some live server lists as "Server name unknown" was never seen alive by it: the
-    // mark of a renamed or retired server. Any view may know this, not only the leader's.
-    for (_, meta) in snapshot.meta_views() {
+    // mark of a renamed or retired server. Any view may know this, not only the leader's, except
+    // that of a server that just restarted: it has not seen a peer that is merely down either.
+    for (view, meta) in snapshot.meta_views() {
+        if history.restarted_within(&view.server.name, RESTART_SETTLE, now) {
+            continue;
+        }
         for p in meta.replicas.iter().filter(|p| p.name_unknown()) {
             let name = history
                 .name_of_peer(&p.peer)
