@@ -155,25 +155,34 @@ faketime_lib() {
   return 1
 }
 
+# Installs Debian packages with apt-get (through sudo unless root), running `apt-get update`
+# only when the plain install fails. `$1` names what they are for, for the error when apt-get is
+# missing; the rest are the packages. The caller checks that what it needs is there afterwards.
+apt_install() {
+  local why="$1" sudo=""
+  shift
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "$why not found and apt-get is not available: install Debian's $* (or the same by other means)" >&2
+    exit 1
+  fi
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing $* with apt-get ($why)..." >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || { $sudo apt-get update -qq >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } \
+    || true
+}
+
 # Makes libfaketime available (Debian's `faketime` package: the `faketime` command and
 # libfaketime.so.1): the soak runs each monitor process under it with its own wall-clock offset.
-# Installs it with apt-get when missing (through sudo unless root). Exports FAKETIME_LIB.
+# Exports FAKETIME_LIB.
 ensure_faketime() {
   if [ -n "${FAKETIME_LIB:-}" ] && [ -f "$FAKETIME_LIB" ]; then
     return 0
   fi
-  local lib sudo=""
+  local lib
   if ! lib=$(faketime_lib); then
-    if ! command -v apt-get >/dev/null 2>&1; then
-      echo "libfaketime not found and apt-get is not available: install faketime, or set FAKETIME_LIB to libfaketime.so.1" >&2
-      exit 1
-    fi
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "Installing faketime (libfaketime) with apt-get..." >&2
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null \
-      || { $sudo apt-get update -qq >/dev/null \
-        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; } \
-      || true
+    apt_install libfaketime faketime
     if ! lib=$(faketime_lib); then
       echo "faketime could not be installed (apt-get install faketime); set FAKETIME_LIB to libfaketime.so.1" >&2
       exit 1
@@ -183,49 +192,24 @@ ensure_faketime() {
 }
 
 # Makes `promtool` available (Debian's `prometheus` package ships it): tests/prometheus_rules.rs
-# runs `promtool check rules` and `promtool test rules` on deploy/prometheus/. Installs it with
-# apt-get when missing (through sudo unless root).
+# runs `promtool check rules` and `promtool test rules` on deploy/prometheus/.
 ensure_promtool() {
-  if command -v promtool >/dev/null 2>&1; then
-    return 0
-  fi
-  local sudo=""
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "promtool not found and apt-get is not available: install Prometheus' promtool (Debian's prometheus package)" >&2
-    exit 1
-  fi
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "Installing prometheus (promtool) with apt-get..." >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-    || { $sudo apt-get update -qq >/dev/null \
-      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
-    || true
+  command -v promtool >/dev/null 2>&1 && return 0
+  apt_install promtool prometheus
   if ! command -v promtool >/dev/null 2>&1; then
     echo "promtool could not be installed (apt-get install --no-install-recommends prometheus)" >&2
     exit 1
   fi
 }
 
-<<<<<<< HEAD
 # Makes Alertmanager available for tests/alertmanager.rs (Debian's prometheus-alertmanager
-# package; its binary is prometheus-alertmanager) and exports ALERTMANAGER_BIN. Installs it with
-# apt-get when missing (through sudo unless root). The tests start their own Alertmanager on a
-# free port; the package's own service is not used.
+# package; its binary is prometheus-alertmanager) and exports ALERTMANAGER_BIN. The tests start
+# their own Alertmanager on a free port; the package's own service is not used.
 ensure_alertmanager() {
   local bin
   bin="$(command -v prometheus-alertmanager || command -v alertmanager || true)"
   if [ -z "$bin" ]; then
-    local sudo=""
-    if ! command -v apt-get >/dev/null 2>&1; then
-      echo "Alertmanager not found and apt-get is not available: install Prometheus Alertmanager (Debian's prometheus-alertmanager package)" >&2
-      exit 1
-    fi
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "Installing prometheus-alertmanager with apt-get..." >&2
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null \
-      || { $sudo apt-get update -qq >/dev/null \
-        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; } \
-      || true
+    apt_install Alertmanager prometheus-alertmanager
     bin="$(command -v prometheus-alertmanager || command -v alertmanager || true)"
     if [ -z "$bin" ]; then
       echo "Alertmanager could not be installed (apt-get install --no-install-recommends prometheus-alertmanager)" >&2
@@ -233,28 +217,15 @@ ensure_alertmanager() {
     fi
   fi
   export ALERTMANAGER_BIN="$bin"
-=======
+}
+
 # Makes `chromium` available (Debian's `chromium` package): tests/status_page.rs loads the status
-# page in headless Chromium (`--dump-dom`, `--screenshot`). Installs it with apt-get when missing
-# (through sudo unless root).
+# page in headless Chromium (`--dump-dom`, `--screenshot`); NATS_INSIGHTS_SKIP_BROWSER=1 skips it.
 ensure_chromium() {
-  if command -v chromium >/dev/null 2>&1; then
-    return 0
-  fi
-  local sudo=""
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "chromium not found and apt-get is not available: install Chromium (Debian's chromium package), or set NATS_INSIGHTS_SKIP_BROWSER=1 to skip the browser test" >&2
-    exit 1
-  fi
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "Installing chromium with apt-get..." >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-    || { $sudo apt-get update -qq >/dev/null \
-      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-    || true
+  command -v chromium >/dev/null 2>&1 && return 0
+  apt_install chromium chromium
   if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium could not be installed (apt-get install --no-install-recommends chromium)" >&2
     exit 1
   fi
->>>>>>> page
 }
