@@ -128,10 +128,20 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
         .expect("insights_admin connects");
     let stream_config: jetstream::stream::Config =
         serde_json::from_str(&deploy_file("findings-stream.json")).expect("stream config");
-    jetstream::new(setup)
-        .create_stream(stream_config)
-        .await
-        .expect("INSIGHTS_FINDINGS is created");
+    // A fresh cluster's meta group may still be settling (a first leader handing over): the
+    // create is retried as an operator would, for a while.
+    let js = jetstream::new(setup);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_stream(stream_config.clone()).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("deploy: INSIGHTS_FINDINGS not created yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("INSIGHTS_FINDINGS is not created within 30 s: {e}"),
+        }
+    }
 
     // The service, with exactly the shipped permissions.
     let mut connections = insights_args(urls.clone())

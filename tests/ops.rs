@@ -4,14 +4,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use nats_insights::engine::{self, EngineConfig};
 use nats_insights::findings::TransitionKind::Raised;
-use nats_insights::metrics::http::MetricsServer;
-use nats_insights::service::Instance;
-use support::{cluster, others, sys_connect, Events, EVENT_TIMEOUT};
+use support::served::ServedMonitor;
+use support::{cluster, others, Events, EVENT_TIMEOUT};
 use testbed::Stop;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -57,34 +54,8 @@ async fn scrape_until(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
     let mut cluster = cluster(3).await;
-    let connections = sys_connect(&cluster)
-        .open("nats-insights-test")
-        .await
-        .expect("monitor connects");
-    let server = MetricsServer::bind("127.0.0.1:0").await.expect("bind");
-    let addr = server.local_addr().expect("address");
-    let instance = Instance {
-        id: nuid::next().to_string(),
-        started: SystemTime::now(),
-    };
-    let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::default());
-    let config = EngineConfig::default();
-    tokio::spawn(server.serve(
-        status_rx,
-        instance.clone(),
-        config.thresholds,
-        config.poll_interval,
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(engine::run_with_status(
-        connections,
-        config,
-        instance,
-        async move {
-            let _ = stopped.await;
-        },
-        status_tx,
-    ));
+    let served = ServedMonitor::start(&cluster).await;
+    let addr = served.addr;
 
     let healthy = {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -184,8 +155,7 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
     // refused, and the endpoint ends with the engine.
     assert_eq!(get(addr, "/").await.map(|r| r.0), Some(200));
     assert_eq!(get(addr, "/nothing-here").await.map(|r| r.0), Some(404));
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), engine).await;
+    served.stop().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while get(addr, "/healthz").await.is_some() {
         assert!(

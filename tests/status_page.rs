@@ -12,13 +12,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use nats_insights::engine::{self, EngineConfig};
-use nats_insights::metrics::http::MetricsServer;
-use nats_insights::service::Instance;
-use support::{cluster, sys_connect};
+use support::cluster;
+use support::served::ServedMonitor;
 use testbed::Stop;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -265,37 +262,11 @@ async fn the_status_page_in_a_browser_follows_a_crash_and_a_lost_quorum() {
     let started = Instant::now();
     let lap = |what: &str| eprintln!("status_page: {what} at {:.1?}", started.elapsed());
     let mut cluster = cluster(3).await;
-    let connections = sys_connect(&cluster)
-        .open("nats-insights-test")
-        .await
-        .expect("monitor connects");
+    let served = ServedMonitor::start(&cluster).await;
+    let addr = served.addr;
     let attached = cluster
-        .index_of(&connections.main.server_info().server_name)
+        .index_of(&served.attached)
         .expect("attached to a node");
-    let server = MetricsServer::bind("127.0.0.1:0").await.expect("bind");
-    let addr = server.local_addr().expect("address");
-    let instance = Instance {
-        id: nuid::next().to_string(),
-        started: SystemTime::now(),
-    };
-    let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::default());
-    let config = EngineConfig::default();
-    tokio::spawn(server.serve(
-        status_rx,
-        instance.clone(),
-        config.thresholds,
-        config.poll_interval,
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(engine::run_with_status(
-        connections,
-        config,
-        instance,
-        async move {
-            let _ = stopped.await;
-        },
-        status_tx,
-    ));
     lap("cluster and monitor started");
 
     // Healthy: three members online, one of them the leader, no finding.
@@ -377,8 +348,7 @@ async fn the_status_page_in_a_browser_follows_a_crash_and_a_lost_quorum() {
     assert_eq!(lost.status, "critical");
     lap("quorum lost shown");
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), engine).await;
+    served.stop().await;
     drop(cluster);
     lap("done");
 }

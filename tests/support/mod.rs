@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod jwt;
 pub mod readiness;
+pub mod served;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
