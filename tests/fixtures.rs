@@ -1026,3 +1026,47 @@ fn a_restarted_server_that_never_saw_a_crashed_peer_does_not_make_it_a_stale_pee
         offline[0].evidence
     );
 }
+
+/// healthy_3 without the leader n1's reply, its followers last hearing it `heard` ago.
+fn leader_silent(heard: Duration) -> Vec<JszReply> {
+    let mut raw: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path("healthy_3.json")).expect("fixture"))
+            .expect("json");
+    raw.retain(|r| r["server"]["name"] != "n1");
+    for reply in &mut raw {
+        for p in reply["data"]["meta_cluster"]["replicas"]
+            .as_array_mut()
+            .expect("replicas")
+        {
+            if p["name"] == "n1" {
+                p["active"] = (heard.as_nanos() as u64).into();
+            }
+        }
+    }
+    raw.into_iter()
+        .map(|r| serde_json::from_value(r).expect("reply"))
+        .collect()
+}
+
+#[test]
+fn a_leader_too_busy_to_answer_that_its_followers_still_hear_is_not_offline() {
+    let offline_after = |heard: Duration, busy: bool| {
+        let mut s = Scenario::new();
+        s.poll(t(0), &["healthy_3.json"])
+            .poll_replies(t(10), leader_silent(heard));
+        if busy {
+            // Its probe timed out: NATS still routes to it (a crashed one finds no responders).
+            s.snapshot.busy.insert("n1".to_string());
+        }
+        servers(&findings(&s.evaluate(t(10)), CheckId::META_001))
+    };
+    let heartbeat = Duration::from_millis(400);
+    assert!(
+        offline_after(heartbeat, true).is_empty(),
+        "busy, heard: not offline"
+    );
+    // Gone (no responders): offline at once, however recently it was heard.
+    assert_eq!(offline_after(heartbeat, false), set(&["n1"]));
+    // Busy and no longer heard either: a stalled server.
+    assert_eq!(offline_after(Duration::from_secs(2), true), set(&["n1"]));
+}

@@ -260,6 +260,26 @@ impl OfflineReason {
     }
 }
 
+/// How recently another member must have heard a server whose probe timed out for that
+/// server to count as busy rather than offline: the raft heartbeat (1 s, `NATS_FACTS.md`) and a
+/// margin for a loaded leader.
+pub const BUSY_HEARD_WITHIN: Duration = Duration::from_millis(1_500);
+
+/// Whether another server's view of this poll shows contact with `name` (or its `peer` id)
+/// within `within`: the leader's entry for a follower, or a follower's for its leader.
+fn heard_within(snapshot: &Snapshot, name: &str, peer: Option<&str>, within: Duration) -> bool {
+    snapshot
+        .meta_views()
+        .filter(|(view, _)| view.server.name != name)
+        .flat_map(|(_, meta)| meta.replicas.iter())
+        .any(|p| {
+            (p.name == name || peer == Some(p.peer.as_str()))
+                && !p.offline
+                && p.active > 0
+                && Duration::from_nanos(p.active) <= within
+        })
+}
+
 /// Judges every member. `None` when no answering server has a meta group (nothing to judge).
 pub fn assess_members(
     snapshot: &Snapshot,
@@ -593,9 +613,15 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
         _ => false,
     };
     let link_settling = remote && known.is_some_and(|k| k.missed < 2);
+    // A server NATS still routes to (its probe timed out, it did not find no responders) that
+    // the group heard within about a raft heartbeat is busy, not gone: a flood of JetStream API
+    // requests keeps a meta leader from answering JSZ in time while it leads on. Its silence
+    // counts once the group stops hearing it too (a stalled server's heartbeats stop).
+    let busy = snapshot.busy.contains(&name)
+        && heard_within(snapshot, &name, entry.peer.as_deref(), BUSY_HEARD_WITHIN);
     // Through a server whose routes are being cut, silence proves nothing (a server that just
     // restarted has no pinned link yet to answer on either): not offline, not online.
-    if unheard && !snapshot.reach_impaired && !link_settling {
+    if unheard && !snapshot.reach_impaired && !link_settling && !busy {
         reasons.push(OfflineReason::NotAnswering {
             last_answered: known.map(|k| k.last_answered),
         });

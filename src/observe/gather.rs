@@ -275,18 +275,32 @@ async fn scatter(
 
 /// Asks each of `servers` directly (`subject` made from its id) at once; `None` for each that
 /// stays silent for `timeout`.
+/// What a direct request to one server came back with.
+enum Probe {
+    /// Its reply.
+    Answered(bytes::Bytes),
+    /// No responders: nothing in the cluster subscribes to its request subject any more (a
+    /// crashed or stopped server).
+    Gone,
+    /// No reply within the timeout (or another error): a stalled, busy or cut-off server.
+    Silent,
+}
+
 async fn ask_each(
     client: &Client,
     servers: &[&KnownServer],
     subject: fn(&str) -> String,
     body: &'static str,
     timeout: Duration,
-) -> Vec<Option<bytes::Bytes>> {
+) -> Vec<Probe> {
     join_all(servers.iter().map(|k| async move {
         let request = client.request(subject(&k.id), body.into());
         match tokio::time::timeout(timeout, request).await {
-            Ok(Ok(msg)) => Some(msg.payload),
-            _ => None,
+            Ok(Ok(msg)) => Probe::Answered(msg.payload),
+            Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                Probe::Gone
+            }
+            _ => Probe::Silent,
         }
     }))
     .await
@@ -330,8 +344,10 @@ async fn poll_large(
     for payload in &leader_replies {
         accept(snapshot, payload, Via::Gather);
     }
-    for payload in followers.into_iter().flatten() {
-        accept(snapshot, &payload, Via::Direct);
+    for probe in followers {
+        if let Probe::Answered(payload) = probe {
+            accept(snapshot, &payload, Via::Direct);
+        }
     }
     snapshot.bytes += identity_bytes;
     snapshot.malformed += identity_malformed;
@@ -369,9 +385,9 @@ async fn probe_silent(
         (direct_jsz_subject, "{}")
     };
     let replies = ask_each(client, &silent, subject, body, timing.probe_timeout).await;
-    for (known, payload) in silent.iter().zip(replies) {
-        match payload {
-            Some(payload) if identity => {
+    for (known, probe) in silent.iter().zip(replies) {
+        match probe {
+            Probe::Answered(payload) if identity => {
                 snapshot.bytes += payload.len() as u64;
                 let mut found = Vec::new();
                 if decode_identity(&payload, &mut found).is_none() {
@@ -389,11 +405,15 @@ async fn probe_silent(
                     );
                 }
             }
-            Some(payload) => {
+            Probe::Answered(payload) => {
                 accept(snapshot, &payload, Via::Direct);
             }
-            None => {
+            Probe::Gone => {
                 snapshot.unanswered.insert(known.name.clone());
+            }
+            Probe::Silent => {
+                snapshot.unanswered.insert(known.name.clone());
+                snapshot.busy.insert(known.name.clone());
             }
         }
     }
@@ -486,6 +506,7 @@ fn accept(snapshot: &mut Snapshot, payload: &[u8], via: Via) -> Option<String> {
             let view = ServerView::from_reply(reply, via);
             let name = view.server.name.clone();
             snapshot.unanswered.remove(&name);
+            snapshot.busy.remove(&name);
             snapshot.views.insert(name.clone(), view);
             Some(name)
         }
@@ -509,6 +530,7 @@ pub fn merge_views(snapshot: &mut Snapshot, views: impl IntoIterator<Item = Serv
     let main_answered = snapshot.main_reach > 0;
     for (name, view) in extra {
         snapshot.unanswered.remove(&name);
+        snapshot.busy.remove(&name);
         if !snapshot.views.contains_key(&name) {
             snapshot.reach_impaired |= main_answered;
             snapshot.views.insert(name, view);

@@ -54,6 +54,10 @@ pub struct Snapshot {
     pub views: BTreeMap<String, ServerView>,
     /// Known servers that answered neither the gather nor a direct request.
     pub unanswered: BTreeSet<String>,
+    /// Those of `unanswered` whose direct request timed out instead of finding no responders:
+    /// NATS still routes to them (a crashed server's subscriptions go with its routes at once),
+    /// so they may be busy rather than gone.
+    pub busy: BTreeSet<String>,
     /// Replies that could not be decoded.
     pub malformed: u64,
     /// How long gathering took.
@@ -152,6 +156,9 @@ impl Snapshot {
         for name in &self.unanswered {
             if let Some(part) = known(name).and_then(|g| parts.get_mut(&g)) {
                 part.unanswered.insert(name.clone());
+                if self.busy.contains(name) {
+                    part.busy.insert(name.clone());
+                }
             }
         }
         parts
@@ -163,6 +170,7 @@ impl Snapshot {
             taken_at: self.taken_at,
             views: BTreeMap::new(),
             unanswered: BTreeSet::new(),
+            busy: BTreeSet::new(),
             malformed: self.malformed,
             duration: self.duration,
             bytes: self.bytes,
