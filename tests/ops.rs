@@ -7,25 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nats_insights::findings::TransitionKind::Raised;
-use support::served::ServedMonitor;
+use support::served::{get, ServedMonitor};
 use support::{cluster, others, Events, EVENT_TIMEOUT};
 use testbed::Stop;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-/// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, head.to_string(), body.to_string()))
-}
+use tokio::io::AsyncBufReadExt;
 
 /// The value of one sample line (`name{labels}`), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::cluster;
-use support::served::ServedMonitor;
+use support::served::{get, ServedMonitor};
 use testbed::Stop;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long each state may take to appear on the page.
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -232,20 +231,6 @@ async fn expect_state(
     seen
 }
 
-/// A plain HTTP/1.1 GET: (head, body).
-async fn get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    Some((head.to_string(), body.to_string()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_in_a_browser_follows_a_crash_and_a_lost_quorum() {
     let Some(bin) = chromium() else {
@@ -284,7 +269,7 @@ async fn the_status_page_in_a_browser_follows_a_crash_and_a_lost_quorum() {
     lap("healthy shown");
 
     // The STATUS response over HTTP says the same.
-    let (head, body) = get(addr, "/api/status.json").await.expect("status.json");
+    let (_, head, body) = get(addr, "/api/status.json").await.expect("status.json");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: application/json"),

@@ -9,6 +9,7 @@ use nats_insights::engine::{self, EngineConfig, EngineError};
 use nats_insights::metrics::http::MetricsServer;
 use nats_insights::service::Instance;
 use testbed::Cluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -74,4 +75,19 @@ impl ServedMonitor {
             let _ = tokio::time::timeout(Duration::from_secs(20), engine).await;
         }
     }
+}
+
+/// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
+pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, head.to_string(), body.to_string()))
 }
