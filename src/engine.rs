@@ -663,6 +663,13 @@ impl Engine {
                 // nothing.
                 let silent = snapshot.views.is_empty() && !own.is_empty();
                 gather::merge_views(&mut snapshot, own);
+                snapshot.links_down = self
+                    .direct
+                    .iter()
+                    .filter(|c| c.connection_state() != State::Connected)
+                    .map(|c| c.server_info().server_name)
+                    .filter(|name| !name.is_empty())
+                    .collect();
                 (snapshot, silent)
             });
             if !retried {

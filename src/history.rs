@@ -574,6 +574,9 @@ impl History {
 
     /// True when the current disagreement involves a server missing from this snapshot that
     /// answered recently (within `DISAGREEMENT_GRACE`): its silence proves nothing either way.
+    /// Unless it is gone (not answering, its pinned link down: crashed or stopped): a server
+    /// that holds no view disagrees with nobody, and a disagreement after its restart is a new
+    /// one, not the old one carried across the gap.
     fn disagreement_unobserved(&self, snapshot: &Snapshot, now: SystemTime) -> bool {
         let Some(d) = &self.disagreement else {
             return false;
@@ -582,7 +585,9 @@ impl History {
             .iter()
             .flat_map(|(_, servers)| servers)
             .any(|name| {
+                let gone = snapshot.unanswered.contains(name) && snapshot.links_down.contains(name);
                 !snapshot.views.contains_key(name)
+                    && !gone
                     && self.servers.get(name).is_some_and(|rec| {
                         now.duration_since(rec.last_answered).unwrap_or_default()
                             < DISAGREEMENT_GRACE

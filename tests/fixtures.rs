@@ -1070,3 +1070,30 @@ fn a_leader_too_busy_to_answer_that_its_followers_still_hear_is_not_offline() {
     // Busy and no longer heard either: a stalled server.
     assert_eq!(offline_after(Duration::from_secs(2), true), set(&["n1"]));
 }
+
+#[test]
+fn a_disagreeing_server_that_crashed_ends_the_disagreement_at_once() {
+    let mut s = Scenario::new();
+    let both = [
+        "partition_leader_3_majority.json",
+        "partition_leader_3_isolated.json",
+    ];
+    s.poll(t(0), &["healthy_3.json"]).poll(t(10), &both);
+    assert!(s.history.disagreement.is_some());
+    // The isolated server is killed: silent, and the monitor's pinned link to it is down. Its
+    // restart would begin a new disagreement, if any, not carry this one on.
+    let mut snapshot = Snapshot::from_replies(
+        t(12),
+        replies("partition_leader_3_majority.json")
+            .into_iter()
+            .map(|r| (r, Via::Gather)),
+        &s.history.known_servers(),
+    );
+    let isolated: Vec<String> = replies("partition_leader_3_isolated.json")
+        .iter()
+        .map(|r| r.server.name.clone())
+        .collect();
+    snapshot.links_down.extend(isolated);
+    s.history.record_snapshot(&snapshot, &s.thresholds, t(12));
+    assert!(s.history.disagreement.is_none());
+}

@@ -58,6 +58,9 @@ pub struct Snapshot {
     /// NATS still routes to them (a crashed server's subscriptions go with its routes at once),
     /// so they may be busy rather than gone.
     pub busy: BTreeSet<String>,
+    /// Servers whose pinned link (the monitor's own connection to each server) was down when the
+    /// poll ended: their process is gone (a cut route leaves the pinned link up).
+    pub links_down: BTreeSet<String>,
     /// Replies that could not be decoded.
     pub malformed: u64,
     /// How long gathering took.
@@ -159,6 +162,9 @@ impl Snapshot {
                 if self.busy.contains(name) {
                     part.busy.insert(name.clone());
                 }
+                if self.links_down.contains(name) {
+                    part.links_down.insert(name.clone());
+                }
             }
         }
         parts
@@ -171,6 +177,7 @@ impl Snapshot {
             views: BTreeMap::new(),
             unanswered: BTreeSet::new(),
             busy: BTreeSet::new(),
+            links_down: BTreeSet::new(),
             malformed: self.malformed,
             duration: self.duration,
             bytes: self.bytes,
