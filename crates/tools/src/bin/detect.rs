@@ -989,69 +989,42 @@ async fn main() {
     let mut kinds = Vec::new();
     let mut cluster = start_cluster(false, "bench-detect").await;
 
-    let mut kind = Kind::new(
-        "graceful stop of a follower",
-        "META_001, from SIGTERM; the monitor on another server",
-        Duration::from_millis(500),
-    );
-    stop_one(
-        &mut cluster,
-        &mut kind,
-        rounds,
-        cap,
-        Stop::Term,
-        Victim::FollowerElsewhere,
-    )
-    .await;
-    kinds.push(kind);
-
-    let mut kind = Kind::new(
-        "SIGKILL of a follower",
-        "META_001, from the kill; the monitor on another server",
-        Duration::from_millis(300),
-    );
-    stop_one(
-        &mut cluster,
-        &mut kind,
-        rounds,
-        cap,
-        Stop::Kill,
-        Victim::FollowerElsewhere,
-    )
-    .await;
-    kinds.push(kind);
-
-    let mut kind = Kind::new(
-        "SIGKILL of the leader",
-        "META_001 of the leader, from the kill; the monitor on another server",
-        Duration::from_millis(300),
-    );
-    stop_one(
-        &mut cluster,
-        &mut kind,
-        rounds,
-        cap,
-        Stop::Kill,
-        Victim::LeaderElsewhere,
-    )
-    .await;
-    kinds.push(kind);
-
-    let mut kind = Kind::new(
-        "SIGKILL of the monitor's own server",
-        "META_001 of that follower, from the kill",
-        Duration::from_secs(2),
-    );
-    stop_one(
-        &mut cluster,
-        &mut kind,
-        rounds,
-        cap,
-        Stop::Kill,
-        Victim::MonitorsFollower,
-    )
-    .await;
-    kinds.push(kind);
+    // One server stopped, each way in turn: (name, what is timed, target, how, which one).
+    let single_stops = [
+        (
+            "graceful stop of a follower",
+            "META_001, from SIGTERM; the monitor on another server",
+            Duration::from_millis(500),
+            Stop::Term,
+            Victim::FollowerElsewhere,
+        ),
+        (
+            "SIGKILL of a follower",
+            "META_001, from the kill; the monitor on another server",
+            Duration::from_millis(300),
+            Stop::Kill,
+            Victim::FollowerElsewhere,
+        ),
+        (
+            "SIGKILL of the leader",
+            "META_001 of the leader, from the kill; the monitor on another server",
+            Duration::from_millis(300),
+            Stop::Kill,
+            Victim::LeaderElsewhere,
+        ),
+        (
+            "SIGKILL of the monitor's own server",
+            "META_001 of that follower, from the kill",
+            Duration::from_secs(2),
+            Stop::Kill,
+            Victim::MonitorsFollower,
+        ),
+    ];
+    for (name, what, target, how, which) in single_stops {
+        let mut kind = Kind::new(name, what, target);
+        stop_one(&mut cluster, &mut kind, rounds, cap, how, which).await;
+        kinds.push(kind);
+    }
 
     let mut kind = Kind::new(
         "two of three killed",
