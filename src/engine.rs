@@ -299,12 +299,21 @@ async fn run_instrumented(
         store: persistence.health(),
         ..EngineStatus::default()
     }));
+    // No memory of episodes to number on from (memory mode, or a bucket that could not keep an
+    // epoch): a new epoch, so numbers counted again from one name new episodes. A peer's state
+    // may still bring the deployment's.
+    let epoch = loaded.epoch.clone().unwrap_or_else(|| {
+        let minted = nuid::next().to_string();
+        tracing::info!(epoch = %minted, "new epoch of episode numbers (no stored one)");
+        minted
+    });
     let coordinator = Coordinator::new(
         &instance.id,
         timing.ha,
         Ledger {
             active: loaded.active,
             ended: loaded.ended,
+            epoch,
         },
         origin.elapsed(),
     );
@@ -339,6 +348,7 @@ async fn run_instrumented(
         snapshot: Snapshot::default(),
         status: EngineStatus {
             store: persistence.health(),
+            malformed: loaded.malformed,
             ..EngineStatus::default()
         },
         persistence,
@@ -378,7 +388,7 @@ async fn run_instrumented(
             },
             Some(msg) = next_of(&mut feeds.findings) => { engine.on_finding_event(&msg).await; continue; }
             Some(msg) = next_of(&mut feeds.beats) => { engine.on_beat(&msg).await; continue; }
-            Some(state) = feeds.states.recv() => { engine.handle(Input::PeerState(state)).await; continue; }
+            Some(state) = feeds.states.recv() => { engine.on_peer_state(state).await; continue; }
             _ = tokio::time::sleep_until(deadline) => { engine.handle(Input::Tick).await; continue; }
             _ = heartbeat.tick() => { engine.heartbeat().await; continue; }
         };
@@ -509,32 +519,71 @@ impl Engine {
         crate::log_malformed("event", error);
     }
 
-    /// A finding event: a peer's is news for the coordinator (this instance's own echo is not).
+    /// Counts and logs (once per kind and ten seconds) an input refused as impossible.
+    fn refuse(&mut self, kind: &'static str, why: &dyn std::fmt::Display) {
+        self.status.malformed += 1;
+        crate::log_malformed(kind, why);
+    }
+
+    /// A finding event: a peer's is news for the coordinator (this instance's own echo is not),
+    /// once checked against what this instance knows ([`crate::ha::validate`]).
     async fn on_finding_event(&mut self, msg: &async_nats::Message) {
-        let Ok(event) = serde_json::from_slice::<FindingEvent>(&msg.payload) else {
-            return;
+        let event = match serde_json::from_slice::<FindingEvent>(&msg.payload) {
+            Ok(event) => event,
+            Err(error) => return self.refuse("finding event", &error),
         };
         if event.instance == self.instance.id {
             return;
         }
-        if let Some(record) = crate::ha::record_of_event(&event) {
-            tracing::debug!(finding = %event.finding, episode = event.episode, revision = event.revision, "a peer instance's event");
-            self.handle(Input::Event(record)).await;
+        let Some(record) = crate::ha::record_of_event(&event) else {
+            return self.refuse("finding event", &"unreadable raised_at or timestamp");
+        };
+        let checked =
+            crate::ha::validate::event(record, self.coordinator.ledger(), SystemTime::now());
+        match checked {
+            Ok(record) => {
+                tracing::debug!(finding = %event.finding, episode = event.episode, revision = event.revision, "a peer instance's event");
+                self.handle(Input::Event(record)).await;
+            }
+            Err(why) => self.refuse("finding event", &why),
         }
     }
 
     async fn on_beat(&mut self, msg: &async_nats::Message) {
-        let Ok(beat) = serde_json::from_slice::<Beat>(&msg.payload) else {
-            return;
+        let beat = match serde_json::from_slice::<Beat>(&msg.payload) {
+            Ok(beat) => beat,
+            Err(error) => return self.refuse("HA beat", &error),
         };
         if beat.instance == self.instance.id {
             return;
         }
-        self.handle(Input::Beat {
-            instance: beat.instance,
-            uptime: Duration::from_millis(beat.uptime_ms),
-        })
-        .await;
+        match crate::ha::validate::beat(&beat.instance, beat.uptime_ms) {
+            Ok(uptime) => {
+                self.handle(Input::Beat {
+                    instance: beat.instance,
+                    uptime,
+                })
+                .await
+            }
+            Err(why) => self.refuse("HA beat", &why),
+        }
+    }
+
+    /// A peer's answer to a state request, checked entry by entry.
+    async fn on_peer_state(&mut self, state: PeerState) {
+        match crate::ha::validate::peer_state(state, SystemTime::now()) {
+            Ok((state, refused)) => {
+                if refused > 0 {
+                    self.refuse(
+                        "peer state entry",
+                        &format!("{refused} impossible entries of {} dropped", state.instance),
+                    );
+                    self.status.malformed += refused - 1;
+                }
+                self.handle(Input::PeerState(state)).await;
+            }
+            Err(why) => self.refuse("peer state", &why),
+        }
     }
 
     async fn heartbeat(&self) {
@@ -615,9 +664,11 @@ impl Engine {
         if let Some(loaded) = self.persistence.maintain(&active, cluster_size).await {
             // The store came back after a start without it: what other instances (or a
             // previous run) hold is news to this run.
+            self.status.malformed += loaded.malformed;
             self.handle(Input::Stored(Ledger {
                 active: loaded.active,
                 ended: loaded.ended,
+                epoch: loaded.epoch.unwrap_or_default(),
             }))
             .await;
         }

@@ -72,6 +72,10 @@ pub struct HaTiming {
     /// After a start or a reconnect, publishing waits this long for a peer's state (the first
     /// answer ends the wait).
     pub sync_wait: Duration,
+    /// A publish that failed is tried again after `min`, doubling with each failure in a row
+    /// up to `max`: one that cannot succeed (a denied subject, a server refusing) is no hot
+    /// loop, and one that failed by chance goes out again before a peer's grace is over.
+    pub publish_backoff: crate::alertmanager::Backoff,
 }
 
 impl Timing {
@@ -94,6 +98,10 @@ impl Timing {
                 grace: (poll + slowest_poll).max(Duration::from_secs(3)),
                 contrary_hold: (poll * 3).max(Duration::from_secs(3)),
                 sync_wait: beat * 3 / 2,
+                publish_backoff: crate::alertmanager::Backoff {
+                    min: Duration::from_secs(1),
+                    max: Duration::from_secs(30),
+                },
             },
             store_retry: Duration::from_secs(3),
             history_every: Duration::from_secs(2),

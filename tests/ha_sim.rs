@@ -27,7 +27,8 @@
 //!   `sync_wait` is taken. `Persist` writes the store (a map merged by mark) when it is up, else
 //!   a backlog written by the next retry (every 3 s) once it is back; an instance whose store was
 //!   down at start writes nothing until a retry opens it, then writes what is active and takes
-//!   `Input::Stored` (as `Persistence::maintain` does); a (re)start loads the store if it is up.
+//!   `Input::Stored` (as `Persistence::maintain` does); a (re)start loads the store if it is up,
+//!   with the store's epoch (created by the first start that finds it up), else mints an epoch.
 //! - Faults: pairs of instances cut from each other (both ways), slow spells, lossy spells,
 //!   store outages, an instance's server stopped (publishing fails, it is cut from its peers,
 //!   then `Reconnected` once it moved), crashes (all state lost) and restarts a few seconds
@@ -674,6 +675,10 @@ struct Sim<'p> {
     seen_marks: Vec<Option<Mark>>,
     /// Why an instance ended its start-up wait without knowing what had been published.
     amnesia: Option<String>,
+    /// The store's epoch key (created by the first start that finds the store up), and how many
+    /// epochs were minted: a start without the store mints one, as the engine does.
+    store_epoch: Option<String>,
+    epochs: u64,
 }
 
 impl<'p> Sim<'p> {
@@ -725,6 +730,8 @@ impl<'p> Sim<'p> {
             timers: [u64::MAX; 3 * N],
             seen_marks: vec![None; keys],
             amnesia: None,
+            store_epoch: None,
+            epochs: 0,
         };
         for i in 0..N {
             sim.push(plan.start[i], Ev::Start(i));
@@ -978,12 +985,19 @@ impl<'p> Sim<'p> {
     }
 
     fn start(&mut self, i: usize) {
+        self.epochs += 1;
+        let minted = format!("E{}", self.epochs);
         let stored = if self.plan.store_up(self.now) {
             self.nodes[i].store_open = true;
-            load(&self.store)
+            let mut ledger = load(&self.store);
+            ledger.epoch = self.store_epoch.get_or_insert(minted).clone();
+            ledger
         } else {
             self.nodes[i].store_open = false;
-            Ledger::default()
+            Ledger {
+                epoch: minted,
+                ..Ledger::default()
+            }
         };
         if self.trace.is_some() {
             let text = match self.nodes[i].store_open {
@@ -1058,7 +1072,10 @@ impl<'p> Sim<'p> {
         if !self.nodes[i].store_open {
             // Persistence::maintain: open, load, write what is active, then Input::Stored.
             self.nodes[i].store_open = true;
-            let loaded = load(&self.store);
+            let mut loaded = load(&self.store);
+            self.epochs += 1;
+            let minted = format!("E{}", self.epochs);
+            loaded.epoch = self.store_epoch.get_or_insert(minted).clone();
             let active: Vec<Record> = self.nodes[i]
                 .coord
                 .as_ref()

@@ -444,6 +444,7 @@ fn transition_of(
             fingerprint: format!("f{revision}"),
         },
         episode: 1,
+        epoch: String::new(),
         revision,
         raised_at,
         at: raised_at + Duration::from_secs(revision),

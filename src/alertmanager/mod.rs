@@ -409,6 +409,14 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+impl Backoff {
+    /// The wait after `failures` failures in a row: `min`, doubling with each, at most `max`.
+    pub fn delay(self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        self.min.saturating_mul(1u32 << exponent).min(self.max)
+    }
+}
+
 impl Outbox {
     /// Whether `alerts` should be sent now: something changed since the last delivery (a new,
     /// resolved or re-raised alert), or the resend interval passed with alerts to keep alive; in
@@ -438,12 +446,7 @@ impl Outbox {
             self.not_before = now;
         } else {
             self.failures = self.failures.saturating_add(1);
-            let exponent = self.failures.saturating_sub(1).min(16);
-            let delay = backoff
-                .min
-                .saturating_mul(1u32 << exponent)
-                .min(backoff.max);
-            self.not_before = now + delay;
+            self.not_before = now + backoff.delay(self.failures);
         }
     }
 
@@ -548,6 +551,7 @@ mod tests {
                     ActiveFinding {
                         finding: f.clone(),
                         episode: 1,
+                        epoch: String::new(),
                         revision: 1,
                         raised_at: at(0),
                         changed_at: at(0),
@@ -562,6 +566,7 @@ mod tests {
             kind: TransitionKind::Resolved,
             finding: f.clone(),
             episode: 1,
+            epoch: String::new(),
             revision: 2,
             raised_at: at(0),
             at: at(when),

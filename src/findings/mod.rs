@@ -3,9 +3,11 @@
 //! poll, and a check that could not judge something never resolves it.
 //!
 //! Identity: a finding key lives through *episodes* (raised ... resolved), numbered per key from
-//! one. A transition is (key, episode, kind, revision); its event id is derived from that alone
-//! ([`crate::publish::event_id`]), so every instance that publishes the same transition sends
-//! the same id, whatever its clock says.
+//! one within an *epoch* (a random name the deployment's memory of episodes carries, new whenever
+//! that memory starts empty). A transition is (epoch, key, episode, kind, revision); its event id
+//! is derived from that alone ([`crate::publish::event_id`]), so every instance that publishes
+//! the same transition sends the same id, whatever its clock says, and no two transitions share
+//! one (docs/ha.md).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -24,6 +26,11 @@ pub struct ActiveFinding {
     /// of versions before episodes were numbered read as 0).
     #[serde(default)]
     pub episode: u64,
+    /// The epoch its episode was raised in (empty in records of versions before epochs): with
+    /// the key and the episode it names the episode forever, across lost memory
+    /// ([`crate::ha::Ledger::epoch`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
     /// Revision of the last published event.
     pub revision: u64,
     /// When it was raised.
@@ -39,9 +46,10 @@ pub type ActiveSet = BTreeMap<String, ActiveFinding>;
 /// for a key never seen).
 pub type Episodes = BTreeMap<String, u64>;
 
-/// The episode a new raise of `key` starts.
+/// The episode a new raise of `key` starts (saturating: numbers that came from the network are
+/// bounded before they get here, and arithmetic on them never wraps).
 pub fn next_episode(ended: &Episodes, key: &str) -> u64 {
-    ended.get(key).map_or(1, |e| e + 1)
+    ended.get(key).map_or(1, |e| e.saturating_add(1))
 }
 
 /// Fingerprint of a finding learned from another instance's event, which does not carry the
@@ -89,6 +97,10 @@ pub struct Transition {
     pub finding: Finding,
     /// The episode of the finding's key it belongs to.
     pub episode: u64,
+    /// The epoch the episode was raised in; empty on a raise until the HA coordinator stamps
+    /// the deployment's epoch on it as it publishes it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
     /// Grows with every event of the same episode (a raise is 1).
     pub revision: u64,
     /// When the finding was raised.
@@ -139,6 +151,7 @@ pub fn reconcile(
                     let active = ActiveFinding {
                         finding: (*finding).clone(),
                         episode: next_episode(ended, key),
+                        epoch: String::new(),
                         revision: 1,
                         raised_at: now,
                         changed_at: now,
@@ -151,7 +164,7 @@ pub fn reconcile(
                         && active.finding.fingerprint != finding.fingerprint;
                     active.finding = (*finding).clone();
                     if material {
-                        active.revision += 1;
+                        active.revision = active.revision.saturating_add(1);
                         active.changed_at = now;
                         transitions.push(transition(TransitionKind::Updated, active, now));
                     }
@@ -167,7 +180,7 @@ pub fn reconcile(
             .collect();
         for key in cleared {
             if let Some(mut active) = next.remove(&key) {
-                active.revision += 1;
+                active.revision = active.revision.saturating_add(1);
                 transitions.push(transition(TransitionKind::Resolved, &active, now));
             }
         }
@@ -180,6 +193,7 @@ fn transition(kind: TransitionKind, active: &ActiveFinding, now: SystemTime) -> 
         kind,
         finding: active.finding.clone(),
         episode: active.episode,
+        epoch: active.epoch.clone(),
         revision: active.revision,
         raised_at: active.raised_at,
         at: now,
@@ -301,6 +315,7 @@ mod tests {
             ActiveFinding {
                 finding: adopted,
                 episode: 1,
+                epoch: String::new(),
                 revision: 3,
                 raised_at: t(1),
                 changed_at: t(1),

@@ -12,7 +12,7 @@
 //! answer. Every copy of a transition carries the same event id, so a second copy (two
 //! instances that could not hear each other) is a repeat consumers drop, never a second finding.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +112,13 @@ struct Wanted {
     since: Now,
 }
 
+/// A transition whose publish failed, and when to try it again.
+#[derive(Debug, Clone)]
+struct Unsent {
+    transition: Transition,
+    retry_at: Now,
+}
+
 /// The coordinator of one instance.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -126,7 +133,10 @@ pub struct Coordinator {
     syncing: Option<Now>,
     link: bool,
     next_beat: Now,
-    unsent: Vec<Transition>,
+    unsent: Vec<Unsent>,
+    /// Failed publishes in a row, by key (cleared by one that goes out): how long the next try
+    /// waits.
+    failures: BTreeMap<String, u32>,
     /// Records of this instance's publications whose `Publish` is still queued.
     queued: Vec<Record>,
     /// Records of publications the engine has taken: persisted with the next input unless
@@ -165,6 +175,7 @@ impl Coordinator {
             link: true,
             next_beat: now,
             unsent: Vec::new(),
+            failures: BTreeMap::new(),
             queued: Vec::new(),
             sent: Vec::new(),
             actions: VecDeque::new(),
@@ -199,16 +210,25 @@ impl Coordinator {
     /// delay in transit), so two that started within a beat of each other are ordered by id:
     /// both then agree, whichever way the delays fell.
     pub fn position(&self, now: Now) -> usize {
-        let margin = ms(self.timing.beat);
         self.live(now)
-            .filter(|(id, p)| {
-                if p.started.abs() < margin {
-                    id.as_str() < self.me.as_str()
-                } else {
-                    p.started < 0
-                }
-            })
+            .filter(|(id, p)| self.started_before(id, p))
             .count()
+    }
+
+    /// Whether `peer` comes before this instance in the order (it started earlier).
+    fn started_before(&self, id: &str, peer: &Peer) -> bool {
+        if peer.started.abs() < ms(self.timing.beat) {
+            id < self.me.as_str()
+        } else {
+            peer.started < 0
+        }
+    }
+
+    /// Whether the peer `id`, as last heard, started before this instance.
+    fn ranks_before(&self, id: &str) -> bool {
+        self.peers
+            .get(id)
+            .is_some_and(|peer| self.started_before(id, peer))
     }
 
     /// The live peers (heard within `peer_live`).
@@ -229,6 +249,7 @@ impl Coordinator {
             }
             _ => {
                 for record in self.sent.drain(..) {
+                    self.failures.remove(record.key());
                     self.actions.push_back(Action::Persist(record));
                 }
             }
@@ -258,6 +279,9 @@ impl Coordinator {
             Input::PeerState(state) => {
                 if state.instance != self.me {
                     self.heard(&state.instance, Duration::from_millis(state.uptime_ms), now);
+                    // The instances number in the epoch of the longest-running one.
+                    let elder = self.ranks_before(&state.instance);
+                    self.ledger.adopt_epoch(&state.ledger.epoch, elder);
                     for key in self.ledger.merge(state.ledger) {
                         self.wanted.remove(&key);
                         self.contrary.insert(key, now + self.timing.contrary_hold);
@@ -277,7 +301,18 @@ impl Coordinator {
                 self.syncing = Some(now + self.timing.sync_wait);
                 self.actions.push_back(Action::RequestState(None));
             }
-            Input::PublishFailed(transition) => self.unsent.push(transition),
+            Input::PublishFailed(transition) => {
+                let failures = self
+                    .failures
+                    .entry(transition.finding.key.clone())
+                    .or_default();
+                *failures = failures.saturating_add(1);
+                let retry_at = now + self.timing.publish_backoff.delay(*failures);
+                self.unsent.push(Unsent {
+                    transition,
+                    retry_at,
+                });
+            }
             Input::Tick => {}
         }
         self.decide(now);
@@ -306,6 +341,9 @@ impl Coordinator {
         // wait is a deadline already; the link comes back with a round): counting it would
         // make every call due at once.
         let blocked = self.syncing.is_some() || !self.link;
+        for unsent in self.unsent.iter().filter(|_| !blocked) {
+            next = next.min(unsent.retry_at);
+        }
         let wait = self.timing.grace * self.position(now) as u32;
         for (key, wanted) in self.wanted.iter().filter(|_| !blocked) {
             let mut due = wanted.since + wait;
@@ -387,16 +425,29 @@ impl Coordinator {
         if self.syncing.is_some() || !self.link {
             return;
         }
-        for transition in std::mem::take(&mut self.unsent) {
+        let (due, later): (Vec<Unsent>, Vec<Unsent>) = std::mem::take(&mut self.unsent)
+            .into_iter()
+            .partition(|u| now >= u.retry_at);
+        self.unsent = later;
+        for Unsent { transition, .. } in due {
             self.queued.push(Record::after(&transition));
             self.actions.push_back(Action::Publish(transition));
         }
         let wait = self.timing.grace * self.position(now) as u32;
+        // What follows a transition still waiting to be sent again waits behind it: a key's
+        // events go out in order.
+        let retrying: BTreeSet<&str> = self
+            .unsent
+            .iter()
+            .map(|u| u.transition.finding.key.as_str())
+            .collect();
         let due: Vec<String> = self
             .wanted
             .iter()
             .filter(|(key, w)| {
-                now >= w.since + wait && self.contrary.get(*key).is_none_or(|until| now >= *until)
+                now >= w.since + wait
+                    && self.contrary.get(*key).is_none_or(|until| now >= *until)
+                    && !retrying.contains(key.as_str())
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -404,7 +455,12 @@ impl Coordinator {
             let Some(wanted) = self.wanted.remove(&key) else {
                 continue;
             };
-            let transition = wanted.transition;
+            let mut transition = wanted.transition;
+            // A raise is numbered in the epoch the instances share when it goes out (reconcile
+            // knows episodes, not epochs); what follows it keeps its raise's.
+            if transition.kind == TransitionKind::Raised && transition.epoch.is_empty() {
+                transition.epoch = self.ledger.epoch.clone();
+            }
             if self.ledger.apply(&transition) {
                 self.queued.push(Record::after(&transition));
                 self.actions.push_back(Action::Publish(transition));
@@ -432,6 +488,7 @@ mod tests {
             kind: TransitionKind::Raised,
             finding: crate::ha::test_finding(key),
             episode,
+            epoch: String::new(),
             revision: 1,
             raised_at: SystemTime::UNIX_EPOCH,
             at: SystemTime::UNIX_EPOCH,
@@ -611,11 +668,20 @@ mod tests {
         c.handle(Input::PublishFailed(raise("k", 1)), s(2.0));
         let actions: Vec<Action> = c.actions().collect();
         assert!(
+            !actions.contains(&Action::Publish(raise("k", 1))),
+            "not again at once: a publish that fails at once would loop"
+        );
+        assert_eq!(persisted(&actions), 0);
+        assert!(c.next_deadline(s(2.0)) <= s(3.0), "it wakes for the retry");
+        c.handle(Input::Tick, s(2.9));
+        assert!(!c.actions().any(|a| matches!(a, Action::Publish(_))));
+        c.handle(Input::Tick, s(3.0));
+        let actions: Vec<Action> = c.actions().collect();
+        assert!(
             actions.contains(&Action::Publish(raise("k", 1))),
             "sent again"
         );
-        assert_eq!(persisted(&actions), 0);
-        c.handle(Input::Tick, s(2.5));
+        c.handle(Input::Tick, s(3.5));
         let actions: Vec<Action> = c.actions().collect();
         assert!(
             actions.contains(&Action::Persist(Record::after(&raise("k", 1)))),
@@ -625,11 +691,73 @@ mod tests {
     }
 
     #[test]
+    fn raises_go_out_in_the_epoch_of_the_longest_running_instance() {
+        let with_epoch = |epoch: &str| Ledger {
+            epoch: epoch.into(),
+            ..Ledger::default()
+        };
+        // b starts with an epoch of its own and hears a, running for a minute: it takes a's.
+        let mut b = Coordinator::new("b", timing(), with_epoch("Bnew"), s(0.0));
+        let elder = PeerState {
+            instance: "a".into(),
+            uptime_ms: 60_000,
+            ledger: with_epoch("Aold"),
+            synced: true,
+        };
+        b.handle(Input::PeerState(elder), s(0.1));
+        assert_eq!(b.ledger().epoch, "Aold");
+        // a hears b, younger: it keeps its own.
+        let mut a = Coordinator::new("a", timing(), with_epoch("Aold"), s(0.0));
+        let younger = PeerState {
+            instance: "b".into(),
+            uptime_ms: 100,
+            ledger: with_epoch("Bnew"),
+            synced: true,
+        };
+        a.handle(Input::PeerState(younger), s(60.0));
+        assert_eq!(a.ledger().epoch, "Aold");
+        // The raise is stamped with it as it goes out; what follows keeps the raise's.
+        let sent = evaluated(&mut a, vec![raise("k", 1)], s(61.0));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].epoch, "Aold");
+        assert_eq!(a.ledger().active["k"].epoch, "Aold");
+    }
+
+    #[test]
+    fn a_publish_that_keeps_failing_backs_off_and_holds_what_follows() {
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        c.handle(Input::Tick, timing().sync_wait);
+        evaluated(&mut c, vec![raise("k", 1)], s(2.0));
+        let mut now = s(2.0);
+        let mut tries = vec![];
+        c.handle(Input::PublishFailed(raise("k", 1)), now);
+        while now < s(120.0) {
+            now = c.next_deadline(now).max(now + Duration::from_millis(1));
+            c.handle(Input::Tick, now);
+            for action in c.actions().collect::<Vec<_>>() {
+                if let Action::Publish(t) = action {
+                    tries.push(now.as_secs_f64().round() as u64);
+                    c.handle(Input::PublishFailed(t), now);
+                }
+            }
+        }
+        // 1 s, then doubling up to 30 s: a handful of tries in two minutes, not thousands.
+        assert_eq!(tries[..6], [3, 5, 9, 17, 33, 63], "{tries:?}");
+        assert!(tries.len() < 10, "{tries:?}");
+        // A resolution of the key waits behind the raise still being retried.
+        let mut resolved = raise("k", 1);
+        resolved.kind = TransitionKind::Resolved;
+        resolved.revision = 2;
+        assert!(evaluated(&mut c, vec![resolved], now).is_empty());
+    }
+
+    #[test]
     fn a_peer_that_is_starting_too_does_not_end_the_wait() {
         let mut stored = Ledger::default();
         stored.fold(Record::Resolved(crate::store::ResolvedFinding {
             finding: raise("k", 3).finding,
             episode: 3,
+            epoch: String::new(),
             revision: 2,
             raised_at: SystemTime::UNIX_EPOCH,
             resolved_at: SystemTime::UNIX_EPOCH,
@@ -740,6 +868,7 @@ mod tests {
         stored.fold(Record::Active(ActiveFinding {
             finding: raise("k", 3).finding,
             episode: 3,
+            epoch: String::new(),
             revision: 1,
             raised_at: SystemTime::UNIX_EPOCH,
             changed_at: SystemTime::UNIX_EPOCH,

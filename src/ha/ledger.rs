@@ -14,6 +14,25 @@ pub struct Ledger {
     pub active: ActiveSet,
     /// The last episode that ended, by key.
     pub ended: Episodes,
+    /// The epoch new raises are numbered in: a random name minted whenever an instance starts
+    /// with no memory of episodes (no bucket record of one, no peer), so episode numbers that
+    /// start again from one never name an earlier episode. An instance takes the epoch of a
+    /// peer that started before it (so all converge on the longest-running one's): the merged
+    /// ledgers remember every episode either numbered, so numbering on from their merge
+    /// repeats none, in either epoch.
+    #[serde(default)]
+    pub epoch: String,
+}
+
+/// The longest epoch accepted from the network (minted ones are 22-character nuids).
+pub const EPOCH_MAX_LEN: usize = 64;
+
+/// Whether `epoch` is one this service could have minted: short, letters and digits only (it
+/// goes into event ids, the bucket and logs).
+pub fn valid_epoch(epoch: &str) -> bool {
+    !epoch.is_empty()
+        && epoch.len() <= EPOCH_MAX_LEN
+        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 impl Ledger {
@@ -59,8 +78,18 @@ impl Ledger {
         self.fold(Record::after(transition))
     }
 
-    /// Takes whatever is newer in `other`; returns the keys that changed.
+    /// Takes `epoch` (see [`Ledger::epoch`]) if it is valid and this ledger has none, or
+    /// `replace` says so.
+    pub fn adopt_epoch(&mut self, epoch: &str, replace: bool) {
+        if valid_epoch(epoch) && (replace || self.epoch.is_empty()) {
+            self.epoch = epoch.to_string();
+        }
+    }
+
+    /// Takes whatever is newer in `other` (and its epoch if this ledger has none); returns the
+    /// keys that changed.
     pub fn merge(&mut self, other: Ledger) -> Vec<String> {
+        self.adopt_epoch(&other.epoch, false);
         let mut changed = Vec::new();
         for (key, episode) in other.ended {
             if self.fold_ended(&key, episode) {
@@ -96,6 +125,7 @@ pub fn transition_of_record(record: &Record) -> Transition {
             kind: TransitionKind::Resolved,
             finding: r.finding.clone(),
             episode: r.episode,
+            epoch: r.epoch.clone(),
             revision: r.revision,
             raised_at: r.raised_at,
             at: r.resolved_at,
@@ -113,6 +143,7 @@ fn active_transition(a: &ActiveFinding) -> Transition {
         },
         finding: a.finding.clone(),
         episode: a.episode,
+        epoch: a.epoch.clone(),
         revision: a.revision,
         raised_at: a.raised_at,
         at: a.changed_at,
@@ -135,6 +166,7 @@ mod tests {
         Record::Active(ActiveFinding {
             finding: finding(key),
             episode,
+            epoch: String::new(),
             revision,
             raised_at: at(clock),
             changed_at: at(clock),
@@ -145,6 +177,7 @@ mod tests {
         Record::Resolved(ResolvedFinding {
             finding: finding(key),
             episode,
+            epoch: String::new(),
             revision: 2,
             raised_at: at(clock),
             resolved_at: at(clock),
@@ -189,6 +222,27 @@ mod tests {
         let mut ba = b.clone();
         ba.merge(a.clone());
         assert_eq!(ab, ba);
+    }
+
+    #[test]
+    fn a_merge_keeps_the_epoch_unless_there_is_none_and_invalid_ones_are_ignored() {
+        let mut a = Ledger::default();
+        a.merge(Ledger {
+            epoch: "Aaaa".into(),
+            ..Ledger::default()
+        });
+        assert_eq!(a.epoch, "Aaaa");
+        a.merge(Ledger {
+            epoch: "Bbbb".into(),
+            ..Ledger::default()
+        });
+        assert_eq!(a.epoch, "Aaaa");
+        for bad in ["", "zz.z", "zzz\u{1b}[2J", &"z".repeat(65)] {
+            a.adopt_epoch(bad, true);
+            assert_eq!(a.epoch, "Aaaa", "{bad:?}");
+        }
+        a.adopt_epoch("Cccc", true);
+        assert_eq!(a.epoch, "Cccc");
     }
 
     #[test]

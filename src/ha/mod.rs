@@ -6,6 +6,7 @@
 
 pub mod coordinator;
 pub mod ledger;
+pub mod validate;
 pub mod wire;
 
 pub use coordinator::{Action, Coordinator, Input, Now, PeerState};

@@ -72,6 +72,7 @@ pub fn record_of_event(event: &FindingEvent) -> Option<Record> {
         TransitionKind::Resolved => Record::Resolved(ResolvedFinding {
             finding,
             episode: event.episode,
+            epoch: event.epoch.clone(),
             revision: event.revision,
             raised_at,
             resolved_at: at,
@@ -79,6 +80,7 @@ pub fn record_of_event(event: &FindingEvent) -> Option<Record> {
         TransitionKind::Raised | TransitionKind::Updated => Record::Active(ActiveFinding {
             finding,
             episode: event.episode,
+            epoch: event.epoch.clone(),
             revision: event.revision,
             raised_at,
             changed_at: at,
@@ -162,6 +164,7 @@ mod tests {
             kind: TransitionKind::Resolved,
             finding: crate::ha::test_finding("META_001/default/n2"),
             episode: 3,
+            epoch: String::new(),
             revision: 2,
             raised_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
             at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_009_456),

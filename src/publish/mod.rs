@@ -31,22 +31,28 @@ pub fn finding_subject(check: CheckId, kind: TransitionKind) -> String {
 }
 
 /// The id of the event announcing `transition`: a digest of what the transition is, never of who
-/// saw it or when: the finding key, its episode, the kind, and for an update its revision (a raise
-/// is always revision 1; a resolution ends its episode whatever revision it reached). Every
-/// instance that publishes the same transition sends the same id, also as `Nats-Msg-Id`.
+/// saw it or when: the epoch its episode was raised in, the finding key, its episode, the kind,
+/// and for an update its revision (a raise is always revision 1; a resolution ends its episode
+/// whatever revision it reached). Every instance that publishes the same transition sends the
+/// same id, also as `Nats-Msg-Id`; the epoch keeps episode numbers that start again from one
+/// (memory lost) from repeating an id (docs/ha.md). Episodes of versions before epochs (empty
+/// epoch) keep the ids they were published with.
 pub fn event_id(transition: &Transition) -> String {
     use sha2::Digest;
     let revision = match transition.kind {
         TransitionKind::Updated => transition.revision,
         TransitionKind::Raised | TransitionKind::Resolved => 0,
     };
-    let text = format!(
+    let mut text = format!(
         "{}\n{}\n{}\n{}",
         transition.finding.key,
         transition.episode,
         transition.kind.as_str(),
         revision
     );
+    if !transition.epoch.is_empty() {
+        text = format!("{}\n{text}", transition.epoch);
+    }
     let digest = sha2::Sha256::digest(text.as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -68,6 +74,10 @@ pub struct FindingEvent {
     /// after a resolution (0 from versions that did not number them).
     #[serde(default)]
     pub episode: u64,
+    /// The epoch the episode was numbered in (see [`event_id`]); absent from versions before
+    /// epochs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
     /// Grows with each event of the same episode (a raise is 1).
     pub revision: u64,
     /// Check id, e.g. `META_001`.
@@ -116,6 +126,7 @@ impl FindingEvent {
             finding: f.key.clone(),
             event: transition.kind,
             episode: transition.episode,
+            epoch: transition.epoch.clone(),
             revision: transition.revision,
             check: f.check,
             name: f.check.name().to_string(),

@@ -541,6 +541,7 @@ mod tests {
             kind,
             finding: f,
             episode: 1,
+            epoch: String::new(),
             revision: if kind == TransitionKind::Raised { 1 } else { 2 },
             raised_at: t(0),
             at: t(at),
@@ -556,6 +557,7 @@ mod tests {
                 ActiveFinding {
                     finding: f,
                     episode: 1,
+                    epoch: String::new(),
                     revision: 1,
                     raised_at: t(1),
                     changed_at: t(1),

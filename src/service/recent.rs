@@ -68,6 +68,7 @@ mod tests {
                 fingerprint: String::new(),
             },
             episode: 1,
+            epoch: String::new(),
             revision: 1,
             raised_at: at,
             at,

@@ -22,9 +22,15 @@ use crate::history::Histories;
 
 /// Key of the persisted history.
 const HISTORY_KEY: &str = "history";
+/// Key of the epoch the bucket's records number episodes in ([`crate::ha::Ledger::epoch`]):
+/// created once with the bucket's first load, so a bucket lost or recreated (no such key) never
+/// lends its epoch to numbers counted again from one.
+const EPOCH_KEY: &str = "epoch";
 /// Prefix of finding keys.
 const FINDING_PREFIX: &str = "finding.";
-/// Resolved findings older than this are purged when the service starts.
+/// Resolved findings older than this are slimmed when the service starts: their evidence and
+/// remediation go, their episode stays (it is what keeps the key's next raise from repeating an
+/// id).
 const RESOLVED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The store's timers (one place for all of them: [`crate::timing::Timing`]).
 fn timing() -> crate::timing::Timing {
@@ -73,6 +79,9 @@ pub struct ResolvedFinding {
     /// The episode it ended (0 in records of versions before episodes were numbered).
     #[serde(default)]
     pub episode: u64,
+    /// The epoch the episode was raised in (empty in records of versions before epochs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
     /// Revision of the resolved event.
     pub revision: u64,
     /// When it was raised.
@@ -133,6 +142,7 @@ impl Record {
             TransitionKind::Resolved => Record::Resolved(ResolvedFinding {
                 finding: transition.finding.clone(),
                 episode: transition.episode,
+                epoch: transition.epoch.clone(),
                 revision: transition.revision,
                 raised_at: transition.raised_at,
                 resolved_at: transition.at,
@@ -140,6 +150,7 @@ impl Record {
             TransitionKind::Raised | TransitionKind::Updated => Record::Active(ActiveFinding {
                 finding: transition.finding.clone(),
                 episode: transition.episode,
+                epoch: transition.epoch.clone(),
                 revision: transition.revision,
                 raised_at: transition.raised_at,
                 changed_at: transition.at,
@@ -204,6 +215,11 @@ pub struct Loaded {
     pub ended: Episodes,
     /// The persisted history, if any.
     pub history: Option<Histories>,
+    /// The epoch the bucket numbers episodes in (created by the first load of a bucket that
+    /// had none); `None` when the bucket could not keep one.
+    pub epoch: Option<String>,
+    /// Records refused as impossible (numbers or keys that do not parse), for STATUS.
+    pub malformed: u64,
 }
 
 /// The KV-backed store.
@@ -233,6 +249,11 @@ struct Latest {
     revision: u64,
     deleted: bool,
     value: Bytes,
+}
+
+/// Whether a resolved record was already slimmed (see [`RESOLVED_RETENTION`]).
+fn is_slim(resolved: &ResolvedFinding) -> bool {
+    resolved.finding.evidence.is_null() && resolved.finding.remediation.is_empty()
 }
 
 /// Why a direct get was refused, for the store's health.
@@ -514,7 +535,21 @@ impl KvStore {
                 }
                 continue;
             }
-            let record = serde_json::from_slice::<Stored>(&entry.value).map(|s| s.record);
+            if key == EPOCH_KEY {
+                match std::str::from_utf8(&entry.value) {
+                    Ok(epoch) if crate::ha::ledger::valid_epoch(epoch) => {
+                        loaded.epoch = Some(epoch.to_string())
+                    }
+                    _ => {
+                        loaded.malformed += 1;
+                        crate::log_malformed("stored epoch", &"not an epoch this service mints");
+                    }
+                }
+                continue;
+            }
+            let record = serde_json::from_slice::<Stored>(&entry.value)
+                .map_err(|e| e.to_string())
+                .and_then(|s| crate::ha::validate::record(s.record, now));
             if let Ok(record) = &record {
                 self.stored.insert(key.clone(), record.mark());
             }
@@ -538,17 +573,18 @@ impl KvStore {
                         .ended
                         .insert(resolved.finding.key.clone(), resolved.episode);
                     let age = now.duration_since(resolved.resolved_at).unwrap_or_default();
-                    if age > RESOLVED_RETENTION {
-                        let _ = tokio::time::timeout(
-                            self.settings.timeout,
-                            self.kv.purge_expect_revision(&key, Some(entry.revision)),
-                        )
-                        .await;
-                        self.revisions.remove(&key);
+                    if age > RESOLVED_RETENTION && !is_slim(&resolved) {
+                        self.slim(&key, entry.revision, resolved).await;
                     }
                 }
-                Err(e) => tracing::warn!(%key, %e, "ignoring an unreadable stored finding"),
+                Err(e) => {
+                    loaded.malformed += 1;
+                    crate::log_malformed("stored finding", &format!("{key}: {e}"));
+                }
             }
+        }
+        if loaded.epoch.is_none() {
+            loaded.epoch = self.create_epoch().await;
         }
         if !rekeyed.is_empty() {
             tracing::info!(
@@ -570,6 +606,53 @@ impl KvStore {
         }
         self.retry().await;
         Ok(loaded)
+    }
+
+    /// Replaces a resolved record kept past retention by the same record without evidence or
+    /// remediation (a failure leaves it whole for the next start).
+    async fn slim(&mut self, key: &str, revision: u64, mut resolved: ResolvedFinding) {
+        resolved.finding.evidence = serde_json::Value::Null;
+        resolved.finding.remediation.clear();
+        let stored = Stored {
+            writer: self.instance.clone(),
+            record: Record::Resolved(resolved),
+        };
+        let Ok(value) = serde_json::to_vec(&stored) else {
+            return;
+        };
+        if let Ok(Ok(revision)) = tokio::time::timeout(
+            self.settings.timeout,
+            self.kv.update(key, value.into(), revision),
+        )
+        .await
+        {
+            self.revisions.insert(key.to_string(), revision);
+        }
+    }
+
+    /// Creates the bucket's epoch key with a new epoch, or reads the one a peer created first;
+    /// `None` when neither answers (the engine then mints one the bucket does not keep).
+    async fn create_epoch(&mut self) -> Option<String> {
+        let minted = nuid::next().to_string();
+        let created = tokio::time::timeout(
+            self.settings.timeout,
+            self.kv.create(EPOCH_KEY, minted.clone().into()),
+        )
+        .await;
+        match created {
+            Ok(Ok(revision)) => {
+                self.revisions.insert(EPOCH_KEY.to_string(), revision);
+                tracing::info!(bucket = %self.settings.bucket, epoch = %minted, "new epoch of episode numbers (the bucket had none)");
+                Some(minted)
+            }
+            _ => match self.read(EPOCH_KEY).await {
+                Ok(Some(latest)) if !latest.deleted => std::str::from_utf8(&latest.value)
+                    .ok()
+                    .filter(|e| crate::ha::ledger::valid_epoch(e))
+                    .map(str::to_string),
+                _ => None,
+            },
+        }
     }
 
     /// Removes the keys an earlier version wrote once their records are written under their
@@ -1109,6 +1192,7 @@ mod tests {
             Record::Active(ActiveFinding {
                 finding: finding.clone(),
                 episode: 1,
+                epoch: String::new(),
                 revision: 1,
                 raised_at: at,
                 changed_at: at,
@@ -1116,6 +1200,7 @@ mod tests {
             Record::Resolved(ResolvedFinding {
                 finding,
                 episode: 1,
+                epoch: String::new(),
                 revision: 2,
                 raised_at: at,
                 resolved_at: at,
