@@ -213,6 +213,79 @@ impl Heartbeat {
     }
 }
 
+/// The largest finding event sent, headers included: the shipped findings stream's
+/// `max_msg_size` (deploy/findings-stream.json). A larger event, or one larger than the server's
+/// `max_payload`, is shortened ([`shorten`]), never dropped.
+pub const EVENT_MAX_BYTES: usize = 64 * 1024;
+/// Room kept for the headers (`Nats-Msg-Id`) and the protocol line.
+const HEADER_ROOM: usize = 256;
+/// Items of a list kept when an event is shortened.
+const LIST_KEEP: usize = 8;
+/// Characters of a text kept when an event is shortened.
+const TEXT_KEEP: usize = 200;
+
+/// Fits `event`'s body within `limit` bytes, cutting what matters least first: lists in the
+/// evidence down to their first items and "and N more", long texts in it and a very long
+/// summary; then the evidence to a note and the remediation to its first step; then the
+/// remediation and the summary to a line. The identity (id, key,
+/// episode, revision, check, times) is never cut. True if anything was cut.
+pub fn shorten(event: &mut FindingEvent, limit: usize) -> bool {
+    let fits = |e: &FindingEvent| serde_json::to_vec(e).map_or(0, |b| b.len()) <= limit;
+    if fits(event) {
+        return false;
+    }
+    let note = serde_json::Value::String(format!(
+        "shortened to fit {limit} bytes (the server's max_payload or the findings stream's max_msg_size)"
+    ));
+    cap_value(&mut event.evidence);
+    cap_text(&mut event.summary, TEXT_KEEP * 4);
+    if let serde_json::Value::Object(map) = &mut event.evidence {
+        map.insert("shortened".to_string(), note.clone());
+    }
+    if fits(event) {
+        return true;
+    }
+    event.evidence = serde_json::json!({ "shortened": note });
+    event.remediation.truncate(1);
+    for step in &mut event.remediation {
+        cap_text(&mut step.step, TEXT_KEEP * 2);
+        if let Some(command) = &mut step.command {
+            cap_text(command, TEXT_KEEP * 2);
+        }
+    }
+    if fits(event) {
+        return true;
+    }
+    event.remediation.clear();
+    cap_text(&mut event.summary, TEXT_KEEP);
+    true
+}
+
+/// Caps every list in `value` at [`LIST_KEEP`] items (and "and N more") and every text at
+/// [`TEXT_KEEP`] characters.
+fn cap_value(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Array(items) => {
+            if items.len() > LIST_KEEP {
+                let more = items.len() - LIST_KEEP;
+                items.truncate(LIST_KEEP);
+                items.push(serde_json::Value::String(format!("and {more} more")));
+            }
+            items.iter_mut().for_each(cap_value);
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(cap_value),
+        serde_json::Value::String(text) => cap_text(text, TEXT_KEEP),
+        _ => {}
+    }
+}
+
+fn cap_text(text: &mut String, keep: usize) {
+    if let Some((cut, _)) = text.char_indices().nth(keep) {
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
 /// How long a publish may wait for the server's confirmation.
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How many times one event is sent before giving up.
@@ -271,7 +344,16 @@ impl Publisher {
 
     /// Publishes one transition; returns the event sent.
     pub async fn transition(&self, transition: &Transition) -> Result<FindingEvent, PublishError> {
-        let event = FindingEvent::from_transition(transition, &self.instance);
+        let mut event = FindingEvent::from_transition(transition, &self.instance);
+        // (0 before the first INFO: no limit known but ours.)
+        let limit = match self.client.server_info().max_payload {
+            0 => EVENT_MAX_BYTES,
+            max => max.min(EVENT_MAX_BYTES),
+        }
+        .saturating_sub(HEADER_ROOM);
+        if shorten(&mut event, limit) {
+            tracing::warn!(finding = %event.finding, limit, "finding event shortened to fit");
+        }
         self.send(event.subject(), &event.id, &event).await?;
         Ok(event)
     }
@@ -354,5 +436,67 @@ impl Publisher {
         {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{CheckId, Finding};
+    use std::time::{Duration, SystemTime};
+
+    fn event(members: usize) -> FindingEvent {
+        let names: Vec<String> = (0..members).map(|i| format!("server-{i:04}")).collect();
+        let transition = Transition {
+            kind: TransitionKind::Raised,
+            finding: Finding {
+                check: CheckId::META_006,
+                key: "META_006/default".into(),
+                cluster: None,
+                domain: None,
+                server: None,
+                summary: format!("lost quorum: {}", names.join(", ")),
+                evidence: serde_json::json!({"offline": names, "size": members}),
+                remediation: vec![
+                    Remediation::with_command("start them", "x ".repeat(500)),
+                    Remediation::step("then look"),
+                ],
+                fingerprint: "f".into(),
+            },
+            episode: 2,
+            epoch: "E1".into(),
+            revision: 1,
+            raised_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
+        FindingEvent::from_transition(&transition, "instance")
+    }
+
+    #[test]
+    fn a_small_event_is_sent_whole() {
+        let mut small = event(3);
+        let before = small.clone();
+        assert!(!shorten(&mut small, EVENT_MAX_BYTES));
+        assert_eq!(small, before);
+    }
+
+    #[test]
+    fn a_large_event_is_shortened_to_fit_keeping_its_identity() {
+        for limit in [EVENT_MAX_BYTES - HEADER_ROOM, 4096, 1024 - HEADER_ROOM] {
+            let mut large = event(5000);
+            let before = large.clone();
+            assert!(shorten(&mut large, limit));
+            let size = serde_json::to_vec(&large).expect("encodes").len();
+            assert!(size <= limit, "{size} > {limit}");
+            assert_eq!(
+                (&large.id, &large.finding, large.episode, &large.epoch),
+                (&before.id, &before.finding, before.episode, &before.epoch)
+            );
+        }
+        let mut lists = event(5000);
+        shorten(&mut lists, 4096);
+        let offline = lists.evidence["offline"].as_array().expect("a list still");
+        assert_eq!(offline.len(), LIST_KEEP + 1);
+        assert_eq!(offline[LIST_KEEP], "and 4992 more");
     }
 }
