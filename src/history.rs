@@ -217,6 +217,13 @@ pub struct Departure {
     pub at: SystemTime,
 }
 
+/// How long after its departure event a server's full answer contradicts the event.
+pub const DEPARTURE_SILENCE: Duration = Duration::from_secs(1);
+/// Departures of servers no poll has named are kept at most this many ...
+pub const UNPOLLED_DEPARTURES_MAX: usize = 64;
+/// ... and at most this long.
+pub const UNPOLLED_DEPARTURE_KEPT: Duration = Duration::from_secs(600);
+
 /// How a server announced its departure.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -341,12 +348,18 @@ impl History {
                     missed: 0,
                 },
             );
-            if self
-                .departures
-                .get(name)
-                .is_some_and(|d| d.server_id != view.server.id)
-            {
-                // A new process answers under this name: the departed one came back.
+            let contradicted = self.departures.get(name).is_some_and(|d| {
+                // A new process answers under this name: the departed one came back. Or the
+                // same process answers in full a poll begun well after its departure: a server
+                // that shuts down or enters lame duck stops answering within a moment, so the
+                // event was not what it said (a stray or forged one) and keeps nothing offline.
+                d.server_id != view.server.id
+                    || (view.meta.is_some()
+                        && answered_at
+                            .duration_since(d.at)
+                            .is_ok_and(|after| after > DEPARTURE_SILENCE))
+            });
+            if contradicted {
                 self.departures.remove(name);
             }
         }
@@ -673,6 +686,36 @@ impl History {
     }
 
     fn depart(&mut self, server: &str, server_id: &str, kind: DepartureKind, at: SystemTime) {
+        if !self.servers.contains_key(server) {
+            // Only an event names it (no poll has): memory for such names is bounded, and
+            // pruned once old, so a flood of events cannot grow it.
+            let unknown = |name: &String| !self.servers.contains_key(name);
+            let stale: Vec<String> = self
+                .departures
+                .iter()
+                .filter(|(name, d)| {
+                    unknown(name)
+                        && at
+                            .duration_since(d.at)
+                            .is_ok_and(|age| age > UNPOLLED_DEPARTURE_KEPT)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in stale {
+                self.departures.remove(&name);
+            }
+            let mut unpolled: Vec<(SystemTime, String)> = self
+                .departures
+                .iter()
+                .filter(|(name, _)| unknown(name))
+                .map(|(name, d)| (d.at, name.clone()))
+                .collect();
+            unpolled.sort();
+            let excess = (unpolled.len() + 1).saturating_sub(UNPOLLED_DEPARTURES_MAX);
+            for (_, name) in unpolled.into_iter().take(excess) {
+                self.departures.remove(&name);
+            }
+        }
         // A shutdown that follows a lame-duck event keeps the earlier time: the server left then.
         let entry = self
             .departures

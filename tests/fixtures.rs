@@ -1097,3 +1097,47 @@ fn a_disagreeing_server_that_crashed_ends_the_disagreement_at_once() {
     s.history.record_snapshot(&snapshot, &s.thresholds, t(12));
     assert!(s.history.disagreement.is_none());
 }
+
+#[test]
+fn a_shutdown_event_that_the_same_server_answering_contradicts_keeps_nothing_offline() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"]);
+    let n2 = s.history.servers["n2"].server_id.clone();
+    // A stray (or forged) SHUTDOWN naming n2 as it runs now.
+    s.history.record_event(&MetaEvent::Shutdown {
+        server: "n2".into(),
+        server_id: n2,
+        at: t(1),
+    });
+    let offline = findings(&s.evaluate(t(1)), CheckId::META_001);
+    assert_eq!(
+        servers(&offline),
+        set(&["n2"]),
+        "believed until contradicted"
+    );
+    // The same process answers in full a poll begun well after the event: it did not stop.
+    s.poll(t(4), &["healthy_3.json"]);
+    assert!(s.history.departures.is_empty());
+    assert!(findings(&s.evaluate(t(4)), CheckId::META_001).is_empty());
+}
+
+#[test]
+fn departures_of_servers_no_poll_names_are_bounded() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"]);
+    for i in 0..1000 {
+        s.history.record_event(&MetaEvent::LameDuck {
+            server: format!("ghost-{i}"),
+            server_id: format!("NGHOST{i}"),
+            at: t(1 + i / 10),
+        });
+    }
+    assert!(s.history.departures.len() <= nats_insights::history::UNPOLLED_DEPARTURES_MAX);
+    // Old ones go: one more event much later leaves only itself.
+    s.history.record_event(&MetaEvent::LameDuck {
+        server: "ghost-late".into(),
+        server_id: "NGHOSTLATE".into(),
+        at: t(10_000),
+    });
+    assert_eq!(s.history.departures.len(), 1);
+}
