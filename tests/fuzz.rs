@@ -1,7 +1,9 @@
 //! Bounded fuzzing of every decoder the service feeds with network input (JSZ replies, server
 //! events and advisories, API request bodies), seeded with replies captured from real servers:
 //! whatever arrives, they return an error or a value, never panic, and the checks run on whatever
-//! decodes. `PROPTEST_CASES` raises the number of cases for a longer run.
+//! decodes. Then the HA input (peer events, state replies, stored records, with absurd numbers,
+//! keys and times): whatever the validation lets through, a real fault is still raised and
+//! resolved in one episode. `PROPTEST_CASES` raises the number of cases for a longer run.
 
 use std::time::{Duration, SystemTime};
 
@@ -100,5 +102,237 @@ proptest! {
         let instance = Instance { id: "i".into(), started: SystemTime::UNIX_EPOCH };
         let ctx = Context { status: &status, instance: &instance, thresholds: &Thresholds::default(), now: SystemTime::UNIX_EPOCH };
         let _ = handle(endpoint, &payload, ctx);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HA input: peer events, state replies and stored records, as a peer, a forger or a damaged
+// bucket may send them. Whatever arrives, the next real fault of a server is raised and resolved
+// by a lone instance as usual, and no number wraps.
+
+mod ha_input {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, SystemTime};
+
+    use nats_insights::checks::{CheckId, Evaluation, Finding, Outcome};
+    use nats_insights::findings::{reconcile, TransitionKind};
+    use nats_insights::ha::{
+        record_of_event, validate, Action, Coordinator, Input, Ledger, PeerState,
+    };
+    use nats_insights::observe::GroupId;
+    use nats_insights::publish::FindingEvent;
+    use nats_insights::store::{Record, Stored};
+    use nats_insights::timing::Timing;
+    use proptest::prelude::*;
+
+    const KEY: &str = "META_001/default/n2";
+
+    fn wall(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn finding() -> Finding {
+        Finding {
+            check: CheckId::META_001,
+            key: KEY.into(),
+            cluster: None,
+            domain: None,
+            server: Some("n2".into()),
+            summary: "n2 is offline".into(),
+            evidence: serde_json::json!({}),
+            remediation: vec![],
+            fingerprint: "n2".into(),
+        }
+    }
+
+    fn evaluation(faulty: bool) -> Evaluation {
+        Evaluation {
+            check: CheckId::META_001,
+            group: GroupId::default(),
+            outcome: Outcome::Ran {
+                findings: if faulty { vec![finding()] } else { vec![] },
+                undecided: BTreeSet::new(),
+            },
+        }
+    }
+
+    /// One round of a lone instance at `secs` (its clock and the wall clock alike): what it
+    /// published.
+    fn round(c: &mut Coordinator, faulty: bool, secs: u64) -> Vec<(TransitionKind, u64, u64)> {
+        let ledger = c.ledger().clone();
+        let (next, transitions) = reconcile(
+            &ledger.active,
+            &ledger.ended,
+            &[evaluation(faulty)],
+            wall(secs),
+        );
+        let now = Duration::from_secs(secs);
+        c.handle(
+            Input::Evaluated {
+                next,
+                transitions,
+                link: true,
+            },
+            now,
+        );
+        c.handle(Input::Tick, now);
+        c.actions()
+            .filter_map(|a| match a {
+                Action::Publish(t) if t.finding.key == KEY => Some((t.kind, t.episode, t.revision)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// After whatever was fed to `c` (at 5 s): healthy, faulty, healthy rounds far enough apart
+    /// for any hold: the fault is raised once and resolved once, in one episode, unwrapped.
+    fn a_real_fault_is_raised_and_resolved(c: &mut Coordinator) -> Result<(), TestCaseError> {
+        round(c, false, 20);
+        let raised = round(c, true, 40);
+        prop_assert_eq!(raised.len(), 1, "raised {:?}", raised);
+        prop_assert_eq!(raised[0].0, TransitionKind::Raised);
+        prop_assert_eq!(raised[0].2, 1);
+        let resolved = round(c, false, 60);
+        prop_assert_eq!(resolved.len(), 1, "resolved {:?}", resolved);
+        prop_assert_eq!(resolved[0].0, TransitionKind::Resolved);
+        prop_assert_eq!(resolved[0].1, raised[0].1, "one episode");
+        prop_assert!(
+            raised[0].1 <= validate::NUMBER_MAX.saturating_add(validate::EPISODE_JUMP) + 1
+        );
+        Ok(())
+    }
+
+    fn started(stored: Ledger) -> Coordinator {
+        let timing = Timing::default().ha;
+        let mut c = Coordinator::new("me", timing, stored, Duration::ZERO);
+        c.handle(Input::Tick, timing.sync_wait);
+        c.actions().for_each(drop);
+        c
+    }
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0..5u64,
+            Just(validate::NUMBER_MAX),
+            Just(validate::NUMBER_MAX + 1),
+            Just(u64::MAX / 2),
+            Just(u64::MAX - 1),
+            Just(u64::MAX),
+            any::<u64>(),
+        ]
+    }
+
+    fn time_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("2027-01-15T08:00:00Z".to_string()),
+            Just("2026-12-06T20:00:00Z".to_string()),
+            Just("9999-12-31T23:59:59Z".to_string()),
+            Just("not a time".to_string()),
+        ]
+    }
+
+    prop_compose! {
+        fn forged_event()(
+            kind in 0..3u8,
+            episode in number(),
+            revision in number(),
+            key in prop_oneof![Just(KEY.to_string()), Just("META_001/default/n3".to_string()), Just("garbage".to_string()), ".{0,40}"],
+            raised_at in time_text(),
+            timestamp in time_text(),
+            epoch in prop_oneof![Just(String::new()), Just("Epoch9".to_string()), ".{0,80}"],
+        ) -> FindingEvent {
+            let transition = nats_insights::findings::Transition {
+                kind: [TransitionKind::Raised, TransitionKind::Updated, TransitionKind::Resolved][kind as usize],
+                finding: finding(),
+                episode: 1,
+                epoch: String::new(),
+                revision: 1,
+                raised_at: wall(0),
+                at: wall(0),
+            };
+            let mut event = FindingEvent::from_transition(&transition, "forger");
+            event.episode = episode;
+            event.revision = revision;
+            event.finding = key;
+            event.raised_at = raised_at;
+            event.timestamp = timestamp;
+            event.epoch = epoch;
+            event
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn forged_peer_events_never_stop_a_real_fault(events in proptest::collection::vec(forged_event(), 1..6), raised_first in any::<bool>()) {
+            // The clock the validation compares timestamps with: the events' own era.
+            let now = humantime::parse_rfc3339("2027-01-15T08:00:00Z").expect("time");
+            let mut c = started(Ledger { epoch: "Mine".into(), ..Ledger::default() });
+            if raised_first {
+                round(&mut c, true, 3);
+            }
+            for event in &events {
+                let Some(record) = record_of_event(event) else { continue };
+                if let Ok(record) = validate::event(record, c.ledger(), now) {
+                    c.handle(Input::Event(record), Duration::from_secs(5));
+                }
+            }
+            c.actions().for_each(drop);
+            a_real_fault_is_raised_and_resolved(&mut c)?;
+        }
+
+        #[test]
+        fn state_replies_of_any_shape_never_stop_a_real_fault(payload in super::bytes(), episode in number(), revision in number(), uptime in number()) {
+            let now = wall(0);
+            let mut c = started(Ledger { epoch: "Mine".into(), ..Ledger::default() });
+            // Whatever bytes arrive, and a well-formed reply with absurd numbers.
+            let mut absurd = Ledger { epoch: "Zzz".into(), ..Ledger::default() };
+            absurd.fold(Record::Active(nats_insights::findings::ActiveFinding {
+                finding: finding(),
+                episode,
+                epoch: String::new(),
+                revision,
+                raised_at: now,
+                changed_at: now,
+            }));
+            absurd.ended.insert(KEY.into(), episode);
+            let replies = [
+                serde_json::from_slice::<PeerState>(&payload).ok(),
+                Some(PeerState { instance: "peer".into(), uptime_ms: uptime, ledger: absurd, synced: true }),
+            ];
+            for reply in replies.into_iter().flatten() {
+                if let Ok((state, _)) = validate::peer_state(reply, now) {
+                    c.handle(Input::PeerState(state), Duration::from_secs(5));
+                }
+            }
+            c.actions().for_each(drop);
+            a_real_fault_is_raised_and_resolved(&mut c)?;
+        }
+
+        #[test]
+        fn stored_records_of_any_shape_never_stop_a_real_fault(payload in super::bytes(), episode in number(), revision in number(), resolved in any::<bool>()) {
+            let now = wall(0);
+            let mut stored = Ledger { epoch: "Mine".into(), ..Ledger::default() };
+            let absurd = Stored {
+                writer: "damaged".into(),
+                record: if resolved {
+                    Record::Resolved(nats_insights::store::ResolvedFinding { finding: finding(), episode, epoch: String::new(), revision, raised_at: now, resolved_at: now })
+                } else {
+                    Record::Active(nats_insights::findings::ActiveFinding { finding: finding(), episode, epoch: String::new(), revision, raised_at: now, changed_at: now })
+                },
+            };
+            let records = [
+                serde_json::from_slice::<Stored>(&payload).ok(),
+                serde_json::to_vec(&absurd).ok().and_then(|b| serde_json::from_slice::<Stored>(&b).ok()),
+            ];
+            for stored_record in records.into_iter().flatten() {
+                if let Ok(record) = validate::record(stored_record.record, now) {
+                    stored.fold(record);
+                }
+            }
+            let mut c = started(stored);
+            a_real_fault_is_raised_and_resolved(&mut c)?;
+        }
     }
 }
