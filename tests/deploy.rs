@@ -121,27 +121,7 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
     let cluster = least_privilege_cluster(3, deploy_file("insights-accounts.conf")).await;
     let urls = cluster.client_urls();
 
-    // The operator creates the durable findings stream from the shipped definition.
-    let setup = user_args(urls.clone(), "insights_admin", INSIGHTS_ADMIN_PASSWORD)
-        .connect("deploy-test-setup")
-        .await
-        .expect("insights_admin connects");
-    let stream_config: jetstream::stream::Config =
-        serde_json::from_str(&deploy_file("findings-stream.json")).expect("stream config");
-    // A fresh cluster's meta group may still be settling (a first leader handing over): the
-    // create is retried as an operator would, for a while.
-    let js = jetstream::new(setup);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match js.create_stream(stream_config.clone()).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("deploy: INSIGHTS_FINDINGS not created yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("INSIGHTS_FINDINGS is not created within 30 s: {e}"),
-        }
-    }
+    create_findings_stream(&urls).await;
 
     // The service, with exactly the shipped permissions.
     let mut connections = insights_args(urls.clone())
@@ -323,6 +303,224 @@ async fn wait_for_new_leader(cluster: &Cluster, before: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no new leader after {before} stepped down");
+}
+
+/// The operator creates the durable findings stream from the shipped definition; returns the
+/// JetStream context of the `insights_admin` user that did.
+async fn create_findings_stream(urls: &[String]) -> jetstream::Context {
+    let setup = user_args(urls.to_vec(), "insights_admin", INSIGHTS_ADMIN_PASSWORD)
+        .connect("deploy-test-setup")
+        .await
+        .expect("insights_admin connects");
+    let stream_config: jetstream::stream::Config =
+        serde_json::from_str(&deploy_file("findings-stream.json")).expect("stream config");
+    // A fresh cluster's meta group may still be settling (a first leader handing over): the
+    // create is retried as an operator would, for a while.
+    let js = jetstream::new(setup);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_stream(stream_config.clone()).await {
+            Ok(_) => return js,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("deploy: INSIGHTS_FINDINGS not created yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("INSIGHTS_FINDINGS is not created within 30 s: {e}"),
+        }
+    }
+}
+
+/// The RAISED events of `finding` the findings stream kept (it drops copies by id).
+async fn raises_kept(js: &jetstream::Context, finding: &str) -> Vec<String> {
+    let stream = js
+        .get_stream("INSIGHTS_FINDINGS")
+        .await
+        .expect("the findings stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "$INSIGHTS.FINDING.META_001.RAISED".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let pending = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut ids = Vec::new();
+    for _ in 0..pending {
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        else {
+            break;
+        };
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
+        if event["finding"] == finding {
+            ids.push(event["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    ids
+}
+
+/// Kills `f`, expects its META_001 raised, restarts it and expects the resolution; returns the
+/// raise.
+async fn crash_and_recover(
+    cluster: &mut Cluster,
+    events: &mut Events,
+    f: usize,
+) -> nats_insights::publish::FindingEvent {
+    let name = cluster.server_name(f);
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(
+            TransitionKind::Raised,
+            "META_001",
+            Some(&name),
+            EVENT_TIMEOUT,
+        )
+        .await;
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(
+            TransitionKind::Resolved,
+            "META_001",
+            Some(&name),
+            EVENT_TIMEOUT,
+        )
+        .await;
+    raised
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_never_repeat_across_a_memory_restart_or_a_recreated_bucket() {
+    let mut cluster = least_privilege_cluster(3, deploy_file("insights-accounts.conf")).await;
+    let urls = cluster.client_urls();
+    let js = create_findings_stream(&urls).await;
+    let admin = user_args(urls.clone(), "admin", ADMIN_PASSWORD)
+        .connect("deploy-test-admin")
+        .await
+        .expect("admin connects");
+    // What `nats-insights watch` does: print each id once.
+    let mut events = Events::subscribe_client(admin.clone()).await;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    // The follower that leads neither the meta group nor the findings stream: a stream whose
+    // leader was just killed keeps nothing published before its next election (core NATS
+    // publishes), which is about the stream, not the ids.
+    let stream_leader = js
+        .get_stream("INSIGHTS_FINDINGS")
+        .await
+        .expect("the findings stream")
+        .cached_info()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_default();
+    let f = (0..3)
+        .find(|i| cluster.server_name(*i) != leader && cluster.server_name(*i) != stream_leader)
+        .expect("a follower");
+    let name = cluster.server_name(f);
+    let memory = || async {
+        let connections = insights_args(urls.clone())
+            .open("nats-insights-ids")
+            .await
+            .expect("insights connects");
+        Monitor::start_connected(connections, EngineConfig::default())
+    };
+    let durable = || async {
+        let mut connections = insights_args(urls.clone())
+            .open("nats-insights-ids")
+            .await
+            .expect("insights connects");
+        let state = ConnectArgs {
+            inbox_prefix: Some(INBOX_PREFIX.to_string()),
+            ..user_args(urls.clone(), "insights_state", STATE_PASSWORD)
+        };
+        connections.state = Some(
+            state
+                .connect("nats-insights-ids-state")
+                .await
+                .expect("state"),
+        );
+        let config = EngineConfig {
+            store: Some(StoreSettings {
+                bucket: "insights".to_string(),
+                replicas: 3,
+                timeout: Duration::from_secs(1),
+                instance: String::new(),
+            }),
+            ..EngineConfig::default()
+        };
+        Monitor::start_connected(connections, config)
+    };
+
+    // Memory mode: crash and recovery, the service restarted, the same crash again.
+    let monitor = memory().await;
+    wait_for_status(&admin).await;
+    let first = crash_and_recover(&mut cluster, &mut events, f).await;
+    monitor.stop().await;
+    let monitor = memory().await;
+    wait_for_status(&admin).await;
+    let second = crash_and_recover(&mut cluster, &mut events, f).await;
+    monitor.stop().await;
+    assert_ne!(
+        first.id, second.id,
+        "a new crash after a memory-mode restart"
+    );
+    assert_eq!(
+        first.episode, second.episode,
+        "both counted from 1: the epoch differs"
+    );
+    assert_ne!(first.epoch, second.epoch);
+
+    // A bucket: a crash, the bucket deleted and recreated by the next start, the crash again.
+    let monitor = durable().await;
+    wait_for_store(&admin, "healthy").await;
+    let third = crash_and_recover(&mut cluster, &mut events, f).await;
+    monitor.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = js.delete_key_value("insights").await {
+        assert!(Instant::now() < deadline, "cannot delete the bucket: {e}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let monitor = durable().await;
+    wait_for_store(&admin, "healthy").await;
+    let fourth = crash_and_recover(&mut cluster, &mut events, f).await;
+    monitor.stop().await;
+    assert_ne!(
+        third.id, fourth.id,
+        "a new crash after the bucket was recreated"
+    );
+
+    // Each raise reached `watch` and the findings stream (which drops copies by id) once.
+    let raises: Vec<&str> = events
+        .seen
+        .iter()
+        .filter(|e| e.finding == first.finding && e.event == TransitionKind::Raised)
+        .map(|e| e.id.as_str())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = raises.iter().copied().collect();
+    assert_eq!(raises.len(), 4, "{:#?}", events.lines());
+    assert_eq!(distinct.len(), 4, "{raises:?}");
+    let kept = raises_kept(&js, &first.finding).await;
+    assert_eq!(kept.len(), 4, "the stream kept {kept:?} of {name}'s raises");
+}
+
+async fn wait_for_status(client: &async_nats::Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = try_request_json(client, "$INSIGHTS.API.STATUS", "").await {
+            if status["last_poll"].is_string()
+                || status
+                    .pointer("/service/last_poll")
+                    .is_some_and(|p| p.is_string())
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the service never completed a poll");
 }
 
 async fn wait_for_store(client: &async_nats::Client, state: &str) {
