@@ -619,3 +619,155 @@ async fn an_active_finding_stored_by_the_previous_version_is_carried_over_not_ra
     assert_eq!(status["findings"], serde_json::json!([]), "{status:#}");
     again.stop().await;
 }
+
+/// Forged records in the bucket and forged peer events with impossible numbers (2^64-1, a
+/// negative, a time in the year 9999): refused and counted, and a real crash of every server
+/// they name is raised and resolved as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_and_peer_events_are_refused_and_real_crashes_still_raise_and_resolve() {
+    let mut cluster = cluster(3).await;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let followers: Vec<usize> = (0..3)
+        .filter(|i| cluster.server_name(*i) != leader)
+        .collect();
+    let (a, b) = (followers[0], followers[1]);
+    let (name_a, name_b) = (cluster.server_name(a), cluster.server_name(b));
+    let key = |name: &str| format!("META_001/default/{name}");
+
+    // The bucket, as a damaged or tampered one holds it, before any monitor opens it.
+    let app = cluster.app_client(0).await.expect("app connects");
+    let js = async_nats::jetstream::new(app);
+    let kv = loop {
+        match js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: "forged".into(),
+                history: 5,
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(kv) => break kv,
+            Err(e) => {
+                eprintln!("bucket not created yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let finding = |name: &str| {
+        serde_json::json!({"check": "META_001", "key": key(name), "server": name,
+            "summary": "forged", "evidence": {}, "remediation": [], "fingerprint": name})
+    };
+    let forged_records = [
+        (
+            key(&name_a),
+            serde_json::json!({"writer": "forger", "state": "resolved", "finding": finding(&name_a),
+            "episode": u64::MAX, "revision": u64::MAX,
+            "raised_at": {"secs_since_epoch": 1_800_000_000u64, "nanos_since_epoch": 0},
+            "resolved_at": {"secs_since_epoch": 1_800_000_000u64, "nanos_since_epoch": 0}}),
+        ),
+        (
+            key(&name_b),
+            serde_json::json!({"writer": "forger", "state": "active", "finding": finding(&name_b),
+            "episode": 1, "revision": u64::MAX,
+            "raised_at": {"secs_since_epoch": 253_402_300_799u64, "nanos_since_epoch": 0},
+            "changed_at": {"secs_since_epoch": 253_402_300_799u64, "nanos_since_epoch": 0}}),
+        ),
+        (
+            "META_006/default".to_string(),
+            serde_json::json!({"writer": "forger", "state": "resolved",
+            "finding": {"check": "META_006", "key": "META_006/default", "summary": "forged", "evidence": {}, "remediation": [], "fingerprint": ""},
+            "episode": -1, "revision": 2,
+            "raised_at": {"secs_since_epoch": 1_800_000_000u64, "nanos_since_epoch": 0},
+            "resolved_at": {"secs_since_epoch": 1_800_000_000u64, "nanos_since_epoch": 0}}),
+        ),
+    ];
+    for (finding, record) in &forged_records {
+        kv.put(
+            kv_key(finding),
+            serde_json::to_vec(record).expect("json").into(),
+        )
+        .await
+        .expect("forged record written");
+    }
+
+    let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "forged").await;
+    ready(&monitor, 3).await;
+    let refused_at_load = monitor.status().await["service"]["malformed"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(
+        refused_at_load >= 3,
+        "the forged records are counted: {refused_at_load}"
+    );
+
+    // Forged peer events: the end of an episode that would wrap the next raise of a, and a
+    // revision that would pin b's finding at its maximum.
+    let sys = cluster.sys_client(0).await.expect("sys connects");
+    let event = |name: &str, kind: &str, episode: u64, revision: u64, at: &str| {
+        serde_json::json!({"type": "io.nats.insights.v1.finding", "id": "forged", "finding": key(name),
+            "event": kind, "episode": episode, "revision": revision, "check": "META_001",
+            "name": "Meta Replica Offline", "severity": "critical", "category": "meta",
+            "server": name, "summary": "forged", "evidence": {}, "remediation": [],
+            "raised_at": at, "timestamp": at, "instance": "forger"})
+    };
+    let forged_events = [
+        (
+            "RESOLVED",
+            event(
+                &name_a,
+                "resolved",
+                u64::MAX,
+                u64::MAX,
+                "2026-12-01T00:00:00Z",
+            ),
+        ),
+        (
+            "RAISED",
+            event(&name_b, "raised", 1, u64::MAX - 1, "2026-12-01T00:00:00Z"),
+        ),
+        (
+            "RAISED",
+            event(&name_b, "raised", 2, 1, "9999-12-31T23:59:59Z"),
+        ),
+    ];
+    for (kind, body) in &forged_events {
+        sys.publish(
+            format!("$INSIGHTS.FINDING.META_001.{kind}"),
+            serde_json::to_vec(body).expect("json").into(),
+        )
+        .await
+        .expect("forged event published");
+    }
+    sys.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let malformed = monitor.status().await["service"]["malformed"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(
+        malformed >= refused_at_load + 3,
+        "the forged events are counted: {malformed}"
+    );
+
+    // Real crashes of both named servers, one at a time.
+    let mut events = Events::subscribe(&cluster).await;
+    for (i, name) in [(a, &name_a), (b, &name_b)] {
+        cluster.stop(i, Stop::Kill).await.expect("kill");
+        let raised = events
+            .expect(Raised, "META_001", Some(name), EVENT_TIMEOUT)
+            .await;
+        assert!(raised.episode < 1 << 41, "{raised:?}");
+        cluster.restart(i).await.expect("restart");
+        let resolved = events
+            .expect(Resolved, "META_001", Some(name), EVENT_TIMEOUT)
+            .await;
+        assert_eq!(
+            (resolved.episode, resolved.revision),
+            (raised.episode, raised.revision + 1)
+        );
+    }
+    monitor.stop().await;
+}
