@@ -223,3 +223,83 @@ async fn the_real_binary_reads_a_config_file_and_serves_metrics_and_health() {
     let _ = child.start_kill();
     let _ = child.wait().await;
 }
+
+/// CPU time this process has used (user and system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state field.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Servers that allow only 1 KiB per message: finding events are shortened to fit, the crash is
+/// raised and resolved, and the service neither spins nor stops polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_a_tiny_max_payload_gets_shortened_events_without_a_hot_loop() {
+    let mut cluster = testbed::Cluster::start(testbed::ClusterOptions {
+        accounts_conf: Some(format!("{}\nmax_payload: 1024\n", testbed::ACCOUNTS_CONF)),
+        ..testbed::ClusterOptions::default()
+    })
+    .await
+    .expect("cluster");
+    let served = ServedMonitor::start(&cluster).await;
+    let polls = || async {
+        let (_, _, body) = get(served.addr, "/api/status.json")
+            .await
+            .unwrap_or_default();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status["service"]["polls"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while polls().await < 2 {
+        assert!(Instant::now() < deadline, "the service never polled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let f = (0..3)
+        .find(|i| cluster.server_name(*i) != leader && cluster.server_name(*i) != served.attached)
+        .expect("a follower the monitor is not attached to");
+    let name = cluster.server_name(f);
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[f])).await;
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "META_001", Some(&name), EVENT_TIMEOUT)
+        .await;
+    let size = serde_json::to_vec(&raised).expect("json").len();
+    assert!(
+        size <= 1024,
+        "an event of {size} bytes arrived through a 1 KiB limit"
+    );
+
+    // Five seconds with the server still down: little CPU, and the polls go on.
+    let (cpu, before) = (cpu_time(), polls().await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (used, after) = (cpu_time().saturating_sub(cpu), polls().await);
+    assert!(used < Duration::from_millis(2500), "{used:?} of CPU in 5 s");
+    assert!(after >= before + 3, "polls went from {before} to {after}");
+
+    cluster.restart(f).await.expect("restart");
+    events
+        .expect(
+            nats_insights::findings::TransitionKind::Resolved,
+            "META_001",
+            Some(&name),
+            EVENT_TIMEOUT,
+        )
+        .await;
+    served.stop().await;
+}
