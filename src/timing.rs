@@ -142,6 +142,10 @@ mod tests {
             assert!(t.ha.grace >= t.poll + slowest_poll, "{t:?}");
             // Views lag each other by up to two polls: a contrary view held this long persists.
             assert!(t.ha.contrary_hold >= t.poll * 2, "{t:?}");
+            // A publish that failed by chance goes out again before a peer's grace would make
+            // it publish instead, and backing off never waits past a few graces.
+            assert!(t.ha.publish_backoff.min < t.ha.grace, "{t:?}");
+            assert!(t.ha.publish_backoff.max <= t.ha.grace * 10, "{t:?}");
             // A peer beats within the sync wait, so a starting instance knows who runs.
             assert!(t.ha.sync_wait > t.ha.beat, "{t:?}");
             // A stop stores what it published even when the bucket's leader just died, and
