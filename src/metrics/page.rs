@@ -1032,6 +1032,7 @@ mod tests {
             clusters,
             domain: domain.map(str::to_string),
             leaderless_since: leader.is_none().then(|| t(3990)),
+            unheard_since: None,
             leaders_reported: vec![LeaderGroup {
                 leader: leader.clone(),
                 servers: members.iter().map(|m| m.name.clone()).collect(),
