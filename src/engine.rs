@@ -18,7 +18,9 @@ use tracing::Instrument;
 
 use crate::alertmanager::sender::Senders;
 use crate::alertmanager::AlertmanagerSettings;
-use crate::checks::{evaluate_groups, Evaluation, GroupEvaluation, MetaAssessment, Thresholds};
+use crate::checks::{
+    evaluate_groups, forgotten_group, Evaluation, GroupEvaluation, MetaAssessment, Thresholds,
+};
 use crate::connect::attached::Attached;
 pub use crate::connect::Connections;
 use crate::connect::LinkDrops;
@@ -112,6 +114,9 @@ struct Feeds {
     states: mpsc::UnboundedReceiver<PeerState>,
     /// The pinned links that dropped.
     drops: LinkDrops,
+    /// Meta groups an operator retired (`$INSIGHTS.API.GROUP.FORGET`, passed on to every
+    /// instance).
+    forget: Option<async_nats::Subscriber>,
 }
 
 /// The running pipeline's state.
@@ -146,6 +151,8 @@ struct Engine {
     group_size: Option<usize>,
     /// Each meta group as last assessed (kept while a round cannot assess it).
     assessed: BTreeMap<crate::observe::GroupId, MetaAssessment>,
+    /// Groups an operator asked to forget, for the next round.
+    forgotten: BTreeSet<crate::observe::GroupId>,
     /// Servers whose pinned links dropped since the last poll: the next gather does not wait
     /// for them (a dead server's silence is proved by its direct probe, at once).
     suspects: BTreeSet<String>,
@@ -252,8 +259,14 @@ async fn subscribe(client: &Client) -> Result<Feeds, EngineError> {
         .await
         .map_err(optional("the beats of peer instances"))
         .ok();
+    let forget = client
+        .subscribe(service::api::FORGET_SUBJECT)
+        .await
+        .map_err(optional("requests to forget a retired meta group"))
+        .ok();
     let (_, states) = mpsc::unbounded_channel();
     Ok(Feeds {
+        forget,
         meta,
         findings,
         beats,
@@ -359,6 +372,7 @@ async fn run_instrumented(
         attached: Attached::new(&timing),
         group_size: None,
         assessed: BTreeMap::new(),
+        forgotten: BTreeSet::new(),
         suspects: BTreeSet::new(),
         link_retry: None,
         status_tx,
@@ -388,6 +402,10 @@ async fn run_instrumented(
             },
             Some(msg) = next_of(&mut feeds.findings) => { engine.on_finding_event(&msg).await; continue; }
             Some(msg) = next_of(&mut feeds.beats) => { engine.on_beat(&msg).await; continue; }
+            Some(msg) = next_of(&mut feeds.forget) => match engine.on_forget(&msg) {
+                Some(trigger) => trigger,
+                None => continue,
+            },
             Some(state) = feeds.states.recv() => { engine.on_peer_state(state).await; continue; }
             _ = tokio::time::sleep_until(deadline) => { engine.handle(Input::Tick).await; continue; }
             _ = heartbeat.tick() => { engine.heartbeat().await; continue; }
@@ -547,6 +565,23 @@ impl Engine {
             }
             Err(why) => self.refuse("finding event", &why),
         }
+    }
+
+    /// An operator retired a meta group: the next round forgets it and resolves its findings.
+    fn on_forget(&mut self, msg: &async_nats::Message) -> Option<Trigger> {
+        let group = match service::api::parse_body::<service::api::ForgetRequest>(&msg.payload)
+            .and_then(|request| request.group())
+        {
+            Ok(group) => group,
+            Err(error) => {
+                self.status.malformed += 1;
+                crate::log_malformed("request to forget a group", &error);
+                return None;
+            }
+        };
+        tracing::info!(group = %group, "forgetting a retired meta group");
+        self.forgotten.insert(group);
+        Some(Trigger::Reevaluate)
     }
 
     async fn on_beat(&mut self, msg: &async_nats::Message) {
@@ -774,22 +809,38 @@ impl Engine {
     /// Judges every meta group (one per JetStream domain) on its own part of the last poll and
     /// notes what STATUS shows of them.
     fn evaluate(&mut self, gathered: bool, now: SystemTime) -> Vec<GroupEvaluation> {
+        let forgotten = std::mem::take(&mut self.forgotten);
+        for group in &forgotten {
+            self.history.forget(group);
+            self.assessed.remove(group);
+        }
         let parts = self.history.split(&self.snapshot);
         if gathered {
             self.history
                 .record_snapshots(&parts, &self.config.thresholds, now);
         }
-        let groups = evaluate_groups(&parts, &self.history, &self.config.thresholds, now);
+        let mut groups = evaluate_groups(&parts, &self.history, &self.config.thresholds, now);
+        // A forgotten group whose servers answered in this very poll is simply a new group.
+        for group in forgotten {
+            if !groups.iter().any(|g| g.group == group) {
+                groups.push(forgotten_group(&group));
+            }
+        }
         // (A group's reason names its domain.)
         self.status.skipped = match groups.is_empty() {
             true if self.snapshot.views.is_empty() => {
                 Some("no server answered the JSZ poll".to_string())
             }
             true => Some("no server reported a JetStream meta group".to_string()),
-            false => groups.iter().find_map(|g| g.skipped().map(str::to_string)),
+            // A group no server of which answers is shown as unheard (META_105), and does not
+            // keep the other groups from being judged (preflight).
+            false => groups
+                .iter()
+                .filter(|g| g.unheard.is_none())
+                .find_map(|g| g.skipped().map(str::to_string)),
         };
         for group in &groups {
-            if let Some(meta) = &group.meta {
+            if let Some(meta) = group.meta.as_ref().or(group.unheard.as_ref()) {
                 self.assessed.insert(group.group.clone(), meta.clone());
             }
         }

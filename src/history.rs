@@ -50,6 +50,14 @@ pub struct History {
     /// Changes of that size, oldest first (bounded by `SIZE_CHANGES_KEPT`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub size_changes: Vec<SizeChange>,
+    /// Since when no server of the group has answered while the service heard others (the last
+    /// time any of its servers answered): the group is dark (META_105). `None` while it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dark_since: Option<SystemTime>,
+    /// Polls in a row that heard other groups but none of this one's servers (not persisted: a
+    /// restarted monitor counts anew, so its first poll never calls a group dark).
+    #[serde(skip)]
+    pub dark_polls: u32,
     /// The last election advisory this process received: the winner and when. Kept apart from
     /// `leader_changes` because a leader re-elected after losing its leadership is no change,
     /// yet its `active` figures count from before it led again. Not persisted: a restarted
@@ -262,6 +270,7 @@ impl History {
             "leader_changes": self.leader_changes,
             "disagreement": self.disagreement.as_ref().map(|d| d.since),
             "unheard": self.unheard.keys().collect::<Vec<_>>(),
+            "dark_since": self.dark_since,
         })
     }
 
@@ -282,6 +291,20 @@ impl History {
             .get(server)
             .and_then(|r| r.restarted_at)
             .is_some_and(|at| now.duration_since(at).map_or(true, |age| age < settle))
+    }
+
+    /// The last time any of the group's servers answered, as remembered.
+    pub fn last_heard(&self) -> Option<SystemTime> {
+        self.servers.values().map(|r| r.last_answered).max()
+    }
+
+    /// Notes a poll that heard other groups but none of this one's servers: it is dark since
+    /// the last time any of them answered.
+    pub fn record_dark(&mut self, now: SystemTime) {
+        self.dark_polls = self.dark_polls.saturating_add(1);
+        if self.dark_since.is_none() {
+            self.dark_since = Some(self.last_heard().unwrap_or(now));
+        }
     }
 
     /// The last name a peer hash carried.
@@ -309,6 +332,8 @@ impl History {
         if snapshot.views.is_empty() {
             return;
         }
+        self.dark_since = None;
+        self.dark_polls = 0;
         let answered_at = snapshot.taken_at.unwrap_or(now);
         let mut any_leader = false;
         for name in &snapshot.unanswered {
@@ -885,8 +910,14 @@ impl Histories {
                 }
             }
         }
+        // A group none of whose servers answered is dark only while others are heard: a poll
+        // that heard nobody says nothing about any group.
+        let heard = parts.values().any(|p| !p.views.is_empty());
         for (group, part) in parts {
             if part.views.is_empty() {
+                if let Some(history) = self.groups.get_mut(group).filter(|_| heard) {
+                    history.record_dark(now);
+                }
                 continue;
             }
             self.groups
@@ -922,6 +953,12 @@ impl Histories {
                 }
             }
         }
+    }
+
+    /// Forgets a group retired on purpose (an operator's request): its whole memory. True when
+    /// it was known. If its servers answer again, it comes back as a new group.
+    pub fn forget(&mut self, group: &GroupId) -> bool {
+        self.groups.remove(group).is_some()
     }
 
     /// Leader changes of every group, oldest first, each with its group's domain.

@@ -640,3 +640,133 @@ fn a_server_of_the_attached_cluster_is_offline_after_one_missed_poll() {
         "n2 shares c1 with the attached server"
     );
 }
+
+#[test]
+fn a_domain_dark_past_offline_after_is_meta_105_and_preflight_of_the_other_group_still_answers() {
+    use nats_insights::service::preflight::{preflight, PreflightRequest, Verdict};
+    use nats_insights::service::EngineStatus;
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    d.poll(
+        t(1),
+        hub_and_edge("healthy_3.json", "follower_killed_3.json"),
+    );
+    let hub_only = || as_group("healthy_3.json", "h", Some("hub"), "hub");
+    // Every edge server stops answering: unheard at once, undecided until offline_after.
+    for s in [2, 3, 4] {
+        let changed = d.poll(t(s), hub_only());
+        assert!(changed.is_empty(), "{changed:#?}");
+    }
+    let edge = d.group(Some("edge"));
+    let unheard = edge.unheard.as_ref().expect("shown as unheard");
+    assert_eq!(unheard.unheard_since, Some(t(1)));
+    assert!(unheard.leader.is_none());
+    assert!(unheard
+        .members
+        .iter()
+        .all(|m| m.state == nats_insights::checks::MemberState::Unknown));
+    let raised = d.poll(t(5), hub_only());
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    let f = &raised[0].finding;
+    assert_eq!(f.key, "META_105/edge");
+    assert!(f.summary.contains("domain edge"), "{}", f.summary);
+    assert!(f.summary.contains("e1, e2, e3"), "{}", f.summary);
+    // The edge's own earlier finding is neither resolved nor raised again while it is dark.
+    assert!(
+        d.keys().contains(&"META_001/edge/e3".to_string()),
+        "{:?}",
+        d.keys()
+    );
+
+    // STATUS as the engine builds it: the hub judged, the edge unheard; preflight of a hub
+    // server answers, of an edge server is unknown.
+    let status = EngineStatus {
+        meta_groups: d
+            .groups
+            .iter()
+            .filter_map(|g| g.meta.clone().or(g.unheard.clone()))
+            .collect(),
+        active: d.active.clone(),
+        last_poll: Some(t(5)),
+        skipped: None,
+        ..EngineStatus::default()
+    };
+    let ask = |server: &str| {
+        let question = PreflightRequest {
+            action: Some("restart".into()),
+            server: Some(server.into()),
+            to: None,
+        }
+        .validate()
+        .expect("valid");
+        preflight(&question, &status, t(5))
+    };
+    assert_eq!(ask("h2").verdict, Verdict::Safe, "{:#?}", ask("h2"));
+    let edge = ask("e2");
+    assert_eq!(edge.verdict, Verdict::Unknown);
+    assert!(edge.reasons[0].contains("unheard since"), "{edge:#?}");
+
+    // The edge answers again: META_105 resolves.
+    let back = d.poll(t(6), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    assert!(
+        back.iter()
+            .any(|tr| tr.kind == TransitionKind::Resolved && tr.finding.key == "META_105/edge"),
+        "{back:#?}"
+    );
+}
+
+#[test]
+fn no_group_is_dark_when_nobody_answers_or_on_a_restarted_monitors_first_poll() {
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    // Nobody answers at all: the service's own connection is the problem, no group is dark.
+    for s in 1..10 {
+        assert!(d.poll(t(s), Vec::new()).is_empty());
+        assert!(d.groups.iter().all(|g| g.unheard.is_none()));
+    }
+    // A monitor restarted with the persisted history: its first poll without the edge decides
+    // nothing, even though the edge was last heard long ago.
+    let stored = d.histories.to_json().expect("json");
+    let mut restarted = Deployment {
+        histories: Histories::from_json(&stored).expect("decodes"),
+        ..Deployment::default()
+    };
+    let hub_only = || as_group("healthy_3.json", "h", Some("hub"), "hub");
+    assert!(restarted.poll(t(100), hub_only()).is_empty());
+    let raised = restarted.poll(t(101), hub_only());
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    assert_eq!(raised[0].finding.key, "META_105/edge");
+}
+
+#[test]
+fn a_forgotten_group_resolves_its_findings_and_is_gone_until_it_answers_again() {
+    use nats_insights::checks::forgotten_group;
+    let mut d = Deployment::default();
+    d.poll(t(0), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    let hub_only = || as_group("healthy_3.json", "h", Some("hub"), "hub");
+    for s in 1..6 {
+        d.poll(t(s), hub_only());
+    }
+    assert_eq!(d.keys(), ["META_105/edge"]);
+    // What the engine does on GROUP.FORGET: drop the history, feed empty evaluations once.
+    let edge = GroupId::of(Some("edge"));
+    assert!(d.histories.forget(&edge));
+    let (next, resolved) = reconcile(
+        &d.active,
+        &Default::default(),
+        &forgotten_group(&edge).evaluations,
+        t(6),
+    );
+    d.active = next;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].kind, TransitionKind::Resolved);
+    assert!(d.active.is_empty());
+    // Silence no longer raises anything: the group is unknown.
+    for s in 7..12 {
+        assert!(d.poll(t(s), hub_only()).is_empty());
+        assert!(d.groups.iter().all(|g| g.group != edge));
+    }
+    // It answers again: a new group, judged as any other.
+    d.poll(t(12), hub_and_edge("healthy_3.json", "healthy_3.json"));
+    assert!(d.group(Some("edge")).meta.is_some());
+}

@@ -420,3 +420,194 @@ async fn leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
     assert_eq!(events.lines().len(), 2, "{:#?}", events.lines());
     monitor.stop().await;
 }
+
+/// Runs the real binary as a client of the hub (system account): (exit code, stdout, stderr).
+async fn hub_cli(cluster: &Cluster, hub_nodes: &[usize], args: &[&str]) -> (Option<i32>, String) {
+    let servers: Vec<String> = hub_nodes.iter().map(|i| cluster.client_url(*i)).collect();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .args(args)
+        .args(["--server", &servers.join(",")])
+        .args([
+            "--user",
+            testbed::SYS_USER,
+            "--password",
+            testbed::SYS_PASSWORD,
+        ])
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("NATS_INSIGHTS_LOG")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("the command finishes")
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+/// The edge group is dark: STATUS shows it unheard (members unknown, no leader) and a restart
+/// of a healthy hub server gets a real answer from the real binary, not unknown.
+async fn edge_is_unheard_and_the_hub_is_still_judged(
+    monitor: &Monitor,
+    cluster: &Cluster,
+    hub_nodes: &[usize],
+) {
+    let status = monitor.status().await;
+    let edge = group(&status, "edge");
+    assert!(edge["unheard_since"].is_string(), "{edge:#}");
+    assert!(edge.get("leader").is_none(), "{edge:#}");
+    assert!(
+        edge["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["state"] == "unknown"),
+        "{edge:#}"
+    );
+    let hub = group(&status, "hub");
+    assert!(hub.get("unheard_since").is_none(), "{hub:#}");
+    let h = cluster.server_name(hub_nodes[0]);
+    let (code, text) = hub_cli(cluster, hub_nodes, &["preflight", "restart", &h]).await;
+    assert!(matches!(code, Some(0 | 1)), "{code:?}: {text}");
+    let (code, text) = hub_cli(cluster, hub_nodes, &["preflight", "restart", "e1"]).await;
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("unheard since"), "{text}");
+    let (_, text) = hub_cli(cluster, hub_nodes, &["status", "--domain", "edge"]).await;
+    assert!(text.contains("unheard since"), "{text}");
+}
+
+/// Every edge server killed at once: META_105 names the edge within seconds, the hub is still
+/// judged; the edge restarted resolves it. Killed again and retired through the CLI: the group
+/// disappears and its finding resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_domain_whose_servers_all_die_is_unheard_then_forgotten() {
+    let mut cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
+        .await
+        .expect("hub and leaf start");
+    cluster
+        .wait_for_leaders(Duration::from_secs(60))
+        .await
+        .expect("leaders");
+    let hub_nodes = cluster.nodes_of("hub");
+    let edge_nodes = cluster.nodes_of("edge");
+    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
+    let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
+    ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+
+    let killed_at = Instant::now();
+    for i in &edge_nodes {
+        cluster.stop(*i, Stop::Kill).await.expect("kill");
+    }
+    let dark = events
+        .expect(Raised, "META_105", None, Duration::from_secs(30))
+        .await;
+    eprintln!("META_105 raised {:?} after the kills", killed_at.elapsed());
+    assert_eq!(dark.finding, "META_105/edge");
+    assert_eq!(dark.domain.as_deref(), Some("edge"));
+    for name in ["e1", "e2", "e3"] {
+        assert!(dark.summary.contains(name), "{}", dark.summary);
+    }
+    edge_is_unheard_and_the_hub_is_still_judged(&monitor, &cluster, &hub_nodes).await;
+
+    for i in &edge_nodes {
+        cluster.restart(*i).await.expect("restart");
+    }
+    events
+        .expect(Resolved, "META_105", None, Duration::from_secs(60))
+        .await;
+    let status = ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+    assert!(group(&status, "edge").get("unheard_since").is_none());
+
+    // Retired on purpose: killed again, then forgotten through the CLI.
+    for i in &edge_nodes {
+        cluster.stop(*i, Stop::Kill).await.expect("kill");
+    }
+    events
+        .expect(Raised, "META_105", None, Duration::from_secs(30))
+        .await;
+    let (code, text) = hub_cli(&cluster, &hub_nodes, &["forget-group", "edge"]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Forgot meta group edge"), "{text}");
+    assert!(text.contains("META_105/edge"), "{text}");
+    events
+        .expect(Resolved, "META_105", None, Duration::from_secs(20))
+        .await;
+    let status = ready_groups(&monitor, &[("hub", 3)]).await;
+    assert!(
+        status["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .all(|f| f["domain"] != "edge"),
+        "{status:#}"
+    );
+    // Silence no longer raises anything, and a second forget is refused (unknown group).
+    events.drain(Duration::from_secs(6)).await;
+    assert_eq!(
+        events.history_of("META_105/edge"),
+        ["raised", "resolved", "raised", "resolved"],
+        "{:#?}",
+        events.lines()
+    );
+    let (code, text) = hub_cli(&cluster, &hub_nodes, &["forget-group", "edge"]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("unknown meta group edge"), "{text}");
+    monitor.stop().await;
+}
+
+/// The leaf links to the edge cut (the edge keeps running): META_105 as for dead servers; the
+/// links back resolve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_domain_behind_a_cut_leaf_link_is_unheard() {
+    let cluster = Cluster::start(ClusterOptions {
+        proxied_leaves: true,
+        ..ClusterOptions::hub_and_leaf(3)
+    })
+    .await
+    .expect("hub and leaf start");
+    cluster
+        .wait_for_leaders(Duration::from_secs(60))
+        .await
+        .expect("leaders");
+    let hub_nodes = cluster.nodes_of("hub");
+    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
+    let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
+    ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+
+    let cut_at = Instant::now();
+    cluster.cut_leaf_links().expect("leaf links proxied");
+    let dark = events
+        .expect(Raised, "META_105", None, Duration::from_secs(30))
+        .await;
+    eprintln!("META_105 raised {:?} after the cut", cut_at.elapsed());
+    assert_eq!(dark.finding, "META_105/edge");
+    assert!(dark
+        .remediation
+        .iter()
+        .any(|r| r.step.contains("leaf node")));
+    edge_is_unheard_and_the_hub_is_still_judged(&monitor, &cluster, &hub_nodes).await;
+
+    cluster.heal_leaf_links().expect("leaf links proxied");
+    events
+        .expect(Resolved, "META_105", None, Duration::from_secs(60))
+        .await;
+    let status = ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
+    assert!(group(&status, "edge").get("unheard_since").is_none());
+    // Nothing else was raised by the cut: the edge group itself stayed whole.
+    events.drain(Duration::from_secs(3)).await;
+    assert!(
+        events
+            .lines()
+            .iter()
+            .all(|l| l.contains("META_105") || !l.contains("edge")),
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}

@@ -57,6 +57,14 @@ pub struct MetaAssessment {
         with = "crate::time_format::option"
     )]
     pub leaderless_since: Option<SystemTime>,
+    /// Set when no server of the group answers while the service hears others: since when it
+    /// has been unheard (the last time any of its servers answered). Its members are then
+    /// `unknown`, never their last healthy state.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time_format::option"
+    )]
+    pub unheard_since: Option<SystemTime>,
 }
 
 fn group_label<S: serde::Serializer>(group: &GroupId, s: S) -> Result<S::Ok, S::Error> {
@@ -446,6 +454,80 @@ pub fn assess_members(
             .map(|(leader, servers)| LeaderGroup { leader, servers })
             .collect(),
         leaderless_since: history.leaderless_since,
+        unheard_since: None,
+    })
+}
+
+/// A group none of whose servers answers, as its history last knew it: every member unknown,
+/// no leader, `unheard_since` set. `None` for a group never heard (no history of servers).
+pub fn assess_unheard(
+    group: &GroupId,
+    history: &History,
+    now: SystemTime,
+) -> Option<MetaAssessment> {
+    let names: BTreeSet<String> = match &history.size {
+        Some(size) if !size.members.is_empty() => size.members.clone(),
+        _ => history.servers.keys().cloned().collect(),
+    };
+    if names.is_empty() {
+        return None;
+    }
+    let members: Vec<Member> = names
+        .iter()
+        .map(|name| {
+            let record = history.servers.get(name);
+            Member {
+                name: name.clone(),
+                peer: history.peer_of_name(name).map(str::to_string),
+                cluster: record.and_then(|r| r.cluster.clone()),
+                leader: false,
+                answered: false,
+                name_unknown: false,
+                current: None,
+                active: None,
+                lag: 0,
+                version: record.and_then(|r| r.version.clone()),
+                state: MemberState::Unknown,
+            }
+        })
+        .collect();
+    let mut clusters: BTreeMap<String, ClusterTally> = BTreeMap::new();
+    for cluster in members.iter().filter_map(|m| m.cluster.as_ref()) {
+        clusters
+            .entry(cluster.clone())
+            .or_insert_with(|| ClusterTally {
+                cluster: cluster.clone(),
+                members: 0,
+                online: 0,
+            })
+            .members += 1;
+    }
+    let cluster_size = history
+        .size
+        .as_ref()
+        .map_or(members.len(), |s| s.size)
+        .max(members.len());
+    Some(MetaAssessment {
+        group: group.clone(),
+        cluster: clusters
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "unnamed".to_string()),
+        lead_cluster: None,
+        clusters: clusters.into_values().collect(),
+        domain: group.domain().map(str::to_string),
+        leader: None,
+        cluster_size,
+        quorum_needed: cluster_size / 2 + 1,
+        pending: None,
+        members,
+        servers_answering: 0,
+        non_members: Vec::new(),
+        outside: Vec::new(),
+        leaders_reported: Vec::new(),
+        leaderless_since: None,
+        unheard_since: Some(history.dark_since.or(history.last_heard()).unwrap_or(now)),
     })
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{Histories, History};
 use crate::observe::{GroupId, Snapshot};
-pub use members::{assess_members, MemberState, MetaAssessment, OfflineReason};
+pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
 pub mod meta_001;
 pub mod meta_002;
@@ -22,6 +22,7 @@ pub mod meta_101;
 pub mod meta_102;
 pub mod meta_103;
 pub mod meta_104;
+pub mod meta_105;
 
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
@@ -39,6 +40,7 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_102::SPEC,
     &meta_103::SPEC,
     &meta_104::SPEC,
+    &meta_105::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
@@ -376,6 +378,9 @@ pub struct GroupEvaluation {
     pub meta: Option<MetaAssessment>,
     /// Every check's result on it.
     pub evaluations: Vec<Evaluation>,
+    /// When none of its servers answered while others did: the group as its history last knew
+    /// it, every member unknown and `unheard_since` set (META_105 judged it).
+    pub unheard: Option<MetaAssessment>,
 }
 
 impl GroupEvaluation {
@@ -397,18 +402,54 @@ pub fn evaluate_groups(
     now: SystemTime,
 ) -> Vec<GroupEvaluation> {
     let empty = History::default();
+    // A group is dark only while the service hears other servers (its own connection works).
+    let heard = parts.values().any(|p| !p.views.is_empty());
     parts
         .iter()
         .map(|(group, part)| {
             let history = histories.groups.get(group).unwrap_or(&empty);
-            let (meta, evaluations) = evaluate_group(group, part, history, thresholds, now);
+            let (meta, mut evaluations) = evaluate_group(group, part, history, thresholds, now);
+            let unheard = match (heard, part.views.is_empty()) {
+                (true, true) => assess_unheard(group, history, now),
+                _ => None,
+            };
+            if let Some(unheard) = &unheard {
+                let dark = meta_105::evaluate_dark(group, unheard, history, thresholds, now);
+                for evaluation in &mut evaluations {
+                    if evaluation.check == CheckId::META_105 {
+                        *evaluation = dark.clone();
+                    }
+                }
+            }
             GroupEvaluation {
                 group: group.clone(),
                 meta,
                 evaluations,
+                unheard,
             }
         })
         .collect()
+}
+
+/// A group an operator forgot (retired on purpose): every check ran and found nothing, so its
+/// active findings resolve once; no assessment is left to show.
+pub fn forgotten_group(group: &GroupId) -> GroupEvaluation {
+    GroupEvaluation {
+        group: group.clone(),
+        meta: None,
+        evaluations: SPECS
+            .iter()
+            .map(|spec| Evaluation {
+                check: spec.id,
+                group: group.clone(),
+                outcome: Outcome::Ran {
+                    findings: Vec::new(),
+                    undecided: BTreeSet::new(),
+                },
+            })
+            .collect(),
+        unheard: None,
+    }
 }
 
 /// Runs every check on one meta group's part of a poll.
@@ -467,6 +508,12 @@ pub fn evaluate_all(
 /// cluster name, which changes when leadership moves across a supercluster.
 pub fn group_key(check: CheckId, meta: &MetaAssessment) -> String {
     format!("{}/{}", check, meta.group.label())
+}
+
+/// Key of a per-group finding from the group alone (a group no server answers for has no
+/// assessment of its own).
+pub fn group_id_key(check: CheckId, group: &GroupId) -> String {
+    format!("{}/{}", check, group.label())
 }
 
 /// Key of a per-server finding.

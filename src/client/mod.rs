@@ -35,6 +35,20 @@ pub enum ClientCommand {
     Preflight(Box<PreflightArgs>),
     /// Wait for a state of the meta group: `wait healthy` returns once it is whole again.
     Wait(Box<WaitArgs>),
+    /// Forget a meta group retired on purpose ($INSIGHTS.API.GROUP.FORGET): every instance drops
+    /// its memory of the group and resolves its findings (META_105 among them). If its servers
+    /// answer again, it comes back as a new group.
+    ForgetGroup(Box<ForgetGroupArgs>),
+}
+
+/// Flags of `forget-group`.
+#[derive(Debug, Clone, Args)]
+pub struct ForgetGroupArgs {
+    /// Connection, timeout, output.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// The group's JetStream domain (`default` for servers without one).
+    pub domain: String,
 }
 
 /// Flags every request command shares.
@@ -261,6 +275,7 @@ pub fn main(command: ClientCommand) -> ExitCode {
             ClientCommand::Wait(args) => match args.what {
                 WaitFor::Healthy(args) => wait_healthy(&args).await,
             },
+            ClientCommand::ForgetGroup(args) => forget_group(&args).await.map(|()| 0),
         }
     });
     match result {
@@ -414,6 +429,37 @@ pub async fn findings(args: &FindingsArgs) -> Result<(), ClientError> {
     }
     let view: render::FindingsView = decode(Endpoint::Findings, &body)?;
     print!("{}", render::findings_text(&view, Style::for_stdout()));
+    Ok(())
+}
+
+/// `nats-insights forget-group`.
+pub async fn forget_group(args: &ForgetGroupArgs) -> Result<(), ClientError> {
+    let body = serde_json::json!({ "domain": args.domain });
+    let body = ask(&args.request, Endpoint::GroupForget, body).await?;
+    if args.request.json {
+        print_json(&body);
+        return Ok(());
+    }
+    let view: crate::service::api::ForgetResponse = decode(Endpoint::GroupForget, &body)?;
+    let mut text = format!(
+        "Forgot meta group {} (members {})",
+        view.group,
+        if view.members.is_empty() {
+            "none".to_string()
+        } else {
+            view.members.join(", ")
+        }
+    );
+    if let Some(since) = &view.unheard_since {
+        text.push_str(&format!(", unheard since {since}"));
+    }
+    text.push_str(".\n");
+    if view.findings.is_empty() {
+        text.push_str("It had no active findings.\n");
+    } else {
+        text.push_str(&format!("Resolving: {}\n", view.findings.join(", ")));
+    }
+    print!("{text}");
     Ok(())
 }
 

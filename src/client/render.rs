@@ -177,6 +177,8 @@ pub struct MetaView {
     pub outside: Vec<String>,
     /// Leaderless since.
     pub leaderless_since: Option<String>,
+    /// No server of the group answers since (META_105): its members are unknown.
+    pub unheard_since: Option<String>,
 }
 
 /// Members of one cluster of a meta group.
@@ -599,6 +601,14 @@ fn group_heading(meta: &MetaView, status: &StatusView, style: Style) -> String {
         (None, false) => meta.cluster.clone(),
         (None, true) => "(supercluster)".to_string(),
     };
+    if let Some(since) = &meta.unheard_since {
+        return format!(
+            "Meta group {name}: {} members, {} since {since} ({}): no server of it answers, members unknown",
+            meta.cluster_size,
+            style.paint("unheard", Colour::Red),
+            ago(since, &status.timestamp)
+        );
+    }
     let mut line = format!(
         "Meta group {name}: {} members, quorum {}, {leader}, {online} online",
         meta.cluster_size, meta.quorum_needed,
@@ -1112,6 +1122,25 @@ mod tests {
             text.contains("store {\"bucket\":\"insights\",\"kind\":\"kv\"}"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_unheard_group_says_since_when_and_never_its_last_leader() {
+        let view = status(serde_json::json!({
+            "status": "critical", "timestamp": "2026-11-24T08:07:10.000Z", "findings": [],
+            "meta_groups": [{
+                "group": "edge", "domain": "edge", "cluster": "edge", "cluster_size": 3,
+                "quorum_needed": 2, "unheard_since": "2026-11-24T08:07:04.000Z",
+                "members": [{"name": "e1", "state": "unknown"}, {"name": "e2", "state": "unknown"}]
+            }],
+            "service": {"last_poll": "2026-11-24T08:07:10.000Z"}
+        }));
+        let text = status_text(&view, Style::PLAIN);
+        assert!(
+            text.contains("unheard since 2026-11-24T08:07:04.000Z (6.0s ago)"),
+            "{text}"
+        );
+        assert!(!text.contains("leader e1"), "{text}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 pub mod http;
 pub mod page;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -95,6 +95,8 @@ pub struct Recorder {
     versions: Family<GroupLabels, Gauge>,
     quorum: Family<GroupLabels, Gauge>,
     leader_present: Family<GroupLabels, Gauge>,
+    unheard: Family<GroupLabels, Gauge>,
+    unheard_seconds: Family<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     findings: Family<FindingLabels, Gauge>,
     poll_duration: Histogram,
     polls: Counter,
@@ -121,6 +123,8 @@ struct Seen {
     alertmanager: BTreeMap<String, (u64, u64)>,
     /// Leader changes at or before this time were counted already (or predate this process).
     leader_changes_until: SystemTime,
+    /// The groups (labels) of the last status.
+    groups: BTreeSet<String>,
 }
 
 impl Recorder {
@@ -181,6 +185,19 @@ impl Recorder {
             "meta_leader_present",
             "1 when some server reports a meta leader, else 0",
             leader_present.clone(),
+        );
+        let unheard = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "meta_group_unheard",
+            "1 while no server of the meta group answers though others do (META_105): its other series then say nothing current, its members count as unknown",
+            unheard.clone(),
+        );
+        let unheard_seconds =
+            Family::<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "meta_group_unheard_seconds",
+            "Seconds since any server of the meta group last answered, while it is unheard (0 while it answers)",
+            unheard_seconds.clone(),
         );
         let findings = Family::<FindingLabels, Gauge>::default();
         registry.register(
@@ -283,6 +300,8 @@ impl Recorder {
             versions,
             quorum,
             leader_present,
+            unheard,
+            unheard_seconds,
             findings,
             poll_duration,
             polls,
@@ -302,10 +321,56 @@ impl Recorder {
                 events: BTreeMap::new(),
                 alertmanager: BTreeMap::new(),
                 leader_changes_until: since,
+                groups: BTreeSet::new(),
             },
         };
         recorder.set_store(&StoreHealth::Memory);
         recorder
+    }
+
+    /// Drops the per-group series of groups the status no longer lists (forgotten by an
+    /// operator): a retired group must not keep exporting its last state.
+    fn forget_gone_groups(&mut self, status: &EngineStatus) {
+        let now: BTreeSet<String> = status
+            .meta_groups
+            .iter()
+            .map(|m| m.group.label().to_string())
+            .collect();
+        let gone: Vec<String> = self.seen.groups.difference(&now).cloned().collect();
+        for domain in gone {
+            let labels = GroupLabels {
+                domain: domain.clone(),
+            };
+            for family in [
+                &self.cluster_size,
+                &self.quorum_needed,
+                &self.pending,
+                &self.max_lag,
+                &self.versions,
+                &self.quorum,
+                &self.leader_present,
+                &self.unheard,
+            ] {
+                family.remove(&labels);
+            }
+            self.unheard_seconds.remove(&labels);
+            for state in MEMBER_STATES {
+                self.members.remove(&MemberLabels {
+                    domain: domain.clone(),
+                    state,
+                });
+            }
+            if domain != DEFAULT_GROUP_LABEL {
+                for check in CheckId::all() {
+                    self.findings.remove(&FindingLabels {
+                        check: check.as_str(),
+                        severity: check.severity().as_str(),
+                        domain: domain.clone(),
+                    });
+                }
+            }
+        }
+        self.seen.groups = now;
     }
 
     /// The registry to encode on each scrape (shared with the HTTP server).
@@ -422,10 +487,26 @@ impl Recorder {
             self.quorum
                 .get_or_create(&labels)
                 .set(i64::from(count("online") >= meta.quorum_needed));
-            self.leader_present
+            self.leader_present.get_or_create(&labels).set(i64::from(
+                meta.leaderless_since.is_none() && meta.unheard_since.is_none(),
+            ));
+            self.unheard
                 .get_or_create(&labels)
-                .set(i64::from(meta.leaderless_since.is_none()));
+                .set(i64::from(meta.unheard_since.is_some()));
+            let silent = meta.unheard_since.map_or(0.0, |since| {
+                status
+                    .last_poll
+                    .and_then(|at| at.duration_since(since).ok())
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            });
+            self.unheard_seconds.get_or_create(&labels).set(silent);
+            if meta.unheard_since.is_some() {
+                // The leader's figures of a group nobody hears are not current.
+                self.pending.remove(&labels);
+            }
         }
+        self.forget_gone_groups(status);
         self.set_store(&status.store);
         for target in &status.alertmanager {
             let labels = UrlLabels {
@@ -530,6 +611,61 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn an_unheard_group_exports_unknown_members_and_a_forgotten_one_nothing() {
+        let mut history = crate::history::History::default();
+        for name in ["e1", "e2", "e3"] {
+            history.servers.insert(
+                name.to_string(),
+                crate::history::ServerRecord {
+                    server_id: name.to_string(),
+                    last_answered: UNIX_EPOCH + Duration::from_secs(100),
+                    cluster: Some("edge".into()),
+                    version: None,
+                    restarted_at: None,
+                    missed: 0,
+                },
+            );
+        }
+        let edge = GroupId::of(Some("edge"));
+        let meta = crate::checks::assess_unheard(&edge, &history, UNIX_EPOCH).expect("known");
+        let mut recorder = Recorder::new(UNIX_EPOCH);
+        let mut status = EngineStatus {
+            meta_groups: vec![meta],
+            last_poll: Some(UNIX_EPOCH + Duration::from_secs(107)),
+            ..EngineStatus::default()
+        };
+        recorder.update(&status);
+        let text = encode(&recorder.registry());
+        for (series, value) in [
+            ("nats_insights_meta_group_unheard{domain=\"edge\"}", "1"),
+            (
+                "nats_insights_meta_group_unheard_seconds{domain=\"edge\"}",
+                "7.0",
+            ),
+            ("nats_insights_meta_leader_present{domain=\"edge\"}", "0"),
+            ("nats_insights_meta_quorum{domain=\"edge\"}", "0"),
+            (
+                "nats_insights_meta_members{domain=\"edge\",state=\"unknown\"}",
+                "3",
+            ),
+            (
+                "nats_insights_meta_members{domain=\"edge\",state=\"online\"}",
+                "0",
+            ),
+        ] {
+            assert_eq!(
+                line(&text, series),
+                Some(format!("{series} {value}").as_str()),
+                "{text}"
+            );
+        }
+        status.meta_groups.clear();
+        recorder.update(&status);
+        let text = encode(&recorder.registry());
+        assert!(!text.contains("domain=\"edge\""), "{text}");
     }
 
     #[test]

@@ -349,15 +349,31 @@ fn group(
         .pending
         .map(|p| format!(" · {p} API requests pending on the leader"))
         .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "<p class=\"verdict {}\">{} {}: {online} of {} members online, {} needed · {leader}{pending}</p>",
-        if quorum { "q-held" } else { "q-lost" },
-        verdict_icon(quorum),
-        if quorum { "quorum held" } else { "QUORUM LOST" },
-        meta.cluster_size.max(meta.members.len()),
-        meta.quorum_needed,
-    );
+    match meta.unheard_since {
+        // Nothing is known about a group none of whose servers answers (META_105).
+        Some(since) => {
+            let _ = writeln!(
+                out,
+                "<p class=\"verdict q-lost\" data-unheard-since=\"{}\">{} UNHEARD since {} ({} ago): no server of this group answers, its {} members are unknown</p>",
+                crate::time_format::rfc3339(since),
+                verdict_icon(false),
+                crate::time_format::rfc3339(since),
+                short_duration(duration(now, since)),
+                meta.cluster_size.max(meta.members.len()),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "<p class=\"verdict {}\">{} {}: {online} of {} members online, {} needed · {leader}{pending}</p>",
+                if quorum { "q-held" } else { "q-lost" },
+                verdict_icon(quorum),
+                if quorum { "quorum held" } else { "QUORUM LOST" },
+                meta.cluster_size.max(meta.members.len()),
+                meta.quorum_needed,
+            );
+        }
+    }
     out.push_str("<div class=\"clusters\">\n");
     for (cluster, members) in by_cluster(meta) {
         cluster_figure(out, meta, &cluster, &members, now, thresholds);
@@ -1032,6 +1048,7 @@ mod tests {
             clusters,
             domain: domain.map(str::to_string),
             leaderless_since: leader.is_none().then(|| t(3990)),
+            unheard_since: None,
             leaders_reported: vec![LeaderGroup {
                 leader: leader.clone(),
                 servers: members.iter().map(|m| m.name.clone()).collect(),
@@ -1218,6 +1235,28 @@ mod tests {
         assert!(!html.contains("data-leader=\"true\""));
         assert_eq!(html.matches("data-state=\"offline\"").count(), 2);
         assert!(tag(&html, "data-finding", "META_006/default/").contains("data-check=\"META_006\""));
+    }
+
+    #[test]
+    fn an_unheard_group_says_since_when_with_its_members_unknown() {
+        let mut status = healthy();
+        let g = &mut status.meta_groups[0];
+        g.members = vec![
+            member("n1", "c1", false, MemberState::Unknown),
+            member("n2", "c1", false, MemberState::Unknown),
+            member("n3", "c1", false, MemberState::Unknown),
+        ];
+        g.leader = None;
+        g.lead_cluster = None;
+        g.leaderless_since = None;
+        g.unheard_since = Some(t(3990));
+        let html = page(&status);
+        assert!(
+            html.contains("UNHEARD since 2027-01-15T09:06:30.000Z (10.0s ago)"),
+            "{html}"
+        );
+        assert!(!html.contains("quorum held"));
+        assert_eq!(html.matches("data-state=\"unknown\"").count(), 3);
     }
 
     #[test]

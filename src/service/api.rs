@@ -14,6 +14,7 @@ use super::{
 use crate::checks::{CheckId, Severity, Thresholds};
 use crate::findings::TransitionKind;
 use crate::history::ChangeSource;
+use crate::observe::{GroupId, DEFAULT_GROUP_LABEL};
 use crate::publish::FindingEvent;
 use crate::time_format;
 
@@ -41,17 +42,21 @@ pub enum Endpoint {
     Explain,
     /// May this server go down, be removed or renamed now; is the group whole again?
     Preflight,
+    /// Forget a meta group retired on purpose (`GROUP.FORGET`): every instance drops its memory
+    /// and resolves its findings.
+    GroupForget,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order they are registered.
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::Status,
         Endpoint::Findings,
         Endpoint::Checks,
         Endpoint::History,
         Endpoint::Explain,
         Endpoint::Preflight,
+        Endpoint::GroupForget,
     ];
 
     /// The endpoint's name, also the last token of its subject.
@@ -63,12 +68,21 @@ impl Endpoint {
             Endpoint::History => "HISTORY",
             Endpoint::Explain => "EXPLAIN",
             Endpoint::Preflight => "PREFLIGHT",
+            Endpoint::GroupForget => "GROUP_FORGET",
+        }
+    }
+
+    /// Its subject within `$INSIGHTS.API` (its name, but `GROUP.FORGET`).
+    pub fn token(self) -> &'static str {
+        match self {
+            Endpoint::GroupForget => "GROUP.FORGET",
+            other => other.name(),
         }
     }
 
     /// Its full subject, e.g. `$INSIGHTS.API.STATUS`.
     pub fn subject(self) -> String {
-        format!("{}.{}", super::API_GROUP, self.name())
+        format!("{}.{}", super::API_GROUP, self.token())
     }
 
     /// The `type` of its successful responses.
@@ -80,6 +94,7 @@ impl Endpoint {
             Endpoint::History => HISTORY_TYPE,
             Endpoint::Explain => crate::runbook::EXPLAIN_TYPE,
             Endpoint::Preflight => super::preflight::PREFLIGHT_TYPE,
+            Endpoint::GroupForget => FORGET_TYPE,
         }
     }
 
@@ -188,6 +203,96 @@ pub struct HistoryRequest {
 pub struct ExplainRequest {
     /// The check, e.g. `META_006`.
     pub check: Option<String>,
+}
+
+/// `type` of the GROUP.FORGET response.
+pub const FORGET_TYPE: &str = "io.nats.insights.v1.group_forget_response";
+
+/// Where a GROUP.FORGET request is passed on to every instance (the API's queue group reaches
+/// one): `{"domain": "<label>"}`, each instance's engine forgets the group.
+pub const FORGET_SUBJECT: &str = "$INSIGHTS.HA.FORGET";
+
+/// GROUP.FORGET request as sent (also the broadcast on [`FORGET_SUBJECT`]).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// The group's JetStream domain, `default` for the unnamed domain.
+    pub domain: Option<String>,
+}
+
+impl ForgetRequest {
+    /// The group named, or a 400 without one.
+    pub fn group(&self) -> Result<GroupId, ApiError> {
+        match self.domain.as_deref().map(str::trim) {
+            None | Some("") => Err(ApiError::BadRequest(
+                "missing \"domain\": send {\"domain\": \"edge\"} (\"default\" for the unnamed domain)"
+                    .to_string(),
+            )),
+            Some(DEFAULT_GROUP_LABEL) => Ok(GroupId::of(None)),
+            Some(domain) => Ok(GroupId::of(Some(domain))),
+        }
+    }
+}
+
+/// The GROUP.FORGET response (`schemas/group_forget_response.json`): what every instance is
+/// told to forget.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForgetResponse {
+    /// `io.nats.insights.v1.group_forget_response`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Now (RFC 3339).
+    pub timestamp: String,
+    /// The group forgotten (its domain, `default` for the unnamed one).
+    pub group: String,
+    /// Its JetStream domain, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Its members as last known.
+    pub members: Vec<String>,
+    /// Since when it was unheard, if it was (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unheard_since: Option<String>,
+    /// Its active findings, which every instance resolves.
+    pub findings: Vec<String>,
+}
+
+/// Validates a GROUP.FORGET request against the groups the service knows: the group and what
+/// forgetting it drops, or a 404 naming the known groups.
+pub fn forget_group(
+    payload: &[u8],
+    status: &EngineStatus,
+    now: SystemTime,
+) -> Result<(GroupId, ForgetResponse), ApiError> {
+    let group = parse_body::<ForgetRequest>(payload)?.group()?;
+    let Some(meta) = status.meta_groups.iter().find(|m| m.group == group) else {
+        let known: Vec<&str> = status.meta_groups.iter().map(|m| m.group.label()).collect();
+        return Err(ApiError::NotFound(format!(
+            "unknown meta group {}; known: {}",
+            group.label(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let findings = status
+        .active
+        .values()
+        .filter(|a| GroupId::of(a.finding.domain.as_deref()) == group)
+        .map(|a| a.finding.key.clone())
+        .collect();
+    let response = ForgetResponse {
+        kind: FORGET_TYPE.to_string(),
+        timestamp: time_format::rfc3339(now),
+        group: group.label().to_string(),
+        domain: group.domain().map(str::to_string),
+        members: meta.members.iter().map(|m| m.name.clone()).collect(),
+        unheard_since: meta.unheard_since.map(time_format::rfc3339),
+        findings,
+    };
+    Ok((group, response))
 }
 
 /// A check id or a 404 naming the known ones.
@@ -497,6 +602,8 @@ pub fn handle(endpoint: Endpoint, payload: &[u8], ctx: Context<'_>) -> Result<Ve
             let question = parse_body::<super::preflight::PreflightRequest>(payload)?.validate()?;
             encode(&super::preflight::preflight(&question, ctx.status, ctx.now))
         }
+        // The service passes the request on to every instance (`FORGET_SUBJECT`) once it is valid.
+        Endpoint::GroupForget => encode(&forget_group(payload, ctx.status, ctx.now)?.1),
     }
 }
 
@@ -617,7 +724,13 @@ mod tests {
         let c = ctx(&status, &instance);
         for endpoint in Endpoint::ALL {
             // EXPLAIN and PREFLIGHT need a body (the check; the action and server).
-            if ![Endpoint::Explain, Endpoint::Preflight].contains(&endpoint) {
+            if ![
+                Endpoint::Explain,
+                Endpoint::Preflight,
+                Endpoint::GroupForget,
+            ]
+            .contains(&endpoint)
+            {
                 assert!(handle(endpoint, b"", c).is_ok(), "{endpoint:?} empty");
                 assert!(handle(endpoint, b" {} ", c).is_ok(), "{endpoint:?} {{}}");
             }

@@ -270,6 +270,30 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
+/// Passes a valid GROUP.FORGET request on to every instance (this one included): the micro
+/// service's queue group delivered it to this instance only.
+async fn forget_everywhere(
+    client: &Client,
+    payload: &[u8],
+    status: &EngineStatus,
+) -> Result<(), ApiError> {
+    let (group, _) = api::forget_group(payload, status, SystemTime::now())?;
+    let body = serde_json::to_vec(&api::ForgetRequest {
+        domain: Some(group.label().to_string()),
+    })
+    .map_err(|e| ApiError::Internal(format!("cannot encode: {e}")))?;
+    client
+        .publish(api::FORGET_SUBJECT, body.into())
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot tell the instances: {e}")))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot tell the instances: {e}")))?;
+    tracing::info!(group = %group, "forgetting a retired meta group, as asked");
+    Ok(())
+}
+
 /// Starts the micro service and answers requests until the status channel closes.
 pub async fn serve(
     client: Client,
@@ -319,7 +343,7 @@ pub async fn serve(
                 .into_iter()
                 .collect(),
             )
-            .add(endpoint.name())
+            .add(endpoint.token())
             .await
             .map_err(ServiceError::Start)?;
         streams.push(requests.map(move |request| (endpoint, request)).boxed());
@@ -348,6 +372,12 @@ pub async fn serve(
                         Ok(body)
                     }
                 });
+                let reply = match (endpoint, reply) {
+                    (Endpoint::GroupForget, Ok(body)) => {
+                        forget_everywhere(&client, &request.message.payload, &current).await.map(|()| body)
+                    }
+                    (_, reply) => reply,
+                };
                 let reply = reply.map(bytes::Bytes::from).map_err(|error| {
                     tracing::debug!(endpoint = endpoint.name(), code = error.code(), %error, "request refused");
                     count_rejection(&rejections, endpoint, error.code());

@@ -223,6 +223,9 @@ pub fn preflight(question: &Question, status: &EngineStatus, now: SystemTime) ->
                 "{server} is not a member of any meta group the service sees (known members: {})",
                 known_members(status)
             )),
+            (_, Some(server), Some(meta)) if meta.unheard_since.is_some() => {
+                Answer::unknown(unheard(meta, server, now))
+            }
             (action, Some(server), Some(meta)) => match action {
                 Action::Healthy => {
                     let mut answer = Answer::new();
@@ -282,6 +285,19 @@ fn fresh(status: &EngineStatus, now: SystemTime) -> Result<(), String> {
         return Err(format!("the service cannot judge the group now: {skipped}"));
     }
     Ok(())
+}
+
+/// Why nothing can be said about a member of a group no server of which answers (META_105).
+fn unheard(meta: &MetaAssessment, server: &str, now: SystemTime) -> String {
+    let since = meta.unheard_since.unwrap_or(now);
+    format!(
+        "{server} is a member of {}, which is unheard since {} ({} ago): none of its servers answers the service",
+        meta.describe_group(),
+        time_format::rfc3339(since),
+        humantime::format_duration(Duration::from_secs(
+            now.duration_since(since).unwrap_or_default().as_secs()
+        ))
+    )
 }
 
 fn group_of<'a>(status: &'a EngineStatus, server: &str) -> Option<&'a MetaAssessment> {

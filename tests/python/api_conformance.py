@@ -15,7 +15,9 @@ import nats
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 SERVICE = "nats-insights"
-ENDPOINTS = ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN", "PREFLIGHT"]
+ENDPOINTS = ["STATUS", "FINDINGS", "CHECKS", "HISTORY", "EXPLAIN", "PREFLIGHT", "GROUP_FORGET"]
+# The subject token of each endpoint under $INSIGHTS.API (its name, but GROUP.FORGET).
+TOKENS = {n: n.replace("GROUP_", "GROUP.") for n in ENDPOINTS}
 ERROR_HEADER = "Nats-Service-Error"
 CODE_HEADER = "Nats-Service-Error-Code"
 
@@ -83,7 +85,7 @@ async def main(url, user, password):
         names = sorted(e.get("name") for e in (info or {}).get("endpoints", []))
         check(names == sorted(ENDPOINTS), f"INFO lists every endpoint: {names}")
         subjects = sorted(e.get("subject") for e in (info or {}).get("endpoints", []))
-        check(subjects == sorted(f"$INSIGHTS.API.{n}" for n in ENDPOINTS), f"endpoint subjects: {subjects}")
+        check(subjects == sorted(f"$INSIGHTS.API.{TOKENS[n]}" for n in ENDPOINTS), f"endpoint subjects: {subjects}")
 
         # Every endpoint, with the bodies an operator would send.
         requests = {
@@ -108,7 +110,7 @@ async def main(url, user, password):
         check(len(status.get("meta", {}).get("members", [])) >= 3, "STATUS lists the meta members")
         checks = decode(await ask(nc, "$INSIGHTS.API.CHECKS"))
         ids = [c.get("id") for c in checks.get("checks", [])]
-        check(ids == ["META_001", "META_002", "META_003", "META_006", "META_008", "META_101", "META_102", "META_103", "META_104"], f"CHECKS catalog: {ids}")
+        check(ids == ["META_001", "META_002", "META_003", "META_006", "META_008", "META_101", "META_102", "META_103", "META_104", "META_105"], f"CHECKS catalog: {ids}")
         check(all(c.get("threshold") for c in checks.get("checks", [])), "every check has its threshold in words")
 
         # Errors are recognisable as such: empty body, both headers, the right code.
@@ -122,6 +124,9 @@ async def main(url, user, password):
             ("STATUS", b"{not json", "400"),
             ("CHECKS", b"[1, 2]", "400"),
             ("STATUS", b" " * (64 * 1024 + 1), "413"),
+            # Never forgets a group by accident: an unknown one is refused, none named is malformed.
+            ("GROUP.FORGET", {"domain": "nowhere"}, "404"),
+            ("GROUP.FORGET", b"", "400"),
         ]
         for endpoint, body, code in bad:
             msg = await ask(nc, f"$INSIGHTS.API.{endpoint}", body)

@@ -252,6 +252,10 @@ pub struct ClusterOptions {
     /// Send every directed route link through its own [`TcpProxy`], so that
     /// [`Cluster::partition`] can cut them.
     pub proxied_routes: bool,
+    /// [`Topology::HubAndLeaf`] and [`Topology::HubWithLeaves`]: send the leaf connections to
+    /// each hub server's leaf-node listener through a [`TcpProxy`] of its own, so that
+    /// [`Cluster::cut_leaf_links`] can cut every leaf link at once.
+    pub proxied_leaves: bool,
     /// Server names are this prefix followed by 1, 2, ... (`n` gives n1, n2, ...).
     pub name_prefix: String,
     /// Content of the `accounts.conf` every node includes; `None` is [`ACCOUNTS_CONF`].
@@ -279,6 +283,7 @@ impl Default for ClusterOptions {
             cluster_name: "insights-test".to_owned(),
             topology: Topology::Single,
             proxied_routes: false,
+            proxied_leaves: false,
             name_prefix: "n".to_owned(),
             accounts_conf: None,
             env: Vec::new(),
@@ -344,6 +349,8 @@ pub struct Cluster {
     proxies: HashMap<(usize, usize), TcpProxy>,
     /// Where every node advertises its cluster address: a permanently cut proxy.
     advertise_sink: Option<TcpProxy>,
+    /// Hub node → proxy in front of its leaf-node listener (`proxied_leaves` only).
+    leaf_proxies: HashMap<usize, TcpProxy>,
     /// Keep the directory on drop (set when the start failed).
     keep_dir: bool,
 }
@@ -520,6 +527,7 @@ impl Cluster {
             nodes: Vec::new(),
             proxies: HashMap::new(),
             advertise_sink: None,
+            leaf_proxies: HashMap::new(),
             keep_dir: false,
         };
         let accounts = opts.accounts_conf.as_deref().unwrap_or(ACCOUNTS_CONF);
@@ -568,6 +576,16 @@ impl Cluster {
                 .map_err(|e| io_err("creating a node directory", e))?;
         }
 
+        if opts.proxied_leaves {
+            for i in 0..cluster.size() {
+                if let Some(port) = cluster.nodes[i].leaf_port {
+                    let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                        .await
+                        .map_err(|e| io_err("starting a leaf proxy", e))?;
+                    cluster.leaf_proxies.insert(i, proxy);
+                }
+            }
+        }
         if opts.proxied_routes {
             for from in 0..cluster.size() {
                 for to in (0..cluster.size()).filter(|&to| to != from) {
@@ -689,6 +707,25 @@ impl Cluster {
     /// The cluster's temporary directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Cuts every leaf link (the proxies in front of the hub's leaf-node listeners, see
+    /// [`ClusterOptions::proxied_leaves`]): live leaf connections drop, new ones are refused.
+    pub fn cut_leaf_links(&self) -> Result<(), TestbedError> {
+        if self.leaf_proxies.is_empty() {
+            return Err(TestbedError::NotProxied);
+        }
+        self.leaf_proxies.values().for_each(TcpProxy::cut);
+        Ok(())
+    }
+
+    /// Lets the leaf links connect again after [`Cluster::cut_leaf_links`].
+    pub fn heal_leaf_links(&self) -> Result<(), TestbedError> {
+        if self.leaf_proxies.is_empty() {
+            return Err(TestbedError::NotProxied);
+        }
+        self.leaf_proxies.values().for_each(TcpProxy::heal);
+        Ok(())
     }
 
     /// The proxy carrying node `from`'s route to node `to` (proxied clusters only).

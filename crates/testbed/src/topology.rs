@@ -531,9 +531,16 @@ impl Cluster {
                     node.gateway_port.unwrap_or_default(),
                 )
             }
+            // Why no_advertise with proxied leaves: a hub gossips its leaf-node listeners to
+            // the leaves, which would reconnect to them directly, around the cut proxies.
             Role::Hub => format!(
-                "leafnodes {{\n  listen: \"127.0.0.1:{}\"\n}}\n",
-                node.leaf_port.unwrap_or_default()
+                "leafnodes {{\n  listen: \"127.0.0.1:{}\"\n{}}}\n",
+                node.leaf_port.unwrap_or_default(),
+                if self.leaf_proxies.is_empty() {
+                    ""
+                } else {
+                    "  no_advertise: true\n"
+                }
             ),
             Role::Leaf | Role::StandaloneLeaf => {
                 let (sys_user, sys_password) = match &self.opts.admin {
@@ -547,7 +554,13 @@ impl Cluster {
                     let auth = format!("{user}:{password}@");
                     let urls: Vec<String> = hubs
                         .iter()
-                        .filter_map(|&j| url("nats-leaf", self.nodes[j].leaf_port, &auth))
+                        .filter_map(|&j| {
+                            let port = match self.leaf_proxies.get(&j) {
+                                Some(proxy) => Some(proxy.addr().port()),
+                                None => self.nodes[j].leaf_port,
+                            };
+                            url("nats-leaf", port, &auth)
+                        })
                         .collect();
                     format!(
                         "    {{ urls: [{}], account: {account} }}\n",
