@@ -33,16 +33,18 @@ pub fn direct_routez_subject(server_id: &str) -> String {
 
 /// Least time between two discoveries.
 const DISCOVERY_GAP: Duration = Duration::from_secs(10);
-/// A member still without a link is looked for again after this long, while it answers (it may
-/// have been down at the last try).
-const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// A member still without a link is looked for again after this long while it answers (it may
+/// have been down, or slow to answer, at the last try), twice as long after each try, up to
+/// `RETRY_MAX`.
+const RETRY_AFTER: Duration = Duration::from_secs(15);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Pinned links opened by discovery at most: beyond, members are said to have none.
 pub const MAX_DISCOVERED_LINKS: usize = 128;
 /// How long one discovered link may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the VARZ scatter-gather waits at most, and for more replies after the last one.
-const VARZ_WAIT: Duration = Duration::from_millis(1500);
-const VARZ_IDLE: Duration = Duration::from_millis(300);
+/// How long the VARZ scatter-gather waits at most for the members it looks for (one that is down
+/// never answers).
+const VARZ_WAIT: Duration = Duration::from_secs(2);
 /// Timeout of one ROUTEZ request.
 const ROUTEZ_TIMEOUT: Duration = Duration::from_millis(750);
 
@@ -252,13 +254,20 @@ fn host_of(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// When a member looked for `tries` times, last at `at`, is looked for again (while it
+/// answers): `RETRY_AFTER`, doubling with each try up to `RETRY_MAX`.
+fn retry_at(at: Instant, tries: u32) -> Instant {
+    let wait = RETRY_AFTER.saturating_mul(1 << tries.saturating_sub(1).min(8));
+    at + wait.min(RETRY_MAX)
+}
+
 /// Whether a discovery is due: never while one runs; at once the first time; then at most once
 /// per `DISCOVERY_GAP`, when a member without a link was never looked for, or one looked for
-/// more than `RETRY_AFTER` ago answers now (it may have been down at the last try).
+/// before answers now and its retry time (`retry_at`) has come.
 pub fn due(
     unlinked: &BTreeSet<String>,
     answering: &BTreeSet<String>,
-    tried: &BTreeMap<String, Instant>,
+    tried: &BTreeMap<String, (Instant, u32)>,
     last_run: Option<Instant>,
     now: Instant,
 ) -> bool {
@@ -270,7 +279,7 @@ pub fn due(
     }
     unlinked.iter().any(|name| match tried.get(name) {
         None => true,
-        Some(at) => answering.contains(name) && now.saturating_duration_since(*at) >= RETRY_AFTER,
+        Some((at, tries)) => answering.contains(name) && now >= retry_at(*at, *tries),
     })
 }
 
@@ -372,7 +381,7 @@ pub struct Links {
     opener: Opener,
     running: Option<JoinHandle<Found>>,
     last_run: Option<Instant>,
-    tried: BTreeMap<String, Instant>,
+    tried: BTreeMap<String, (Instant, u32)>,
     unreachable: BTreeMap<String, String>,
     /// Members said (once) to have no link.
     warned: BTreeSet<String>,
@@ -481,7 +490,8 @@ impl Links {
         }
         self.last_run = Some(now);
         for name in &unlinked {
-            self.tried.insert(name.clone(), now);
+            let tries = self.tried.get(name).map_or(0, |(_, tries)| *tries);
+            self.tried.insert(name.clone(), (now, tries + 1));
         }
         let wanted: BTreeSet<String> = unlinked.into_iter().take(room).collect();
         tracing::debug!(?wanted, "looking for the members' own addresses");
@@ -603,7 +613,7 @@ async fn discover(
     if missing.is_empty() {
         return found;
     }
-    let varz = gather_varz(&main, &mut found.malformed).await;
+    let varz = gather_varz(&main, &missing, &mut found.malformed).await;
     let routes = match varz
         .iter()
         .any(|v| missing.contains(&v.name) && unspecified(&v.host))
@@ -698,8 +708,13 @@ async fn connect_all(
     }
 }
 
-/// Every server's VARZ through the main connection.
-async fn gather_varz(main: &Client, malformed: &mut u64) -> Vec<VarzSeen> {
+/// Every server's VARZ through the main connection, until each of `missing` answered (or
+/// `VARZ_WAIT` passed: one that is down never does).
+async fn gather_varz(
+    main: &Client,
+    missing: &BTreeSet<String>,
+    malformed: &mut u64,
+) -> Vec<VarzSeen> {
     let inbox = main.new_inbox();
     let Ok(mut replies) = main.subscribe(inbox.clone()).await else {
         return Vec::new();
@@ -712,17 +727,22 @@ async fn gather_varz(main: &Client, malformed: &mut u64) -> Vec<VarzSeen> {
         return Vec::new();
     }
     let deadline = tokio::time::Instant::now() + VARZ_WAIT;
-    let mut seen = Vec::new();
-    let mut wait_until = deadline;
-    while let Ok(Some(msg)) = tokio::time::timeout_at(wait_until, replies.next()).await {
+    let mut seen: Vec<VarzSeen> = Vec::new();
+    let mut waiting = missing.clone();
+    while !waiting.is_empty() {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
         match decode_varz(&msg.payload) {
-            Some(varz) => seen.push(varz),
+            Some(varz) => {
+                waiting.remove(&varz.name);
+                seen.push(varz);
+            }
             None => {
                 *malformed += 1;
                 crate::log_malformed("VARZ reply", &"no server name or client port");
             }
         }
-        wait_until = deadline.min(tokio::time::Instant::now() + VARZ_IDLE);
     }
     seen
 }
@@ -874,7 +894,7 @@ mod tests {
         let all = names(&["n1", "n2", "n3"]);
         assert!(!due(&BTreeSet::new(), &all, &none, None, t0), "all linked");
         assert!(due(&names(&["n3"]), &all, &none, None, t0), "at start");
-        let tried: BTreeMap<String, Instant> = [("n3".to_string(), t0)].into();
+        let tried: BTreeMap<String, (Instant, u32)> = [("n3".to_string(), (t0, 1))].into();
         let later = t0 + DISCOVERY_GAP;
         // Looked for already, and not long ago: not again.
         assert!(!due(&names(&["n3"]), &all, &tried, Some(t0), later));
@@ -898,5 +918,16 @@ mod tests {
             Some(t0),
             much_later
         ));
+        // Each try doubles the wait, up to RETRY_MAX.
+        let thrice: BTreeMap<String, (Instant, u32)> = [("n3".to_string(), (t0, 3))].into();
+        assert!(!due(&names(&["n3"]), &all, &thrice, Some(t0), much_later));
+        assert!(due(
+            &names(&["n3"]),
+            &all,
+            &thrice,
+            Some(t0),
+            t0 + RETRY_AFTER * 4
+        ));
+        assert_eq!(retry_at(t0, 40), t0 + RETRY_MAX);
     }
 }
