@@ -23,7 +23,7 @@ use crate::checks::{
 };
 use crate::connect::attached::Attached;
 pub use crate::connect::Connections;
-use crate::connect::LinkDrops;
+use crate::connect::{LinkDrops, Links};
 use crate::findings::{reconcile, Transition};
 use crate::ha::wire::{self, Beat};
 use crate::ha::{Action, Coordinator, Input, Ledger, PeerState};
@@ -122,7 +122,8 @@ struct Feeds {
 /// The running pipeline's state.
 struct Engine {
     client: Client,
-    direct: Vec<Client>,
+    /// The pinned links: one per given URL, and those discovery opened to the other members.
+    links: Links,
     config: EngineConfig,
     timing: Timing,
     publisher: Publisher,
@@ -295,6 +296,8 @@ async fn run_instrumented(
         main: client,
         direct,
         drops,
+        direct_urls,
+        opener,
         state,
         ..
     } = connections;
@@ -354,7 +357,7 @@ async fn run_instrumented(
         publisher: Publisher::new(client.clone(), instance.id.clone()),
         connects: client.statistics().connects.load(Ordering::Relaxed),
         client,
-        direct,
+        links: Links::new(direct, &direct_urls, opener),
         config: config.clone(),
         timing,
         history: loaded.history.unwrap_or_default(),
@@ -638,7 +641,7 @@ impl Engine {
     fn on_links_down(&mut self, links: &BTreeSet<usize>) -> Trigger {
         let suspects: BTreeSet<String> = links
             .iter()
-            .filter_map(|i| self.direct.get(*i))
+            .filter_map(|i| self.links.client(*i))
             .map(|c| c.server_info().server_name)
             .filter(|name| !name.is_empty())
             .collect();
@@ -669,6 +672,9 @@ impl Engine {
         }
         let now = SystemTime::now();
         let groups = self.evaluate(gathers, now);
+        if gathers {
+            self.maintain_links();
+        }
         let metas: Vec<&MetaAssessment> = groups.iter().filter_map(|g| g.meta.as_ref()).collect();
         let evaluations: Vec<Evaluation> = groups
             .iter()
@@ -724,6 +730,7 @@ impl Engine {
         let known = self.history.known_servers();
         let spared = std::mem::take(&mut self.suspects);
         let mut retried = false;
+        let direct = self.links.clients();
         let polled = loop {
             let plan = self.plan(&known);
             let connects = self.client.statistics().connects.load(Ordering::Relaxed);
@@ -736,7 +743,7 @@ impl Engine {
                     self.config.timing,
                     self.timing.attached_answer,
                 ),
-                gather::own_views(&self.direct, self.config.timing.probe_timeout),
+                gather::own_views(&direct, self.config.timing.probe_timeout),
             );
             // The main connection dropped and came back (or not yet) during the poll: its
             // silence is the reconnect's, not its server's.
@@ -749,8 +756,7 @@ impl Engine {
                 // nothing.
                 let silent = snapshot.views.is_empty() && !own.is_empty();
                 gather::merge_views(&mut snapshot, own);
-                snapshot.links_down = self
-                    .direct
+                snapshot.links_down = direct
                     .iter()
                     .filter(|c| c.connection_state() != State::Connected)
                     .map(|c| c.server_info().server_name)
@@ -846,6 +852,22 @@ impl Engine {
         }
         self.status.meta_groups = self.assessed.values().cloned().collect();
         groups
+    }
+
+    /// Opens pinned links to the members that have none (in the background), and notes in
+    /// STATUS which members have one.
+    fn maintain_links(&mut self) {
+        let members: BTreeSet<String> = self
+            .assessed
+            .values()
+            .flat_map(|m| m.members.iter())
+            .filter(|m| !m.name_unknown)
+            .map(|m| m.name.clone())
+            .collect();
+        let answering: BTreeSet<String> = self.snapshot.views.keys().cloned().collect();
+        self.links.maintain(&self.client, &members, &answering);
+        self.status.malformed += self.links.take_malformed();
+        self.status.links = self.links.health(&members);
     }
 
     /// The size of the group the state connection's server is in (its JetStream domain), else

@@ -292,6 +292,62 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
     monitor.stop().await;
 }
 
+/// Given one URL of a cluster whose servers do not advertise their client URLs and listen on
+/// every address (as in Kubernetes), the least-privilege user finds every member through VARZ and
+/// ROUTEZ and links each, with nothing denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_privilege_user_links_every_member_from_one_url_without_advertised_urls() {
+    let cluster = Cluster::start(ClusterOptions {
+        size: 3,
+        accounts_conf: Some(deploy_file("insights-accounts.conf")),
+        env: password_env(),
+        admin: Some(("admin".to_string(), ADMIN_PASSWORD.to_string())),
+        no_advertise: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("cluster with the shipped accounts starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let connections = insights_args(vec![cluster.client_url(0)])
+        .open("nats-insights-least-privilege-links")
+        .await
+        .expect("insights connects");
+    let denied = connections.denied.clone();
+    let monitor = Monitor::start_connected(connections, EngineConfig::default());
+    let admin = user_args(cluster.client_urls(), "admin", ADMIN_PASSWORD)
+        .connect("deploy-test-admin")
+        .await
+        .expect("admin connects");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = try_request_json(&admin, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let links = status["service"]["links"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if links.len() == 3
+            && links
+                .iter()
+                .all(|l| l["direct"] == true && l["source"] == "routez")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every member linked: {:#}",
+            status["service"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(denied.latest().is_none(), "{:?}", denied.latest());
+    monitor.stop().await;
+}
+
 async fn wait_for_new_leader(cluster: &Cluster, before: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {

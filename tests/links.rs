@@ -1,6 +1,8 @@
 //! Live tests of the monitor's pinned links (one connection per configured server): a killed
 //! server's link drops at once and the monitor polls then, without waiting for the dead server;
-//! a link of the monitor's own that fails while its server is healthy raises nothing.
+//! a link of the monitor's own that fails while its server is healthy raises nothing; given one
+//! URL only, the monitor links every member itself (found in `connect_urls`, or in VARZ and
+//! ROUTEZ when servers do not advertise) and sees a partitioned old leader as with every URL.
 
 mod support;
 
@@ -8,9 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nats_insights::engine::EngineConfig;
-use nats_insights::findings::TransitionKind::Raised;
+use nats_insights::findings::TransitionKind::{Raised, Resolved};
 use support::{leader_other_than, others, try_request_json, Events, Monitor, EVENT_TIMEOUT};
-use testbed::{Cluster, Stop, TcpProxy};
+use testbed::{Cluster, ClusterOptions, Stop, TcpProxy};
 
 /// Polls so far apart that a test's window holds none after the first: what is raised in it was
 /// found by the poll a dropped link called for.
@@ -182,4 +184,109 @@ async fn a_cut_link_of_the_monitors_own_to_a_healthy_server_raises_nothing() {
     );
     assert_eq!(status["service"]["servers_answering"], 3, "{status:#}");
     monitor.stop().await;
+}
+
+/// Waits until STATUS lists `members` members in `service.links`, each with a direct link that is
+/// up; returns those entries.
+async fn linked(monitor: &Monitor, members: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let links = status["service"]["links"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if links.len() == members
+            && links
+                .iter()
+                .all(|l| l["direct"] == true && l["connected"] == true)
+        {
+            support::assert_valid("status_response.json", &status);
+            return links;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every member linked: {:#}",
+            status["service"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Given the URL of one follower only, the monitor links every member and raises META_002 for
+/// the old leader cut off from the others (it keeps claiming leadership), as with every URL
+/// given; returns the links STATUS showed before the cut.
+async fn one_url_sees_a_partitioned_old_leader(options: ClusterOptions) -> Vec<serde_json::Value> {
+    let mut cluster = Cluster::start(ClusterOptions {
+        proxied_routes: true,
+        ..options
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("meta leader elected");
+    let given = support::follower(&cluster).await;
+    let mut config = EngineConfig::default();
+    // Leader changes are part of this fault; flapping is tested on its own.
+    config.thresholds.flap_max = 10;
+    let monitor = Monitor::start_via(&cluster, &[given], config).await;
+    support::ready(&monitor, 3).await;
+    let links = linked(&monitor, 3).await;
+    // The main connection stays on the given follower: keep the leader elsewhere.
+    let attached = monitor.client.server_info().server_name;
+    assert_eq!(attached, cluster.server_name(given));
+    let (leader, index, majority) = leader_other_than(&mut cluster, &attached).await;
+    let mut events = Events::subscribe_via(&cluster, &majority).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    cluster.partition(index).expect("partition");
+    let raised = events
+        .expect(Raised, "META_002", None, Duration::from_secs(40))
+        .await;
+    let own = cluster.jsz_direct(index).await.expect("isolated view");
+    let claims = own["data"]["meta_cluster"]["leader"] == leader.as_str();
+    let stale = raised.evidence["stale_leaders"].clone();
+    assert!(
+        claims || stale == serde_json::json!([leader]),
+        "raised only after the old leader gave up: {:#}",
+        raised.evidence
+    );
+    events
+        .expect(Raised, "META_001", Some(&leader), EVENT_TIMEOUT)
+        .await;
+    cluster.heal(index).expect("heal");
+    events
+        .expect(Resolved, "META_002", None, Duration::from_secs(40))
+        .await;
+    monitor.stop().await;
+    links
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_one_followers_url_a_partitioned_old_leader_raises_disagreement_as_with_every_url() {
+    let links = one_url_sees_a_partitioned_old_leader(ClusterOptions::default()).await;
+    // Found in the connect_urls the given server advertised (a server whose routes were not up
+    // yet when the monitor connected is missing there: VARZ names it): the given server's link
+    // too (the main connection fails over; it is no pinned link).
+    assert!(
+        links
+            .iter()
+            .all(|l| l["source"] == "connect_urls" || l["source"] == "varz"),
+        "{links:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_do_not_advertise_are_found_in_varz_and_routez() {
+    let links = one_url_sees_a_partitioned_old_leader(ClusterOptions {
+        no_advertise: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    // They listen on every address: the client port from VARZ, the address from the routes.
+    assert!(links.iter().all(|l| l["source"] == "routez"), "{links:#?}");
 }

@@ -7,6 +7,8 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use nats_insights::checks::{evaluate_all, CheckId, Thresholds};
+use nats_insights::connect::discovery::LinkSource;
+use nats_insights::connect::LinkHealth;
 use nats_insights::findings::{reconcile, ActiveSet};
 use nats_insights::history::History;
 use nats_insights::observe::{JszReply, Snapshot, Via};
@@ -174,6 +176,28 @@ fn status_response_validates_healthy_faulty_and_before_first_poll() {
     let value = serde_json::to_value(status_response(&degraded, &instance, t(2))).expect("json");
     assert_valid("status_response.json", &value);
     assert_eq!(value["service"]["store"]["state"], "degraded");
+    // One member linked, one without a link (partition detection degraded for it).
+    degraded.links = vec![
+        LinkHealth {
+            server: "n1".to_string(),
+            direct: true,
+            connected: Some(true),
+            source: Some(LinkSource::ConnectUrls),
+            url: Some("nats://127.0.0.1:4222".to_string()),
+            reason: None,
+        },
+        LinkHealth {
+            server: "n3".to_string(),
+            direct: false,
+            connected: None,
+            source: None,
+            url: None,
+            reason: Some("cannot connect: nats://10.0.0.3:4222: timed out".to_string()),
+        },
+    ];
+    let value = serde_json::to_value(status_response(&degraded, &instance, t(2))).expect("json");
+    assert_valid("status_response.json", &value);
+    assert_eq!(value["service"]["links"][1]["direct"], false);
     let empty = status_response(&EngineStatus::default(), &instance, t(1));
     let value = serde_json::to_value(empty).expect("json");
     assert_valid("status_response.json", &value);

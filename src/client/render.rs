@@ -302,6 +302,50 @@ pub struct HealthView {
     pub malformed: u64,
     /// Store state (opaque).
     pub store: serde_json::Value,
+    /// Which meta members have a pinned link.
+    pub links: Vec<LinkView>,
+}
+
+/// One meta member's pinned link in STATUS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LinkView {
+    /// Member.
+    pub server: String,
+    /// Whether a pinned link reaches it.
+    pub direct: bool,
+    /// Without one: why.
+    pub reason: Option<String>,
+}
+
+/// The line saying which members have a direct link, and which have partition detection
+/// degraded for want of one (`None` before any member was seen).
+fn links_line(links: &[LinkView], style: Style) -> Option<String> {
+    if links.is_empty() {
+        return None;
+    }
+    let direct: Vec<&str> = links
+        .iter()
+        .filter(|l| l.direct)
+        .map(|l| l.server.as_str())
+        .collect();
+    let mut line = match direct.is_empty() {
+        true => "Direct links: none".to_string(),
+        false => format!("Direct links: {}", direct.join(" ")),
+    };
+    let without: Vec<&LinkView> = links.iter().filter(|l| !l.direct).collect();
+    if without.is_empty() {
+        return Some(style.paint(&line, Colour::Dim));
+    }
+    for link in without {
+        let _ = write!(
+            line,
+            "; none to {} (partition detection degraded: {})",
+            link.server,
+            link.reason.as_deref().unwrap_or("unknown")
+        );
+    }
+    Some(style.paint(&line, Colour::Yellow))
 }
 
 /// One finding in STATUS or FINDINGS.
@@ -752,6 +796,9 @@ pub fn status_text(status: &StatusView, style: Style) -> String {
             Colour::Dim
         )
     );
+    if let Some(line) = links_line(&s.links, style) {
+        let _ = writeln!(out, "{line}");
+    }
     if let (Some(skipped), false) = (&s.skipped, status.groups().is_empty()) {
         let _ = writeln!(
             out,
@@ -1087,6 +1134,30 @@ mod tests {
         );
         assert!(text.contains("up 1m05s: last poll 500ms ago (took 12 ms), 2 servers answering"));
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn members_without_a_direct_link_are_named_with_why() {
+        let mut view = sample();
+        let plain = Style { colour: false };
+        assert!(!status_text(&view, plain).contains("Direct links"));
+        view.service.links = serde_json::from_value(serde_json::json!([
+            {"server": "n1", "direct": true, "connected": true, "source": "given", "url": "nats://n1:4222"},
+            {"server": "n2", "direct": false, "reason": "cannot connect: nats://10.0.0.2:4222: timed out"},
+            {"server": "n3-long-name", "direct": true, "source": "varz"}
+        ]))
+        .expect("links");
+        let text = status_text(&view, plain);
+        assert!(
+            text.contains(
+                "Direct links: n1 n3-long-name; none to n2 (partition detection degraded: \
+                 cannot connect: nats://10.0.0.2:4222: timed out)"
+            ),
+            "{text}"
+        );
+        view.service.links.retain(|l| l.direct);
+        let text = status_text(&view, plain);
+        assert!(text.contains("Direct links: n1 n3-long-name\n"), "{text}");
     }
 
     #[test]

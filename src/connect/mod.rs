@@ -8,10 +8,12 @@
 //!   reported.
 //! - `events`: what each connection logs, and where it reconnects.
 //! - `links`: the pinned links' drops, reported to the engine.
+//! - `discovery`: a pinned link to every meta member, found when not given.
 //! - `system`: the proof that the user is in the system account.
 
 pub mod attached;
 mod context;
+pub mod discovery;
 mod error;
 mod events;
 mod links;
@@ -25,6 +27,7 @@ use async_nats::{Client, ConnectErrorKind};
 use clap::Args;
 
 pub use context::context_path;
+pub use discovery::{LinkHealth, Links};
 pub use error::{ConnectError, Denial, Denials};
 pub use links::LinkDrops;
 pub use options::read_nkey_seed;
@@ -271,10 +274,14 @@ pub struct Connections {
     /// System-account connection with failover: gather, events, publishing, the service.
     pub main: Client,
     /// One connection pinned to each configured server, for partition-aware observation (none
-    /// when a single URL is configured: the main connection already asks that server).
+    /// when a single URL is configured: discovery then links every member, see `opener`).
     pub direct: Vec<Client>,
     /// Where the pinned connections report that they dropped (by index in `direct`).
     pub drops: LinkDrops,
+    /// The URLs of `direct`, in order.
+    pub direct_urls: Vec<String>,
+    /// Opens pinned links to the meta members that `direct` does not reach (see `discovery`).
+    pub opener: discovery::Opener,
     /// Connection to the JetStream-enabled account that holds the state bucket, if configured.
     pub state: Option<Client>,
     /// Permission violations reported on the main connection.
@@ -292,10 +299,17 @@ impl ConnectArgs {
         } else {
             Vec::new()
         };
+        let direct_urls = match direct.is_empty() {
+            true => Vec::new(),
+            false => args.servers.clone(),
+        };
+        let opener = discovery::Opener::new(&args, connection_name, &drops, direct.len());
         Ok(Connections {
             main,
             direct,
             drops,
+            direct_urls,
+            opener,
             state: None,
             denied,
         })

@@ -379,6 +379,7 @@ fn group(
         cluster_figure(out, meta, &cluster, &members, now, thresholds);
     }
     out.push_str("</div>\n");
+    direct_links(out, status, meta);
     for (what, list) in [
         ("Live servers that are not members", &meta.non_members),
         (
@@ -400,6 +401,44 @@ fn group(
     let _ = writeln!(out, "<h3>Last hour</h3>");
     timeline(out, status, meta, now);
     out.push_str("</section>\n");
+}
+
+/// Which members of `meta` a pinned link reaches (their own view is seen in a partition), and
+/// each one without, with why: partition detection is degraded for it.
+fn direct_links(out: &mut String, status: &EngineStatus, meta: &MetaAssessment) {
+    let links: Vec<&crate::connect::LinkHealth> = status
+        .links
+        .iter()
+        .filter(|l| meta.members.iter().any(|m| m.name == l.server))
+        .collect();
+    if links.is_empty() {
+        return;
+    }
+    let direct: Vec<String> = links
+        .iter()
+        .filter(|l| l.direct)
+        .map(|l| escape(&l.server))
+        .collect();
+    let _ = writeln!(
+        out,
+        "<p class=\"links\" data-direct=\"{}\">Direct links: {}</p>",
+        direct.join(" "),
+        if direct.is_empty() {
+            "none".to_string()
+        } else {
+            direct.join(", ")
+        },
+    );
+    for link in links.iter().filter(|l| !l.direct) {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\" data-no-direct-link=\"{}\">No direct link to {}: partition \
+             detection degraded for it ({}).</p>",
+            escape(&link.server),
+            escape(&link.server),
+            escape(link.reason.as_deref().unwrap_or("unknown")),
+        );
+    }
 }
 
 fn duration(now: SystemTime, since: SystemTime) -> Duration {
@@ -1167,6 +1206,37 @@ mod tests {
         assert_eq!(html.matches("<script>").count(), 1);
         // Pure: the same input renders the same page.
         assert_eq!(html, page(&healthy()));
+    }
+
+    #[test]
+    fn members_with_a_direct_link_are_listed_and_one_without_is_said_degraded() {
+        let mut status = healthy();
+        assert!(
+            !page(&status).contains("Direct links"),
+            "none before discovery"
+        );
+        let link = |server: &str, direct: bool| crate::connect::LinkHealth {
+            server: server.to_string(),
+            direct,
+            connected: direct.then_some(true),
+            source: direct.then_some(crate::connect::discovery::LinkSource::Varz),
+            url: direct.then(|| format!("nats://{server}:4222")),
+            reason: (!direct).then(|| "cannot connect: <timed out>".to_string()),
+        };
+        status.links = vec![link("n1", true), link("n2", true), link("n3", false)];
+        let html = page(&status);
+        assert!(
+            html.contains("data-direct=\"n1 n2\">Direct links: n1, n2</p>"),
+            "{html}"
+        );
+        let degraded = tag(&html, "data-no-direct-link", "n3");
+        assert!(degraded.contains("class=\"warn\""), "{degraded}");
+        assert!(
+            html.contains(
+                "partition detection degraded for it (cannot connect: &lt;timed out&gt;)"
+            ),
+            "{html}"
+        );
     }
 
     #[test]

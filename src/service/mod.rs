@@ -61,6 +61,8 @@ pub struct EngineStatus {
     pub store: StoreHealth,
     /// Each `--alertmanager-url`'s health (empty without one).
     pub alertmanager: Vec<crate::alertmanager::AlertmanagerHealth>,
+    /// Whether each meta member has a pinned link (its own view is seen in a partition).
+    pub links: Vec<crate::connect::LinkHealth>,
 }
 
 /// Identity of this instance.
@@ -194,6 +196,9 @@ pub struct ServiceHealth {
     /// Each `--alertmanager-url` and whether alerts reach it (absent without one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alertmanager: Vec<crate::alertmanager::AlertmanagerHealth>,
+    /// Each meta member and whether a pinned link reaches it; one without has partition
+    /// detection degraded.
+    pub links: Vec<crate::connect::LinkHealth>,
 }
 
 /// Builds the STATUS response.
@@ -232,6 +237,7 @@ pub fn status_response(
             malformed: status.malformed,
             store: status.store.clone(),
             alertmanager: status.alertmanager.clone(),
+            links: status.links.clone(),
         },
     }
 }

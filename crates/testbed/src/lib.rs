@@ -274,6 +274,11 @@ pub struct ClusterOptions {
     /// A nats-server binary per node index for the nodes that do not run [`nats_server_bin`]
     /// (e.g. an older release in a mixed-version cluster); see also [`Cluster::set_binary`].
     pub node_bins: BTreeMap<usize, PathBuf>,
+    /// As servers are often run in Kubernetes: `no_advertise: true` in the cluster block (no
+    /// server tells clients the others' client URLs: INFO carries no `connect_urls`) and
+    /// clients accepted on every address (`host: 0.0.0.0`, so VARZ names no client address
+    /// either). [`Cluster::client_url`] stays on loopback.
+    pub no_advertise: bool,
 }
 
 impl Default for ClusterOptions {
@@ -290,6 +295,7 @@ impl Default for ClusterOptions {
             admin: None,
             admin_creds: None,
             node_bins: BTreeMap::new(),
+            no_advertise: false,
         }
     }
 }
@@ -1160,6 +1166,10 @@ impl Cluster {
             Some(sink) => format!("  advertise: \"{}\"\n", sink.addr()),
             None => String::new(),
         };
+        let (no_advertise, host) = match self.opts.no_advertise {
+            true => ("  no_advertise: true\n", "0.0.0.0"),
+            false => ("", "127.0.0.1"),
+        };
         let store = self.node_dir(i).join("js");
         // Why: a standalone server with a leaf remote bound to the system account joins the
         // hub's meta group only when told it will extend the domain; without the hint it
@@ -1170,7 +1180,7 @@ impl Cluster {
             (
                 String::new(),
                 format!(
-                    "cluster {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n{advertise}  routes: [\n{routes}\n  ]\n}}\n",
+                    "cluster {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n{advertise}{no_advertise}  routes: [\n{routes}\n  ]\n}}\n",
                     node.cluster, node.cluster_port,
                 ),
             )
@@ -1178,7 +1188,7 @@ impl Cluster {
         format!(
             "# nats-insights testbed node {index} (generated)\n\
              server_name: \"{name}\"\n\
-             host: 127.0.0.1\n\
+             host: {host}\n\
              port: {client}\n\
              http_port: {http}\n\
              jetstream {{\n  store_dir: \"{store}\"\n{domain}{hint}}}\n\
