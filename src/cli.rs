@@ -143,6 +143,12 @@ pub struct RunArgs {
     /// that rotate from poll to poll.
     #[arg(long, env = "INSIGHTS_FULL_POLL_MAX", default_value_t = crate::observe::gather::FULL_POLL_MAX_MEMBERS)]
     pub full_poll_max: usize,
+    /// Pin a connection to every meta member found through the servers (their advertised URLs,
+    /// VARZ and ROUTEZ), besides the given URLs, so a partitioned server's own view is seen
+    /// however the service was given its servers. `false` pins only the given URLs (a monitor
+    /// that cannot or must not reach every server).
+    #[arg(long, env = "INSIGHTS_DISCOVER_MEMBERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub discover_members: bool,
     /// Prometheus metrics and health endpoint.
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
@@ -189,6 +195,7 @@ impl RunArgs {
             heartbeat_interval: self.heartbeat_interval,
             timing,
             full_poll_max_members: self.full_poll_max,
+            discover_members: self.discover_members,
             store: match self.state.connect_args() {
                 Some(_) => Some(self.state.settings().map_err(|e| e.to_string())?),
                 None => None,

@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub full_poll_max_members: usize,
     /// Where findings are also sent as alerts (`--alertmanager-url`); `None` sends none.
     pub alertmanager: Option<AlertmanagerSettings>,
+    /// Pin a connection to every meta member found (`--discover-members`), not only to the
+    /// given URLs.
+    pub discover_members: bool,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +68,7 @@ impl Default for EngineConfig {
             store: None,
             full_poll_max_members: gather::FULL_POLL_MAX_MEMBERS,
             alertmanager: None,
+            discover_members: true,
         }
     }
 }
@@ -357,7 +361,14 @@ async fn run_instrumented(
         publisher: Publisher::new(client.clone(), instance.id.clone()),
         connects: client.statistics().connects.load(Ordering::Relaxed),
         client,
-        links: Links::new(direct, &direct_urls, opener),
+        links: Links::new(
+            direct,
+            &direct_urls,
+            match config.discover_members {
+                true => opener,
+                false => crate::connect::discovery::Opener::none(),
+            },
+        ),
         config: config.clone(),
         timing,
         history: loaded.history.unwrap_or_default(),
