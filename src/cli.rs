@@ -149,6 +149,12 @@ pub struct RunArgs {
     /// that cannot or must not reach every server).
     #[arg(long, env = "INSIGHTS_DISCOVER_MEMBERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub discover_members: bool,
+    /// The deployment this instance belongs to: only instances of the same deployment are HA
+    /// peers (their events, beats and state). Defaults to the bucket's name (`--bucket`), so
+    /// instances on one bucket are one deployment and two deployments on different buckets
+    /// that share a system account never take each other for peers.
+    #[arg(long, env = "INSIGHTS_DEPLOYMENT")]
+    pub deployment: Option<String>,
     /// Prometheus metrics and health endpoint.
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
@@ -196,6 +202,10 @@ impl RunArgs {
             timing,
             full_poll_max_members: self.full_poll_max,
             discover_members: self.discover_members,
+            deployment: self
+                .deployment
+                .clone()
+                .unwrap_or_else(|| self.state.bucket.clone()),
             store: match self.state.connect_args() {
                 Some(_) => Some(self.state.settings().map_err(|e| e.to_string())?),
                 None => None,

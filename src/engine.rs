@@ -56,6 +56,9 @@ pub struct EngineConfig {
     /// Pin a connection to every meta member found (`--discover-members`), not only to the
     /// given URLs.
     pub discover_members: bool,
+    /// The deployment this instance belongs to (`--deployment`, the bucket's name by default):
+    /// only instances of the same one are HA peers.
+    pub deployment: String,
 }
 
 impl Default for EngineConfig {
@@ -69,9 +72,13 @@ impl Default for EngineConfig {
             full_poll_max_members: gather::FULL_POLL_MAX_MEMBERS,
             alertmanager: None,
             discover_members: true,
+            deployment: DEFAULT_DEPLOYMENT.to_string(),
         }
     }
 }
+
+/// The deployment of an instance given none: the default bucket's name.
+pub const DEFAULT_DEPLOYMENT: &str = "insights";
 
 /// Why the engine stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -337,7 +344,10 @@ async fn run_instrumented(
         },
         origin.elapsed(),
     );
-    let (state_tx, state_rx) = watch::channel(Arc::new(coordinator.peer_state(origin.elapsed())));
+    let (state_tx, state_rx) = watch::channel(Arc::new(PeerState {
+        deployment: config.deployment.clone(),
+        ..coordinator.peer_state(origin.elapsed())
+    }));
     let answerer = tokio::spawn(
         wire::answer_state(client.clone(), instance.id.clone(), state_rx).in_current_span(),
     );
@@ -358,7 +368,11 @@ async fn run_instrumented(
     };
     let mut engine = Engine {
         alerts,
-        publisher: Publisher::new(client.clone(), instance.id.clone()),
+        publisher: Publisher::new(
+            client.clone(),
+            instance.id.clone(),
+            config.deployment.clone(),
+        ),
         connects: client.statistics().connects.load(Ordering::Relaxed),
         client,
         links: Links::new(
@@ -494,7 +508,13 @@ impl Engine {
                     }
                     Action::RequestState(from) => self.request_state(from),
                     Action::Beat(uptime) => {
-                        wire::send_beat(&self.client, &self.instance.id, uptime).await
+                        wire::send_beat(
+                            &self.client,
+                            &self.instance.id,
+                            &self.config.deployment,
+                            uptime,
+                        )
+                        .await
                     }
                 }
             }
@@ -518,10 +538,12 @@ impl Engine {
     fn request_state(&self, from: Option<String>) {
         let client = self.client.clone();
         let me = self.instance.id.clone();
+        let deployment = self.config.deployment.clone();
         let answers = self.states_tx.clone();
         let wait = self.timing.ha.sync_wait;
         tokio::spawn(async move {
-            if let Some(state) = wire::request_state(&client, &me, from.as_deref(), wait).await {
+            let asked = wire::request_state(&client, &me, &deployment, from.as_deref(), wait);
+            if let Some(state) = asked.await {
                 let _ = answers.send(state);
             }
         });
@@ -564,7 +586,11 @@ impl Engine {
             Ok(event) => event,
             Err(error) => return self.refuse("finding event", &error),
         };
-        if event.instance == self.instance.id {
+        // Another deployment's events (its own bucket, sharing this system account) are not a
+        // peer's news.
+        if event.instance == self.instance.id
+            || !wire::same_deployment(&self.config.deployment, &event.deployment)
+        {
             return;
         }
         let Some(record) = crate::ha::record_of_event(&event) else {
@@ -603,7 +629,9 @@ impl Engine {
             Ok(beat) => beat,
             Err(error) => return self.refuse("HA beat", &error),
         };
-        if beat.instance == self.instance.id {
+        if beat.instance == self.instance.id
+            || !wire::same_deployment(&self.config.deployment, &beat.deployment)
+        {
             return;
         }
         match crate::ha::validate::beat(&beat.instance, beat.uptime_ms) {
@@ -620,6 +648,9 @@ impl Engine {
 
     /// A peer's answer to a state request, checked entry by entry.
     async fn on_peer_state(&mut self, state: PeerState) {
+        if !wire::same_deployment(&self.config.deployment, &state.deployment) {
+            return;
+        }
         match crate::ha::validate::peer_state(state, SystemTime::now()) {
             Ok((state, refused)) => {
                 if refused > 0 {
@@ -946,8 +977,10 @@ impl Engine {
     /// consumer that hears an event and asks STATUS sees it.
     fn publish_status(&mut self) {
         let now = self.now();
-        self.state_tx
-            .send_replace(Arc::new(self.coordinator.peer_state(now)));
+        self.state_tx.send_replace(Arc::new(PeerState {
+            deployment: self.config.deployment.clone(),
+            ..self.coordinator.peer_state(now)
+        }));
         self.status.active = self.coordinator.ledger().active.clone();
         if let Some(alerts) = &self.alerts {
             self.status.alertmanager = alerts.health.borrow().clone();

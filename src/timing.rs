@@ -72,6 +72,9 @@ pub struct HaTiming {
     /// After a start or a reconnect, publishing waits this long for a peer's state (the first
     /// answer ends the wait).
     pub sync_wait: Duration,
+    /// A peer is remembered this long after it was last heard: one that comes back keeps the
+    /// running time this instance saw it reach (a claim counts only as far as it was seen).
+    pub peer_memory: Duration,
     /// A publish that failed is tried again after `min`, doubling with each failure in a row
     /// up to `max`: one that cannot succeed (a denied subject, a server refusing) is no hot
     /// loop, and one that failed by chance goes out again before a peer's grace is over.
@@ -98,6 +101,7 @@ impl Timing {
                 grace: (poll + slowest_poll).max(Duration::from_secs(3)),
                 contrary_hold: (poll * 3).max(Duration::from_secs(3)),
                 sync_wait: beat * 3 / 2,
+                peer_memory: Duration::from_secs(3600),
                 publish_backoff: crate::alertmanager::Backoff {
                     min: Duration::from_secs(1),
                     max: Duration::from_secs(30),
@@ -142,6 +146,8 @@ mod tests {
             assert!(t.ha.grace >= t.poll + slowest_poll, "{t:?}");
             // Views lag each other by up to two polls: a contrary view held this long persists.
             assert!(t.ha.contrary_hold >= t.poll * 2, "{t:?}");
+            // A peer is remembered well past the time it counts as live.
+            assert!(t.ha.peer_memory > t.ha.peer_live * 100, "{t:?}");
             // A publish that failed by chance goes out again before a peer's grace would make
             // it publish instead, and backing off never waits past a few graces.
             assert!(t.ha.publish_backoff.min < t.ha.grace, "{t:?}");

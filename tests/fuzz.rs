@@ -299,7 +299,7 @@ mod ha_input {
             absurd.ended.insert(KEY.into(), episode);
             let replies = [
                 serde_json::from_slice::<PeerState>(&payload).ok(),
-                Some(PeerState { instance: "peer".into(), uptime_ms: uptime, ledger: absurd, synced: true }),
+                Some(PeerState { instance: "peer".into(), uptime_ms: uptime, ledger: absurd, synced: true, deployment: String::new() }),
             ];
             for reply in replies.into_iter().flatten() {
                 if let Ok((state, _)) = validate::peer_state(reply, now) {

@@ -772,3 +772,61 @@ async fn forged_records_and_peer_events_are_refused_and_real_crashes_still_raise
     }
     monitor.stop().await;
 }
+
+/// Twenty instances that do not exist beat on the HA subject claiming a day of running time, and
+/// a second deployment (its own bucket) watches the same system: neither delays nor silences a
+/// crash. Each deployment raises it at once, under its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_peers_and_another_deployment_neither_delay_nor_silence_a_crash() {
+    let mut cluster = cluster(3).await;
+    let f = follower(&cluster).await;
+    let name = cluster.server_name(f);
+    let mut events = Events::subscribe_via(&cluster, &others(3, &[f])).await;
+    let config = |deployment: &str| EngineConfig {
+        deployment: deployment.to_string(),
+        ..EngineConfig::default()
+    };
+    let a = Monitor::start_with_state(&cluster, config("alpha"), "alpha").await;
+    let b = Monitor::start_with_state(&cluster, config("beta"), "beta").await;
+    ready(&a, 3).await;
+    ready(&b, 3).await;
+
+    let sys = cluster.sys_client(0).await.expect("sys connects");
+    let forger = tokio::spawn(async move {
+        loop {
+            for i in 0..20 {
+                for deployment in ["alpha", ""] {
+                    let beat = serde_json::json!({"instance": format!("fake{i:02}{deployment}"),
+                        "uptime_ms": 86_400_000u64, "deployment": deployment});
+                    let _ = sys
+                        .publish("$INSIGHTS.HA.BEAT", beat.to_string().into())
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let killed = Instant::now();
+    cluster.stop(f, Stop::Kill).await.expect("kill");
+    let first = events
+        .expect(Raised, "META_001", Some(&name), Duration::from_secs(10))
+        .await;
+    let second = events
+        .expect(Raised, "META_001", Some(&name), Duration::from_secs(10))
+        .await;
+    let took = killed.elapsed();
+    forger.abort();
+    let mut deployments = [first.deployment.as_str(), second.deployment.as_str()];
+    deployments.sort();
+    assert_eq!(
+        deployments,
+        ["alpha", "beta"],
+        "each deployment raised it once"
+    );
+    assert_ne!(first.id, second.id);
+    assert!(took < Duration::from_secs(10), "raised after {took:?}");
+    a.stop().await;
+    b.stop().await;
+}

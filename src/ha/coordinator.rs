@@ -40,6 +40,10 @@ pub struct PeerState {
     /// starting itself may know nothing yet, and its answer often comes first).
     #[serde(default)]
     pub synced: bool,
+    /// The deployment it belongs to (`--deployment`); instances of another one are not peers.
+    /// Set by the engine (empty from versions before deployments).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment: String,
 }
 
 /// Something that happened, for the coordinator to take into account.
@@ -99,8 +103,11 @@ pub enum Action {
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     /// When it started, on this instance's clock (ms; negative if before this one started):
-    /// the time it was heard less the running time it reported.
+    /// the time it was heard less the running time it reported, bounded by what this instance
+    /// saw (see [`Coordinator::heard`]).
     started: i128,
+    /// When it was first heard (since it was last forgotten).
+    first_heard: Now,
     /// When it was last heard.
     heard: Now,
 }
@@ -111,6 +118,10 @@ struct Wanted {
     transition: Transition,
     since: Now,
 }
+
+/// The most peers remembered (the most recently heard stay): many instance ids, real or not,
+/// cost bounded memory.
+pub const PEERS_REMEMBERED: usize = 256;
 
 /// A transition whose publish failed, and when to try it again.
 #[derive(Debug, Clone)]
@@ -123,6 +134,8 @@ struct Unsent {
 #[derive(Debug)]
 pub struct Coordinator {
     me: String,
+    /// When this instance started, on its own clock.
+    born: Now,
     timing: HaTiming,
     ledger: Ledger,
     peers: BTreeMap<String, Peer>,
@@ -166,6 +179,7 @@ impl Coordinator {
             .collect();
         let mut c = Coordinator {
             me: me.to_string(),
+            born: now,
             timing,
             ledger: stored,
             peers: BTreeMap::new(),
@@ -197,6 +211,7 @@ impl Coordinator {
             uptime_ms: now.as_millis() as u64,
             ledger: self.ledger.clone(),
             synced: self.syncing.is_none_or(|until| now >= until),
+            deployment: String::new(),
         }
     }
 
@@ -362,14 +377,21 @@ impl Coordinator {
         if instance == self.me {
             return;
         }
-        let back = self
-            .peers
-            .get(instance)
-            .is_none_or(|p| now.saturating_sub(p.heard) >= self.timing.peer_live);
+        let known = self.peers.get(instance);
+        let back = known.is_none_or(|p| now.saturating_sub(p.heard) >= self.timing.peer_live);
+        let first_heard = known.map_or(now, |p| p.first_heard);
+        // A claimed running time counts only as far as this instance saw it: a peer that first
+        // spoke well after this instance's start-up wait was not running (and beating) long
+        // before, whatever it claims; one heard during the wait may have run for days.
+        let mut started = ms(now) - ms(uptime);
+        if first_heard > self.born + self.timing.sync_wait {
+            started = started.max(ms(first_heard) - 2 * ms(self.timing.beat));
+        }
         self.peers.insert(
             instance.to_string(),
             Peer {
-                started: ms(now) - ms(uptime),
+                started,
+                first_heard,
                 heard: now,
             },
         );
@@ -420,8 +442,16 @@ impl Coordinator {
             self.syncing = None;
         }
         self.contrary.retain(|_, until| *until > now);
+        // Peers are remembered well past their silence (bounded in time and number), so one
+        // that comes back after a partition keeps the running time this instance saw it reach.
         self.peers
-            .retain(|_, p| now.saturating_sub(p.heard) < self.timing.peer_live * 4);
+            .retain(|_, p| now.saturating_sub(p.heard) < self.timing.peer_memory);
+        if self.peers.len() > PEERS_REMEMBERED {
+            let mut heard: Vec<Now> = self.peers.values().map(|p| p.heard).collect();
+            heard.sort_unstable();
+            let cutoff = heard[heard.len() - PEERS_REMEMBERED];
+            self.peers.retain(|_, p| p.heard >= cutoff);
+        }
         if self.syncing.is_some() || !self.link {
             return;
         }
@@ -505,6 +535,7 @@ mod tests {
                 uptime_ms: 60_000,
                 ledger: Ledger::default(),
                 synced: true,
+                deployment: String::new(),
             }),
             s(0.1),
         );
@@ -607,21 +638,22 @@ mod tests {
         // a and b started 300 ms apart; each hears the other's beat late by a different delay.
         let mut a = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
         let mut b = Coordinator::new("b", timing(), Ledger::default(), s(0.0));
+        // (Both within their start-up wait, when instances that run together hear each other.)
         a.handle(
             Input::Beat {
                 instance: "b".into(),
-                uptime: s(9.7),
+                uptime: s(0.7),
             },
-            s(10.05),
+            s(1.05),
         );
         b.handle(
             Input::Beat {
                 instance: "a".into(),
-                uptime: s(10.0),
+                uptime: s(1.0),
             },
-            s(9.9),
+            s(0.9),
         );
-        assert_eq!((a.position(s(10.1)), b.position(s(10.1))), (0, 1));
+        assert_eq!((a.position(s(1.1)), b.position(s(1.1))), (0, 1));
         // Started far apart: the longer-running one is first, whatever the ids.
         let mut z = Coordinator::new("z", timing(), Ledger::default(), s(0.0));
         z.handle(
@@ -636,10 +668,10 @@ mod tests {
                 instance: "z".into(),
                 uptime: s(30.0),
             },
-            s(2.0),
+            s(1.2),
         );
         assert_eq!(z.position(s(30.0)), 0);
-        assert_eq!(b.position(s(2.0)), 2, "after a and z");
+        assert_eq!(b.position(s(1.2)), 2, "after a and z");
     }
 
     #[test]
@@ -691,6 +723,39 @@ mod tests {
     }
 
     #[test]
+    fn peers_that_appear_later_claiming_long_uptimes_rank_after_this_instance() {
+        let mut c = Coordinator::new("m", timing(), Ledger::default(), s(0.0));
+        c.handle(Input::Tick, timing().sync_wait);
+        // Twenty instances no one heard before, each claiming a day of running time.
+        let day = Duration::from_secs(86_400);
+        for t in 0..10 {
+            for i in 0..20 {
+                let instance = format!("fake{i:02}");
+                c.handle(
+                    Input::Beat {
+                        instance,
+                        uptime: day,
+                    },
+                    s(60.0 + f64::from(t)),
+                );
+            }
+        }
+        assert_eq!(c.position(s(69.0)), 0, "it still publishes at once");
+        let sent = evaluated(&mut c, vec![raise("k", 1)], s(69.5));
+        assert_eq!(sent.len(), 1);
+        // A peer heard during the start-up wait may well have run for a day: it ranks first.
+        let mut d = Coordinator::new("d", timing(), Ledger::default(), s(0.0));
+        d.handle(
+            Input::Beat {
+                instance: "old".into(),
+                uptime: day,
+            },
+            s(0.5),
+        );
+        assert_eq!(d.position(s(1.0)), 1);
+    }
+
+    #[test]
     fn raises_go_out_in_the_epoch_of_the_longest_running_instance() {
         let with_epoch = |epoch: &str| Ledger {
             epoch: epoch.into(),
@@ -703,6 +768,7 @@ mod tests {
             uptime_ms: 60_000,
             ledger: with_epoch("Aold"),
             synced: true,
+            deployment: String::new(),
         };
         b.handle(Input::PeerState(elder), s(0.1));
         assert_eq!(b.ledger().epoch, "Aold");
@@ -713,6 +779,7 @@ mod tests {
             uptime_ms: 100,
             ledger: with_epoch("Bnew"),
             synced: true,
+            deployment: String::new(),
         };
         a.handle(Input::PeerState(younger), s(60.0));
         assert_eq!(a.ledger().epoch, "Aold");

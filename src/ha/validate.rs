@@ -278,6 +278,7 @@ mod tests {
             uptime_ms: 1000,
             ledger,
             synced: true,
+            deployment: String::new(),
         };
         let (clean, refused) = peer_state(state, now).expect("the state itself is fine");
         assert_eq!(refused, 2);

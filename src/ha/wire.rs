@@ -36,13 +36,24 @@ pub struct Beat {
     pub instance: String,
     /// How long it has run (ms).
     pub uptime_ms: u64,
+    /// Its deployment (`--deployment`): instances of another one are not peers (empty from
+    /// versions before deployments).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment: String,
+}
+
+/// Whether something an instance of `theirs` sent concerns deployment `mine` (empty: a version
+/// before deployments, taken as the same).
+pub fn same_deployment(mine: &str, theirs: &str) -> bool {
+    theirs.is_empty() || theirs == mine
 }
 
 /// Sends a beat (a failure is logged: the next one follows).
-pub async fn send_beat(client: &Client, me: &str, uptime: Duration) {
+pub async fn send_beat(client: &Client, me: &str, deployment: &str, uptime: Duration) {
     let beat = Beat {
         instance: me.to_string(),
         uptime_ms: uptime.as_millis() as u64,
+        deployment: deployment.to_string(),
     };
     let Ok(body) = serde_json::to_vec(&beat) else {
         return;
@@ -122,11 +133,12 @@ pub async fn answer_state(client: Client, me: String, state: watch::Receiver<Arc
 }
 
 /// Asks instance `from` (or every instance, `None`) for its state and takes the first answer of
-/// one other than `me`, waiting at most `wait`: no need to know which peers run (one may have
-/// started moments ago), and a dead one costs nothing.
+/// one other than `me` in `deployment`, waiting at most `wait`: no need to know which peers run
+/// (one may have started moments ago), and a dead one costs nothing.
 pub async fn request_state(
     client: &Client,
     me: &str,
+    deployment: &str,
     from: Option<&str>,
     wait: Duration,
 ) -> Option<PeerState> {
@@ -143,7 +155,11 @@ pub async fn request_state(
     let first = async {
         while let Some(reply) = replies.next().await {
             match serde_json::from_slice::<PeerState>(&reply.payload) {
-                Ok(state) if state.instance != me => return Some(state),
+                Ok(state)
+                    if state.instance != me && same_deployment(deployment, &state.deployment) =>
+                {
+                    return Some(state)
+                }
                 _ => continue,
             }
         }

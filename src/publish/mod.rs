@@ -113,6 +113,10 @@ pub struct FindingEvent {
     pub resolved_at: Option<String>,
     /// The nats-insights instance that published it.
     pub instance: String,
+    /// The deployment that instance belongs to (`--deployment`, its bucket by default): the
+    /// instances of one deployment are each other's HA peers (absent from versions before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment: String,
 }
 
 impl FindingEvent {
@@ -154,6 +158,7 @@ impl FindingEvent {
             resolved_at: (transition.kind == TransitionKind::Resolved).then(|| at.clone()),
             timestamp: at,
             instance: instance.to_string(),
+            deployment: String::new(),
         }
     }
 
@@ -334,17 +339,23 @@ pub async fn round_trip(client: &Client, wait: std::time::Duration) -> bool {
 pub struct Publisher {
     client: Client,
     instance: String,
+    deployment: String,
 }
 
 impl Publisher {
-    /// A publisher for one instance.
-    pub fn new(client: Client, instance: String) -> Self {
-        Publisher { client, instance }
+    /// A publisher for one instance of `deployment`.
+    pub fn new(client: Client, instance: String, deployment: String) -> Self {
+        Publisher {
+            client,
+            instance,
+            deployment,
+        }
     }
 
     /// Publishes one transition; returns the event sent.
     pub async fn transition(&self, transition: &Transition) -> Result<FindingEvent, PublishError> {
         let mut event = FindingEvent::from_transition(transition, &self.instance);
+        event.deployment = self.deployment.clone();
         // (0 before the first INFO: no limit known but ours.)
         let limit = match self.client.server_info().max_payload {
             0 => EVENT_MAX_BYTES,
