@@ -215,7 +215,7 @@ pub fn main() -> ExitCode {
     let args = match crate::config::apply(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("nats-insights: {message}");
+            eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
             return ExitCode::FAILURE;
         }
     };
@@ -238,7 +238,7 @@ pub fn main() -> ExitCode {
         return match explain(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
-                eprintln!("nats-insights: {message}");
+                eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
                 ExitCode::FAILURE
             }
         };
@@ -263,7 +263,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("nats-insights: {message}");
+            eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
             ExitCode::FAILURE
         }
     }
