@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::checks::Thresholds;
 use crate::connect::{verify_system_account, ConnectArgs, StateArgs};
@@ -215,16 +215,31 @@ impl RunArgs {
     }
 }
 
+/// The command-line definition with the values of every environment variable hidden from
+/// `--help`: several carry secrets (server URLs with `user:password@`, passwords, tokens), and
+/// help text ends up on screens and in CI logs. The variables' names are still shown.
+pub fn command() -> clap::Command {
+    fn hide(command: clap::Command) -> clap::Command {
+        command
+            .mut_args(|arg| arg.hide_env_values(true))
+            .mut_subcommands(hide)
+    }
+    hide(Cli::command())
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let args = match crate::config::apply(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("nats-insights: {message}");
+            eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::from_arg_matches(&command().get_matches_from(args)) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let Command::Client(command) = cli.command {
         // One-shot commands print only warnings unless --log asks for more.
         let quiet = cli.log == DEFAULT_LOG;
@@ -240,7 +255,7 @@ pub fn main() -> ExitCode {
         return match explain(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
-                eprintln!("nats-insights: {message}");
+                eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
                 ExitCode::FAILURE
             }
         };
@@ -265,7 +280,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("nats-insights: {message}");
+            eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
             ExitCode::FAILURE
         }
     }
@@ -373,11 +388,32 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_no_environment_value() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                if arg.get_env().is_some() {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{path} --{:?} shows its env value",
+                        arg.get_long()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut command = command();
+        command.build();
+        check(&command, "nats-insights");
     }
 
     #[test]

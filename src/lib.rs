@@ -21,7 +21,8 @@
 //!   [`metrics`]: Prometheus metrics, `/healthz` and the status page.
 //! - [`engine`]: runs the stages in a loop and executes the coordinator's actions; [`connect`]:
 //!   connections and their failures, the attached servers' health (`connect::attached`);
-//!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands.
+//!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands;
+//!   [`text`]: network text escaped for terminals and names quoted for a shell.
 //!
 //! The harness is not part of this crate: real nats-server clusters, route proxies and monitor
 //! processes are in `crates/testbed`; the demo, the chaos soak and the benchmark drivers in
@@ -45,6 +46,7 @@ pub mod publish;
 pub mod runbook;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod time_format;
 pub mod timing;
 pub mod watch;

@@ -7,6 +7,7 @@ use async_nats::{Client, SubscribeError};
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::publish::{FindingEvent, FINDING_PREFIX};
+use crate::text::terminal_field;
 
 /// A finding event as received, or why it could not be decoded.
 pub type Received = Result<FindingEvent, String>;
@@ -23,16 +24,17 @@ pub async fn subscribe(client: &Client) -> Result<BoxStream<'static, Received>, 
 }
 
 /// One line per event: time (the event's own, RFC 3339 UTC), event, check, severity, server,
-/// summary.
+/// summary. The event's text comes from the network: it is escaped for the terminal, a newline
+/// in the summary included, so an event is always one line.
 pub fn format_line(event: &FindingEvent) -> String {
     format!(
         "{} {:<8} {} {:<8} {:<10} {}",
-        event.timestamp,
+        terminal_field(&event.timestamp),
         event.event.as_str().to_uppercase(),
         event.check,
         event.severity.as_str(),
-        event.server.as_deref().unwrap_or("-"),
-        event.summary
+        terminal_field(event.server.as_deref().unwrap_or("-")),
+        terminal_field(&event.summary)
     )
 }
 

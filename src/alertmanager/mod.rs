@@ -18,6 +18,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::checks::Finding;
+use crate::connect::redact_url;
 use crate::findings::{ActiveSet, Transition};
 use crate::time_format;
 
@@ -91,7 +92,7 @@ impl std::fmt::Debug for AlertmanagerArgs {
         f.debug_struct("AlertmanagerArgs")
             .field(
                 "urls",
-                &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
             )
             .field("alertmanager_user", &self.alertmanager_user)
             .field("alertmanager_ca", &self.alertmanager_ca)
@@ -233,16 +234,16 @@ impl AlertmanagerArgs {
 /// Parses one `--alertmanager-url`: http or https, credentials taken out of it, the alerts path
 /// appended unless it is there already.
 pub fn parse_target(url: &str, shared: Option<(String, String)>) -> Result<Target, String> {
-    let mut parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("--alertmanager-url {}: {e}", redact(url)))?;
+    let mut parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("--alertmanager-url {}: {e}", redact_url(url)))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
             "--alertmanager-url {}: the scheme must be http or https",
-            redact(url)
+            redact_url(url)
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("--alertmanager-url {}: no host", redact(url)));
+        return Err(format!("--alertmanager-url {}: no host", redact_url(url)));
     }
     let own = (!parsed.username().is_empty()).then(|| {
         (
@@ -271,19 +272,6 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// A URL for logs and STATUS: credentials replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("***");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => url.split('@').next_back().unwrap_or(url).to_string(),
-    }
 }
 
 /// One alert as Alertmanager's API v2 takes it (`postableAlert`).
@@ -710,6 +698,6 @@ mod tests {
         assert_eq!(t.basic_auth, shared);
         assert!(parse_target("ftp://am", None).is_err());
         assert!(parse_target("am:9093", None).is_err());
-        assert!(!redact("http://u:secret@am:9093").contains("secret"));
+        assert!(!redact_url("http://u:secret@am:9093").contains("secret"));
     }
 }

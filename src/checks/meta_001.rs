@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::members::{Member, MemberState, MetaAssessment, OfflineReason};
 use super::{
-    duration_words, server_key, CheckId, CheckSpec, Evaluation, Finding, Remediation, Setting,
-    Severity,
+    duration_words, peer_remove_command, server_key, stepdown_to_cluster_command, CheckId,
+    CheckSpec, Evaluation, Finding, Remediation, Setting, Severity,
 };
 
 impl CheckId {
@@ -108,7 +108,7 @@ fn finding(
         )));
         remediation.push(Remediation::with_command(
             "Remove the stale peer so the meta group stops counting it (only once it is gone for good; this cannot be undone by restarting it). With no meta leader, first follow the META_006 recovery.",
-            format!("nats server cluster peer-remove {peer}"),
+            peer_remove_command(peer),
         ));
     } else if graceful {
         remediation.push(Remediation::step(format!(
@@ -134,9 +134,7 @@ fn finding(
         if let Some(target) = healthy_cluster(meta, member.cluster.as_deref()) {
             remediation.push(Remediation::with_command(
                 format!("Move meta leadership to cluster {target}, whose members are all online."),
-                format!(
-                    "nats request '$JS.API.META.LEADER.STEPDOWN' '{{\"placement\":{{\"cluster\":\"{target}\"}}}}'"
-                ),
+                stepdown_to_cluster_command(target),
             ));
         }
     }

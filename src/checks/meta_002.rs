@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
+use crate::text::shell_quote;
+
 use super::members::MetaAssessment;
 use super::{
     duration_words, group_key, seconds, CheckId, CheckSpec, Evaluation, Finding, Remediation,
@@ -111,8 +113,11 @@ fn finding(
                 stale.join(", ")
             ),
             format!(
-                "nats request '$JS.API.META.LEADER.STEPDOWN' '' --server <url of {}>",
-                stale.first().map(String::as_str).unwrap_or("the stale leader")
+                "nats request '$JS.API.META.LEADER.STEPDOWN' '' --server {}",
+                shell_quote(&format!(
+                    "<url of {}>",
+                    stale.first().map(String::as_str).unwrap_or("the stale leader")
+                ))
             ),
         ));
         remediation.push(Remediation::step(format!(

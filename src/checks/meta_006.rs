@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::members::{offline_members, offline_names, MemberState, MetaAssessment};
 use super::{
-    duration_words, group_key, seconds, CheckId, CheckSpec, Evaluation, Finding, Remediation,
-    Setting, Severity, Thresholds,
+    duration_words, group_key, peer_remove_command, seconds, CheckId, CheckSpec, Evaluation,
+    Finding, Remediation, Setting, Severity, Thresholds,
 };
 use crate::history::History;
 
@@ -101,7 +101,7 @@ fn stale_recovery(
                     "Once a leader is elected, remove stale peer {peer} ({}) so the group stops counting it.",
                     member.name
                 ),
-                format!("nats server cluster peer-remove {peer}"),
+                peer_remove_command(peer),
             ));
         }
     }

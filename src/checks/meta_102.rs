@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use super::{
-    duration_words, group_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation,
-    Setting, Severity, Thresholds,
+    duration_words, group_key, peer_remove_command, CheckId, CheckSpec, Evaluation, Finding,
+    Judged, Remediation, Setting, Severity, Thresholds,
 };
 use crate::history::{SizeChange, StalePeer};
 use crate::time_format::rfc3339;
@@ -152,7 +152,7 @@ fn finding(j: &Judged<'_>, run: &[SizeChange], from: usize, to: usize) -> Findin
         for target in targets {
             remediation.push(Remediation::with_command(
                 "If the new member replaces a renamed or rebuilt server, remove the old peer once it is gone for good (it still counts towards quorum).",
-                format!("nats server cluster peer-remove {target}"),
+                peer_remove_command(target),
             ));
         }
     } else if to < from {

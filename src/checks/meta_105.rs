@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
+use crate::text::shell_quote;
+
 use super::members::MetaAssessment;
 use super::{
     duration_words, group_id_key, seconds, CheckId, CheckSpec, Evaluation, Finding, Judged,
@@ -104,7 +106,7 @@ fn finding(
         crate::time_format::rfc3339(since),
     );
     let forget = match meta.group.domain() {
-        Some(domain) => format!("nats-insights forget-group {domain}"),
+        Some(domain) => format!("nats-insights forget-group {}", shell_quote(domain)),
         None => "nats-insights forget-group default".to_string(),
     };
     let remediation = vec![
@@ -268,5 +270,29 @@ mod tests {
         assert_eq!(meta.clusters[0].online, 0);
         // A group never heard has nothing to show.
         assert!(assess_unheard(&group, &History::default(), t(15)).is_none());
+    }
+
+    #[test]
+    fn the_forget_command_takes_a_hostile_domain_as_one_argument() {
+        for domain in crate::text::HOSTILE_NAMES {
+            let (_, mut history) = edge();
+            history.record_dark(t(12));
+            history.record_dark(t(14));
+            let group = GroupId::of(Some(domain));
+            let meta = assess_unheard(&group, &history, t(14)).expect("known group");
+            let evaluation = evaluate_dark(&group, &meta, &history, &Thresholds::default(), t(14));
+            let Outcome::Ran { findings, .. } = &evaluation.outcome else {
+                panic!("{evaluation:?}");
+            };
+            let command = findings[0]
+                .remediation
+                .iter()
+                .find_map(|r| r.command.as_deref().filter(|c| c.contains("forget-group")))
+                .expect("forget step");
+            assert_eq!(
+                crate::text::shell_words(command),
+                ["nats-insights", "forget-group", domain]
+            );
+        }
     }
 }

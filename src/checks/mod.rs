@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{Histories, History};
 use crate::observe::{GroupId, Snapshot};
+use crate::text::shell_quote;
 pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
 pub mod meta_001;
@@ -253,6 +254,21 @@ impl Default for Thresholds {
             even_after: Duration::from_secs(30),
         }
     }
+}
+
+/// `nats server cluster peer-remove <peer>`, the name or peer id quoted for a POSIX shell.
+pub fn peer_remove_command(peer: &str) -> String {
+    format!("nats server cluster peer-remove {}", shell_quote(peer))
+}
+
+/// The meta leader step-down request that places leadership in `cluster`: the cluster name
+/// JSON-escaped inside the payload, the payload quoted for a POSIX shell.
+pub fn stepdown_to_cluster_command(cluster: &str) -> String {
+    let payload = serde_json::json!({"placement": {"cluster": cluster}}).to_string();
+    format!(
+        "nats request '$JS.API.META.LEADER.STEPDOWN' {}",
+        shell_quote(&payload)
+    )
 }
 
 /// One remediation step; `command` is something an operator can paste.
@@ -544,5 +560,29 @@ mod tests {
         }
         assert!(serde_json::from_str::<CheckId>("\"META_999\"").is_err());
         assert_eq!(CheckId::parse("META_999"), None);
+    }
+
+    #[test]
+    fn remediation_commands_pass_hostile_names_to_the_shell_as_one_argument() {
+        for name in crate::text::HOSTILE_NAMES.iter().chain(&["n2", "ZnRYvR3s"]) {
+            let words = crate::text::shell_words(&peer_remove_command(name));
+            assert_eq!(words, ["nats", "server", "cluster", "peer-remove", name]);
+            let words = crate::text::shell_words(&stepdown_to_cluster_command(name));
+            assert_eq!(
+                words[..3],
+                ["nats", "request", "$JS.API.META.LEADER.STEPDOWN"]
+            );
+            assert_eq!(words.len(), 4, "{words:?}");
+            let payload: serde_json::Value = serde_json::from_str(&words[3]).expect("JSON");
+            assert_eq!(payload["placement"]["cluster"], *name);
+        }
+        assert_eq!(
+            peer_remove_command("n2"),
+            "nats server cluster peer-remove n2"
+        );
+        assert_eq!(
+            stepdown_to_cluster_command("east"),
+            r#"nats request '$JS.API.META.LEADER.STEPDOWN' '{"placement":{"cluster":"east"}}'"#
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::connect::{ConnectArgs, ConnectError};
 use crate::publish::{FindingEvent, FINDING_PREFIX};
 use crate::service::api::Endpoint;
 use crate::service::preflight::{PreflightResponse, Verdict};
+use crate::text::terminal_field;
 use render::{Health, Style};
 
 /// The commands that talk to a running service.
@@ -281,7 +282,8 @@ pub fn main(command: ClientCommand) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("nats-insights: {error}");
+            // Errors may quote the network (a refusal's description, a server's name).
+            eprintln!("nats-insights: {}", terminal_field(&error.to_string()));
             ExitCode::from(if unknown_on_error {
                 Health::Unknown.exit_code()
             } else {
@@ -339,11 +341,13 @@ pub async fn request(
     Ok(message.payload)
 }
 
+/// A reply decoded for the text renderers, every string escaped for the terminal
+/// (`--json` prints the raw reply instead).
 fn decode<T: serde::de::DeserializeOwned>(
     endpoint: Endpoint,
     body: &[u8],
 ) -> Result<T, ClientError> {
-    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+    crate::text::decode_for_terminal(body).map_err(|e| ClientError::Decode {
         subject: endpoint.subject(),
         detail: e.to_string(),
     })
@@ -516,7 +520,10 @@ async fn ask_until(
             }
             Err(e) if now >= deadline => return Err(e),
             // The service may be restarting with the cluster: keep asking until the deadline.
-            Err(e) => eprintln!("nats-insights: {e} (asking again)"),
+            Err(e) => eprintln!(
+                "nats-insights: {} (asking again)",
+                terminal_field(&e.to_string())
+            ),
         }
         tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(now)))
             .await;
@@ -583,9 +590,12 @@ pub async fn watch(args: &WatchArgs) -> Result<(), ClientError> {
     {
         Ok(_) => eprintln!(
             "watching {subject} on {} (Ctrl-C to stop)",
-            client.server_info().server_name
+            terminal_field(&client.server_info().server_name)
         ),
-        Err(e) => eprintln!("nats-insights: warning: {e} Watching {subject} anyway."),
+        Err(e) => eprintln!(
+            "nats-insights: warning: {} Watching {subject} anyway.",
+            terminal_field(&e.to_string())
+        ),
     }
     let style = Style::for_stdout();
     let shutdown = crate::cli::shutdown_signal();
@@ -610,7 +620,7 @@ pub async fn watch(args: &WatchArgs) -> Result<(), ClientError> {
                 }
                 match event {
                     Ok(event) => println!("{}", render::watch_line(&event, style)),
-                    Err(e) => eprintln!("nats-insights: undecodable event on {}: {e}", message.subject),
+                    Err(e) => eprintln!("nats-insights: undecodable event on {}: {e}", terminal_field(&message.subject)),
                 }
             }
         }

@@ -1247,4 +1247,78 @@ mod tests {
         assert!(text.contains("resolved 30.0s ago"));
         assert!(text.contains("(2 of 3 shown"));
     }
+
+    /// Asserts `text` holds no character a terminal acts on but the renderer's own newlines.
+    fn terminal_safe(what: &str, text: &str) {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|c| *c != '\n' && crate::text::unsafe_for_terminal(*c))
+            .collect();
+        assert!(bad.is_empty(), "{what} prints raw {bad:?}:\n{text}");
+    }
+
+    #[test]
+    fn hostile_network_text_is_escaped_in_every_text_rendering() {
+        for h in crate::text::HOSTILE_NAMES {
+            let member = |leader: bool, state: &str| {
+                serde_json::json!({"name": h, "cluster": h, "peer": h, "leader": leader,
+                    "answered": state == "online", "name_unknown": false, "current": false,
+                    "lag": 5, "state": state, "version": h,
+                    "reasons": [{"reason": "silent", "active": 4200, "reported_by": h}]})
+            };
+            let finding = serde_json::json!({"finding": h, "check": "META_001", "name": h,
+                "severity": "critical", "state": "active", "server": h, "cluster": h, "domain": h,
+                "summary": h, "evidence": {"x": h}, "revision": 1,
+                "raised_at": "2026-11-24T08:00:06.000Z",
+                "remediation": [{"step": h, "command": crate::checks::peer_remove_command(h)}]});
+            let group = serde_json::json!({"cluster": h, "domain": h, "cluster_size": 3,
+                "quorum_needed": 2, "leader": h, "servers_answering": 2, "non_members": [h],
+                "leaders_reported": [h], "members": [member(true, "online"), member(false, "offline")]});
+            let status = serde_json::json!({
+                "type": "io.nats.insights.v1.status_response", "status": "critical",
+                "instance": h, "version": h, "timestamp": "2026-11-24T08:00:10.000Z",
+                "uptime_ms": 65_000, "meta": group, "meta_groups": [group],
+                "findings": [finding],
+                "service": {"last_poll": "2026-11-24T08:00:09.500Z", "last_poll_ms": 12,
+                    "servers_answering": 2, "polls": 60, "events": {h.to_string(): 1},
+                    "malformed": 0, "store": {"state": "degraded", "error": h},
+                    "links": [{"server": h, "direct": false, "reason": h},
+                              {"server": "n1", "direct": true, "url": h}]}
+            });
+            let bytes = |v: &serde_json::Value| serde_json::to_vec(v).expect("json");
+            let view: StatusView =
+                crate::text::decode_for_terminal(&bytes(&status)).expect("status view");
+            terminal_safe("status", &status_text(&view, Style::PLAIN));
+            let findings = serde_json::json!({"timestamp": "2026-11-24T08:01:00.000Z",
+                "total": 1, "findings": [finding]});
+            let view: FindingsView =
+                crate::text::decode_for_terminal(&bytes(&findings)).expect("findings view");
+            terminal_safe("findings", &findings_text(&view, Style::PLAIN));
+            let preflight = serde_json::json!({"type": "io.nats.insights.v1.preflight_response",
+                "timestamp": "2026-11-24T08:01:00.000Z", "action": "restart", "server": h,
+                "domain": h, "safe": false, "verdict": "unsafe", "reasons": [h], "wait_for": [h],
+                "steps": [{"step": h, "command": crate::checks::peer_remove_command(h)}]});
+            let answer: crate::service::preflight::PreflightResponse =
+                crate::text::decode_for_terminal(&bytes(&preflight)).expect("preflight");
+            terminal_safe("preflight", &preflight_text(&answer, Style::PLAIN));
+            // watch decodes events as they are: its line escapes the network's fields itself.
+            let mut event = finding.clone();
+            let object = event.as_object_mut().expect("object");
+            for (k, v) in [
+                ("type", "io.nats.insights.v1.finding_event"),
+                ("id", h),
+                ("event", "raised"),
+                ("category", h),
+                ("timestamp", h),
+                ("instance", h),
+            ] {
+                object.insert(k.into(), v.into());
+            }
+            let event: crate::publish::FindingEvent =
+                serde_json::from_value(event).expect("finding event");
+            let line = watch_line(&event, Style::PLAIN);
+            terminal_safe("watch", &line);
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+    }
 }

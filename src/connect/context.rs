@@ -69,7 +69,8 @@ fn load_context(name: &str) -> Result<Context, ConnectError> {
 impl ConnectArgs {
     /// These flags with the context (if any) filled in where no flag or variable was given, and
     /// the default server when none is named. Credentials are taken as a whole: any of --user,
-    /// --password, --creds, --nkey or --token replaces every credential of the context.
+    /// --password, --creds, --nkey or --token replaces every credential of the context; the
+    /// credentials of a URL (`nats://user:password@host`) win over all of them and leave the URL.
     pub fn resolved(&self) -> Result<ConnectArgs, ConnectError> {
         let mut out = self.clone();
         out.context = None;
@@ -123,6 +124,7 @@ impl ConnectArgs {
         if out.servers.is_empty() {
             out.servers = vec![DEFAULT_SERVER.to_string()];
         }
+        out.take_url_credentials()?;
         Ok(out)
     }
 }

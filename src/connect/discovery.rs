@@ -84,22 +84,6 @@ pub struct LinkHealth {
     pub reason: Option<String>,
 }
 
-/// A URL without the `user:password@` part.
-pub fn without_credentials(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let rest = match rest.rsplit_once('@') {
-        Some((_, host)) => host,
-        None => rest,
-    };
-    match scheme {
-        Some(scheme) => format!("{scheme}://{rest}"),
-        None => rest.to_string(),
-    }
-}
-
 /// `nats://host:port`, the host bracketed when it is an IPv6 address.
 fn url_of(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -244,7 +228,7 @@ pub fn addresses(
 
 /// The host of a URL (`nats://user:pw@host:4222` → `host`).
 fn host_of(url: &str) -> Option<String> {
-    let rest = without_credentials(url);
+    let (rest, _) = super::split_credentials(url);
     let rest = rest.split_once("://").map_or(rest.as_str(), |(_, r)| r);
     let rest = rest.split('/').next().unwrap_or(rest);
     let host = match rest.strip_prefix('[') {
@@ -333,7 +317,7 @@ impl Opener {
         let args = self.args.as_ref().ok_or("discovery is off")?;
         let link = self.next.fetch_add(1, Ordering::Relaxed);
         // The URL comes from a server, not from the operator: it holds no credentials.
-        let label = format!("{} direct {}", self.name, without_credentials(url));
+        let label = format!("{} direct {}", self.name, super::redact_url(url));
         let drops = self.drops.clone();
         let options = args
             .options()
@@ -351,8 +335,8 @@ impl Opener {
         let connect = options.connect(url);
         match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), connect).await {
             Ok(Ok(client)) => Ok((link, client)),
-            Ok(Err(error)) => Err(format!("{}: {error}", without_credentials(url))),
-            Err(_) => Err(format!("{}: timed out", without_credentials(url))),
+            Ok(Err(error)) => Err(format!("{}: {error}", super::redact_url(url))),
+            Err(_) => Err(format!("{}: timed out", super::redact_url(url))),
         }
     }
 }
@@ -401,7 +385,7 @@ impl Links {
                 client,
                 url: given_urls
                     .get(index)
-                    .map(|u| without_credentials(u))
+                    .map(|u| super::redact_url(u))
                     .unwrap_or_default(),
                 source: LinkSource::Given,
             })
@@ -872,11 +856,14 @@ mod tests {
     #[test]
     fn credentials_never_leave_a_url_and_hosts_are_read_from_any_url() {
         assert_eq!(
-            without_credentials("nats://sys:secret@nats:4222"),
-            "nats://nats:4222"
+            crate::connect::redact_url("nats://sys:secret@nats:4222"),
+            "nats://sys:***@nats:4222"
         );
-        assert_eq!(without_credentials("tls://a:b@c@h:1"), "tls://h:1");
-        assert_eq!(without_credentials("h:4222"), "h:4222");
+        assert_eq!(
+            crate::connect::redact_url("tls://a:b@c@h:1"),
+            "tls://a:***@h:1"
+        );
+        assert_eq!(crate::connect::redact_url("h:4222"), "h:4222");
         assert_eq!(
             host_of("nats://u:p@nats.svc:4222").as_deref(),
             Some("nats.svc")

@@ -10,6 +10,7 @@
 //! - `links`: the pinned links' drops, reported to the engine.
 //! - `discovery`: a pinned link to every meta member, found when not given.
 //! - `system`: the proof that the user is in the system account.
+//! - `url`: credentials in server URLs, and the redaction of every URL shown.
 
 pub mod attached;
 mod context;
@@ -19,6 +20,7 @@ mod events;
 mod links;
 mod options;
 mod system;
+mod url;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub use error::{ConnectError, Denial, Denials};
 pub use links::LinkDrops;
 pub use options::read_nkey_seed;
 pub use system::verify_system_account;
+pub use url::{redact_url, split_credentials, UrlCredentials};
 
 use events::{another_server, log_direct_event, log_event};
 

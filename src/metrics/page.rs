@@ -1386,6 +1386,18 @@ mod tests {
         assert!(!html.contains("alert(\"x\")"));
         assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"));
         assert!(html.contains("data-cluster=\"c&lt;1&gt;\""));
+
+        // Names that break shells and terminals: the command shows quoted, as one HTML text.
+        for h in crate::text::HOSTILE_NAMES {
+            let mut status = healthy();
+            let command = crate::checks::peer_remove_command(h);
+            let mut f = finding(CheckId::META_001, Some(h), h);
+            f.remediation = vec![Remediation::with_command(*h, command.clone())];
+            raise(&mut status, f, 3900);
+            let html = page(&status);
+            assert!(html.contains(&escape(&command)), "{command}");
+            assert!(!html.contains("<script>alert"), "{h}");
+        }
     }
 
     #[test]
