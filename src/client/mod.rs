@@ -1,6 +1,7 @@
 //! Client edge: the CLI commands that ask a running nats-insights over NATS (`status`, `findings`,
 //! `checks`, `preflight`, `wait healthy`) or follow its finding events (`watch`). Same connection flags as `run`; every
-//! failure is one sentence a person can act on.
+//! failure is one sentence a person can act on. An answer is taken only from a live instance of
+//! the service (its `Nats-Service-Id` among those `$SRV.PING.nats-insights` returns).
 
 pub mod render;
 
