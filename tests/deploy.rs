@@ -1,7 +1,10 @@
 //! Deployment as a NATS operator does it: every config in `deploy/` passes `nats-server -t`, the
 //! least-privilege users of `deploy/insights-accounts.conf` run every check and the durable
 //! findings stream, a missing permission is named, and TLS (client certificates, from a nats CLI
-//! context) and nkey authentication work against real servers.
+//! context) and nkey authentication work against real servers. The shipped files run end to end
+//! with their narrow users (the service from deploy/nats-insights.toml, every client command from
+//! deploy/nats-insights-client.toml, the preStop hook, rolling-restart.sh), no user but the
+//! service's may answer or publish as the service, and a forged answer is not taken.
 
 mod support;
 
@@ -25,7 +28,9 @@ const INSIGHTS_PASSWORD: &str = "insights-pw";
 const STATE_PASSWORD: &str = "state-pw";
 const INSIGHTS_ADMIN_PASSWORD: &str = "insights-admin-pw";
 const READER_PASSWORD: &str = "reader-pw";
+const CLIENT_PASSWORD: &str = "client-pw";
 const INBOX_PREFIX: &str = "_INBOX_insights";
+const CLIENT_INBOX_PREFIX: &str = "_INBOX_insights_client";
 
 fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -44,6 +49,7 @@ fn password_env() -> Vec<(String, String)> {
         ("INSIGHTS_STATE_PASSWORD", STATE_PASSWORD),
         ("INSIGHTS_ADMIN_PASSWORD", INSIGHTS_ADMIN_PASSWORD),
         ("INSIGHTS_READER_PASSWORD", READER_PASSWORD),
+        ("INSIGHTS_CLIENT_PASSWORD", CLIENT_PASSWORD),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -905,4 +911,486 @@ async fn an_nkey_user_from_a_seed_file() {
         "{:?}",
         refused.err()
     );
+}
+
+/// A shipped TOML file with its example server URLs replaced by the cluster's and each `(from,
+/// to)` replaced (each present), written to `dir`.
+fn shipped_toml(name: &str, urls: &[String], replace: &[(&str, &str)], dir: &Path) -> PathBuf {
+    let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    let mut text = deploy_file(name).replace(
+        r#"["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]"#,
+        &format!("[{}]", list.join(", ")),
+    );
+    assert!(!text.contains("nats://n1"), "{name}: an example URL left");
+    for (from, to) in replace {
+        assert!(text.contains(from), "{name} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+fn scratch(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "nats-insights-deploy-{label}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+/// A client command of the real binary as the shipped client config runs it: exit code, stdout,
+/// stderr.
+async fn client_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = binary()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NATS_PASSWORD", CLIENT_PASSWORD)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("nats-insights runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The read-only client user, as a library connection (what the CLI opens).
+async fn client_user(urls: Vec<String>) -> (async_nats::Client, nats_insights::connect::Denials) {
+    ConnectArgs {
+        inbox_prefix: Some(CLIENT_INBOX_PREFIX.to_string()),
+        ..user_args(urls, "insights_client", CLIENT_PASSWORD)
+    }
+    .connect_watched("deploy-test-client")
+    .await
+    .expect("insights_client connects")
+}
+
+/// The environment and command of the NATS pods' preStop hook as shipped.
+fn prestop_hook() -> (Vec<(String, String)>, String) {
+    let path = deploy_dir().join("kubernetes/nats-prestop/statefulset-patch.yaml");
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(&std::fs::read_to_string(&path).expect("read"))
+            .expect("YAML");
+    let container = &docs[0]["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"]
+        .as_vec()
+        .expect("env")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let command = container["lifecycle"]["preStop"]["exec"]["command"][2]
+        .as_str()
+        .expect("preStop command")
+        .to_string();
+    (env, command)
+}
+
+/// Waits until `status` as the client user exits 0 (a healthy group seen by the service).
+async fn wait_until_healthy(config: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, err) = client_cli(config, &["status"]).await;
+        if code == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never healthy: {code}\n{out}{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_configs_run_the_service_and_every_client_command_with_the_narrow_users() {
+    let mut cluster = least_privilege_cluster(3, deploy_file("insights-accounts.conf")).await;
+    let urls = cluster.client_urls();
+    let dir = scratch("shipped");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    // The service as the systemd unit runs it: the shipped TOML (its URLs and port changed) and
+    // the passwords of the env file.
+    let listen = format!("metrics-listen = \"127.0.0.1:{port}\"");
+    let service_toml = shipped_toml(
+        "nats-insights.toml",
+        &urls,
+        &[("metrics-listen = \"127.0.0.1:9464\"", &listen)],
+        &dir,
+    );
+    let log = std::fs::File::create(dir.join("service.log")).expect("log");
+    let mut service = binary()
+        .args(["run", "--config"])
+        .arg(&service_toml)
+        .env("NATS_PASSWORD", INSIGHTS_PASSWORD)
+        .env("INSIGHTS_STATE_PASSWORD", STATE_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the service starts");
+    let client_toml = shipped_toml("nats-insights-client.toml", &urls, &[], &dir);
+    wait_until_healthy(&client_toml).await;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let f = (0..3)
+        .find(|i| cluster.server_name(*i) != leader)
+        .expect("a follower");
+    let follower = cluster.server_name(f);
+
+    // Every client command as insights_client.
+    let (code, out, err) = client_cli(&client_toml, &["status", "--json"]).await;
+    assert_eq!(code, 0, "status: {out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("STATUS JSON");
+    assert_eq!(status["service"]["store"]["state"], "healthy", "{status:#}");
+    for args in [
+        &["findings", "--resolved"][..],
+        &["checks"],
+        &["explain", "META_001"],
+        &["wait", "healthy", "--timeout", "30s"],
+        &["preflight", "restart", &follower],
+    ] {
+        let (code, out, err) = client_cli(&client_toml, args).await;
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(!err.contains("ignored an answer"), "{args:?}: {err}");
+    }
+    let (code, out, err) = client_cli(
+        &client_toml,
+        &["preflight", "restart", &leader, "--field", "leader"],
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "true\n"), "{err}");
+    let (code, out, err) = client_cli(
+        &client_toml,
+        &["preflight", "restart", &follower, "--field", "leader"],
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "false\n"), "{err}");
+    // HISTORY and EXPLAIN (no CLI command reads HISTORY), verified as the CLI verifies.
+    let (client, client_denied) = client_user(urls.clone()).await;
+    for (endpoint, body) in [
+        (
+            nats_insights::service::api::Endpoint::History,
+            serde_json::json!({"limit": 5}),
+        ),
+        (
+            nats_insights::service::api::Endpoint::Explain,
+            serde_json::json!({"check": "META_006"}),
+        ),
+    ] {
+        let answer =
+            nats_insights::client::request(&client, endpoint, &body, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("{endpoint:?}: {e}"));
+        assert!(!answer.is_empty());
+    }
+    assert_eq!(client_denied.latest(), None, "the client user was denied");
+    // forget-group is an operator action: refused to the read-only user.
+    let (code, out, err) =
+        client_cli(&client_toml, &["forget-group", "edge", "--timeout", "2s"]).await;
+    assert_ne!(code, 0, "forget-group as insights_client: {out}{err}");
+
+    // The NATS pods' preStop hook, as shipped (its URL pointed at this cluster, a shorter wait).
+    let (env, command) = prestop_hook();
+    let ask = command
+        .split("|| true")
+        .next()
+        .expect("the preflight part")
+        .replace(
+            "/opt/insights/nats-insights",
+            env!("CARGO_BIN_EXE_nats-insights"),
+        )
+        .replace("--wait 150s", "--wait 30s");
+    let hook = binary_env(tokio::process::Command::new("sh"))
+        .args(["-c", &ask])
+        .envs(env.into_iter().filter(|(k, _)| k != "NATS_URL"))
+        .env("NATS_URL", urls.join(","))
+        .env("NATS_PASSWORD", CLIENT_PASSWORD)
+        .env("POD_NAME", &follower)
+        .output()
+        .await
+        .expect("the hook runs");
+    assert!(
+        hook.status.success(),
+        "preStop: {}{}",
+        String::from_utf8_lossy(&hook.stdout),
+        String::from_utf8_lossy(&hook.stderr)
+    );
+
+    // rolling-restart.sh, dry run: its decisions from preflight's exit code and leader field.
+    let roll = binary_env(tokio::process::Command::new("bash"))
+        .arg(deploy_dir().join("rolling-restart.sh"))
+        .args(["--restart", "false", "--dry-run", &leader, &follower])
+        .env("NATS_INSIGHTS", env!("CARGO_BIN_EXE_nats-insights"))
+        .env("NATS_INSIGHTS_CONFIG", &client_toml)
+        .env("NATS_PASSWORD", CLIENT_PASSWORD)
+        .output()
+        .await
+        .expect("rolling-restart.sh runs");
+    let said = String::from_utf8_lossy(&roll.stderr);
+    assert!(roll.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{leader} leads the meta group; would run"))
+            && !said.contains(&format!("{follower} leads")),
+        "{said}"
+    );
+
+    // watch: the finding events of a stopped follower.
+    let mut watch = binary()
+        .arg("--config")
+        .arg(&client_toml)
+        .arg("watch")
+        .env("NATS_PASSWORD", CLIENT_PASSWORD)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("watch starts");
+    let mut said = tokio::io::BufReader::new(watch.stderr.take().expect("stderr")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(15), said.next_line())
+        .await
+        .expect("watch says what it watches")
+        .expect("stderr")
+        .unwrap_or_default();
+    assert!(first.starts_with("watching "), "{first}");
+    cluster.stop(f, Stop::Term).await.expect("stop");
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let hit = line.contains("META_001") && line.contains(&follower);
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "watch printed no META_001 for {follower}: {seen:#?}");
+    let _ = watch.kill().await;
+    cluster.restart(f).await.expect("restart");
+    let (code, out, err) = client_cli(
+        &client_toml,
+        &[
+            "wait",
+            "healthy",
+            "--server-name",
+            &follower,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "wait healthy after the restart: {out}{err}");
+
+    let _ = service.kill().await;
+    let log = std::fs::read_to_string(dir.join("service.log")).unwrap_or_default();
+    assert!(
+        !log.contains("denied"),
+        "the service was denied something:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A command with no NATS_* or INSIGHTS_* variables from the test's environment.
+fn binary_env(mut command: tokio::process::Command) -> tokio::process::Command {
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Waits for the server's refusal of `action` (`publish to`, `subscribe to`) on `subject`.
+async fn denied(who: &str, denials: &nats_insights::connect::Denials, action: &str, subject: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if denials
+            .latest()
+            .is_some_and(|d| d.action == action && d.subject == subject)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} was not refused to {action} {subject}; latest {:?}",
+            denials.latest()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_service_user_answers_or_publishes_as_the_service_and_forged_answers_are_not_taken(
+) {
+    let mut cluster = least_privilege_cluster(3, deploy_file("insights-accounts.conf")).await;
+    let urls = cluster.client_urls();
+    let connections = insights_args(urls.clone())
+        .open("nats-insights-forgery")
+        .await
+        .expect("insights connects");
+    let monitor = Monitor::start_connected(connections, EngineConfig::default());
+    let admin = user_args(urls.clone(), "admin", ADMIN_PASSWORD)
+        .connect("deploy-test-admin")
+        .await
+        .expect("admin connects");
+    wait_for_status(&admin).await;
+
+    // Every shipped user but the service's (and the two admins) is refused: answering the API,
+    // beating as an HA peer, hearing the HA subjects, publishing findings.
+    let mut beats = admin
+        .subscribe("$INSIGHTS.HA.BEAT")
+        .await
+        .expect("subscribe");
+    admin.flush().await.expect("flush");
+    let users = [
+        (
+            "insights_client",
+            CLIENT_PASSWORD,
+            Some(CLIENT_INBOX_PREFIX),
+        ),
+        ("insights_state", STATE_PASSWORD, Some(INBOX_PREFIX)),
+        ("insights_reader", READER_PASSWORD, None),
+    ];
+    for (user, password, inbox) in users {
+        let (client, denials) = ConnectArgs {
+            inbox_prefix: inbox.map(str::to_string),
+            ..user_args(urls.clone(), user, password)
+        }
+        .connect_watched("deploy-test-forger")
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+        for subject in [
+            "$INSIGHTS.API.PREFLIGHT",
+            "$INSIGHTS.API.>",
+            "$INSIGHTS.HA.>",
+        ] {
+            let _subscription = client.subscribe(subject).await.expect("subscribe leaves");
+            client.flush().await.expect("flush");
+            denied(user, &denials, "subscribe to", subject).await;
+        }
+        for subject in ["$INSIGHTS.HA.BEAT", "$INSIGHTS.FINDING.META_001.RAISED"] {
+            client
+                .publish(subject, r#"{"instance":"forged"}"#.into())
+                .await
+                .expect("publish leaves");
+            client.flush().await.expect("flush");
+            denied(user, &denials, "publish to", subject).await;
+        }
+    }
+    // The INSIGHTS account's admin may publish there, but its subjects are not the system
+    // account's: no beat arrives where the service listens.
+    let insights_admin = user_args(urls.clone(), "insights_admin", INSIGHTS_ADMIN_PASSWORD)
+        .connect("deploy-test-insights-admin")
+        .await
+        .expect("insights_admin connects");
+    insights_admin
+        .publish("$INSIGHTS.HA.BEAT", r#"{"instance":"forged"}"#.into())
+        .await
+        .expect("publish");
+    insights_admin.flush().await.expect("flush");
+    let heard = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(beat) = beats.next().await {
+            if beat.payload.as_ref() == br#"{"instance":"forged"}"# {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        !heard,
+        "a beat from the INSIGHTS account reached the system account"
+    );
+
+    // Where permissions allow it (the admin), a forged PREFLIGHT answer says "safe" at once.
+    let mut forged = admin
+        .subscribe("$INSIGHTS.API.PREFLIGHT")
+        .await
+        .expect("admin may subscribe");
+    let forger = admin.clone();
+    let forging = tokio::spawn(async move {
+        while let Some(request) = forged.next().await {
+            let Some(reply) = request.reply else { continue };
+            let body = serde_json::json!({
+                "type": "io.nats.insights.v1.preflight_response",
+                "timestamp": "2030-01-01T00:00:00Z", "action": "restart", "server": "x",
+                "safe": true, "leader": false, "verdict": "safe",
+                "reasons": [], "wait_for": [], "steps": [],
+            });
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Service-Id", "FORGED");
+            let _ = forger
+                .publish_with_headers(reply, headers, body.to_string().into())
+                .await;
+        }
+    });
+    admin.flush().await.expect("flush");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let followers: Vec<usize> = (0..3)
+        .filter(|i| cluster.server_name(*i) != leader)
+        .collect();
+    let down = followers[0];
+    let other = cluster.server_name(followers[1]);
+    cluster.stop(down, Stop::Kill).await.expect("kill");
+    let (client, _) = client_user(urls.clone()).await;
+    let body = serde_json::json!({"action": "restart", "server": other});
+    // The service's answer is taken, never the forgery: not safe, one of three being down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut refusals = 0;
+    while refusals < 5 {
+        let raw = nats_insights::client::request(
+            &client,
+            nats_insights::service::api::Endpoint::Preflight,
+            &body,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("a verified answer");
+        let answer: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
+        if answer["verdict"] == "unsafe" {
+            refusals += 1;
+        } else {
+            assert_ne!(answer["server"], "x", "the forged answer was taken");
+            assert!(Instant::now() < deadline, "never refused: {answer}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    // With the service gone, only the forgery answers: no answer is taken, exit code 3.
+    monitor.stop().await;
+    let dir = scratch("forged");
+    let client_toml = shipped_toml("nats-insights-client.toml", &urls, &[], &dir);
+    let (code, out, err) = client_cli(
+        &client_toml,
+        &["preflight", "restart", &other, "--timeout", "2s"],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("no verified answer on $INSIGHTS.API.PREFLIGHT"),
+        "{err}"
+    );
+    forging.abort();
+    cluster.restart(down).await.expect("restart");
+    let _ = std::fs::remove_dir_all(&dir);
 }

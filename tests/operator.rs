@@ -373,6 +373,26 @@ fn the_shipped_permissions_read_as_jwt_claims() {
     assert!(state.publish.contains(&"$KV.insights.>".to_string()));
     assert_eq!(state.subscribe, ["_INBOX_insights.>"]);
     assert!(!state.responses);
+    // The read-only client asks and hears, never answers, beats, publishes findings or forgets.
+    let client = conf_permissions(&conf, "INSIGHTS_CLIENT_PERMISSIONS");
+    assert_eq!(
+        client.subscribe,
+        ["$INSIGHTS.FINDING.>", "_INBOX_insights_client.>"]
+    );
+    assert!(client
+        .publish
+        .contains(&"$INSIGHTS.API.PREFLIGHT".to_string()));
+    assert!(client
+        .publish
+        .contains(&"$SRV.PING.nats-insights".to_string()));
+    assert!(!client.responses);
+    for subject in &client.publish {
+        assert!(
+            (subject.starts_with("$INSIGHTS.API.") && !subject.contains("GROUP"))
+                || subject == "$SRV.PING.nats-insights",
+            "{subject}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

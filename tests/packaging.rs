@@ -94,6 +94,34 @@ fn kubernetes_manifests_parse_and_run_two_non_root_replicas_with_probes() {
             "the Secret has {key}"
         );
     }
+    // The least-privilege users of deploy/insights-accounts.conf.
+    assert_eq!(secret["stringData"]["NATS_USER"].as_str(), Some("insights"));
+    assert_eq!(
+        secret["stringData"]["INSIGHTS_STATE_USER"].as_str(),
+        Some("insights_state")
+    );
+    // The HTTP listener on the pod's IP, from the downward API.
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let listen = args
+        .iter()
+        .position(|a| *a == "--metrics-listen")
+        .and_then(|i| args.get(i + 1));
+    assert_eq!(listen, Some(&"$(POD_IP):9464"), "{args:?}");
+    let pod_ip = container["env"]
+        .as_vec()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("POD_IP"))
+        .expect("POD_IP");
+    assert_eq!(
+        pod_ip["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("status.podIP")
+    );
 
     // The ConfigMap's file is a config the binary accepts, in HA mode (a shared state bucket),
     // serving the port the probes use.
@@ -120,7 +148,9 @@ fn kubernetes_manifests_parse_and_run_two_non_root_replicas_with_probes() {
         run.state.connect_args().is_some(),
         "HA needs --state-server"
     );
-    assert_eq!(run.metrics.metrics_listen.as_deref(), Some("0.0.0.0:9464"));
+    // The address comes from the Deployment's args, never every address.
+    assert_eq!(run.metrics.metrics_listen, None);
+    assert_eq!(run.connect.inbox_prefix.as_deref(), Some("_INBOX_insights"));
     assert_eq!(
         container["ports"][0]["containerPort"].as_i64(),
         Some(9464),
@@ -232,4 +262,140 @@ fn the_rolling_restart_script_parses_and_explains_itself() {
         .expect("bash");
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--restart is required"));
+}
+
+/// Every shipped file under deploy/ (configs, manifests, the env example, the script).
+fn shipped_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root().join("deploy"), &mut files);
+    files.sort();
+    files
+}
+
+/// A TOML config file of deploy/ as the binary reads it for `command`.
+fn parsed_config(name: &str, command: &str) -> nats_insights::cli::Cli {
+    let path = root().join("deploy").join(name);
+    let args = nats_insights::config::apply(
+        ["nats-insights", command, "--config"]
+            .map(std::ffi::OsString::from)
+            .into_iter()
+            .chain([path.into_os_string()])
+            .chain(
+                (command == "preflight")
+                    .then(|| ["restart".into(), "n1".into()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    <nats_insights::cli::Cli as clap::Parser>::try_parse_from(args)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_shipped_config_runs_each_part_as_its_narrow_user_never_sys() {
+    // No shipped file names the full system-account user of the test clusters.
+    for path in shipped_files() {
+        // The test clusters' and the demo's accounts (testbed's ACCOUNTS_CONF), not a
+        // production config: its header says so.
+        if path.ends_with("deploy/accounts.conf") {
+            assert!(read(&path).contains("not for production"));
+            continue;
+        }
+        let text = read(&path);
+        for line in text.lines() {
+            // Comments may say why sys is not used.
+            let line = match line.trim_start().starts_with('#') {
+                true => "",
+                false => line.split(" #").next().unwrap_or_default(),
+            };
+            let words: Vec<&str> = line
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .collect();
+            assert!(
+                !words.contains(&"sys"),
+                "{}: names the user sys: {line}",
+                path.display()
+            );
+        }
+    }
+    // The service: insights with its inbox prefix, insights_state with its own, on 127.0.0.1.
+    let nats_insights::cli::Command::Run(run) = parsed_config("nats-insights.toml", "run").command
+    else {
+        panic!("run");
+    };
+    assert_eq!(run.connect.user.as_deref(), Some("insights"));
+    assert_eq!(run.connect.inbox_prefix.as_deref(), Some("_INBOX_insights"));
+    let state = run.state.connect_args().expect("state");
+    assert_eq!(state.user.as_deref(), Some("insights_state"));
+    assert_eq!(state.inbox_prefix.as_deref(), Some("_INBOX_insights"));
+    assert_eq!(
+        run.metrics.metrics_listen.as_deref(),
+        Some("127.0.0.1:9464")
+    );
+    // The client commands: the read-only user with its own inbox prefix.
+    let nats_insights::cli::Command::Client(nats_insights::client::ClientCommand::Preflight(
+        preflight,
+    )) = parsed_config("nats-insights-client.toml", "preflight").command
+    else {
+        panic!("preflight");
+    };
+    assert_eq!(
+        preflight.request.connect.user.as_deref(),
+        Some("insights_client")
+    );
+    assert_eq!(
+        preflight.request.connect.inbox_prefix.as_deref(),
+        Some("_INBOX_insights_client")
+    );
+    // The systemd env example sets the passwords of those two users only.
+    let env = read(&root().join("deploy/systemd/env.example"));
+    let keys: Vec<&str> = env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split('=').next())
+        .collect();
+    assert_eq!(keys, ["NATS_PASSWORD", "INSIGHTS_STATE_PASSWORD"]);
+    // The NATS pods' preStop hook asks as insights_client.
+    let patch = YamlLoader::load_from_str(&read(
+        &root().join("deploy/kubernetes/nats-prestop/statefulset-patch.yaml"),
+    ))
+    .expect("YAML");
+    let env = &patch[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_vec()
+            .and_then(|e| e.iter().find(|v| v["name"].as_str() == Some(name)))
+            .map(|v| v["value"].as_str().unwrap_or("(from a secret)").to_string())
+    };
+    assert_eq!(value("NATS_USER").as_deref(), Some("insights_client"));
+    assert_eq!(
+        value("NATS_INBOX_PREFIX").as_deref(),
+        Some("_INBOX_insights_client")
+    );
+    assert_eq!(value("NATS_CREDS"), None);
+}
+
+#[test]
+fn the_rolling_restart_script_decides_on_exit_codes_and_fields_never_text() {
+    let script = read(&root().join("deploy/rolling-restart.sh"));
+    let code: Vec<&str> = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        !code.iter().any(|l| l.contains("grep")),
+        "no grep of preflight's text"
+    );
+    assert!(code.iter().any(|l| l.contains("--field leader")));
 }

@@ -74,6 +74,7 @@ fn a_healthy_group_of_three_may_restart_one_follower_and_the_leader_after_a_step
     );
     assert_eq!(answer.verdict, Verdict::Safe, "{answer:#?}");
     assert!(answer.safe && answer.reasons.is_empty());
+    assert!(!answer.leader, "a follower: no step-down");
     assert!(answer.steps.iter().any(|s| s.command.as_deref()
         == Some(&format!(
             "nats-insights wait healthy --server-name {follower}"
@@ -91,6 +92,8 @@ fn a_healthy_group_of_three_may_restart_one_follower_and_the_leader_after_a_step
         Some("nats server cluster step-down"),
         "the leader is stepped down first: {answer:#?}"
     );
+    // What rolling-restart.sh decides the step-down on.
+    assert!(answer.leader, "{answer:#?}");
 
     let whole = ask(&status, serde_json::json!({"action": "healthy"}), t(1));
     assert_eq!(whole.verdict, Verdict::Safe, "{whole:#?}");
@@ -222,6 +225,7 @@ fn without_a_fresh_view_or_for_a_stranger_the_answer_is_unknown() {
     );
     assert_eq!(stale.verdict, Verdict::Unknown, "{stale:#?}");
     assert!(stale.reasons[0].contains("last poll"));
+    assert!(!stale.leader, "a stale view says nothing about who leads");
     let stranger = ask(
         &status,
         serde_json::json!({"action": "stop", "server": "x9"}),

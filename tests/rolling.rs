@@ -1,7 +1,8 @@
 //! Preflight live: the `preflight` and `wait healthy` commands (the product binary, with its exit
 //! codes) against a monitor watching a real 3-server cluster: a restart refused while another
 //! server is down, an ungated roll that loses meta quorum beside the same roll gated by
-//! `deploy/rolling-restart.sh` that never does, a rename one at a time that ends without a stale
+//! `deploy/rolling-restart.sh` that never does (stepping the leader down first, on preflight's
+//! `leader` field), a rename one at a time that ends without a stale
 //! peer while a bulk rename is refused, and removal only of a server that is down.
 
 mod support;
@@ -113,12 +114,22 @@ async fn with_one_of_three_down_a_restart_is_refused_until_it_is_back() {
 }
 
 /// Restarts each server the script asks for: `--restart` touches `<dir>/<name>` and waits for
-/// the test to remove it once the server runs again.
+/// the test to remove it once the server runs again; `--step-down` does the same with
+/// `<dir>/step-down`, which steps the meta leader down.
 async fn serve_restarts(cluster: &mut Cluster, dir: &Path, script: &mut tokio::process::Child) {
     loop {
         if let Ok(Some(status)) = script.try_wait() {
-            assert!(status.success(), "rolling-restart.sh failed: {status}");
+            let said = std::fs::read_to_string(dir.join("script.log")).unwrap_or_default();
+            assert!(
+                status.success(),
+                "rolling-restart.sh failed: {status}\n{said}"
+            );
             return;
+        }
+        let step_down = dir.join("step-down");
+        if step_down.exists() {
+            cluster.step_down().await.expect("step down");
+            std::fs::remove_file(&step_down).expect("done");
         }
         for i in 0..cluster.size() {
             let request = dir.join(cluster.server_name(i));
@@ -155,21 +166,40 @@ async fn an_ungated_roll_loses_quorum_and_the_same_roll_gated_by_preflight_does_
     wait_healthy(&cluster, None).await;
     let before = quorum_losses(&monitor).await;
 
-    // Gated: the shipped script, restarting through the test.
+    // Gated: the shipped script, restarting and stepping down through the test, the meta
+    // leader first: it decides the step-down on preflight's `leader` field.
     let dir = tempdir("rolling");
-    let names: Vec<String> = (0..3).map(|i| cluster.server_name(i)).collect();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(15))
+        .await
+        .expect("leader");
+    let mut names: Vec<String> = (0..3).map(|i| cluster.server_name(i)).collect();
+    names.sort_by_key(|n| *n != leader);
     let restart = format!(
         "touch {0}/{{}} && while [ -e {0}/{{}} ]; do sleep 0.1; done",
         dir.display()
     );
+    let step_down = format!(
+        "touch {0}/step-down && while [ -e {0}/step-down ]; do sleep 0.1; done",
+        dir.display()
+    );
+    let log = std::fs::File::create(dir.join("script.log")).expect("log");
     let mut script = tokio::process::Command::new("bash")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/rolling-restart.sh"
         ))
-        .args(["--restart", &restart, "--step-down", "-", "--wait", "60s"])
+        .args([
+            "--restart",
+            &restart,
+            "--step-down",
+            &step_down,
+            "--wait",
+            "60s",
+        ])
         .args(["--healthy-timeout", "60s"])
         .args(&names)
+        .stderr(log)
         .env("NATS_INSIGHTS", env!("CARGO_BIN_EXE_nats-insights"))
         .env("NATS_URL", cluster.client_urls().join(","))
         .env("NATS_USER", SYS_USER)
@@ -183,6 +213,11 @@ async fn an_ungated_roll_loses_quorum_and_the_same_roll_gated_by_preflight_does_
     )
     .await
     .expect("the gated roll finished");
+    let said = std::fs::read_to_string(dir.join("script.log")).unwrap_or_default();
+    assert!(
+        said.contains(&format!("{leader} leads the meta group; stepping it down")),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     // The monitor has seen the end of it.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1,13 +1,14 @@
 //! Client edge: the CLI commands that ask a running nats-insights over NATS (`status`, `findings`,
 //! `checks`, `preflight`, `wait healthy`) or follow its finding events (`watch`). Same connection flags as `run`; every
-//! failure is one sentence a person can act on.
+//! failure is one sentence a person can act on. An answer is taken only from a live instance of
+//! the service (its `Nats-Service-Id` among those `$SRV.PING.nats-insights` returns).
 
 pub mod render;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use async_nats::{Client, RequestErrorKind};
+use async_nats::Client;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
@@ -158,6 +159,42 @@ pub struct PreflightArgs {
     /// Keep asking, once a second, until it is safe or this long has passed (`0s`: ask once).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
+    /// Print only this field of the answer instead of the text: `true`/`false`, a word, or a
+    /// list one item a line. For scripts, which then need no JSON parser (`--field leader`
+    /// before a step-down); the exit code is still the verdict's.
+    #[arg(long, value_name = "NAME", conflicts_with = "json", value_parser = PREFLIGHT_FIELDS)]
+    pub field: Option<String>,
+}
+
+/// The fields of the PREFLIGHT answer `--field` prints.
+const PREFLIGHT_FIELDS: [&str; 7] = [
+    "verdict", "safe", "leader", "reasons", "wait_for", "server", "domain",
+];
+
+/// One field of a JSON answer as a line per value: strings as they are (control characters
+/// escaped), lists one item a line, nothing for a missing field.
+pub fn field_text(raw: &[u8], field: &str) -> String {
+    let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
+    let line = |v: &serde_json::Value| -> String {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut safe = String::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_control() {
+                safe.extend(c.escape_default());
+            } else {
+                safe.push(c);
+            }
+        }
+        safe + "\n"
+    };
+    match value.get(field) {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::Array(items)) => items.iter().map(line).collect(),
+        Some(v) => line(v),
+    }
 }
 
 /// Flags of `wait`.
@@ -214,6 +251,14 @@ pub enum ClientError {
         subject: String,
         /// How long we waited.
         timeout: Duration,
+    },
+    /// An answer came, but not from a live instance of the service (or none could be checked).
+    #[error("no verified answer on {subject}: {detail}")]
+    Unverified {
+        /// The endpoint's subject.
+        subject: String,
+        /// Why each answer was not taken.
+        detail: String,
     },
     /// The service answered with a micro error.
     #[error("nats-insights refused the request on {subject} ({code}): {description}")]
@@ -293,7 +338,11 @@ pub fn main(command: ClientCommand) -> ExitCode {
     }
 }
 
-/// Sends one API request and returns the successful reply's body.
+/// Sends one API request and returns the body of the first reply that comes from a live instance
+/// of the nats-insights micro service: its `Nats-Service-Id` header is among the ids that answer
+/// `$SRV.PING.nats-insights`, asked at the same time (with several instances, any live one will
+/// do). A reply from anything else subscribed to the subject is ignored and named in a warning;
+/// when no verified reply comes, the error says why, with the exit code of no answer.
 pub async fn request(
     client: &Client,
     endpoint: Endpoint,
@@ -311,21 +360,110 @@ pub async fn request(
             })?
             .into()
     };
-    let reply = tokio::time::timeout(timeout, client.request(subject.clone(), payload)).await;
-    let message = match reply {
-        Err(_) => return Err(ClientError::Timeout { subject, timeout }),
-        Ok(Err(e)) => {
-            return Err(match e.kind() {
-                RequestErrorKind::NoResponders => ClientError::NoService { subject },
-                RequestErrorKind::TimedOut => ClientError::Timeout { subject, timeout },
-                _ => ClientError::Send {
-                    subject,
-                    detail: e.to_string(),
-                },
-            })
-        }
-        Ok(Ok(message)) => message,
+    let send_error = |e: &dyn std::fmt::Display| ClientError::Send {
+        subject: subject.clone(),
+        detail: e.to_string(),
     };
+    let inbox = client.new_inbox();
+    let ping_reply = format!("{inbox}.ping");
+    let api_reply = format!("{inbox}.api");
+    let mut replies = client
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .map_err(|e| send_error(&e))?;
+    client
+        .publish_with_reply(PING_SUBJECT, ping_reply.clone(), bytes::Bytes::new())
+        .await
+        .map_err(|e| send_error(&e))?;
+    client
+        .publish_with_reply(subject.clone(), api_reply, payload)
+        .await
+        .map_err(|e| send_error(&e))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut live = Vec::new();
+    let mut ping_answered = false;
+    let mut held: Vec<async_nats::Message> = Vec::new();
+    loop {
+        if let Some(at) = held
+            .iter()
+            .position(|m| service_id(m).is_some_and(|id| live.contains(&id)))
+        {
+            let message = held.swap_remove(at);
+            // The API's queue group sends a request to one instance: any other answer is not
+            // the service's.
+            for other in &held {
+                warn_forged(&subject, other, &live);
+            }
+            return answer(subject, message);
+        }
+        let message = match tokio::time::timeout_at(deadline, replies.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) | Err(_) => break,
+        };
+        let no_responders = message.status == Some(async_nats::StatusCode::NO_RESPONDERS);
+        if message.subject.as_str() == ping_reply {
+            if no_responders {
+                continue;
+            }
+            ping_answered = true;
+            match serde_json::from_slice::<async_nats::service::PingResponse>(&message.payload) {
+                Ok(pong) if pong.name == crate::service::SERVICE_NAME => live.push(pong.id),
+                _ => tracing::warn!("ignored an undecodable answer on {PING_SUBJECT}"),
+            }
+        } else if no_responders {
+            return Err(ClientError::NoService { subject });
+        } else {
+            held.push(message);
+        }
+    }
+    Err(match held.first() {
+        None => ClientError::Timeout { subject, timeout },
+        Some(_) if !ping_answered => ClientError::Unverified {
+            subject,
+            detail: format!(
+                "no instance answered {PING_SUBJECT} within {}, so the answer cannot be told from a forgery; may this user publish to {PING_SUBJECT}?",
+                humantime::format_duration(timeout)
+            ),
+        },
+        Some(message) => ClientError::Unverified {
+            detail: forged_reason(message, &live),
+            subject,
+        },
+    })
+}
+
+/// Micro discovery of the running instances.
+const PING_SUBJECT: &str = "$SRV.PING.nats-insights";
+
+/// The micro service id a reply says it comes from.
+fn service_id(message: &async_nats::Message) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(crate::service::SERVICE_ID_HEADER))
+        .map(|v| v.to_string())
+}
+
+fn forged_reason(message: &async_nats::Message, live: &[String]) -> String {
+    let from = match service_id(message) {
+        Some(id) => format!("from service id {:?}", id),
+        None => format!("without a {} header", crate::service::SERVICE_ID_HEADER),
+    };
+    format!(
+        "an answer came {from}, which is not a live instance of nats-insights (live: {}): something else answers on this subject; only the service's user should subscribe to $INSIGHTS.API.>",
+        if live.is_empty() { "none".to_string() } else { live.join(", ") }
+    )
+}
+
+fn warn_forged(subject: &str, message: &async_nats::Message, live: &[String]) {
+    tracing::warn!(
+        "ignored an answer on {subject}: {}",
+        forged_reason(message, live)
+    );
+}
+
+/// A verified reply: its body, or the micro error it carries.
+fn answer(subject: String, message: async_nats::Message) -> Result<bytes::Bytes, ClientError> {
     if let Some(headers) = &message.headers {
         if let Some(code) = headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE) {
             return Err(ClientError::Refused {
@@ -538,7 +676,9 @@ pub async fn preflight(args: &PreflightArgs) -> Result<u8, ClientError> {
         a.verdict == Verdict::Safe
     })
     .await?;
-    if args.request.json {
+    if let Some(field) = &args.field {
+        print!("{}", field_text(&raw, field));
+    } else if args.request.json {
         print_json(&raw);
     } else {
         print!("{}", render::preflight_text(&answer, Style::for_stdout()));
@@ -664,6 +804,37 @@ mod tests {
             panic!("findings");
         };
         assert_eq!(findings_body(&args), serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_field_prints_as_a_script_reads_it() {
+        let raw = br#"{"leader": true, "verdict": "unsafe", "reasons": ["n2 is \u001b[2Joffline", "b"], "domain": null}"#;
+        assert_eq!(field_text(raw, "leader"), "true\n");
+        assert_eq!(field_text(raw, "verdict"), "unsafe\n");
+        assert_eq!(field_text(raw, "reasons"), "n2 is \\u{1b}[2Joffline\nb\n");
+        assert_eq!(field_text(raw, "domain"), "");
+        assert_eq!(field_text(raw, "wait_for"), "");
+        let parsed =
+            Harness::try_parse_from(["x", "preflight", "restart", "n1", "--field", "leader"])
+                .expect("parses");
+        let ClientCommand::Preflight(args) = parsed.command else {
+            panic!("preflight");
+        };
+        assert_eq!(args.field.as_deref(), Some("leader"));
+        assert!(
+            Harness::try_parse_from(["x", "preflight", "restart", "n1", "--field", "steps"])
+                .is_err()
+        );
+        assert!(Harness::try_parse_from([
+            "x",
+            "preflight",
+            "restart",
+            "n1",
+            "--field",
+            "leader",
+            "--json"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub const SERVICE_NAME: &str = "nats-insights";
 pub const API_GROUP: &str = "$INSIGHTS.API";
 /// Largest request body accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Header on every API reply: the micro service id (`id` of `$SRV.PING.nats-insights`) of the
+/// instance that answered, so a client can tell the service's answers from anyone else's.
+pub const SERVICE_ID_HEADER: &str = "Nats-Service-Id";
 /// `type` of the STATUS response.
 pub const STATUS_TYPE: &str = "io.nats.insights.v1.status_response";
 
@@ -335,6 +338,7 @@ pub async fn serve(
         .start(SERVICE_NAME, crate::VERSION)
         .await
         .map_err(ServiceError::Start)?;
+    let service_id = service.info().await.id;
     let group = service.group(API_GROUP);
     let mut streams = Vec::new();
     for endpoint in Endpoint::ALL {
@@ -389,7 +393,9 @@ pub async fn serve(
                     count_rejection(&rejections, endpoint, error.code());
                     service::error::Error { status: error.description(), code: usize::from(error.code()) }
                 });
-                if let Err(error) = request.respond(reply).await {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(SERVICE_ID_HEADER, service_id.as_str());
+                if let Err(error) = request.respond_with_headers(reply, headers).await {
                     tracing::debug!(endpoint = endpoint.name(), %error, "cannot answer a request");
                 }
             }

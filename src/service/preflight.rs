@@ -150,6 +150,10 @@ pub struct PreflightResponse {
     pub domain: Option<String>,
     /// True only for [`Verdict::Safe`].
     pub safe: bool,
+    /// Whether the server asked about leads its meta group now: before a restart or stop, step
+    /// it down first (rolling-restart.sh reads this field, never the text of the steps).
+    #[serde(default)]
+    pub leader: bool,
     /// Safe, unsafe or unknown.
     pub verdict: Verdict,
     /// Why it is not safe (or what is unknown), one sentence each.
@@ -257,6 +261,14 @@ pub fn preflight(question: &Question, status: &EngineStatus, now: SystemTime) ->
         to: question.to.clone(),
         domain: group.and_then(|m| m.domain.clone()),
         safe: verdict == Verdict::Safe,
+        leader: match (group, &question.server) {
+            (Some(meta), Some(server))
+                if meta.unheard_since.is_none() && fresh(status, now).is_ok() =>
+            {
+                meta.members.iter().any(|m| m.leader && &m.name == server)
+            }
+            _ => false,
+        },
         verdict,
         reasons: answer.reasons,
         wait_for: answer.wait_for,
