@@ -422,14 +422,50 @@ async fn raises_kept(js: &jetstream::Context, finding: &str) -> Vec<String> {
     ids
 }
 
+/// Moves the findings stream's leader off `server`: a stream whose leader was just killed keeps
+/// nothing published to it over core NATS until it elects another, which is about the stream,
+/// not the ids under test.
+async fn stream_leader_off(js: &jetstream::Context, server: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = match js.get_stream("INSIGHTS_FINDINGS").await {
+            Ok(stream) => stream
+                .cached_info()
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader.clone()),
+            Err(_) => None,
+        };
+        match leader.as_deref() {
+            Some(l) if l != server => return,
+            Some(_) => {
+                let _: Result<serde_json::Value, _> = js
+                    .request(
+                        "STREAM.LEADER.STEPDOWN.INSIGHTS_FINDINGS".to_string(),
+                        &serde_json::json!({}),
+                    )
+                    .await;
+            }
+            None => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the findings stream keeps its leader on {server}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Kills `f`, expects its META_001 raised, restarts it and expects the resolution; returns the
 /// raise.
 async fn crash_and_recover(
     cluster: &mut Cluster,
     events: &mut Events,
+    js: &jetstream::Context,
     f: usize,
 ) -> nats_insights::publish::FindingEvent {
     let name = cluster.server_name(f);
+    stream_leader_off(js, &name).await;
     cluster.stop(f, Stop::Kill).await.expect("kill");
     let raised = events
         .expect(
@@ -519,11 +555,11 @@ async fn event_ids_never_repeat_across_a_memory_restart_or_a_recreated_bucket() 
     // Memory mode: crash and recovery, the service restarted, the same crash again.
     let monitor = memory().await;
     wait_for_status(&admin).await;
-    let first = crash_and_recover(&mut cluster, &mut events, f).await;
+    let first = crash_and_recover(&mut cluster, &mut events, &js, f).await;
     monitor.stop().await;
     let monitor = memory().await;
     wait_for_status(&admin).await;
-    let second = crash_and_recover(&mut cluster, &mut events, f).await;
+    let second = crash_and_recover(&mut cluster, &mut events, &js, f).await;
     monitor.stop().await;
     assert_ne!(
         first.id, second.id,
@@ -538,7 +574,7 @@ async fn event_ids_never_repeat_across_a_memory_restart_or_a_recreated_bucket() 
     // A bucket: a crash, the bucket deleted and recreated by the next start, the crash again.
     let monitor = durable().await;
     wait_for_store(&admin, "healthy").await;
-    let third = crash_and_recover(&mut cluster, &mut events, f).await;
+    let third = crash_and_recover(&mut cluster, &mut events, &js, f).await;
     monitor.stop().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Err(e) = js.delete_key_value("insights").await {
@@ -547,7 +583,7 @@ async fn event_ids_never_repeat_across_a_memory_restart_or_a_recreated_bucket() 
     }
     let monitor = durable().await;
     wait_for_store(&admin, "healthy").await;
-    let fourth = crash_and_recover(&mut cluster, &mut events, f).await;
+    let fourth = crash_and_recover(&mut cluster, &mut events, &js, f).await;
     monitor.stop().await;
     assert_ne!(
         third.id, fourth.id,
