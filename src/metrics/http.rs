@@ -1,27 +1,40 @@
 //! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz`, the status page (`/`, see
 //! `page`) and `/api/status.json`: GET and HEAD only, one request per connection
-//! (`Connection: close`), request heads capped at 8 KiB and 5 s (answers may be any size). That is
-//! all a Prometheus scraper, a Kubernetes probe and a browser need, without a web framework's
-//! dependencies.
+//! (`Connection: close`), request heads capped at 8 KiB, at most 256 connections open, each given
+//! 5 s to finish its TLS handshake and send its head, and 10 s to take its answer (which may be
+//! any size). TLS and basic auth come from a web config file (`web`). That is all a Prometheus
+//! scraper, a Kubernetes probe and a browser need, without a web framework's dependencies.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
+use super::web::WebConfig;
 use super::{encode, health, page, Recorder};
 use crate::checks::Thresholds;
 use crate::service::api::{self, Endpoint};
 use crate::service::{EngineStatus, Instance};
 
-/// Largest request head read.
+/// Largest request head read (a body is never read: GET and HEAD only).
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a client gets to send its request and read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; one more is closed at once. Each holds a task and a socket for at
+/// most `HEAD_TIMEOUT` + `ANSWER_TIMEOUT`, so a flood of idle sockets costs bounded memory and
+/// leaves a scrape waiting at most `HEAD_TIMEOUT` for room.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client gets, from its connection, to finish the TLS handshake and send its request
+/// head: a client that sends nothing, or dribbles its head, is dropped after it.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to check the credentials and hand over the answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two warnings that connections were refused.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Content type of the text exposition format prometheus-client writes (OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the status page.
@@ -35,6 +48,7 @@ pub const STATUS_JSON_PATH: &str = "/api/status.json";
 #[derive(Debug)]
 pub struct MetricsServer {
     listener: TcpListener,
+    web: WebConfig,
 }
 
 impl MetricsServer {
@@ -43,7 +57,30 @@ impl MetricsServer {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
-        Ok(MetricsServer { listener })
+        Ok(MetricsServer {
+            listener,
+            web: WebConfig::default(),
+        })
+    }
+
+    /// Serves with the TLS and basic auth of a web config file (`--web-config-file`).
+    pub fn with_web_config(mut self, web: WebConfig) -> MetricsServer {
+        self.web = web;
+        self
+    }
+
+    /// What the web config file turned on, for the start-up log line.
+    pub fn web_config_summary(&self) -> String {
+        self.web.summary()
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.web.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The address it listens on (useful with port 0).
@@ -67,7 +104,11 @@ impl MetricsServer {
             instance,
             thresholds,
             poll_interval,
+            auth: self.web.auth.clone(),
         });
+        let tls = self.web.tls.clone().map(TlsAcceptor::from);
+        let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let (mut refused, mut warned_at) = (0u64, None::<Instant>);
         let registry = recorder.registry();
         recorder.update(&status.borrow_and_update());
         loop {
@@ -80,17 +121,47 @@ impl MetricsServer {
                     recorder.update(&current);
                 }
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = room.clone().try_acquire_owned() else {
+                            // Full: closing at once costs nothing and leaves the engine alone;
+                            // the idle ones holding the room are dropped within HEAD_TIMEOUT.
+                            drop(stream);
+                            refused += 1;
+                            if warned_at.is_none_or(|t| t.elapsed() >= REFUSED_WARN_EVERY) {
+                                tracing::warn!(
+                                    refused,
+                                    %peer,
+                                    "metrics listener has {MAX_CONNECTIONS} connections open: \
+                                     refusing more (counted since start)"
+                                );
+                                warned_at = Some(Instant::now());
+                            }
+                            continue;
+                        };
                         let registry = registry.clone();
-                        let current = status.borrow().clone();
                         let served = served.clone();
+                        let status = status.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            let answer = tokio::time::timeout(
-                                IO_TIMEOUT,
-                                answer(stream, &registry, &current, &served),
-                            );
-                            if let Ok(Err(error)) = answer.await {
-                                tracing::debug!(%error, "metrics request failed");
+                            let _permit = permit;
+                            let result = match tls {
+                                Some(tls) => {
+                                    let deadline = Instant::now() + HEAD_TIMEOUT;
+                                    match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                                        Ok(Ok(stream)) => {
+                                            exchange(stream, deadline, &registry, &status, &served).await
+                                        }
+                                        Ok(Err(error)) => Err(error),
+                                        Err(_) => Err(timed_out("TLS handshake")),
+                                    }
+                                }
+                                None => {
+                                    let deadline = Instant::now() + HEAD_TIMEOUT;
+                                    exchange(stream, deadline, &registry, &status, &served).await
+                                }
+                            };
+                            if let Err(error) = result {
+                                tracing::debug!(%error, %peer, "metrics request failed");
                             }
                         });
                     }
@@ -111,19 +182,24 @@ struct Served {
     instance: Instance,
     thresholds: Thresholds,
     poll_interval: Duration,
+    /// Users of the web config file; `None` serves everyone.
+    auth: Option<Arc<super::web::BasicAuth>>,
 }
 
-/// A parsed request line.
+/// A parsed request head.
 #[derive(Debug, PartialEq, Eq)]
 struct Request<'a> {
     method: &'a str,
     path: &'a str,
+    /// The value of the `Authorization` header, if any.
+    authorization: Option<&'a str>,
 }
 
-/// Parses the request line of a head that ends with an empty line; `None` when it is not HTTP.
+/// Parses a head that ends with an empty line; `None` when it is not HTTP.
 fn parse_head(head: &[u8]) -> Option<Request<'_>> {
     let text = std::str::from_utf8(head).ok()?;
-    let line = text.lines().next()?;
+    let mut lines = text.lines();
+    let line = lines.next()?;
     let mut parts = line.split(' ');
     let method = parts.next()?;
     let target = parts.next()?;
@@ -132,7 +208,23 @@ fn parse_head(head: &[u8]) -> Option<Request<'_>> {
         return None;
     }
     let path = target.split('?').next().unwrap_or(target);
-    Some(Request { method, path })
+    let authorization = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| value.trim());
+    Some(Request {
+        method,
+        path,
+        authorization,
+    })
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} not done within {HEAD_TIMEOUT:?}"),
+    )
 }
 
 /// Status line, content type and body for a request.
@@ -196,50 +288,85 @@ fn route(
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    registry: &Registry,
-    status: &EngineStatus,
-    served: &Served,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
+/// Reads a request head: `true` once it ends with an empty line, `false` when the client closes
+/// first or sends more than `MAX_HEAD`.
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    head: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     let mut buf = [0u8; 1024];
-    let complete = loop {
+    loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            break false;
+            return Ok(false);
         }
         head.extend_from_slice(&buf[..n]);
         if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            break true;
+            return Ok(true);
         }
         if head.len() > MAX_HEAD {
-            break false;
+            return Ok(false);
         }
-    };
-    let request = if complete { parse_head(&head) } else { None };
-    let (status_line, content_type, body, head_only) = match request {
-        Some(request) => {
-            let (line, kind, body) = route(&request, registry, status, served, SystemTime::now());
-            (line, kind, body, request.method == "HEAD")
-        }
-        None => (
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            b"bad request\n".to_vec(),
-            false,
-        ),
-    };
-    let head = format!(
-        "HTTP/1.1 {status_line}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut response = head.into_bytes();
-    if !head_only {
-        response.extend_from_slice(&body);
     }
-    stream.write_all(&response).await?;
-    stream.shutdown().await
+}
+
+/// One request and its answer on an accepted (and, with TLS, handshaken) connection: the head
+/// must be in by `deadline`, the answer out within `ANSWER_TIMEOUT`.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    deadline: Instant,
+    registry: &Registry,
+    status: &watch::Receiver<Arc<EngineStatus>>,
+    served: &Served,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let complete = tokio::time::timeout_at(deadline, read_head(&mut stream, &mut head))
+        .await
+        .map_err(|_| timed_out("request head"))??;
+    let request = if complete { parse_head(&head) } else { None };
+    tokio::time::timeout(ANSWER_TIMEOUT, async {
+        let allowed = match (&request, &served.auth) {
+            (Some(request), Some(auth)) => auth.allows(request.authorization).await,
+            _ => true,
+        };
+        let mut extra = "";
+        let (status_line, content_type, body, head_only) = match request {
+            Some(request) if !allowed => {
+                extra = "WWW-Authenticate: Basic realm=\"nats-insights\", charset=\"UTF-8\"\r\n";
+                (
+                    "401 Unauthorized",
+                    "text/plain; charset=utf-8",
+                    b"unauthorized\n".to_vec(),
+                    request.method == "HEAD",
+                )
+            }
+            Some(request) => {
+                // The status as it is now, after the client's head came in.
+                let current = status.borrow().clone();
+                let (line, kind, body) =
+                    route(&request, registry, &current, served, SystemTime::now());
+                (line, kind, body, request.method == "HEAD")
+            }
+            None => (
+                "400 Bad Request",
+                "text/plain; charset=utf-8",
+                b"bad request\n".to_vec(),
+                false,
+            ),
+        };
+        let head = format!(
+            "HTTP/1.1 {status_line}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut response = head.into_bytes();
+        if !head_only {
+            response.extend_from_slice(&body);
+        }
+        stream.write_all(&response).await?;
+        stream.shutdown().await
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken in time"))?
 }
 
 #[cfg(test)]
@@ -252,8 +379,14 @@ mod tests {
             parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Some(Request {
                 method: "GET",
-                path: "/metrics"
+                path: "/metrics",
+                authorization: None,
             })
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nauthorization:  Basic dTpw \r\n\r\nAuthorization: x")
+                .and_then(|r| r.authorization),
+            Some("Basic dTpw")
         );
         assert_eq!(parse_head(b"\x16\x03\x01 binary"), None);
         assert_eq!(parse_head(b"GET /metrics\r\n\r\n"), None);
@@ -267,6 +400,7 @@ mod tests {
             },
             thresholds: Thresholds::default(),
             poll_interval: Duration::from_secs(1),
+            auth: None,
         }
     }
 
@@ -279,6 +413,7 @@ mod tests {
         let get = |path| Request {
             method: "GET",
             path,
+            authorization: None,
         };
         let route = |request: &Request<'_>| route(request, &registry, &status, &served, now);
         assert_eq!(route(&get("/metrics")).0, "200 OK");
@@ -294,6 +429,7 @@ mod tests {
         let post = Request {
             method: "POST",
             path: "/metrics",
+            authorization: None,
         };
         assert_eq!(route(&post).0, "405 Method Not Allowed");
     }
@@ -307,6 +443,7 @@ mod tests {
         let request = Request {
             method: "GET",
             path: STATUS_JSON_PATH,
+            authorization: None,
         };
         let (line, _, body) = route(&request, &registry, &status, &served, now);
         assert_eq!(line, "200 OK");

@@ -5,8 +5,10 @@
 
 pub mod http;
 pub mod page;
+pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +36,28 @@ pub struct MetricsArgs {
     /// page on / (e.g. `0.0.0.0:9464`; port 0 picks a free one and logs it).
     #[arg(long, env = "INSIGHTS_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+
+    /// TLS and basic auth for --metrics-listen from a web config file in the YAML format
+    /// Prometheus exporters read (`tls_server_config`, `basic_auth_users` with bcrypt hashes).
+    #[arg(
+        long,
+        alias = "web.config.file",
+        env = "INSIGHTS_WEB_CONFIG_FILE",
+        value_name = "FILE",
+        requires = "metrics_listen"
+    )]
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl MetricsArgs {
+    /// The web config file's TLS and basic auth (none without `--web-config-file`); the error is
+    /// one line naming the file and the problem.
+    pub fn web_config(&self) -> Result<web::WebConfig, String> {
+        match &self.web_config_file {
+            Some(path) => web::WebConfig::load(path),
+            None => Ok(web::WebConfig::default()),
+        }
+    }
 }
 
 /// A meta group's series are labelled with its domain (`default` for the default domain): the
