@@ -434,6 +434,65 @@ mod tests {
         assert_eq!(route(&post).0, "405 Method Not Allowed");
     }
 
+    /// One exchange over an in-memory stream: the answer's status line and head.
+    async fn exchange_with(served: &Served, request: &str) -> String {
+        let registry = Recorder::new(SystemTime::now()).registry();
+        let (_tx, status) = watch::channel(Arc::new(EngineStatus::default()));
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(request.as_bytes()).await.expect("write");
+        let deadline = Instant::now() + HEAD_TIMEOUT;
+        exchange(server, deadline, &registry, &status, served)
+            .await
+            .expect("exchange");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn basic_auth_guards_every_path_with_401_and_a_challenge() {
+        let hash = bcrypt::hash("pw", 4).expect("hash");
+        let web = WebConfig::parse(
+            &format!("basic_auth_users:\n  scraper: '{hash}'\n"),
+            std::path::Path::new("."),
+        )
+        .expect("web config");
+        let guarded = Served {
+            auth: web.auth,
+            ..served()
+        };
+        for path in ["/metrics", "/healthz", "/", STATUS_JSON_PATH, "/nothing"] {
+            let head = exchange_with(&guarded, &format!("GET {path} HTTP/1.1\r\n\r\n")).await;
+            assert!(
+                head.starts_with("HTTP/1.1 401 Unauthorized"),
+                "{path}: {head}"
+            );
+            assert!(
+                head.contains("\r\nWWW-Authenticate: Basic realm="),
+                "{head}"
+            );
+        }
+        // dXNlcjpwdw== is user:pw (a user that does not exist); c2NyYXBlcjpwdw== is scraper:pw.
+        let wrong = "GET /metrics HTTP/1.1\r\nAuthorization: Basic dXNlcjpwdw==\r\n\r\n";
+        assert!(exchange_with(&guarded, wrong).await.contains(" 401 "));
+        let right = "GET /metrics HTTP/1.1\r\nAuthorization: Basic c2NyYXBlcjpwdw==\r\n\r\n";
+        let head = exchange_with(&guarded, right).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(!head.contains("WWW-Authenticate"), "{head}");
+        // Without users everyone is served; garbage is still a 400.
+        let open = served();
+        assert!(exchange_with(&open, "GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200 OK"));
+        assert!(exchange_with(&open, "\x16\x03\x01 hello\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 400 Bad Request"));
+    }
+
     #[test]
     fn status_json_is_what_the_status_endpoint_answers() {
         let registry = Recorder::new(SystemTime::now()).registry();

@@ -43,8 +43,7 @@ pub struct MetricsArgs {
         long,
         alias = "web.config.file",
         env = "INSIGHTS_WEB_CONFIG_FILE",
-        value_name = "FILE",
-        requires = "metrics_listen"
+        value_name = "FILE"
     )]
     pub web_config_file: Option<PathBuf>,
 }
@@ -53,9 +52,13 @@ impl MetricsArgs {
     /// The web config file's TLS and basic auth (none without `--web-config-file`); the error is
     /// one line naming the file and the problem.
     pub fn web_config(&self) -> Result<web::WebConfig, String> {
-        match &self.web_config_file {
-            Some(path) => web::WebConfig::load(path),
-            None => Ok(web::WebConfig::default()),
+        match (&self.web_config_file, &self.metrics_listen) {
+            (Some(path), Some(_)) => web::WebConfig::load(path),
+            (Some(path), None) => Err(format!(
+                "--web-config-file {} is for the HTTP listener: give --metrics-listen too",
+                path.display()
+            )),
+            (None, _) => Ok(web::WebConfig::default()),
         }
     }
 }
