@@ -705,6 +705,13 @@ mod tests {
         )
         .expect_err("no certificate");
         assert!(error.contains("holds no PEM certificate"), "{error}");
+
+        // The shipped example, with a certificate under the names it gives.
+        std::fs::copy(dir.join("cert.pem"), dir.join("tls.crt")).expect("copy");
+        std::fs::copy(dir.join("key.pem"), dir.join("tls.key")).expect("copy");
+        let example = include_str!("../../deploy/web-config.yml");
+        let shipped = WebConfig::parse(example, &dir).expect("deploy/web-config.yml parses");
+        assert!(shipped.tls.is_some() && shipped.auth.is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
