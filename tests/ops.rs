@@ -291,14 +291,14 @@ fn closed_by_server(mut socket: &std::net::TcpStream) -> bool {
     }
 }
 
-/// 2,000 idle sockets (opened, never written to, kept open) and one client dribbling its head:
-/// past the 256 the listener serves, connections are closed at once; the idle ones and the
-/// dribbler are dropped after the head timeout; all the while the service polls, its descriptors
-/// stay bounded, and a normal scrape succeeds.
+/// 2,000 idle sockets (opened, never written to, kept open), one client dribbling its head, then
+/// a sustained flood of new idle sockets: past the 256 the listener holds, the oldest idle ones
+/// are closed; every idle one and the dribbler are dropped after the head timeout; all the while
+/// the service polls, its descriptors stay bounded, and normal scrapes succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_sockets_leave_polling_and_scrapes_working() {
     const IDLE: usize = 2000;
-    raise_open_files(IDLE as u64 + 1000);
+    raise_open_files(IDLE as u64 * 3 + 1000);
     let cluster = cluster(3).await;
     let (mut child, addr) = start_binary(&cluster, "", "http").await;
     let pid = child.id().expect("pid");
@@ -335,7 +335,8 @@ async fn two_thousand_idle_sockets_leave_polling_and_scrapes_working() {
         None
     });
 
-    // Past the limit, connections were closed at once; the service's descriptors stay bounded.
+    // Past the limit, connections were closed at once (the oldest idle ones, for newer ones); the
+    // service's descriptors stay bounded.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds = open_fds(pid);
     assert!(
@@ -369,11 +370,54 @@ async fn two_thousand_idle_sockets_leave_polling_and_scrapes_working() {
     let (code, _, body) = get(addr, "/healthz").await.expect("healthz");
     assert_eq!(code, 200, "{body}");
 
-    // Every idle socket is dropped by the head timeout (5 s), the dribbler too, and the
-    // descriptors go back.
+    // A sustained flood: a new idle socket every 4 ms for 10 s, far more than the head timeout
+    // frees. Scrapes still get through (each takes the place of the oldest idle socket).
+    let flooding = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let mut sockets = Vec::new();
+        while std::time::Instant::now() < until {
+            if let Ok(socket) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            {
+                let _ = socket.set_nonblocking(true);
+                sockets.push(socket);
+            }
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        sockets
+    });
+    let (mut scraped, mut tried) = (0, 0);
+    while !flooding.is_finished() {
+        tried += 1;
+        if matches!(get(addr, "/metrics").await, Some((200, _, _))) {
+            scraped += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let flood = flooding.await.expect("flood");
+    assert!(
+        flood.len() > 1000,
+        "only {} sockets opened in the flood",
+        flood.len()
+    );
+    assert!(
+        scraped >= 3 && scraped * 2 >= tried,
+        "{scraped} of {tried} scrapes got through a flood of {} idle sockets",
+        flood.len()
+    );
+    assert!(
+        polls(addr).await.is_some_and(|n| n >= before + 10),
+        "the service stopped polling under the flood"
+    );
+
+    // Every idle socket is dropped by the head timeout (5 s) or for a newer one, the dribbler
+    // too, and the descriptors go back.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let open = idle.iter().filter(|s| !closed_by_server(s)).count();
+        let open = idle
+            .iter()
+            .chain(&flood)
+            .filter(|s| !closed_by_server(s))
+            .count();
         if open == 0 {
             break;
         }
@@ -388,7 +432,7 @@ async fn two_thousand_idle_sockets_leave_polling_and_scrapes_working() {
         dribbled.is_some_and(|t| t < Duration::from_secs(15)),
         "a client dribbling its head was kept for {dribbled:?}"
     );
-    drop(idle);
+    drop((idle, flood));
     assert!(
         open_fds(pid) < fds_before + 64,
         "descriptors not given back"

@@ -1,18 +1,21 @@
 //! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz`, the status page (`/`, see
 //! `page`) and `/api/status.json`: GET and HEAD only, one request per connection
-//! (`Connection: close`), request heads capped at 8 KiB, at most 256 connections open, each given
-//! 5 s to finish its TLS handshake and send its head, and 10 s to take its answer (which may be
-//! any size). TLS and basic auth come from a web config file (`web`). That is all a Prometheus
+//! (`Connection: close`), request heads capped at 8 KiB, at most 256 connections open (when full,
+//! a new one takes the place of the oldest that has not sent its head yet), each given 5 s to
+//! finish its TLS handshake and send its head, and 10 s to take its answer (which may be any
+//! size). TLS and basic auth come from a web config file (`web`). That is all a Prometheus
 //! scraper, a Kubernetes probe and a browser need, without a web framework's dependencies.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -24,16 +27,17 @@ use crate::service::{EngineStatus, Instance};
 
 /// Largest request head read (a body is never read: GET and HEAD only).
 const MAX_HEAD: usize = 8 * 1024;
-/// Connections served at once; one more is closed at once. Each holds a task and a socket for at
-/// most `HEAD_TIMEOUT` + `ANSWER_TIMEOUT`, so a flood of idle sockets costs bounded memory and
-/// leaves a scrape waiting at most `HEAD_TIMEOUT` for room.
+/// Connections open at once. When all are taken, a new one takes the place of the oldest that
+/// has not sent its head yet (a scraper sends its head at once; an idle socket never does), and is
+/// closed at once only when every connection is past its head. Each holds a task and a socket for
+/// at most `HEAD_TIMEOUT` + `ANSWER_TIMEOUT`: a flood costs bounded memory, never the engine.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Time a client gets, from its connection, to finish the TLS handshake and send its request
 /// head: a client that sends nothing, or dribbles its head, is dropped after it.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time to check the credentials and hand over the answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Least time between two warnings that connections were refused.
+/// Least time between two warnings that connections were dropped for room.
 const REFUSED_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Content type of the text exposition format prometheus-client writes (OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -107,8 +111,8 @@ impl MetricsServer {
             auth: self.web.auth.clone(),
         });
         let tls = self.web.tls.clone().map(TlsAcceptor::from);
-        let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let (mut refused, mut warned_at) = (0u64, None::<Instant>);
+        let slots = Slots::new(MAX_CONNECTIONS);
+        let (mut dropped, mut warned_at) = (0u64, None::<Instant>);
         let registry = recorder.registry();
         recorder.update(&status.borrow_and_update());
         loop {
@@ -122,43 +126,47 @@ impl MetricsServer {
                 }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let Ok(permit) = room.clone().try_acquire_owned() else {
-                            // Full: closing at once costs nothing and leaves the engine alone;
-                            // the idle ones holding the room are dropped within HEAD_TIMEOUT.
-                            drop(stream);
-                            refused += 1;
+                        let (permit, took_over) = slots.take();
+                        if took_over || permit.is_none() {
+                            dropped += 1;
                             if warned_at.is_none_or(|t| t.elapsed() >= REFUSED_WARN_EVERY) {
                                 tracing::warn!(
-                                    refused,
+                                    dropped,
                                     %peer,
                                     "metrics listener has {MAX_CONNECTIONS} connections open: \
-                                     refusing more (counted since start)"
+                                     dropping the oldest idle ones, or new ones when none is idle \
+                                     (counted since start)"
                                 );
                                 warned_at = Some(Instant::now());
                             }
+                        }
+                        // Every connection is past its head: closing at once costs nothing.
+                        let Some(permit) = permit else {
+                            drop(stream);
                             continue;
                         };
+                        let (waiter, evicted) = slots.wait(permit);
                         let registry = registry.clone();
                         let served = served.clone();
                         let status = status.clone();
                         let tls = tls.clone();
                         tokio::spawn(async move {
-                            let _permit = permit;
-                            let result = match tls {
-                                Some(tls) => {
-                                    let deadline = Instant::now() + HEAD_TIMEOUT;
-                                    match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                            let deadline = Instant::now() + HEAD_TIMEOUT;
+                            let connection = async {
+                                match tls {
+                                    Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
                                         Ok(Ok(stream)) => {
-                                            exchange(stream, deadline, &registry, &status, &served).await
+                                            exchange(stream, deadline, Some(waiter), &registry, &status, &served).await
                                         }
                                         Ok(Err(error)) => Err(error),
                                         Err(_) => Err(timed_out("TLS handshake")),
-                                    }
+                                    },
+                                    None => exchange(stream, deadline, Some(waiter), &registry, &status, &served).await,
                                 }
-                                None => {
-                                    let deadline = Instant::now() + HEAD_TIMEOUT;
-                                    exchange(stream, deadline, &registry, &status, &served).await
-                                }
+                            };
+                            let result = tokio::select! {
+                                result = connection => result,
+                                _ = evicted => Err(taken_over()),
                             };
                             if let Err(error) = result {
                                 tracing::debug!(%error, %peer, "metrics request failed");
@@ -174,6 +182,85 @@ impl MetricsServer {
             }
         }
     }
+}
+
+/// The listener's connection slots (permits). A connection holds one from accept to close; until
+/// its head is in, the slot is parked here with a way to drop the connection, so that a newcomer
+/// can take the oldest parked slot when none is free.
+struct Slots {
+    room: Arc<Semaphore>,
+    /// Connections waiting for their head, by accept order: their slot and their drop signal.
+    waiting: Mutex<BTreeMap<u64, (OwnedSemaphorePermit, oneshot::Sender<()>)>>,
+    next: AtomicU64,
+}
+
+impl Slots {
+    fn new(size: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            room: Arc::new(Semaphore::new(size)),
+            waiting: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for a new connection: a free one, else the oldest waiting connection's (which is
+    /// told to close; `true`), else none (every connection is past its head).
+    fn take(&self) -> (Option<OwnedSemaphorePermit>, bool) {
+        if let Ok(permit) = self.room.clone().try_acquire_owned() {
+            return (Some(permit), false);
+        }
+        let oldest = self.waiting.lock().ok().and_then(|mut w| w.pop_first());
+        match oldest {
+            Some((_, (permit, drop_it))) => {
+                let _ = drop_it.send(());
+                (Some(permit), true)
+            }
+            None => (None, false),
+        }
+    }
+
+    /// Parks the slot of a connection that has not sent its head; the receiver fires when a
+    /// newcomer takes it.
+    fn wait(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> (Waiter, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (drop_it, dropped) = oneshot::channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(id, (permit, drop_it));
+        }
+        (
+            Waiter {
+                slots: self.clone(),
+                id,
+            },
+            dropped,
+        )
+    }
+}
+
+/// A connection's parked slot; dropping it frees the slot.
+struct Waiter {
+    slots: Arc<Slots>,
+    id: u64,
+}
+
+impl Waiter {
+    /// The slot back once the head is in; `None` when a newcomer took it meanwhile.
+    fn done(self) -> Option<OwnedSemaphorePermit> {
+        let mut waiting = self.slots.waiting.lock().ok()?;
+        waiting.remove(&self.id).map(|(permit, _)| permit)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.slots.waiting.lock() {
+            waiting.remove(&self.id);
+        }
+    }
+}
+
+fn taken_over() -> std::io::Error {
+    std::io::Error::other("closed before its head came in: the listener was full")
 }
 
 /// What every answer may need besides the status, fixed at start.
@@ -311,10 +398,12 @@ async fn read_head<S: AsyncRead + Unpin>(
 }
 
 /// One request and its answer on an accepted (and, with TLS, handshaken) connection: the head
-/// must be in by `deadline`, the answer out within `ANSWER_TIMEOUT`.
+/// must be in by `deadline`, the answer out within `ANSWER_TIMEOUT`. `waiter` is the connection's
+/// parked slot, taken back once the head is in.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     deadline: Instant,
+    waiter: Option<Waiter>,
     registry: &Registry,
     status: &watch::Receiver<Arc<EngineStatus>>,
     served: &Served,
@@ -323,6 +412,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let complete = tokio::time::timeout_at(deadline, read_head(&mut stream, &mut head))
         .await
         .map_err(|_| timed_out("request head"))??;
+    let _slot = match waiter {
+        Some(waiter) => Some(waiter.done().ok_or_else(taken_over)?),
+        None => None,
+    };
     let request = if complete { parse_head(&head) } else { None };
     tokio::time::timeout(ANSWER_TIMEOUT, async {
         let allowed = match (&request, &served.auth) {
@@ -434,6 +527,32 @@ mod tests {
         assert_eq!(route(&post).0, "405 Method Not Allowed");
     }
 
+    #[test]
+    fn a_full_listener_gives_the_oldest_idle_slot_to_a_newcomer() {
+        let slots = Slots::new(2);
+        let (first, took_over) = slots.take();
+        assert!(!took_over);
+        let (first, mut first_dropped) = slots.wait(first.expect("free slot"));
+        let (second, _) = slots.take();
+        let (second, mut second_dropped) = slots.wait(second.expect("free slot"));
+        // Full: the newcomer takes the oldest waiting connection's slot, which is told to close.
+        let (third, took_over) = slots.take();
+        assert!(took_over && third.is_some());
+        assert!(first_dropped.try_recv().is_ok());
+        assert!(first.done().is_none(), "its slot is gone");
+        // A connection past its head keeps its slot; with none waiting, a newcomer is refused.
+        let _answering = second.done().expect("still its slot");
+        assert!(second_dropped.try_recv().is_err());
+        let (third, _) = slots.wait(third.expect("slot"));
+        let _answering_too = third.done().expect("its slot");
+        assert!(matches!(slots.take(), (None, false)));
+        drop(_answering);
+        assert!(
+            slots.take().0.is_some(),
+            "a slot frees when its connection ends"
+        );
+    }
+
     /// One exchange over an in-memory stream: the answer's status line and head.
     async fn exchange_with(served: &Served, request: &str) -> String {
         let registry = Recorder::new(SystemTime::now()).registry();
@@ -441,7 +560,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         client.write_all(request.as_bytes()).await.expect("write");
         let deadline = Instant::now() + HEAD_TIMEOUT;
-        exchange(server, deadline, &registry, &status, served)
+        exchange(server, deadline, None, &registry, &status, served)
             .await
             .expect("exchange");
         let mut answer = String::new();

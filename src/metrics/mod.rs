@@ -634,6 +634,41 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_web_config_flag_takes_the_exporters_spelling_and_needs_the_listener() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["nats-insights", "run"];
+            argv.extend(extra);
+            match crate::cli::Cli::try_parse_from(argv)
+                .expect("parses")
+                .command
+            {
+                crate::cli::Command::Run(args) => args.metrics,
+                _ => panic!("not run"),
+            }
+        };
+        for flag in ["--web-config-file", "--web.config.file"] {
+            let args = parse(&[
+                "--metrics-listen",
+                "127.0.0.1:0",
+                flag,
+                "/nonexistent/web.yml",
+            ]);
+            assert_eq!(
+                args.web_config_file,
+                Some(PathBuf::from("/nonexistent/web.yml"))
+            );
+            let error = args.web_config().expect_err("missing file");
+            assert!(error.contains("/nonexistent/web.yml"), "{error}");
+        }
+        let error = parse(&["--web-config-file", "/etc/web.yml"])
+            .web_config()
+            .expect_err("no listener");
+        assert!(error.contains("--metrics-listen"), "{error}");
+        assert!(parse(&[]).web_config().expect("none").tls.is_none());
+    }
     use crate::history::{ChangeSource, LeaderChange};
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {

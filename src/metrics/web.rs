@@ -60,7 +60,11 @@ impl WebConfig {
             parts.push("TLS".to_string());
         }
         if let Some(auth) = &self.auth {
-            parts.push(format!("basic auth ({} users)", auth.users.len()));
+            let n = auth.users.len();
+            parts.push(format!(
+                "basic auth ({n} user{})",
+                if n == 1 { "" } else { "s" }
+            ));
         }
         if parts.is_empty() {
             return "plain HTTP without authentication".into();
