@@ -166,7 +166,9 @@ impl MetricsServer {
                             };
                             let result = tokio::select! {
                                 result = connection => result,
-                                _ = evicted => Err(taken_over()),
+                                // Only a signal counts: the sender is also dropped when the
+                                // head is in and the connection takes its slot back.
+                                Ok(()) = evicted => Err(taken_over()),
                             };
                             if let Err(error) = result {
                                 tracing::debug!(%error, %peer, "metrics request failed");
