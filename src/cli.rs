@@ -301,8 +301,13 @@ pub fn init_logging(filter: &str) {
 /// `nats-insights run`.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let config = args.engine_config()?;
+    let web = args.metrics.web_config()?;
     let metrics = match &args.metrics.metrics_listen {
-        Some(addr) => Some(crate::metrics::http::MetricsServer::bind(addr).await?),
+        Some(addr) => Some(
+            crate::metrics::http::MetricsServer::bind(addr)
+                .await?
+                .with_web_config(web),
+        ),
         None => None,
     };
     let connections = args
@@ -344,8 +349,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
     if let Some(server) = metrics {
         if let Some(addr) = server.local_addr() {
+            let s = server.scheme();
             tracing::info!(
-                "status page on http://{addr}/, metrics on http://{addr}/metrics, health on http://{addr}/healthz"
+                web_config = %server.web_config_summary(),
+                "status page on {s}://{addr}/, metrics on {s}://{addr}/metrics, health on {s}://{addr}/healthz"
             );
         }
         tokio::spawn(server.serve(

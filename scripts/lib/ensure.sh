@@ -202,6 +202,23 @@ ensure_promtool() {
   fi
 }
 
+# Makes the Prometheus server available (the same Debian package as promtool) and exports
+# PROMETHEUS_BIN: tests/ops.rs starts one on a free port to scrape the listener over TLS with basic
+# auth from a web config file. The package's own service is not used.
+ensure_prometheus() {
+  local bin
+  bin="$(command -v prometheus || true)"
+  if [ -z "$bin" ]; then
+    apt_install Prometheus prometheus
+    bin="$(command -v prometheus || true)"
+    if [ -z "$bin" ]; then
+      echo "the Prometheus server could not be installed (apt-get install --no-install-recommends prometheus)" >&2
+      exit 1
+    fi
+  fi
+  export PROMETHEUS_BIN="$bin"
+}
+
 # Makes Alertmanager available for tests/alertmanager.rs (Debian's prometheus-alertmanager
 # package; its binary is prometheus-alertmanager) and exports ALERTMANAGER_BIN. The tests start
 # their own Alertmanager on a free port; the package's own service is not used.

@@ -5,8 +5,10 @@
 
 pub mod http;
 pub mod page;
+pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +36,31 @@ pub struct MetricsArgs {
     /// page on / (e.g. `0.0.0.0:9464`; port 0 picks a free one and logs it).
     #[arg(long, env = "INSIGHTS_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+
+    /// TLS and basic auth for --metrics-listen from a web config file in the YAML format
+    /// Prometheus exporters read (`tls_server_config`, `basic_auth_users` with bcrypt hashes).
+    #[arg(
+        long,
+        alias = "web.config.file",
+        env = "INSIGHTS_WEB_CONFIG_FILE",
+        value_name = "FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl MetricsArgs {
+    /// The web config file's TLS and basic auth (none without `--web-config-file`); the error is
+    /// one line naming the file and the problem.
+    pub fn web_config(&self) -> Result<web::WebConfig, String> {
+        match (&self.web_config_file, &self.metrics_listen) {
+            (Some(path), Some(_)) => web::WebConfig::load(path),
+            (Some(path), None) => Err(format!(
+                "--web-config-file {} is for the HTTP listener: give --metrics-listen too",
+                path.display()
+            )),
+            (None, _) => Ok(web::WebConfig::default()),
+        }
+    }
 }
 
 /// A meta group's series are labelled with its domain (`default` for the default domain): the
@@ -607,6 +634,41 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_web_config_flag_takes_the_exporters_spelling_and_needs_the_listener() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["nats-insights", "run"];
+            argv.extend(extra);
+            match crate::cli::Cli::try_parse_from(argv)
+                .expect("parses")
+                .command
+            {
+                crate::cli::Command::Run(args) => args.metrics,
+                _ => panic!("not run"),
+            }
+        };
+        for flag in ["--web-config-file", "--web.config.file"] {
+            let args = parse(&[
+                "--metrics-listen",
+                "127.0.0.1:0",
+                flag,
+                "/nonexistent/web.yml",
+            ]);
+            assert_eq!(
+                args.web_config_file,
+                Some(PathBuf::from("/nonexistent/web.yml"))
+            );
+            let error = args.web_config().expect_err("missing file");
+            assert!(error.contains("/nonexistent/web.yml"), "{error}");
+        }
+        let error = parse(&["--web-config-file", "/etc/web.yml"])
+            .web_config()
+            .expect_err("no listener");
+        assert!(error.contains("--metrics-listen"), "{error}");
+        assert!(parse(&[]).web_config().expect("none").tls.is_none());
+    }
     use crate::history::{ChangeSource, LeaderChange};
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {

@@ -80,7 +80,9 @@ impl ServedMonitor {
 /// A plain HTTP/1.1 GET: (status code, headers, body). `None` when nothing listens (yet).
 pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+    // `Connection: close`: servers that keep connections alive (Prometheus) end the answer too.
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
