@@ -177,26 +177,9 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
     let followers: Vec<usize> = (0..3)
         .filter(|i| cluster.server_name(*i) != leader)
         .collect();
-    let f1 = followers[0];
-    let name1 = cluster.server_name(f1);
     let mut cluster = cluster;
-    cluster.stop(f1, Stop::Term).await.expect("stop");
     let raised = events
-        .expect(
-            TransitionKind::Raised,
-            "META_001",
-            Some(&name1),
-            EVENT_TIMEOUT,
-        )
-        .await;
-    cluster.restart(f1).await.expect("restart");
-    events
-        .expect(
-            TransitionKind::Resolved,
-            "META_001",
-            Some(&name1),
-            EVENT_TIMEOUT,
-        )
+        .stop_raised_restart_resolved(&mut cluster, followers[0], Stop::Term)
         .await;
 
     // META_003 through LEADER_ELECTED advisories and polls.
@@ -464,27 +447,10 @@ async fn crash_and_recover(
     js: &jetstream::Context,
     f: usize,
 ) -> nats_insights::publish::FindingEvent {
-    let name = cluster.server_name(f);
-    stream_leader_off(js, &name).await;
-    cluster.stop(f, Stop::Kill).await.expect("kill");
-    let raised = events
-        .expect(
-            TransitionKind::Raised,
-            "META_001",
-            Some(&name),
-            EVENT_TIMEOUT,
-        )
-        .await;
-    cluster.restart(f).await.expect("restart");
+    stream_leader_off(js, &cluster.server_name(f)).await;
     events
-        .expect(
-            TransitionKind::Resolved,
-            "META_001",
-            Some(&name),
-            EVENT_TIMEOUT,
-        )
-        .await;
-    raised
+        .stop_raised_restart_resolved(cluster, f, Stop::Kill)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -448,30 +448,14 @@ async fn least_privilege_user_jwts_run_the_service_and_refuse_the_rest() {
     monitor.client = admin_client.clone();
     support::ready(&monitor, 3).await;
     let v = victim(&cluster, &attached).await;
-    let name = cluster.server_name(v);
     // Automation in INSIGHTS hears the findings through the account import.
     let (imported, _) =
         creds_client(urls_except(&cluster, v), &insights_admin, "operator-import").await;
     let mut events = Events::subscribe_client(imported).await;
 
     // A graceful stop: the SHUTDOWN event the insights user subscribes to.
-    cluster.stop(v, Stop::Term).await.expect("stop");
     let raised = events
-        .expect(
-            TransitionKind::Raised,
-            "META_001",
-            Some(&name),
-            EVENT_TIMEOUT,
-        )
-        .await;
-    cluster.restart(v).await.expect("restart");
-    events
-        .expect(
-            TransitionKind::Resolved,
-            "META_001",
-            Some(&name),
-            EVENT_TIMEOUT,
-        )
+        .stop_raised_restart_resolved(&mut cluster, v, Stop::Term)
         .await;
     let kv = jetstream::new(
         cluster

@@ -292,6 +292,35 @@ impl Events {
         self.seen.iter().map(watch::format_line).collect()
     }
 
+    /// Stops node `i` of `cluster` as `how` says, waits for its META_001 to be raised, restarts
+    /// it and waits for the resolution; returns the raise.
+    pub async fn stop_raised_restart_resolved(
+        &mut self,
+        cluster: &mut Cluster,
+        i: usize,
+        how: testbed::Stop,
+    ) -> FindingEvent {
+        let name = cluster.server_name(i);
+        cluster.stop(i, how).await.expect("stop");
+        let raised = self
+            .expect(
+                TransitionKind::Raised,
+                "META_001",
+                Some(&name),
+                EVENT_TIMEOUT,
+            )
+            .await;
+        cluster.restart(i).await.expect("restart");
+        self.expect(
+            TransitionKind::Resolved,
+            "META_001",
+            Some(&name),
+            EVENT_TIMEOUT,
+        )
+        .await;
+        raised
+    }
+
     /// Asserts that `finding` was raised and resolved, each exactly once, and nothing else.
     #[track_caller]
     pub fn assert_raised_then_resolved(&self, finding: &str) {
