@@ -1,7 +1,7 @@
-//! Live: credentials inside server URLs (`nats://user:password@host`), as the nats CLI takes
-//! them, for the system, state and pinned connections of the real binary, and a secret never
-//! shown: not in the connection names every server lists on `/connz`, the log, STATUS, `--help`
-//! or a start-up error.
+//! Live: credentials inside server URLs (`nats://user:password@host`, `nats://token@host`), as
+//! the nats CLI takes them, for the system, state and pinned connections of the real binary, and
+//! a secret never shown: not in the connection names every server lists on `/connz`, the log,
+//! STATUS, `--help` or a start-up error.
 
 mod support;
 
@@ -223,4 +223,101 @@ async fn url_credentials_work_for_every_connection_and_no_secret_is_ever_shown()
     let (code, text) = run_binary(&["run", "--server", &token], &[]);
     assert_ne!(code, Some(0), "{text}");
     assert_no_secret("the start-up error with a token", &text);
+}
+
+/// A nats-server process of the test's own, killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A token in the URL of the state connection. nats-server takes a token only where no account
+/// users exist, so never in the system account: the state lives here on a JetStream server of
+/// its own that authorizes by token (its global account), as a state server may well be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_state_url_opens_the_bucket_and_is_never_shown() {
+    const TOKEN: &str = "Tok-S3cret";
+    let cluster = support::cluster(3).await;
+    let dir = cluster.dir().join("token-server");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (port, http) = (free_port(), free_port());
+    let config = dir.join("token.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: tok\nhost: 127.0.0.1\nport: {port}\nhttp_port: {http}\n\
+             authorization {{ token: \"{TOKEN}\" }}\n\
+             jetstream {{ store_dir: \"{}\" }}\n",
+            dir.join("js").display()
+        ),
+    )
+    .expect("config");
+    let _server = Server(
+        std::process::Command::new(testbed::nats_server_bin().expect("nats-server"))
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("token server starts"),
+    );
+
+    let mut spec = MonitorSpec::new(
+        product_bin().expect("product binary"),
+        ["run", "--bucket", "tok", "--bucket-replicas", "1"]
+            .map(String::from)
+            .to_vec(),
+        cluster.dir().join("token-monitor.log"),
+    );
+    spec.env = vec![
+        ("NATS_URL".to_string(), cluster.client_urls().join(",")),
+        ("NATS_USER".to_string(), testbed::SYS_USER.to_string()),
+        (
+            "NATS_PASSWORD".to_string(),
+            testbed::SYS_PASSWORD.to_string(),
+        ),
+        (
+            "INSIGHTS_STATE_URL".to_string(),
+            format!("nats://{TOKEN}@127.0.0.1:{port}"),
+        ),
+        ("NATS_INSIGHTS_LOG".to_string(), "debug".to_string()),
+    ];
+    let mut monitor = Monitor::start(spec).expect("binary starts");
+    let admin = cluster.sys_client(0).await.expect("admin client");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = try_request_json(&admin, "$INSIGHTS.API.STATUS", "").await {
+            if status["service"]["store"]["state"] == "healthy" {
+                break status;
+            }
+        }
+        assert!(
+            monitor.is_running() && Instant::now() < deadline,
+            "the store never opened with the token:\n{}",
+            monitor.log_tail(60)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_no_secret("STATUS", &status.to_string());
+    let address: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().expect("address");
+    let (code, _, connz) = support::served::get(address, "/connz?auth=1")
+        .await
+        .expect("the token server's /connz");
+    assert_eq!(code, 200);
+    assert!(connz.contains("nats-insights"), "{connz}");
+    assert_no_secret("the token server's /connz", &connz);
+    let log = std::fs::read_to_string(monitor.log_path()).unwrap_or_default();
+    assert_no_secret("the log", &log);
+    monitor.stop(Stop::Term).await.expect("monitor stops");
 }
