@@ -243,18 +243,7 @@ async fn one_url_sees_a_partitioned_old_leader(options: ClusterOptions) -> Vec<s
     let mut events = Events::subscribe_via(&cluster, &majority).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    cluster.partition(index).expect("partition");
-    let raised = events
-        .expect(Raised, "META_002", None, Duration::from_secs(40))
-        .await;
-    let own = cluster.jsz_direct(index).await.expect("isolated view");
-    let claims = own["data"]["meta_cluster"]["leader"] == leader.as_str();
-    let stale = raised.evidence["stale_leaders"].clone();
-    assert!(
-        claims || stale == serde_json::json!([leader]),
-        "raised only after the old leader gave up: {:#}",
-        raised.evidence
-    );
+    support::partition_leader_expect_disagreement(&cluster, &mut events, index, &leader).await;
     events
         .expect(Raised, "META_001", Some(&leader), EVENT_TIMEOUT)
         .await;

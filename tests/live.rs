@@ -432,19 +432,8 @@ async fn partition_of_the_leader_raises_disagreement_while_it_claims_leadership_
     let mut events = Events::subscribe_via(&cluster, &majority).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    cluster.partition(index).expect("partition");
-    let raised = events
-        .expect(Raised, "META_002", None, Duration::from_secs(40))
-        .await;
-    // Raised while the isolated server still claims leadership (it gives up 10-20 s after the cut).
-    let own = cluster.jsz_direct(index).await.expect("isolated view");
-    let claims = own["data"]["meta_cluster"]["leader"] == leader.as_str();
-    let stale = raised.evidence["stale_leaders"].clone();
-    assert!(
-        claims || stale == serde_json::json!([leader]),
-        "raised only after the old leader gave up: {:#}",
-        raised.evidence
-    );
+    let raised =
+        support::partition_leader_expect_disagreement(&cluster, &mut events, index, &leader).await;
     assert_eq!(
         raised.evidence["groups"].as_array().map(Vec::len),
         Some(2),

@@ -469,6 +469,35 @@ pub async fn ready(monitor: &Monitor, members: usize) {
     }
 }
 
+/// Cuts the leader `leader` (node `index`) off its routes and waits for META_002, which must come
+/// while the isolated server still claims leadership (it gives up 10-20 s after the cut) or
+/// names it a stale leader; returns the raise.
+pub async fn partition_leader_expect_disagreement(
+    cluster: &Cluster,
+    events: &mut Events,
+    index: usize,
+    leader: &str,
+) -> FindingEvent {
+    cluster.partition(index).expect("partition");
+    let raised = events
+        .expect(
+            TransitionKind::Raised,
+            "META_002",
+            None,
+            Duration::from_secs(40),
+        )
+        .await;
+    let own = cluster.jsz_direct(index).await.expect("isolated view");
+    let claims = own["data"]["meta_cluster"]["leader"] == leader;
+    let stale = raised.evidence["stale_leaders"].clone();
+    assert!(
+        claims || stale == serde_json::json!([leader]),
+        "raised only after the old leader gave up: {:#}",
+        raised.evidence
+    );
+    raised
+}
+
 /// Node indices of a cluster of `size` except `excluded`: where an operator's subscriber survives.
 pub fn others(size: usize, excluded: &[usize]) -> Vec<usize> {
     (0..size).filter(|i| !excluded.contains(i)).collect()
