@@ -790,6 +790,9 @@ async fn fake_peers_and_another_deployment_neither_delay_nor_silence_a_crash() {
     let b = Monitor::start_with_state(&cluster, config("beta"), "beta").await;
     ready(&a, 3).await;
     ready(&b, 3).await;
+    // The fakes appear while the instances run, past their start-up wait: one heard during that
+    // wait may really have run for a day (only permissions keep such a one out).
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let sys = cluster.sys_client(0).await.expect("sys connects");
     let forger = tokio::spawn(async move {
