@@ -587,6 +587,30 @@ async fn wait_for_status(client: &async_nats::Client) {
     panic!("the service never completed a poll");
 }
 
+/// Reads a child's output until a line matches or `limit` passes: whether one matched, and
+/// every line read.
+async fn line_within(
+    output: impl tokio::io::AsyncRead + Unpin,
+    limit: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> (bool, Vec<String>) {
+    let mut lines = tokio::io::BufReader::new(output).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(limit, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let hit = matches(&line);
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    (found, seen)
+}
+
 async fn wait_for_store(client: &async_nats::Client, state: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = serde_json::Value::Null;
@@ -683,21 +707,10 @@ async fn a_missing_subscribe_permission_is_named_in_the_log() {
         .spawn()
         .expect("starts");
     let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let hit = line.contains("permission denied")
-                && line.contains("subscribe to $SYS.SERVER.*.SHUTDOWN");
-            seen.push(line);
-            if hit {
-                return true;
-            }
-        }
-        false
+    let (found, seen) = line_within(stderr, Duration::from_secs(15), |line| {
+        line.contains("permission denied") && line.contains("subscribe to $SYS.SERVER.*.SHUTDOWN")
     })
-    .await
-    .unwrap_or(false);
+    .await;
     let _ = child.kill().await;
     assert!(found, "no log line names the denied subject: {seen:#?}");
 }
@@ -1169,20 +1182,11 @@ async fn the_shipped_configs_run_the_service_and_every_client_command_with_the_n
         .unwrap_or_default();
     assert!(first.starts_with("watching "), "{first}");
     cluster.stop(f, Stop::Term).await.expect("stop");
-    let mut lines = tokio::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let hit = line.contains("META_001") && line.contains(&follower);
-            seen.push(line);
-            if hit {
-                return true;
-            }
-        }
-        false
+    let stdout = watch.stdout.take().expect("stdout");
+    let (found, seen) = line_within(stdout, EVENT_TIMEOUT, |line| {
+        line.contains("META_001") && line.contains(&follower)
     })
-    .await
-    .unwrap_or(false);
+    .await;
     assert!(found, "watch printed no META_001 for {follower}: {seen:#?}");
     let _ = watch.kill().await;
     cluster.restart(f).await.expect("restart");
