@@ -14,6 +14,23 @@ use support::{try_request_json, Events, Monitor, EVENT_TIMEOUT};
 use testbed::{Cluster, ClusterOptions, Stop};
 
 /// Waits until the monitor has polled a few times and sees `groups` (domain label → members).
+/// A hub with an edge domain over leaf nodes, both groups led, and a monitor and a subscriber
+/// attached to the hub's servers (returned with their indices).
+async fn hub_and_edge(
+    options: ClusterOptions,
+    config: EngineConfig,
+) -> (Cluster, Vec<usize>, Events, Monitor) {
+    let cluster = Cluster::start(options).await.expect("hub and leaf start");
+    cluster
+        .wait_for_leaders(Duration::from_secs(60))
+        .await
+        .expect("leaders");
+    let hub_nodes = cluster.nodes_of("hub");
+    let events = Events::subscribe_via(&cluster, &hub_nodes).await;
+    let monitor = Monitor::start_via(&cluster, &hub_nodes, config).await;
+    (cluster, hub_nodes, events, monitor)
+}
+
 /// Waits until STATUS shows `domain`'s group heard again (a leaf link that was just healed may
 /// still miss a poll while it settles: the group shows unheard at once, before any finding).
 async fn heard_again(monitor: &Monitor, domain: &str) {
@@ -230,17 +247,9 @@ async fn supercluster_is_one_group_whose_findings_survive_the_leader_changing_cl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
-    let mut cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
-        .await
-        .expect("hub and leaf start");
-    cluster
-        .wait_for_leaders(Duration::from_secs(60))
-        .await
-        .expect("leaders");
-    let hub_nodes = cluster.nodes_of("hub");
+    let (mut cluster, hub_nodes, mut events, monitor) =
+        hub_and_edge(ClusterOptions::hub_and_leaf(3), EngineConfig::default()).await;
     let edge_nodes = cluster.nodes_of("edge");
-    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
-    let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
     // A fresh group's first leader sometimes hands over within seconds: compare the monitor's
     // leaders with the servers' once both have settled.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -511,17 +520,9 @@ async fn edge_is_unheard_and_the_hub_is_still_judged(
 /// disappears and its finding resolves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_domain_whose_servers_all_die_is_unheard_then_forgotten() {
-    let mut cluster = Cluster::start(ClusterOptions::hub_and_leaf(3))
-        .await
-        .expect("hub and leaf start");
-    cluster
-        .wait_for_leaders(Duration::from_secs(60))
-        .await
-        .expect("leaders");
-    let hub_nodes = cluster.nodes_of("hub");
+    let (mut cluster, hub_nodes, mut events, monitor) =
+        hub_and_edge(ClusterOptions::hub_and_leaf(3), EngineConfig::default()).await;
     let edge_nodes = cluster.nodes_of("edge");
-    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
-    let monitor = Monitor::start_via(&cluster, &hub_nodes, EngineConfig::default()).await;
     ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
 
     let killed_at = Instant::now();
@@ -589,25 +590,17 @@ async fn an_edge_domain_whose_servers_all_die_is_unheard_then_forgotten() {
 /// links back resolve it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_domain_behind_a_cut_leaf_link_is_unheard() {
-    let cluster = Cluster::start(ClusterOptions {
-        proxied_leaves: true,
-        ..ClusterOptions::hub_and_leaf(3)
-    })
-    .await
-    .expect("hub and leaf start");
-    cluster
-        .wait_for_leaders(Duration::from_secs(60))
-        .await
-        .expect("leaders");
-    let hub_nodes = cluster.nodes_of("hub");
-    let mut events = Events::subscribe_via(&cluster, &hub_nodes).await;
     // A monitor that reaches the hub only (edge sites behind NAT, say): with links of its own to
     // the edge servers it would still hear them, and rightly not call the group unheard.
     let config = EngineConfig {
         discover_members: false,
         ..EngineConfig::default()
     };
-    let monitor = Monitor::start_via(&cluster, &hub_nodes, config).await;
+    let options = ClusterOptions {
+        proxied_leaves: true,
+        ..ClusterOptions::hub_and_leaf(3)
+    };
+    let (cluster, hub_nodes, mut events, monitor) = hub_and_edge(options, config).await;
     ready_groups(&monitor, &[("edge", 3), ("hub", 3)]).await;
 
     let cut_at = Instant::now();
