@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nats_insights::checks::{evaluate_all, Thresholds};
 use nats_insights::history::History;
-use nats_insights::observe::gather::KnownServer;
 use nats_insights::observe::jsz::decode_reply;
+use nats_insights::observe::plan::KnownServer;
 use nats_insights::observe::{Snapshot, Via};
 
 // The simulator the `scale` driver of crates/tools uses too. Compiled in from there rather than

@@ -9,8 +9,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::checks::Thresholds;
 use crate::connect::{verify_system_account, ConnectArgs, StateArgs};
 use crate::engine::{self, EngineConfig};
-use crate::observe::gather::GatherTiming;
 use crate::service::Instance;
+use crate::timing::GatherTiming;
 
 /// Default of `--log`.
 pub const DEFAULT_LOG: &str = "info,async_nats=off";
@@ -141,7 +141,7 @@ pub struct RunArgs {
     /// whose size grows with the group, so a poll costs members² bytes. Larger groups are polled
     /// in linear cost: the leader's view, every server's identity, and the views of 8 followers
     /// that rotate from poll to poll.
-    #[arg(long, env = "INSIGHTS_FULL_POLL_MAX", default_value_t = crate::observe::gather::FULL_POLL_MAX_MEMBERS)]
+    #[arg(long, env = "INSIGHTS_FULL_POLL_MAX", default_value_t = crate::observe::plan::FULL_POLL_MAX_MEMBERS)]
     pub full_poll_max: usize,
     /// Pin a connection to every meta member found through the servers (their advertised URLs,
     /// VARZ and ROUTEZ), besides the given URLs, so a partitioned server's own view is seen

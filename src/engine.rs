@@ -29,11 +29,13 @@ use crate::ha::wire::{self, Beat};
 use crate::ha::{Action, Coordinator, Input, Ledger, PeerState};
 use crate::history::Histories;
 use crate::observe::events::{self, EventError};
-use crate::observe::gather::{self, GatherTiming, Plan};
+use crate::observe::gather;
+use crate::observe::plan::{self, Plan};
 use crate::observe::{MetaEvent, Snapshot};
 use crate::publish::{FindingEvent, Heartbeat, Publisher, FINDING_PREFIX};
 use crate::service::{self, EngineStatus, Instance};
 use crate::store::{Loaded, Persistence, StoreError, StoreSettings};
+use crate::timing::GatherTiming;
 use crate::timing::Timing;
 
 /// Everything the engine needs besides the connection.
@@ -69,7 +71,7 @@ impl Default for EngineConfig {
             heartbeat_interval: Duration::from_secs(10),
             timing: GatherTiming::default(),
             store: None,
-            full_poll_max_members: gather::FULL_POLL_MAX_MEMBERS,
+            full_poll_max_members: plan::FULL_POLL_MAX_MEMBERS,
             alertmanager: None,
             discover_members: true,
             deployment: DEFAULT_DEPLOYMENT.to_string(),
@@ -797,7 +799,7 @@ impl Engine {
                 // reconnecting), and the silence of every server without a direct answer says
                 // nothing.
                 let silent = snapshot.views.is_empty() && !own.is_empty();
-                gather::merge_views(&mut snapshot, own);
+                plan::merge_views(&mut snapshot, own);
                 snapshot.links_down = direct
                     .iter()
                     .filter(|c| c.connection_state() != State::Connected)
@@ -952,7 +954,7 @@ impl Engine {
     /// How to poll next: in full for small groups; for large ones the leader, every server's
     /// identity and a sample of followers that rotates with each poll (the leader is not sampled:
     /// it answers anyway).
-    fn plan(&self, known: &[gather::KnownServer]) -> Plan {
+    fn plan(&self, known: &[plan::KnownServer]) -> Plan {
         // Every group's leader answers anyway (one per domain).
         let leaders: std::collections::BTreeSet<&str> = self
             .snapshot
@@ -960,7 +962,7 @@ impl Engine {
             .filter(|(v, m)| m.leader_name() == Some(v.server.name.as_str()))
             .map(|(v, _)| v.server.name.as_str())
             .collect();
-        let followers: Vec<gather::KnownServer> = known
+        let followers: Vec<plan::KnownServer> = known
             .iter()
             .filter(|k| !leaders.contains(k.name.as_str()))
             .cloned()

@@ -31,47 +31,24 @@
 //! docs/architecture.md describes the stages and where each lives.
 
 pub mod alertmanager;
-pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connect;
 pub mod engine;
-pub mod findings;
 pub mod ha;
-pub mod history;
 pub mod metrics;
 pub mod observe;
 pub mod publish;
-pub mod runbook;
 pub mod service;
 pub mod store;
-pub mod text;
-pub mod time_format;
-pub mod timing;
 pub mod watch;
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+// The pure core, under the names the stages had in this crate.
+pub use nats_insights_core::{
+    alerts, api, checks, findings, history, log_malformed, record, render, runbook, status, text,
+    thresholds, time_format, timing, wire,
+};
 
 /// This build's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Logs a malformed input at most once per ten seconds per kind, so garbage cannot flood the log.
-/// Callers count every occurrence themselves.
-pub fn log_malformed(kind: &'static str, error: &dyn std::fmt::Display) {
-    static LAST: Mutex<Vec<(&'static str, Instant)>> = Mutex::new(Vec::new());
-    let now = Instant::now();
-    let Ok(mut last) = LAST.lock() else {
-        return;
-    };
-    match last.iter_mut().find(|(k, _)| *k == kind) {
-        Some((_, at)) if now.duration_since(*at) < Duration::from_secs(10) => {
-            tracing::debug!(%error, "malformed {kind}");
-            return;
-        }
-        Some((_, at)) => *at = now,
-        None => last.push((kind, now)),
-    }
-    tracing::warn!(%error, "malformed {kind} ignored (further ones within 10 s are logged at debug)");
-}

@@ -121,7 +121,7 @@ mod ha_input {
     };
     use nats_insights::observe::GroupId;
     use nats_insights::publish::FindingEvent;
-    use nats_insights::store::{Record, Stored};
+    use nats_insights::record::{Record, Stored};
     use nats_insights::timing::Timing;
     use proptest::prelude::*;
 
@@ -317,7 +317,7 @@ mod ha_input {
             let absurd = Stored {
                 writer: "damaged".into(),
                 record: if resolved {
-                    Record::Resolved(nats_insights::store::ResolvedFinding { finding: finding(), episode, epoch: String::new(), revision, raised_at: now, resolved_at: now })
+                    Record::Resolved(nats_insights::record::ResolvedFinding { finding: finding(), episode, epoch: String::new(), revision, raised_at: now, resolved_at: now })
                 } else {
                     Record::Active(nats_insights::findings::ActiveFinding { finding: finding(), episode, epoch: String::new(), revision, raised_at: now, changed_at: now })
                 },

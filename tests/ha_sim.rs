@@ -105,7 +105,7 @@ use nats_insights::findings::{reconcile, Transition, TransitionKind};
 use nats_insights::ha::{record_of_event, Action, Coordinator, Input, Ledger, PeerState};
 use nats_insights::observe::GroupId;
 use nats_insights::publish::FindingEvent;
-use nats_insights::store::{Mark, Record};
+use nats_insights::record::{Mark, Record};
 use nats_insights::timing::{HaTiming, Timing};
 
 /// Instances.

@@ -14,7 +14,7 @@ use clap::Parser;
 use nats_insights::cli::{Cli, Command};
 use nats_insights::connect::{verify_system_account, ConnectArgs, Denials};
 use nats_insights::findings::TransitionKind;
-use nats_insights::store::{kv_key, Record, Stored};
+use nats_insights::record::{kv_key, Record, Stored};
 use support::jwt::{Account, AccountSpec, Operator, Permissions, User};
 use support::{request_json, Events, Monitor, EVENT_TIMEOUT};
 use testbed::{Cluster, ClusterOptions, Stop};

@@ -164,8 +164,10 @@ fn rendered_metrics() -> String {
         last_poll: Some(now),
         polls: 1,
         // A service with an --alertmanager-url (its series exist once one is configured).
-        alertmanager: vec![nats_insights::alertmanager::AlertmanagerHealth::pending(
-            &nats_insights::alertmanager::parse_target("http://am:9093", None).expect("URL"),
+        alertmanager: vec![nats_insights::status::AlertmanagerHealth::pending(
+            &nats_insights::alertmanager::parse_target("http://am:9093", None)
+                .expect("URL")
+                .endpoint,
         )],
         ..EngineStatus::default()
     });

@@ -7,8 +7,6 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use nats_insights::checks::{evaluate_all, CheckId, Thresholds};
-use nats_insights::connect::discovery::LinkSource;
-use nats_insights::connect::LinkHealth;
 use nats_insights::findings::{reconcile, ActiveSet};
 use nats_insights::history::History;
 use nats_insights::observe::{JszReply, Snapshot, Via};
@@ -16,6 +14,7 @@ use nats_insights::publish::{FindingEvent, Heartbeat};
 use nats_insights::service::api::{self, Context, Endpoint};
 use nats_insights::service::recent::Recent;
 use nats_insights::service::{status_response, EngineStatus, Instance, MAX_REQUEST_BYTES};
+use nats_insights::status::{LinkHealth, LinkSource};
 use support::assert_valid;
 
 fn replies(name: &str) -> Vec<(JszReply, Via)> {
@@ -65,7 +64,7 @@ fn run(polls: &[(u64, &[&str])], thresholds: Thresholds) -> (Vec<FindingEvent>, 
         last_poll: Some(t(polls.last().map_or(0, |p| p.0))),
         servers_answering: 3,
         recent,
-        store: nats_insights::store::StoreHealth::Memory,
+        store: nats_insights::status::StoreHealth::Memory,
         ..EngineStatus::default()
     };
     (events, status)
@@ -167,7 +166,7 @@ fn status_response_validates_healthy_faulty_and_before_first_poll() {
         );
     }
     let (_, mut degraded) = run(&[(0, &["two_killed_3.json"][..])], Thresholds::default());
-    degraded.store = nats_insights::store::StoreHealth::Degraded {
+    degraded.store = nats_insights::status::StoreHealth::Degraded {
         bucket: "insights".to_string(),
         since: t(1),
         error: "no answer within 1s".to_string(),

@@ -9,7 +9,9 @@ use nats_insights::checks::{CheckId, Finding};
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::Transition;
 use nats_insights::findings::TransitionKind::{Raised, Resolved, Updated};
-use nats_insights::store::{kv_key, KvStore, Mark, Record, StoreHealth, StoreSettings, Stored};
+use nats_insights::record::{kv_key, Mark, Record, Stored};
+use nats_insights::status::StoreHealth;
+use nats_insights::store::{KvStore, StoreSettings};
 use support::{
     cluster, follower, move_leader, others, ready, try_request_json, Events, Monitor, EVENT_TIMEOUT,
 };

@@ -10,9 +10,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{alerts, Alert, AlertmanagerHealth, AlertmanagerSettings, Backoff, Outbox, Target};
-use crate::service::EngineStatus;
+use super::{AlertmanagerSettings, Target};
+use crate::alerts::{alerts, Alert, Outbox};
+use crate::status::{AlertmanagerHealth, EngineStatus};
 use crate::time_format;
+use crate::timing::Backoff;
 use crate::timing::Timing;
 
 /// Longest part of an error reply kept for logs and STATUS.
@@ -73,7 +75,7 @@ pub fn spawn(
         settings
             .targets
             .iter()
-            .map(AlertmanagerHealth::pending)
+            .map(|target| AlertmanagerHealth::pending(&target.endpoint))
             .collect::<Vec<_>>(),
     );
     let health_tx = Arc::new(health_tx);

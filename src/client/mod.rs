@@ -3,7 +3,7 @@
 //! failure is one sentence a person can act on. An answer is taken only from a live instance of
 //! the service (its `Nats-Service-Id` among those `$SRV.PING.nats-insights` returns).
 
-pub mod render;
+pub use nats_insights_core::render::text as render;
 
 use std::process::ExitCode;
 use std::time::Duration;

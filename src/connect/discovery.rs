@@ -17,11 +17,13 @@ use async_nats::connection::State;
 use async_nats::Client;
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use super::events::log_direct_event;
 use super::{ConnectArgs, LinkDrops};
+
+use crate::status::{LinkHealth, LinkSource};
 
 /// Scatter-gather of every server's general information (name, id, client host and port).
 pub const PING_VARZ: &str = "$SYS.REQ.SERVER.PING.VARZ";
@@ -47,42 +49,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const VARZ_WAIT: Duration = Duration::from_secs(2);
 /// Timeout of one ROUTEZ request.
 const ROUTEZ_TIMEOUT: Duration = Duration::from_millis(750);
-
-/// Where a pinned link's address came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkSource {
-    /// A `--server` URL.
-    Given,
-    /// The servers' INFO `connect_urls`.
-    ConnectUrls,
-    /// The server's own VARZ (its client host and port).
-    Varz,
-    /// Its VARZ port at the address its peers' ROUTEZ show for it (it listens on every address).
-    Routez,
-}
-
-/// Whether one meta member has a pinned link (STATUS `service.links`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LinkHealth {
-    /// Member (server name).
-    pub server: String,
-    /// True when a pinned link reaches it: its own view is asked on it even when its routes
-    /// are cut.
-    pub direct: bool,
-    /// The link is up now (a link whose server is down reconnects to it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connected: Option<bool>,
-    /// Where the link's address came from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<LinkSource>,
-    /// The link's address, without credentials.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// Without a link: why (partition detection is degraded for this member).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
 
 /// `nats://host:port`, the host bracketed when it is an IPv6 address.
 fn url_of(host: &str, port: u16) -> String {

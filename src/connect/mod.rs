@@ -29,9 +29,10 @@ use async_nats::{Client, ConnectErrorKind};
 use clap::Args;
 
 pub use context::context_path;
-pub use discovery::{LinkHealth, Links};
+pub use discovery::Links;
 pub use error::{ConnectError, Denial, Denials};
 pub use links::LinkDrops;
+pub use nats_insights_core::status::LinkHealth;
 pub use options::read_nkey_seed;
 pub use system::verify_system_account;
 pub use url::{redact_url, split_credentials, UrlCredentials};

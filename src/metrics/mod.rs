@@ -4,7 +4,7 @@
 //! `/healthz`, `/` and `/api/status.json`.
 
 pub mod http;
-pub mod page;
+pub use nats_insights_core::render::page;
 pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +24,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::checks::{CheckId, MemberState};
 use crate::observe::{GroupId, DEFAULT_GROUP_LABEL};
 use crate::service::EngineStatus;
-use crate::store::StoreHealth;
+use crate::status::StoreHealth;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "nats_insights";
@@ -734,7 +734,7 @@ mod tests {
     fn each_alertmanager_has_its_state_and_counters_of_sends() {
         let mut recorder = Recorder::new(SystemTime::now());
         let target = crate::alertmanager::parse_target("http://am:9093", None).expect("URL");
-        let mut health = crate::alertmanager::AlertmanagerHealth::pending(&target);
+        let mut health = crate::status::AlertmanagerHealth::pending(&target.endpoint);
         let mut status = EngineStatus::default();
         for (state, sends, failures) in [("ok", 2, 0), ("failing", 2, 3), ("ok", 5, 3)] {
             health.state = state;

@@ -1,7 +1,7 @@
 //! Observe: one poll. Scatter-gathers JSZ from every server, then asks each known server that stayed
 //! silent directly, so a slow reply is not mistaken for a dead server.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::Client;
@@ -9,49 +9,9 @@ use futures::future::join_all;
 use futures::StreamExt;
 
 use super::jsz::decode_reply;
+use super::plan::{direct_idz_subject, direct_jsz_subject, KnownServer, Plan, PING_IDZ, PING_JSZ};
 use super::{ServerIdentity, ServerView, Snapshot, Via};
-
-/// Subject of the JSZ scatter-gather.
-pub const PING_JSZ: &str = "$SYS.REQ.SERVER.PING.JSZ";
-
-/// Subject that reaches one server's JSZ directly.
-pub fn direct_jsz_subject(server_id: &str) -> String {
-    format!("$SYS.REQ.SERVER.{server_id}.JSZ")
-}
-
-/// How long a poll may wait.
-#[derive(Debug, Clone, Copy)]
-pub struct GatherTiming {
-    /// Upper bound for the scatter-gather.
-    pub max_wait: Duration,
-    /// Stop once no reply arrived for this long (replies have stopped coming).
-    pub idle_gap: Duration,
-    /// Timeout of the direct request to a known server that did not answer the gather.
-    pub probe_timeout: Duration,
-    /// Once every known server answered, how long to wait for servers not known yet (one that
-    /// misses it is found by the next poll).
-    pub linger: Duration,
-}
-
-impl Default for GatherTiming {
-    fn default() -> Self {
-        GatherTiming {
-            max_wait: Duration::from_millis(1500),
-            idle_gap: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(500),
-            linger: Duration::from_millis(25),
-        }
-    }
-}
-
-/// A server this service has seen before: the name it carries and the id of its current process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownServer {
-    /// Server name.
-    pub name: String,
-    /// Last server id seen.
-    pub id: String,
-}
+use crate::timing::GatherTiming;
 
 /// Why a poll could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -64,70 +24,8 @@ pub enum GatherError {
     Publish(#[from] async_nats::PublishError),
 }
 
-/// Meta groups up to this many members are polled in full: every server's whole JSZ view.
-/// Beyond it every view lists every member, so a full poll would cost members² bytes.
-pub const FULL_POLL_MAX_MEMBERS: usize = 64;
-
-/// Followers asked for their whole view in each poll of a large group.
-pub const FOLLOWER_SAMPLE: usize = 8;
-
 /// Body of the JSZ request that only servers that believe they lead answer.
 const LEADER_ONLY: &str = r#"{"leader_only":true}"#;
-
-/// Subject of the identity scatter-gather: a small reply from every server.
-pub const PING_IDZ: &str = "$SYS.REQ.SERVER.PING.IDZ";
-
-/// Subject that reaches one server's identity directly.
-pub fn direct_idz_subject(server_id: &str) -> String {
-    format!("$SYS.REQ.SERVER.{server_id}.IDZ")
-}
-
-/// How a poll asks the servers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    /// Every server's whole JSZ view (groups of up to `FULL_POLL_MAX_MEMBERS`).
-    Full,
-    /// Large groups, linear in the member count: the whole view of every server that believes it
-    /// leads (the authority, and any rival), every server's identity (who answers), and the whole
-    /// views of a rotating sample of followers (who they follow, whether they still hear it).
-    Large {
-        /// Followers asked for their view this time.
-        sample: Vec<KnownServer>,
-    },
-}
-
-impl Plan {
-    /// The plan for a group of `members` (unknown before the first poll: then the cheap one, so
-    /// the first poll of a huge group is not a full one): full up to `full_max` members.
-    /// `round` rotates the follower sample through `known`.
-    pub fn for_group(
-        members: Option<usize>,
-        full_max: usize,
-        known: &[KnownServer],
-        round: u64,
-    ) -> Plan {
-        match members {
-            Some(m) if m <= full_max => Plan::Full,
-            _ => {
-                let take = FOLLOWER_SAMPLE.min(known.len());
-                let start = if known.is_empty() {
-                    0
-                } else {
-                    (round as usize).wrapping_mul(take) % known.len()
-                };
-                Plan::Large {
-                    sample: known
-                        .iter()
-                        .cycle()
-                        .skip(start)
-                        .take(take)
-                        .cloned()
-                        .collect(),
-                }
-            }
-        }
-    }
-}
 
 /// Runs one poll as `plan` says, then asks each known server that stayed silent directly, so a
 /// slow reply is not mistaken for a dead server.
@@ -518,29 +416,10 @@ fn accept(snapshot: &mut Snapshot, payload: &[u8], via: Via) -> Option<String> {
     }
 }
 
-/// Merges views from other connections into a snapshot: a server's direct answer counts as an answer.
-/// A server that answered there and not through the main connection marks the snapshot's reach
-/// impaired (unless nothing answered through the main connection: its server is simply silent).
-pub fn merge_views(snapshot: &mut Snapshot, views: impl IntoIterator<Item = ServerView>) {
-    let mut extra: BTreeMap<String, ServerView> = BTreeMap::new();
-    for view in views {
-        extra.insert(view.server.name.clone(), view);
-    }
-    snapshot.main_reach = snapshot.views.len();
-    let main_answered = snapshot.main_reach > 0;
-    for (name, view) in extra {
-        snapshot.unanswered.remove(&name);
-        snapshot.busy.remove(&name);
-        if !snapshot.views.contains_key(&name) {
-            snapshot.reach_impaired |= main_answered;
-            snapshot.views.insert(name, view);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::plan::{merge_views, FOLLOWER_SAMPLE};
 
     fn known(n: usize) -> Vec<KnownServer> {
         (0..n)

@@ -2,248 +2,25 @@
 //! and the `$INSIGHTS.API.*` endpoints from the engine's latest status, never from the network
 //! directly. This file is the I/O edge; `api` parses requests and builds responses.
 
-pub mod api;
-pub mod catalog;
-pub mod preflight;
-pub mod recent;
+pub use nats_insights_core::api::{self, catalog, preflight};
+pub use nats_insights_core::status::{self, recent};
+pub use nats_insights_core::status::{
+    finding_views, status_response, unix_ms, EngineStatus, FindingState, FindingView, Instance,
+    StatusResponse, STATUS_TYPE,
+};
+pub use nats_insights_core::wire::{API_GROUP, MAX_REQUEST_BYTES, SERVICE_ID_HEADER, SERVICE_NAME};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::checks::Thresholds;
 use async_nats::service::{self, ServiceExt};
 use async_nats::Client;
 use futures::stream::{self as fstream, StreamExt};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::checks::{MetaAssessment, Remediation, Severity, Thresholds};
-use crate::findings::ActiveSet;
-use crate::store::StoreHealth;
-use crate::time_format;
 use api::{ApiError, Context, Endpoint};
-
-/// Micro service name.
-pub const SERVICE_NAME: &str = "nats-insights";
-/// Group of the API endpoints.
-pub const API_GROUP: &str = "$INSIGHTS.API";
-/// Largest request body accepted.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Header on every API reply: the micro service id (`id` of `$SRV.PING.nats-insights`) of the
-/// instance that answered, so a client can tell the service's answers from anyone else's.
-pub const SERVICE_ID_HEADER: &str = "Nats-Service-Id";
-/// `type` of the STATUS response.
-pub const STATUS_TYPE: &str = "io.nats.insights.v1.status_response";
-
-/// What the engine knows now; the service answers from the latest one.
-#[derive(Debug, Clone, Default)]
-pub struct EngineStatus {
-    /// Every meta group as last assessed (one per JetStream domain), by group.
-    pub meta_groups: Vec<MetaAssessment>,
-    /// Servers that answered the last completed poll.
-    pub servers_answering: usize,
-    /// Recent transitions, resolved findings and leader changes (HISTORY, FINDINGS).
-    pub recent: recent::Recent,
-    /// Active findings.
-    pub active: ActiveSet,
-    /// Last completed poll.
-    pub last_poll: Option<SystemTime>,
-    /// How long it took, in milliseconds.
-    pub last_poll_ms: u64,
-    /// Bytes of the replies it received.
-    pub last_poll_bytes: u64,
-    /// Why checks were skipped in the last round, if they were.
-    pub skipped: Option<String>,
-    /// Polls done.
-    pub polls: u64,
-    /// Events received, by kind.
-    pub events: std::collections::BTreeMap<String, u64>,
-    /// Malformed inputs (replies and events) seen.
-    pub malformed: u64,
-    /// Where state is kept and whether it answers.
-    pub store: StoreHealth,
-    /// Each `--alertmanager-url`'s health (empty without one).
-    pub alertmanager: Vec<crate::alertmanager::AlertmanagerHealth>,
-    /// Whether each meta member has a pinned link (its own view is seen in a partition).
-    pub links: Vec<crate::connect::LinkHealth>,
-}
-
-/// Identity of this instance.
-#[derive(Debug, Clone)]
-pub struct Instance {
-    /// Unique per process.
-    pub id: String,
-    /// When it started.
-    pub started: SystemTime,
-}
-
-/// One active finding as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct FindingView {
-    /// Stable key.
-    pub finding: String,
-    /// Check id.
-    pub check: String,
-    /// Check name.
-    pub name: String,
-    /// Severity.
-    pub severity: Severity,
-    /// Active, or resolved (FINDINGS with `include_resolved`).
-    pub state: FindingState,
-    /// Affected server.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// The affected server's own cluster (per-server findings).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// JetStream domain of the meta group, when set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    /// Summary.
-    pub summary: String,
-    /// Latest evidence.
-    pub evidence: serde_json::Value,
-    /// Remediation.
-    pub remediation: Vec<Remediation>,
-    /// Revision of the last event.
-    pub revision: u64,
-    /// Raised at (RFC 3339).
-    pub raised_at: String,
-    /// Resolved at (RFC 3339), for resolved findings only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved_at: Option<String>,
-}
-
-/// Whether a finding is still raised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FindingState {
-    /// Raised and not resolved.
-    Active,
-    /// Resolved recently.
-    Resolved,
-}
-
-/// Active findings in API form, most severe first.
-pub fn finding_views(active: &ActiveSet) -> Vec<FindingView> {
-    let mut views: Vec<FindingView> = active
-        .values()
-        .map(|a| FindingView {
-            finding: a.finding.key.clone(),
-            check: a.finding.check.as_str().to_string(),
-            name: a.finding.check.name().to_string(),
-            severity: a.finding.check.severity(),
-            state: FindingState::Active,
-            server: a.finding.server.clone(),
-            cluster: a.finding.cluster.clone(),
-            domain: a.finding.domain.clone(),
-            summary: a.finding.summary.clone(),
-            evidence: a.finding.evidence.clone(),
-            remediation: a.finding.remediation.clone(),
-            revision: a.revision,
-            raised_at: time_format::rfc3339(a.raised_at),
-            resolved_at: None,
-        })
-        .collect();
-    views.sort_by(|a, b| (a.severity, &a.finding).cmp(&(b.severity, &b.finding)));
-    views
-}
-
-/// The STATUS response (`schemas/status_response.json`).
-#[derive(Debug, Serialize)]
-pub struct StatusResponse {
-    /// `io.nats.insights.v1.status_response`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// `ok`, `warning`, `critical`, or `unknown` before the meta group was seen.
-    pub status: &'static str,
-    /// Instance id.
-    pub instance: String,
-    /// Version.
-    pub version: &'static str,
-    /// Now (RFC 3339).
-    pub timestamp: String,
-    /// Process uptime in milliseconds.
-    pub uptime_ms: u64,
-    /// The first meta group. Deprecated: read `meta_groups`, which lists every group (one per
-    /// JetStream domain); kept for one release.
-    pub meta: Option<MetaAssessment>,
-    /// Every meta group the service watches, one per JetStream domain.
-    pub meta_groups: Vec<MetaAssessment>,
-    /// Active findings.
-    pub findings: Vec<FindingView>,
-    /// Health of the service itself.
-    pub service: ServiceHealth,
-}
-
-/// The service's own health in STATUS.
-#[derive(Debug, Serialize)]
-pub struct ServiceHealth {
-    /// Last completed poll (RFC 3339).
-    pub last_poll: Option<String>,
-    /// Its duration.
-    pub last_poll_ms: u64,
-    /// Servers that answered it.
-    pub servers_answering: usize,
-    /// Why checks could not run, if so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
-    /// Polls done.
-    pub polls: u64,
-    /// Events received by kind.
-    pub events: std::collections::BTreeMap<String, u64>,
-    /// Malformed inputs seen.
-    pub malformed: u64,
-    /// Where state is kept and whether it answers.
-    pub store: StoreHealth,
-    /// Each `--alertmanager-url` and whether alerts reach it (absent without one).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub alertmanager: Vec<crate::alertmanager::AlertmanagerHealth>,
-    /// Each meta member and whether a pinned link reaches it; one without has partition
-    /// detection degraded.
-    pub links: Vec<crate::connect::LinkHealth>,
-}
-
-/// Builds the STATUS response.
-pub fn status_response(
-    status: &EngineStatus,
-    instance: &Instance,
-    now: SystemTime,
-) -> StatusResponse {
-    let findings = finding_views(&status.active);
-    let overall = match findings.iter().map(|f| f.severity).min() {
-        _ if status.meta_groups.is_empty() => "unknown",
-        Some(Severity::Critical) => "critical",
-        Some(Severity::Warning) => "warning",
-        _ => "ok",
-    };
-    StatusResponse {
-        kind: STATUS_TYPE,
-        status: overall,
-        instance: instance.id.clone(),
-        version: crate::VERSION,
-        timestamp: time_format::rfc3339(now),
-        uptime_ms: now
-            .duration_since(instance.started)
-            .unwrap_or_default()
-            .as_millis() as u64,
-        meta: status.meta_groups.first().cloned(),
-        meta_groups: status.meta_groups.clone(),
-        findings,
-        service: ServiceHealth {
-            last_poll: status.last_poll.map(time_format::rfc3339),
-            last_poll_ms: status.last_poll_ms,
-            servers_answering: status.servers_answering,
-            skipped: status.skipped.clone(),
-            polls: status.polls,
-            events: status.events.clone(),
-            malformed: status.malformed,
-            store: status.store.clone(),
-            alertmanager: status.alertmanager.clone(),
-            links: status.links.clone(),
-        },
-    }
-}
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -270,13 +47,6 @@ fn count_rejection(rejections: &Rejections, endpoint: Endpoint, code: u16) {
         Err(poisoned) => poisoned.into_inner(),
     };
     *guard.entry(endpoint).or_default().entry(code).or_default() += 1;
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// Passes a valid GROUP.FORGET request on to every instance (this one included): the micro

@@ -14,11 +14,11 @@ use async_nats::jetstream::{self, stream::StorageType};
 use async_nats::{Client, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use crate::checks::Finding;
-use crate::findings::{ActiveFinding, ActiveSet, Episodes, Transition, TransitionKind};
+use crate::findings::{ActiveFinding, ActiveSet, Episodes};
 use crate::history::Histories;
+use crate::record::{current_key, kv_key, Mark, Record, ResolvedFinding, Stored};
+use crate::status::StoreHealth;
 
 /// Key of the persisted history.
 const HISTORY_KEY: &str = "history";
@@ -26,8 +26,6 @@ const HISTORY_KEY: &str = "history";
 /// created once with the bucket's first load, so a bucket lost or recreated (no such key) never
 /// lends its epoch to numbers counted again from one.
 const EPOCH_KEY: &str = "epoch";
-/// Prefix of finding keys.
-const FINDING_PREFIX: &str = "finding.";
 /// Resolved findings older than this are slimmed when the service starts: their evidence and
 /// remediation go, their episode stays (it is what keeps the key's next raise from repeating an
 /// id).
@@ -48,141 +46,6 @@ pub struct StoreSettings {
     pub timeout: Duration,
     /// This instance's id, written with every record.
     pub instance: String,
-}
-
-/// One finding's record in the bucket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Record {
-    /// Raised and not resolved.
-    Active(ActiveFinding),
-    /// Resolved, kept for a while so late or restarted instances do not raise it again blindly.
-    Resolved(ResolvedFinding),
-}
-
-/// What is stored under a finding's key: the record and the instance that wrote it, so an
-/// instance whose write timed out can tell whether it landed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stored {
-    /// Instance id of the writer.
-    pub writer: String,
-    /// The record.
-    #[serde(flatten)]
-    pub record: Record,
-}
-
-/// A finding after its resolution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResolvedFinding {
-    /// The finding as last seen.
-    pub finding: Finding,
-    /// The episode it ended (0 in records of versions before episodes were numbered).
-    #[serde(default)]
-    pub episode: u64,
-    /// The epoch the episode was raised in (empty in records of versions before epochs).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub epoch: String,
-    /// Revision of the resolved event.
-    pub revision: u64,
-    /// When it was raised.
-    pub raised_at: SystemTime,
-    /// When it was resolved.
-    pub resolved_at: SystemTime,
-}
-
-/// Orders what is known about one finding key: a later episode is newer, and within an episode
-/// a higher revision is; a resolution ends its episode (it is newer than any revision of it). No
-/// clock takes part: two instances that saw the same transition give it the same mark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Mark {
-    /// The episode.
-    pub episode: u64,
-    /// The revision within it; `u64::MAX` once resolved.
-    pub stage: u64,
-}
-
-impl Mark {
-    /// The mark of an active state.
-    pub fn active(episode: u64, revision: u64) -> Mark {
-        Mark {
-            episode,
-            stage: revision,
-        }
-    }
-
-    /// The mark of the end of an episode.
-    pub fn resolved(episode: u64) -> Mark {
-        Mark {
-            episode,
-            stage: u64::MAX,
-        }
-    }
-}
-
-impl Record {
-    /// Its mark: the newer of two records about one key has the greater.
-    pub fn mark(&self) -> Mark {
-        match self {
-            Record::Active(a) => Mark::active(a.episode, a.revision),
-            Record::Resolved(r) => Mark::resolved(r.episode),
-        }
-    }
-
-    /// The finding key.
-    pub fn key(&self) -> &str {
-        match self {
-            Record::Active(a) => &a.finding.key,
-            Record::Resolved(r) => &r.finding.key,
-        }
-    }
-
-    /// The record a transition leaves behind.
-    pub fn after(transition: &Transition) -> Record {
-        match transition.kind {
-            TransitionKind::Resolved => Record::Resolved(ResolvedFinding {
-                finding: transition.finding.clone(),
-                episode: transition.episode,
-                epoch: transition.epoch.clone(),
-                revision: transition.revision,
-                raised_at: transition.raised_at,
-                resolved_at: transition.at,
-            }),
-            TransitionKind::Raised | TransitionKind::Updated => Record::Active(ActiveFinding {
-                finding: transition.finding.clone(),
-                episode: transition.episode,
-                epoch: transition.epoch.clone(),
-                revision: transition.revision,
-                raised_at: transition.raised_at,
-                changed_at: transition.at,
-            }),
-        }
-    }
-}
-
-/// The store's health, for STATUS and heartbeats.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum StoreHealth {
-    /// No `--state-server`: state lives in this process only and is lost on restart.
-    #[default]
-    Memory,
-    /// Reads and writes succeed.
-    Healthy {
-        /// Bucket name.
-        bucket: String,
-    },
-    /// The last operation failed; findings are still published, state waits in a backlog.
-    Degraded {
-        /// Bucket name.
-        bucket: String,
-        /// Since when.
-        #[serde(with = "crate::time_format")]
-        since: SystemTime,
-        /// The last error.
-        error: String,
-        /// Records waiting to be written.
-        backlog: usize,
-    },
 }
 
 /// Why a store operation failed.
@@ -262,38 +125,6 @@ fn refusal(what: &str, msg: &async_nats::Message, status: u16) -> String {
         "{what} refused: {status} {}",
         msg.description.as_deref().unwrap_or_default()
     )
-}
-
-/// The key a finding stored by an earlier version has now, when it differs: keys named the
-/// leader's cluster (`META_001/C1/n2`), they now name the group (`META_001/default/n2`).
-pub fn current_key(finding: &crate::checks::Finding) -> Option<String> {
-    let group = crate::observe::GroupId::of(finding.domain.as_deref());
-    let check = finding.check.as_str();
-    let rest = finding.key.strip_prefix(check)?.strip_prefix('/')?;
-    let (named, tail) = match rest.split_once('/') {
-        Some((named, tail)) => (named, Some(tail)),
-        None => (rest, None),
-    };
-    if named == group.label() {
-        return None;
-    }
-    Some(match tail {
-        Some(tail) => format!("{check}/{}/{tail}", group.label()),
-        None => format!("{check}/{}", group.label()),
-    })
-}
-
-/// Encodes a finding key into a KV key: `[-/_a-zA-Z0-9]` stay, everything else becomes `=XX`.
-pub fn kv_key(finding: &str) -> String {
-    let mut key = String::from(FINDING_PREFIX);
-    for b in finding.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_') {
-            key.push(b as char);
-        } else {
-            key.push_str(&format!("={b:02X}"));
-        }
-    }
-    key
 }
 
 /// True when an update lost its compare-and-set: another write came first. nats-server 2.15

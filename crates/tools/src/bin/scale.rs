@@ -19,9 +19,11 @@ use futures::StreamExt;
 use nats_insights::checks::{evaluate_groups, Evaluation, Thresholds};
 use nats_insights::findings::{reconcile, ActiveSet};
 use nats_insights::history::Histories;
-use nats_insights::observe::gather::{self, GatherTiming, Plan};
+use nats_insights::observe::gather;
 use nats_insights::observe::jsz::decode_reply;
+use nats_insights::observe::plan::{self, Plan};
 use nats_insights::observe::{Snapshot, Via};
+use nats_insights::timing::GatherTiming;
 use testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
 
 use nats_insights_tools::bench::{env_u64, loadavg, other_processes, out_dir, workspace_root};
@@ -336,7 +338,7 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
                 .collect();
             Plan::for_group(
                 group_size_seen,
-                gather::FULL_POLL_MAX_MEMBERS,
+                plan::FULL_POLL_MAX_MEMBERS,
                 &followers,
                 round as u64,
             )
@@ -737,7 +739,7 @@ impl ManyGroups {
             self.unfiled,
             self.misfiled,
             if self.misfiled > 0 {
-                format!(" An identity-only view (IDZ carries no domain) of a server no history knows yet is filed in the default group, and stays there while it answers; it moves to its own group once the follower sample asks for its whole view ({} servers per poll). The findings do not depend on it (each group's members come from its leader's view), but a crash of such a server is seen by its own group only through its leader's `active`, after `--offline-after`, not at the first silent poll.", gather::FOLLOWER_SAMPLE)
+                format!(" An identity-only view (IDZ carries no domain) of a server no history knows yet is filed in the default group, and stays there while it answers; it moves to its own group once the follower sample asks for its whole view ({} servers per poll). The findings do not depend on it (each group's members come from its leader's view), but a crash of such a server is seen by its own group only through its leader's `active`, after `--offline-after`, not at the first silent poll.", plan::FOLLOWER_SAMPLE)
             } else {
                 String::new()
             },
@@ -749,7 +751,7 @@ impl ManyGroups {
         let [(load_before, others_before), (load_after, others_after)] = &self.load;
         let _ = writeln!(md, "_Load while this part ran: load average {load_before} at the start, {load_after} at the end; {others_before} compiler or nats-server processes not started by the benchmark at the start, {others_after} at the end._\n");
         if !self.steady.is_empty() {
-            let _ = writeln!(md, "Each stage of the round on pure code, once every server sits in its own group's history (as after the follower sample went round): the histories first record every server's whole view, then {} polls shaped like the large-group poll (every leader's view, {} followers' views, every other live server's identity) are split, recorded, evaluated and reconciled; medians. `0x3+1000/1` is one default-domain group of 1,000 servers in one cluster.\n", polls.max(5), gather::FOLLOWER_SAMPLE);
+            let _ = writeln!(md, "Each stage of the round on pure code, once every server sits in its own group's history (as after the follower sample went round): the histories first record every server's whole view, then {} polls shaped like the large-group poll (every leader's view, {} followers' views, every other live server's identity) are split, recorded, evaluated and reconciled; medians. `0x3+1000/1` is one default-domain group of 1,000 servers in one cluster.\n", polls.max(5), plan::FOLLOWER_SAMPLE);
             let _ = writeln!(md, "| shape | servers | groups | `known_servers` | split | record | evaluate | reconcile | total | findings |");
             let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
             for row in &self.steady {
@@ -778,7 +780,7 @@ struct SteadyState {
 fn deployment_snapshot(
     deployment: &Deployment,
     whole: &dyn Fn(usize) -> bool,
-    known: &[gather::KnownServer],
+    known: &[plan::KnownServer],
     taken_at: SystemTime,
 ) -> Snapshot {
     let leaders: BTreeSet<usize> = deployment.leaders().collect();
@@ -824,8 +826,8 @@ fn steady_state(deployment: &Deployment, rounds: usize) -> SteadyState {
         let sample: BTreeSet<usize> = followers
             .iter()
             .cycle()
-            .skip(round * gather::FOLLOWER_SAMPLE)
-            .take(gather::FOLLOWER_SAMPLE)
+            .skip(round * plan::FOLLOWER_SAMPLE)
+            .take(plan::FOLLOWER_SAMPLE)
             .copied()
             .collect();
         let t = Instant::now();
@@ -985,7 +987,7 @@ async fn bench() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = writeln!(md, "### After: the poll that grows linearly\n");
-    let _ = writeln!(md, "Groups of more than {} members are polled as `Plan::Large`: the JSZ of every server that believes it leads (`leader_only`), every server's identity (`IDZ`, about 100 bytes each) and the whole views of {} followers that rotate from poll to poll. Smaller groups keep the full poll.\n", gather::FULL_POLL_MAX_MEMBERS, gather::FOLLOWER_SAMPLE);
+    let _ = writeln!(md, "Groups of more than {} members are polled as `Plan::Large`: the JSZ of every server that believes it leads (`leader_only`), every server's identity (`IDZ`, about 100 bytes each) and the whole views of {} followers that rotate from poll to poll. Smaller groups keep the full poll.\n", plan::FULL_POLL_MAX_MEMBERS, plan::FOLLOWER_SAMPLE);
     let _ = writeln!(md, "| N | cycle: median | worst | gather | evaluate | received per poll | CPU per poll | binary: RSS | binary: CPU (of one core) | findings raised | binary: poll time, received |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
@@ -998,7 +1000,7 @@ async fn bench() {
         md.push_str(&many.markdown(single_row.as_deref(), polls));
     }
     let _ = writeln!(md, "### Before: every server's whole view\n");
-    let _ = writeln!(md, "The poll nats-insights used for every group until this benchmark, still used up to {} members. Every reply lists every member, so one poll receives N² member entries (not run at 5,000: 1.9 GB per poll).\n", gather::FULL_POLL_MAX_MEMBERS);
+    let _ = writeln!(md, "The poll nats-insights used for every group until this benchmark, still used up to {} members. Every reply lists every member, so one poll receives N² member entries (not run at 5,000: 1.9 GB per poll).\n", plan::FULL_POLL_MAX_MEMBERS);
     let _ = writeln!(md, "| N | one full gather | cycle: median | worst | CPU per poll | running members that answered in time |");
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for row in before_rows {

@@ -177,11 +177,7 @@ impl Member {
     }
 }
 
-/// Whether the leader's figures for a member it hears say it is behind: not current, or more
-/// than `lag_max` operations behind. The history times it for META_101; the status page shows it.
-pub fn shows_behind(current: bool, lag: u64, lag_max: u64) -> bool {
-    !current || lag > lag_max
-}
+pub use crate::thresholds::shows_behind;
 
 /// Online, offline (with every reason seen), or not decidable from this observation.
 #[derive(Debug, Clone, PartialEq, Serialize)]

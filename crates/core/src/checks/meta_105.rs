@@ -40,7 +40,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         )
     },
     settings: |t| vec![Setting::offline_after(t)],
-    runbook: include_str!("../../runbooks/META_105.md"),
+    runbook: include_str!("../../../../runbooks/META_105.md"),
     evaluate,
 };
 

@@ -24,7 +24,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             .to_string()
     },
     settings: |_| Vec::new(),
-    runbook: include_str!("../../runbooks/META_104.md"),
+    runbook: include_str!("../../../../runbooks/META_104.md"),
     evaluate,
 };
 

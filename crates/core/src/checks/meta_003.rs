@@ -52,7 +52,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             },
         ]
     },
-    runbook: include_str!("../../runbooks/META_003.md"),
+    runbook: include_str!("../../../../runbooks/META_003.md"),
     evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
 };
 

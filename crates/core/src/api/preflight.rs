@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::api::ApiError;
-use super::EngineStatus;
+use super::ApiError;
 use crate::checks::members::{Member, MemberState, MetaAssessment, OfflineReason};
 use crate::checks::{Remediation, Severity};
 use crate::observe::GroupId;
+use crate::status::EngineStatus;
 use crate::time_format;
 
 /// `type` of the PREFLIGHT response.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::publish::FindingEvent;
+use crate::wire::FindingEvent;
 
 /// The overall state STATUS reports, and the exit code `nats-insights status` ends with
 /// (Nagios plugin convention).
@@ -875,11 +875,8 @@ pub fn findings_text(findings: &FindingsView, style: Style) -> String {
 
 /// `nats-insights preflight` and `wait healthy`: the verdict, then why, what it waits for and
 /// the steps with their commands.
-pub fn preflight_text(
-    answer: &crate::service::preflight::PreflightResponse,
-    style: Style,
-) -> String {
-    use crate::service::preflight::{Action, Verdict};
+pub fn preflight_text(answer: &crate::api::preflight::PreflightResponse, style: Style) -> String {
+    use crate::api::preflight::{Action, Verdict};
     let target = match (&answer.server, &answer.to) {
         (Some(server), Some(to)) => format!(" {server} to {to}"),
         (Some(server), None) => format!(" {server}"),
@@ -935,8 +932,8 @@ pub fn preflight_text(
     out
 }
 
-fn action_word(action: crate::service::preflight::Action) -> &'static str {
-    use crate::service::preflight::Action;
+fn action_word(action: crate::api::preflight::Action) -> &'static str {
+    use crate::api::preflight::Action;
     match action {
         Action::Restart => "restart",
         Action::Stop => "stop",
@@ -1003,7 +1000,7 @@ pub fn checks_text(checks: &ChecksView, style: Style) -> String {
 
 /// One `watch` line, coloured by what happened: raised in its severity's colour, resolved green.
 pub fn watch_line(event: &FindingEvent, style: Style) -> String {
-    let line = crate::watch::format_line(event);
+    let line = super::watch::format_line(event);
     let colour = match event.event {
         crate::findings::TransitionKind::Resolved => Colour::Green,
         crate::findings::TransitionKind::Updated => Colour::Cyan,
@@ -1298,7 +1295,7 @@ mod tests {
                 "timestamp": "2026-11-24T08:01:00.000Z", "action": "restart", "server": h,
                 "domain": h, "safe": false, "verdict": "unsafe", "reasons": [h], "wait_for": [h],
                 "steps": [{"step": h, "command": crate::checks::peer_remove_command(h)}]});
-            let answer: crate::service::preflight::PreflightResponse =
+            let answer: crate::api::preflight::PreflightResponse =
                 crate::text::decode_for_terminal(&bytes(&preflight)).expect("preflight");
             terminal_safe("preflight", &preflight_text(&answer, Style::PLAIN));
             // watch decodes events as they are: its line escapes the network's fields itself.
@@ -1314,7 +1311,7 @@ mod tests {
             ] {
                 object.insert(k.into(), v.into());
             }
-            let event: crate::publish::FindingEvent =
+            let event: crate::wire::FindingEvent =
                 serde_json::from_value(event).expect("finding event");
             let line = watch_line(&event, Style::PLAIN);
             terminal_safe("watch", &line);

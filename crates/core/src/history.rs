@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Thresholds;
-use crate::observe::gather::KnownServer;
+use crate::observe::plan::KnownServer;
 use crate::observe::MetaCluster;
 use crate::observe::{GroupId, MetaEvent, Snapshot, Via};
+use crate::thresholds::{shows_behind, Thresholds};
 
 /// Memory of earlier observations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -565,7 +565,7 @@ impl History {
                 continue;
             }
             let was = previous.get(&p.name);
-            if crate::checks::members::shows_behind(p.current, p.lag, thresholds.lag_max) {
+            if shows_behind(p.current, p.lag, thresholds.lag_max) {
                 let since = was.map_or(now, |b| b.since);
                 self.behind.insert(
                     p.name.clone(),

@@ -39,7 +39,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             default: duration_words(Thresholds::default().size_change_hold),
         }]
     },
-    runbook: include_str!("../../runbooks/META_102.md"),
+    runbook: include_str!("../../../../runbooks/META_102.md"),
     evaluate,
 };
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::findings::{ActiveSet, Transition, TransitionKind};
-use crate::store::Record;
+use crate::record::Record;
 use crate::timing::HaTiming;
 
 use super::ledger::Ledger;
@@ -578,7 +578,10 @@ mod tests {
         );
         c.handle(Input::Tick, timing().sync_wait);
         assert_eq!(published(&mut c).len(), 1);
-        assert_eq!(c.ledger().mark("k"), Some(crate::store::Mark::active(1, 1)));
+        assert_eq!(
+            c.ledger().mark("k"),
+            Some(crate::record::Mark::active(1, 1))
+        );
         assert!(
             evaluated(&mut c, vec![], s(3.0)).is_empty(),
             "published once"
@@ -821,7 +824,7 @@ mod tests {
     #[test]
     fn a_peer_that_is_starting_too_does_not_end_the_wait() {
         let mut stored = Ledger::default();
-        stored.fold(Record::Resolved(crate::store::ResolvedFinding {
+        stored.fold(Record::Resolved(crate::record::ResolvedFinding {
             finding: raise("k", 3).finding,
             episode: 3,
             epoch: String::new(),
@@ -845,7 +848,7 @@ mod tests {
         let known = a.peer_state(timing().sync_wait);
         assert!(known.synced);
         b.handle(Input::PeerState(known), s(0.2));
-        assert_eq!(b.ledger().mark("k"), Some(crate::store::Mark::resolved(3)));
+        assert_eq!(b.ledger().mark("k"), Some(crate::record::Mark::resolved(3)));
         assert!(
             evaluated(&mut b, vec![raise("k", 1)], s(0.3)).is_empty(),
             "a raise of an episode that ended is not news"
@@ -917,16 +920,10 @@ mod tests {
         let mut other = t.clone();
         other.raised_at = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
         other.at = other.raised_at;
-        assert_eq!(
-            crate::publish::event_id(&t),
-            crate::publish::event_id(&other)
-        );
+        assert_eq!(crate::wire::event_id(&t), crate::wire::event_id(&other));
         let mut next = t.clone();
         next.episode = 8;
-        assert_ne!(
-            crate::publish::event_id(&t),
-            crate::publish::event_id(&next)
-        );
+        assert_ne!(crate::wire::event_id(&t), crate::wire::event_id(&next));
     }
 
     #[test]

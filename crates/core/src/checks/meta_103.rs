@@ -37,7 +37,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             default: duration_words(Thresholds::default().even_after),
         }]
     },
-    runbook: include_str!("../../runbooks/META_103.md"),
+    runbook: include_str!("../../../../runbooks/META_103.md"),
     evaluate,
 };
 

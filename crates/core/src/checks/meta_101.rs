@@ -49,7 +49,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             },
         ]
     },
-    runbook: include_str!("../../runbooks/META_101.md"),
+    runbook: include_str!("../../../../runbooks/META_101.md"),
     evaluate,
 };
 

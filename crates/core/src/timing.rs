@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::observe::gather::GatherTiming;
-
 /// The service's timers.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -41,7 +39,7 @@ pub struct Timing {
     /// How a failing Alertmanager is retried: after 1 s, doubling up to 30 s (well inside the
     /// default `--alertmanager-resend`, so a recovered Alertmanager hears of the active alerts
     /// about as soon as it would have at the next resend).
-    pub alert_backoff: crate::alertmanager::Backoff,
+    pub alert_backoff: Backoff,
     /// A resolved alert is sent again (with its `endsAt`) for this long, so an Alertmanager that
     /// was down at the resolution learns of it (Prometheus keeps resolved alerts as long).
     pub alert_resolved_kept: Duration,
@@ -78,7 +76,7 @@ pub struct HaTiming {
     /// A publish that failed is tried again after `min`, doubling with each failure in a row
     /// up to `max`: one that cannot succeed (a denied subject, a server refusing) is no hot
     /// loop, and one that failed by chance goes out again before a peer's grace is over.
-    pub publish_backoff: crate::alertmanager::Backoff,
+    pub publish_backoff: Backoff,
 }
 
 impl Timing {
@@ -102,7 +100,7 @@ impl Timing {
                 contrary_hold: (poll * 3).max(Duration::from_secs(3)),
                 sync_wait: beat * 3 / 2,
                 peer_memory: Duration::from_secs(3600),
-                publish_backoff: crate::alertmanager::Backoff {
+                publish_backoff: Backoff {
                     min: Duration::from_secs(1),
                     max: Duration::from_secs(30),
                 },
@@ -110,7 +108,7 @@ impl Timing {
             store_retry: Duration::from_secs(3),
             history_every: Duration::from_secs(2),
             shutdown_flush: RAFT_ELECTION_MAX + Duration::from_secs(3),
-            alert_backoff: crate::alertmanager::Backoff {
+            alert_backoff: Backoff {
                 min: Duration::from_secs(1),
                 max: Duration::from_secs(30),
             },
@@ -126,6 +124,48 @@ impl Default for Timing {
             GatherTiming::default(),
             Duration::from_secs(10),
         )
+    }
+}
+
+/// How long a poll may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct GatherTiming {
+    /// Upper bound for the scatter-gather.
+    pub max_wait: Duration,
+    /// Stop once no reply arrived for this long (replies have stopped coming).
+    pub idle_gap: Duration,
+    /// Timeout of the direct request to a known server that did not answer the gather.
+    pub probe_timeout: Duration,
+    /// Once every known server answered, how long to wait for servers not known yet (one that
+    /// misses it is found by the next poll).
+    pub linger: Duration,
+}
+
+impl Default for GatherTiming {
+    fn default() -> Self {
+        GatherTiming {
+            max_wait: Duration::from_millis(1500),
+            idle_gap: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(500),
+            linger: Duration::from_millis(25),
+        }
+    }
+}
+
+/// How a target backs off: the first retry after `min`, doubling up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First retry delay.
+    pub min: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after `failures` failures in a row: `min`, doubling with each, at most `max`.
+    pub fn delay(self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        self.min.saturating_mul(1u32 << exponent).min(self.max)
     }
 }
 

@@ -47,7 +47,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             },
         ]
     },
-    runbook: include_str!("../../runbooks/META_008.md"),
+    runbook: include_str!("../../../../runbooks/META_008.md"),
     evaluate,
 };
 

@@ -41,7 +41,7 @@ pub const SPEC: CheckSpec = CheckSpec {
             default: duration_words(Thresholds::default().disagreement_after),
         }]
     },
-    runbook: include_str!("../../runbooks/META_002.md"),
+    runbook: include_str!("../../../../runbooks/META_002.md"),
     evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
 };
 

@@ -32,7 +32,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         )
     },
     settings: |t| vec![Setting::offline_after(t)],
-    runbook: include_str!("../../runbooks/META_006.md"),
+    runbook: include_str!("../../../../runbooks/META_006.md"),
     evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
 };
 

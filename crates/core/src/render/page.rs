@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
+use super::text::short_duration;
 use crate::checks::members::Member;
 use crate::checks::{MemberState, MetaAssessment, Severity, Thresholds};
-use crate::client::render::short_duration;
 use crate::findings::TransitionKind;
 use crate::observe::GroupId;
-use crate::service::{status_response, EngineStatus, FindingView, Instance};
-use crate::store::StoreHealth;
+use crate::status::StoreHealth;
+use crate::status::{status_response, EngineStatus, FindingView, Instance, LinkHealth};
 use crate::time_format;
 
 /// Seconds between the page's re-fetches of itself.
@@ -406,7 +406,7 @@ fn group(
 /// Which members of `meta` a pinned link reaches (their own view is seen in a partition), and
 /// each one without, with why: partition detection is degraded for it.
 fn direct_links(out: &mut String, status: &EngineStatus, meta: &MetaAssessment) {
-    let links: Vec<&crate::connect::LinkHealth> = status
+    let links: Vec<&LinkHealth> = status
         .links
         .iter()
         .filter(|l| meta.members.iter().any(|m| m.name == l.server))
@@ -1215,11 +1215,11 @@ mod tests {
             !page(&status).contains("Direct links"),
             "none before discovery"
         );
-        let link = |server: &str, direct: bool| crate::connect::LinkHealth {
+        let link = |server: &str, direct: bool| LinkHealth {
             server: server.to_string(),
             direct,
             connected: direct.then_some(true),
-            source: direct.then_some(crate::connect::discovery::LinkSource::Varz),
+            source: direct.then_some(crate::status::LinkSource::Varz),
             url: direct.then(|| format!("nats://{server}:4222")),
             reason: (!direct).then(|| "cannot connect: <timed out>".to_string()),
         };

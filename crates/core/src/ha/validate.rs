@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::coordinator::PeerState;
 use super::ledger::{valid_epoch, Ledger};
 use crate::checks::Finding;
-use crate::store::Record;
+use crate::record::Record;
 
 /// The largest episode or revision accepted at all: far above what a key reaches in centuries
 /// of one transition a second, far below where adding to it could wrap.
@@ -198,7 +198,7 @@ pub fn peer_state(mut state: PeerState, now: SystemTime) -> Result<(PeerState, u
 mod tests {
     use super::*;
     use crate::findings::ActiveFinding;
-    use crate::store::ResolvedFinding;
+    use crate::record::ResolvedFinding;
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)

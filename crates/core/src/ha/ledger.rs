@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::findings::{ActiveFinding, ActiveSet, Episodes, Transition, TransitionKind};
-use crate::store::{Mark, Record};
+use crate::record::{Mark, Record};
 
 /// Published state by key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -154,7 +154,7 @@ fn active_transition(a: &ActiveFinding) -> Transition {
 mod tests {
     use super::*;
     use crate::ha::test_finding as finding;
-    use crate::store::ResolvedFinding;
+    use crate::record::ResolvedFinding;
     use std::time::{Duration, SystemTime};
 
     /// Times play no part in the order: each record gets a different one.

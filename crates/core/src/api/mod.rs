@@ -1,22 +1,24 @@
 //! Serve: the API's pure half. Validates request bodies and builds every endpoint's response from
 //! the engine's latest status; no NATS here, so each rule is unit-tested without a server.
 
+pub mod catalog;
+pub mod preflight;
+
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    finding_views, status_response, EngineStatus, FindingState, FindingView, Instance,
-    MAX_REQUEST_BYTES,
-};
 use crate::checks::{CheckId, Severity, Thresholds};
 use crate::findings::TransitionKind;
 use crate::history::ChangeSource;
 use crate::observe::{GroupId, DEFAULT_GROUP_LABEL};
-use crate::publish::FindingEvent;
+use crate::status::{
+    finding_views, status_response, EngineStatus, FindingState, FindingView, Instance, STATUS_TYPE,
+};
 use crate::time_format;
+use crate::wire::{FindingEvent, API_GROUP, MAX_REQUEST_BYTES};
 
 /// `type` of the FINDINGS response.
 pub const FINDINGS_TYPE: &str = "io.nats.insights.v1.findings_response";
@@ -82,18 +84,18 @@ impl Endpoint {
 
     /// Its full subject, e.g. `$INSIGHTS.API.STATUS`.
     pub fn subject(self) -> String {
-        format!("{}.{}", super::API_GROUP, self.token())
+        format!("{}.{}", API_GROUP, self.token())
     }
 
     /// The `type` of its successful responses.
     pub fn response_type(self) -> &'static str {
         match self {
-            Endpoint::Status => super::STATUS_TYPE,
+            Endpoint::Status => STATUS_TYPE,
             Endpoint::Findings => FINDINGS_TYPE,
-            Endpoint::Checks => super::catalog::CHECKS_TYPE,
+            Endpoint::Checks => catalog::CHECKS_TYPE,
             Endpoint::History => HISTORY_TYPE,
             Endpoint::Explain => crate::runbook::EXPLAIN_TYPE,
-            Endpoint::Preflight => super::preflight::PREFLIGHT_TYPE,
+            Endpoint::Preflight => preflight::PREFLIGHT_TYPE,
             Endpoint::GroupForget => FORGET_TYPE,
         }
     }
@@ -588,7 +590,7 @@ pub fn handle(endpoint: Endpoint, payload: &[u8], ctx: Context<'_>) -> Result<Ve
         }
         Endpoint::Checks => {
             parse_body::<NoFields>(payload)?;
-            encode(&super::catalog::checks_response(
+            encode(&catalog::checks_response(
                 ctx.thresholds,
                 &ctx.status.active,
             ))
@@ -599,8 +601,8 @@ pub fn handle(endpoint: Endpoint, payload: &[u8], ctx: Context<'_>) -> Result<Ve
         }
         Endpoint::Explain => encode(&crate::runbook::runbook(explain_check(payload)?)),
         Endpoint::Preflight => {
-            let question = parse_body::<super::preflight::PreflightRequest>(payload)?.validate()?;
-            encode(&super::preflight::preflight(&question, ctx.status, ctx.now))
+            let question = parse_body::<preflight::PreflightRequest>(payload)?.validate()?;
+            encode(&preflight::preflight(&question, ctx.status, ctx.now))
         }
         // The service passes the request on to every instance (`FORGET_SUBJECT`) once it is valid.
         Endpoint::GroupForget => encode(&forget_group(payload, ctx.status, ctx.now)?.1),
