@@ -157,7 +157,7 @@ pub struct RunArgs {
     pub deployment: Option<String>,
     /// Prometheus metrics and health endpoint.
     #[command(flatten)]
-    pub metrics: crate::metrics::MetricsArgs,
+    pub metrics: crate::http::metrics::MetricsArgs,
     /// Findings as Alertmanager alerts.
     #[command(flatten)]
     pub alertmanager: crate::alertmanager::AlertmanagerArgs,
@@ -229,7 +229,7 @@ pub fn command() -> clap::Command {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let args = match crate::config::apply(std::env::args_os().collect()) {
+    let args = match crate::config::apply(Cli::command(), std::env::args_os().collect()) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("nats-insights: {}", crate::text::terminal_field(&message));
@@ -304,7 +304,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let web = args.metrics.web_config()?;
     let metrics = match &args.metrics.metrics_listen {
         Some(addr) => Some(
-            crate::metrics::http::MetricsServer::bind(addr)
+            crate::http::MetricsServer::bind(addr)
                 .await?
                 .with_web_config(web),
         ),
@@ -362,34 +362,15 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             config.poll_interval,
         ));
     }
-    engine::run_with_status(connections, config, instance, shutdown_signal(), status_tx)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
+    engine::run_with_status(
+        connections,
+        config,
+        instance,
+        crate::shutdown::signal(),
+        status_tx,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

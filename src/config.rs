@@ -8,20 +8,17 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory};
-
-use crate::cli::Cli;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 /// Id of the `--config` argument.
 const CONFIG_ID: &str = "config";
 
-/// Returns `args` (the whole command line, program name first) with the values of the config
+/// Returns `args` (the whole command line, program name first, as `command` defines it) with the values of the config
 /// file appended as flags, for those flags that neither the command line nor the environment set.
 /// Without `--config` (or `NATS_INSIGHTS_CONFIG`) the arguments come back unchanged; a command
 /// line clap cannot parse also comes back unchanged so that clap reports it. The error is one
 /// line naming the file and, where it applies, the key.
-pub fn apply(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let mut command = Cli::command();
+pub fn apply(mut command: Command, args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     command.build();
     let Ok(matches) = command
         .clone()
@@ -179,7 +176,8 @@ fn validate(arg: &Arg, words: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Command as Sub;
+    use crate::cli::{Cli, Command as Sub};
+    use clap::CommandFactory;
     use clap::Parser;
     use std::time::Duration;
 
@@ -200,7 +198,7 @@ mod tests {
 
     fn run_args(words: &[&str]) -> Result<crate::cli::RunArgs, String> {
         let args: Vec<OsString> = words.iter().map(OsString::from).collect();
-        let args = apply(args)?;
+        let args = apply(Cli::command(), args)?;
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         match cli.command {
             Sub::Run(run) => Ok(*run),
@@ -228,7 +226,7 @@ json = true   # a flag of `status`, ignored by `run`
         let plain: Vec<OsString> = ["nats-insights", "checks", "--json"]
             .map(OsString::from)
             .to_vec();
-        assert_eq!(apply(plain.clone()), Ok(plain));
+        assert_eq!(apply(Cli::command(), plain.clone()), Ok(plain));
         // Only this test sets these variables.
         std::env::set_var("INSIGHTS_FLAP_MAX", "6");
         let args = run_args(&[
@@ -253,8 +251,11 @@ json = true   # a flag of `status`, ignored by `run`
 
         // The same through the environment variable naming the file, and a global flag.
         std::env::set_var("NATS_INSIGHTS_CONFIG", p);
-        let cli = apply(["nats-insights", "run"].map(OsString::from).to_vec())
-            .map(|a| Cli::try_parse_from(a).map_err(|e| e.to_string()));
+        let cli = apply(
+            Cli::command(),
+            ["nats-insights", "run"].map(OsString::from).to_vec(),
+        )
+        .map(|a| Cli::try_parse_from(a).map_err(|e| e.to_string()));
         std::env::remove_var("NATS_INSIGHTS_CONFIG");
         let cli = cli.expect("file").expect("parses");
         assert_eq!(cli.log, "debug");

@@ -37,10 +37,11 @@ pub mod config;
 pub mod connect;
 pub mod engine;
 pub mod ha;
-pub mod metrics;
+pub mod http;
 pub mod observe;
 pub mod publish;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod watch;
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nats_insights::findings::TransitionKind::Raised;
-use nats_insights::metrics::http::MAX_CONNECTIONS;
+use nats_insights::http::MAX_CONNECTIONS;
 use support::served::{get, ServedMonitor};
 use support::{cluster, others, Events, EVENT_TIMEOUT};
 use testbed::Stop;

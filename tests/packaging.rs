@@ -133,6 +133,7 @@ fn kubernetes_manifests_parse_and_run_two_non_root_replicas_with_probes() {
     let path = dir.join("nats-insights.toml");
     std::fs::write(&path, toml_text).expect("write");
     let args = nats_insights::config::apply(
+        <nats_insights::cli::Cli as clap::CommandFactory>::command(),
         ["nats-insights", "run", "--config"]
             .map(std::ffi::OsString::from)
             .into_iter()
@@ -286,6 +287,7 @@ fn shipped_files() -> Vec<PathBuf> {
 fn parsed_config(name: &str, command: &str) -> nats_insights::cli::Cli {
     let path = root().join("deploy").join(name);
     let args = nats_insights::config::apply(
+        <nats_insights::cli::Cli as clap::CommandFactory>::command(),
         ["nats-insights", command, "--config"]
             .map(std::ffi::OsString::from)
             .into_iter()

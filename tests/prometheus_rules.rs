@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use nats_insights::checks::{assess_members, Thresholds};
 use nats_insights::history::History;
-use nats_insights::metrics::{encode, Recorder};
+use nats_insights::http::metrics::{encode, Recorder};
 use nats_insights::observe::{JszReply, Snapshot, Via};
 use nats_insights::service::EngineStatus;
 

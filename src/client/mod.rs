@@ -738,7 +738,7 @@ pub async fn watch(args: &WatchArgs) -> Result<(), ClientError> {
         ),
     }
     let style = Style::for_stdout();
-    let shutdown = crate::cli::shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     // Delivery is at least once with stable ids: a copy (two instances that could not hear
     // each other both sent it) is shown once.

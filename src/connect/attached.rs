@@ -61,7 +61,7 @@ impl Attached {
     /// the bytes reached the socket: a stopped server still takes them).
     pub async fn answers(&self, client: &Client) -> bool {
         client.connection_state() == State::Connected
-            && crate::publish::round_trip(client, self.answer).await
+            && crate::connect::round_trip(client, self.answer).await
     }
 
     /// Moves the main connection to another server and waits (briefly) until it is attached

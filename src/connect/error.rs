@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::observe::plan::PING_IDZ;
+use nats_insights_core::observe::plan::PING_IDZ;
 
 /// Why connecting failed, each worded for an operator.
 #[derive(Debug, thiserror::Error)]

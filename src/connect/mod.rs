@@ -180,7 +180,7 @@ impl StateArgs {
     }
 
     /// Bucket settings, validated.
-    pub fn settings(&self) -> Result<crate::store::StoreSettings, ConnectError> {
+    pub fn settings(&self) -> Result<StoreSettings, ConnectError> {
         let valid = !self.bucket.is_empty()
             && self
                 .bucket
@@ -197,13 +197,40 @@ impl StateArgs {
                 "--bucket-replicas must be between 1 and 5".to_string(),
             ));
         }
-        Ok(crate::store::StoreSettings {
+        Ok(StoreSettings {
             bucket: self.bucket.clone(),
             replicas: self.bucket_replicas,
             timeout: self.state_timeout,
             // Set by the engine, which knows the instance.
             instance: String::new(),
         })
+    }
+}
+
+/// Where the bucket lives and how it is made.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Replicas when creating it (capped at the cluster size).
+    pub replicas: usize,
+    /// Longest a KV operation may take before the store counts as unavailable.
+    pub timeout: Duration,
+    /// This instance's id, written with every record.
+    pub instance: String,
+}
+
+/// True when the server the client is attached to answers a request within `wait`, proving it
+/// processed everything the client sent before. `Client::flush` is no such proof: it returns once
+/// the bytes are in the socket, which a stopped (SIGSTOP) or cut-off server still accepts, and
+/// delivers them whenever it wakes. The request is the `$SRV.PING` of the service's own micro
+/// service (a subject the service may publish anyway); "no responders" is an answer too.
+pub async fn round_trip(client: &Client, wait: std::time::Duration) -> bool {
+    let subject = format!("$SRV.PING.{}", crate::wire::SERVICE_NAME);
+    match tokio::time::timeout(wait, client.request(subject, "".into())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => error.kind() == async_nats::RequestErrorKind::NoResponders,
+        Err(_) => false,
     }
 }
 

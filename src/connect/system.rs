@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::{Client, RequestErrorKind};
 
 use super::{ConnectError, Denial, Denials};
-use crate::observe::plan::{PING_IDZ, PING_JSZ};
+use nats_insights_core::observe::plan::{PING_IDZ, PING_JSZ};
 
 /// Proves the connection is in the system account by asking every server's identity (IDZ: a
 /// small reply each, affordable with thousands of servers); names the account when it is not, and

@@ -102,7 +102,7 @@ pub async fn poll_or_silence(
     let started = Instant::now();
     let taken_at = SystemTime::now();
     let silent = async {
-        if crate::publish::round_trip(client, attached_wait).await {
+        if crate::connect::round_trip(client, attached_wait).await {
             std::future::pending::<()>().await;
         }
     };

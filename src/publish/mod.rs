@@ -37,20 +37,6 @@ pub enum PublishError {
     },
 }
 
-/// True when the server the client is attached to answers a request within `wait`, proving it
-/// processed everything the client sent before. `Client::flush` is no such proof: it returns once
-/// the bytes are in the socket, which a stopped (SIGSTOP) or cut-off server still accepts, and
-/// delivers them whenever it wakes. The request is the `$SRV.PING` of the service's own micro
-/// service (a subject the service may publish anyway); "no responders" is an answer too.
-pub async fn round_trip(client: &Client, wait: std::time::Duration) -> bool {
-    let subject = format!("$SRV.PING.{}", crate::service::SERVICE_NAME);
-    match tokio::time::timeout(wait, client.request(subject, "".into())).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(error)) => error.kind() == async_nats::RequestErrorKind::NoResponders,
-        Err(_) => false,
-    }
-}
-
 /// Publishes events on the system-account connection.
 #[derive(Clone)]
 pub struct Publisher {
@@ -134,7 +120,7 @@ impl Publisher {
                     subject: subject.clone(),
                     source,
                 })?;
-            if round_trip(&self.client, CONFIRM_TIMEOUT).await {
+            if crate::connect::round_trip(&self.client, CONFIRM_TIMEOUT).await {
                 return Ok(());
             }
             if attempt >= DELIVERY_ATTEMPTS {

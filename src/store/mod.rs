@@ -35,18 +35,7 @@ fn timing() -> crate::timing::Timing {
     crate::timing::Timing::default()
 }
 
-/// Where the bucket lives and how it is made.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// Bucket name.
-    pub bucket: String,
-    /// Replicas when creating it (capped at the cluster size).
-    pub replicas: usize,
-    /// Longest a KV operation may take before the store counts as unavailable.
-    pub timeout: Duration,
-    /// This instance's id, written with every record.
-    pub instance: String,
-}
+pub use crate::connect::StoreSettings;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nats_insights::engine::{self, EngineConfig, EngineError};
-use nats_insights::metrics::http::MetricsServer;
+use nats_insights::http::MetricsServer;
 use nats_insights::service::Instance;
 use testbed::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

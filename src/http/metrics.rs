@@ -1,11 +1,6 @@
-//! Prometheus metrics, the health endpoint and the status page: turns the engine's status (the
-//! same `watch` channel the micro service reads) into metrics in the text exposition format and
-//! into an HTML page (`page`), served with `http` on `--metrics-listen` as `/metrics`,
-//! `/healthz`, `/` and `/api/status.json`.
-
-pub mod http;
-pub use nats_insights_core::render::page;
-pub mod web;
+//! Prometheus metrics and the health verdict: turns the engine's status (the same `watch`
+//! channel the micro service reads) into metrics in the text exposition format, served by the
+//! listener ([`super`]) as `/metrics` and `/healthz`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -51,14 +46,14 @@ pub struct MetricsArgs {
 impl MetricsArgs {
     /// The web config file's TLS and basic auth (none without `--web-config-file`); the error is
     /// one line naming the file and the problem.
-    pub fn web_config(&self) -> Result<web::WebConfig, String> {
+    pub fn web_config(&self) -> Result<super::web::WebConfig, String> {
         match (&self.web_config_file, &self.metrics_listen) {
-            (Some(path), Some(_)) => web::WebConfig::load(path),
+            (Some(path), Some(_)) => super::web::WebConfig::load(path),
             (Some(path), None) => Err(format!(
                 "--web-config-file {} is for the HTTP listener: give --metrics-listen too",
                 path.display()
             )),
-            (None, _) => Ok(web::WebConfig::default()),
+            (None, _) => Ok(super::web::WebConfig::default()),
         }
     }
 }

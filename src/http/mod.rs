@@ -1,3 +1,7 @@
+//! Serve, over HTTP: the listener of `--metrics-listen`. [`metrics`] turns the status into
+//! Prometheus metrics and the health verdict, the status page is rendered by the core
+//! ([`nats_insights_core::render::page`]), [`web`] reads the web config file (TLS, basic auth).
+//!
 //! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz`, the status page (`/`, see
 //! `page`) and `/api/status.json`: GET and HEAD only, one request per connection
 //! (`Connection: close`), request heads capped at 8 KiB, at most 256 connections open (when full,
@@ -19,11 +23,15 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::web::WebConfig;
-use super::{encode, health, page, Recorder};
+pub mod metrics;
+pub mod web;
+
 use crate::checks::Thresholds;
 use crate::service::api::{self, Endpoint};
 use crate::service::{EngineStatus, Instance};
+use metrics::{encode, health, Recorder};
+use nats_insights_core::render::page;
+use web::WebConfig;
 
 /// Largest request head read (a body is never read: GET and HEAD only).
 const MAX_HEAD: usize = 8 * 1024;
@@ -272,7 +280,7 @@ struct Served {
     thresholds: Thresholds,
     poll_interval: Duration,
     /// Users of the web config file; `None` serves everyone.
-    auth: Option<Arc<super::web::BasicAuth>>,
+    auth: Option<Arc<web::BasicAuth>>,
 }
 
 /// A parsed request head.
