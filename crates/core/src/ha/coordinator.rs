@@ -8,8 +8,8 @@
 //! `p` publishes a transition it wants once it has wanted it for `p x grace` and no peer has
 //! published it meanwhile. A transition contrary to one a peer just published waits
 //! `contrary_hold` first. Nothing is published before the instance has heard its peers' state
-//! (or waited `sync_wait` for it) after a start or a reconnect, nor while its server does not
-//! answer. Every copy of a transition carries the same event id, so a second copy (two
+//! (or waited `sync_wait` for it) after a start, or after a reconnect while a peer is live, nor
+//! while its server does not answer. Every copy of a transition carries the same event id, so a second copy (two
 //! instances that could not hear each other) is a repeat consumers drop, never a second finding.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,8 +23,7 @@ use crate::timing::HaTiming;
 
 use super::ledger::Ledger;
 
-/// Local time: how long since this instance started (its own monotonic clock).
-pub type Now = Duration;
+pub use crate::timing::Now;
 
 /// What an instance tells its peers when asked for its state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -313,7 +312,14 @@ impl Coordinator {
                 }
             }
             Input::Reconnected => {
-                self.syncing = Some(now + self.timing.sync_wait);
+                // Only a peer that can exist is waited for: one heard within its liveness
+                // window may have published while this instance's link was down. With none
+                // (a single instance, or peers long silent) the wait would only delay the
+                // news of the fault that cut the link, often the crash of this instance's own
+                // server; a peer heard again later is asked for its state then.
+                if self.live(now).next().is_some() {
+                    self.syncing = Some(now + self.timing.sync_wait);
+                }
                 self.actions.push_back(Action::RequestState(None));
             }
             Input::PublishFailed(transition) => {
@@ -586,6 +592,44 @@ mod tests {
             evaluated(&mut c, vec![], s(3.0)).is_empty(),
             "published once"
         );
+    }
+
+    #[test]
+    fn alone_a_reconnect_publishes_at_once_with_a_live_peer_it_waits_for_its_state() {
+        // Alone: the crash of its own server (the link back at once elsewhere) is news at once.
+        let mut c = Coordinator::new("a", timing(), Ledger::default(), s(0.0));
+        c.handle(Input::Tick, timing().sync_wait);
+        let _ = published(&mut c);
+        let later = timing().sync_wait + s(30.0);
+        c.handle(Input::Reconnected, later);
+        assert_eq!(evaluated(&mut c, vec![raise("k", 1)], later).len(), 1);
+
+        // With a peer heard within its liveness window, the peer may have published while the
+        // link was down: its state is waited for, as after a start.
+        let mut b = behind_a_long_running_peer();
+        let at = timing().sync_wait;
+        b.handle(
+            Input::Beat {
+                instance: "a".into(),
+                uptime: s(60.0) + at,
+            },
+            at,
+        );
+        b.handle(Input::Reconnected, at);
+        assert!(b.actions().any(|a| a == Action::RequestState(None)));
+        let grace = timing().grace;
+        assert!(evaluated(&mut b, vec![raise("k", 1)], at + grace).is_empty());
+        b.handle(Input::Tick, at + timing().sync_wait + grace);
+        assert_eq!(
+            published(&mut b).len(),
+            1,
+            "published after the wait and its grace"
+        );
+
+        // A peer silent beyond its liveness window cannot have been waited on.
+        let gone = at + timing().peer_live + s(1.0);
+        b.handle(Input::Reconnected, gone);
+        assert_eq!(evaluated(&mut b, vec![raise("k2", 1)], gone).len(), 1);
     }
 
     #[test]
