@@ -26,7 +26,7 @@ pub use crate::connect::Connections;
 use crate::connect::{LinkDrops, Links};
 use crate::findings::{reconcile, Transition};
 use crate::ha::wire::{self, Beat};
-use crate::ha::{Action, Coordinator, Input, Ledger, PeerState};
+use crate::ha::{Action, Coordinator, Executor, Input, Ledger, PeerState};
 use crate::history::Histories;
 use crate::observe::events::{self, EventError};
 use crate::observe::gather;
@@ -374,6 +374,7 @@ async fn run_instrumented(
             client.clone(),
             instance.id.clone(),
             config.deployment.clone(),
+            &timing,
         ),
         connects: client.statistics().connects.load(Ordering::Relaxed),
         client,
@@ -481,48 +482,34 @@ impl Engine {
         self.execute().await;
     }
 
-    /// Executes the coordinator's actions in order. A failed publish is reported at once; one
-    /// that went out is persisted with the next input, given here right away (a process killed
-    /// just after publishing must find the episode in the bucket when it restarts).
+    /// Executes the coordinator's actions by the rules of [`Executor`] (the simulation follows
+    /// the same): a failed publish is reported at once, one that went out is persisted in the
+    /// same execution.
     async fn execute(&mut self) {
         let mut learned = Vec::new();
-        loop {
-            let actions: Vec<Action> = self.coordinator.actions().collect();
-            if actions.is_empty() {
-                break;
-            }
-            let mut published = false;
-            for action in actions {
-                match action {
-                    Action::Publish(transition) => {
-                        if self.announce(&transition).await {
-                            published = true;
-                        } else {
-                            let now = self.now();
-                            self.coordinator
-                                .handle(Input::PublishFailed(transition), now);
-                        }
-                    }
-                    Action::Persist(record) => {
-                        // What was published, here or by a peer: what HISTORY lists.
-                        learned.push(crate::ha::transition_of_record(&record));
-                        self.persistence.write(record);
-                    }
-                    Action::RequestState(from) => self.request_state(from),
-                    Action::Beat(uptime) => {
-                        wire::send_beat(
-                            &self.client,
-                            &self.instance.id,
-                            &self.config.deployment,
-                            uptime,
-                        )
-                        .await
-                    }
+        let mut executor = Executor::new();
+        while let Some(action) = executor.next(&mut self.coordinator, self.origin.elapsed()) {
+            match action {
+                Action::Publish(ref transition) => {
+                    let sent = self.announce(transition).await;
+                    let now = self.now();
+                    executor.published(&mut self.coordinator, action, sent, now);
                 }
-            }
-            if published {
-                let now = self.now();
-                self.coordinator.handle(Input::Tick, now);
+                Action::Persist(record) => {
+                    // What was published, here or by a peer: what HISTORY lists.
+                    learned.push(crate::ha::transition_of_record(&record));
+                    self.persistence.write(record);
+                }
+                Action::RequestState(from) => self.request_state(from),
+                Action::Beat(uptime) => {
+                    wire::send_beat(
+                        &self.client,
+                        &self.instance.id,
+                        &self.config.deployment,
+                        uptime,
+                    )
+                    .await
+                }
             }
         }
         if !learned.is_empty() {

@@ -4,8 +4,8 @@
 //! of three instances through 25-50 s of faults and the quiet after them: a few META_001 keys go
 //! faulty and clear (the ground truth), every instance polls once a second at its own phase and
 //! sees the truth with its own lag, on its own skewed wall clock, and the coordinators' actions
-//! are executed the way `src/engine.rs` executes them, over a simulated network and store with
-//! injected faults. What a consumer of the finding events sees is then checked against the
+//! are executed by the engine's own executor (`nats_insights::ha::Executor`), over a simulated
+//! network and store with injected faults. What a consumer of the finding events sees is then checked against the
 //! truth. `cargo test` runs 10,000 schedules; the ignored `many_more_...` test runs 200,000 others
 //! (`HA_SIM_SCHEDULES` sets either count, `HA_SIM_THREADS` the threads). A failing seed prints
 //! its schedule and a trace; `HA_SIM_SEED=<seed> cargo test --test ha_sim -- --nocapture`
@@ -102,7 +102,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nats_insights::checks::{CheckId, Evaluation, Finding, Outcome};
 use nats_insights::findings::{reconcile, Transition, TransitionKind};
-use nats_insights::ha::{record_of_event, Action, Coordinator, Input, Ledger, PeerState};
+use nats_insights::ha::{record_of_event, Action, Coordinator, Executor, Input, Ledger, PeerState};
 use nats_insights::observe::GroupId;
 use nats_insights::publish::FindingEvent;
 use nats_insights::record::{Mark, Record};
@@ -665,8 +665,6 @@ struct Sim<'p> {
     trace_beats: bool,
     failures: Vec<String>,
     steps: u64,
-    /// A buffer for the actions being executed.
-    actions: Vec<Action>,
     /// Each instance's timers, kept out of the queue (which they would crowd): at
     /// `3 i + POLL_TIMER` its next poll, `+ RETRY_TIMER` its next store retry, `+ TICK_TIMER`
     /// its coordinator's deadline (u64::MAX: none).
@@ -726,7 +724,6 @@ impl<'p> Sim<'p> {
             trace_beats: std::env::var("HA_SIM_TRACE").is_ok_and(|v| v == "all"),
             failures: Vec::new(),
             steps: 0,
-            actions: Vec::new(),
             timers: [u64::MAX; 3 * N],
             seen_marks: vec![None; keys],
             amnesia: None,
@@ -1174,33 +1171,34 @@ impl<'p> Sim<'p> {
         self.amnesia = Some(text);
     }
 
-    /// What `Engine::execute` does with the actions.
+    /// Executes the coordinator's actions by the engine's own rules ([`Executor`]); only what
+    /// each action does is simulated.
     fn execute(&mut self, i: usize) {
         let now = self.local(i);
-        let mut actions = std::mem::take(&mut self.actions);
-        actions.extend(self.nodes[i].coord.as_mut().expect("up").actions());
-        for action in actions.drain(..) {
+        let mut executor = Executor::new();
+        loop {
+            let Some(action) = executor.next(self.nodes[i].coord.as_mut().expect("up"), now) else {
+                break;
+            };
             match action {
-                Action::Publish(transition) => {
-                    if self.plan.server_up(i, self.now) {
-                        self.deliver(i, &transition, false);
+                Action::Publish(ref transition) => {
+                    let sent = self.plan.server_up(i, self.now);
+                    if sent {
+                        self.deliver(i, transition, false);
                     } else {
                         self.log(|| {
                             format!(
                                 "{} cannot publish {}",
                                 IDS[i],
-                                describe_transitions(std::slice::from_ref(&transition))
+                                describe_transitions(std::slice::from_ref(transition))
                             )
                         });
                         if self.rng.bool() {
                             self.nodes[i].late.push(transition.clone());
                         }
-                        self.nodes[i]
-                            .coord
-                            .as_mut()
-                            .expect("up")
-                            .handle(Input::PublishFailed(transition), now);
                     }
+                    let coord = self.nodes[i].coord.as_mut().expect("up");
+                    executor.published(coord, action, sent, now);
                 }
                 Action::Persist(record) => self.persist(i, record),
                 Action::RequestState(from) => {
@@ -1237,7 +1235,6 @@ impl<'p> Sim<'p> {
                 }
             }
         }
-        self.actions = actions;
         let coord = self.nodes[i].coord.as_ref().expect("up");
         let due = coord.next_deadline(now);
         if due <= now {

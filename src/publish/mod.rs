@@ -8,11 +8,6 @@ use serde::Serialize;
 use crate::findings::Transition;
 pub use nats_insights_core::wire::*;
 
-/// How long a publish may wait for the server's confirmation.
-const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-/// How many times one event is sent before giving up.
-const DELIVERY_ATTEMPTS: u32 = 4;
-
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -43,15 +38,26 @@ pub struct Publisher {
     client: Client,
     instance: String,
     deployment: String,
+    /// How long one attempt waits for the server's confirmation (`Timing::publish_confirm`).
+    confirm: std::time::Duration,
+    /// Attempts before a publish counts as failed (`Timing::delivery_attempts`).
+    attempts: u32,
 }
 
 impl Publisher {
-    /// A publisher for one instance of `deployment`.
-    pub fn new(client: Client, instance: String, deployment: String) -> Self {
+    /// A publisher for one instance of `deployment`, confirming and retrying as `timing` says.
+    pub fn new(
+        client: Client,
+        instance: String,
+        deployment: String,
+        timing: &crate::timing::Timing,
+    ) -> Self {
         Publisher {
             client,
             instance,
             deployment,
+            confirm: timing.publish_confirm,
+            attempts: timing.delivery_attempts.max(1),
         }
     }
 
@@ -78,7 +84,7 @@ impl Publisher {
     pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), PublishError> {
         let payload: bytes::Bytes = serde_json::to_vec(heartbeat)?.into();
         match tokio::time::timeout(
-            CONFIRM_TIMEOUT,
+            self.confirm,
             self.client.publish(HEARTBEAT_SUBJECT, payload),
         )
         .await
@@ -120,10 +126,10 @@ impl Publisher {
                     subject: subject.clone(),
                     source,
                 })?;
-            if crate::connect::round_trip(&self.client, CONFIRM_TIMEOUT).await {
+            if crate::connect::round_trip(&self.client, self.confirm).await {
                 return Ok(());
             }
-            if attempt >= DELIVERY_ATTEMPTS {
+            if attempt >= self.attempts {
                 return Err(PublishError::Unconfirmed {
                     subject,
                     attempts: attempt,
@@ -139,7 +145,7 @@ impl Publisher {
                     tracing::debug!(%error, "cannot reconnect");
                 }
             }
-            self.wait_connected(CONFIRM_TIMEOUT).await;
+            self.wait_connected(self.confirm).await;
         }
     }
 

@@ -43,6 +43,12 @@ pub struct Timing {
     /// A resolved alert is sent again (with its `endsAt`) for this long, so an Alertmanager that
     /// was down at the resolution learns of it (Prometheus keeps resolved alerts as long).
     pub alert_resolved_kept: Duration,
+    /// How long one publish of a finding event waits for the server's confirmation (a round
+    /// trip after it) ...
+    pub publish_confirm: Duration,
+    /// ... and how many times it is sent before it counts as failed (the coordinator then
+    /// tries again after its `publish_backoff`).
+    pub delivery_attempts: u32,
 }
 
 /// nats-server's longest raft election timeout (`NATS_FACTS.md`: random 4-9 s): a stream or the
@@ -113,6 +119,8 @@ impl Timing {
                 max: Duration::from_secs(30),
             },
             alert_resolved_kept: Duration::from_secs(15 * 60),
+            publish_confirm: Duration::from_secs(2),
+            delivery_attempts: 4,
         }
     }
 }
@@ -169,6 +177,110 @@ impl Backoff {
     }
 }
 
+/// Local time: how long since the process started, on its monotonic clock. Every deadline of
+/// the engine and the coordinator is on this one origin.
+pub type Now = Duration;
+
+/// Every deadline the engine can wake for, by name (quinn-proto's timer table, for a monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The next poll (`--poll-interval`).
+    Poll,
+    /// The next heartbeat on `$INSIGHTS.HEARTBEAT` (`--heartbeat-interval`).
+    Heartbeat,
+    /// The coordinator's next deadline ([`crate::ha::Coordinator::next_deadline`]): a beat,
+    /// the end of the sync wait, a grace, a hold, a backoff or a peer going silent.
+    Coordinator,
+    /// The poll a dropped pinned link called for, tried again while the main connection moves
+    /// off the same dead server (`link_retry`).
+    LinkRetry,
+}
+
+impl Timer {
+    /// Every timer, in the order ties are served.
+    pub const ALL: [Timer; 4] = [
+        Timer::Poll,
+        Timer::LinkRetry,
+        Timer::Coordinator,
+        Timer::Heartbeat,
+    ];
+
+    fn slot(self) -> usize {
+        match self {
+            Timer::Poll => 0,
+            Timer::LinkRetry => 1,
+            Timer::Coordinator => 2,
+            Timer::Heartbeat => 3,
+        }
+    }
+
+    /// The timer's name, for logs and STATUS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timer::Poll => "poll",
+            Timer::Heartbeat => "heartbeat",
+            Timer::Coordinator => "coordinator",
+            Timer::LinkRetry => "link_retry",
+        }
+    }
+}
+
+/// When each [`Timer`] is due (or not armed), on the one [`Now`] origin: "when does the process
+/// wake next, and why" is [`TimerTable::next`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerTable {
+    at: [Option<Now>; 4],
+}
+
+impl TimerTable {
+    /// Arms `timer` for `at` (replacing what it was armed for).
+    pub fn set(&mut self, timer: Timer, at: Now) {
+        self.at[timer.slot()] = Some(at);
+    }
+
+    /// Disarms `timer`.
+    pub fn stop(&mut self, timer: Timer) {
+        self.at[timer.slot()] = None;
+    }
+
+    /// When `timer` is due, if armed.
+    pub fn get(&self, timer: Timer) -> Option<Now> {
+        self.at[timer.slot()]
+    }
+
+    /// The earliest armed timer and when it is due (ties in [`Timer::ALL`]'s order).
+    pub fn next(&self) -> Option<(Timer, Now)> {
+        Timer::ALL
+            .iter()
+            .filter_map(|t| self.get(*t).map(|at| (*t, at)))
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// Disarms and returns the timers due at `now`, in [`Timer::ALL`]'s order.
+    pub fn expire(&mut self, now: Now) -> Vec<Timer> {
+        let due: Vec<Timer> = Timer::ALL
+            .into_iter()
+            .filter(|t| self.get(*t).is_some_and(|at| at <= now))
+            .collect();
+        for t in &due {
+            self.stop(*t);
+        }
+        due
+    }
+}
+
+/// The next tick of a periodic timer that was due at `due` and served at `now`: one `period`
+/// after it was due, or, when serving it ran past that (a slow round), one `period` after
+/// `now`, so a late tick delays the next instead of bunching them.
+pub fn next_tick(due: Now, now: Now, period: Duration) -> Now {
+    let next = due + period;
+    if next <= now {
+        now + period
+    } else {
+        next
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +304,11 @@ mod tests {
             // it publish instead, and backing off never waits past a few graces.
             assert!(t.ha.publish_backoff.min < t.ha.grace, "{t:?}");
             assert!(t.ha.publish_backoff.max <= t.ha.grace * 10, "{t:?}");
+            // One delivery attempt in doubt ends before the peer behind would publish the same
+            // transition; a publish given up on is tried again no sooner than a backoff later.
+            assert!(t.publish_confirm < t.ha.grace, "{t:?}");
+            assert!(t.attached_answer <= t.publish_confirm, "{t:?}");
+            assert!(t.delivery_attempts >= 2, "{t:?}");
             // A peer beats within the sync wait, so a starting instance knows who runs.
             assert!(t.ha.sync_wait > t.ha.beat, "{t:?}");
             // A stop stores what it published even when the bucket's leader just died, and
@@ -216,5 +333,28 @@ mod tests {
             // The history is written at least every few polls at the default.
             assert!(t.history_every >= t.ha.beat, "{t:?}");
         }
+    }
+
+    #[test]
+    fn the_table_says_which_timer_wakes_next_and_serves_ties_in_order() {
+        let s = Duration::from_secs;
+        let mut t = TimerTable::default();
+        assert_eq!(t.next(), None);
+        t.set(Timer::Heartbeat, s(10));
+        t.set(Timer::Coordinator, s(2));
+        t.set(Timer::Poll, s(2));
+        assert_eq!(t.next(), Some((Timer::Poll, s(2))));
+        assert_eq!(t.expire(s(1)), []);
+        assert_eq!(t.expire(s(2)), [Timer::Poll, Timer::Coordinator]);
+        assert_eq!(t.next(), Some((Timer::Heartbeat, s(10))));
+        t.stop(Timer::Heartbeat);
+        assert_eq!(t.next(), None);
+    }
+
+    #[test]
+    fn a_late_tick_delays_the_next_instead_of_bunching() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_tick(ms(1000), ms(1010), ms(1000)), ms(2000));
+        assert_eq!(next_tick(ms(1000), ms(2500), ms(1000)), ms(3500));
     }
 }

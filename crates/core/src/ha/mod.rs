@@ -5,11 +5,13 @@
 //! its invariant and its timers.
 
 pub mod coordinator;
+pub mod executor;
 pub mod ledger;
 pub mod messages;
 pub mod validate;
 
 pub use coordinator::{Action, Coordinator, Input, Now, PeerState};
+pub use executor::Executor;
 pub use ledger::{transition_of_record, Ledger};
 pub use messages::{record_of_event, BEAT_SUBJECT, HA_STATE_PREFIX};
 
