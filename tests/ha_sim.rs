@@ -1176,10 +1176,7 @@ impl<'p> Sim<'p> {
     fn execute(&mut self, i: usize) {
         let now = self.local(i);
         let mut executor = Executor::new();
-        loop {
-            let Some(action) = executor.next(self.nodes[i].coord.as_mut().expect("up"), now) else {
-                break;
-            };
+        while let Some(action) = executor.next(self.nodes[i].coord.as_mut().expect("up"), now) {
             match action {
                 Action::Publish(ref transition) => {
                     let sent = self.plan.server_up(i, self.now);
