@@ -13,7 +13,6 @@ use async_nats::connection::State;
 use async_nats::Client;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use crate::alertmanager::sender::Senders;
@@ -31,12 +30,13 @@ use crate::history::Histories;
 use crate::observe::events::{self, EventError};
 use crate::observe::gather;
 use crate::observe::plan::{self, Plan};
+use crate::observe::policy::{Action as ObserveAction, Input as ObserveInput, Observer, Polled};
 use crate::observe::{MetaEvent, Snapshot};
 use crate::publish::{FindingEvent, Heartbeat, Publisher, FINDING_PREFIX};
 use crate::service::{self, EngineStatus, Instance};
 use crate::store::{Loaded, Persistence, StoreError, StoreSettings};
 use crate::timing::GatherTiming;
-use crate::timing::Timing;
+use crate::timing::{next_tick, Timer, TimerTable, Timing};
 
 /// Everything the engine needs besides the connection.
 #[derive(Debug, Clone)]
@@ -102,19 +102,6 @@ pub enum EngineError {
     Alertmanager(String),
 }
 
-/// What started a round.
-enum Trigger {
-    /// The poll timer: gather first.
-    Poll,
-    /// An event that needs fresh views (a new leader, a removed peer).
-    Regather,
-    /// Pinned links dropped (their servers may have died): gather now, without waiting for the
-    /// servers they were attached to (`Engine::suspects`).
-    LinkDown,
-    /// An event fully described by itself (shutdown, lame duck): judge now with the last views.
-    Reevaluate,
-}
-
 /// What the loop waits on besides the timers.
 struct Feeds {
     meta: futures::stream::BoxStream<'static, Result<MetaEvent, EventError>>,
@@ -161,29 +148,17 @@ struct Engine {
     connects: u64,
     /// The attached servers' health, and moving off them.
     attached: Attached,
-    /// Members of every meta group as last seen (chooses how to poll); `None` before any view.
-    group_size: Option<usize>,
+    /// When to gather, when to trust a poll, when to move and retry (sans-IO).
+    observer: Observer,
+    /// Every deadline the loop wakes for, on `origin`.
+    timers: TimerTable,
+    /// The snapshot of the gather in progress, until the observer judges it.
+    gathered: Option<Snapshot>,
     /// Each meta group as last assessed (kept while a round cannot assess it).
     assessed: BTreeMap<crate::observe::GroupId, MetaAssessment>,
-    /// Groups an operator asked to forget, for the next round.
-    forgotten: BTreeSet<crate::observe::GroupId>,
-    /// Servers whose pinned links dropped since the last poll: the next gather does not wait
-    /// for them (a dead server's silence is proved by its direct probe, at once).
-    suspects: BTreeSet<String>,
-    /// When to try the poll a dropped link called for again: it came while the main connection
-    /// was down (its server died too, most likely).
-    link_retry: Option<tokio::time::Instant>,
     /// The Alertmanager senders (`--alertmanager-url`), fed by `status_tx`; their health goes
     /// into the status.
     alerts: Option<Senders>,
-}
-
-/// Whether a gathering round that found the main connection down keeps its suspects for a
-/// retry: a dropped link's round does (the main connection was on the same dead server and is
-/// moving to another, which takes milliseconds); a timer's or an event's does not, so the retries
-/// stop at the next poll.
-fn retry_link_round(trigger: &Trigger, main_connected: bool) -> bool {
-    matches!(trigger, Trigger::LinkDown) && !main_connected
 }
 
 /// The members of every meta group in a snapshot (the largest size any view of a group
@@ -401,53 +376,42 @@ async fn run_instrumented(
         state_tx,
         states_tx,
         attached: Attached::new(&timing),
-        group_size: None,
+        observer: Observer::new(timing.link_retry, config.full_poll_max_members),
+        timers: TimerTable::default(),
+        gathered: None,
         assessed: BTreeMap::new(),
-        forgotten: BTreeSet::new(),
-        suspects: BTreeSet::new(),
-        link_retry: None,
         status_tx,
         instance,
     };
     engine.execute().await;
-    let mut poll = tokio::time::interval(config.poll_interval);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first poll and heartbeat go out at once.
+    let start = engine.now();
+    engine.timers.set(Timer::Poll, start);
+    engine.timers.set(Timer::Heartbeat, start);
     tokio::pin!(shutdown);
 
     let result = loop {
-        let deadline = engine.deadline();
-        let link_retry = engine.link_retry;
-        let trigger = tokio::select! {
+        let wake = engine.arm();
+        tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            _ = poll.tick() => Trigger::Poll,
-            links = feeds.drops.next() => engine.on_links_down(&links),
-            _ = tokio::time::sleep_until(link_retry.unwrap_or(deadline)), if link_retry.is_some() => {
-                Trigger::LinkDown
-            }
+            _ = tokio::time::sleep_until(wake) => engine.on_timers().await,
+            links = feeds.drops.next() => engine.on_links_down(&links).await,
             event = feeds.meta.next() => match event {
-                Some(Ok(event)) => engine.on_event(event),
-                Some(Err(error)) => { engine.on_malformed_event(&error); continue; }
+                Some(Ok(event)) => engine.on_event(event).await,
+                Some(Err(error)) => engine.on_malformed_event(&error),
                 None => break Err(EngineError::Closed),
             },
-            Some(msg) = next_of(&mut feeds.findings) => { engine.on_finding_event(&msg).await; continue; }
-            Some(msg) = next_of(&mut feeds.beats) => { engine.on_beat(&msg).await; continue; }
-            Some(msg) = next_of(&mut feeds.forget) => match engine.on_forget(&msg) {
-                Some(trigger) => trigger,
-                None => continue,
-            },
-            Some(state) = feeds.states.recv() => { engine.on_peer_state(state).await; continue; }
-            _ = tokio::time::sleep_until(deadline) => { engine.handle(Input::Tick).await; continue; }
-            _ = heartbeat.tick() => { engine.heartbeat().await; continue; }
-        };
+            Some(msg) = next_of(&mut feeds.findings) => engine.on_finding_event(&msg).await,
+            Some(msg) = next_of(&mut feeds.beats) => engine.on_beat(&msg).await,
+            Some(msg) = next_of(&mut feeds.forget) => engine.on_forget(&msg).await,
+            Some(state) = feeds.states.recv() => engine.on_peer_state(state).await,
+        }
         if service.is_finished() {
             break match service.await {
                 Ok(Err(e)) => Err(e.into()),
                 _ => Err(EngineError::Closed),
             };
         }
-        engine.round(trigger).await;
     };
     answerer.abort();
     engine.persistence.flush(&engine.history).await;
@@ -461,11 +425,44 @@ impl Engine {
         self.origin.elapsed()
     }
 
-    /// When the coordinator wants to be called again.
-    fn deadline(&self) -> tokio::time::Instant {
+    /// Arms the timers the state machines ask for and returns when the loop wakes next (the
+    /// poll timer is always armed).
+    fn arm(&mut self) -> tokio::time::Instant {
         let now = self.now();
-        let due = self.coordinator.next_deadline(now);
-        tokio::time::Instant::now() + due.saturating_sub(now)
+        self.timers
+            .set(Timer::Coordinator, self.coordinator.next_deadline(now));
+        match self.observer.next_deadline() {
+            Some(at) => self.timers.set(Timer::LinkRetry, at),
+            None => self.timers.stop(Timer::LinkRetry),
+        }
+        let (timer, at) = self.timers.next().unwrap_or((Timer::Poll, now));
+        tracing::trace!(
+            timer = timer.as_str(),
+            in_ms = at.saturating_sub(now).as_millis() as u64,
+            "next wake"
+        );
+        tokio::time::Instant::from_std(self.origin + at)
+    }
+
+    /// Serves every timer that is due.
+    async fn on_timers(&mut self) {
+        let now = self.now();
+        for (timer, due) in self.timers.expire(now) {
+            match timer {
+                Timer::Poll => {
+                    let next = next_tick(due, now, self.timing.poll);
+                    self.timers.set(Timer::Poll, next);
+                    self.observe(ObserveInput::PollDue).await;
+                }
+                Timer::Heartbeat => {
+                    let next = next_tick(due, now, self.timing.heartbeat);
+                    self.timers.set(Timer::Heartbeat, next);
+                    self.heartbeat().await;
+                }
+                Timer::Coordinator => self.handle(Input::Tick).await,
+                Timer::LinkRetry => self.observe(ObserveInput::Tick).await,
+            }
+        }
     }
 
     /// Feeds the coordinator one input (after telling it of a reconnect it has not heard of)
@@ -538,23 +535,20 @@ impl Engine {
         });
     }
 
-    fn on_event(&mut self, event: MetaEvent) -> Trigger {
+    async fn on_event(&mut self, event: MetaEvent) {
         tracing::info!(kind = event.kind(), detail = %event.describe(), "meta event");
-        if let MetaEvent::Shutdown { server, .. } | MetaEvent::LameDuck { server, .. } = &event {
-            if *server == self.client.server_info().server_name {
-                self.attached.leaving = Some(server.clone());
-            }
-        }
         *self
             .status
             .events
             .entry(event.kind().to_string())
             .or_default() += 1;
         self.history.record_event(&event);
-        match event {
-            MetaEvent::Shutdown { .. } | MetaEvent::LameDuck { .. } => Trigger::Reevaluate,
-            MetaEvent::LeaderElected { .. } | MetaEvent::ServerRemoved { .. } => Trigger::Regather,
-        }
+        let attached = self.client.server_info().server_name;
+        self.observe(ObserveInput::Event {
+            event: &event,
+            attached: &attached,
+        })
+        .await;
     }
 
     fn on_malformed_event(&mut self, error: &EventError) {
@@ -597,7 +591,7 @@ impl Engine {
     }
 
     /// An operator retired a meta group: the next round forgets it and resolves its findings.
-    fn on_forget(&mut self, msg: &async_nats::Message) -> Option<Trigger> {
+    async fn on_forget(&mut self, msg: &async_nats::Message) {
         let group = match service::api::parse_body::<service::api::ForgetRequest>(&msg.payload)
             .and_then(|request| request.group())
         {
@@ -605,12 +599,11 @@ impl Engine {
             Err(error) => {
                 self.status.malformed += 1;
                 crate::log_malformed("request to forget a group", &error);
-                return None;
+                return;
             }
         };
         tracing::info!(group = %group, "forgetting a retired meta group");
-        self.forgotten.insert(group);
-        Some(Trigger::Reevaluate)
+        self.observe(ObserveInput::Forget(group)).await;
     }
 
     async fn on_beat(&mut self, msg: &async_nats::Message) {
@@ -669,7 +662,7 @@ impl Engine {
 
     /// Pinned links dropped: the servers they were attached to become suspects (a link keeps
     /// the last server info it had, so a dead server is still named), and a round gathers now.
-    fn on_links_down(&mut self, links: &BTreeSet<usize>) -> Trigger {
+    async fn on_links_down(&mut self, links: &BTreeSet<usize>) {
         let suspects: BTreeSet<String> = links
             .iter()
             .filter_map(|i| self.links.client(*i))
@@ -677,32 +670,129 @@ impl Engine {
             .filter(|name| !name.is_empty())
             .collect();
         tracing::debug!(?suspects, "pinned links dropped; polling now");
-        self.suspects.extend(suspects);
-        Trigger::LinkDown
+        self.observe(ObserveInput::LinksDown(suspects)).await;
     }
 
-    /// One pass through the pipeline: observe, evaluate, reconcile, hand the transitions to the
-    /// coordinator (which publishes what is due), persist.
-    async fn round(&mut self, trigger: Trigger) {
-        let gathers = matches!(
-            trigger,
-            Trigger::Poll | Trigger::Regather | Trigger::LinkDown
-        );
-        if gathers {
-            self.link_retry = None;
-            if !self.observe().await {
-                let connected = self.client.connection_state() == State::Connected;
-                if retry_link_round(&trigger, connected) {
-                    self.link_retry = Some(tokio::time::Instant::now() + self.timing.link_retry);
-                } else {
-                    self.suspects.clear();
+    /// Feeds the observer one input and executes what it decides, one action at a time (each
+    /// reports back before the next is decided): gathers, moves, and the rounds it judges.
+    async fn observe(&mut self, input: ObserveInput<'_>) {
+        let now = self.now();
+        self.observer.handle(input, now);
+        loop {
+            let batch: Vec<ObserveAction> = self.observer.actions().collect();
+            if batch.is_empty() {
+                break;
+            }
+            for action in batch {
+                match action {
+                    ObserveAction::Gather { spared } => self.gather(&spared).await,
+                    ObserveAction::MoveAway(why) => {
+                        let moved = self.attached.move_away(&self.client, why).await;
+                        let now = self.now();
+                        self.observer.handle(ObserveInput::Moved(moved), now);
+                    }
+                    ObserveAction::Skip(why) => {
+                        self.gathered = None;
+                        self.status.skipped = Some(why);
+                        self.publish_status();
+                    }
+                    ObserveAction::Evaluate { gathered, forget } => {
+                        self.round(gathered, forget).await
+                    }
                 }
-                self.publish_status();
-                return;
             }
         }
+    }
+
+    /// One gather: every server's JSZ through the main connection (not waiting for `spared`)
+    /// and the pinned links' own views, reported to the observer.
+    async fn gather(&mut self, spared: &BTreeSet<String>) {
+        if self.client.connection_state() != State::Connected {
+            let now = self.now();
+            self.observer.handle(
+                ObserveInput::Polled {
+                    polled: Polled::Disconnected,
+                    connected: false,
+                },
+                now,
+            );
+            return;
+        }
+        let known = self.history.known_servers();
+        let plan = self.observer.plan(&known, &self.snapshot);
+        let direct = self.links.clients();
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let (polled, own) = tokio::join!(
+            gather::poll_or_silence(
+                &self.client,
+                &known,
+                spared,
+                &plan,
+                self.config.timing,
+                self.timing.attached_answer,
+            ),
+            gather::own_views(&direct, self.config.timing.probe_timeout),
+        );
+        // The main connection dropped and came back (or not yet) during the poll: its silence
+        // is the reconnect's, not its server's.
+        let reconnected = self.client.statistics().connects.load(Ordering::Relaxed) != connects
+            || self.client.connection_state() != State::Connected;
+        let polled = match polled {
+            Ok(mut snapshot) => {
+                // Nothing came back through the main connection while servers answer on their
+                // own links: its server is stopped or cut off (or the connection was
+                // reconnecting), and the silence of every server without a direct answer says
+                // nothing.
+                let silent = snapshot.views.is_empty() && !own.is_empty();
+                plan::merge_views(&mut snapshot, own);
+                snapshot.links_down = direct
+                    .iter()
+                    .filter(|c| c.connection_state() != State::Connected)
+                    .map(|c| c.server_info().server_name)
+                    .filter(|name| !name.is_empty())
+                    .collect();
+                let group_size = group_size(&snapshot);
+                self.gathered = Some(snapshot);
+                Polled::Done {
+                    silent,
+                    reconnected,
+                    group_size,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "poll failed");
+                Polled::Failed(error.to_string())
+            }
+        };
+        let connected = self.client.connection_state() == State::Connected;
+        let now = self.now();
+        self.observer
+            .handle(ObserveInput::Polled { polled, connected }, now);
+    }
+
+    /// Takes the gather the observer judged as this round's snapshot.
+    fn take_gathered(&mut self) {
+        let Some(snapshot) = self.gathered.take() else {
+            return;
+        };
+        self.status.polls += 1;
+        self.status.malformed += snapshot.malformed;
+        self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
+        self.status.last_poll = Some(SystemTime::now());
+        self.status.servers_answering = snapshot.views.len();
+        self.status.last_poll_bytes = snapshot.bytes;
+        self.snapshot = snapshot;
+    }
+
+    /// One pass through the rest of the pipeline, on this round's snapshot (`gathered`) or the
+    /// last one: evaluate, reconcile, hand the transitions to the coordinator (which publishes
+    /// what is due), persist.
+    async fn round(&mut self, gathers: bool, forget: BTreeSet<crate::observe::GroupId>) {
+        if gathers {
+            self.take_gathered();
+        }
         let now = SystemTime::now();
-        let groups = self.evaluate(gathers, now);
+        let groups = self.evaluate(gathers, forget, now);
         if gathers {
             self.maintain_links();
         }
@@ -723,7 +813,11 @@ impl Engine {
         let (next, transitions) = reconcile(&ledger.active, &ledger.ended, &evaluations, now);
         // A round trip only when something would be published: it costs a poll nothing else.
         let asked = !transitions.is_empty() || self.coordinator.is_holding();
-        let link = self.attached.publishable(&self.client, &metas, asked).await;
+        let footing = self.observer.take_footing();
+        let link = self
+            .attached
+            .publishable(&self.client, &metas, asked, footing)
+            .await;
         self.handle(Input::Evaluated {
             next,
             transitions,
@@ -751,102 +845,14 @@ impl Engine {
         self.publish_status();
     }
 
-    /// Polls (again at once when the poll was cut short by a reconnect or a silent server, after
-    /// moving off it). False when the poll failed or the connection is down: nothing to judge.
-    async fn observe(&mut self) -> bool {
-        if self.client.connection_state() != State::Connected {
-            self.status.skipped = Some("disconnected from NATS; reconnecting".to_string());
-            return false;
-        }
-        let known = self.history.known_servers();
-        let spared = std::mem::take(&mut self.suspects);
-        let mut retried = false;
-        let direct = self.links.clients();
-        let polled = loop {
-            let plan = self.plan(&known);
-            let connects = self.client.statistics().connects.load(Ordering::Relaxed);
-            let (polled, own) = tokio::join!(
-                gather::poll_or_silence(
-                    &self.client,
-                    &known,
-                    &spared,
-                    &plan,
-                    self.config.timing,
-                    self.timing.attached_answer,
-                ),
-                gather::own_views(&direct, self.config.timing.probe_timeout),
-            );
-            // The main connection dropped and came back (or not yet) during the poll: its
-            // silence is the reconnect's, not its server's.
-            let reconnected = self.client.statistics().connects.load(Ordering::Relaxed) != connects
-                || self.client.connection_state() != State::Connected;
-            let polled = polled.map(|mut snapshot| {
-                // Nothing came back through the main connection while servers answer on their
-                // own links: its server is stopped or cut off (or the connection was
-                // reconnecting), and the silence of every server without a direct answer says
-                // nothing.
-                let silent = snapshot.views.is_empty() && !own.is_empty();
-                plan::merge_views(&mut snapshot, own);
-                snapshot.links_down = direct
-                    .iter()
-                    .filter(|c| c.connection_state() != State::Connected)
-                    .map(|c| c.server_info().server_name)
-                    .filter(|name| !name.is_empty())
-                    .collect();
-                (snapshot, silent)
-            });
-            if !retried {
-                let again = match &polled {
-                    Ok((_, true)) => {
-                        reconnected
-                            || self
-                                .attached
-                                .move_away(&self.client, "does not answer")
-                                .await
-                    }
-                    // The connection dropped mid-poll (its server was killed): the replies in
-                    // flight were lost with it; the servers not heard yet were not silent.
-                    Ok((_, false)) => reconnected,
-                    Err(_) => false,
-                };
-                if again {
-                    tracing::debug!(reconnected, "polling again");
-                    retried = true;
-                    continue;
-                }
-            }
-            break polled.map(|(snapshot, silent)| (snapshot, silent, reconnected));
-        };
-        match polled {
-            Ok((snapshot, silent, reconnected)) => {
-                // Dropped again: this snapshot decides nothing that gets published, and its
-                // silence is the reconnect's, not that of the server the connection is on now.
-                self.attached.silent = silent && !reconnected;
-                self.attached.settling = reconnected;
-                self.status.polls += 1;
-                self.status.malformed += snapshot.malformed;
-                self.status.last_poll_ms = snapshot.duration.as_millis() as u64;
-                self.status.last_poll = Some(SystemTime::now());
-                self.status.servers_answering = snapshot.views.len();
-                self.status.last_poll_bytes = snapshot.bytes;
-                if let Some(size) = group_size(&snapshot) {
-                    self.group_size = Some(size);
-                }
-                self.snapshot = snapshot;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "poll failed");
-                self.status.skipped = Some(error.to_string());
-                false
-            }
-        }
-    }
-
     /// Judges every meta group (one per JetStream domain) on its own part of the last poll and
     /// notes what STATUS shows of them.
-    fn evaluate(&mut self, gathered: bool, now: SystemTime) -> Vec<GroupEvaluation> {
-        let forgotten = std::mem::take(&mut self.forgotten);
+    fn evaluate(
+        &mut self,
+        gathered: bool,
+        forgotten: BTreeSet<crate::observe::GroupId>,
+        now: SystemTime,
+    ) -> Vec<GroupEvaluation> {
         for group in &forgotten {
             self.history.forget(group);
             self.assessed.remove(group);
@@ -938,30 +944,6 @@ impl Engine {
         }
     }
 
-    /// How to poll next: in full for small groups; for large ones the leader, every server's
-    /// identity and a sample of followers that rotates with each poll (the leader is not sampled:
-    /// it answers anyway).
-    fn plan(&self, known: &[plan::KnownServer]) -> Plan {
-        // Every group's leader answers anyway (one per domain).
-        let leaders: std::collections::BTreeSet<&str> = self
-            .snapshot
-            .meta_views()
-            .filter(|(v, m)| m.leader_name() == Some(v.server.name.as_str()))
-            .map(|(v, _)| v.server.name.as_str())
-            .collect();
-        let followers: Vec<plan::KnownServer> = known
-            .iter()
-            .filter(|k| !leaders.contains(k.name.as_str()))
-            .cloned()
-            .collect();
-        Plan::for_group(
-            self.group_size,
-            self.config.full_poll_max_members,
-            &followers,
-            self.status.polls,
-        )
-    }
-
     /// Makes the current state what peers get when they ask, and what the API answers: a
     /// consumer that hears an event and asks STATUS sees it.
     fn publish_status(&mut self) {
@@ -975,22 +957,5 @@ impl Engine {
             self.status.alertmanager = alerts.health.borrow().clone();
         }
         self.status_tx.send_replace(Arc::new(self.status.clone()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_dropped_links_round_waits_for_the_main_connection_to_come_back() {
-        // Its server died with the link's: the main connection is moving to another.
-        assert!(retry_link_round(&Trigger::LinkDown, false));
-        // Connected and still failed: the poll itself failed, trying again at once would too.
-        assert!(!retry_link_round(&Trigger::LinkDown, true));
-        // The timer's and the events' rounds wait for the next tick as before.
-        for trigger in [Trigger::Poll, Trigger::Regather, Trigger::Reevaluate] {
-            assert!(!retry_link_round(&trigger, false));
-        }
     }
 }

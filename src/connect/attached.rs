@@ -10,6 +10,7 @@ use async_nats::connection::State;
 use async_nats::Client;
 
 use crate::checks::{MemberState, MetaAssessment};
+use crate::observe::policy::Footing;
 use crate::timing::Timing;
 
 /// True when `server` answers but the meta group judges it offline while others are online: it
@@ -29,17 +30,6 @@ pub struct Attached {
     answer: Duration,
     moved_at: Option<Instant>,
     state_moved_at: Option<Instant>,
-    /// The attached server that announced it is leaving (shutdown, lame duck): move off it
-    /// before the next publication, if still attached to it (the connection may already have
-    /// moved, and moving again could push it off the only server left).
-    pub leaving: Option<String>,
-    /// The last poll got nothing through the main connection while servers answered on their
-    /// direct links (its server is stopped or cut off, and moving did not help yet).
-    pub silent: bool,
-    /// The main connection reconnected during the last poll (its server died, or the one it
-    /// moved to): nothing is published from that poll, and nothing is moved for it (the new
-    /// server has done nothing wrong).
-    pub settling: bool,
 }
 
 impl Attached {
@@ -51,9 +41,6 @@ impl Attached {
             answer: timing.attached_answer,
             moved_at: None,
             state_moved_at: None,
-            leaving: None,
-            silent: false,
-            settling: false,
         }
     }
 
@@ -88,25 +75,28 @@ impl Attached {
         }
     }
 
-    /// Whether the main connection can publish this round: moves it first when its server is
-    /// leaving or cut off from a meta group, and says no while it stays on a silent or cut-off
-    /// server or does not answer a round trip (only asked when `asked`, i.e. something waits to
-    /// be published).
+    /// Whether the main connection can publish this round, on the `footing` the observation
+    /// policy judged ([`Footing`]): moves it first when its server is leaving (if still attached
+    /// to it: the connection may already have moved, and moving again could push it off the
+    /// only server left) or cut off from a meta group, and says no while it settles after a
+    /// reconnect, stays on a silent or cut-off server, or does not answer a round trip (only
+    /// asked when `asked`, i.e. something waits to be published).
     pub async fn publishable(
         &mut self,
         client: &Client,
         metas: &[&MetaAssessment],
         asked: bool,
+        footing: Footing,
     ) -> bool {
-        if let Some(server) = self.leaving.take() {
+        if let Some(server) = footing.leaving {
             if client.server_info().server_name == server {
                 self.move_away(client, "is going away").await;
             }
         }
-        if self.settling {
+        if footing.settling {
             return false;
         }
-        let mut stuck = self.silent;
+        let mut stuck = footing.silent;
         let attached = client.server_info().server_name;
         if metas.iter().any(|meta| cut_off(meta, &attached)) {
             self.move_away(client, "is cut off from the meta group")

@@ -256,13 +256,14 @@ impl TimerTable {
             .min_by_key(|(_, at)| *at)
     }
 
-    /// Disarms and returns the timers due at `now`, in [`Timer::ALL`]'s order.
-    pub fn expire(&mut self, now: Now) -> Vec<Timer> {
-        let due: Vec<Timer> = Timer::ALL
+    /// Disarms and returns the timers due at `now` with when each was due, in [`Timer::ALL`]'s
+    /// order.
+    pub fn expire(&mut self, now: Now) -> Vec<(Timer, Now)> {
+        let due: Vec<(Timer, Now)> = Timer::ALL
             .into_iter()
-            .filter(|t| self.get(*t).is_some_and(|at| at <= now))
+            .filter_map(|t| self.get(t).filter(|at| *at <= now).map(|at| (t, at)))
             .collect();
-        for t in &due {
+        for (t, _) in &due {
             self.stop(*t);
         }
         due
@@ -345,7 +346,10 @@ mod tests {
         t.set(Timer::Poll, s(2));
         assert_eq!(t.next(), Some((Timer::Poll, s(2))));
         assert_eq!(t.expire(s(1)), []);
-        assert_eq!(t.expire(s(2)), [Timer::Poll, Timer::Coordinator]);
+        assert_eq!(
+            t.expire(s(2)),
+            [(Timer::Poll, s(2)), (Timer::Coordinator, s(2))]
+        );
         assert_eq!(t.next(), Some((Timer::Heartbeat, s(10))));
         t.stop(Timer::Heartbeat);
         assert_eq!(t.next(), None);

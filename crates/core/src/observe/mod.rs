@@ -4,6 +4,7 @@
 pub mod events;
 pub mod jsz;
 pub mod plan;
+pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
