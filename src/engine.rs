@@ -1,7 +1,9 @@
-//! Wiring: runs observe → evaluate → reconcile → coordinate → persist → publish → serve in one
-//! loop. Polls on a timer, and at once when a pinned link drops (a crashed server's sockets close
-//! at once); re-evaluates at once on meta events; takes `now` once per round and passes it down;
-//! the HA decisions are the [`Coordinator`]'s, whose actions this loop executes.
+//! Wiring: runs observe → evaluate → reconcile → coordinate → publish → persist → serve in one
+//! loop: a `select!` over the feeds (meta events, pinned links dropping, peers' events, beats and
+//! state, forget requests) and the one [`TimerTable`], dispatching inputs to the two sans-IO
+//! state machines, the [`Observer`] (when to gather, move, retry) and the [`Coordinator`] (who
+//! publishes what, when), and executing their actions. Takes `now` once per round and passes it
+//! down.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -1,34 +1,29 @@
 //! nats-insights: watches the control plane of NATS JetStream (the meta groups, one per JetStream
-//! domain) from the system account and publishes findings on NATS. The pipeline, top to bottom:
-//! observe → evaluate (`checks`) → reconcile (`findings`) → coordinate (`ha`) → persist
-//! (`store`) → publish → serve (`service`), wired by `engine`.
+//! domain) from the system account and publishes findings on NATS.
 //!
 //! # Layout
 //!
-//! - [`observe`]: the JSZ gather, pinned per-server views and the meta events, as plain data
-//!   ([`observe::Snapshot`], [`observe::MetaEvent`]); a poll is split into one part per meta
-//!   group ([`observe::GroupId`]: the domain).
-//! - [`history`]: what earlier polls and events showed, per group ([`history::Histories`]).
-//! - [`checks`]: one pure function per check of (meta group, history, thresholds, `now`), each
-//!   file exporting its [`checks::CheckSpec`]; [`checks::members`] judges who is online for all.
-//! - [`findings`]: the lifecycle, a pure `reconcile(previous, ended, evaluated, now)` that
-//!   numbers episodes.
-//! - [`ha`]: the sans-IO coordinator that decides which instance publishes which transition
-//!   when, so several instances publish each once under one id; [`timing`]: every timer.
-//! - [`store`]: the JetStream KV bucket (findings and history), restart memory merged by mark.
-//! - [`publish`]: finding events and heartbeats; [`watch`] follows them.
-//! - [`service`]: the micro service API; [`runbook`]: the runbooks it and `explain` serve;
-//!   [`metrics`]: Prometheus metrics, `/healthz` and the status page.
-//! - [`engine`]: runs the stages in a loop and executes the coordinator's actions; [`connect`]:
-//!   connections and their failures, the attached servers' health (`connect::attached`);
-//!   [`cli`], [`config`], [`client`]: the command line, `--config` and the client commands;
-//!   [`text`]: network text escaped for terminals and names quoted for a shell.
+//! One round runs **observe → evaluate → reconcile → coordinate → publish → persist → serve**
+//! (docs/architecture.md). What each stage decides is pure and lives in the core crate
+//! (`nats-insights-core`, re-exported here under the same names: [`observe`]'s data,
+//! [`history`], [`checks`], [`findings`], [`ha`]'s coordinator, [`wire`], [`record`],
+//! [`status`], [`api`], [`render`], [`timing`]); this crate is its I/O edges:
+//!
+//! - [`observe`]: the poll ([`observe::gather`]) and the event subscriptions
+//!   ([`observe::events`]); [`connect`]: the connections, the pinned link to every meta member and
+//!   the attached servers' health;
+//! - [`ha`]: the beats and state requests on NATS ([`ha::wire`]);
+//! - [`publish`]: finding events and heartbeats; [`alertmanager`]: the same findings as alerts;
+//! - [`store`]: the JetStream KV bucket;
+//! - [`service`]: the micro service API; [`http`]: `/metrics`, `/healthz`, the status page;
+//! - [`engine`]: a `select!` over the feeds and one timer table, feeding the observer and the
+//!   coordinator and executing their actions;
+//! - [`cli`], [`config`], [`client`], [`watch`], [`shutdown`]: the command line, `--config`, the
+//!   client commands and the signal that ends them.
 //!
 //! The harness is not part of this crate: real nats-server clusters, route proxies and monitor
 //! processes are in `crates/testbed`; the demo, the chaos soak and the benchmark drivers in
-//! `crates/tools` (see docs/architecture.md).
-//!
-//! docs/architecture.md describes the stages and where each lives.
+//! `crates/tools`.
 
 pub mod alertmanager;
 pub mod cli;

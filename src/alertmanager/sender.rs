@@ -1,7 +1,7 @@
 //! Publish, second sink's I/O edge: one task per Alertmanager, fed by the engine's status
 //! channel (the one the micro service and the metrics read), so a slow or unreachable
 //! Alertmanager never holds up a round or a publication on NATS. What to send and when is
-//! decided by the pure [`super::alerts`] and [`super::Outbox`].
+//! decided by the pure [`crate::alerts::alerts`] and [`crate::alerts::Outbox`].
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

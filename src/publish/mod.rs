@@ -1,4 +1,4 @@
-//! Publish: the fifth stage. Sends the finding events downstream automation relies on
+//! Publish (after coordinate, before persist): sends the finding events downstream automation relies on
 //! (`$INSIGHTS.FINDING.<CHECK>.<EVENT>`, shaped in [`crate::wire`]) and the heartbeat. Core NATS
 //! only: publishing never waits on JetStream.
 

@@ -5,7 +5,7 @@
 //! Identity: a finding key lives through *episodes* (raised ... resolved), numbered per key from
 //! one within an *epoch* (a random name the deployment's memory of episodes carries, new whenever
 //! that memory starts empty). A transition is (epoch, key, episode, kind, revision); its event id
-//! is derived from that alone ([`crate::publish::event_id`]), so every instance that publishes
+//! is derived from that alone ([`crate::wire::event_id`]), so every instance that publishes
 //! the same transition sends the same id, whatever its clock says, and no two transitions share
 //! one (docs/ha.md).
 
