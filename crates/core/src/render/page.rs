@@ -1,7 +1,8 @@
 //! Serve: the status page (`GET /` on `--metrics-listen`), the serve edge of observe → evaluate →
 //! reconcile → persist → publish → serve: one HTML page per request, a pure function of the
 //! engine's latest status and `now` (it never reads the clock), with inline CSS and SVG and a few
-//! lines of script that re-fetch it. Nothing external (no fonts, images or scripts from elsewhere),
+//! lines of script that re-fetch it (the CSS and the script are kept in `assets/`, inlined at
+//! build time). Nothing external (no fonts, images or scripts from elsewhere),
 //! so it works air-gapped. Every state is a word and a shape, never a colour alone, and every
 //! text that came from the network is escaped.
 //!
@@ -108,56 +109,12 @@ fn clock(t: SystemTime) -> String {
     text.get(11..19).unwrap_or(&text).to_string()
 }
 
-const STYLE: &str = r#"
-:root{font-family:system-ui,"DejaVu Sans",sans-serif;color:#1f2328;background:#fff}
-body{margin:0 auto;max-width:1180px;padding:10px 16px}
-h1{font-size:1.35em;margin:.2em 0}h2{font-size:1.15em;margin:.6em 0 .3em}h3{font-size:1em;margin:.8em 0 .3em}
-.overall{display:inline-block;padding:2px 10px;border:2px solid;border-radius:4px;font-weight:700;margin-right:8px}
-.s-ok{color:#1a7f37}.s-warning{color:#9a6700;border-style:dashed}.s-critical{color:#cf222e;border:4px double}.s-unknown{color:#57606a;border-style:dotted}
-.meta{color:#57606a;font-size:.85em;margin:.2em 0}
-.warn{color:#9a6700;font-weight:600}
-#stale{background:#fff8c5;border:2px dashed #9a6700;padding:4px 8px}
-.group{border-top:2px solid #d0d7de;margin-top:12px}
-.verdict{font-weight:600;margin:.3em 0}
-.q-held{color:#1a7f37}.q-lost{color:#cf222e;border:3px dashed #cf222e;padding:3px 8px;display:inline-block}
-.clusters{display:flex;flex-wrap:wrap;gap:10px}
-figure.cluster{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:4px 6px}
-figcaption{font-weight:600;font-size:.9em}
-svg{max-width:100%;height:auto}svg text{font-family:system-ui,"DejaVu Sans",sans-serif}
-.member .card{fill:#fff;stroke:currentColor;stroke-width:2}
-.st-online{color:#1a7f37}.st-online .card{fill:#f0fff4}
-.st-offline{color:#cf222e}.st-offline .card{fill:#f6f8fa;stroke-dasharray:8 5}
-.st-behind{color:#9a6700}.st-behind .card{fill:url(#hatch-behind);stroke-dasharray:2 3}
-.st-unknown{color:#6e7781}.st-unknown .card{stroke-dasharray:1 5;stroke-linecap:round}
-.member.leader .card{stroke-width:4}
-.member .name{font-size:14px;font-weight:700;fill:#1f2328}
-.member .word{font-size:12px;font-weight:700;fill:currentColor}
-.member .fact{font-size:11px;fill:#424a53}
-.findings{list-style:none;padding:0;margin:0}
-.finding{border-left:6px solid;padding:3px 10px;margin:6px 0;background:#f6f8fa}
-.finding p{margin:.25em 0}
-.sev-critical{border-left:9px double #cf222e}.sev-critical .sev{color:#cf222e}
-.sev-warning{border-left:6px dashed #9a6700}.sev-warning .sev{color:#9a6700}
-.sev-info{border-left:6px dotted #0969da}.sev-info .sev{color:#0969da}
-.sev{font-weight:700}
-code{background:#eaeef2;padding:1px 4px;border-radius:3px;font-family:"DejaVu Sans Mono",monospace;font-size:.9em;overflow-wrap:anywhere}
-.timeline text{font-size:11px;fill:#424a53}.timeline .axis{stroke:#8c959f}.timeline .grid{stroke:#eaeef2}
-.timeline .lc{stroke:#0969da;fill:#0969da}.timeline .bar{stroke-width:1.5}
-.bar-active{fill:url(#hatch-active);stroke:#cf222e}.bar-resolved{fill:#d0d7de;stroke:#57606a}
-.events{font-size:.85em;margin:.3em 0;padding-left:1.4em}
-footer{margin-top:16px;border-top:1px solid #d0d7de;font-size:.85em;color:#57606a}
-"#;
+/// The page's style sheet, inlined in its `<style>` (nothing is fetched from elsewhere).
+const STYLE: &str = include_str!("assets/page.css");
 
 /// Re-fetches the page and swaps the body in; on failure says so and keeps the last one.
-const SCRIPT: &str = r#"
-(function(){var every=REFRESH_MS;function tick(){fetch(location.href,{cache:"no-store"})
-.then(function(r){if(!r.ok)throw new Error("HTTP "+r.status);return r.text();})
-.then(function(html){var doc=new DOMParser().parseFromString(html,"text/html");
-document.title=doc.title;document.body.replaceWith(document.adoptNode(doc.body));})
-.catch(function(e){var s=document.getElementById("stale");if(s){s.hidden=false;
-s.textContent="Not refreshed ("+e.message+"); showing the last page, retrying.";}})
-.finally(function(){setTimeout(tick,every);});}setTimeout(tick,every);})();
-"#;
+/// `REFRESH_MS` in it is replaced by the period.
+const SCRIPT: &str = include_str!("assets/page.js");
 
 /// Patterns the members and the timeline fill with (one hidden SVG, referenced by id).
 const DEFS: &str = r##"<svg width="0" height="0" style="position:absolute" aria-hidden="true" focusable="false"><defs>
@@ -1457,6 +1414,15 @@ mod tests {
         assert!(!html.contains("class=\"bar bar-active\""));
         assert!(html.contains("<b>resolved</b> META_001 n2"));
         assert!(html.contains("data-findings=\"none\""));
+    }
+
+    #[test]
+    fn the_assets_cannot_end_their_element_and_the_script_takes_the_period() {
+        // Inlined as they are: a `</` would end the <style> or <script> element early.
+        assert!(!STYLE.contains("</") && !SCRIPT.contains("</"));
+        assert_eq!(SCRIPT.matches("REFRESH_MS").count(), 1);
+        let html = page(&healthy());
+        assert!(html.contains("var every = 3000;"), "{html}");
     }
 
     #[test]
