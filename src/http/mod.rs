@@ -1,6 +1,7 @@
 //! Serve, over HTTP: the listener of `--metrics-listen`. [`metrics`] turns the status into
-//! Prometheus metrics and the health verdict, the status page is rendered by the core
-//! ([`nats_insights_core::render::page`]), [`web`] reads the web config file (TLS, basic auth).
+//! Prometheus metrics and the health verdict, the status page is rendered by the core from the
+//! STATUS and HISTORY responses ([`nats_insights_core::render::page`]), [`web`] reads the web
+//! config file (TLS, basic auth).
 //!
 //! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz`, the status page (`/`, see
 //! `page`) and `/api/status.json`: GET and HEAD only, one request per connection
@@ -28,6 +29,7 @@ pub mod web;
 
 use crate::checks::Thresholds;
 use crate::service::api::{self, Endpoint};
+use crate::service::status::status_response;
 use crate::service::{EngineStatus, Instance};
 use metrics::{encode, health, Recorder};
 use nats_insights_core::render::page;
@@ -341,11 +343,14 @@ fn route(
         );
     }
     match request.path {
-        "/" => (
-            "200 OK",
-            HTML_CONTENT_TYPE,
-            page::render(status, now, &served.instance, &served.thresholds).into_bytes(),
-        ),
+        "/" => {
+            // The page shows what STATUS and HISTORY answer; HISTORY at its largest limit holds
+            // every entry kept, so the timeline misses none.
+            let history = api::history_response(status, api::MAX_LIMIT, now);
+            let response = status_response(status, &served.instance, now);
+            let html = page::render(&response, &history, now, &served.thresholds);
+            ("200 OK", HTML_CONTENT_TYPE, html.into_bytes())
+        }
         STATUS_JSON_PATH => {
             // The very bytes `$INSIGHTS.API.STATUS` answers with.
             let ctx = api::Context {

@@ -429,6 +429,9 @@ pub enum HistoryEntry {
         revision: u64,
         /// The event's summary.
         summary: String,
+        /// When the finding's episode was raised (RFC 3339), so that an update or a resolve
+        /// still says when its episode began once the raise has left the list.
+        raised_at: String,
     },
     /// The meta leader changed.
     LeaderChange {
@@ -482,6 +485,7 @@ pub fn history_response(status: &EngineStatus, limit: usize, now: SystemTime) ->
                     server: event.server,
                     revision: event.revision,
                     summary: event.summary,
+                    raised_at: event.raised_at,
                 },
             )
         })
@@ -826,6 +830,14 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["resolved", "leader n2", "raised"]);
+        // A resolve carries its episode's raise, at t(0), not its own time.
+        match &history.entries[0] {
+            HistoryEntry::Finding { at, raised_at, .. } => {
+                assert_eq!(raised_at, &time_format::rfc3339(t(0)));
+                assert_ne!(raised_at, at);
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(history_response(&status, 1, t(10)).entries.len(), 1);
     }
 

@@ -1,9 +1,12 @@
 //! Serve: the status page (`GET /` on `--metrics-listen`), the serve edge of observe → evaluate →
 //! reconcile → persist → publish → serve: one HTML page per request, a pure function of the
-//! engine's latest status and `now` (it never reads the clock), with inline CSS and SVG and a few
-//! lines of script that re-fetch it. Nothing external (no fonts, images or scripts from elsewhere),
-//! so it works air-gapped. Every state is a word and a shape, never a colour alone, and every
-//! text that came from the network is escaped.
+//! STATUS response, the HISTORY response (its leader changes and finding events draw the
+//! timeline), the checks' thresholds and `now` (it never reads the clock). It shows what the API
+//! answers, as `nats-insights status` does in a terminal ([`super::text`]), and nothing the API
+//! does not. Inline CSS and SVG and a few lines of script that re-fetch it (the CSS and the script
+//! are kept in `assets/`, inlined at build time); nothing external (no fonts, images or scripts
+//! from elsewhere), so it works air-gapped. Every state is a word and a shape, never a colour
+//! alone, and every text that came from the network is escaped.
 //!
 //! Stable hooks for tests and scrapers: each meta group is an element with `data-group` (its
 //! domain or `default`), each member one with `data-member`, `data-state`
@@ -15,12 +18,13 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use super::text::short_duration;
+use crate::api::{HistoryEntry, HistoryResponse};
 use crate::checks::members::Member;
-use crate::checks::{MemberState, MetaAssessment, Severity, Thresholds};
+use crate::checks::{CheckId, MemberState, MetaAssessment, Severity, Thresholds};
 use crate::findings::TransitionKind;
+use crate::history::ChangeSource;
 use crate::observe::GroupId;
-use crate::status::StoreHealth;
-use crate::status::{status_response, EngineStatus, FindingView, Instance, LinkHealth};
+use crate::status::{FindingView, LinkHealth, StatusResponse, StoreHealth};
 use crate::time_format;
 
 /// Seconds between the page's re-fetches of itself.
@@ -102,62 +106,116 @@ fn ago(now: SystemTime, at: SystemTime) -> String {
     )
 }
 
+/// A time as the responses write it (RFC 3339).
+fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
+}
+
+/// How long before `now` a response's timestamp lies; the text itself when unparsable.
+fn ago_text(now: SystemTime, at: &str) -> String {
+    parse_time(at)
+        .map(|at| ago(now, at))
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// Whether a finding or leader change of `domain` belongs to `meta`.
+fn of_group(domain: Option<&str>, meta: &MetaAssessment) -> bool {
+    GroupId::of(domain) == meta.group
+}
+
+/// A leader change of HISTORY, its time read.
+struct Change<'a> {
+    at: SystemTime,
+    from: Option<&'a str>,
+    to: &'a str,
+    source: ChangeSource,
+    domain: Option<&'a str>,
+}
+
+/// A finding event of HISTORY (a raise, an update or a resolve), its times read.
+struct Event<'a> {
+    at: SystemTime,
+    /// When its episode was raised: its own time when HISTORY does not say.
+    raised_at: SystemTime,
+    kind: TransitionKind,
+    key: &'a str,
+    check: CheckId,
+    server: Option<&'a str>,
+    domain: Option<&'a str>,
+    summary: &'a str,
+}
+
+/// What HISTORY holds, oldest first (it lists newest first), split by kind.
+struct Past<'a> {
+    changes: Vec<Change<'a>>,
+    events: Vec<Event<'a>>,
+}
+
+impl<'a> Past<'a> {
+    fn of(history: &'a HistoryResponse) -> Past<'a> {
+        let mut past = Past {
+            changes: Vec::new(),
+            events: Vec::new(),
+        };
+        for entry in history.entries.iter().rev() {
+            match entry {
+                HistoryEntry::Finding {
+                    at,
+                    event,
+                    finding,
+                    check,
+                    server,
+                    domain,
+                    summary,
+                    raised_at,
+                    ..
+                } => {
+                    let Some(at) = parse_time(at) else { continue };
+                    past.events.push(Event {
+                        at,
+                        raised_at: parse_time(raised_at).unwrap_or(at),
+                        kind: *event,
+                        key: finding,
+                        check: *check,
+                        server: server.as_deref(),
+                        domain: domain.as_deref(),
+                        summary,
+                    });
+                }
+                HistoryEntry::LeaderChange {
+                    at,
+                    from,
+                    to,
+                    source,
+                    domain,
+                } => {
+                    let Some(at) = parse_time(at) else { continue };
+                    past.changes.push(Change {
+                        at,
+                        from: from.as_deref(),
+                        to,
+                        source: *source,
+                        domain: domain.as_deref(),
+                    });
+                }
+            }
+        }
+        past
+    }
+}
+
 /// `HH:MM:SS` (UTC) of a time.
 fn clock(t: SystemTime) -> String {
     let text = time_format::rfc3339(t);
     text.get(11..19).unwrap_or(&text).to_string()
 }
 
-const STYLE: &str = r#"
-:root{font-family:system-ui,"DejaVu Sans",sans-serif;color:#1f2328;background:#fff}
-body{margin:0 auto;max-width:1180px;padding:10px 16px}
-h1{font-size:1.35em;margin:.2em 0}h2{font-size:1.15em;margin:.6em 0 .3em}h3{font-size:1em;margin:.8em 0 .3em}
-.overall{display:inline-block;padding:2px 10px;border:2px solid;border-radius:4px;font-weight:700;margin-right:8px}
-.s-ok{color:#1a7f37}.s-warning{color:#9a6700;border-style:dashed}.s-critical{color:#cf222e;border:4px double}.s-unknown{color:#57606a;border-style:dotted}
-.meta{color:#57606a;font-size:.85em;margin:.2em 0}
-.warn{color:#9a6700;font-weight:600}
-#stale{background:#fff8c5;border:2px dashed #9a6700;padding:4px 8px}
-.group{border-top:2px solid #d0d7de;margin-top:12px}
-.verdict{font-weight:600;margin:.3em 0}
-.q-held{color:#1a7f37}.q-lost{color:#cf222e;border:3px dashed #cf222e;padding:3px 8px;display:inline-block}
-.clusters{display:flex;flex-wrap:wrap;gap:10px}
-figure.cluster{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:4px 6px}
-figcaption{font-weight:600;font-size:.9em}
-svg{max-width:100%;height:auto}svg text{font-family:system-ui,"DejaVu Sans",sans-serif}
-.member .card{fill:#fff;stroke:currentColor;stroke-width:2}
-.st-online{color:#1a7f37}.st-online .card{fill:#f0fff4}
-.st-offline{color:#cf222e}.st-offline .card{fill:#f6f8fa;stroke-dasharray:8 5}
-.st-behind{color:#9a6700}.st-behind .card{fill:url(#hatch-behind);stroke-dasharray:2 3}
-.st-unknown{color:#6e7781}.st-unknown .card{stroke-dasharray:1 5;stroke-linecap:round}
-.member.leader .card{stroke-width:4}
-.member .name{font-size:14px;font-weight:700;fill:#1f2328}
-.member .word{font-size:12px;font-weight:700;fill:currentColor}
-.member .fact{font-size:11px;fill:#424a53}
-.findings{list-style:none;padding:0;margin:0}
-.finding{border-left:6px solid;padding:3px 10px;margin:6px 0;background:#f6f8fa}
-.finding p{margin:.25em 0}
-.sev-critical{border-left:9px double #cf222e}.sev-critical .sev{color:#cf222e}
-.sev-warning{border-left:6px dashed #9a6700}.sev-warning .sev{color:#9a6700}
-.sev-info{border-left:6px dotted #0969da}.sev-info .sev{color:#0969da}
-.sev{font-weight:700}
-code{background:#eaeef2;padding:1px 4px;border-radius:3px;font-family:"DejaVu Sans Mono",monospace;font-size:.9em;overflow-wrap:anywhere}
-.timeline text{font-size:11px;fill:#424a53}.timeline .axis{stroke:#8c959f}.timeline .grid{stroke:#eaeef2}
-.timeline .lc{stroke:#0969da;fill:#0969da}.timeline .bar{stroke-width:1.5}
-.bar-active{fill:url(#hatch-active);stroke:#cf222e}.bar-resolved{fill:#d0d7de;stroke:#57606a}
-.events{font-size:.85em;margin:.3em 0;padding-left:1.4em}
-footer{margin-top:16px;border-top:1px solid #d0d7de;font-size:.85em;color:#57606a}
-"#;
+/// The page's style sheet, inlined in its `<style>` (nothing is fetched from elsewhere).
+const STYLE: &str = include_str!("assets/page.css");
 
 /// Re-fetches the page and swaps the body in; on failure says so and keeps the last one.
-const SCRIPT: &str = r#"
-(function(){var every=REFRESH_MS;function tick(){fetch(location.href,{cache:"no-store"})
-.then(function(r){if(!r.ok)throw new Error("HTTP "+r.status);return r.text();})
-.then(function(html){var doc=new DOMParser().parseFromString(html,"text/html");
-document.title=doc.title;document.body.replaceWith(document.adoptNode(doc.body));})
-.catch(function(e){var s=document.getElementById("stale");if(s){s.hidden=false;
-s.textContent="Not refreshed ("+e.message+"); showing the last page, retrying.";}})
-.finally(function(){setTimeout(tick,every);});}setTimeout(tick,every);})();
-"#;
+/// `REFRESH_MS` in it is replaced by the period.
+const SCRIPT: &str = include_str!("assets/page.js");
 
 /// Patterns the members and the timeline fill with (one hidden SVG, referenced by id).
 const DEFS: &str = r##"<svg width="0" height="0" style="position:absolute" aria-hidden="true" focusable="false"><defs>
@@ -165,17 +223,17 @@ const DEFS: &str = r##"<svg width="0" height="0" style="position:absolute" aria-
 <pattern id="hatch-active" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#ffebe9"/><line x1="0" y1="0" x2="0" y2="6" stroke="#cf222e" stroke-width="2"/></pattern>
 </defs></svg>"##;
 
-/// The status page for `status` as of `now`: `instance` is this process, `thresholds` the checks'
-/// (a member is behind as META_101 judges it).
+/// The status page as of `now`: `status` is what STATUS answers, `history` what HISTORY answers
+/// (all of it: the timeline reaches back an hour), `thresholds` the checks' (a member is behind as
+/// META_101 judges it, and the legend says when).
 pub fn render(
-    status: &EngineStatus,
+    status: &StatusResponse,
+    history: &HistoryResponse,
     now: SystemTime,
-    instance: &Instance,
     thresholds: &Thresholds,
 ) -> String {
-    // The same response STATUS answers: its overall state and its findings (most severe first).
-    let response = status_response(status, instance, now);
-    let overall = response.status;
+    let past = Past::of(history);
+    let overall = status.status;
     let mut out = String::with_capacity(16 * 1024);
     let _ = write!(
         out,
@@ -192,15 +250,16 @@ pub fn render(
     let _ = writeln!(
         out,
         "<body data-status=\"{overall}\" data-rendered=\"{}\">{DEFS}",
-        escape(&response.timestamp)
+        escape(&status.timestamp)
     );
-    header(&mut out, status, &response.findings, overall, now, instance);
+    header(&mut out, status, now);
     out.push_str("<main>\n");
     if status.meta_groups.is_empty() {
         let _ = writeln!(
             out,
             "<p class=\"warn\" data-waiting=\"true\">No meta group seen yet{}.</p>",
             status
+                .service
                 .skipped
                 .as_deref()
                 .map(|s| format!(": {}", escape(s)))
@@ -208,14 +267,16 @@ pub fn render(
         );
     }
     for meta in &status.meta_groups {
-        group(&mut out, status, meta, &response.findings, now, thresholds);
+        group(&mut out, status, &past, meta, now, thresholds);
     }
-    let orphans: Vec<&FindingView> = response
+    let orphans: Vec<&FindingView> = status
         .findings
         .iter()
         .filter(|f| {
-            let of = GroupId::of(f.domain.as_deref());
-            !status.meta_groups.iter().any(|m| m.group == of)
+            !status
+                .meta_groups
+                .iter()
+                .any(|m| of_group(f.domain.as_deref(), m))
         })
         .collect();
     if !orphans.is_empty() {
@@ -223,7 +284,7 @@ pub fn render(
             "<section class=\"group\" data-group-missing=\"true\">\
              <h2>Findings of meta groups the last poll did not see</h2>\n",
         );
-        findings_list(&mut out, status, &orphans, now);
+        findings_list(&mut out, &orphans, now);
         out.push_str("</section>\n");
     }
     out.push_str("</main>\n");
@@ -232,14 +293,8 @@ pub fn render(
     out
 }
 
-fn header(
-    out: &mut String,
-    status: &EngineStatus,
-    findings: &[FindingView],
-    overall: &str,
-    now: SystemTime,
-    instance: &Instance,
-) {
+fn header(out: &mut String, status: &StatusResponse, now: SystemTime) {
+    let (findings, overall, service) = (&status.findings, status.status, &status.service);
     let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
     let summary = if findings.is_empty() {
         "no active findings".to_string()
@@ -259,13 +314,13 @@ fn header(
          <p><span class=\"overall s-{overall}\" data-overall=\"{overall}\">{}</span>{summary}</p>",
         overall.to_uppercase()
     );
-    let poll = match status.last_poll {
+    let poll = match &service.last_poll {
         Some(at) => format!(
             "last poll {} (took {} ms, {} server{} answering)",
-            ago(now, at),
-            status.last_poll_ms,
-            status.servers_answering,
-            if status.servers_answering == 1 {
+            ago_text(now, at),
+            service.last_poll_ms,
+            service.servers_answering,
+            if service.servers_answering == 1 {
                 ""
             } else {
                 "s"
@@ -277,13 +332,13 @@ fn header(
         out,
         "<p class=\"meta\">As of {} UTC · {poll} · {} polls · store: {} · instance {} v{} · up {}</p>",
         clock(now),
-        status.polls,
-        escape(&store_words(&status.store, now)),
-        escape(&instance.id),
-        crate::VERSION,
-        short_duration(now.duration_since(instance.started).unwrap_or_default()),
+        service.polls,
+        escape(&store_words(&service.store, now)),
+        escape(&status.instance),
+        escape(status.version),
+        short_duration(Duration::from_millis(status.uptime_ms)),
     );
-    if let (Some(skipped), false) = (&status.skipped, status.meta_groups.is_empty()) {
+    if let (Some(skipped), false) = (&service.skipped, status.meta_groups.is_empty()) {
         let _ = writeln!(
             out,
             "<p class=\"warn\">Checks skipped in the last round: {}</p>",
@@ -311,9 +366,9 @@ fn store_words(store: &StoreHealth, now: SystemTime) -> String {
 
 fn group(
     out: &mut String,
-    status: &EngineStatus,
+    status: &StatusResponse,
+    past: &Past<'_>,
     meta: &MetaAssessment,
-    findings: &[FindingView],
     now: SystemTime,
     thresholds: &Thresholds,
 ) {
@@ -355,9 +410,9 @@ fn group(
             let _ = writeln!(
                 out,
                 "<p class=\"verdict q-lost\" data-unheard-since=\"{}\">{} UNHEARD since {} ({} ago): no server of this group answers, its {} members are unknown</p>",
-                crate::time_format::rfc3339(since),
+                time_format::rfc3339(since),
                 verdict_icon(false),
-                crate::time_format::rfc3339(since),
+                time_format::rfc3339(since),
                 short_duration(duration(now, since)),
                 meta.cluster_size.max(meta.members.len()),
             );
@@ -379,7 +434,7 @@ fn group(
         cluster_figure(out, meta, &cluster, &members, now, thresholds);
     }
     out.push_str("</div>\n");
-    direct_links(out, status, meta);
+    direct_links(out, &status.service.links, meta);
     for (what, list) in [
         ("Live servers that are not members", &meta.non_members),
         (
@@ -392,22 +447,22 @@ fn group(
             let _ = writeln!(out, "<p class=\"warn\">{what}: {}</p>", names.join(", "));
         }
     }
-    let mine: Vec<&FindingView> = findings
+    let mine: Vec<&FindingView> = status
+        .findings
         .iter()
-        .filter(|f| GroupId::of(f.domain.as_deref()) == meta.group)
+        .filter(|f| of_group(f.domain.as_deref(), meta))
         .collect();
     let _ = writeln!(out, "<h3>Active findings ({})</h3>", mine.len());
-    findings_list(out, status, &mine, now);
+    findings_list(out, &mine, now);
     let _ = writeln!(out, "<h3>Last hour</h3>");
-    timeline(out, status, meta, now);
+    timeline(out, past, &status.findings, meta, now);
     out.push_str("</section>\n");
 }
 
 /// Which members of `meta` a pinned link reaches (their own view is seen in a partition), and
 /// each one without, with why: partition detection is degraded for it.
-fn direct_links(out: &mut String, status: &EngineStatus, meta: &MetaAssessment) {
-    let links: Vec<&LinkHealth> = status
-        .links
+fn direct_links(out: &mut String, links: &[LinkHealth], meta: &MetaAssessment) {
+    let links: Vec<&LinkHealth> = links
         .iter()
         .filter(|l| meta.members.iter().any(|m| m.name == l.server))
         .collect();
@@ -609,23 +664,14 @@ fn member_card(
     );
 }
 
-fn findings_list(
-    out: &mut String,
-    status: &EngineStatus,
-    findings: &[&FindingView],
-    now: SystemTime,
-) {
+fn findings_list(out: &mut String, findings: &[&FindingView], now: SystemTime) {
     if findings.is_empty() {
         out.push_str("<p data-findings=\"none\">No active findings.</p>\n");
         return;
     }
     out.push_str("<ul class=\"findings\">\n");
     for f in findings {
-        let raised = status
-            .active
-            .get(&f.finding)
-            .map(|a| format!("raised {}", ago(now, a.raised_at)))
-            .unwrap_or_else(|| format!("raised {}", f.raised_at));
+        let raised = format!("raised {}", ago_text(now, &f.raised_at));
         let severity = f.severity.as_str();
         let _ = write!(
             out,
@@ -676,9 +722,14 @@ struct Row<'a> {
     spans: Vec<(SystemTime, Option<SystemTime>)>,
 }
 
-/// The timeline's finding rows: each key's episodes from the recent transitions, plus active
+/// The timeline's finding rows: each key's episodes from HISTORY's finding events, plus active
 /// findings raised before them; only what overlaps the last hour, the most recent rows last.
-fn rows<'a>(status: &'a EngineStatus, meta: &MetaAssessment, start: SystemTime) -> Vec<Row<'a>> {
+fn rows<'a>(
+    past: &Past<'a>,
+    active: &'a [FindingView],
+    meta: &MetaAssessment,
+    start: SystemTime,
+) -> Vec<Row<'a>> {
     let mut rows: Vec<Row<'a>> = Vec::new();
     let mut row = |key: &'a str, label: String| -> usize {
         match rows.iter().position(|r| r.key == key) {
@@ -698,14 +749,11 @@ fn rows<'a>(status: &'a EngineStatus, meta: &MetaAssessment, start: SystemTime) 
         None => check.to_string(),
     };
     let mut index: Vec<(usize, SystemTime, Option<SystemTime>)> = Vec::new();
-    for t in &status.recent.transitions {
-        if GroupId::of(t.finding.domain.as_deref()) != meta.group {
+    for t in &past.events {
+        if !of_group(t.domain, meta) {
             continue;
         }
-        let i = row(
-            &t.finding.key,
-            label(t.finding.check.as_str(), t.finding.server.as_deref()),
-        );
+        let i = row(t.key, label(t.check.as_str(), t.server));
         let open = index.iter_mut().rev().find(|e| e.0 == i && e.2.is_none());
         match (t.kind, open) {
             (TransitionKind::Resolved, Some(open)) => open.2 = Some(t.at),
@@ -714,20 +762,23 @@ fn rows<'a>(status: &'a EngineStatus, meta: &MetaAssessment, start: SystemTime) 
             (_, None) => index.push((i, t.raised_at, None)),
         }
     }
-    for a in status.active.values() {
-        if GroupId::of(a.finding.domain.as_deref()) != meta.group {
+    // By key, as the engine keeps them: rows first seen here are made in that order.
+    let mut mine: Vec<&'a FindingView> = active
+        .iter()
+        .filter(|f| of_group(f.domain.as_deref(), meta))
+        .collect();
+    mine.sort_by(|a, b| a.finding.cmp(&b.finding));
+    for f in mine {
+        let Some(raised_at) = parse_time(&f.raised_at) else {
             continue;
-        }
-        let i = row(
-            &a.finding.key,
-            label(a.finding.check.as_str(), a.finding.server.as_deref()),
-        );
+        };
+        let i = row(&f.finding, label(&f.check, f.server.as_deref()));
         if !index.iter().any(|(r, _, end)| *r == i && end.is_none()) {
-            index.push((i, a.raised_at, None));
+            index.push((i, raised_at, None));
         }
     }
     for (i, raised, resolved) in index {
-        let active = status.active.contains_key(rows[i].key);
+        let active = active.iter().any(|f| f.finding == rows[i].key);
         // An open bar of a key no longer active lost its resolve to the bounded memory: no bar.
         if resolved.is_none() && !active {
             continue;
@@ -747,7 +798,13 @@ const TL_LEFT: f64 = 190.0;
 const TL_RIGHT: f64 = 24.0;
 const TL_ROW: usize = 24;
 
-fn timeline(out: &mut String, status: &EngineStatus, meta: &MetaAssessment, now: SystemTime) {
+fn timeline(
+    out: &mut String,
+    past: &Past<'_>,
+    active: &[FindingView],
+    meta: &MetaAssessment,
+    now: SystemTime,
+) {
     let start = now
         .checked_sub(TIMELINE_SPAN)
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -760,13 +817,12 @@ fn timeline(out: &mut String, status: &EngineStatus, meta: &MetaAssessment, now:
             .unwrap_or(0.0);
         TL_LEFT + plot * (offset / span).clamp(0.0, 1.0)
     };
-    let changes: Vec<_> = status
-        .recent
-        .leader_changes
+    let changes: Vec<&Change<'_>> = past
+        .changes
         .iter()
-        .filter(|c| GroupId::of(c.domain.as_deref()) == meta.group && c.at >= start && c.at <= now)
+        .filter(|c| of_group(c.domain, meta) && c.at >= start && c.at <= now)
         .collect();
-    let mut rows = rows(status, meta, start);
+    let mut rows = rows(past, active, meta, start);
     let hidden = rows.len().saturating_sub(TIMELINE_ROWS);
     rows.drain(..hidden);
     let lane = 34;
@@ -812,13 +868,13 @@ fn timeline(out: &mut String, status: &EngineStatus, meta: &MetaAssessment, now:
              <path class=\"lc\" d=\"M{cx:.1} {}l5 5-5 5-5-5z\"/>\
              <text x=\"{:.1}\" y=\"{ly}\">→ {}</text></g>",
             clock(c.at),
-            escape(c.from.as_deref().unwrap_or("none")),
+            escape(c.from.unwrap_or("none")),
             source_word(c.source),
             top + lane,
             top + 2,
             cx + 7.0,
-            escape(&clip(&c.to, 14)),
-            to = escape(&c.to),
+            escape(&clip(c.to, 14)),
+            to = escape(c.to),
         );
     }
     if changes.is_empty() {
@@ -911,42 +967,42 @@ fn timeline(out: &mut String, status: &EngineStatus, meta: &MetaAssessment, now:
             "<p class=\"meta\">{hidden} older finding rows not drawn.</p>"
         );
     }
-    events_list(out, status, meta, start, now);
+    events_list(out, past, meta, start, now);
 }
 
-fn source_word(source: crate::history::ChangeSource) -> &'static str {
+fn source_word(source: ChangeSource) -> &'static str {
     match source {
-        crate::history::ChangeSource::Advisory => "advisory",
-        crate::history::ChangeSource::Poll => "poll",
+        ChangeSource::Advisory => "advisory",
+        ChangeSource::Poll => "poll",
     }
 }
 
 /// The timeline's events as text, newest first: leader changes, raises and resolves.
 fn events_list(
     out: &mut String,
-    status: &EngineStatus,
+    past: &Past<'_>,
     meta: &MetaAssessment,
     start: SystemTime,
     now: SystemTime,
 ) {
     let mut events: Vec<(SystemTime, String)> = Vec::new();
-    for c in &status.recent.leader_changes {
-        if GroupId::of(c.domain.as_deref()) == meta.group && c.at >= start {
+    for c in &past.changes {
+        if of_group(c.domain, meta) && c.at >= start {
             events.push((
                 c.at,
                 format!(
                     "<li data-event=\"leader\">{} UTC ({}): leader {} → {} ({})</li>",
                     clock(c.at),
                     ago(now, c.at),
-                    escape(c.from.as_deref().unwrap_or("none")),
-                    escape(&c.to),
+                    escape(c.from.unwrap_or("none")),
+                    escape(c.to),
                     source_word(c.source)
                 ),
             ));
         }
     }
-    for t in &status.recent.transitions {
-        if GroupId::of(t.finding.domain.as_deref()) != meta.group || t.at < start {
+    for t in &past.events {
+        if !of_group(t.domain, meta) || t.at < start {
             continue;
         }
         let word = match t.kind {
@@ -958,16 +1014,14 @@ fn events_list(
             t.at,
             format!(
                 "<li data-event=\"{word}\" data-key=\"{}\">{} UTC ({}): <b>{word}</b> {}{}: {}</li>",
-                escape(&t.finding.key),
+                escape(t.key),
                 clock(t.at),
                 ago(now, t.at),
-                t.finding.check,
-                t.finding
-                    .server
-                    .as_deref()
+                t.check,
+                t.server
                     .map(|s| format!(" {}", escape(s)))
                     .unwrap_or_default(),
-                escape(&t.finding.summary)
+                escape(t.summary)
             ),
         ));
     }
@@ -1021,10 +1075,17 @@ fn footer(out: &mut String, thresholds: &Thresholds) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{history_response, MAX_LIMIT};
     use crate::checks::members::{ClusterTally, LeaderGroup};
-    use crate::checks::{CheckId, Finding, OfflineReason, Remediation};
+    use crate::checks::{Finding, OfflineReason, Remediation};
     use crate::findings::{ActiveFinding, Transition};
-    use crate::history::{ChangeSource, LeaderChange};
+    use crate::history::{LeaderChange, LEADER_CHANGES_KEPT};
+    use crate::status::recent::TRANSITIONS_KEPT;
+    use crate::status::{status_response, EngineStatus, Instance};
+
+    // The HTTP edge renders HISTORY at its largest limit: that holds every transition and leader
+    // change kept, so the timeline misses none.
+    const _: () = assert!(TRANSITIONS_KEPT + LEADER_CHANGES_KEPT <= MAX_LIMIT);
 
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
@@ -1147,12 +1208,19 @@ mod tests {
         );
     }
 
+    /// The page of `status` as the HTTP edge renders it: from the STATUS response and all of
+    /// HISTORY.
     fn page(status: &EngineStatus) -> String {
         let instance = Instance {
             id: "inst-1".into(),
             started: t(0),
         };
-        render(status, now(), &instance, &Thresholds::default())
+        render(
+            &status_response(status, &instance, now()),
+            &history_response(status, MAX_LIMIT, now()),
+            now(),
+            &Thresholds::default(),
+        )
     }
 
     fn healthy() -> EngineStatus {
@@ -1455,8 +1523,21 @@ mod tests {
         let html = page(&status);
         assert!(html.contains("class=\"bar bar-resolved\""));
         assert!(!html.contains("class=\"bar bar-active\""));
-        assert!(html.contains("<b>resolved</b> META_001 n2"));
+        // HISTORY's words for a resolve: how long the finding lasted.
+        assert!(
+            html.contains("<b>resolved</b> META_001 n2: Resolved after 100.0 s: n2 was offline"),
+            "{html}"
+        );
         assert!(html.contains("data-findings=\"none\""));
+    }
+
+    #[test]
+    fn the_assets_cannot_end_their_element_and_the_script_takes_the_period() {
+        // Inlined as they are: a `</` would end the <style> or <script> element early.
+        assert!(!STYLE.contains("</") && !SCRIPT.contains("</"));
+        assert_eq!(SCRIPT.matches("REFRESH_MS").count(), 1);
+        let html = page(&healthy());
+        assert!(html.contains("var every = 3000;"), "{html}");
     }
 
     #[test]
