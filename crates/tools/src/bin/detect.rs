@@ -1015,7 +1015,7 @@ async fn main() {
         (
             "SIGKILL of the monitor's own server",
             "META_001 of that follower, from the kill",
-            Duration::from_secs(2),
+            Duration::from_millis(300),
             Stop::Kill,
             Victim::MonitorsFollower,
         ),
