@@ -340,7 +340,7 @@ async fn run_instrumented(
     ));
     let alerts = match &config.alertmanager {
         Some(settings) => Some(
-            crate::alertmanager::sender::spawn(settings, &timing, status_tx.subscribe())
+            crate::alertmanager::sender::spawn(settings, &timing, origin, status_tx.subscribe())
                 .map_err(EngineError::Alertmanager)?,
         ),
         None => None,

@@ -64,10 +64,13 @@ pub fn client(settings: &AlertmanagerSettings) -> Result<reqwest::Client, String
 }
 
 /// Starts one sender per target. They run until the status channel closes or [`Senders`] is
-/// dropped.
+/// dropped. Each wakes when its outbox says a send is due ([`Outbox::next_look`]), on the
+/// engine's monotonic `origin` like every other deadline of the process; it runs in a task of
+/// its own so that HTTP never waits in a round.
 pub fn spawn(
     settings: &AlertmanagerSettings,
     timing: &Timing,
+    origin: Instant,
     status: watch::Receiver<Arc<EngineStatus>>,
 ) -> Result<Senders, String> {
     let client = client(settings)?;
@@ -94,7 +97,7 @@ pub fn spawn(
                 health: health_tx.clone(),
             };
             let span = tracing::info_span!("alertmanager", url = %target.endpoint);
-            tokio::spawn(sender.run(status.clone()).instrument(span))
+            tokio::spawn(sender.run(origin, status.clone()).instrument(span))
         })
         .collect();
     Ok(Senders { tasks, health })
@@ -111,8 +114,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self, mut status: watch::Receiver<Arc<EngineStatus>>) {
-        let started = Instant::now();
+    async fn run(self, origin: Instant, mut status: watch::Receiver<Arc<EngineStatus>>) {
         let mut outbox = Outbox::default();
         loop {
             let current = {
@@ -124,13 +126,13 @@ impl Sender {
                     self.resolved_kept,
                 )
             };
-            if outbox.due(&current, started.elapsed(), self.resend) {
+            if outbox.due(&current, origin.elapsed(), self.resend) {
                 let result = self.post(&current).await;
                 let failing_before = outbox.failures() > 0;
-                outbox.record(&current, result.is_ok(), started.elapsed(), self.backoff);
+                outbox.record(&current, result.is_ok(), origin.elapsed(), self.backoff);
                 self.report(&current, &result, failing_before, outbox.failures());
             }
-            let now = started.elapsed();
+            let now = origin.elapsed();
             let wait = outbox.next_look(now, self.resend).saturating_sub(now);
             tokio::select! {
                 changed = status.changed() => if changed.is_err() { break },

@@ -119,8 +119,8 @@ pub fn alerts<'a>(
     out
 }
 
-/// When a target is sent to and how it backs off: pure, on the sender's monotonic clock
-/// (`now` is time since the sender started).
+/// When a target is sent to and how it backs off: pure, on the process's monotonic clock
+/// (`now` is [`crate::timing::Now`], time since the engine started).
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
     /// The identities of what the last successful send carried, and when it went out.

@@ -182,6 +182,9 @@ impl Backoff {
 pub type Now = Duration;
 
 /// Every deadline the engine can wake for, by name (quinn-proto's timer table, for a monitor).
+/// Besides these, only the Alertmanager senders wake on a deadline of their own (their
+/// outbox's `next_look`, on the same origin), in tasks apart so HTTP never waits in a round;
+/// everything else waits on I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// The next poll (`--poll-interval`).
