@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::plan::KnownServer;
 use crate::observe::MetaCluster;
-use crate::observe::{GroupId, MetaEvent, Snapshot, Via};
+use crate::observe::{GroupId, MetaEvent, ServerView, Snapshot, Via};
 use crate::thresholds::{shows_behind, Thresholds};
 
 /// Memory of earlier observations.
@@ -335,62 +335,113 @@ impl History {
         self.dark_since = None;
         self.dark_polls = 0;
         let answered_at = snapshot.taken_at.unwrap_or(now);
-        let mut any_leader = false;
+        self.count_missed(snapshot);
+        self.record_answers(snapshot, answered_at);
+        self.record_peer_names(snapshot);
+        self.record_leaderless(snapshot, now);
+        self.note_leadership_lost(snapshot);
+        if let Some((view, meta)) = snapshot.leader_view() {
+            self.record_leader_view(snapshot, &view.server.name, meta, thresholds, now);
+        }
+        self.record_disagreement(snapshot, now);
+    }
+
+    /// What the leader's own view tells, in order: a re-election, the membership (servers it no
+    /// longer lists are forgotten), the group's size, the levels of its figures, the leader
+    /// itself, who is in contact and who was never heard from.
+    fn record_leader_view(
+        &mut self,
+        snapshot: &Snapshot,
+        leader: &str,
+        meta: &MetaCluster,
+        thresholds: &Thresholds,
+        now: SystemTime,
+    ) {
+        self.note_re_election(leader, now);
+        let members = self.members_listed(meta, leader);
+        self.forget_unlisted(&members, snapshot);
+        let stale = self.stale_peers(snapshot);
+        self.record_size(meta.cluster_size.max(members.len()), members, stale, now);
+        self.record_levels(meta, thresholds, now);
+        self.observe_leader(leader, ChangeSource::Poll, now);
+        self.record_contact(snapshot, leader, meta, now);
+        self.record_unheard(meta, leader, now);
+    }
+
+    /// Counts one more missed poll for each known server that answered nothing.
+    fn count_missed(&mut self, snapshot: &Snapshot) {
         for name in &snapshot.unanswered {
             if let Some(record) = self.servers.get_mut(name) {
                 record.missed = record.missed.saturating_add(1);
             }
         }
+    }
+
+    /// Notes every server that answered (who it is, where, which version, whether it restarted)
+    /// and drops the departures its answer contradicts.
+    fn record_answers(&mut self, snapshot: &Snapshot, answered_at: SystemTime) {
         // Servers with a meta view, and in large groups those only known to answer (identity).
         let answering = snapshot
             .views
             .values()
             .filter(|v| v.meta.is_some() || v.via == Via::Identity);
         for view in answering {
-            let name = &view.server.name;
-            let restarted_at = match self.servers.get(name) {
-                Some(r) if r.server_id != view.server.id => Some(answered_at),
-                Some(r) => r.restarted_at,
-                None => None,
-            };
-            self.servers.insert(
-                name.clone(),
-                ServerRecord {
-                    restarted_at,
-                    server_id: view.server.id.clone(),
-                    last_answered: answered_at,
-                    // An identity-only view carries no cluster: keep the one known.
-                    cluster: view
-                        .server
-                        .cluster
-                        .clone()
-                        .or_else(|| self.servers.get(name).and_then(|r| r.cluster.clone())),
-                    version: view
-                        .server
-                        .ver
-                        .clone()
-                        .or_else(|| self.servers.get(name).and_then(|r| r.version.clone())),
-                    missed: 0,
-                },
-            );
-            let contradicted = self.departures.get(name).is_some_and(|d| {
-                // A new process answers under this name: the departed one came back. Or the
-                // same process answers in full a poll begun well after its departure: a server
-                // that shuts down or enters lame duck stops answering within a moment, so the
-                // event was not what it said (a stray or forged one) and keeps nothing offline.
-                d.server_id != view.server.id
-                    || (view.meta.is_some()
-                        && answered_at
-                            .duration_since(d.at)
-                            .is_ok_and(|after| after > DEPARTURE_SILENCE))
-            });
-            if contradicted {
-                self.departures.remove(name);
+            self.record_answer(view, answered_at);
+            if self.departure_contradicted(view, answered_at) {
+                self.departures.remove(&view.server.name);
             }
         }
+    }
+
+    fn record_answer(&mut self, view: &ServerView, answered_at: SystemTime) {
+        let name = &view.server.name;
+        let known = self.servers.get(name);
+        let restarted_at = match known {
+            Some(r) if r.server_id != view.server.id => Some(answered_at),
+            Some(r) => r.restarted_at,
+            None => None,
+        };
+        let record = ServerRecord {
+            restarted_at,
+            server_id: view.server.id.clone(),
+            last_answered: answered_at,
+            // An identity-only view carries no cluster: keep the one known.
+            cluster: view
+                .server
+                .cluster
+                .clone()
+                .or_else(|| known.and_then(|r| r.cluster.clone())),
+            version: view
+                .server
+                .ver
+                .clone()
+                .or_else(|| known.and_then(|r| r.version.clone())),
+            missed: 0,
+        };
+        self.servers.insert(name.clone(), record);
+    }
+
+    /// Whether `view` shows that the departure recorded for its server did not happen, or is
+    /// over.
+    fn departure_contradicted(&self, view: &ServerView, answered_at: SystemTime) -> bool {
+        self.departures.get(&view.server.name).is_some_and(|d| {
+            // A new process answers under this name: the departed one came back. Or the
+            // same process answers in full a poll begun well after its departure: a server
+            // that shuts down or enters lame duck stops answering within a moment, so the
+            // event was not what it said (a stray or forged one) and keeps nothing offline.
+            d.server_id != view.server.id
+                || (view.meta.is_some()
+                    && answered_at
+                        .duration_since(d.at)
+                        .is_ok_and(|after| after > DEPARTURE_SILENCE))
+        })
+    }
+
+    /// Notes the names every meta view gives peer hashes: its leader's, and its replicas' it can
+    /// name.
+    fn record_peer_names(&mut self, snapshot: &Snapshot) {
         for (_, meta) in snapshot.meta_views() {
             if let (Some(leader), Some(peer)) = (meta.leader_name(), meta.peer.as_deref()) {
-                any_leader = true;
                 if !peer.is_empty() {
                     remember_peer(&mut self.peer_names, peer, leader);
                 }
@@ -401,97 +452,137 @@ impl History {
                 }
             }
         }
+    }
+
+    /// Notes since when no meta view has named a leader (with its peer hash).
+    fn record_leaderless(&mut self, snapshot: &Snapshot, now: SystemTime) {
+        let any_leader = snapshot
+            .meta_views()
+            .any(|(_, meta)| meta.leader_name().is_some() && meta.peer.is_some());
         if any_leader {
             self.leaderless_since = None;
         } else if snapshot.meta_views().next().is_some() {
             self.leaderless_since.get_or_insert(now);
         }
+    }
+
+    /// Notes the leader as last established answering without claiming to lead.
+    fn note_leadership_lost(&mut self, snapshot: &Snapshot) {
         if let Some(current) = &self.leader {
             let own = snapshot.views.get(current).and_then(|v| v.meta.as_ref());
             if own.is_some_and(|m| m.leader_name() != Some(current.as_str())) {
                 self.leadership_lost = true;
             }
         }
-        if let Some((view, meta)) = snapshot.leader_view() {
-            let leader = view.server.name.clone();
-            if std::mem::take(&mut self.leadership_lost) && self.leader.as_ref() == Some(&leader) {
-                // No change of leader, but a new term: its `active` figures count from before.
-                self.last_election = Some((leader.clone(), now));
+    }
+
+    /// A leader that leads again after it was seen to lose its leadership was re-elected.
+    fn note_re_election(&mut self, leader: &str, now: SystemTime) {
+        if std::mem::take(&mut self.leadership_lost) && self.leader.as_deref() == Some(leader) {
+            // No change of leader, but a new term: its `active` figures count from before.
+            self.last_election = Some((leader.to_string(), now));
+        }
+    }
+
+    /// The members the leader's view lists, by name (a member it cannot name by the name its
+    /// peer hash last had), the leader included.
+    fn members_listed(&self, meta: &MetaCluster, leader: &str) -> BTreeSet<String> {
+        meta.replicas
+            .iter()
+            .map(|p| {
+                if p.name_unknown() {
+                    self.peer_names
+                        .get(&p.peer)
+                        .map_or(p.name.as_str(), String::as_str)
+                } else {
+                    p.name.as_str()
+                }
+            })
+            .chain(std::iter::once(leader))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The leader's view is the membership: forgets servers it no longer lists (a peer removed
+    /// while stopped sends no advisory), unless they answer now.
+    fn forget_unlisted(&mut self, members: &BTreeSet<String>, snapshot: &Snapshot) {
+        let gone: Vec<String> = self
+            .servers
+            .keys()
+            .filter(|n| !members.contains(*n) && !snapshot.views.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.servers.remove(&name);
+            self.departures.remove(&name);
+        }
+    }
+
+    /// Members no live server can name, as any view lists them (the leader can still list one
+    /// by name while a renamed server's own view already cannot name it).
+    fn stale_peers(&self, snapshot: &Snapshot) -> Vec<StalePeer> {
+        snapshot
+            .meta_views()
+            .flat_map(|(_, m)| m.replicas.iter())
+            .filter(|p| p.name_unknown())
+            .map(|p| (p.peer.clone(), self.peer_names.get(&p.peer).cloned()))
+            .collect::<BTreeMap<String, Option<String>>>()
+            .into_iter()
+            .map(|(peer, name)| StalePeer {
+                name: name.unwrap_or_else(|| format!("peer-{peer}")),
+                peer,
+            })
+            .collect()
+    }
+
+    /// Notes when each member was last in contact: heard by the leader, or the leader heard by
+    /// a follower that names it.
+    fn record_contact(
+        &mut self,
+        snapshot: &Snapshot,
+        leader: &str,
+        meta: &MetaCluster,
+        now: SystemTime,
+    ) {
+        for p in meta.replicas.iter().filter(|p| p.active > 0) {
+            self.note_contact(&p.name, now, p.active);
+        }
+        for (follower, fmeta) in snapshot.meta_views() {
+            if follower.server.name == leader || fmeta.leader_name() != Some(leader) {
+                continue;
             }
-            // The leader's view is the membership: forget servers it no longer lists (a peer
-            // removed while stopped sends no advisory), unless they answer now.
-            let listed: BTreeSet<&str> = meta
+            if let Some(p) = fmeta
                 .replicas
                 .iter()
-                .map(|p| {
-                    if p.name_unknown() {
-                        self.peer_names
-                            .get(&p.peer)
-                            .map_or(p.name.as_str(), String::as_str)
-                    } else {
-                        p.name.as_str()
-                    }
-                })
-                .chain(std::iter::once(leader.as_str()))
-                .collect();
-            let gone: Vec<String> = self
-                .servers
-                .keys()
-                .filter(|n| !listed.contains(n.as_str()) && !snapshot.views.contains_key(*n))
-                .cloned()
-                .collect();
-            for name in gone {
-                self.servers.remove(&name);
-                self.departures.remove(&name);
-            }
-            let members: BTreeSet<String> = listed.iter().map(|n| n.to_string()).collect();
-            // Any view may know a member is stale (the leader can still list it by name while
-            // a renamed server's own view already cannot name it).
-            let stale: Vec<StalePeer> = snapshot
-                .meta_views()
-                .flat_map(|(_, m)| m.replicas.iter())
-                .filter(|p| p.name_unknown())
-                .map(|p| (p.peer.clone(), self.peer_names.get(&p.peer).cloned()))
-                .collect::<BTreeMap<String, Option<String>>>()
-                .into_iter()
-                .map(|(peer, name)| StalePeer {
-                    name: name.unwrap_or_else(|| format!("peer-{peer}")),
-                    peer,
-                })
-                .collect();
-            self.record_size(meta.cluster_size.max(members.len()), members, stale, now);
-            self.record_levels(meta, thresholds, now);
-            self.observe_leader(&leader, ChangeSource::Poll, now);
-            for p in meta.replicas.iter().filter(|p| p.active > 0) {
-                self.note_contact(&p.name, now, p.active);
-            }
-            for (follower, fmeta) in snapshot.meta_views() {
-                if follower.server.name == leader || fmeta.leader_name() != Some(leader.as_str()) {
-                    continue;
-                }
-                if let Some(p) = fmeta
-                    .replicas
-                    .iter()
-                    .find(|p| p.name == leader && p.active > 0)
-                {
-                    self.note_contact(&leader, now, p.active);
-                }
-            }
-            let previous = std::mem::take(&mut self.unheard);
-            for p in meta.replicas.iter().filter(|p| p.active == 0 && !p.current) {
-                let since = previous
-                    .get(&p.name)
-                    .filter(|u| u.leader == leader)
-                    .map_or(now, |u| u.since);
-                self.unheard.insert(
-                    p.name.clone(),
-                    Unheard {
-                        leader: leader.clone(),
-                        since,
-                    },
-                );
+                .find(|p| p.name == leader && p.active > 0)
+            {
+                self.note_contact(leader, now, p.active);
             }
         }
+    }
+
+    /// Notes the members the leader has never heard from, each since the first poll of this
+    /// leader that showed it.
+    fn record_unheard(&mut self, meta: &MetaCluster, leader: &str, now: SystemTime) {
+        let previous = std::mem::take(&mut self.unheard);
+        for p in meta.replicas.iter().filter(|p| p.active == 0 && !p.current) {
+            let since = previous
+                .get(&p.name)
+                .filter(|u| u.leader == leader)
+                .map_or(now, |u| u.since);
+            self.unheard.insert(
+                p.name.clone(),
+                Unheard {
+                    leader: leader.to_string(),
+                    since,
+                },
+            );
+        }
+    }
+
+    /// Notes whether servers disagree about who leads, and since when; a disagreement that ends
+    /// is counted.
+    fn record_disagreement(&mut self, snapshot: &Snapshot, now: SystemTime) {
         let groups: Vec<(Option<String>, Vec<String>)> =
             snapshot.leaders_reported().into_iter().collect();
         if groups.len() > 1 && standing_views(&groups) > 1 {
@@ -760,8 +851,6 @@ impl History {
     }
 }
 
-/// Notes the name a peer hash carries, allocating only when it is new or changed (every view
-/// lists every member: this runs members × views times per poll).
 /// How many of the reported leader views stand. A view naming a leader that answers and does
 /// not say it leads is stale (seen while a group recovers from quorum loss: the survivor still
 /// names the crashed leader, which came back without a leader), not a second side.
@@ -776,6 +865,8 @@ fn standing_views(groups: &[(Option<String>, Vec<String>)]) -> usize {
     groups.iter().filter(|(l, _)| !stale(l)).count()
 }
 
+/// Notes the name a peer hash carries, allocating only when it is new or changed (every view
+/// lists every member: this runs members × views times per poll).
 fn remember_peer(names: &mut BTreeMap<String, String>, peer: &str, name: &str) {
     if names.get(peer).map(String::as_str) != Some(name) {
         names.insert(peer.to_string(), name.to_string());
