@@ -2,22 +2,24 @@
 //! names peer hashes had, graceful departures, how long the group has been leaderless). Checks read
 //! it; the engine updates it from each snapshot and event. Serializable so it can be persisted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::observe::plan::KnownServer;
 use crate::observe::MetaCluster;
 use crate::observe::{GroupId, MetaEvent, Snapshot};
-use crate::thresholds::{shows_behind, Thresholds};
+use crate::thresholds::Thresholds;
 
 mod leadership;
+mod levels;
 mod servers;
 
 pub use leadership::{
     ChangeSource, Disagreement, LeaderChange, DISAGREEMENT_GRACE, LEADER_CHANGES_KEPT,
 };
+pub use levels::{Behind, GroupSize, SizeChange, CATCH_UP_SETTLE, SIZE_CHANGES_KEPT};
 pub use servers::{
     Departure, DepartureKind, ServerRecord, StalePeer, Unheard, DEPARTURE_SILENCE, RESTART_SETTLE,
     UNPOLLED_DEPARTURES_MAX, UNPOLLED_DEPARTURE_KEPT,
@@ -82,58 +84,6 @@ pub struct History {
     pub leadership_lost: bool,
 }
 
-/// The meta group's size as its leader reports it (`cluster_size`), with the members it lists.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GroupSize {
-    /// `cluster_size` of the leader's view.
-    pub size: usize,
-    /// The leader and every replica it lists, by name (a member no live server can name by
-    /// the name its peer hash last had).
-    pub members: std::collections::BTreeSet<String>,
-    /// Since when the group has had this size.
-    #[serde(with = "crate::time_format")]
-    pub since: SystemTime,
-}
-
-/// One change of the meta group's size.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SizeChange {
-    /// When a leader's view first showed it.
-    #[serde(with = "crate::time_format")]
-    pub at: SystemTime,
-    /// The size before.
-    pub from: usize,
-    /// The size after.
-    pub to: usize,
-    /// Members listed before and not after.
-    pub left: Vec<String>,
-    /// Members listed after and not before.
-    pub joined: Vec<String>,
-    /// Members listed after that no live server carries the name of ("Server name unknown"):
-    /// stale peers of renamed or retired servers.
-    pub stale: Vec<StalePeer>,
-}
-
-/// A member the leader shows behind, or did until moments ago.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Behind {
-    /// Since when it has been behind.
-    #[serde(with = "crate::time_format")]
-    pub since: SystemTime,
-    /// Since when the leader has shown it caught up, while that is shorter than
-    /// `CATCH_UP_SETTLE`.
-    #[serde(default, with = "crate::time_format::option")]
-    pub caught_up: Option<SystemTime>,
-}
-
-/// How long a member behind must show caught up before it counts as caught up: a member starved
-/// of CPU or disk looks caught up for a moment every few polls (measured: about one poll in seven
-/// under meta churn), which neither ends its time behind nor resolves its finding.
-pub const CATCH_UP_SETTLE: Duration = Duration::from_secs(3);
-
-/// How many size changes are remembered.
-pub const SIZE_CHANGES_KEPT: usize = 32;
-
 impl History {
     /// The part worth persisting at once when it changes: everything but the per-poll clocks
     /// (`last_answered`, `last_contact`), which a restart can afford to have a few seconds old.
@@ -156,15 +106,6 @@ impl History {
         })
     }
 
-    /// Notes a poll that heard other groups but none of this one's servers: it is dark since
-    /// the last time any of them answered.
-    pub fn record_dark(&mut self, now: SystemTime) {
-        self.dark_polls = self.dark_polls.saturating_add(1);
-        if self.dark_since.is_none() {
-            self.dark_since = Some(self.last_heard().unwrap_or(now));
-        }
-    }
-
     /// Folds one snapshot in. A snapshot without any view changes nothing: it observed nothing.
     /// The thresholds say which levels of the leader's figures to note the start of (pending
     /// requests, members behind), so that checks can tell how long they have held.
@@ -177,8 +118,7 @@ impl History {
         if snapshot.views.is_empty() {
             return;
         }
-        self.dark_since = None;
-        self.dark_polls = 0;
+        self.record_heard();
         let answered_at = snapshot.taken_at.unwrap_or(now);
         self.count_missed(snapshot);
         self.record_answers(snapshot, answered_at);
@@ -192,7 +132,8 @@ impl History {
     }
 
     /// What the leader's own view tells, in order: a re-election, the membership (servers it no
-    /// longer lists are forgotten), the group's size, the levels of its figures, the leader
+    /// longer lists are forgotten), the group's size, the levels of its figures (pending requests,
+    /// members behind), the leader
     /// itself, who is in contact and who was never heard from.
     fn record_leader_view(
         &mut self,
@@ -207,94 +148,11 @@ impl History {
         self.forget_unlisted(&members, snapshot);
         let stale = self.stale_peers(snapshot);
         self.record_size(meta.cluster_size.max(members.len()), members, stale, now);
-        self.record_levels(meta, thresholds, now);
+        self.record_pending(meta, thresholds, now);
+        self.record_behind(meta, thresholds, now);
         self.observe_leader(leader, ChangeSource::Poll, now);
         self.record_contact(snapshot, leader, meta, now);
         self.record_unheard(meta, leader, now);
-    }
-
-    /// Notes a size the leader reports; a size other than the last one is a change.
-    fn record_size(
-        &mut self,
-        size: usize,
-        members: BTreeSet<String>,
-        stale: Vec<StalePeer>,
-        now: SystemTime,
-    ) {
-        match &mut self.size {
-            Some(known) if known.size == size => known.members = members,
-            Some(known) => {
-                let change = SizeChange {
-                    at: now,
-                    from: known.size,
-                    to: size,
-                    left: known.members.difference(&members).cloned().collect(),
-                    joined: members.difference(&known.members).cloned().collect(),
-                    stale,
-                };
-                tracing::info!(from = change.from, to = change.to, left = ?change.left, joined = ?change.joined, "meta group size changed");
-                self.size_changes.push(change);
-                if self.size_changes.len() > SIZE_CHANGES_KEPT {
-                    let excess = self.size_changes.len() - SIZE_CHANGES_KEPT;
-                    self.size_changes.drain(..excess);
-                }
-                *known = GroupSize {
-                    size,
-                    members,
-                    since: now,
-                };
-            }
-            None => {
-                self.size = Some(GroupSize {
-                    size,
-                    members,
-                    since: now,
-                })
-            }
-        }
-    }
-
-    /// Notes since when the leader's figures have been past the thresholds: its pending API
-    /// requests, and each member it shows not current or lagging.
-    fn record_levels(&mut self, meta: &MetaCluster, thresholds: &Thresholds, now: SystemTime) {
-        if meta.pending > thresholds.pending_max {
-            self.pending_high_since.get_or_insert(now);
-        } else {
-            self.pending_high_since = None;
-        }
-        let previous = std::mem::take(&mut self.behind);
-        for p in &meta.replicas {
-            // Only a member the leader hears counts: one it does not hear is offline (META_001),
-            // and its time away must not count as time behind once it is back.
-            let heard = p.active > 0
-                && !p.offline
-                && Duration::from_nanos(p.active) <= thresholds.offline_after;
-            if !heard {
-                continue;
-            }
-            let was = previous.get(&p.name);
-            if shows_behind(p.current, p.lag, thresholds.lag_max) {
-                let since = was.map_or(now, |b| b.since);
-                self.behind.insert(
-                    p.name.clone(),
-                    Behind {
-                        since,
-                        caught_up: None,
-                    },
-                );
-            } else if let Some(was) = was {
-                let caught_up = was.caught_up.unwrap_or(now);
-                if now.duration_since(caught_up).unwrap_or_default() < CATCH_UP_SETTLE {
-                    self.behind.insert(
-                        p.name.clone(),
-                        Behind {
-                            since: was.since,
-                            caught_up: Some(caught_up),
-                        },
-                    );
-                }
-            }
-        }
     }
 
     /// Folds one event in.
