@@ -1,6 +1,12 @@
 //! Between observe and evaluate: what the service remembers across polls (servers it has seen, the
 //! names peer hashes had, graceful departures, how long the group has been leaderless). Checks read
 //! it; the engine updates it from each snapshot and event. Serializable so it can be persisted.
+//!
+//! This module holds the [`History`] of one group, the [`Histories`] of all, and the entry points
+//! that fold a snapshot or event in, step by step. The steps live by what they remember:
+//! `servers.rs` (each server: answers, restarts, peer names, membership, contact, departures),
+//! `leadership.rs` (who leads, changes, disagreements), `levels.rs` (since when a level has held:
+//! pending requests, members behind, size, dark). Their types are re-exported here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
