@@ -619,13 +619,15 @@ impl Persistence {
         }
     }
 
-    /// Opens the store at start: a configuration error is fatal, unavailability is retried later.
+    /// Opens the store at start with the instance's `timing`: a configuration error is fatal,
+    /// unavailability is retried later.
     pub async fn start(
         client: Client,
         settings: StoreSettings,
         cluster_size: Option<usize>,
+        timing: &Timing,
     ) -> Result<(Persistence, Loaded), StoreError> {
-        let timers = Timers::from(&Timing::default());
+        let timers = Timers::from(timing);
         match KvStore::open_timed(client.clone(), settings.clone(), cluster_size, timers).await {
             Ok(mut store) => match store.load_patiently().await {
                 Ok(loaded) => {
