@@ -212,6 +212,7 @@ async fn open_store(
     state: Option<Client>,
     config: &EngineConfig,
     instance: &Instance,
+    timing: &Timing,
 ) -> Result<(Persistence, Loaded), EngineError> {
     let (Some(state), Some(mut settings)) = (state, config.store.clone()) else {
         return Ok((Persistence::Memory, Loaded::default()));
@@ -229,7 +230,7 @@ async fn open_store(
     let cluster_size = first
         .as_ref()
         .and_then(|s| s.meta_views().map(|(_, m)| m.cluster_size).max());
-    Ok(Persistence::start(state, settings, cluster_size).await?)
+    Ok(Persistence::start(state, settings, cluster_size, timing).await?)
 }
 
 /// Subscribes to what the loop waits on.
@@ -300,7 +301,7 @@ async fn run_instrumented(
     feeds.drops = drops;
     // State first: findings raised before a restart must be known before the first round, or
     // they would be raised a second time.
-    let (persistence, loaded) = open_store(&client, state, &config, &instance).await?;
+    let (persistence, loaded) = open_store(&client, state, &config, &instance, &timing).await?;
     status_tx.send_replace(Arc::new(EngineStatus {
         store: persistence.health(),
         ..EngineStatus::default()
