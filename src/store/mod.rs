@@ -1,4 +1,4 @@
-//! Persist: the fourth stage. Keeps finding state and the observation history in a JetStream KV
+//! Persist (after publish): keeps finding state and the observation history in a JetStream KV
 //! bucket (in a JetStream-enabled account, never the system account). The bucket is restart
 //! memory, not an arbiter: what was published (here or by a peer) is written after it, merged by
 //! [`Mark`](crate::record::Mark) (a newer episode or revision stays), so an instance that starts

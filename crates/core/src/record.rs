@@ -152,3 +152,109 @@ pub fn kv_key(finding: &str) -> String {
     }
     key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A META_001 finding for `server` of cluster `c` (keyed as an earlier version did).
+    fn finding(server: &str) -> crate::checks::Finding {
+        crate::checks::Finding {
+            check: crate::checks::CheckId::META_001,
+            key: format!("META_001/c/{server}"),
+            cluster: None,
+            domain: None,
+            server: Some(server.into()),
+            summary: "s".into(),
+            evidence: serde_json::json!({"a": 1}),
+            remediation: vec![],
+            fingerprint: server.into(),
+        }
+    }
+
+    /// The same finding under its current key.
+    fn current(server: &str) -> crate::checks::Finding {
+        crate::checks::Finding {
+            key: format!("META_001/default/{server}"),
+            ..finding(server)
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn stored_records_round_trip_with_their_writer() {
+        let finding = finding("n2");
+        let at = at(1_800_000_000);
+        for record in [
+            Record::Active(ActiveFinding {
+                finding: finding.clone(),
+                episode: 1,
+                epoch: String::new(),
+                revision: 1,
+                raised_at: at,
+                changed_at: at,
+            }),
+            Record::Resolved(ResolvedFinding {
+                finding,
+                episode: 1,
+                epoch: String::new(),
+                revision: 2,
+                raised_at: at,
+                resolved_at: at,
+            }),
+        ] {
+            let stored = Stored {
+                writer: "i1".into(),
+                record,
+            };
+            let text = serde_json::to_string(&stored).expect("encodes");
+            assert!(text.contains("\"writer\":\"i1\""), "{text}");
+            assert_eq!(
+                serde_json::from_str::<Stored>(&text).expect("decodes"),
+                stored
+            );
+        }
+    }
+
+    #[test]
+    fn marks_order_episodes_then_revisions_and_a_resolution_ends_its_episode() {
+        assert!(Mark::active(1, 9) < Mark::active(2, 1));
+        assert!(Mark::active(2, 1) < Mark::active(2, 2));
+        assert!(Mark::active(2, 7) < Mark::resolved(2));
+        assert!(Mark::resolved(2) < Mark::active(3, 1));
+    }
+
+    #[test]
+    fn finding_keys_become_valid_kv_keys() {
+        assert_eq!(kv_key("META_001/c1/n2"), "finding.META_001/c1/n2");
+        assert_eq!(
+            kv_key("META_006/my cluster.eu"),
+            "finding.META_006/my=20cluster=2Eeu"
+        );
+        assert_ne!(kv_key("a=b"), kv_key("a.b"));
+    }
+
+    #[test]
+    fn keys_of_the_previous_version_are_carried_to_the_group_key() {
+        let old = finding("n2");
+        assert_eq!(current_key(&old).as_deref(), Some("META_001/default/n2"));
+        assert_eq!(current_key(&current("n2")), None);
+        let edge = crate::checks::Finding {
+            key: "META_006/leaf-cluster".into(),
+            check: crate::checks::CheckId::META_006,
+            domain: Some("edge".into()),
+            server: None,
+            ..old.clone()
+        };
+        assert_eq!(current_key(&edge).as_deref(), Some("META_006/edge"));
+        let already = crate::checks::Finding {
+            key: "META_006/edge".into(),
+            ..edge
+        };
+        assert_eq!(current_key(&already), None);
+    }
+}
