@@ -96,18 +96,13 @@ mod tests {
         done
     }
 
-    fn alone_after_the_wait() -> (Coordinator, Now) {
+    /// An instance alone, past its start-up wait, that wants a raise of `k` published.
+    fn alone_wanting_a_raise() -> (Coordinator, Now) {
         let timing = Timing::default().ha;
         let mut c = Coordinator::new("a", timing, Ledger::default(), Duration::ZERO);
         let now = timing.sync_wait;
         c.handle(Input::Tick, now);
         let _ = run(&mut c, now, true);
-        (c, now)
-    }
-
-    #[test]
-    fn a_publish_that_went_out_is_persisted_in_the_same_execution() {
-        let (mut c, now) = alone_after_the_wait();
         c.handle(
             Input::Evaluated {
                 next: Default::default(),
@@ -116,6 +111,12 @@ mod tests {
             },
             now,
         );
+        (c, now)
+    }
+
+    #[test]
+    fn a_publish_that_went_out_is_persisted_in_the_same_execution() {
+        let (mut c, now) = alone_wanting_a_raise();
         let done = run(&mut c, now, true);
         assert!(matches!(done.first(), Some(Action::Publish(_))), "{done:?}");
         assert!(
@@ -126,15 +127,7 @@ mod tests {
 
     #[test]
     fn a_failed_publish_is_neither_persisted_nor_sent_again_at_once() {
-        let (mut c, now) = alone_after_the_wait();
-        c.handle(
-            Input::Evaluated {
-                next: Default::default(),
-                transitions: vec![raise("k")],
-                link: true,
-            },
-            now,
-        );
+        let (mut c, now) = alone_wanting_a_raise();
         let done = run(&mut c, now, false);
         assert_eq!(
             done.len(),
