@@ -24,6 +24,7 @@ use super::events::log_direct_event;
 use super::{ConnectArgs, LinkDrops};
 
 use crate::status::{LinkHealth, LinkSource};
+use crate::timing::DISCOVERY;
 
 /// Scatter-gather of every server's general information (name, id, client host and port).
 pub const PING_VARZ: &str = "$SYS.REQ.SERVER.PING.VARZ";
@@ -33,22 +34,15 @@ pub fn direct_routez_subject(server_id: &str) -> String {
     format!("$SYS.REQ.SERVER.{server_id}.ROUTEZ")
 }
 
-/// Least time between two discoveries.
-const DISCOVERY_GAP: Duration = Duration::from_secs(10);
-/// A member still without a link is looked for again after this long while it answers (it may
-/// have been down, or slow to answer, at the last try), twice as long after each try, up to
-/// `RETRY_MAX`.
-const RETRY_AFTER: Duration = Duration::from_secs(15);
-const RETRY_MAX: Duration = Duration::from_secs(300);
+// The discovery timers, with their relations asserted, are in `timing` (`DISCOVERY`).
+const DISCOVERY_GAP: Duration = DISCOVERY.gap;
+const RETRY_AFTER: Duration = DISCOVERY.retry_after;
+const RETRY_MAX: Duration = DISCOVERY.retry_max;
 /// Pinned links opened by discovery at most: beyond, members are said to have none.
 pub const MAX_DISCOVERED_LINKS: usize = 128;
-/// How long one discovered link may take to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the VARZ scatter-gather waits at most for the members it looks for (one that is down
-/// never answers).
-const VARZ_WAIT: Duration = Duration::from_secs(2);
-/// Timeout of one ROUTEZ request.
-const ROUTEZ_TIMEOUT: Duration = Duration::from_millis(750);
+const CONNECT_TIMEOUT: Duration = DISCOVERY.connect;
+const VARZ_WAIT: Duration = DISCOVERY.varz_wait;
+const ROUTEZ_TIMEOUT: Duration = DISCOVERY.routez_timeout;
 
 /// `nats://host:port`, the host bracketed when it is an IPv6 address.
 fn url_of(host: &str, port: u16) -> String {

@@ -160,6 +160,36 @@ impl Default for GatherTiming {
     }
 }
 
+/// The timers of finding every meta member's own address and pinning a link to it (the
+/// product's `connect::discovery`): fixed, not derived from the intervals.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryTiming {
+    /// Least time between two discoveries.
+    pub gap: Duration,
+    /// A member still without a link is looked for again after this long while it answers (it
+    /// may have been down, or slow to answer, at the last try), twice as long after each try ...
+    pub retry_after: Duration,
+    /// ... up to this.
+    pub retry_max: Duration,
+    /// How long one discovered link may take to connect.
+    pub connect: Duration,
+    /// How long the VARZ scatter-gather waits at most for the members it looks for (one that is
+    /// down never answers).
+    pub varz_wait: Duration,
+    /// Timeout of one ROUTEZ request.
+    pub routez_timeout: Duration,
+}
+
+/// The discovery timers.
+pub const DISCOVERY: DiscoveryTiming = DiscoveryTiming {
+    gap: Duration::from_secs(10),
+    retry_after: Duration::from_secs(15),
+    retry_max: Duration::from_secs(300),
+    connect: Duration::from_secs(3),
+    varz_wait: Duration::from_secs(2),
+    routez_timeout: Duration::from_millis(750),
+};
+
 /// How a target backs off: the first retry after `min`, doubling up to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -337,6 +367,22 @@ mod tests {
             // The history is written at least every few polls at the default.
             assert!(t.history_every >= t.ha.beat, "{t:?}");
         }
+    }
+
+    #[test]
+    fn the_discovery_timers_keep_their_relations() {
+        let d = DISCOVERY;
+        // One discovery (VARZ, then ROUTEZ, then the connects, with a second's margin on the
+        // connect) ends before the next may start.
+        assert!(
+            d.varz_wait + d.routez_timeout + d.connect + Duration::from_secs(1) < d.gap,
+            "{d:?}"
+        );
+        // A member is looked for again no more often than discoveries run, and backing off
+        // goes well past a first retry without growing without bound.
+        assert!(d.retry_after >= d.gap, "{d:?}");
+        assert!(d.retry_max >= d.retry_after * 8, "{d:?}");
+        assert!(d.retry_max <= Duration::from_secs(600), "{d:?}");
     }
 
     #[test]
