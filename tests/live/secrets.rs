@@ -3,7 +3,7 @@
 //! a secret never shown: not in the connection names every server lists on `/connz`, the log,
 //! STATUS, `--help` or a start-up error.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

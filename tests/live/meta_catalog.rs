@@ -12,7 +12,7 @@
 //! `ensure_nats_servers_old` (scripts/lib/ensure.sh) puts it; without it the version test fails
 //! and says how to fetch it.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
