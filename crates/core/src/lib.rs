@@ -19,7 +19,7 @@
 //!   and answers; [`render`]: the STATUS response as text and as the status page.
 //! - Leaves every stage may use: [`timing`] (every timer), [`text`], [`time_format`].
 //!
-//! Imports run one way down this list (a test in `layout` fails on any cycle between modules).
+//! Imports run one way down this list (`tests/pure/layout.rs` fails on any cycle between modules).
 
 pub mod alerts;
 pub mod api;

@@ -3,7 +3,7 @@
 //! the time. Every transition is published once, under one id, whichever instance sends it and
 //! whichever dies.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant, SystemTime};
 

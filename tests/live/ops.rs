@@ -3,7 +3,7 @@
 //! listener holds under 2,000 idle sockets and Prometheus scrapes it over TLS with basic auth
 //! (issue 26).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -139,7 +139,7 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
     })
     .await;
 
-    // The status page is served (tests/status_page.rs reads it in a browser), any other path is
+    // The status page is served (tests/live/status_page.rs reads it in a browser), any other path is
     // refused, and the endpoint ends with the engine.
     assert_eq!(get(addr, "/").await.map(|r| r.0), Some(200));
     assert_eq!(get(addr, "/nothing-here").await.map(|r| r.0), Some(404));

@@ -1,7 +1,7 @@
 //! Live tests: real nats-server clusters on loopback, real faults, the monitor running in-process,
 //! and the finding events observed the way an operator's `nats sub '$INSIGHTS.FINDING.>'` sees them.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

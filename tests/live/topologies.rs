@@ -4,7 +4,7 @@
 //! with leaf servers in its own domain (one meta group that the leaves join). Real
 //! nats-server processes; faults are real kills and placement step-downs.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

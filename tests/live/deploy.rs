@@ -6,7 +6,7 @@
 //! deploy/nats-insights-client.toml, the preStop hook, rolling-restart.sh), no user but the
 //! service's may answer or publish as the service, and a forged answer is not taken.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

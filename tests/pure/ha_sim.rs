@@ -8,7 +8,7 @@
 //! network and store with injected faults. What a consumer of the finding events sees is then checked against the
 //! truth. `cargo test` runs 10,000 schedules; the ignored `many_more_...` test runs 200,000 others
 //! (`HA_SIM_SCHEDULES` sets either count, `HA_SIM_THREADS` the threads). A failing seed prints
-//! its schedule and a trace; `HA_SIM_SEED=<seed> cargo test --test ha_sim -- --nocapture`
+//! its schedule and a trace; `HA_SIM_SEED=<seed> cargo test --test pure ha_sim:: -- --nocapture`
 //! replays it alone (`HA_SIM_TRACE=all` adds the beats to the trace).
 //!
 //! # The model
@@ -1708,7 +1708,7 @@ fn run_many(first: u64, count: u64) {
     if let Some((seed, failures)) = failed.into_inner().unwrap() {
         let replay = run_schedule(seed, true);
         panic!(
-            "seed {seed} breaks the invariants (replay: HA_SIM_SEED={seed} cargo test --test ha_sim)\n{}\ntrace:\n{}\n\nfailures:\n{}",
+            "seed {seed} breaks the invariants (replay: HA_SIM_SEED={seed} cargo test --test pure ha_sim::)\n{}\ntrace:\n{}\n\nfailures:\n{}",
             Plan::new(seed).describe(),
             replay.trace.unwrap_or_default().join("\n"),
             failures.join("\n")

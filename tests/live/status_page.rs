@@ -7,7 +7,7 @@
 //! Chromium is required: `scripts/test` installs it (`ensure_chromium`). Without it the test
 //! fails, unless `NATS_INSIGHTS_SKIP_BROWSER=1` says to skip it.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

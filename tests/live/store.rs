@@ -1,7 +1,7 @@
 //! Live tests of durable state (issue step 3): restart safety, several instances on one bucket,
 //! and a monitor that keeps publishing when the store it keeps state in is down.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant, SystemTime};
 

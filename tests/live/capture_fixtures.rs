@@ -1,6 +1,6 @@
 //! Captures JSZ gathers and system events from real nats-server clusters as JSON fixtures
 //! for the check unit tests. Ignored by default; run with
-//! `FIXTURES_DIR=/path/to/tests/fixtures cargo test --test capture_fixtures -- --ignored --nocapture`,
+//! `FIXTURES_DIR=/path/to/tests/fixtures cargo test --test live capture_fixtures:: -- --ignored --nocapture`,
 //! or only the multi-cluster captures with `... capture_topology_fixtures -- --ignored`
 //! (`capture_leaf_same_domain_fixture` re-captures only the leaf servers in the hub's domain;
 //! `capture_meta_catalog_fixtures` only the files of META_008 and META_101-104: an API flood, a
@@ -332,9 +332,9 @@ async fn capture_fixtures() {
     let mut readme = format!(
         "# JSZ and event fixtures\n\n\
          Captured from real clusters ({version}, loopback) by the ignored tests \
-         `capture_fixtures` and `capture_topology_fixtures` in `tests/capture_fixtures.rs` of \
-         the testbed crate (`FIXTURES_DIR=<this dir> cargo test --test capture_fixtures -- \
-         --ignored` runs both, about 2 minutes plus 1 for the topologies; name \
+         `capture_fixtures` and `capture_topology_fixtures` in `tests/live/capture_fixtures.rs` of \
+         the root package (`FIXTURES_DIR=<this dir> cargo test --test live capture_fixtures:: \
+         -- --ignored` runs both, about 2 minutes plus 1 for the topologies; name \
          `capture_topology_fixtures` before `--` to re-capture only the multi-cluster files). \
          Do not edit by hand; re-run the capture instead. Roles are fixed where the scenario \
          allows (n1 leads before each fault; the victim follower is n3; multi-cluster roles under \
@@ -1476,7 +1476,7 @@ async fn capture_meta_catalog_fixtures() {
     let mut section = format!(
         "{MEASURED_META_CATALOG}\n\n\
          Written by `capture_meta_catalog_fixtures` (`FIXTURES_DIR=<this dir> cargo test --test \
-         capture_fixtures capture_meta_catalog_fixtures -- --ignored`, about a minute; it \
+         live capture_meta_catalog_fixtures -- --ignored`, about a minute; it \
          writes only `pending_high_3.json`, `member_behind_3.json`, `healthy_4.json` and \
          `mixed_versions_3.json`). n1 leads before each condition; the flood goes through n1 \
          (`Cluster::flood_js_api`: `$JS.API.STREAM.NAMES` with a subject filter the leader \

@@ -4,7 +4,7 @@
 //! URL only, the monitor links every member itself (found in `connect_urls`, or in VARZ and
 //! ROUTEZ when servers do not advertise) and sees a partitioned old leader as with every URL.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

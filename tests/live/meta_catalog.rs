@@ -12,7 +12,7 @@
 //! `ensure_nats_servers_old` (scripts/lib/ensure.sh) puts it; without it the version test fails
 //! and says how to fetch it.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,7 +30,8 @@ const GROUP: &str = "default";
 /// Taken exclusively by the tests whose condition is load (the API flood, the starved
 /// follower), shared by the others. Why: with a second cluster busy beside it, the flooded
 /// leader once took long enough to answer the monitor's poll (gather and direct probe) that
-/// META_001 judged it not answering; alone it answers every poll.
+/// META_001 judged it not answering; alone it answers every poll. The lock orders only this
+/// module's tests: `scripts/test` runs the two load tests apart from the rest of the binary.
 static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The engine's default configuration with `f` applied to its thresholds.

@@ -6,7 +6,7 @@
 //! monitor (META_001, not raised twice: the state was loaded), two of three crashed (META_006),
 //! and nothing else raised.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

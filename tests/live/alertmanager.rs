@@ -4,7 +4,7 @@
 //! finding (it keeps alerts in memory only) gets it again, STATUS tells the failing sends in
 //! between, and the restarted follower's alert ends.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! a secret never shown: not in the connection names every server lists on `/connz`, the log,
 //! STATUS, `--help` or a start-up error.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -272,6 +272,20 @@ async fn a_token_in_the_state_url_opens_the_bucket_and_is_never_shown() {
             .spawn()
             .expect("token server starts"),
     );
+    // Why: the service gives up on a state server that refuses its first connection (no retry
+    // on the initial connect), and on a loaded machine this one may not listen yet.
+    let address: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().expect("address");
+    let listening = Instant::now() + Duration::from_secs(20);
+    while !matches!(
+        support::served::get(address, "/healthz").await,
+        Some((200, _, _))
+    ) {
+        assert!(
+            Instant::now() < listening,
+            "the token server never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let mut spec = MonitorSpec::new(
         product_bin().expect("product binary"),
@@ -310,7 +324,6 @@ async fn a_token_in_the_state_url_opens_the_bucket_and_is_never_shown() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_no_secret("STATUS", &status.to_string());
-    let address: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().expect("address");
     let (code, _, connz) = support::served::get(address, "/connz?auth=1")
         .await
         .expect("the token server's /connz");

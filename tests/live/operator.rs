@@ -4,7 +4,7 @@
 //! and the least-privilege permissions of `deploy/insights-accounts.conf` as user JWT claims,
 //! which let the service work and refuse what it must not do.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

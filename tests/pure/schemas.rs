@@ -2,7 +2,7 @@
 //! (built from captured fixtures), the heartbeat, and every API response (STATUS, FINDINGS, CHECKS,
 //! HISTORY, EXPLAIN) and the `$SRV.STATS` data, built from the same fixtures.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime};
 

@@ -5,7 +5,7 @@
 //! `leader` field), a rename one at a time that ends without a stale
 //! peer while a bulk rename is refused, and removal only of a server that is down.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
