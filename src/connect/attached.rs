@@ -10,7 +10,7 @@ use async_nats::connection::State;
 use async_nats::Client;
 
 use crate::checks::{MemberState, MetaAssessment};
-use crate::observe::policy::Footing;
+use nats_insights_core::observe::policy::Footing;
 use crate::timing::Timing;
 
 /// True when `server` answers but the meta group judges it offline while others are online: it
