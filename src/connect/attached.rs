@@ -10,8 +10,8 @@ use async_nats::connection::State;
 use async_nats::Client;
 
 use crate::checks::{MemberState, MetaAssessment};
-use nats_insights_core::observe::policy::Footing;
 use crate::timing::Timing;
+use nats_insights_core::observe::policy::Footing;
 
 /// True when `server` answers but the meta group judges it offline while others are online: it
 /// is cut off from the group, and what goes through it reaches only its side.

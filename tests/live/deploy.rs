@@ -243,15 +243,26 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
             Err(error) => panic!("reader sees the stream: {error}"),
         }
     };
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            durable_name: Some("automation".to_string()),
-            filter_subject: "$INSIGHTS.FINDING.META_001.>".to_string(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("durable consumer");
+    // Its stream may still be electing a leader after the faults: a reader retries what
+    // JetStream answers "no responders" to for a while, as automation would.
+    let consumer = loop {
+        let created = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("automation".to_string()),
+                filter_subject: "$INSIGHTS.FINDING.META_001.>".to_string(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(consumer) => break consumer,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("the durable consumer cannot be made yet: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("durable consumer: {error}"),
+        }
+    };
     let mut wanted = vec!["raised", "resolved"];
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut messages = consumer.messages().await.expect("pull");
@@ -260,7 +271,14 @@ async fn least_privilege_users_run_every_check_and_findings_are_replayable() {
         else {
             break;
         };
-        let message = message.expect("message");
+        let message = match message {
+            Ok(message) => message,
+            // A pull that found no responders (a leader change) is tried again by the stream.
+            Err(error) => {
+                eprintln!("pull: {error}");
+                continue;
+            }
+        };
         let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
         if event["finding"] == raised.finding.as_str() {
             let kind = event["event"].as_str().unwrap_or_default().to_string();
