@@ -7,6 +7,7 @@ pub mod plan;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -192,7 +193,7 @@ impl Snapshot {
     pub fn meta_views(&self) -> impl Iterator<Item = (&ServerView, &MetaCluster)> {
         self.views
             .values()
-            .filter_map(|v| v.meta.as_ref().map(|m| (v, m)))
+            .filter_map(|v| v.meta.as_deref().map(|m| (v, m)))
     }
 
     /// The view to trust about other peers: a server that reports itself as leader. If several do
@@ -229,8 +230,9 @@ impl Snapshot {
 pub struct ServerView {
     /// Who answered.
     pub server: ServerIdentity,
-    /// Its meta group view, absent when it runs no clustered JetStream.
-    pub meta: Option<MetaCluster>,
+    /// Its meta group view, absent when it runs no clustered JetStream. Shared: a view of a
+    /// large group lists thousands of members, and splitting a poll into groups copies views.
+    pub meta: Option<Arc<MetaCluster>>,
     /// How the view reached us.
     pub via: Via,
     /// It answered with JetStream data (clustered or not); false for an error reply (JetStream
@@ -256,7 +258,7 @@ impl ServerView {
     pub fn from_reply(reply: JszReply, via: Via) -> Self {
         ServerView {
             jetstream: reply.data.is_some(),
-            meta: reply.data.and_then(|d| d.meta_cluster),
+            meta: reply.data.and_then(|d| d.meta_cluster).map(Arc::new),
             server: reply.server,
             via,
         }
