@@ -239,6 +239,33 @@ fn two_of_three_lost_is_quorum_lost_whether_or_not_the_survivor_still_names_a_le
 }
 
 #[test]
+fn every_member_online_without_a_leader_is_leaderless_past_the_hold_never_quorum_lost() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(10), &["leaderless_3.json"])
+        .poll(t(15), &["leaderless_3.json"]);
+    // 5 s: an election may take 9 s.
+    let e = s.evaluate(t(15));
+    assert!(findings(&e, CheckId::META_006).is_empty());
+    assert!(findings(&e, CheckId::META_106).is_empty());
+    assert!(findings(&e, CheckId::META_001).is_empty(), "all answer");
+    s.poll(t(25), &["leaderless_3.json"]);
+    let e = s.evaluate(t(25));
+    assert!(findings(&e, CheckId::META_006).is_empty());
+    let leaderless = findings(&e, CheckId::META_106);
+    assert_eq!(leaderless.len(), 1);
+    assert!(
+        leaderless[0]
+            .summary
+            .contains("no meta leader for 15.0 s although 3 of 3 members are online"),
+        "{}",
+        leaderless[0].summary
+    );
+    s.poll(t(26), &["healthy_3.json"]);
+    assert!(findings(&s.evaluate(t(26)), CheckId::META_106).is_empty());
+}
+
+#[test]
 fn two_of_five_lost_keeps_quorum() {
     let mut s = Scenario::new();
     s.poll(t(0), &["healthy_5.json"])
