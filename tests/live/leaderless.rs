@@ -3,11 +3,12 @@
 //! Every route of a 3-node cluster cut at its proxies leaves three servers that each answer the
 //! monitor on their own connection but cannot elect anyone: META_106, never META_006. A leader
 //! stopped (SIGTERM) and restarted, and a leader put in lame duck, are normal elections: neither
-//! check is raised.
+//! check is raised. A whole cluster stopped and started again at once loses its quorum while it is
+//! down (META_006), but not once every member is back and electing.
 
 use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
@@ -221,6 +222,94 @@ async fn a_leader_stopped_and_restarted_or_in_lame_duck_is_a_normal_election() {
         );
         let held = raised(&monitor, check).await;
         assert!(held.is_empty(), "{check}: {held:#?}");
+    }
+    monitor.stop().await;
+}
+
+/// When a HISTORY entry was published.
+fn at(entry: &serde_json::Value) -> SystemTime {
+    entry["at"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .unwrap_or_else(|| panic!("no time: {entry}"))
+}
+
+/// Finding events of `check` the monitor holds in HISTORY, oldest first: (event, when).
+async fn episodes(monitor: &Monitor, check: &str) -> Vec<(String, SystemTime)> {
+    let history = support::request_json(
+        &monitor.client,
+        "$INSIGHTS.API.HISTORY",
+        r#"{"limit": 1000}"#,
+    )
+    .await
+    .1;
+    let mut events: Vec<(String, SystemTime)> = history["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["check"] == check && x["event"] != "updated")
+                .map(|x| (x["event"].as_str().unwrap_or("?").to_string(), at(x)))
+                .collect()
+        })
+        .unwrap_or_default();
+    events.sort_by_key(|(_, t)| *t);
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restarted_at_once_is_no_quorum_loss_once_every_member_is_back() {
+    let mut cluster = support::cluster(3).await;
+    let monitor = Monitor::start_with(&cluster, config()).await;
+    support::ready(&monitor, 3).await;
+
+    for i in 0..3 {
+        cluster.stop(i, Stop::Term).await.expect("stop");
+    }
+    for i in 0..3 {
+        cluster.restart(i).await.expect("restart");
+    }
+    // Every member accepts clients again: from here on they are all up, electing.
+    let back = SystemTime::now();
+    let back_at = Instant::now();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("a leader after the restart");
+    let election = back_at.elapsed();
+    eprintln!("leader {leader} {election:?} after every member was back");
+    // The monitor back on its feet (its connection reconnected, every member polled).
+    support::ready(&monitor, 3).await;
+    // Longer than --leaderless-after, so a META_106 that was coming has come.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+
+    // A quorum loss while the servers were down is true; once they are all back it is not.
+    // (The monitor reconnects and re-pins its links within a poll or two: 3 s of slack.)
+    let quorum = episodes(&monitor, "META_006").await;
+    eprintln!("META_006: {quorum:?}, back at {back:?}");
+    let slack = Duration::from_secs(3);
+    for (event, when) in &quorum {
+        if event == "raised" {
+            assert!(
+                *when <= back + slack,
+                "META_006 raised after every member was back: {quorum:?}, back {back:?}"
+            );
+        }
+    }
+    if let Some((event, when)) = quorum.last() {
+        assert_eq!(event, "resolved", "{quorum:?}");
+        assert!(
+            *when <= back + slack,
+            "META_006 held after every member was back: {quorum:?}, back {back:?}"
+        );
+    }
+    // META_106 only if the election itself outlasted --leaderless-after.
+    let leaderless = episodes(&monitor, "META_106").await;
+    eprintln!("META_106: {leaderless:?}");
+    if election < Duration::from_secs(12) {
+        assert!(
+            leaderless.is_empty(),
+            "election took {election:?}: {leaderless:?}"
+        );
     }
     monitor.stop().await;
 }

@@ -266,6 +266,53 @@ fn every_member_online_without_a_leader_is_leaderless_past_the_hold_never_quorum
 }
 
 #[test]
+fn members_back_after_a_quorum_loss_are_not_leaderless_before_a_whole_election() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(5), &["two_killed_3.json"])
+        .poll(t(60), &["two_killed_3.json"]);
+    let e = s.evaluate(t(60));
+    assert_eq!(findings(&e, CheckId::META_006).len(), 1);
+    assert!(findings(&e, CheckId::META_106).is_empty());
+    // Both back, electing: leaderless for 56 s, but a quorum answers for only 1 s, then 12 s.
+    s.poll(t(61), &["leaderless_3.json"]);
+    let e = s.evaluate(t(61));
+    assert!(
+        findings(&e, CheckId::META_006).is_empty(),
+        "all three answer"
+    );
+    assert!(findings(&e, CheckId::META_106).is_empty());
+    s.poll(t(73), &["leaderless_3.json"]);
+    assert!(findings(&s.evaluate(t(73)), CheckId::META_106).is_empty());
+    s.poll(t(74), &["leaderless_3.json"]);
+    assert_eq!(findings(&s.evaluate(t(74)), CheckId::META_106).len(), 1);
+}
+
+#[test]
+fn every_route_cut_while_the_old_leader_still_claims_is_the_leader_cut_off_not_quorum_lost() {
+    // n2 claims leadership and has not heard n1 and n3 for 6.5 s; they name no leader (they
+    // campaign) but answer on their own connections.
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(10), &["routes_cut_3_old_leader.json"]);
+    let e = s.evaluate(t(10));
+    assert!(findings(&e, CheckId::META_006).is_empty());
+    s.poll(t(14), &["routes_cut_3_old_leader.json"]);
+    let e = s.evaluate(t(14));
+    assert!(
+        findings(&e, CheckId::META_006).is_empty(),
+        "n1 and n3 answer"
+    );
+    let offline = findings(&e, CheckId::META_001);
+    assert_eq!(servers(&offline), set(&["n2"]));
+    assert_eq!(reasons(&offline[0]), ["cut_off"]);
+    assert!(
+        findings(&e, CheckId::META_106).is_empty(),
+        "n2 still claims to lead"
+    );
+}
+
+#[test]
 fn two_of_five_lost_keeps_quorum() {
     let mut s = Scenario::new();
     s.poll(t(0), &["healthy_5.json"])

@@ -372,7 +372,7 @@ pub fn assess_members(
     let leader_name = authority.map(|(v, _)| v.server.name.clone());
     let cut_off = leader_name
         .as_deref()
-        .and_then(|l| followers_cut_off_from(snapshot, l, thresholds));
+        .and_then(|l| followers_cut_off_from(snapshot, l, history, thresholds, now));
     let losing = leader_name
         .as_deref()
         .map(|l| majority_losing(snapshot, l))
@@ -535,7 +535,9 @@ pub fn assess_unheard(
 fn followers_cut_off_from(
     snapshot: &Snapshot,
     leader: &str,
+    history: &History,
     thresholds: &Thresholds,
+    now: SystemTime,
 ) -> Option<BTreeSet<String>> {
     let leader_meta = snapshot.views.get(leader).and_then(|v| v.meta.as_ref());
     let mut unheard_by = BTreeSet::new();
@@ -559,8 +561,17 @@ fn followers_cut_off_from(
                 else {
                     continue;
                 };
+                // A new leader's `active` counts from before it led, and a member that just
+                // voted for it names no leader until its first append: only the time since the
+                // election says anything then.
+                let since_election = history
+                    .leader_elected_at(leader)
+                    .map_or(Duration::MAX, |at| {
+                        now.duration_since(at).unwrap_or_default()
+                    });
                 let silent = entry.active > 0
-                    && Duration::from_nanos(entry.active) > thresholds.offline_after;
+                    && Duration::from_nanos(entry.active).min(since_election)
+                        > thresholds.offline_after;
                 if !silent {
                     return None;
                 }

@@ -29,7 +29,8 @@ pub const SPEC: CheckSpec = CheckSpec {
     threshold: |t| {
         format!(
             "at least quorum_needed members are online (same rule as META_001), yet no server has \
-             reported a meta leader for longer than {} (raft's longest election timeout is 9s)",
+             reported a meta leader for longer than {} since a quorum of members answers (raft's \
+             longest election timeout is 9s)",
             duration_words(t.leaderless_after)
         )
     },
@@ -50,7 +51,8 @@ pub const SPEC: CheckSpec = CheckSpec {
 };
 
 /// Raised when no server has reported a leader for longer than `leaderless_after` while the
-/// members online reach the quorum (fewer is META_006). Undecided while too few are online but
+/// members online reach the quorum (fewer is META_006), counted from when a quorum of members
+/// last began to answer if that is later. Undecided while too few are online but
 /// enough could be, counting members this round could not judge.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_106;
@@ -63,15 +65,18 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         .filter(|m| m.state == MemberState::Unknown)
         .map(|m| m.name.as_str())
         .collect();
-    let leaderless_for = j
-        .history
-        .leaderless_since
-        .filter(|_| meta.leader.is_none())
-        .map(|since| (since, j.now.duration_since(since).unwrap_or_default()));
-    let Some((since, leaderless_for)) = leaderless_for else {
+    let Some(since) = j.history.leaderless_since.filter(|_| meta.leader.is_none()) else {
         return Evaluation::ran(check, meta, Vec::new(), BTreeSet::new());
     };
-    if leaderless_for <= j.thresholds.leaderless_after {
+    let leaderless_for = j.now.duration_since(since).unwrap_or_default();
+    // Members that came back (after a quorum loss, a whole cluster started again) get a whole
+    // election from the moment a quorum of them answers.
+    let electing_since = j
+        .history
+        .quorum_answering_since
+        .map_or(since, |quorum| quorum.max(since));
+    let electing_for = j.now.duration_since(electing_since).unwrap_or_default();
+    if electing_for <= j.thresholds.leaderless_after {
         return Evaluation::ran(check, meta, Vec::new(), BTreeSet::new());
     }
     if online < meta.quorum_needed {
@@ -256,6 +261,39 @@ mod tests {
             );
             assert!(leaderless.is_empty(), "at {at}: {leaderless:#?}");
         }
+    }
+
+    #[test]
+    fn members_back_after_a_quorum_loss_get_a_whole_election_from_their_return() {
+        let meta = leaderless_assessment(&["n1", "n2", "n3"], &[]);
+        // Leaderless since t(0); a quorum answers again only from t(50).
+        let history = History {
+            leaderless_since: Some(t(0)),
+            quorum_answering_since: Some(t(50)),
+            ..History::default()
+        };
+        let thresholds = Thresholds::default();
+        let at = |secs| match evaluate(&Judged {
+            meta: &meta,
+            history: &history,
+            thresholds: &thresholds,
+            now: t(secs),
+        })
+        .outcome
+        {
+            Outcome::Ran { findings, .. } => findings,
+            Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+        };
+        assert!(at(55).is_empty());
+        assert!(at(62).is_empty());
+        let late = at(63);
+        assert_eq!(late.len(), 1);
+        // The summary says how long the group has really had no leader.
+        assert!(
+            late[0].summary.contains("no meta leader for 63.0 s"),
+            "{}",
+            late[0].summary
+        );
     }
 
     #[test]
