@@ -97,10 +97,14 @@ pub struct RunArgs {
     #[arg(long, env = "INSIGHTS_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// A meta peer the leader has not heard from for this long counts as offline (the server's own
-    /// offline flag takes minutes after a crash); also the longest a group may go without a leader
-    /// before META_006 is raised.
+    /// offline flag takes minutes after a crash).
     #[arg(long, env = "INSIGHTS_OFFLINE_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
     pub offline_after: Duration,
+    /// META_106 is raised when no server has reported a meta leader for longer than this although
+    /// a quorum of members is online. The default outlasts raft's longest election timeout (9 s)
+    /// and one poll.
+    #[arg(long, env = "INSIGHTS_LEADERLESS_AFTER", default_value = "12s", value_parser = humantime::parse_duration)]
+    pub leaderless_after: Duration,
     /// Servers may report different meta leaders this long before META_002 is raised (shorter
     /// disagreements happen in every election and are only counted).
     #[arg(long, env = "INSIGHTS_DISAGREEMENT_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -170,13 +174,16 @@ impl RunArgs {
             return Err("--poll-interval must be at least 100ms".to_string());
         }
         if self.offline_after.is_zero()
+            || self.leaderless_after.is_zero()
             || self.heartbeat_interval.is_zero()
             || self.flap_window.is_zero()
             || self.size_change_hold.is_zero()
         {
-            return Err("--offline-after, --flap-window, --size-change-hold and \
-                 --heartbeat-interval must be positive"
-                .to_string());
+            return Err(
+                "--offline-after, --leaderless-after, --flap-window, --size-change-hold \
+                 and --heartbeat-interval must be positive"
+                    .to_string(),
+            );
         }
         let timing = GatherTiming {
             max_wait: GatherTiming::default()
@@ -187,6 +194,7 @@ impl RunArgs {
         Ok(EngineConfig {
             thresholds: Thresholds {
                 offline_after: self.offline_after,
+                leaderless_after: self.leaderless_after,
                 disagreement_after: self.disagreement_after,
                 flap_max: self.flap_max,
                 flap_window: self.flap_window,
@@ -440,6 +448,20 @@ mod tests {
             panic!("not run");
         };
         args.engine_config()
+    }
+
+    #[test]
+    fn default_flags_are_the_default_thresholds_and_leaderless_after_outlasts_an_election() {
+        let config = run_args(&[]).expect("valid");
+        assert_eq!(config.thresholds, Thresholds::default());
+        assert_eq!(
+            config.poll_interval,
+            crate::thresholds::DEFAULT_POLL_INTERVAL
+        );
+        assert!(
+            config.thresholds.leaderless_after
+                > crate::thresholds::RAFT_ELECTION_TIMEOUT_MAX + config.poll_interval
+        );
     }
 
     #[test]

@@ -103,6 +103,9 @@ fn finding_events_of_every_check_validate_and_each_check_is_covered() {
             (132, &["mixed_versions_3.json"]),
             (140, &["healthy_3.json"]),
             (145, &["healthy_3.json"]),
+            (150, &["leaderless_3.json"]),
+            (163, &["leaderless_3.json"]),
+            (170, &["healthy_3.json"]),
         ],
         thresholds,
     );

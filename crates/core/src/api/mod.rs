@@ -702,6 +702,7 @@ mod tests {
     fn ctx<'a>(status: &'a EngineStatus, instance: &'a Instance) -> Context<'a> {
         static THRESHOLDS: Thresholds = Thresholds {
             offline_after: Duration::from_secs(3),
+            leaderless_after: crate::thresholds::LEADERLESS_AFTER_DEFAULT,
             disagreement_after: Duration::from_secs(3),
             flap_max: 1,
             flap_window: Duration::from_secs(600),

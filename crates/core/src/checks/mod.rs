@@ -25,6 +25,7 @@ pub mod meta_102;
 pub mod meta_103;
 pub mod meta_104;
 pub mod meta_105;
+pub mod meta_106;
 
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
@@ -43,6 +44,7 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_103::SPEC,
     &meta_104::SPEC,
     &meta_105::SPEC,
+    &meta_106::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:

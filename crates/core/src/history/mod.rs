@@ -42,6 +42,13 @@ pub struct History {
     pub departures: BTreeMap<String, Departure>,
     /// Since when no server has reported a meta leader; `None` while one is reported.
     pub leaderless_since: Option<SystemTime>,
+    /// Since when at least a quorum of the group's members has answered polls without a break;
+    /// `None` while fewer do. META_106 times a leaderless group from the later of this and
+    /// `leaderless_since`, so that members coming back after a quorum loss (or a whole cluster
+    /// started again) get a whole election before they are called leaderless. Not persisted: a
+    /// restarted monitor counts anew.
+    #[serde(skip)]
+    pub quorum_answering_since: Option<SystemTime>,
     /// The meta leader as last established (by the leader's own view or an election advisory).
     pub leader: Option<String>,
     /// Leader changes seen, oldest first (bounded by `LEADER_CHANGES_KEPT`).
@@ -130,6 +137,7 @@ impl History {
         self.record_answers(snapshot, answered_at);
         self.record_peer_names(snapshot);
         self.record_leaderless(snapshot, now);
+        self.record_quorum_answering(snapshot, now);
         self.note_leadership_lost(snapshot);
         if let Some((view, meta)) = snapshot.leader_view() {
             self.record_leader_view(snapshot, &view.server.name, meta, thresholds, now);
