@@ -186,9 +186,7 @@ async fn a_leader_stopped_and_restarted_or_in_lame_duck_is_a_normal_election() {
         .await
         .expect("leader with the old one back");
     support::ready(&monitor, 3).await;
-    events
-        .expect(Resolved, "META_001", Some(&leader), Duration::from_secs(30))
-        .await;
+    departed_and_back(&mut events, &leader).await;
 
     // Lame duck: the leader hands over and exits by itself; then it is started again.
     let leader = cluster.meta_leader().await.expect("leader");
@@ -208,9 +206,8 @@ async fn a_leader_stopped_and_restarted_or_in_lame_duck_is_a_normal_election() {
         .wait_for_leader(Duration::from_secs(30))
         .await
         .expect("leader with the old one back");
-    events
-        .expect(Resolved, "META_001", Some(&leader), Duration::from_secs(30))
-        .await;
+    support::ready(&monitor, 3).await;
+    departed_and_back(&mut events, &leader).await;
 
     // Longer than --leaderless-after: an election that had outlasted it would show by now.
     events.drain(Duration::from_secs(15)).await;
@@ -224,6 +221,21 @@ async fn a_leader_stopped_and_restarted_or_in_lame_duck_is_a_normal_election() {
         assert!(held.is_empty(), "{check}: {held:#?}");
     }
     monitor.stop().await;
+}
+
+/// Once every member is online again: a server stopped and started at once may come back
+/// before the monitor raised anything (its shutdown event lost with the connection it was
+/// sent on); if it was raised, it is resolved.
+async fn departed_and_back(events: &mut Events, server: &str) {
+    events.drain(Duration::from_secs(2)).await;
+    if events
+        .history_of(&format!("META_001/default/{server}"))
+        .contains(&"raised")
+    {
+        events
+            .expect(Resolved, "META_001", Some(server), Duration::from_secs(30))
+            .await;
+    }
 }
 
 /// When a HISTORY entry was published.
