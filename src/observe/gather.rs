@@ -259,6 +259,7 @@ async fn poll_large(
                 meta: None,
                 via: Via::Identity,
                 jetstream: false,
+                facts: None,
             });
     }
     Ok(())
@@ -299,6 +300,7 @@ async fn probe_silent(
                             meta: None,
                             via: Via::Identity,
                             jetstream: false,
+                            facts: None,
                         },
                     );
                 }
@@ -442,6 +444,7 @@ mod tests {
             meta: None,
             via: Via::Direct,
             jetstream: true,
+            facts: None,
         }
     }
 

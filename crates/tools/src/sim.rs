@@ -308,6 +308,7 @@ impl Deployment {
                 meta: None,
                 via: Via::Identity,
                 jetstream: false,
+                facts: None,
             },
         );
     }
