@@ -125,8 +125,27 @@ impl Monitor {
         Monitor::start_connected(connections, config)
     }
 
-    /// Starts a monitor on connections opened by the caller (e.g. as a least-privilege user).
+    /// Starts a monitor on connections opened by the caller (e.g. as a least-privilege user),
+    /// accepting nats-server's default sync interval unless `config` sets its own limit
+    /// ([`accepting_default_sync`]).
     pub fn start_connected(connections: engine::Connections, config: EngineConfig) -> Monitor {
+        Monitor::start_exact(connections, accepting_default_sync(config))
+    }
+
+    /// Starts a monitor through the given nodes with `config` exactly as given: the default
+    /// sync-interval limit judges too (`hazards.rs`).
+    pub async fn start_via_exact(
+        cluster: &Cluster,
+        nodes: &[usize],
+        config: EngineConfig,
+    ) -> Monitor {
+        let mut args = sys_connect(cluster);
+        args.servers = nodes.iter().map(|i| cluster.client_url(*i)).collect();
+        let connections = args.open("nats-insights-test").await.expect("monitor connects");
+        Monitor::start_exact(connections, config)
+    }
+
+    fn start_exact(connections: engine::Connections, config: EngineConfig) -> Monitor {
         // NATS_INSIGHTS_TEST_LOG=nats_insights=debug shows what the monitors log.
         if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -134,7 +153,6 @@ impl Monitor {
                 .with_test_writer()
                 .try_init();
         }
-        let config = accepting_default_sync(config);
         let client = connections.main.clone();
         let instance = Instance {
             id: nuid::next().to_string(),
