@@ -133,11 +133,13 @@ async fn stream_replicas_over_a_lowered_limit_raise_meta_state_growth() {
         .await
         .expect("stream created");
     }
-    let raised = events
-        .expect(Raised, "META_005", None, EVENT_TIMEOUT)
-        .await;
+    let raised = events.expect(Raised, "META_005", None, EVENT_TIMEOUT).await;
     assert_eq!(raised.finding, format!("META_005/{GROUP}"));
-    assert_eq!(raised.evidence["stream_replicas"], 9, "{:#}", raised.evidence);
+    assert_eq!(
+        raised.evidence["stream_replicas"], 9,
+        "{:#}",
+        raised.evidence
+    );
     assert_eq!(raised.evidence["limit"], 8);
     for name in (0..3).map(|i| cluster.server_name(i)) {
         assert_eq!(
@@ -192,18 +194,29 @@ async fn servers_on_a_known_bad_release_raise_until_upgraded() {
     let upgraded = 2;
     cluster.stop(upgraded, Stop::Term).await.expect("stop");
     cluster.set_binary(upgraded, fixed).expect("binary");
-    cluster.restart(upgraded).await.expect("restart on the fixed release");
+    cluster
+        .restart(upgraded)
+        .await
+        .expect("restart on the fixed release");
     let version = cluster_jsz(&cluster, upgraded).await["server"]["ver"].clone();
     assert!(
         version.as_str().is_some_and(|v| known_bad(v).is_none()),
         "upgraded to {version}"
     );
     events
-        .expect(Resolved, "META_108", Some(&names[upgraded]), 2 * EVENT_TIMEOUT)
+        .expect(
+            Resolved,
+            "META_108",
+            Some(&names[upgraded]),
+            2 * EVENT_TIMEOUT,
+        )
         .await;
     events.drain(Duration::from_secs(3)).await;
     let key = |name: &str| format!("META_108/{GROUP}/{name}");
-    assert_eq!(transitions(&events, &key(&names[2])), ["raised", "resolved"]);
+    assert_eq!(
+        transitions(&events, &key(&names[2])),
+        ["raised", "resolved"]
+    );
     for name in &names[..2] {
         assert_eq!(
             transitions(&events, &key(name)),

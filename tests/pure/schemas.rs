@@ -29,7 +29,10 @@ fn replies(name: &str) -> Vec<(JszReply, Via)> {
     let text = std::fs::read_to_string(path).expect("fixture");
     let mut values: Vec<serde_json::Value> = serde_json::from_str(&text).expect("fixture JSON");
     for reply in &mut values {
-        let server = reply["server"]["name"].as_str().unwrap_or_default().to_string();
+        let server = reply["server"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         match edit {
             "hazards" => {
                 reply["data"]["streams"] = serde_json::json!(2000);

@@ -141,7 +141,10 @@ impl Monitor {
     ) -> Monitor {
         let mut args = sys_connect(cluster);
         args.servers = nodes.iter().map(|i| cluster.client_url(*i)).collect();
-        let connections = args.open("nats-insights-test").await.expect("monitor connects");
+        let connections = args
+            .open("nats-insights-test")
+            .await
+            .expect("monitor connects");
         Monitor::start_exact(connections, config)
     }
 

@@ -229,7 +229,8 @@ pub fn nats_server_bin_old(minor: &str) -> Result<PathBuf, TestbedError> {
             ))
         })?;
     let version = String::from_utf8_lossy(&version.stdout);
-    let reported = |word: &str| word == format!("v{minor}") || word.starts_with(&format!("v{minor}."));
+    let reported =
+        |word: &str| word == format!("v{minor}") || word.starts_with(&format!("v{minor}."));
     if version.split_whitespace().any(reported) {
         Ok(bin)
     } else {

@@ -162,7 +162,10 @@ mod tests {
     fn the_captured_reply_without_a_snapshot_yet_raises_nothing() {
         let replies = crate::checks::test_support::fixture("healthy_3.json");
         let (findings, undecided) = keys(&judge_fixture(&replies, evaluate));
-        assert!(findings.is_empty() && undecided.is_empty(), "{findings:?} {undecided:?}");
+        assert!(
+            findings.is_empty() && undecided.is_empty(),
+            "{findings:?} {undecided:?}"
+        );
     }
 
     #[test]
@@ -174,7 +177,10 @@ mod tests {
             }
         }
         let e = judge_fixture(&replies, evaluate);
-        assert!(matches!(e.outcome, crate::checks::Outcome::Skipped { .. }), "{e:?}");
+        assert!(
+            matches!(e.outcome, crate::checks::Outcome::Skipped { .. }),
+            "{e:?}"
+        );
 
         let mut replies = crate::checks::test_support::fixture("healthy_3.json");
         if let Some(m) = replies[2]["data"]["meta_cluster"].as_object_mut() {

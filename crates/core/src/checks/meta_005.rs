@@ -50,37 +50,59 @@ struct Held {
     ha_assets: Option<u64>,
 }
 
-/// Raised when the replicas counted exceed the limit, even if some members' counts are not in
-/// this poll (the sum is then a lower bound, already over). Below the limit with a member's
-/// count missing (its view did not arrive: silent, or not sampled in a large group; or an
-/// older server without the fields), the group is undecided: a missing count could tip it.
+/// Raised when the replicas counted exceed the limit. A member whose view did not arrive this
+/// poll (silent, or not sampled in a large group) counts as its last reply said (the history);
+/// one never counted since the monitor started (or an older server without the fields) is
+/// missing: over the limit without it, the sum is a lower bound and already over; under it, the
+/// group is undecided, as a missing count could tip it.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_005;
     let meta = j.meta;
     let key = group_key(check, meta);
     let mut held: BTreeMap<&str, Held> = BTreeMap::new();
     let mut missing = Vec::new();
+    let mut remembered = Vec::new();
     for member in &meta.members {
-        match member
+        let now = member
             .facts
             .as_ref()
-            .and_then(|f| Some((f.streams?, f.consumers?, f.ha_assets)))
-        {
-            Some((streams, consumers, ha_assets)) => {
-                held.insert(
-                    &member.name,
-                    Held {
-                        streams,
-                        consumers,
-                        ha_assets,
-                    },
-                );
-            }
-            None => missing.push(member.name.as_str()),
-        }
+            .and_then(|f| Some((f.streams?, f.consumers?, f.ha_assets)));
+        let last = || {
+            j.history
+                .assets
+                .get(&member.name)
+                .map(|a| (a.streams, a.consumers, a.ha_assets))
+        };
+        let (streams, consumers, ha_assets) = match now {
+            Some(counts) => counts,
+            None => match last() {
+                Some(counts) => {
+                    remembered.push(member.name.as_str());
+                    counts
+                }
+                None => {
+                    missing.push(member.name.as_str());
+                    continue;
+                }
+            },
+        };
+        held.insert(
+            &member.name,
+            Held {
+                streams,
+                consumers,
+                ha_assets,
+            },
+        );
     }
-    let streams: u64 = held.values().map(|h| h.streams).fold(0, u64::saturating_add);
-    let consumers: u64 = held.values().map(|h| h.consumers).fold(0, u64::saturating_add);
+    let streams: u64 = held
+        .values()
+        .map(|h| h.streams)
+        .fold(0, u64::saturating_add);
+    let consumers: u64 = held
+        .values()
+        .map(|h| h.consumers)
+        .fold(0, u64::saturating_add);
     let total = streams.saturating_add(consumers);
     let max = j.thresholds.meta_assets_max;
     if total <= max {
@@ -125,6 +147,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
                 "consumers": h.consumers,
                 "ha_assets": h.ha_assets,
             }))).collect::<BTreeMap<String, serde_json::Value>>(),
+            "as_last_seen": remembered,
             "not_counted": missing,
         }),
         remediation: vec![
@@ -180,14 +203,37 @@ mod tests {
     fn a_member_not_counted_leaves_the_group_undecided_unless_already_over() {
         let replies = with_assets();
         // n3 answered with its identity only (a large group's poll): 10 counted.
-        let (findings, undecided) =
-            keys(&judge_with(&replies, &["n3"], &thresholds(12), evaluate));
+        let (findings, undecided) = keys(&judge_with(&replies, &["n3"], &thresholds(12), evaluate));
         assert!(findings.is_empty());
         assert_eq!(undecided, ["META_005/default"]);
         let e = judge_with(&replies, &["n3"], &thresholds(9), evaluate);
         let f = crate::checks::test_support::findings(&e);
         assert!(f[0].summary.contains("at least 10"), "{}", f[0].summary);
         assert_eq!(f[0].evidence["not_counted"], json!(["n3"]));
+    }
+
+    #[test]
+    fn a_member_not_sampled_counts_as_its_last_reply_said() {
+        use crate::checks::test_support::snapshot;
+        use crate::history::History;
+        let replies = with_assets();
+        let mut history = History::default();
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        history.record_snapshot(&snapshot(&replies, &[]), &thresholds(12), at);
+        let sampled = snapshot(&replies, &["n3"]);
+        history.record_snapshot(&sampled, &thresholds(12), at);
+        let t = thresholds(12);
+        let meta = crate::checks::assess_members(&sampled, &history, &t, at).expect("meta");
+        let e = evaluate(&crate::checks::Judged {
+            meta: &meta,
+            history: &history,
+            thresholds: &t,
+            now: at,
+        });
+        let f = crate::checks::test_support::findings(&e);
+        assert_eq!(f[0].evidence["replicas"], 15, "{:#}", f[0].evidence);
+        assert_eq!(f[0].evidence["as_last_seen"], json!(["n3"]));
+        assert!(!f[0].summary.contains("at least"), "{}", f[0].summary);
     }
 
     #[test]

@@ -134,13 +134,22 @@ mod tests {
         assert!(undecided.is_empty());
         let f = crate::checks::test_support::findings(&e);
         assert!(f[0].summary.contains("every 2m"), "{}", f[0].summary);
-        assert!(f[0].summary.contains("sync_interval: always"), "{}", f[0].summary);
+        assert!(
+            f[0].summary.contains("sync_interval: always"),
+            "{}",
+            f[0].summary
+        );
     }
 
     #[test]
     fn a_short_interval_passes_and_a_raised_limit_accepts_the_default() {
         let mut replies = fixture("healthy_3.json");
-        set_data_field(&mut replies, "n1", "config", json!({"sync_interval": 10_000_000_000u64}));
+        set_data_field(
+            &mut replies,
+            "n1",
+            "config",
+            json!({"sync_interval": 10_000_000_000u64}),
+        );
         let (findings, _) = keys(&judge_with(&replies, &[], &Thresholds::default(), evaluate));
         assert_eq!(findings, ["META_107/default/n2", "META_107/default/n3"]);
         let lenient = Thresholds {
@@ -155,8 +164,12 @@ mod tests {
     fn unsampled_or_unreported_servers_are_undecided() {
         let mut replies = fixture("healthy_3.json");
         set_data_field(&mut replies, "n2", "config", json!({"max_memory": 1}));
-        let (findings, undecided) =
-            keys(&judge_with(&replies, &["n3"], &Thresholds::default(), evaluate));
+        let (findings, undecided) = keys(&judge_with(
+            &replies,
+            &["n3"],
+            &Thresholds::default(),
+            evaluate,
+        ));
         assert_eq!(findings, ["META_107/default/n1"]);
         assert_eq!(undecided, ["META_107/default/n2", "META_107/default/n3"]);
     }

@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use super::{
-    server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity,
-};
+use super::{server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity};
 
 impl CheckId {
     /// META_108 Known-bad server version (this project's own code).
@@ -178,7 +176,9 @@ mod tests {
         for bad in ["2.10.20", "2.10.21", "2.10.22", "2.10.25", "2.10.22-RC.1"] {
             assert!(known_bad(bad).is_some(), "{bad}");
         }
-        for good in ["2.10.19", "2.10.23", "2.10.24", "2.10.26", "2.11.0", "2.15.1", "", "x"] {
+        for good in [
+            "2.10.19", "2.10.23", "2.10.24", "2.10.26", "2.11.0", "2.15.1", "", "x",
+        ] {
             assert!(known_bad(good).is_none(), "{good}");
         }
         for bad in BAD_RELEASES {

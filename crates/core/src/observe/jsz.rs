@@ -53,17 +53,33 @@ pub struct JszData {
     #[serde(default)]
     pub meta_cluster: Option<MetaCluster>,
     /// The server's JetStream configuration (`config`).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub config: Option<JsConfig>,
     /// Streams on this server: each replica counts on the server that holds it.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub streams: Option<u64>,
     /// Consumers on this server, counted the same way.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub consumers: Option<u64>,
     /// Raft groups this server takes part in (the meta group, replicated streams and
     /// consumers): `ha_assets`.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ha_assets: Option<u64>,
 }
 
@@ -72,11 +88,19 @@ pub struct JszData {
 pub struct JsConfig {
     /// How often stream data is flushed to disk, nanoseconds (`sync_interval`; since nats-server
     /// 2.10.0, filled with the 2-minute default when not configured; absent when 0).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sync_interval: Option<u64>,
     /// Every write is flushed before it is acknowledged (`sync_interval: always`; absent when
     /// false).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sync_always: Option<bool>,
 }
 
@@ -85,17 +109,33 @@ pub struct JsConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct MetaSnapshotStats {
     /// Meta log entries not yet compacted into a snapshot.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_entries: Option<u64>,
     /// Their size in bytes.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_size: Option<u64>,
     /// When the last snapshot started (RFC 3339; the zero time `0001-01-01T00:00:00Z` when this
     /// process has taken none).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_time: Option<String>,
     /// How long it took, nanoseconds (absent when none was taken).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_duration: Option<u64>,
 }
 
@@ -141,7 +181,11 @@ pub struct MetaCluster {
     #[serde(default)]
     pub pending: u64,
     /// The reporting server's meta snapshot figures (recent servers only).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub snapshot: Option<MetaSnapshotStats>,
 }
 
@@ -210,7 +254,10 @@ mod tests {
         let config = data.config.expect("config");
         assert_eq!(config.sync_interval, Some(120_000_000_000));
         assert_eq!(config.sync_always, None);
-        assert_eq!((data.streams, data.consumers, data.ha_assets), (Some(3), Some(2), Some(4)));
+        assert_eq!(
+            (data.streams, data.consumers, data.ha_assets),
+            (Some(3), Some(2), Some(4))
+        );
         let snap = data.meta_cluster.expect("meta").snapshot.expect("snapshot");
         assert_eq!(snap.last_duration, Some(6_000_000_000));
         assert_eq!(snap.last_taken(), Some("2026-11-24T08:26:02Z"));
