@@ -50,7 +50,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_004;
     let meta = j.meta;
     let mut findings = Vec::new();
-    let mut undecided = BTreeSet::new();
+    let mut undecided = super::unlisted_known(check, meta, j.history);
     let mut reporting = 0;
     let mut without_field = Vec::new();
     for member in &meta.members {

@@ -54,7 +54,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_107;
     let meta = j.meta;
     let mut findings = Vec::new();
-    let mut undecided = BTreeSet::new();
+    let mut undecided = super::unlisted_known(check, meta, j.history);
     let max = j.thresholds.sync_interval_max;
     for member in &meta.members {
         let key = server_key(check, meta, &member.name);

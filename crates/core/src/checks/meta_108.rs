@@ -111,7 +111,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_108;
     let meta = j.meta;
     let mut findings = Vec::new();
-    let mut undecided = BTreeSet::new();
+    let mut undecided = super::unlisted_known(check, meta, j.history);
     for member in &meta.members {
         let key = server_key(check, meta, &member.name);
         let Some(version) = member.version.as_deref() else {
@@ -204,5 +204,30 @@ mod tests {
 
         let (findings, _) = keys(&judge_fixture(&fixture("mixed_versions_3.json"), evaluate));
         assert!(findings.is_empty());
+    }
+
+    #[test]
+    fn a_known_server_missing_from_this_polls_membership_is_undecided() {
+        use crate::checks::test_support::snapshot;
+        use crate::history::History;
+        let mut replies = fixture("mixed_versions_3.json");
+        replies[2]["server"]["ver"] = json!("2.10.25");
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let t = crate::checks::Thresholds::default();
+        let mut history = History::default();
+        history.record_snapshot(&snapshot(&replies, &[]), &t, at);
+        // A poll whose membership lacks n3 (as a leaderless view that omits its reporter).
+        let two = snapshot(&replies[..2], &[]);
+        let mut meta = crate::checks::assess_members(&two, &history, &t, at).expect("meta");
+        meta.members.retain(|m| m.name != "n3");
+        let e = evaluate(&crate::checks::Judged {
+            meta: &meta,
+            history: &history,
+            thresholds: &t,
+            now: at,
+        });
+        let (findings, undecided) = keys(&e);
+        assert!(findings.is_empty());
+        assert_eq!(undecided, ["META_108/default/n3"]);
     }
 }

@@ -501,6 +501,23 @@ pub fn server_key(check: CheckId, meta: &MetaAssessment, server: &str) -> String
     format!("{}/{}/{}", check, meta.group.label(), server)
 }
 
+/// Keys of per-server findings of `check` for the servers the group's history knows but this
+/// poll's membership does not list (a leaderless moment on a release whose views then omit the
+/// reporter, for one): undecided, so that their findings are not resolved by a blind spot. A
+/// peer removed from the group leaves the history, and its finding resolves.
+pub fn unlisted_known(
+    check: CheckId,
+    meta: &MetaAssessment,
+    history: &History,
+) -> BTreeSet<String> {
+    history
+        .servers
+        .keys()
+        .filter(|name| !meta.members.iter().any(|m| &m.name == *name))
+        .map(|name| server_key(check, meta, name))
+        .collect()
+}
+
 /// Whole seconds and tenths, for summaries.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
