@@ -2,7 +2,6 @@
 //! snapshot took too long (JSZ `meta_cluster.snapshot`, nats-server 2.11.11, 2.12.2, 2.14.0 and
 //! later).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;

@@ -2,7 +2,6 @@
 //! disk on a timer (JSZ `config.sync_interval`) longer than `--sync-interval-max`, not before
 //! acknowledging them (`sync_interval: always`, JSZ `config.sync_always`).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;

@@ -3,8 +3,6 @@
 //! sources). The version comes from each member's own reply envelope, or as last seen: every
 //! reply carries it, the identities of a large group's poll included.
 
-use std::collections::BTreeSet;
-
 use serde_json::json;
 
 use super::{server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity};
