@@ -678,7 +678,10 @@ impl Cluster {
     }
 
     /// The arguments of `nats-insights run` watching this cluster as the system user, with its
-    /// state in bucket `bucket` of the JetStream account when one is given.
+    /// state in bucket `bucket` of the JetStream account when one is given. They accept
+    /// nats-server's default 2-minute `sync_interval`, which every node here runs unless
+    /// `jetstream_extra` says otherwise (`--sync-interval-max 2m`): META_107 would report each
+    /// node in every soak and test run; `tests/live/hazards.rs` judges it.
     pub fn run_args(&self, bucket: Option<&str>) -> Vec<String> {
         let urls = self.client_urls().join(",");
         let mut args = vec![
@@ -689,6 +692,8 @@ impl Cluster {
             SYS_USER,
             "--password",
             SYS_PASSWORD,
+            "--sync-interval-max",
+            "2m",
         ];
         if let Some(bucket) = bucket {
             args.extend(["--state-server", &urls, "--state-user", APP_USER]);
