@@ -138,6 +138,14 @@ pub struct RunArgs {
     /// How long the meta group's size must be even before META_103 is raised.
     #[arg(long, env = "INSIGHTS_EVEN_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub even_after: Duration,
+    /// META_005 is raised when the stream and consumer replicas on the meta group's servers
+    /// (the sum of their JSZ `streams` and `consumers`) exceed this.
+    #[arg(long, env = "INSIGHTS_META_ASSETS_MAX", default_value_t = 5_000)]
+    pub meta_assets_max: u64,
+    /// META_107 is raised for a server whose JetStream flushes to disk less often than this
+    /// (its `sync_interval`) and not on every write; the server's default is 2 minutes.
+    #[arg(long, env = "INSIGHTS_SYNC_INTERVAL_MAX", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub sync_interval_max: Duration,
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -204,6 +212,8 @@ impl RunArgs {
                 behind_after: self.behind_after,
                 size_change_hold: self.size_change_hold,
                 even_after: self.even_after,
+                meta_assets_max: self.meta_assets_max,
+                sync_interval_max: self.sync_interval_max,
             },
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,

@@ -262,6 +262,7 @@ async fn poll_large(
                 meta: None,
                 via: Via::Identity,
                 jetstream: false,
+                facts: None,
             });
     }
     Ok(())
@@ -303,6 +304,7 @@ async fn probe_silent(
                             meta: None,
                             via: Via::Identity,
                             jetstream: false,
+                            facts: None,
                         },
                     );
                 }
@@ -466,6 +468,7 @@ mod tests {
             meta: None,
             via: Via::Direct,
             jetstream: true,
+            facts: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod capture_fixtures;
 mod cluster;
 mod deploy;
 mod ha;
+mod hazards;
 mod leaderless;
 mod links;
 mod meta_catalog;

@@ -46,7 +46,7 @@ impl Scenario {
         Scenario {
             history: History::default(),
             snapshot: Snapshot::default(),
-            thresholds: Thresholds::default(),
+            thresholds: crate::support::thresholds(),
         }
     }
 

@@ -45,6 +45,12 @@ pub struct Thresholds {
     pub size_change_hold: Duration,
     /// META_103 is raised when the group's size has been even this long.
     pub even_after: Duration,
+    /// META_005 is raised when the stream and consumer replicas of the group's servers add up
+    /// to more than this.
+    pub meta_assets_max: u64,
+    /// META_107 is raised for a server whose JetStream flushes to disk less often than this
+    /// (and not on every write).
+    pub sync_interval_max: Duration,
 }
 
 impl Default for Thresholds {
@@ -61,6 +67,8 @@ impl Default for Thresholds {
             behind_after: Duration::from_secs(10),
             size_change_hold: Duration::from_secs(600),
             even_after: Duration::from_secs(30),
+            meta_assets_max: 5_000,
+            sync_interval_max: Duration::from_secs(60),
         }
     }
 }

@@ -330,6 +330,7 @@ impl Deployment {
                 meta: None,
                 via: Via::Identity,
                 jetstream: false,
+                facts: None,
             },
         );
     }

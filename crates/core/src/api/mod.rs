@@ -712,6 +712,8 @@ mod tests {
             behind_after: Duration::from_secs(10),
             size_change_hold: Duration::from_secs(600),
             even_after: Duration::from_secs(30),
+            meta_assets_max: 5_000,
+            sync_interval_max: Duration::from_secs(60),
         };
         Context {
             status,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Thresholds;
 use crate::history::{DepartureKind, History, RESTART_SETTLE};
-use crate::observe::{GroupId, PeerInfo, Snapshot};
+use crate::observe::{GroupId, JsFacts, PeerInfo, Snapshot, Via};
 
 /// The meta group as judged from one snapshot and the history.
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +154,12 @@ pub struct Member {
     /// Its nats-server version, from its own reply (or as last seen), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What its own JSZ reply of this poll says beyond the members (configuration, assets,
+    /// meta snapshots); `None` when its whole view did not arrive this poll (silent, or only
+    /// its identity asked in a large group). Not remembered: the checks reading it leave such
+    /// a member undecided.
+    #[serde(skip)]
+    pub facts: Option<JsFacts>,
     /// The judgement (`state` and, when offline, `reasons`).
     #[serde(flatten)]
     pub state: MemberState,
@@ -483,6 +489,7 @@ pub fn assess_unheard(
                 active: None,
                 lag: 0,
                 version: record.and_then(|r| r.version.clone()),
+                facts: None,
                 state: MemberState::Unknown,
             }
         })
@@ -768,6 +775,9 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
         version: view
             .and_then(|v| v.server.ver.clone())
             .or_else(|| known.and_then(|k| k.version.clone())),
+        facts: view
+            .filter(|v| v.via != Via::Identity)
+            .and_then(|v| v.facts.clone()),
         state,
         name,
     }
@@ -800,6 +810,7 @@ pub(crate) fn leaderless_assessment(online: &[&str], offline: &[&str]) -> MetaAs
         active: None,
         lag: 0,
         version: Some("2.15.1".into()),
+        facts: None,
         state,
     };
     let mut members: Vec<Member> = online

@@ -95,6 +95,24 @@ pub struct History {
     /// all, as through a cut-off server).
     #[serde(skip)]
     pub leadership_lost: bool,
+    /// Each member's stream and consumer replica counts as its own JSZ reply last gave them
+    /// (META_005 sums them; a large group's poll brings only a sample of the followers' views).
+    /// Not persisted: a restarted monitor counts anew.
+    #[serde(skip)]
+    pub assets: BTreeMap<String, AssetCount>,
+}
+
+/// What one server's JSZ reply said it holds, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetCount {
+    /// Stream replicas on it (`streams`).
+    pub streams: u64,
+    /// Consumer replicas on it (`consumers`).
+    pub consumers: u64,
+    /// Raft groups it takes part in (`ha_assets`), when reported.
+    pub ha_assets: Option<u64>,
+    /// The poll that brought them.
+    pub at: SystemTime,
 }
 
 impl History {
@@ -135,6 +153,7 @@ impl History {
         let answered_at = snapshot.taken_at.unwrap_or(now);
         self.count_missed(snapshot);
         self.record_answers(snapshot, answered_at);
+        self.record_assets(snapshot, answered_at);
         self.record_peer_names(snapshot);
         self.record_leaderless(snapshot, now);
         self.record_quorum_answering(snapshot, now);

@@ -266,10 +266,29 @@ impl History {
         }
     }
 
-    /// Forgets a server that is no member any more: its record and any departure.
+    /// Forgets a server that is no member any more: its record, any departure, its counts.
     pub(super) fn forget_server(&mut self, name: &str) {
         self.servers.remove(name);
         self.departures.remove(name);
+        self.assets.remove(name);
+    }
+
+    /// Notes the stream and consumer counts of every server whose whole view arrived with them.
+    pub(super) fn record_assets(&mut self, snapshot: &Snapshot, at: SystemTime) {
+        for view in snapshot.views.values() {
+            let Some(facts) = view.facts.as_ref().filter(|_| view.meta.is_some()) else {
+                continue;
+            };
+            if let (Some(streams), Some(consumers)) = (facts.streams, facts.consumers) {
+                let count = super::AssetCount {
+                    streams,
+                    consumers,
+                    ha_assets: facts.ha_assets,
+                    at,
+                };
+                self.assets.insert(view.server.name.clone(), count);
+            }
+        }
     }
 
     /// Members no live server can name, as any view lists them (the leader can still list one
