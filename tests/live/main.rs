@@ -12,6 +12,7 @@ mod support;
 mod alertmanager;
 mod capture_fixtures;
 mod cluster;
+mod dashboard;
 mod deploy;
 mod ha;
 mod hazards;
