@@ -5,6 +5,8 @@
 
 pub use nats_insights_core::render::text as render;
 
+pub mod check;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,6 +43,10 @@ pub enum ClientCommand {
     /// its memory of the group and resolves its findings (META_105 among them). If its servers
     /// answer again, it comes back as a new group.
     ForgetGroup(Box<ForgetGroupArgs>),
+    /// A monitoring plugin with `nats server check`'s flags and formats: `check meta` (the meta
+    /// group; answered by the service, or by a direct JSZ read when none answers) or `check
+    /// <CHECK_ID>` (its active findings). Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(Box<check::CheckArgs>),
 }
 
 /// Flags of `forget-group`.
@@ -309,7 +315,7 @@ pub fn main(command: ClientCommand) -> ExitCode {
     // `status` and `preflight` are checks: anything that prevents an answer is UNKNOWN (3).
     let unknown_on_error = matches!(
         command,
-        ClientCommand::Status(_) | ClientCommand::Preflight(_)
+        ClientCommand::Status(_) | ClientCommand::Preflight(_) | ClientCommand::Check(_)
     );
     let result = runtime.block_on(async move {
         match command {
@@ -322,6 +328,7 @@ pub fn main(command: ClientCommand) -> ExitCode {
                 WaitFor::Healthy(args) => wait_healthy(&args).await,
             },
             ClientCommand::ForgetGroup(args) => forget_group(&args).await.map(|()| 0),
+            ClientCommand::Check(args) => Ok(check::check(&args).await),
         }
     });
     match result {
