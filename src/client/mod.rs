@@ -845,6 +845,36 @@ mod tests {
     }
 
     #[test]
+    fn check_takes_natscli_meta_flags() {
+        let parsed = Harness::try_parse_from([
+            "x",
+            "check",
+            "meta",
+            "--expect",
+            "3",
+            "--lag-critical",
+            "100",
+            "--seen-critical",
+            "10s",
+            "--format",
+            "prometheus",
+            "--outfile",
+            "/tmp/x.prom",
+        ])
+        .expect("parses");
+        let ClientCommand::Check(args) = parsed.command else {
+            panic!("check");
+        };
+        assert_eq!(args.what, "meta");
+        assert_eq!(args.expect, Some(3));
+        assert_eq!(args.lag_critical, Some(100));
+        assert_eq!(args.seen_critical, Some(Duration::from_secs(10)));
+        assert_eq!(args.format, check::FormatArg::Prometheus);
+        assert_eq!(args.namespace, "nats_server_check");
+        assert!(Harness::try_parse_from(["x", "check", "meta", "--format", "csv"]).is_err());
+    }
+
+    #[test]
     fn the_no_service_message_says_what_to_check() {
         let e = ClientError::NoService {
             subject: Endpoint::Status.subject(),
