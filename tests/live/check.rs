@@ -38,6 +38,7 @@ async fn until(args: &[String], code: i32, needles: &[&str]) -> String {
     loop {
         let (got, out, err) = run_cli(args).await;
         if got == Some(code) && needles.iter().all(|n| out.contains(n)) {
+            eprintln!("check {}: exit {code}: {}", args[1], out.trim_end());
             return out;
         }
         assert!(
@@ -181,6 +182,9 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
     assert!(out.contains("peer_offline=1"), "{out}");
     let out = until(&with("META_001", &[]), 2, &[&name]).await;
     assert!(out.starts_with("CRITICAL META_001 "), "{out}");
+    // `check meta` carries the service's own findings on the group as well.
+    let out = until(&with("meta", &[]), 2, &[&format!("Crit:META_001 {name}")]).await;
+    assert!(out.contains("(from nats-insights)"), "{out}");
 
     // The service stopped: the same check falls back to the leader's JSZ view and says so.
     // A SIGKILLed peer is not `offline` there for minutes, but the leader stops calling it
