@@ -394,8 +394,7 @@ async fn from_jsz(client: &async_nats::Client, args: &CheckArgs) -> CheckResult 
             );
             result.perfdata.clear();
             result.criticals = vec![format!(
-                "no meta leader: {} servers answer ({}), none leads",
-                answering.len(),
+                "no meta leader; answering without one: {}",
                 answering.join(", ")
             )];
             return result;

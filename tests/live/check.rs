@@ -226,3 +226,40 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
         .expect("read")
         .starts_with("# nats-insights check meta: from a direct JSZ read\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_service_a_leaderless_group_is_critical_naming_who_answers() {
+    let mut cluster = cluster(3).await;
+    let leader = cluster.meta_leader().await.expect("leader");
+    let l = cluster.index_of(&leader).expect("leader index");
+    let survivor = others(3, &[l])[0];
+    let gone = others(3, &[l, survivor])[0];
+    let args: Vec<String> = [
+        "check".to_string(),
+        "meta".into(),
+        "-s".into(),
+        cluster.client_url(survivor),
+        "--user".into(),
+        "sys".into(),
+        "--password".into(),
+        "sys".into(),
+        "--expect".into(),
+        "3".into(),
+    ]
+    .to_vec();
+    let (code, out, err) = run_cli(&args).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("(from a direct JSZ read)"), "{out}");
+    // The leader and a follower gone: no quorum, so no new leader. The leader-only JSZ
+    // request gets no reply then; the survivor still answers the plain one.
+    cluster.stop(l, Stop::Kill).await.expect("kill leader");
+    cluster.stop(gone, Stop::Kill).await.expect("kill follower");
+    let name = cluster.server_name(survivor);
+    let out = until(
+        &args,
+        2,
+        &[&format!("no meta leader; answering without one: {name}")],
+    )
+    .await;
+    assert!(out.contains("(from a direct JSZ read)"), "{out}");
+}
