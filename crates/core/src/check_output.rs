@@ -249,7 +249,7 @@ impl CheckResult {
     pub fn text(&self) -> String {
         let mut out = format!(
             "{}: {} ({})\n",
-            self.name,
+            one_line(&self.name),
             word(self.health()),
             self.source_phrase()
         );
@@ -265,7 +265,7 @@ impl CheckResult {
         if !rows.is_empty() {
             out.push('\n');
             for (tag, message) in rows {
-                let _ = writeln!(out, "  {tag:<9} {message}");
+                let _ = writeln!(out, "  {tag:<9} {}", one_line(message));
             }
         }
         if !self.perfdata.is_empty() {
@@ -337,7 +337,8 @@ fn nagios_perf(p: &PerfItem) -> String {
     out
 }
 
-/// Control characters and line breaks become spaces: a plugin's output is one line.
+/// Control characters and line breaks become spaces: a plugin's output is one line, and a
+/// server name from the network cannot move the cursor of a terminal.
 fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -729,6 +730,9 @@ mod tests {
         assert_eq!(line.matches('|').count(), 1, "{line}");
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(line.ends_with("| 'odd name'=2\n"), "{line}");
+        result.criticals.push("n\u{1b}[2J3 offline".into());
+        assert!(!result.text().contains('\u{1b}'));
+        assert!(!result.nagios().contains('\u{1b}'));
     }
 
     #[test]
