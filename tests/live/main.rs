@@ -11,6 +11,7 @@ mod support;
 
 mod alertmanager;
 mod capture_fixtures;
+mod check;
 mod cluster;
 mod dashboard;
 mod deploy;
