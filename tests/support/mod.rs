@@ -217,6 +217,10 @@ pub struct Events {
     pub repeats: Vec<FindingEvent>,
     ids: watch::SeenIds,
     _client: async_nats::Client,
+    /// More connections whose events are merged in ([`Events::subscribe_each`]).
+    _more: Vec<async_nats::Client>,
+    /// Several connections receive each event: a copy is expected, not counted as a repeat.
+    fanned_in: bool,
 }
 
 impl Events {
@@ -231,6 +235,8 @@ impl Events {
             repeats: Vec::new(),
             ids: watch::SeenIds::default(),
             _client: client,
+            _more: Vec::new(),
+            fanned_in: false,
         }
     }
 
@@ -238,6 +244,36 @@ impl Events {
     pub async fn subscribe(cluster: &Cluster) -> Events {
         let all: Vec<usize> = (0..cluster.size()).collect();
         Events::subscribe_via(cluster, &all).await
+    }
+
+    /// Subscribes through a connection to each node, merged: with every route cut, an event
+    /// reaches only the clients of the server it was published to, wherever the monitor's main
+    /// connection is at the time. Copies of one event are dropped (not counted as repeats).
+    pub async fn subscribe_each(cluster: &Cluster) -> Events {
+        let mut clients = Vec::new();
+        let mut streams = Vec::new();
+        for i in 0..cluster.size() {
+            let mut args = sys_connect(cluster);
+            args.servers = vec![cluster.client_url(i)];
+            let client = args
+                .connect("nats-insights-test-watch")
+                .await
+                .expect("watcher connects");
+            streams.push(watch::subscribe(&client).await.expect("subscribe"));
+            client.flush().await.expect("flush");
+            clients.push(client);
+        }
+        let first = clients.remove(0);
+        Events {
+            stream: futures::stream::select_all(streams).boxed(),
+            seen: Vec::new(),
+            claimed: Vec::new(),
+            repeats: Vec::new(),
+            ids: watch::SeenIds::default(),
+            _client: first,
+            _more: clients,
+            fanned_in: true,
+        }
     }
 
     /// Subscribes through the given nodes only (e.g. the majority side of a partition).
@@ -257,6 +293,8 @@ impl Events {
             repeats: Vec::new(),
             ids: watch::SeenIds::default(),
             _client: client,
+            _more: Vec::new(),
+            fanned_in: false,
         }
     }
 
@@ -286,7 +324,11 @@ impl Events {
                 Ok(Some(Ok(event))) => {
                     assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
                     if !self.ids.first(&event.id) {
-                        self.repeats.push(event);
+                        if !self.fanned_in {
+                            if !self.fanned_in {
+                                self.repeats.push(event);
+                            }
+                        }
                         continue;
                     }
                     self.seen.push(event.clone());
@@ -314,7 +356,9 @@ impl Events {
             let event = received.expect("decodable finding event");
             assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
             if !self.ids.first(&event.id) {
-                self.repeats.push(event);
+                if !self.fanned_in {
+                    self.repeats.push(event);
+                }
                 continue;
             }
             self.seen.push(event);
