@@ -15,6 +15,9 @@ use crate::text::shell_quote;
 pub use crate::thresholds::Thresholds;
 pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
+pub mod cluster_005;
+pub mod sources;
+
 pub mod meta_001;
 pub mod meta_002;
 pub mod meta_003;
@@ -43,6 +46,7 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_103::SPEC,
     &meta_104::SPEC,
     &meta_105::SPEC,
+    &cluster_005::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
@@ -78,6 +82,8 @@ pub struct Judged<'a> {
     pub thresholds: &'a Thresholds,
     /// The time of the round.
     pub now: SystemTime,
+    /// What the sources beyond JSZ said this poll, by server (only the servers asked).
+    pub extras: &'a std::collections::BTreeMap<String, crate::observe::ServerExtras>,
 }
 
 /// One configured value a check compares against.
@@ -454,6 +460,7 @@ pub fn evaluate_group(
         history,
         thresholds,
         now,
+        extras: &snapshot.extras,
     };
     let evaluations = SPECS.iter().map(|spec| (spec.evaluate)(&judged)).collect();
     (Some(meta), evaluations)

@@ -18,10 +18,14 @@ use crate::observe::MetaCluster;
 use crate::observe::{GroupId, MetaEvent, Snapshot};
 use crate::thresholds::Thresholds;
 
+mod extras;
 mod leadership;
 mod levels;
 mod servers;
 
+pub use extras::{
+    gateways_missing, routes_missing, ExtrasHistory, Restart, Since, RESTARTS_KEPT, RESTART_MEMORY,
+};
 pub use leadership::{
     ChangeSource, Disagreement, LeaderChange, DISAGREEMENT_GRACE, LEADER_CHANGES_KEPT,
 };
@@ -88,6 +92,9 @@ pub struct History {
     /// all, as through a cut-off server).
     #[serde(skip)]
     pub leadership_lost: bool,
+    /// What the sources beyond JSZ showed over time, and each server's restarts.
+    #[serde(default, skip_serializing_if = "ExtrasHistory::is_empty")]
+    pub extras: ExtrasHistory,
 }
 
 impl History {
@@ -109,6 +116,7 @@ impl History {
             "disagreement": self.disagreement.as_ref().map(|d| d.since),
             "unheard": self.unheard.keys().collect::<Vec<_>>(),
             "dark_since": self.dark_since,
+            "restarts": self.extras.restarts.values().map(Vec::len).sum::<usize>(),
         })
     }
 
@@ -127,7 +135,9 @@ impl History {
         self.record_heard();
         let answered_at = snapshot.taken_at.unwrap_or(now);
         self.count_missed(snapshot);
+        self.record_restarts(snapshot, answered_at);
         self.record_answers(snapshot, answered_at);
+        self.record_extras(snapshot, now);
         self.record_peer_names(snapshot);
         self.record_leaderless(snapshot, now);
         self.note_leadership_lost(snapshot);

