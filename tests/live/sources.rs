@@ -12,7 +12,7 @@ use nats_insights_core::observe::extras::{
     decode_gatewayz, decode_healthz, decode_raftz, decode_routez, Source,
 };
 use support::{Events, Monitor};
-use testbed::Cluster;
+use testbed::{Cluster, Stop};
 
 /// Generous beside the 10 s a condition must hold and a poll every second.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -164,6 +164,48 @@ async fn cluster_005_a_cut_route_between_two_members_is_raised_and_resolved() {
                 && e.server.as_deref() == Some(third.as_str())),
         "{:#?}",
         events.lines()
+    );
+    monitor.stop().await;
+}
+
+/// SERVER_014: two of three members killed, the survivor's meta layer has no leader: its own
+/// HEALTHZ says so and SERVER_014 is raised for it; the two back, it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_014_a_member_without_a_meta_leader_reports_unhealthy_and_recovers() {
+    let mut cluster = support::cluster(3).await;
+    let monitor = Monitor::start(&cluster).await;
+    support::ready(&monitor, 3).await;
+    let survivor = 2;
+    let name = cluster.server_name(survivor);
+    let mut events = Events::subscribe_via(&cluster, &[survivor]).await;
+    let started = Instant::now();
+    cluster.stop(0, Stop::Kill).await.expect("kill");
+    cluster.stop(1, Stop::Kill).await.expect("kill");
+    let raised = events
+        .expect(Raised, "SERVER_014", Some(&name), Duration::from_secs(90))
+        .await;
+    println!(
+        "SERVER_014 raised after {:?}: {}",
+        started.elapsed(),
+        raised.summary
+    );
+    assert!(
+        raised.evidence["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("meta leader"),
+        "{:#}",
+        raised.evidence
+    );
+    let back = Instant::now();
+    cluster.restart(0).await.expect("restart");
+    cluster.restart(1).await.expect("restart");
+    events
+        .expect(Resolved, "SERVER_014", Some(&name), Duration::from_secs(90))
+        .await;
+    println!(
+        "SERVER_014 resolved {:?} after the restarts",
+        back.elapsed()
     );
     monitor.stop().await;
 }

@@ -160,7 +160,30 @@ fn cluster_005_does_not_expect_a_route_to_a_member_that_does_not_answer() {
     }
 }
 
-#[allow(dead_code)]
-fn unused() -> ServerExtras {
-    health(None)
+#[test]
+fn server_014_raises_a_member_reporting_jetstream_unhealthy_for_ten_seconds() {
+    let check = CheckId::SERVER_014;
+    let mut s = Scenario::new();
+    let ok = || {
+        vec![
+            ("n1", health(None)),
+            ("n2", health(None)),
+            ("n3", health(None)),
+        ]
+    };
+    let (found, undecided) = outcome(&s.poll(t(0), "healthy_3.json", ok()), check);
+    assert!(found.is_empty() && undecided.is_empty());
+    let error = "JetStream has not established contact with a meta leader";
+    let failing = || vec![("n3", health(Some(error)))];
+    let (found, undecided) = outcome(&s.poll(t(1), "healthy_3.json", failing()), check);
+    assert!(found.is_empty());
+    assert!(undecided.contains("SERVER_014/default/n3"), "not held yet");
+    assert!(undecided.contains("SERVER_014/default/n1"), "not asked");
+    let (found, _) = outcome(&s.poll(t(11), "healthy_3.json", failing()), check);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].server.as_deref(), Some("n3"));
+    assert_eq!(found[0].evidence["error"], error);
+    assert!(found[0].summary.contains(error));
+    let (found, undecided) = outcome(&s.poll(t(12), "healthy_3.json", ok()), check);
+    assert!(found.is_empty() && undecided.is_empty());
 }

@@ -16,6 +16,7 @@ pub use crate::thresholds::Thresholds;
 pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
 pub mod cluster_005;
+pub mod server_014;
 pub mod sources;
 
 pub mod meta_001;
@@ -47,6 +48,7 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_104::SPEC,
     &meta_105::SPEC,
     &cluster_005::SPEC,
+    &server_014::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
