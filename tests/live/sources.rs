@@ -209,3 +209,73 @@ async fn server_014_a_member_without_a_meta_leader_reports_unhealthy_and_recover
     );
     monitor.stop().await;
 }
+
+/// SERVER_101 and SERVER_008: a member killed and started again three times within a minute is
+/// raised as restarted at the first, and as a crash loop at the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_008_a_member_restarted_three_times_in_a_minute_is_a_crash_loop() {
+    let mut cluster = support::cluster(3).await;
+    let monitor = Monitor::start(&cluster).await;
+    support::ready(&monitor, 3).await;
+    let victim = support::follower(&cluster).await;
+    let name = cluster.server_name(victim);
+    let watchers: Vec<usize> = support::others(3, &[victim]);
+    let mut events = Events::subscribe_via(&cluster, &watchers).await;
+    let started = Instant::now();
+    for round in 1..=3 {
+        cluster.stop(victim, Stop::Kill).await.expect("kill");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.restart(victim).await.expect("restart");
+        if round == 1 {
+            let raised = events
+                .expect(Raised, "SERVER_101", Some(&name), SOURCE_TIMEOUT)
+                .await;
+            println!(
+                "SERVER_101 after {:?}: {}",
+                started.elapsed(),
+                raised.summary
+            );
+        } else {
+            // Seen answering under its new id before the next kill.
+            let deadline = Instant::now() + SOURCE_TIMEOUT;
+            loop {
+                let status = monitor.status().await;
+                let fresh = status["meta_groups"][0]["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["name"] == name.as_str() && m["answered"] == true);
+                if fresh {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{status:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let looped = events
+        .expect(Raised, "SERVER_008", Some(&name), SOURCE_TIMEOUT)
+        .await;
+    println!(
+        "SERVER_008 after {:?}: {}",
+        started.elapsed(),
+        looped.summary
+    );
+    assert_eq!(looped.evidence["restarts"], 3, "{:#}", looped.evidence);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "within a minute"
+    );
+    // No other server restarted.
+    assert!(
+        !events
+            .seen
+            .iter()
+            .any(|e| matches!(e.check.as_str(), "SERVER_101" | "SERVER_008")
+                && e.server.as_deref() != Some(name.as_str())),
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
+}

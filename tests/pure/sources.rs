@@ -187,3 +187,83 @@ fn server_014_raises_a_member_reporting_jetstream_unhealthy_for_ten_seconds() {
     let (found, undecided) = outcome(&s.poll(t(12), "healthy_3.json", ok()), check);
     assert!(found.is_empty() && undecided.is_empty());
 }
+
+/// The fixture's replies with `server`'s id replaced (a new process) and, if given, its version.
+fn restarted(fixture: &str, server: &str, id: &str, ver: Option<&str>) -> Vec<JszReply> {
+    let mut replies = replies(fixture);
+    for r in &mut replies {
+        if r.server.name == server {
+            r.server.id = id.to_string();
+            if let Some(ver) = ver {
+                r.server.ver = Some(ver.to_string());
+            }
+        }
+    }
+    replies
+}
+
+#[test]
+fn restarts_raise_server_101_and_three_in_ten_minutes_server_008_but_upgrades_count_for_nothing() {
+    let mut s = Scenario::new();
+    s.poll(t(0), "healthy_3.json", vec![]);
+    // A new id without a poll missed or a stop announced is not counted (captured views of
+    // separate runs carry other ids).
+    let e = s.poll_replies(
+        t(1),
+        restarted("healthy_3.json", "n3", "OTHER", None),
+        vec![],
+    );
+    assert!(outcome(&e, CheckId::SERVER_101).0.is_empty());
+    let without = |name: &str| {
+        let mut replies = replies("healthy_3.json");
+        replies.retain(|r| r.server.name != name);
+        replies
+    };
+    s.poll_replies(t(4), without("n2"), vec![]);
+    let e = s.poll_replies(
+        t(5),
+        restarted("healthy_3.json", "n2", "NEW1", None),
+        vec![],
+    );
+    let (found, _) = outcome(&e, CheckId::SERVER_101);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].server.as_deref(), Some("n2"));
+    assert!(outcome(&e, CheckId::SERVER_008).0.is_empty());
+    s.poll_replies(t(19), without("n2"), vec![]);
+    s.poll_replies(
+        t(20),
+        restarted("healthy_3.json", "n2", "NEW2", None),
+        vec![],
+    );
+    s.poll_replies(t(39), without("n2"), vec![]);
+    let e = s.poll_replies(
+        t(40),
+        restarted("healthy_3.json", "n2", "NEW3", None),
+        vec![],
+    );
+    let (found, _) = outcome(&e, CheckId::SERVER_008);
+    assert_eq!(found.len(), 1, "three restarts within ten minutes");
+    assert_eq!(found[0].evidence["restarts"], 3);
+    // An upgrade (a new id with a new version) is not a restart.
+    let mut upgraded = restarted("healthy_3.json", "n2", "NEW3", None);
+    for r in &mut upgraded {
+        if r.server.name == "n1" {
+            r.server.id = "UPGRADED".into();
+            r.server.ver = Some("2.16.0".into());
+        }
+    }
+    let mut n1_silent = upgraded.clone();
+    n1_silent.retain(|r| r.server.name != "n1");
+    s.poll_replies(t(49), n1_silent, vec![]);
+    let e = s.poll_replies(t(50), upgraded.clone(), vec![]);
+    assert!(outcome(&e, CheckId::SERVER_101)
+        .0
+        .iter()
+        .all(|f| f.server.as_deref() != Some("n1")));
+    // Five minutes on, the single restart is no longer news; eleven on, no crash loop.
+    let e = s.poll_replies(t(40 + 301), upgraded.clone(), vec![]);
+    assert!(outcome(&e, CheckId::SERVER_101).0.is_empty());
+    assert_eq!(outcome(&e, CheckId::SERVER_008).0.len(), 1);
+    let e = s.poll_replies(t(20 + 601), upgraded, vec![]);
+    assert!(outcome(&e, CheckId::SERVER_008).0.is_empty());
+}

@@ -16,7 +16,9 @@ pub use crate::thresholds::Thresholds;
 pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
 pub mod cluster_005;
+pub mod server_008;
 pub mod server_014;
+pub mod server_101;
 pub mod sources;
 
 pub mod meta_001;
@@ -49,6 +51,8 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_105::SPEC,
     &cluster_005::SPEC,
     &server_014::SPEC,
+    &server_008::SPEC,
+    &server_101::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:

@@ -179,6 +179,12 @@ impl History {
             if known.server_id == view.server.id || view.server.id.is_empty() {
                 continue;
             }
+            // A process that stops is silent for a poll or announces it (SHUTDOWN, LAMEDUCK);
+            // a new id with neither is not counted (captured views of separate runs, or a
+            // restart faster than one poll with no event: missed, see docs/new-sources.md).
+            if known.missed == 0 && !self.departures.contains_key(&view.server.name) {
+                continue;
+            }
             let upgraded = match (&known.version, &view.server.ver) {
                 (Some(before), Some(after)) => before != after,
                 _ => false,
