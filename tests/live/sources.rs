@@ -279,3 +279,65 @@ async fn server_008_a_member_restarted_three_times_in_a_minute_is_a_crash_loop()
     );
     monitor.stop().await;
 }
+
+/// META_109: the three servers of a cluster renamed one at a time without peer-remove (the
+/// rolling rename of NATS_FACTS): the raft layer counts five members needing three, the live
+/// members can name fewer than that, and no leader can ever be elected (nats-server issue 6403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_109_a_rolling_rename_leaves_a_quorum_the_existing_servers_cannot_reach() {
+    let mut cluster = support::cluster(3).await;
+    let monitor = Monitor::start(&cluster).await;
+    support::ready(&monitor, 3).await;
+    for i in 0..3 {
+        cluster.stop(i, Stop::Term).await.expect("stop");
+        cluster
+            .rename(i, &format!("m{}", i + 1))
+            .await
+            .expect("rename");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ids = ids(&cluster).await;
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            continue;
+        }
+        let raft = ask(&cluster, i, id, Source::Raftz).await;
+        println!(
+            "{}: {}",
+            cluster.server_name(i),
+            String::from_utf8_lossy(&raft)
+        );
+    }
+    // Servers restart in turn (a subscriber would miss events): judge by STATUS.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let finding = loop {
+        let status = support::try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let found = status["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|x| x["check"] == "META_109").cloned());
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no META_109: {status:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "META_109: {}\n{:#}",
+        finding["summary"], finding["evidence"]
+    );
+    let evidence = &finding["evidence"];
+    let quorum = evidence["quorum_needed"].as_u64().expect("quorum");
+    let voters = evidence["voters_answering"]
+        .as_array()
+        .expect("voters")
+        .len() as u64;
+    assert!(quorum > voters, "{evidence:#}");
+    assert!(
+        evidence["unnamed_peers"].as_u64().expect("unnamed") > 0,
+        "{evidence:#}"
+    );
+    monitor.stop().await;
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use nats_insights::checks::{evaluate_all, CheckId, Evaluation, Finding, Outcome, Thresholds};
 use nats_insights::history::History;
-use nats_insights::observe::extras::{Health, Routes};
+use nats_insights::observe::extras::{Health, RaftMeta, Routes};
 use nats_insights::observe::{JszReply, ServerExtras, Snapshot, Via};
 
 fn replies(name: &str) -> Vec<JszReply> {
@@ -266,4 +266,109 @@ fn restarts_raise_server_101_and_three_in_ten_minutes_server_008_but_upgrades_co
     assert_eq!(outcome(&e, CheckId::SERVER_008).0.len(), 1);
     let e = s.poll_replies(t(20 + 601), upgraded, vec![]);
     assert!(outcome(&e, CheckId::SERVER_008).0.is_empty());
+}
+
+fn raft(
+    catching_up: bool,
+    size: usize,
+    quorum: usize,
+    named: &[&str],
+    peers: usize,
+) -> ServerExtras {
+    ServerExtras {
+        raft_meta: Some(RaftMeta {
+            state: "FOLLOWER".into(),
+            size,
+            quorum_needed: quorum,
+            catching_up,
+            leader: None,
+            peers,
+            known_peers: peers,
+            named: named.iter().map(|s| s.to_string()).collect(),
+            committed: 100,
+            applied: 40,
+        }),
+        ..ServerExtras::default()
+    }
+}
+
+#[test]
+fn meta_110_raises_a_member_catching_up_for_a_minute_and_not_one_asked_elsewhere() {
+    let check = CheckId::META_110;
+    let mut s = Scenario::new();
+    let (found, _) = outcome(
+        &s.poll(
+            t(0),
+            "healthy_3.json",
+            vec![("n2", raft(true, 3, 2, &["n1", "n3"], 2))],
+        ),
+        check,
+    );
+    assert!(found.is_empty());
+    // Asked again 61 s on: raised. A poll asking another member keeps n2 undecided.
+    let (found, _) = outcome(
+        &s.poll(
+            t(61),
+            "healthy_3.json",
+            vec![("n2", raft(true, 3, 2, &["n1", "n3"], 2))],
+        ),
+        check,
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].evidence["unapplied"], 60);
+    let (_, undecided) = outcome(
+        &s.poll(
+            t(62),
+            "healthy_3.json",
+            vec![("n1", raft(false, 3, 2, &["n2", "n3"], 2))],
+        ),
+        check,
+    );
+    assert!(undecided.contains("META_110/default/n2"));
+    let (found, undecided) = outcome(
+        &s.poll(
+            t(63),
+            "healthy_3.json",
+            vec![("n2", raft(false, 3, 2, &["n1", "n3"], 2))],
+        ),
+        check,
+    );
+    assert!(found.is_empty() && !undecided.contains("META_110/default/n2"));
+}
+
+#[test]
+fn meta_109_raises_a_quorum_the_answering_servers_cannot_reach_with_stale_peers_only() {
+    let check = CheckId::META_109;
+    let mut s = Scenario::new();
+    // Healthy: no finding; nothing asked: undecided.
+    let (found, undecided) = outcome(&s.poll(t(0), "healthy_3.json", vec![]), check);
+    assert!(found.is_empty() && undecided.len() == 1);
+    let (found, _) = outcome(
+        &s.poll(
+            t(1),
+            "healthy_3.json",
+            vec![("n1", raft(false, 3, 2, &["n2", "n3"], 2))],
+        ),
+        check,
+    );
+    assert!(found.is_empty());
+    // Issue 6403 in small: size 6 needing 4, n1 names n2 and n3 only; three peers are nobody's.
+    let (found, _) = outcome(
+        &s.poll(
+            t(2),
+            "healthy_3.json",
+            vec![("n1", raft(false, 6, 4, &["n2", "n3"], 5))],
+        ),
+        check,
+    );
+    assert_eq!(found.len(), 1, "3 voters cannot make 4");
+    assert_eq!(found[0].evidence["unnamed_peers"], 3);
+    // Two of three down, every peer named: plain quorum loss, META_006's, not this.
+    let mut one = replies("healthy_3.json");
+    one.retain(|r| r.server.name == "n1");
+    let (found, _) = outcome(
+        &s.poll_replies(t(3), one, vec![("n1", raft(false, 3, 2, &["n2", "n3"], 2))]),
+        check,
+    );
+    assert!(found.is_empty(), "{found:?}");
 }

@@ -31,6 +31,8 @@ pub mod meta_102;
 pub mod meta_103;
 pub mod meta_104;
 pub mod meta_105;
+pub mod meta_109;
+pub mod meta_110;
 
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
@@ -53,6 +55,8 @@ pub const SPECS: &[&CheckSpec] = &[
     &server_014::SPEC,
     &server_008::SPEC,
     &server_101::SPEC,
+    &meta_109::SPEC,
+    &meta_110::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:

@@ -12,7 +12,12 @@ use crate::observe::ServerExtras;
 
 /// The checks that judge only what the sources beyond JSZ said: without them (a fixture of JSZ
 /// replies alone, a server not asked this poll) every key of theirs is undecided.
-pub const EXTRA_SOURCE_CHECKS: &[CheckId] = &[CheckId::CLUSTER_005, CheckId::SERVER_014];
+pub const EXTRA_SOURCE_CHECKS: &[CheckId] = &[
+    CheckId::CLUSTER_005,
+    CheckId::SERVER_014,
+    CheckId::META_109,
+    CheckId::META_110,
+];
 
 /// Judges every server of the group (members and those this poll's extras name): a server
 /// whose source answered now (`answered`) is raised when `held` has an entry for it older than

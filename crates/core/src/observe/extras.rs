@@ -175,6 +175,10 @@ pub struct RaftMeta {
     pub peers: usize,
     /// Of `peers`, those marked known.
     pub known_peers: usize,
+    /// The names of `peers` this server can name (a server it knows by that peer id, perhaps
+    /// offline): the others are peers of no server it knows (renamed or retired without
+    /// peer-remove).
+    pub named: BTreeSet<String>,
     /// Committed and applied raft indexes.
     pub committed: u64,
     /// Applied raft index.
@@ -349,6 +353,8 @@ struct RaftGroupWire {
 struct RaftPeerWire {
     #[serde(default)]
     known: bool,
+    #[serde(default)]
+    name: String,
 }
 
 /// Decodes a RAFTZ reply (accounts, then groups by name) into its `_meta_` group; `Ok(None)`
@@ -384,6 +390,11 @@ pub fn decode_raftz(payload: &[u8]) -> Result<(ServerIdentity, Option<RaftMeta>)
                 catching_up: g.catching_up,
                 leader: g.leader.filter(|l| !l.is_empty()),
                 known_peers: peers.values().filter(|p| p.known).count(),
+                named: peers
+                    .values()
+                    .filter(|p| !p.name.is_empty())
+                    .map(|p| p.name.clone())
+                    .collect(),
                 peers: peers.len(),
                 committed: g.committed,
                 applied: g.applied,
@@ -631,6 +642,7 @@ mod tests {
         assert!(raft.catching_up);
         assert_eq!(raft.leader, None);
         assert_eq!((raft.peers, raft.known_peers), (2, 1));
+        assert_eq!(raft.named, BTreeSet::from(["n2".to_string()]));
         let none = br#"{"server":{"name":"n1","id":"A"},"data":null}"#;
         assert_eq!(decode_raftz(none).expect("decodes").1, None);
     }
