@@ -341,3 +341,58 @@ async fn meta_109_a_rolling_rename_leaves_a_quorum_the_existing_servers_cannot_r
     );
     monitor.stop().await;
 }
+
+/// CLUSTER_007: in a 3x3 supercluster whose gateway listeners sit behind proxies, every gateway
+/// into c3 cut: the members of c1 and c2 lose their outbound gateway to c3 and are raised,
+/// naming it; healed, they resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_007_gateways_into_one_cluster_of_a_supercluster_cut_and_healed() {
+    let cluster = Cluster::start(testbed::ClusterOptions {
+        proxied_gateways: true,
+        ..testbed::ClusterOptions::supercluster(3, 3)
+    })
+    .await
+    .expect("supercluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    // The monitor and the watcher in c1: the cut keeps c1 from sending into c3.
+    let c1 = [0, 1, 2];
+    let monitor = Monitor::start_via(&cluster, &c1, Default::default()).await;
+    support::ready(&monitor, 9).await;
+    let mut events = Events::subscribe_via(&cluster, &c1).await;
+    let started = Instant::now();
+    cluster.cut_gateways_to("c3").expect("proxied");
+    let raised = events
+        .expect(Raised, "CLUSTER_007", None, Duration::from_secs(90))
+        .await;
+    println!(
+        "CLUSTER_007 after {:?}: {}",
+        started.elapsed(),
+        raised.summary
+    );
+    assert_eq!(
+        raised.evidence["missing"],
+        serde_json::json!(["c3"]),
+        "{:#}",
+        raised.evidence
+    );
+    assert_ne!(
+        raised.cluster.as_deref(),
+        Some("c3"),
+        "c3's own gateways are up"
+    );
+    let server = raised.server.clone().expect("per server");
+    cluster.heal_gateways_to("c3").expect("proxied");
+    events
+        .expect(
+            Resolved,
+            "CLUSTER_007",
+            Some(&server),
+            Duration::from_secs(90),
+        )
+        .await;
+    println!("CLUSTER_007 resolved {:?} after the cut", started.elapsed());
+    monitor.stop().await;
+}

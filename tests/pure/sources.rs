@@ -372,3 +372,52 @@ fn meta_109_raises_a_quorum_the_answering_servers_cannot_reach_with_stale_peers_
     );
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn cluster_007_raises_a_member_without_an_outbound_gateway_it_lists() {
+    use nats_insights::observe::extras::Gateways;
+    let gateways = |out: &[&str], down: &[&str]| ServerExtras {
+        gateways: Some(Gateways {
+            name: "insights-test".into(),
+            outbound: out.iter().map(|s| s.to_string()).collect(),
+            outbound_down: down.iter().map(|s| s.to_string()).collect(),
+            inbound: BTreeSet::new(),
+        }),
+        ..ServerExtras::default()
+    };
+    let check = CheckId::CLUSTER_007;
+    let mut s = Scenario::new();
+    let (found, undecided) = outcome(
+        &s.poll(
+            t(0),
+            "healthy_3.json",
+            vec![("n1", gateways(&["c2", "c3"], &[]))],
+        ),
+        check,
+    );
+    assert!(found.is_empty() && undecided.contains("CLUSTER_007/default/n2"));
+    s.poll(
+        t(1),
+        "healthy_3.json",
+        vec![("n1", gateways(&["c2"], &["c3"]))],
+    );
+    let (found, _) = outcome(
+        &s.poll(
+            t(12),
+            "healthy_3.json",
+            vec![("n1", gateways(&["c2"], &["c3"]))],
+        ),
+        check,
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].evidence["missing"], serde_json::json!(["c3"]));
+    let (found, _) = outcome(
+        &s.poll(
+            t(13),
+            "healthy_3.json",
+            vec![("n1", gateways(&["c2", "c3"], &[]))],
+        ),
+        check,
+    );
+    assert!(found.is_empty());
+}

@@ -16,6 +16,7 @@ pub use crate::thresholds::Thresholds;
 pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
 pub mod cluster_005;
+pub mod cluster_007;
 pub mod server_008;
 pub mod server_014;
 pub mod server_101;
@@ -52,6 +53,7 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_104::SPEC,
     &meta_105::SPEC,
     &cluster_005::SPEC,
+    &cluster_007::SPEC,
     &server_014::SPEC,
     &server_008::SPEC,
     &server_101::SPEC,

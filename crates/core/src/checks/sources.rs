@@ -14,6 +14,7 @@ use crate::observe::ServerExtras;
 /// replies alone, a server not asked this poll) every key of theirs is undecided.
 pub const EXTRA_SOURCE_CHECKS: &[CheckId] = &[
     CheckId::CLUSTER_005,
+    CheckId::CLUSTER_007,
     CheckId::SERVER_014,
     CheckId::META_109,
     CheckId::META_110,
