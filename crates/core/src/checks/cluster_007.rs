@@ -30,8 +30,8 @@ pub const SPEC: CheckSpec = CheckSpec {
         "each meta group member of a supercluster whose GATEWAYZ was asked (one finding per server)",
     threshold: |_| {
         format!(
-            "a member's GATEWAYZ has had no outbound gateway connection to another cluster (one \
-             it lists, or one whose servers answer), for {}",
+            "a member's GATEWAYZ has listed another cluster (configured, or discovered) without an \
+             outbound gateway connection, for {}",
             seconds(GATEWAY_LOST_AFTER)
         )
     },

@@ -106,25 +106,18 @@ pub fn routes_missing(snapshot: &Snapshot, server: &str) -> Option<BTreeSet<Stri
     )
 }
 
-/// The other clusters `server`'s GATEWAYZ has no outbound connection to: those it lists
-/// (configured or discovered) without a connection, and those of servers answering with a meta
-/// view that it does not list at all; `None` when its GATEWAYZ is not in this poll.
+/// The other clusters `server`'s GATEWAYZ lists (configured, or discovered through gossip)
+/// without an outbound connection; `None` when its GATEWAYZ is not in this poll. Clusters of
+/// other answering servers are not expected: leaf nodes in the domain carry their own cluster
+/// name and are reached by leaf connections, not gateways.
 pub fn gateways_missing(snapshot: &Snapshot, server: &str) -> Option<BTreeSet<String>> {
     let gateways = snapshot.extras.get(server)?.gateways.as_ref()?;
-    let own = snapshot.views.get(server)?.server.cluster.clone();
-    let answering = snapshot
-        .views
-        .values()
-        .filter(|v| v.meta.is_some())
-        .filter_map(|v| v.server.cluster.clone());
     Some(
         gateways
             .outbound_down
             .iter()
+            .filter(|c| **c != gateways.name && !gateways.outbound.contains(*c))
             .cloned()
-            .chain(answering)
-            .filter(|c| Some(c) != own.as_ref() && *c != gateways.name)
-            .filter(|c| !gateways.outbound.contains(c))
             .collect(),
     )
 }
