@@ -455,7 +455,7 @@ async fn leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
     let lines = events.lines();
     let others: Vec<&String> = lines
         .iter()
-        .filter(|l| !l.contains("SERVER_101/hub/l1"))
+        .filter(|l| !l.contains(" SERVER_101 "))
         .collect();
     assert_eq!(others.len(), 2, "{lines:#?}");
     monitor.stop().await;
