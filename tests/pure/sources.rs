@@ -374,50 +374,55 @@ fn meta_109_raises_a_quorum_the_answering_servers_cannot_reach_with_stale_peers_
 }
 
 #[test]
-fn cluster_007_raises_a_member_without_an_outbound_gateway_it_lists() {
+fn cluster_007_raises_a_member_without_an_outbound_gateway_the_others_name() {
     use nats_insights::observe::extras::Gateways;
-    let gateways = |out: &[&str], down: &[&str]| ServerExtras {
+    let gateways = |out: &[&str], inbound: &[&str]| ServerExtras {
         gateways: Some(Gateways {
-            name: "insights-test".into(),
+            name: "c1".into(),
             outbound: out.iter().map(|s| s.to_string()).collect(),
-            outbound_down: down.iter().map(|s| s.to_string()).collect(),
-            inbound: BTreeSet::new(),
+            outbound_down: BTreeSet::new(),
+            inbound: inbound.iter().map(|s| s.to_string()).collect(),
         }),
         ..ServerExtras::default()
     };
     let check = CheckId::CLUSTER_007;
     let mut s = Scenario::new();
-    let (found, undecided) = outcome(
-        &s.poll(
-            t(0),
-            "healthy_3.json",
-            vec![("n1", gateways(&["c2", "c3"], &[]))],
-        ),
-        check,
-    );
-    assert!(found.is_empty() && undecided.contains("CLUSTER_007/default/n2"));
-    s.poll(
-        t(1),
-        "healthy_3.json",
-        vec![("n1", gateways(&["c2"], &["c3"]))],
-    );
-    let (found, _) = outcome(
-        &s.poll(
-            t(12),
-            "healthy_3.json",
-            vec![("n1", gateways(&["c2"], &["c3"]))],
-        ),
-        check,
-    );
+    let whole = || {
+        vec![
+            ("n1", gateways(&["c2", "c3"], &["c2", "c3"])),
+            ("n2", gateways(&["c2", "c3"], &["c2", "c3"])),
+        ]
+    };
+    let (found, undecided) = outcome(&s.poll(t(0), "healthy_3.json", whole()), check);
+    assert!(found.is_empty() && undecided.contains("CLUSTER_007/default/n3"));
+    // n1 lost its outbound gateway to c3: its own reply no longer lists it, its inbound side
+    // and n2's reply still name c3.
+    let cut = || {
+        vec![
+            ("n1", gateways(&["c2"], &["c2", "c3"])),
+            ("n2", gateways(&["c2", "c3"], &["c2", "c3"])),
+        ]
+    };
+    s.poll(t(1), "healthy_3.json", cut());
+    let (found, _) = outcome(&s.poll(t(12), "healthy_3.json", cut()), check);
     assert_eq!(found.len(), 1);
+    assert_eq!(found[0].server.as_deref(), Some("n1"));
     assert_eq!(found[0].evidence["missing"], serde_json::json!(["c3"]));
+    let (found, _) = outcome(&s.poll(t(13), "healthy_3.json", whole()), check);
+    assert!(found.is_empty());
+    // A server without a gateway block (a leaf node) expects none.
+    let leaf = ServerExtras {
+        gateways: Some(Gateways::default()),
+        ..ServerExtras::default()
+    };
+    s.poll(t(14), "healthy_3.json", vec![("n3", leaf.clone())]);
     let (found, _) = outcome(
         &s.poll(
-            t(13),
+            t(30),
             "healthy_3.json",
-            vec![("n1", gateways(&["c2", "c3"], &[]))],
+            vec![("n3", leaf), ("n1", gateways(&["c2", "c3"], &[]))],
         ),
         check,
     );
-    assert!(found.is_empty());
+    assert!(found.is_empty(), "{found:?}");
 }

@@ -30,8 +30,9 @@ pub const SPEC: CheckSpec = CheckSpec {
         "each meta group member of a supercluster whose GATEWAYZ was asked (one finding per server)",
     threshold: |_| {
         format!(
-            "a member's GATEWAYZ has listed another cluster (configured, or discovered) without an \
-             outbound gateway connection, for {}",
+            "a member's GATEWAYZ has had no outbound gateway connection to a cluster the \
+             supercluster's GATEWAYZ replies name (own names, outbound and inbound gateways), \
+             for {}",
             seconds(GATEWAY_LOST_AFTER)
         )
     },

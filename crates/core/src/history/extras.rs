@@ -106,16 +106,33 @@ pub fn routes_missing(snapshot: &Snapshot, server: &str) -> Option<BTreeSet<Stri
     )
 }
 
-/// The other clusters `server`'s GATEWAYZ lists (configured, or discovered through gossip)
-/// without an outbound connection; `None` when its GATEWAYZ is not in this poll. Clusters of
-/// other answering servers are not expected: leaf nodes in the domain carry their own cluster
-/// name and are reached by leaf connections, not gateways.
+/// The gateways (clusters) of the supercluster `server` has no outbound connection to: every
+/// gateway name this poll's GATEWAYZ replies show (their own names, outbound and inbound
+/// gateways) but its own and its connected outbound ones; `None` when its GATEWAYZ is not in
+/// this poll, empty for a server without a gateway (a leaf node in the domain, a plain cluster).
+/// GATEWAYZ lists only connected outbound gateways (2.15: a configured one that is down is
+/// absent), so the others' replies are what names a lost one; the inbound side of a one-way cut
+/// names it too.
 pub fn gateways_missing(snapshot: &Snapshot, server: &str) -> Option<BTreeSet<String>> {
     let gateways = snapshot.extras.get(server)?.gateways.as_ref()?;
+    if gateways.name.is_empty() {
+        return Some(BTreeSet::new());
+    }
+    let known: BTreeSet<&String> = snapshot
+        .extras
+        .values()
+        .filter_map(|e| e.gateways.as_ref())
+        .filter(|g| !g.name.is_empty())
+        .flat_map(|g| {
+            std::iter::once(&g.name)
+                .chain(&g.outbound)
+                .chain(&g.outbound_down)
+                .chain(&g.inbound)
+        })
+        .collect();
     Some(
-        gateways
-            .outbound_down
-            .iter()
+        known
+            .into_iter()
             .filter(|c| **c != gateways.name && !gateways.outbound.contains(*c))
             .cloned()
             .collect(),
