@@ -161,7 +161,7 @@ fn cluster_005_does_not_expect_a_route_to_a_member_that_does_not_answer() {
 }
 
 #[test]
-fn server_014_raises_a_member_reporting_jetstream_unhealthy_for_ten_seconds() {
+fn server_014_raises_a_member_reporting_jetstream_unhealthy_for_fifteen_seconds() {
     let check = CheckId::SERVER_014;
     let mut s = Scenario::new();
     let ok = || {
@@ -179,12 +179,12 @@ fn server_014_raises_a_member_reporting_jetstream_unhealthy_for_ten_seconds() {
     assert!(found.is_empty());
     assert!(undecided.contains("SERVER_014/default/n3"), "not held yet");
     assert!(undecided.contains("SERVER_014/default/n1"), "not asked");
-    let (found, _) = outcome(&s.poll(t(11), "healthy_3.json", failing()), check);
+    let (found, _) = outcome(&s.poll(t(16), "healthy_3.json", failing()), check);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].server.as_deref(), Some("n3"));
     assert_eq!(found[0].evidence["error"], error);
     assert!(found[0].summary.contains(error));
-    let (found, undecided) = outcome(&s.poll(t(12), "healthy_3.json", ok()), check);
+    let (found, undecided) = outcome(&s.poll(t(17), "healthy_3.json", ok()), check);
     assert!(found.is_empty() && undecided.is_empty());
 }
 

@@ -17,9 +17,10 @@ impl CheckId {
 }
 
 /// How long a member's HEALTHZ must keep failing before it is raised: a server that just
-/// started reports "still recovering meta layer" for a moment, and a normal election leaves
-/// followers without a leader for up to raft's longest election timeout (9 s).
-pub const HEALTH_FAILING_AFTER: Duration = Duration::from_secs(10);
+/// started reports "still recovering meta layer" for a moment, and an election after a leader
+/// crash leaves followers without a leader for up to raft's longest election timeout (9 s) plus
+/// the vote: 15 s keeps a normal election, with a poll's granularity, clear of it.
+pub const HEALTH_FAILING_AFTER: Duration = Duration::from_secs(15);
 
 /// SERVER_014 in the catalog.
 pub const SPEC: CheckSpec = CheckSpec {
