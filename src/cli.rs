@@ -97,10 +97,14 @@ pub struct RunArgs {
     #[arg(long, env = "INSIGHTS_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// A meta peer the leader has not heard from for this long counts as offline (the server's own
-    /// offline flag takes minutes after a crash); also the longest a group may go without a leader
-    /// before META_006 is raised.
+    /// offline flag takes minutes after a crash).
     #[arg(long, env = "INSIGHTS_OFFLINE_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
     pub offline_after: Duration,
+    /// META_106 is raised when no server has reported a meta leader for longer than this although
+    /// a quorum of members is online. The default outlasts raft's longest election timeout (9 s)
+    /// and one poll.
+    #[arg(long, env = "INSIGHTS_LEADERLESS_AFTER", default_value = "12s", value_parser = humantime::parse_duration)]
+    pub leaderless_after: Duration,
     /// Servers may report different meta leaders this long before META_002 is raised (shorter
     /// disagreements happen in every election and are only counted).
     #[arg(long, env = "INSIGHTS_DISAGREEMENT_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -134,6 +138,14 @@ pub struct RunArgs {
     /// How long the meta group's size must be even before META_103 is raised.
     #[arg(long, env = "INSIGHTS_EVEN_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub even_after: Duration,
+    /// META_005 is raised when the stream and consumer replicas on the meta group's servers
+    /// (the sum of their JSZ `streams` and `consumers`) exceed this.
+    #[arg(long, env = "INSIGHTS_META_ASSETS_MAX", default_value_t = 5_000)]
+    pub meta_assets_max: u64,
+    /// META_107 is raised for a server whose JetStream flushes to disk less often than this
+    /// (its `sync_interval`) and not on every write; the server's default is 2 minutes.
+    #[arg(long, env = "INSIGHTS_SYNC_INTERVAL_MAX", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub sync_interval_max: Duration,
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -170,13 +182,16 @@ impl RunArgs {
             return Err("--poll-interval must be at least 100ms".to_string());
         }
         if self.offline_after.is_zero()
+            || self.leaderless_after.is_zero()
             || self.heartbeat_interval.is_zero()
             || self.flap_window.is_zero()
             || self.size_change_hold.is_zero()
         {
-            return Err("--offline-after, --flap-window, --size-change-hold and \
-                 --heartbeat-interval must be positive"
-                .to_string());
+            return Err(
+                "--offline-after, --leaderless-after, --flap-window, --size-change-hold \
+                 and --heartbeat-interval must be positive"
+                    .to_string(),
+            );
         }
         let timing = GatherTiming {
             max_wait: GatherTiming::default()
@@ -187,6 +202,7 @@ impl RunArgs {
         Ok(EngineConfig {
             thresholds: Thresholds {
                 offline_after: self.offline_after,
+                leaderless_after: self.leaderless_after,
                 disagreement_after: self.disagreement_after,
                 flap_max: self.flap_max,
                 flap_window: self.flap_window,
@@ -196,6 +212,8 @@ impl RunArgs {
                 behind_after: self.behind_after,
                 size_change_hold: self.size_change_hold,
                 even_after: self.even_after,
+                meta_assets_max: self.meta_assets_max,
+                sync_interval_max: self.sync_interval_max,
             },
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,
@@ -440,6 +458,20 @@ mod tests {
             panic!("not run");
         };
         args.engine_config()
+    }
+
+    #[test]
+    fn default_flags_are_the_default_thresholds_and_leaderless_after_outlasts_an_election() {
+        let config = run_args(&[]).expect("valid");
+        assert_eq!(config.thresholds, Thresholds::default());
+        assert_eq!(
+            config.poll_interval,
+            crate::thresholds::DEFAULT_POLL_INTERVAL
+        );
+        assert!(
+            config.thresholds.leaderless_after
+                > crate::thresholds::RAFT_ELECTION_TIMEOUT_MAX + config.poll_interval
+        );
     }
 
     #[test]

@@ -968,6 +968,7 @@ impl Engine {
             ..self.coordinator.peer_state(now)
         }));
         self.status.active = self.coordinator.ledger().active.clone();
+        self.status.ha_peers = self.coordinator.live_peers(now);
         if let Some(alerts) = &self.alerts {
             self.status.alertmanager = alerts.health.borrow().clone();
         }

@@ -25,3 +25,10 @@ pub async fn signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Completes once the sender of `receiver` is gone (the engine that publishes it stopped): what
+/// the loops answering requests from the engine's latest state end on, with
+/// `StreamExt::take_until`.
+pub async fn sender_dropped<T>(mut receiver: tokio::sync::watch::Receiver<T>) {
+    while receiver.changed().await.is_ok() {}
+}

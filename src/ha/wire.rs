@@ -35,27 +35,20 @@ pub async fn answer_state(client: Client, me: String, state: watch::Receiver<Arc
         client.subscribe(state_subject(ANY_INSTANCE)),
     )
     .await;
-    let mut requests = match subscribed {
-        Ok((mine, any)) => futures::stream::select(mine, any),
+    let (mine, any) = match subscribed {
+        Ok(subscriptions) => subscriptions,
         Err(error) => {
             tracing::warn!(%error, "cannot answer state requests of peer instances");
             return;
         }
     };
-    let mut closed = state.clone();
-    loop {
-        tokio::select! {
-            request = requests.next() => {
-                let Some(request) = request else { return };
-                let Some(reply) = request.reply else { continue };
-                let body = serde_json::to_vec(&**state.borrow()).unwrap_or_default();
-                if let Err(error) = client.publish(reply, body.into()).await {
-                    tracing::debug!(%error, "cannot answer a state request");
-                }
-            }
-            changed = closed.changed() => {
-                if changed.is_err() { return; }
-            }
+    let mut requests = std::pin::pin!(futures::stream::select(mine, any)
+        .take_until(crate::shutdown::sender_dropped(state.clone())));
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply else { continue };
+        let body = serde_json::to_vec(&**state.borrow()).unwrap_or_default();
+        if let Err(error) = client.publish(reply, body.into()).await {
+            tracing::debug!(%error, "cannot answer a state request");
         }
     }
 }
@@ -71,7 +64,7 @@ pub async fn request_state(
     wait: Duration,
 ) -> Option<PeerState> {
     let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await.ok()?;
+    let replies = client.subscribe(inbox.clone()).await.ok()?;
     client
         .publish_with_reply(
             state_subject(from.unwrap_or(ANY_INSTANCE)),
@@ -80,18 +73,16 @@ pub async fn request_state(
         )
         .await
         .ok()?;
-    let first = async {
-        while let Some(reply) = replies.next().await {
-            match serde_json::from_slice::<PeerState>(&reply.payload) {
-                Ok(state)
-                    if state.instance != me && same_deployment(deployment, &state.deployment) =>
-                {
-                    return Some(state)
-                }
-                _ => continue,
-            }
-        }
-        None
-    };
-    tokio::time::timeout(wait, first).await.ok().flatten()
+    // The first answer of another instance of this deployment (others, and undecodable ones, are
+    // skipped).
+    let mut answers = replies.filter_map(|reply| {
+        let state = serde_json::from_slice::<PeerState>(&reply.payload)
+            .ok()
+            .filter(|s| s.instance != me && same_deployment(deployment, &s.deployment));
+        futures::future::ready(state)
+    });
+    tokio::time::timeout(wait, answers.next())
+        .await
+        .ok()
+        .flatten()
 }

@@ -71,6 +71,14 @@ struct MemberLabels {
     state: &'static str,
 }
 
+/// One member of a meta group, by server name (a group has a handful: the series are bounded by
+/// the meta group's size, not by the number of servers).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    domain: String,
+    server: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FindingLabels {
     check: &'static str,
@@ -119,6 +127,9 @@ pub struct Recorder {
     leader_present: Family<GroupLabels, Gauge>,
     unheard: Family<GroupLabels, Gauge>,
     unheard_seconds: Family<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_leader_change: Family<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    member_leader: Family<ServerLabels, Gauge>,
+    member_lag: Family<ServerLabels, Gauge>,
     findings: Family<FindingLabels, Gauge>,
     poll_duration: Histogram,
     polls: Counter,
@@ -128,6 +139,7 @@ pub struct Recorder {
     malformed: Counter,
     events: Family<KindLabels, Counter>,
     store: Family<StateLabels, Gauge>,
+    ha_peers: Gauge,
     alertmanager_up: Family<UrlLabels, Gauge>,
     alertmanager_alerts: Family<UrlLabels, Gauge>,
     alertmanager_sends: Family<UrlLabels, Counter>,
@@ -147,6 +159,8 @@ struct Seen {
     leader_changes_until: SystemTime,
     /// The groups (labels) of the last status.
     groups: BTreeSet<String>,
+    /// Each group's members (server names) of the last status.
+    members: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Recorder {
@@ -221,6 +235,25 @@ impl Recorder {
             "Seconds since any server of the meta group last answered, while it is unheard (0 while it answers)",
             unheard_seconds.clone(),
         );
+        let last_leader_change =
+            Family::<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "meta_last_leader_change_timestamp_seconds",
+            "When the meta group's last leader change known to nats-insights was seen (Unix time; absent while none is known)",
+            last_leader_change.clone(),
+        );
+        let member_leader = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "meta_member_leader",
+            "1 for the meta group's member that leads, 0 for the others",
+            member_leader.clone(),
+        );
+        let member_lag = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "meta_member_lag",
+            "Operations the meta leader shows this member behind (absent without a leader's view)",
+            member_lag.clone(),
+        );
         let findings = Family::<FindingLabels, Gauge>::default();
         registry.register(
             "findings_active",
@@ -280,6 +313,12 @@ impl Recorder {
             "Where finding state is kept: 1 for the current state (memory, healthy, degraded)",
             store.clone(),
         );
+        let ha_peers = Gauge::default();
+        registry.register(
+            "ha_peers",
+            "Other instances of this deployment (HA peers) heard within the peer liveness window",
+            ha_peers.clone(),
+        );
         let alertmanager_up = Family::<UrlLabels, Gauge>::default();
         registry.register(
             "alertmanager_up",
@@ -324,6 +363,9 @@ impl Recorder {
             leader_present,
             unheard,
             unheard_seconds,
+            last_leader_change,
+            member_leader,
+            member_lag,
             findings,
             poll_duration,
             polls,
@@ -333,6 +375,7 @@ impl Recorder {
             malformed,
             events,
             store,
+            ha_peers,
             alertmanager_up,
             alertmanager_alerts,
             alertmanager_sends,
@@ -344,6 +387,7 @@ impl Recorder {
                 alertmanager: BTreeMap::new(),
                 leader_changes_until: since,
                 groups: BTreeSet::new(),
+                members: BTreeMap::new(),
             },
         };
         recorder.set_store(&StoreHealth::Memory);
@@ -376,6 +420,8 @@ impl Recorder {
                 family.remove(&labels);
             }
             self.unheard_seconds.remove(&labels);
+            self.last_leader_change.remove(&labels);
+            self.forget_members(&domain, &BTreeSet::new());
             for state in MEMBER_STATES {
                 self.members.remove(&MemberLabels {
                     domain: domain.clone(),
@@ -393,6 +439,22 @@ impl Recorder {
             }
         }
         self.seen.groups = now;
+    }
+
+    /// Drops the per-member series of `domain`'s members not in `now` (removed from the group).
+    fn forget_members(&mut self, domain: &str, now: &BTreeSet<String>) {
+        let before = self.seen.members.remove(domain).unwrap_or_default();
+        for server in before.difference(now) {
+            let labels = ServerLabels {
+                domain: domain.to_string(),
+                server: server.clone(),
+            };
+            self.member_leader.remove(&labels);
+            self.member_lag.remove(&labels);
+        }
+        if !now.is_empty() {
+            self.seen.members.insert(domain.to_string(), now.clone());
+        }
     }
 
     /// The registry to encode on each scrape (shared with the HTTP server).
@@ -523,6 +585,44 @@ impl Recorder {
                     .as_secs_f64()
             });
             self.unheard_seconds.get_or_create(&labels).set(silent);
+            let last_change = status
+                .recent
+                .leader_changes
+                .iter()
+                .filter(|c| GroupId::of(c.domain.as_deref()) == meta.group)
+                .map(|c| c.at)
+                .max();
+            match last_change.and_then(|at| at.duration_since(UNIX_EPOCH).ok()) {
+                Some(unix) => {
+                    self.last_leader_change
+                        .get_or_create(&labels)
+                        .set(unix.as_secs_f64());
+                }
+                None => {
+                    self.last_leader_change.remove(&labels);
+                }
+            }
+            let names: BTreeSet<String> = meta.members.iter().map(|m| m.name.clone()).collect();
+            self.forget_members(&labels.domain, &names);
+            for member in &meta.members {
+                let member_labels = ServerLabels {
+                    domain: labels.domain.clone(),
+                    server: member.name.clone(),
+                };
+                self.member_leader
+                    .get_or_create(&member_labels)
+                    .set(i64::from(member.leader && meta.unheard_since.is_none()));
+                // The lag is the leader's view: without one (no leader, group unheard, a member
+                // the leader does not list) it is unknown, not zero.
+                let seen_by_leader = member.leader || member.active.is_some();
+                if member.current.is_some() && seen_by_leader && meta.unheard_since.is_none() {
+                    self.member_lag
+                        .get_or_create(&member_labels)
+                        .set(i64::try_from(member.lag).unwrap_or(i64::MAX));
+                } else {
+                    self.member_lag.remove(&member_labels);
+                }
+            }
             if meta.unheard_since.is_some() {
                 // The leader's figures of a group nobody hears are not current.
                 self.pending.remove(&labels);
@@ -530,6 +630,7 @@ impl Recorder {
         }
         self.forget_gone_groups(status);
         self.set_store(&status.store);
+        self.ha_peers.set(gauge(status.ha_peers));
         for target in &status.alertmanager {
             let labels = UrlLabels {
                 url: target.url.clone(),
@@ -719,6 +820,95 @@ mod tests {
                 "{text}"
             );
         }
+        status.meta_groups.clear();
+        recorder.update(&status);
+        let text = encode(&recorder.registry());
+        assert!(!text.contains("domain=\"edge\""), "{text}");
+    }
+
+    #[test]
+    fn each_member_has_its_leadership_and_lag_and_the_group_its_last_leader_change() {
+        let mut history = crate::history::History::default();
+        for name in ["e1", "e2", "e3"] {
+            history.servers.insert(
+                name.to_string(),
+                crate::history::ServerRecord {
+                    server_id: name.to_string(),
+                    last_answered: UNIX_EPOCH + Duration::from_secs(100),
+                    cluster: Some("edge".into()),
+                    version: None,
+                    restarted_at: None,
+                    missed: 0,
+                },
+            );
+        }
+        let edge = GroupId::of(Some("edge"));
+        let mut meta = crate::checks::assess_unheard(&edge, &history, UNIX_EPOCH).expect("known");
+        meta.unheard_since = None;
+        meta.leader = Some("e1".into());
+        for member in &mut meta.members {
+            member.current = Some(member.name != "e3");
+            member.leader = member.name == "e1";
+            // e3 is not in the leader's list: its lag is unknown.
+            member.active = (member.name == "e2").then_some(Duration::from_millis(300));
+            member.lag = if member.name == "e2" { 5 } else { 0 };
+        }
+        let mut recorder = Recorder::new(UNIX_EPOCH);
+        let mut status = EngineStatus {
+            meta_groups: vec![meta.clone()],
+            last_poll: Some(UNIX_EPOCH + Duration::from_secs(107)),
+            ha_peers: 1,
+            ..EngineStatus::default()
+        };
+        status.recent.leader_changes = vec![LeaderChange {
+            at: UNIX_EPOCH + Duration::from_secs(90),
+            from: Some("e2".into()),
+            to: "e1".into(),
+            source: ChangeSource::Poll,
+            domain: Some("edge".into()),
+        }];
+        recorder.update(&status);
+        let text = encode(&recorder.registry());
+        for (series, value) in [
+            (
+                r#"nats_insights_meta_member_leader{domain="edge",server="e1"}"#,
+                "1",
+            ),
+            (
+                r#"nats_insights_meta_member_leader{domain="edge",server="e3"}"#,
+                "0",
+            ),
+            (
+                r#"nats_insights_meta_member_lag{domain="edge",server="e1"}"#,
+                "0",
+            ),
+            (
+                r#"nats_insights_meta_member_lag{domain="edge",server="e2"}"#,
+                "5",
+            ),
+            (
+                r#"nats_insights_meta_last_leader_change_timestamp_seconds{domain="edge"}"#,
+                "90.0",
+            ),
+            ("nats_insights_ha_peers", "1"),
+        ] {
+            assert_eq!(
+                line(&text, &format!("{series} ")),
+                Some(format!("{series} {value}").as_str()),
+                "{text}"
+            );
+        }
+        assert!(
+            !text.contains(r#"member_lag{domain="edge",server="e3"}"#),
+            "{text}"
+        );
+        // A member removed from the group loses its series; a forgotten group all of them.
+        meta.members.retain(|m| m.name != "e3");
+        status.meta_groups = vec![meta];
+        recorder.update(&status);
+        let text = encode(&recorder.registry());
+        assert!(!text.contains(r#"server="e3""#), "{text}");
+        assert!(text.contains(r#"server="e2""#), "{text}");
         status.meta_groups.clear();
         recorder.update(&status);
         let text = encode(&recorder.registry());

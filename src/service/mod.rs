@@ -128,50 +128,46 @@ pub async fn serve(
             .map_err(ServiceError::Start)?;
         streams.push(requests.map(move |request| (endpoint, request)).boxed());
     }
-    let mut requests = fstream::select_all(streams);
-    let mut closed = status.clone();
-    loop {
-        tokio::select! {
-            request = requests.next() => {
-                let Some((endpoint, request)) = request else { break };
-                let current = status.borrow().clone();
-                let ctx = Context {
-                    status: &current,
-                    instance: &instance,
-                    thresholds: &thresholds,
-                    now: SystemTime::now(),
-                };
-                let max_payload = client.server_info().max_payload;
-                let reply = api::handle(endpoint, &request.message.payload, ctx).and_then(|body| {
-                    if max_payload > 0 && body.len() > max_payload {
-                        Err(ApiError::Internal(format!(
-                            "the response is {} bytes, over the server's max_payload of {max_payload}: ask for fewer with \"limit\"",
-                            body.len()
-                        )))
-                    } else {
-                        Ok(body)
-                    }
-                });
-                let reply = match (endpoint, reply) {
-                    (Endpoint::GroupForget, Ok(body)) => {
-                        forget_everywhere(&client, &request.message.payload, &current).await.map(|()| body)
-                    }
-                    (_, reply) => reply,
-                };
-                let reply = reply.map(bytes::Bytes::from).map_err(|error| {
-                    tracing::debug!(endpoint = endpoint.name(), code = error.code(), %error, "request refused");
-                    count_rejection(&rejections, endpoint, error.code());
-                    service::error::Error { status: error.description(), code: usize::from(error.code()) }
-                });
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(SERVICE_ID_HEADER, service_id.as_str());
-                if let Err(error) = request.respond_with_headers(reply, headers).await {
-                    tracing::debug!(endpoint = endpoint.name(), %error, "cannot answer a request");
-                }
+    // Every endpoint's requests, until the engine (the sender of `status`) stops.
+    let mut requests =
+        std::pin::pin!(fstream::select_all(streams)
+            .take_until(crate::shutdown::sender_dropped(status.clone())));
+    while let Some((endpoint, request)) = requests.next().await {
+        let current = status.borrow().clone();
+        let ctx = Context {
+            status: &current,
+            instance: &instance,
+            thresholds: &thresholds,
+            now: SystemTime::now(),
+        };
+        let max_payload = client.server_info().max_payload;
+        let reply = api::handle(endpoint, &request.message.payload, ctx).and_then(|body| {
+            if max_payload > 0 && body.len() > max_payload {
+                Err(ApiError::Internal(format!(
+                    "the response is {} bytes, over the server's max_payload of {max_payload}: ask for fewer with \"limit\"",
+                    body.len()
+                )))
+            } else {
+                Ok(body)
             }
-            changed = closed.changed() => {
-                if changed.is_err() { break; }
+        });
+        let reply = match (endpoint, reply) {
+            (Endpoint::GroupForget, Ok(body)) => {
+                forget_everywhere(&client, &request.message.payload, &current)
+                    .await
+                    .map(|()| body)
             }
+            (_, reply) => reply,
+        };
+        let reply = reply.map(bytes::Bytes::from).map_err(|error| {
+            tracing::debug!(endpoint = endpoint.name(), code = error.code(), %error, "request refused");
+            count_rejection(&rejections, endpoint, error.code());
+            service::error::Error { status: error.description(), code: usize::from(error.code()) }
+        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(SERVICE_ID_HEADER, service_id.as_str());
+        if let Err(error) = request.respond_with_headers(reply, headers).await {
+            tracing::debug!(endpoint = endpoint.name(), %error, "cannot answer a request");
         }
     }
     if let Err(error) = service.stop().await {

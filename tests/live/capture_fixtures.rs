@@ -1883,3 +1883,76 @@ fn capturing_the_leaves_alone_replaces_only_their_facts() {
         ["a".to_owned(), format!("{LEAF_FACT} new")]
     );
 }
+
+#[tokio::test]
+#[ignore = "starts one 3-node cluster with proxied routes (about 40 s); writes one fixture"]
+async fn capture_leaderless_fixture() {
+    let _turn = CAPTURING.lock().await;
+    let mut fx = Fixtures::new();
+    let cluster = Cluster::start(ClusterOptions {
+        proxied_routes: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let cut = Instant::now();
+    for i in 0..3 {
+        cluster.partition(i).unwrap();
+    }
+    // Every route cut: each server answers on its own connection; the old leader gives up
+    // 10-20 s after losing its quorum, then none names a leader.
+    let sorted = |mut views: Vec<Value>| {
+        views.sort_by(|a, b| {
+            a["server"]["name"]
+                .as_str()
+                .cmp(&b["server"]["name"].as_str())
+        });
+        Value::Array(views)
+    };
+    let mut claims_saved = false;
+    let views = loop {
+        let mut views = Vec::new();
+        for i in 0..3 {
+            views.push(cluster.jsz_direct(i).await.unwrap());
+        }
+        if views.iter().all(|v| jsz_leader(v).is_none()) {
+            break views;
+        }
+        // The old leader still claims leadership; the others already name none.
+        let claiming = views
+            .iter()
+            .filter(|v| jsz_leader(v).is_some() && jsz_leader(v) == v["server"]["name"].as_str())
+            .count();
+        let none = views.iter().filter(|v| jsz_leader(v).is_none()).count();
+        if !claims_saved && claiming == 1 && none == 2 {
+            let note = format!(
+                "3 nodes, every route cut (proxies), direct views of all three {:.1} s after the cut: the old leader still claims leadership, the others name none; {}",
+                cut.elapsed().as_secs_f64(),
+                leaders_and_sizes(&views)
+            );
+            fx.save("routes_cut_3_old_leader.json", &sorted(views), note);
+            claims_saved = true;
+            continue;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(60), "a leader stays");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(claims_saved, "never saw the old leader claim alone");
+    let note = format!(
+        "3 nodes, every route cut (proxies), direct views of all three {:.1} s after the cut, the first in which none names a leader; {}",
+        cut.elapsed().as_secs_f64(),
+        leaders_and_sizes(&views)
+    );
+    fx.save("leaderless_3.json", &sorted(views), note);
+    let old = std::fs::read_to_string(fx.readme_path()).unwrap_or_default();
+    let rows: Vec<(String, String)> = fx
+        .notes
+        .iter()
+        .map(|(file, note)| (file.clone(), table_row(file, note)))
+        .collect();
+    std::fs::write(fx.readme_path(), upsert_rows(&old, &rows)).unwrap();
+}

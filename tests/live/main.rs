@@ -11,9 +11,13 @@ mod support;
 
 mod alertmanager;
 mod capture_fixtures;
+mod check;
 mod cluster;
+mod dashboard;
 mod deploy;
 mod ha;
+mod hazards;
+mod leaderless;
 mod links;
 mod meta_catalog;
 mod operator;

@@ -156,7 +156,7 @@ async fn metrics_and_health_follow_a_killed_follower_and_a_leader_change() {
 
 /// The real binary running `run --config` on `cluster` with `extra` TOML lines, and the address
 /// its listener logged (`scheme` is `http` or `https`).
-async fn start_binary(
+pub(crate) async fn start_binary(
     cluster: &testbed::Cluster,
     extra: &str,
     scheme: &str,
@@ -212,7 +212,7 @@ async fn start_binary(
 }
 
 /// Waits until plain `/healthz` answers 200.
-async fn wait_healthy(addr: SocketAddr) {
+pub(crate) async fn wait_healthy(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match get(addr, "/healthz").await {
@@ -442,7 +442,7 @@ async fn two_thousand_idle_sockets_leave_polling_and_scrapes_working() {
 }
 
 /// A free loopback port (bound and released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -39,8 +39,8 @@ async fn cli(cluster: &Cluster, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// META_006 raise events the monitor holds in HISTORY.
-async fn quorum_losses(monitor: &Monitor) -> usize {
+/// Raise events of `check` (META_006, META_106) the monitor holds in HISTORY.
+async fn raises(monitor: &Monitor, check: &str) -> usize {
     // The monitor's connection may be failing over after a restart: ask until it answers.
     let deadline = Instant::now() + Duration::from_secs(30);
     let history = loop {
@@ -63,7 +63,7 @@ async fn quorum_losses(monitor: &Monitor) -> usize {
         .as_array()
         .map(|e| {
             e.iter()
-                .filter(|x| x["check"] == "META_006" && x["event"] == "raised")
+                .filter(|x| x["check"] == check && x["event"] == "raised")
                 .count()
         })
         .unwrap_or(0)
@@ -164,7 +164,8 @@ async fn an_ungated_roll_loses_quorum_and_the_same_roll_gated_by_preflight_does_
     cluster.restart(1).await.expect("start");
     cluster.restart(2).await.expect("start");
     wait_healthy(&cluster, None).await;
-    let before = quorum_losses(&monitor).await;
+    let before = raises(&monitor, "META_006").await;
+    let leaderless_before = raises(&monitor, "META_106").await;
 
     // Gated: the shipped script, restarting and stepping down through the test, the meta
     // leader first: it decides the step-down on preflight's `leader` field.
@@ -222,9 +223,14 @@ async fn an_ungated_roll_loses_quorum_and_the_same_roll_gated_by_preflight_does_
     // The monitor has seen the end of it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        quorum_losses(&monitor).await,
+        raises(&monitor, "META_006").await,
         before,
         "the gated roll lost meta quorum"
+    );
+    assert_eq!(
+        raises(&monitor, "META_106").await,
+        leaderless_before,
+        "the gated roll's elections were called leaderless"
     );
     monitor.stop().await;
 }

@@ -46,7 +46,7 @@ impl Scenario {
         Scenario {
             history: History::default(),
             snapshot: Snapshot::default(),
-            thresholds: Thresholds::default(),
+            thresholds: crate::support::thresholds(),
         }
     }
 
@@ -241,6 +241,80 @@ fn two_of_three_lost_is_quorum_lost_whether_or_not_the_survivor_still_names_a_le
             "{fixture}"
         );
     }
+}
+
+#[test]
+fn every_member_online_without_a_leader_is_leaderless_past_the_hold_never_quorum_lost() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(10), &["leaderless_3.json"])
+        .poll(t(15), &["leaderless_3.json"]);
+    // 5 s: an election may take 9 s.
+    let e = s.evaluate(t(15));
+    assert!(findings(&e, CheckId::META_006).is_empty());
+    assert!(findings(&e, CheckId::META_106).is_empty());
+    assert!(findings(&e, CheckId::META_001).is_empty(), "all answer");
+    s.poll(t(25), &["leaderless_3.json"]);
+    let e = s.evaluate(t(25));
+    assert!(findings(&e, CheckId::META_006).is_empty());
+    let leaderless = findings(&e, CheckId::META_106);
+    assert_eq!(leaderless.len(), 1);
+    assert!(
+        leaderless[0]
+            .summary
+            .contains("no meta leader for 15.0 s although 3 of 3 members are online"),
+        "{}",
+        leaderless[0].summary
+    );
+    s.poll(t(26), &["healthy_3.json"]);
+    assert!(findings(&s.evaluate(t(26)), CheckId::META_106).is_empty());
+}
+
+#[test]
+fn members_back_after_a_quorum_loss_are_not_leaderless_before_a_whole_election() {
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(5), &["two_killed_3.json"])
+        .poll(t(60), &["two_killed_3.json"]);
+    let e = s.evaluate(t(60));
+    assert_eq!(findings(&e, CheckId::META_006).len(), 1);
+    assert!(findings(&e, CheckId::META_106).is_empty());
+    // Both back, electing: leaderless for 56 s, but a quorum answers for only 1 s, then 12 s.
+    s.poll(t(61), &["leaderless_3.json"]);
+    let e = s.evaluate(t(61));
+    assert!(
+        findings(&e, CheckId::META_006).is_empty(),
+        "all three answer"
+    );
+    assert!(findings(&e, CheckId::META_106).is_empty());
+    s.poll(t(73), &["leaderless_3.json"]);
+    assert!(findings(&s.evaluate(t(73)), CheckId::META_106).is_empty());
+    s.poll(t(74), &["leaderless_3.json"]);
+    assert_eq!(findings(&s.evaluate(t(74)), CheckId::META_106).len(), 1);
+}
+
+#[test]
+fn every_route_cut_while_the_old_leader_still_claims_is_the_leader_cut_off_not_quorum_lost() {
+    // n2 claims leadership and has not heard n1 and n3 for 6.5 s; they name no leader (they
+    // campaign) but answer on their own connections.
+    let mut s = Scenario::new();
+    s.poll(t(0), &["healthy_3.json"])
+        .poll(t(10), &["routes_cut_3_old_leader.json"]);
+    let e = s.evaluate(t(10));
+    assert!(findings(&e, CheckId::META_006).is_empty());
+    s.poll(t(14), &["routes_cut_3_old_leader.json"]);
+    let e = s.evaluate(t(14));
+    assert!(
+        findings(&e, CheckId::META_006).is_empty(),
+        "n1 and n3 answer"
+    );
+    let offline = findings(&e, CheckId::META_001);
+    assert_eq!(servers(&offline), set(&["n2"]));
+    assert_eq!(reasons(&offline[0]), ["cut_off"]);
+    assert!(
+        findings(&e, CheckId::META_106).is_empty(),
+        "n2 still claims to lead"
+    );
 }
 
 #[test]

@@ -71,8 +71,8 @@ impl Deployment {
         snapshot.attached_cluster = self.attached_cluster.clone();
         let parts = self.histories.split(&snapshot);
         self.histories
-            .record_snapshots(&parts, &Thresholds::default(), at);
-        self.groups = evaluate_groups(&parts, &self.histories, &Thresholds::default(), at);
+            .record_snapshots(&parts, &crate::support::thresholds(), at);
+        self.groups = evaluate_groups(&parts, &self.histories, &crate::support::thresholds(), at);
         let evaluations: Vec<_> = self
             .groups
             .iter()

@@ -2,7 +2,7 @@
 //! `promtool test rules` passes alerts_test.yml (each rule firing and not firing), and every
 //! `nats_insights_*` metric the rules and their tests name is one the service really exports, as
 //! the metrics recorder renders it after one poll of a captured healthy cluster (no server is
-//! started). promtool comes from Debian's `prometheus` package (scripts/test installs it);
+//! started); so is every metric the Grafana dashboard names. promtool comes from Debian's `prometheus` package (scripts/test installs it);
 //! without it these tests fail, never skip.
 
 use std::collections::BTreeSet;
@@ -158,8 +158,21 @@ fn rendered_metrics() -> String {
     let meta = assess_members(&snapshot, &history, &thresholds, now)
         .unwrap_or_else(|| panic!("{fixture}: no meta group to assess"));
     let mut recorder = Recorder::new(now);
+    // A leader change seen (the group's last-change series exists once one is known).
+    let leader = meta.leader.clone().unwrap_or_default();
+    let recent = nats_insights::service::recent::Recent {
+        leader_changes: vec![nats_insights::history::LeaderChange {
+            at: now,
+            from: None,
+            to: leader,
+            source: nats_insights::history::ChangeSource::Poll,
+            domain: None,
+        }],
+        ..Default::default()
+    };
     recorder.update(&EngineStatus {
         meta_groups: vec![meta],
+        recent,
         servers_answering: 3,
         last_poll: Some(now),
         polls: 1,
@@ -221,6 +234,25 @@ fn the_rules_use_only_metrics_the_service_exports() {
         }
     }
     println!("metrics used by {RULES}: {in_rules:?}");
+}
+
+/// The Grafana dashboard names only metrics the service exports (tests/live/dashboard.rs runs
+/// its queries on Prometheus; this catches a renamed metric without a cluster).
+#[test]
+fn the_dashboard_uses_only_metrics_the_service_exports() {
+    const DASHBOARD: &str = "deploy/grafana/nats-insights.json";
+    let exported = exported_names(&rendered_metrics());
+    let dashboard = read(DASHBOARD);
+    let used: BTreeSet<String> = metric_names(&dashboard)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(used.len() >= 10, "{DASHBOARD} names only {used:?}");
+    let unknown: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{DASHBOARD} uses metrics the service does not export: {unknown:?}\nexported: {exported:?}"
+    );
 }
 
 #[test]

@@ -17,12 +17,40 @@ use nats_insights::service::{status_response, EngineStatus, Instance, MAX_REQUES
 use nats_insights::status::{LinkHealth, LinkSource};
 use support::assert_valid;
 
+/// A fixture's replies; `healthy_3.json+hazards` is that capture edited to show what no
+/// capture can in seconds (checked live in `tests/live/hazards.rs`): a member on a known-bad
+/// release (n2 on 2.10.25), 6,000 stream replicas, a slow meta snapshot on n3; `+synced` has
+/// every member on `sync_interval: always`.
 fn replies(name: &str) -> Vec<(JszReply, Via)> {
+    let (file, edit) = name.split_once('+').unwrap_or((name, ""));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(name);
+        .join(file);
     let text = std::fs::read_to_string(path).expect("fixture");
-    let parsed: Vec<JszReply> = serde_json::from_str(&text).expect("fixture parses");
+    let mut values: Vec<serde_json::Value> = serde_json::from_str(&text).expect("fixture JSON");
+    for reply in &mut values {
+        let server = reply["server"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match edit {
+            "hazards" => {
+                reply["data"]["streams"] = serde_json::json!(2000);
+                if server == "n2" {
+                    reply["server"]["ver"] = serde_json::json!("2.10.25");
+                }
+                if server == "n3" {
+                    reply["data"]["meta_cluster"]["snapshot"] = serde_json::json!({
+                        "pending_entries": 12, "pending_size": 4096,
+                        "last_time": "2026-11-24T08:26:00Z", "last_duration": 7_500_000_000u64,
+                    });
+                }
+            }
+            "synced" => reply["data"]["config"]["sync_always"] = serde_json::json!(true),
+            _ => {}
+        }
+    }
+    let parsed: Vec<JszReply> = serde_json::from_value(values.into()).expect("fixture parses");
     let via = if name.contains("isolated") {
         Via::Direct
     } else {
@@ -103,6 +131,11 @@ fn finding_events_of_every_check_validate_and_each_check_is_covered() {
             (132, &["mixed_versions_3.json"]),
             (140, &["healthy_3.json"]),
             (145, &["healthy_3.json"]),
+            (150, &["leaderless_3.json"]),
+            (163, &["leaderless_3.json"]),
+            (170, &["healthy_3.json"]),
+            (180, &["healthy_3.json+hazards"]),
+            (190, &["healthy_3.json+synced"]),
         ],
         thresholds,
     );
@@ -412,7 +445,7 @@ fn as_domain(name: &str, prefix: &str, domain: &str) -> Vec<(JszReply, Via)> {
 fn an_unheard_group_validates_everywhere() {
     use nats_insights::checks::evaluate_groups;
     use nats_insights::history::Histories;
-    let thresholds = Thresholds::default();
+    let thresholds = support::thresholds();
     let mut histories = Histories::default();
     let mut active = ActiveSet::new();
     let mut events = Vec::new();

@@ -22,6 +22,28 @@ use testbed::{Cluster, SYS_PASSWORD, SYS_USER};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The thresholds of tests about other checks: nats-server's default 2-minute `sync_interval`,
+/// which every testbed cluster and captured fixture runs with, is accepted, so that META_107
+/// (which reports it, severity info) does not raise in them. `tests/live/hazards.rs` and the
+/// check's unit tests judge it with the default limit.
+pub fn thresholds() -> nats_insights::checks::Thresholds {
+    nats_insights::checks::Thresholds {
+        sync_interval_max: Duration::from_secs(120),
+        ..nats_insights::checks::Thresholds::default()
+    }
+}
+
+/// `config` as the monitors of tests about other checks run it: with the thresholds'
+/// `sync_interval_max` left at its default, nats-server's default sync interval is accepted
+/// ([`thresholds`]); a test that sets it (`hazards.rs`) keeps its value.
+pub fn accepting_default_sync(mut config: EngineConfig) -> EngineConfig {
+    let default = nats_insights::checks::Thresholds::default().sync_interval_max;
+    if config.thresholds.sync_interval_max == default {
+        config.thresholds.sync_interval_max = thresholds().sync_interval_max;
+    }
+    config
+}
+
 /// Generous: these assert behaviour, the benchmarks measure speed.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -103,8 +125,30 @@ impl Monitor {
         Monitor::start_connected(connections, config)
     }
 
-    /// Starts a monitor on connections opened by the caller (e.g. as a least-privilege user).
+    /// Starts a monitor on connections opened by the caller (e.g. as a least-privilege user),
+    /// accepting nats-server's default sync interval unless `config` sets its own limit
+    /// ([`accepting_default_sync`]).
     pub fn start_connected(connections: engine::Connections, config: EngineConfig) -> Monitor {
+        Monitor::start_exact(connections, accepting_default_sync(config))
+    }
+
+    /// Starts a monitor through the given nodes with `config` exactly as given: the default
+    /// sync-interval limit judges too (`hazards.rs`).
+    pub async fn start_via_exact(
+        cluster: &Cluster,
+        nodes: &[usize],
+        config: EngineConfig,
+    ) -> Monitor {
+        let mut args = sys_connect(cluster);
+        args.servers = nodes.iter().map(|i| cluster.client_url(*i)).collect();
+        let connections = args
+            .open("nats-insights-test")
+            .await
+            .expect("monitor connects");
+        Monitor::start_exact(connections, config)
+    }
+
+    fn start_exact(connections: engine::Connections, config: EngineConfig) -> Monitor {
         // NATS_INSIGHTS_TEST_LOG=nats_insights=debug shows what the monitors log.
         if let Ok(filter) = std::env::var("NATS_INSIGHTS_TEST_LOG") {
             let _ = tracing_subscriber::fmt()

@@ -40,7 +40,7 @@ impl ServedMonitor {
             started: SystemTime::now(),
         };
         let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::default());
-        let config = EngineConfig::default();
+        let config = super::accepting_default_sync(EngineConfig::default());
         tokio::spawn(server.serve(
             status_rx,
             instance.clone(),

@@ -23,6 +23,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod check_output;
 pub mod checks;
 pub mod findings;
 pub mod ha;

@@ -3,12 +3,28 @@
 
 use std::time::Duration;
 
+/// raft's longest election timeout: a follower that stops hearing its leader waits a random
+/// 4 to 9 s before it campaigns (nats-server `server/raft.go`, `maxElectionTimeoutDefault`).
+pub const RAFT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(9);
+
+/// The default time between polls (`--poll-interval`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default of `--leaderless-after`: raft's longest election timeout, one poll to see the
+/// winner, and 2 s for the campaign itself and a loaded machine. A normal election (a leader
+/// stopped, crashed or in lame duck, a rolling restart) ends well inside it.
+pub const LEADERLESS_AFTER_DEFAULT: Duration =
+    Duration::from_secs(RAFT_ELECTION_TIMEOUT_MAX.as_secs() + DEFAULT_POLL_INTERVAL.as_secs() + 2);
+
 /// Configured limits the checks compare against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
-    /// A peer the leader has not heard from for this long is offline; also the longest a group may
-    /// go without any reported leader.
+    /// A peer the leader has not heard from for this long is offline.
     pub offline_after: Duration,
+    /// META_106 is raised when no server has reported a meta leader for longer than this while a
+    /// quorum of members is online (longer than any normal election: see
+    /// [`LEADERLESS_AFTER_DEFAULT`]).
+    pub leaderless_after: Duration,
     /// Servers may disagree about the leader this long before META_002 is raised.
     pub disagreement_after: Duration,
     /// META_003 is raised when the leader changed more than this many times ...
@@ -29,12 +45,19 @@ pub struct Thresholds {
     pub size_change_hold: Duration,
     /// META_103 is raised when the group's size has been even this long.
     pub even_after: Duration,
+    /// META_005 is raised when the stream and consumer replicas of the group's servers add up
+    /// to more than this.
+    pub meta_assets_max: u64,
+    /// META_107 is raised for a server whose JetStream flushes to disk less often than this
+    /// (and not on every write).
+    pub sync_interval_max: Duration,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             offline_after: Duration::from_secs(3),
+            leaderless_after: LEADERLESS_AFTER_DEFAULT,
             disagreement_after: Duration::from_secs(3),
             flap_max: 1,
             flap_window: Duration::from_secs(600),
@@ -44,6 +67,8 @@ impl Default for Thresholds {
             behind_after: Duration::from_secs(10),
             size_change_hold: Duration::from_secs(600),
             even_after: Duration::from_secs(30),
+            meta_assets_max: 5_000,
+            sync_interval_max: Duration::from_secs(60),
         }
     }
 }
@@ -52,4 +77,16 @@ impl Default for Thresholds {
 /// than `lag_max` operations behind. The history times it for META_101; the status page shows it.
 pub fn shows_behind(current: bool, lag: u64, lag_max: u64) -> bool {
     !current || lag > lag_max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaderless_after_outlasts_the_longest_election_and_one_poll() {
+        let t = Thresholds::default();
+        assert!(t.leaderless_after > RAFT_ELECTION_TIMEOUT_MAX + DEFAULT_POLL_INTERVAL);
+        assert!(t.leaderless_after > t.offline_after);
+    }
 }

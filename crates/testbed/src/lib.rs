@@ -199,7 +199,9 @@ pub fn nats_server_bin() -> Result<PathBuf, TestbedError> {
 /// An older nats-server release, `minor` being e.g. `"2.14"`: `$NATS_SERVER_BIN_2_14` if set
 /// (`scripts/lib/ensure.sh`'s `ensure_nats_servers_old` exports it), else
 /// `<NATS_SERVERS_CACHE or the workspace's target/nats-servers>/2.14/nats-server`, where that
-/// function puts it. The binary must report `v<minor>.`; the error says how to fetch it.
+/// function puts it. The binary must report `v<minor>.`, or exactly `v<minor>` when `minor` names
+/// a release (`"2.10.25"`, a `NATS_SERVER_KNOWN_BAD_VERSIONS` entry); the error says how to
+/// fetch it.
 pub fn nats_server_bin_old(minor: &str) -> Result<PathBuf, TestbedError> {
     let var = format!("NATS_SERVER_BIN_{}", minor.replace('.', "_"));
     let bin = match std::env::var_os(&var).filter(|b| !b.is_empty()) {
@@ -227,7 +229,9 @@ pub fn nats_server_bin_old(minor: &str) -> Result<PathBuf, TestbedError> {
             ))
         })?;
     let version = String::from_utf8_lossy(&version.stdout);
-    if version.contains(&format!("v{minor}.")) {
+    let reported =
+        |word: &str| word == format!("v{minor}") || word.starts_with(&format!("v{minor}."));
+    if version.split_whitespace().any(reported) {
         Ok(bin)
     } else {
         Err(TestbedError::Invalid(format!(
@@ -283,6 +287,8 @@ pub struct ClusterOptions {
     /// clients accepted on every address (`host: 0.0.0.0`, so VARZ names no client address
     /// either). [`Cluster::client_url`] stays on loopback.
     pub no_advertise: bool,
+    /// Extra lines of a node's `jetstream` block, by node index (e.g. `sync_interval: always`).
+    pub jetstream_extra: BTreeMap<usize, String>,
 }
 
 impl Default for ClusterOptions {
@@ -301,6 +307,7 @@ impl Default for ClusterOptions {
             admin_creds: None,
             node_bins: BTreeMap::new(),
             no_advertise: false,
+            jetstream_extra: BTreeMap::new(),
         }
     }
 }
@@ -689,7 +696,10 @@ impl Cluster {
     }
 
     /// The arguments of `nats-insights run` watching this cluster as the system user, with its
-    /// state in bucket `bucket` of the JetStream account when one is given.
+    /// state in bucket `bucket` of the JetStream account when one is given. They accept
+    /// nats-server's default 2-minute `sync_interval`, which every node here runs unless
+    /// `jetstream_extra` says otherwise (`--sync-interval-max 2m`): META_107 would report each
+    /// node in every soak and test run; `tests/live/hazards.rs` judges it.
     pub fn run_args(&self, bucket: Option<&str>) -> Vec<String> {
         let urls = self.client_urls().join(",");
         let mut args = vec![
@@ -700,6 +710,8 @@ impl Cluster {
             SYS_USER,
             "--password",
             SYS_PASSWORD,
+            "--sync-interval-max",
+            "2m",
         ];
         if let Some(bucket) = bucket {
             args.extend(["--state-server", &urls, "--state-user", APP_USER]);
@@ -868,6 +880,16 @@ impl Cluster {
         }
         self.nodes[i].bin = bin;
         Ok(())
+    }
+
+    /// Makes the next [`Cluster::restart`] of node `i` run with these extra lines in its
+    /// `jetstream` block (replacing any given before; empty: none), e.g. `sync_interval: always`.
+    pub fn set_jetstream_extra(&mut self, i: usize, lines: &str) {
+        if lines.trim().is_empty() {
+            self.opts.jetstream_extra.remove(&i);
+        } else {
+            self.opts.jetstream_extra.insert(i, lines.to_string());
+        }
     }
 
     /// Pauses node `i` (SIGSTOP): it stays connected but answers nothing.
@@ -1238,7 +1260,7 @@ impl Cluster {
              host: {host}\n\
              port: {client}\n\
              http_port: {http}\n\
-             jetstream {{\n  store_dir: \"{store}\"\n{domain}{hint}}}\n\
+             jetstream {{\n  store_dir: \"{store}\"\n{domain}{hint}{extra}}}\n\
              {cluster}\
              {links}\
              lame_duck_duration: 30s\n\
@@ -1255,6 +1277,12 @@ impl Cluster {
                 .map(|d| format!("  domain: \"{d}\"\n"))
                 .unwrap_or_default(),
             links = self.links_config(i),
+            extra = self
+                .opts
+                .jetstream_extra
+                .get(&i)
+                .map(|lines| format!("  {}\n", lines.trim()))
+                .unwrap_or_default(),
         )
     }
 

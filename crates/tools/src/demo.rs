@@ -75,6 +75,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let monitor = connections.main.clone();
     let mut config = EngineConfig::default();
     config.thresholds.flap_window = args.flap_window;
+    // The demo's servers run nats-server's default sync interval: accepted here, so that the
+    // events printed are those of the faults (META_107 would report every server at start).
+    config.thresholds.sync_interval_max = std::time::Duration::from_secs(120);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let engine = tokio::spawn(engine::run(
         connections,

@@ -227,30 +227,15 @@ impl Deployment {
             .collect()
     }
 
-    /// Server `i`'s JSZ reply, as bytes on the wire.
+    /// Server `i`'s JSZ reply, as bytes on the wire. The envelope is the captured reply made this
+    /// server's; the member list (N entries, the bulk of the reply) is written as bytes into it:
+    /// building it as a JSON value took the simulator milliseconds per reply at 5,000 members,
+    /// time the benchmark would count as the monitor's gather.
     pub fn reply(&self, i: usize) -> Vec<u8> {
+        const PLACEHOLDER: &str = "\u{1}replicas";
         let group = &self.groups[self.group_of[i]];
         let leader = group.leader;
         let n = group.members.len();
-        let replicas: Vec<Value> = group
-            .members
-            .clone()
-            .filter(|j| *j != i)
-            .map(|j| {
-                let (current, active) = if i == leader {
-                    if self.offline[j] {
-                        (false, 30_000_000_000u64 + j as u64)
-                    } else {
-                        (true, 150_000_000 + 997 * j as u64)
-                    }
-                } else if j == leader {
-                    (true, 180_000_000 + 991 * i as u64)
-                } else {
-                    (false, 0)
-                };
-                json!({"name": self.names[j], "current": current, "active": active, "peer": self.peers[j]})
-            })
-            .collect();
         let mut reply = self.template.clone();
         reply["server"]["name"] = json!(self.names[i]);
         reply["server"]["id"] = json!(self.ids[i]);
@@ -266,8 +251,45 @@ impl Deployment {
         meta["peer"] = json!(self.peers[leader]);
         meta["cluster_size"] = json!(n);
         meta["quorum_needed"] = json!(n / 2 + 1);
-        meta["replicas"] = Value::Array(replicas);
-        serde_json::to_vec(&reply).expect("encode a simulated reply")
+        meta["replicas"] = json!(PLACEHOLDER);
+        let envelope = serde_json::to_vec(&reply).expect("encode a simulated reply");
+        let marker = serde_json::to_vec(&json!(PLACEHOLDER)).expect("encode the placeholder");
+        let at = envelope
+            .windows(marker.len())
+            .position(|w| w == marker.as_slice())
+            .expect("the placeholder is in the envelope");
+        let mut out = Vec::with_capacity(envelope.len() + n * 80);
+        out.extend_from_slice(&envelope[..at]);
+        out.push(b'[');
+        let mut first = true;
+        for j in group.members.clone().filter(|j| *j != i) {
+            let (current, active) = if i == leader {
+                if self.offline[j] {
+                    (false, 30_000_000_000u64 + j as u64)
+                } else {
+                    (true, 150_000_000 + 997 * j as u64)
+                }
+            } else if j == leader {
+                (true, 180_000_000 + 991 * i as u64)
+            } else {
+                (false, 0)
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Names and peers are generated ASCII: nothing to escape.
+            out.extend_from_slice(
+                format!(
+                    r#"{{"name":"{}","current":{current},"active":{active},"peer":"{}"}}"#,
+                    self.names[j], self.peers[j]
+                )
+                .as_bytes(),
+            );
+        }
+        out.push(b']');
+        out.extend_from_slice(&envelope[at + marker.len()..]);
+        out
     }
 
     /// Server `i`'s IDZ reply (nats-server's carries neither cluster nor domain).
@@ -308,7 +330,52 @@ impl Deployment {
                 meta: None,
                 via: Via::Identity,
                 jetstream: false,
+                facts: None,
             },
         );
+    }
+}
+
+// (Also compiled into `benches/evaluate.rs`, whose harness runs no tests.)
+#[cfg(test)]
+#[allow(unused_imports)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spliced_reply_is_valid_json_with_every_other_member_as_its_server_sees_it() {
+        let d = Deployment::single(60);
+        let crashed = (0..d.len()).find(|i| d.offline[*i]).expect("one crashed");
+        for i in [0, 1, 59] {
+            let reply: Value = serde_json::from_slice(&d.reply(i)).expect("valid JSON");
+            assert_eq!(reply["server"]["name"], json!(d.names[i]));
+            let meta = &reply["data"]["meta_cluster"];
+            assert_eq!(meta["leader"], json!(d.names[0]));
+            let replicas = meta["replicas"].as_array().expect("a member list");
+            assert_eq!(replicas.len(), 59);
+            assert!(replicas.iter().all(|r| r["name"] != json!(d.names[i])));
+            let entry = |j: usize| {
+                replicas
+                    .iter()
+                    .find(|r| r["name"] == json!(d.names[j]))
+                    .expect("listed")
+            };
+            if i == 0 {
+                assert_eq!(entry(crashed)["current"], json!(false));
+                assert_eq!(entry(1)["current"], json!(true));
+            } else {
+                assert_eq!(
+                    entry(0)["current"],
+                    json!(true),
+                    "a follower hears its leader"
+                );
+                assert_eq!(entry(crashed)["active"], json!(0));
+            }
+        }
+        assert!(decode_reply_ok(&d.reply(1)));
+    }
+
+    fn decode_reply_ok(bytes: &[u8]) -> bool {
+        nats_insights::observe::jsz::decode_reply(bytes).is_ok()
     }
 }

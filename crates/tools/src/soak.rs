@@ -825,7 +825,7 @@ fn judge(
                     // An election after a fault can leave the group without a leader for longer
                     // than --offline-after (a paused or cut-off follower that comes back can
                     // force one too): a real loss of the meta leader, however brief.
-                    "META_006" => {
+                    "META_006" | "META_106" => {
                         w.leader
                             || (w.victim.is_some()
                                 && elections

@@ -702,6 +702,7 @@ mod tests {
     fn ctx<'a>(status: &'a EngineStatus, instance: &'a Instance) -> Context<'a> {
         static THRESHOLDS: Thresholds = Thresholds {
             offline_after: Duration::from_secs(3),
+            leaderless_after: crate::thresholds::LEADERLESS_AFTER_DEFAULT,
             disagreement_after: Duration::from_secs(3),
             flap_max: 1,
             flap_window: Duration::from_secs(600),
@@ -711,6 +712,8 @@ mod tests {
             behind_after: Duration::from_secs(10),
             size_change_hold: Duration::from_secs(600),
             even_after: Duration::from_secs(30),
+            meta_assets_max: 5_000,
+            sync_interval_max: Duration::from_secs(60),
         };
         Context {
             status,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Thresholds;
 use crate::history::{DepartureKind, History, RESTART_SETTLE};
-use crate::observe::{GroupId, PeerInfo, Snapshot};
+use crate::observe::{GroupId, JsFacts, PeerInfo, Snapshot, Via};
 
 /// The meta group as judged from one snapshot and the history.
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +154,12 @@ pub struct Member {
     /// Its nats-server version, from its own reply (or as last seen), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What its own JSZ reply of this poll says beyond the members (configuration, assets,
+    /// meta snapshots); `None` when its whole view did not arrive this poll (silent, or only
+    /// its identity asked in a large group). Not remembered: the checks reading it leave such
+    /// a member undecided.
+    #[serde(skip)]
+    pub facts: Option<JsFacts>,
     /// The judgement (`state` and, when offline, `reasons`).
     #[serde(flatten)]
     pub state: MemberState,
@@ -372,7 +378,7 @@ pub fn assess_members(
     let leader_name = authority.map(|(v, _)| v.server.name.clone());
     let cut_off = leader_name
         .as_deref()
-        .and_then(|l| followers_cut_off_from(snapshot, l, thresholds));
+        .and_then(|l| followers_cut_off_from(snapshot, l, history, thresholds, now));
     let losing = leader_name
         .as_deref()
         .map(|l| majority_losing(snapshot, l))
@@ -483,6 +489,7 @@ pub fn assess_unheard(
                 active: None,
                 lag: 0,
                 version: record.and_then(|r| r.version.clone()),
+                facts: None,
                 state: MemberState::Unknown,
             }
         })
@@ -528,22 +535,56 @@ pub fn assess_unheard(
 }
 
 /// The answering followers of `leader` when none of them has heard from it within
-/// `offline_after` (and at least one has not); `None` while any follower still hears it.
+/// `offline_after` (and at least one has not); `None` while any follower still hears it. A
+/// member that names no leader at all lost this one too once the leader has not heard from it
+/// for `offline_after` either (every route cut: the followers campaign while the old leader
+/// claims leadership for another 10-20 s): the leader's silence towards it says nothing about it.
 fn followers_cut_off_from(
     snapshot: &Snapshot,
     leader: &str,
+    history: &History,
     thresholds: &Thresholds,
+    now: SystemTime,
 ) -> Option<BTreeSet<String>> {
+    let leader_meta = snapshot.views.get(leader).and_then(|v| v.meta.as_ref());
     let mut unheard_by = BTreeSet::new();
     for (view, meta) in snapshot.meta_views() {
-        if view.server.name == leader || meta.leader_name() != Some(leader) {
+        let name = view.server.name.as_str();
+        if name == leader {
             continue;
         }
-        let entry = meta.replicas.iter().find(|p| p.name == leader)?;
-        if Duration::from_nanos(entry.active) <= thresholds.offline_after {
-            return None;
+        match meta.leader_name() {
+            Some(named) if named == leader => {
+                let entry = meta.replicas.iter().find(|p| p.name == leader)?;
+                if Duration::from_nanos(entry.active) <= thresholds.offline_after {
+                    return None;
+                }
+            }
+            Some(_) => continue,
+            None => {
+                // Only a member the leader lists (a server that is none names no leader either).
+                let Some(entry) =
+                    leader_meta.and_then(|m| m.replicas.iter().find(|p| p.name == name))
+                else {
+                    continue;
+                };
+                // A new leader's `active` counts from before it led, and a member that just
+                // voted for it names no leader until its first append: only the time since the
+                // election says anything then.
+                let since_election = history
+                    .leader_elected_at(leader)
+                    .map_or(Duration::MAX, |at| {
+                        now.duration_since(at).unwrap_or_default()
+                    });
+                let silent = entry.active > 0
+                    && Duration::from_nanos(entry.active).min(since_election)
+                        > thresholds.offline_after;
+                if !silent {
+                    return None;
+                }
+            }
         }
-        unheard_by.insert(view.server.name.clone());
+        unheard_by.insert(name.to_string());
     }
     (!unheard_by.is_empty()).then_some(unheard_by)
 }
@@ -734,6 +775,9 @@ fn judge(name: String, entry: MemberEntry, judging: &Judging<'_>) -> Member {
         version: view
             .and_then(|v| v.server.ver.clone())
             .or_else(|| known.and_then(|k| k.version.clone())),
+        facts: view
+            .filter(|v| v.via != Via::Identity)
+            .and_then(|v| v.facts.clone()),
         state,
         name,
     }
@@ -749,4 +793,63 @@ pub fn offline_members(meta: &MetaAssessment) -> impl Iterator<Item = &Member> {
 /// Names of the members judged offline, sorted.
 pub fn offline_names(meta: &MetaAssessment) -> BTreeSet<String> {
     offline_members(meta).map(|m| m.name.clone()).collect()
+}
+
+/// A meta group of `cluster C1` as judged, for the checks' unit tests: `online` members online,
+/// `offline` members offline (not answering), no leader view, quorum a majority.
+#[cfg(test)]
+pub(crate) fn leaderless_assessment(online: &[&str], offline: &[&str]) -> MetaAssessment {
+    let member = |name: &str, state: MemberState| Member {
+        name: name.to_string(),
+        peer: Some(format!("peer-{name}")),
+        cluster: Some("C1".into()),
+        leader: false,
+        answered: state == MemberState::Online,
+        name_unknown: false,
+        current: None,
+        active: None,
+        lag: 0,
+        version: Some("2.15.1".into()),
+        facts: None,
+        state,
+    };
+    let mut members: Vec<Member> = online
+        .iter()
+        .map(|n| member(n, MemberState::Online))
+        .chain(offline.iter().map(|n| {
+            member(
+                n,
+                MemberState::Offline(vec![OfflineReason::NotAnswering {
+                    last_answered: None,
+                }]),
+            )
+        }))
+        .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let size = members.len();
+    MetaAssessment {
+        group: GroupId::default(),
+        cluster: "C1".into(),
+        lead_cluster: None,
+        clusters: vec![ClusterTally {
+            cluster: "C1".into(),
+            members: size,
+            online: online.len(),
+        }],
+        domain: None,
+        leader: None,
+        cluster_size: size,
+        quorum_needed: size / 2 + 1,
+        pending: None,
+        members,
+        servers_answering: online.len(),
+        non_members: Vec::new(),
+        outside: Vec::new(),
+        leaders_reported: vec![LeaderGroup {
+            leader: None,
+            servers: online.iter().map(|n| n.to_string()).collect(),
+        }],
+        leaderless_since: None,
+        unheard_since: None,
+    }
 }

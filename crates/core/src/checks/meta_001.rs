@@ -198,13 +198,20 @@ fn known_as(member: &Member) -> String {
 /// servers must not put a thousand names in every finding.
 fn other_members(meta: &MetaAssessment, except: &str) -> String {
     const SHOWN: usize = 5;
-    let mut others = meta
+    let shown: Vec<&str> = meta
         .members
         .iter()
         .map(|m| m.name.as_str())
-        .filter(|n| *n != except);
-    let shown: Vec<&str> = others.by_ref().take(SHOWN).collect();
-    match others.count() {
+        .filter(|n| *n != except)
+        .take(SHOWN)
+        .collect();
+    // Members are in name order: whether `except` is one of them is found by bisection, and
+    // the rest counted without walking a thousand-member list once per finding.
+    let listed = meta
+        .members
+        .binary_search_by(|m| m.name.as_str().cmp(except))
+        .is_ok();
+    match meta.members.len() - usize::from(listed) - shown.len() {
         0 => shown.join(", "),
         rest => format!("{} and {rest} more", shown.join(", ")),
     }

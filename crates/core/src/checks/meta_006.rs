@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::members::{offline_members, offline_names, MemberState, MetaAssessment};
 use super::{
-    duration_words, group_key, peer_remove_command, seconds, CheckId, CheckSpec, Evaluation,
-    Finding, Remediation, Setting, Severity, Thresholds,
+    group_key, peer_remove_command, seconds, CheckId, CheckSpec, Evaluation, Finding, Remediation,
+    Setting, Severity,
 };
 use crate::history::History;
 
@@ -24,34 +24,25 @@ pub const SPEC: CheckSpec = CheckSpec {
     severity: Severity::Critical,
     category: "jetstream_meta",
     applies_to: "the meta group (one finding per group: per JetStream domain)",
-    threshold: |t| {
-        format!(
-            "fewer members are online than quorum_needed (same rule as META_001), or no server \
-             has reported a meta leader for longer than {}",
-            duration_words(t.offline_after)
-        )
+    threshold: |_| {
+        "fewer members are online than quorum_needed (same rule as META_001); a group with \
+         quorum online but no leader is META_106"
+            .to_string()
     },
     settings: |t| vec![Setting::offline_after(t)],
     runbook: include_str!("../../../../runbooks/META_006.md"),
-    evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
+    evaluate: |j| evaluate(j.meta, j.history, j.now),
 };
 
-/// Raised when the online members are fewer than the quorum, or no leader was reported for longer
-/// than `offline_after`.
-pub fn evaluate(
-    meta: &MetaAssessment,
-    history: &History,
-    thresholds: &Thresholds,
-    now: SystemTime,
-) -> Evaluation {
+/// Raised when the members online (judged as for META_001) are fewer than the quorum. A group
+/// without a leader whose quorum is online is not this: META_106 times it.
+pub fn evaluate(meta: &MetaAssessment, history: &History, now: SystemTime) -> Evaluation {
     let check = CheckId::META_006;
     let online = meta.members.iter().filter(|m| m.online()).count();
     let leaderless_for = history
         .leaderless_since
         .and_then(|since| now.duration_since(since).ok());
-    let leaderless_too_long = leaderless_for.is_some_and(|d| d > thresholds.offline_after);
-    let short_of_quorum = online < meta.quorum_needed;
-    let findings = if short_of_quorum || leaderless_too_long {
+    let findings = if online < meta.quorum_needed {
         vec![finding(meta, online, leaderless_for, now)]
     } else {
         Vec::new()
@@ -161,10 +152,10 @@ fn finding(
     if !stale.is_empty() {
         remediation.extend(stale_recovery(meta, &stale, online));
     } else if offline_list.is_empty() {
-        remediation.push(Remediation::with_command(
-            "Every member answers but no leader is elected: check the route connectivity between the servers and their logs for raft errors.",
-            "nats server report jetstream",
-        ));
+        remediation.push(Remediation::step(format!(
+            "No member is known to be down, but {} could not be reached this round: check the servers and this monitor's connections to them.",
+            unknown.join(", ")
+        )));
     } else {
         remediation.push(Remediation::step(format!(
             "Start the offline members again ({}), one at a time, with their original server_name and store directory: {} more must rejoin for {} of {} members to answer.",
@@ -247,5 +238,57 @@ fn capitalized(text: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::checks::members::leaderless_assessment;
+    use crate::checks::Outcome;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn findings(online: &[&str], offline: &[&str], leaderless_for: u64) -> Vec<Finding> {
+        let meta = leaderless_assessment(online, offline);
+        let history = History {
+            leaderless_since: Some(t(0)),
+            ..History::default()
+        };
+        match evaluate(&meta, &history, t(leaderless_for)).outcome {
+            Outcome::Ran { findings, .. } => findings,
+            Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+        }
+    }
+
+    #[test]
+    fn no_leader_with_every_member_online_is_no_quorum_loss_however_long() {
+        for secs in [5, 15, 600] {
+            assert!(
+                findings(&["n1", "n2", "n3"], &[], secs).is_empty(),
+                "{secs}"
+            );
+        }
+    }
+
+    #[test]
+    fn fewer_online_than_the_quorum_is_quorum_lost_with_the_missing_members() {
+        let f = findings(&["n1"], &["n2", "n3"], 5);
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].summary.starts_with(
+                "Cluster C1 has lost quorum: 1 of 3 members online, 2 needed (n2, n3 offline)"
+            ),
+            "{}",
+            f[0].summary
+        );
+        assert_eq!(f[0].fingerprint, "n2,n3");
+        assert!(f[0].remediation[0]
+            .step
+            .contains("Start the offline members again (n2, n3)"));
     }
 }

@@ -25,6 +25,8 @@ pub mod sources;
 pub mod meta_001;
 pub mod meta_002;
 pub mod meta_003;
+pub mod meta_004;
+pub mod meta_005;
 pub mod meta_006;
 pub mod meta_008;
 pub mod meta_101;
@@ -32,19 +34,24 @@ pub mod meta_102;
 pub mod meta_103;
 pub mod meta_104;
 pub mod meta_105;
+pub mod meta_106;
+pub mod meta_107;
+pub mod meta_108;
 pub mod meta_109;
 pub mod meta_110;
 
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
 ///
-/// Codes below 100 are those of Synadia Insights' public catalogue (META_001, 002, 003, 006,
+/// Codes below 100 are those of Synadia Insights' public catalogue (META_001 to 006,
 /// 008), used for the same condition; codes from 101 up are this project's own range, for
 /// checks that catalogue does not publish a code for.
 pub const SPECS: &[&CheckSpec] = &[
     &meta_001::SPEC,
     &meta_002::SPEC,
     &meta_003::SPEC,
+    &meta_004::SPEC,
+    &meta_005::SPEC,
     &meta_006::SPEC,
     &meta_008::SPEC,
     &meta_101::SPEC,
@@ -59,6 +66,9 @@ pub const SPECS: &[&CheckSpec] = &[
     &server_101::SPEC,
     &meta_109::SPEC,
     &meta_110::SPEC,
+    &meta_106::SPEC,
+    &meta_107::SPEC,
+    &meta_108::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
@@ -512,9 +522,145 @@ pub fn server_key(check: CheckId, meta: &MetaAssessment, server: &str) -> String
     format!("{}/{}/{}", check, meta.group.label(), server)
 }
 
+/// Keys of per-server findings of `check` for the servers the group's history knows but this
+/// poll's membership does not list (a leaderless moment on a release whose views then omit the
+/// reporter, for one): undecided, so that their findings are not resolved by a blind spot. A
+/// peer removed from the group leaves the history, and its finding resolves.
+pub fn unlisted_known(
+    check: CheckId,
+    meta: &MetaAssessment,
+    history: &History,
+) -> BTreeSet<String> {
+    history
+        .servers
+        .keys()
+        .filter(|name| !meta.members.iter().any(|m| &m.name == *name))
+        .map(|name| server_key(check, meta, name))
+        .collect()
+}
+
 /// Whole seconds and tenths, for summaries.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Helpers for the checks' unit tests: captured JSZ replies (`tests/fixtures`), edited, judged.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::observe::{jsz::JszReply, Via};
+
+    /// A fixture's replies as JSON, to edit.
+    pub fn fixture(name: &str) -> Vec<serde_json::Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures")
+            .join(name);
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        serde_json::from_str(&text).expect("fixture JSON")
+    }
+
+    /// Sets `meta_cluster.<field>` in `server`'s reply.
+    pub fn set_meta_field(
+        replies: &mut [serde_json::Value],
+        server: &str,
+        field: &str,
+        value: serde_json::Value,
+    ) {
+        let reply = replies
+            .iter_mut()
+            .find(|r| r["server"]["name"] == server)
+            .expect("server in fixture");
+        reply["data"]["meta_cluster"][field] = value;
+    }
+
+    /// Sets `data.<field>` in `server`'s reply.
+    pub fn set_data_field(
+        replies: &mut [serde_json::Value],
+        server: &str,
+        field: &str,
+        value: serde_json::Value,
+    ) {
+        let reply = replies
+            .iter_mut()
+            .find(|r| r["server"]["name"] == server)
+            .expect("server in fixture");
+        reply["data"][field] = value;
+    }
+
+    /// The replies as one poll's snapshot (`identity`: servers only their IDZ answered for, as
+    /// in a large group's poll).
+    pub fn snapshot(replies: &[serde_json::Value], identity: &[&str]) -> Snapshot {
+        let decoded = replies.iter().map(|r| {
+            let reply: JszReply = serde_json::from_value(r.clone()).expect("reply");
+            let via = if identity.contains(&reply.server.name.as_str()) {
+                Via::Identity
+            } else {
+                Via::Gather
+            };
+            (reply, via)
+        });
+        let mut snapshot = Snapshot::from_replies(SystemTime::UNIX_EPOCH, decoded, &[]);
+        for view in snapshot.views.values_mut() {
+            if view.via == Via::Identity {
+                view.meta = None;
+                view.facts = None;
+                view.jetstream = false;
+            }
+        }
+        snapshot
+    }
+
+    /// One check run on the replies, with these thresholds.
+    pub fn judge_with(
+        replies: &[serde_json::Value],
+        identity: &[&str],
+        thresholds: &Thresholds,
+        evaluate: fn(&Judged<'_>) -> Evaluation,
+    ) -> Evaluation {
+        let snapshot = snapshot(replies, identity);
+        let history = History::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let meta = assess_members(&snapshot, &history, thresholds, now).expect("a meta group");
+        evaluate(&Judged {
+            meta: &meta,
+            history: &history,
+            thresholds,
+            now,
+            extras: &Default::default(),
+        })
+    }
+
+    /// One check run on the replies with the default thresholds.
+    pub fn judge_fixture(
+        replies: &[serde_json::Value],
+        evaluate: fn(&Judged<'_>) -> Evaluation,
+    ) -> Evaluation {
+        judge_with(replies, &[], &Thresholds::default(), evaluate)
+    }
+
+    /// The findings of an evaluation that ran.
+    pub fn findings(e: &Evaluation) -> Vec<Finding> {
+        match &e.outcome {
+            Outcome::Ran { findings, .. } => findings.clone(),
+            Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+        }
+    }
+
+    /// Keys of the findings and of the undecided, of an evaluation that ran.
+    pub fn keys(e: &Evaluation) -> (Vec<String>, Vec<String>) {
+        match &e.outcome {
+            Outcome::Ran {
+                findings,
+                undecided,
+            } => (
+                findings.iter().map(|f| f.key.clone()).collect(),
+                undecided.iter().cloned().collect(),
+            ),
+            Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -229,6 +229,11 @@ impl Coordinator {
             .count()
     }
 
+    /// How many peers (other instances of the deployment) are live: heard within `peer_live`.
+    pub fn live_peers(&self, now: Now) -> usize {
+        self.live(now).count()
+    }
+
     /// Whether `peer` comes before this instance in the order (it started earlier).
     fn started_before(&self, id: &str, peer: &Peer) -> bool {
         if peer.started.abs() < ms(self.timing.beat) {

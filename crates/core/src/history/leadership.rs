@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::History;
-use crate::observe::Snapshot;
+use crate::observe::{Snapshot, Via};
 
 /// How long a disagreeing server that stopped answering keeps the disagreement open.
 pub const DISAGREEMENT_GRACE: Duration = Duration::from_secs(10);
@@ -64,6 +64,36 @@ impl History {
             self.leaderless_since = None;
         } else if snapshot.meta_views().next().is_some() {
             self.leaderless_since.get_or_insert(now);
+        }
+    }
+
+    /// Notes since when at least a quorum of members has answered: servers answering with a
+    /// meta view that makes them a member (naming a leader, or listing themselves without one),
+    /// and servers of a large group that answered with their identity only.
+    pub(super) fn record_quorum_answering(&mut self, snapshot: &Snapshot, now: SystemTime) {
+        let needed = snapshot
+            .meta_views()
+            .map(|(_, m)| {
+                m.quorum_needed
+                    .filter(|q| *q > 0)
+                    .unwrap_or(m.cluster_size / 2 + 1)
+            })
+            .max();
+        let answering = snapshot
+            .views
+            .values()
+            .filter(|v| match &v.meta {
+                Some(m) => {
+                    m.leader_name().is_some() || m.replicas.iter().any(|p| p.name == v.server.name)
+                }
+                None => v.via == Via::Identity,
+            })
+            .count();
+        match needed {
+            Some(needed) if answering >= needed => {
+                self.quorum_answering_since.get_or_insert(now);
+            }
+            _ => self.quorum_answering_since = None,
         }
     }
 

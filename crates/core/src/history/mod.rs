@@ -46,6 +46,13 @@ pub struct History {
     pub departures: BTreeMap<String, Departure>,
     /// Since when no server has reported a meta leader; `None` while one is reported.
     pub leaderless_since: Option<SystemTime>,
+    /// Since when at least a quorum of the group's members has answered polls without a break;
+    /// `None` while fewer do. META_106 times a leaderless group from the later of this and
+    /// `leaderless_since`, so that members coming back after a quorum loss (or a whole cluster
+    /// started again) get a whole election before they are called leaderless. Not persisted: a
+    /// restarted monitor counts anew.
+    #[serde(skip)]
+    pub quorum_answering_since: Option<SystemTime>,
     /// The meta leader as last established (by the leader's own view or an election advisory).
     pub leader: Option<String>,
     /// Leader changes seen, oldest first (bounded by `LEADER_CHANGES_KEPT`).
@@ -95,6 +102,24 @@ pub struct History {
     /// What the sources beyond JSZ showed over time, and each server's restarts.
     #[serde(default, skip_serializing_if = "ExtrasHistory::is_empty")]
     pub extras: ExtrasHistory,
+    /// Each member's stream and consumer replica counts as its own JSZ reply last gave them
+    /// (META_005 sums them; a large group's poll brings only a sample of the followers' views).
+    /// Not persisted: a restarted monitor counts anew.
+    #[serde(skip)]
+    pub assets: BTreeMap<String, AssetCount>,
+}
+
+/// What one server's JSZ reply said it holds, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetCount {
+    /// Stream replicas on it (`streams`).
+    pub streams: u64,
+    /// Consumer replicas on it (`consumers`).
+    pub consumers: u64,
+    /// Raft groups it takes part in (`ha_assets`), when reported.
+    pub ha_assets: Option<u64>,
+    /// The poll that brought them.
+    pub at: SystemTime,
 }
 
 impl History {
@@ -138,8 +163,10 @@ impl History {
         self.record_restarts(snapshot, answered_at);
         self.record_answers(snapshot, answered_at);
         self.record_extras(snapshot, now);
+        self.record_assets(snapshot, answered_at);
         self.record_peer_names(snapshot);
         self.record_leaderless(snapshot, now);
+        self.record_quorum_answering(snapshot, now);
         self.note_leadership_lost(snapshot);
         if let Some((view, meta)) = snapshot.leader_view() {
             self.record_leader_view(snapshot, &view.server.name, meta, thresholds, now);

@@ -3,7 +3,7 @@
 //! the names peer hashes had (renames, stale peers), the membership the leader lists, contact,
 //! members never heard from, and graceful departures announced by events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -161,31 +161,36 @@ impl History {
     }
 
     fn record_answer(&mut self, view: &ServerView, answered_at: SystemTime) {
-        let name = &view.server.name;
-        let known = self.servers.get(name);
-        let restarted_at = match known {
-            Some(r) if r.server_id != view.server.id => Some(answered_at),
-            Some(r) => r.restarted_at,
-            None => None,
-        };
-        let record = ServerRecord {
-            restarted_at,
-            server_id: view.server.id.clone(),
-            last_answered: answered_at,
-            // An identity-only view carries no cluster: keep the one known.
-            cluster: view
-                .server
-                .cluster
-                .clone()
-                .or_else(|| known.and_then(|r| r.cluster.clone())),
-            version: view
-                .server
-                .ver
-                .clone()
-                .or_else(|| known.and_then(|r| r.version.clone())),
-            missed: 0,
-        };
-        self.servers.insert(name.clone(), record);
+        let server = &view.server;
+        // Updated in place: every answering server is recorded every poll, and almost always
+        // nothing but the time changed (no copies of its id, cluster and version).
+        if let Some(record) = self.servers.get_mut(&server.name) {
+            if record.server_id != server.id {
+                record.restarted_at = Some(answered_at);
+                record.server_id.clone_from(&server.id);
+            }
+            record.last_answered = answered_at;
+            record.missed = 0;
+            // An identity-only view carries no cluster or version: keep the ones known.
+            if server.cluster.is_some() && record.cluster != server.cluster {
+                record.cluster.clone_from(&server.cluster);
+            }
+            if server.ver.is_some() && record.version != server.ver {
+                record.version.clone_from(&server.ver);
+            }
+            return;
+        }
+        self.servers.insert(
+            server.name.clone(),
+            ServerRecord {
+                restarted_at: None,
+                server_id: server.id.clone(),
+                last_answered: answered_at,
+                cluster: server.cluster.clone(),
+                version: server.ver.clone(),
+                missed: 0,
+            },
+        );
     }
 
     /// Whether `view` shows that the departure recorded for its server did not happen, or is
@@ -205,19 +210,26 @@ impl History {
     }
 
     /// Notes the names every meta view gives peer hashes: its leader's, and its replicas' it can
-    /// name.
+    /// name. A later view's name wins over an earlier one's, as the views come in name order.
     pub(super) fn record_peer_names(&mut self, snapshot: &Snapshot) {
+        // Every view lists (almost) every member: gathered first, so that the remembered names
+        // are looked up once per peer rather than once per view and peer (45,000 lookups of a
+        // 5,000-entry map per poll of a 5,000-server group).
+        let mut named: HashMap<&str, &str> = HashMap::new();
         for (_, meta) in snapshot.meta_views() {
             if let (Some(leader), Some(peer)) = (meta.leader_name(), meta.peer.as_deref()) {
                 if !peer.is_empty() {
-                    remember_peer(&mut self.peer_names, peer, leader);
+                    named.insert(peer, leader);
                 }
             }
             for replica in &meta.replicas {
                 if !replica.name_unknown() && !replica.peer.is_empty() {
-                    remember_peer(&mut self.peer_names, &replica.peer, &replica.name);
+                    named.insert(&replica.peer, &replica.name);
                 }
             }
+        }
+        for (peer, name) in named {
+            remember_peer(&mut self.peer_names, peer, name);
         }
     }
 
@@ -254,10 +266,29 @@ impl History {
         }
     }
 
-    /// Forgets a server that is no member any more: its record and any departure.
+    /// Forgets a server that is no member any more: its record, any departure, its counts.
     pub(super) fn forget_server(&mut self, name: &str) {
         self.servers.remove(name);
         self.departures.remove(name);
+        self.assets.remove(name);
+    }
+
+    /// Notes the stream and consumer counts of every server whose whole view arrived with them.
+    pub(super) fn record_assets(&mut self, snapshot: &Snapshot, at: SystemTime) {
+        for view in snapshot.views.values() {
+            let Some(facts) = view.facts.as_ref().filter(|_| view.meta.is_some()) else {
+                continue;
+            };
+            if let (Some(streams), Some(consumers)) = (facts.streams, facts.consumers) {
+                let count = super::AssetCount {
+                    streams,
+                    consumers,
+                    ha_assets: facts.ha_assets,
+                    at,
+                };
+                self.assets.insert(view.server.name.clone(), count);
+            }
+        }
     }
 
     /// Members no live server can name, as any view lists them (the leader can still list one
@@ -308,9 +339,13 @@ impl History {
         let at = now
             .checked_sub(std::time::Duration::from_nanos(active_ns))
             .unwrap_or(now);
-        let entry = self.last_contact.entry(name.to_string()).or_insert(at);
-        if at > *entry {
-            *entry = at;
+        // Looked up before inserting: a known name (almost always) allocates nothing.
+        match self.last_contact.get_mut(name) {
+            Some(known) if at > *known => *known = at,
+            Some(_) => {}
+            None => {
+                self.last_contact.insert(name.to_string(), at);
+            }
         }
     }
 

@@ -556,12 +556,13 @@ mod tests {
                         domain: None,
                         ver: None,
                     },
-                    meta: Some(super::super::MetaCluster {
+                    meta: Some(std::sync::Arc::new(super::super::MetaCluster {
                         leader: Some("a-0".into()),
                         ..Default::default()
-                    }),
+                    })),
                     via: super::super::Via::Gather,
                     jetstream: true,
+                    facts: None,
                 };
                 snapshot.views.insert(name, view);
             }

@@ -1,6 +1,7 @@
 //! Observe: the wire shape of a JSZ reply, decoded leniently so that one odd field never blinds us.
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// One server's reply to `$SYS.REQ.SERVER.PING.JSZ` or `$SYS.REQ.SERVER.<id>.JSZ`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,12 +45,115 @@ pub struct ReplyError {
     pub description: String,
 }
 
-/// The part of JSZ data this service reads.
+/// The part of JSZ data this service reads. The fields beyond `meta_cluster` are read
+/// leniently: one of an unexpected shape is absent (unknown), never the reason a reply is lost.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct JszData {
     /// The meta group as this server sees it; absent without clustered JetStream.
     #[serde(default)]
     pub meta_cluster: Option<MetaCluster>,
+    /// The server's JetStream configuration (`config`).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub config: Option<JsConfig>,
+    /// Streams on this server: each replica counts on the server that holds it.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub streams: Option<u64>,
+    /// Consumers on this server, counted the same way.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consumers: Option<u64>,
+    /// Raft groups this server takes part in (the meta group, replicated streams and
+    /// consumers): `ha_assets`.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ha_assets: Option<u64>,
+}
+
+/// JSZ `config`: the parts this service judges.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct JsConfig {
+    /// How often stream data is flushed to disk, nanoseconds (`sync_interval`; since nats-server
+    /// 2.10.0, filled with the 2-minute default when not configured; absent when 0).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sync_interval: Option<u64>,
+    /// Every write is flushed before it is acknowledged (`sync_interval: always`; absent when
+    /// false).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sync_always: Option<bool>,
+}
+
+/// JSZ `meta_cluster.snapshot`: the reporting server's own meta snapshots (nats-server 2.11.11,
+/// 2.12.2, 2.14.0 and later).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct MetaSnapshotStats {
+    /// Meta log entries not yet compacted into a snapshot.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pending_entries: Option<u64>,
+    /// Their size in bytes.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pending_size: Option<u64>,
+    /// When the last snapshot started (RFC 3339; the zero time `0001-01-01T00:00:00Z` when this
+    /// process has taken none).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_time: Option<String>,
+    /// How long it took, nanoseconds (absent when none was taken).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_duration: Option<u64>,
+}
+
+impl MetaSnapshotStats {
+    /// When the last snapshot was taken, `None` when this process has taken none (the zero
+    /// time, or no duration).
+    pub fn last_taken(&self) -> Option<&str> {
+        self.last_time
+            .as_deref()
+            .filter(|t| !t.is_empty() && !t.starts_with("0001-"))
+            .filter(|_| self.last_duration.is_some_and(|d| d > 0))
+    }
+}
+
+/// A field decoded on its own: of an unexpected shape, it is `None`.
+fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// `meta_cluster` of a JSZ reply.
@@ -76,6 +180,13 @@ pub struct MetaCluster {
     /// Pending raft entries.
     #[serde(default)]
     pub pending: u64,
+    /// The reporting server's meta snapshot figures (recent servers only).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub snapshot: Option<MetaSnapshotStats>,
 }
 
 impl MetaCluster {
@@ -134,6 +245,30 @@ mod tests {
         assert_eq!(meta.leader_name(), Some("n1"));
         assert_eq!(meta.replicas[0].active, 1000);
         assert!(!meta.replicas[0].offline);
+    }
+
+    #[test]
+    fn reads_config_counts_and_snapshot_and_shrugs_off_odd_shapes() {
+        let raw = br#"{"server":{"name":"n1","id":"N"},"data":{"config":{"sync_interval":120000000000},"streams":3,"consumers":2,"ha_assets":4,"meta_cluster":{"cluster_size":3,"snapshot":{"pending_entries":5,"pending_size":100,"last_time":"2026-11-24T08:26:02Z","last_duration":6000000000}}}}"#;
+        let data = decode_reply(raw).expect("valid").data.expect("data");
+        let config = data.config.expect("config");
+        assert_eq!(config.sync_interval, Some(120_000_000_000));
+        assert_eq!(config.sync_always, None);
+        assert_eq!(
+            (data.streams, data.consumers, data.ha_assets),
+            (Some(3), Some(2), Some(4))
+        );
+        let snap = data.meta_cluster.expect("meta").snapshot.expect("snapshot");
+        assert_eq!(snap.last_duration, Some(6_000_000_000));
+        assert_eq!(snap.last_taken(), Some("2026-11-24T08:26:02Z"));
+
+        // Odd shapes are unknown, and the reply still decodes.
+        let raw = br#"{"server":{"name":"n1","id":"N"},"data":{"config":"x","streams":-1,"ha_assets":"many","meta_cluster":{"cluster_size":3,"snapshot":{"last_duration":"6s","last_time":"0001-01-01T00:00:00Z"}}}}"#;
+        let data = decode_reply(raw).expect("valid").data.expect("data");
+        assert_eq!(data.config, None);
+        assert_eq!((data.streams, data.ha_assets), (None, None));
+        let snap = data.meta_cluster.expect("meta").snapshot.expect("snapshot");
+        assert_eq!((snap.last_duration, snap.last_taken()), (None, None));
     }
 
     #[test]

@@ -8,12 +8,13 @@ pub mod plan;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 pub use extras::ServerExtras;
-pub use jsz::{JszReply, MetaCluster, PeerInfo, ServerIdentity};
+pub use jsz::{JsConfig, JszReply, MetaCluster, MetaSnapshotStats, PeerInfo, ServerIdentity};
 
 /// Identity of a meta group: its JetStream domain, the empty string for the default domain.
 /// nats-server runs one meta group per domain (clusters joined by gateways share it, leaf nodes
@@ -203,7 +204,7 @@ impl Snapshot {
     pub fn meta_views(&self) -> impl Iterator<Item = (&ServerView, &MetaCluster)> {
         self.views
             .values()
-            .filter_map(|v| v.meta.as_ref().map(|m| (v, m)))
+            .filter_map(|v| v.meta.as_deref().map(|m| (v, m)))
     }
 
     /// The view to trust about other peers: a server that reports itself as leader. If several do
@@ -240,14 +241,41 @@ impl Snapshot {
 pub struct ServerView {
     /// Who answered.
     pub server: ServerIdentity,
-    /// Its meta group view, absent when it runs no clustered JetStream.
-    pub meta: Option<MetaCluster>,
+    /// Its meta group view, absent when it runs no clustered JetStream. Shared: a view of a
+    /// large group lists thousands of members, and splitting a poll into groups copies views.
+    pub meta: Option<Arc<MetaCluster>>,
     /// How the view reached us.
     pub via: Via,
     /// It answered with JetStream data (clustered or not); false for an error reply (JetStream
     /// disabled) and for an identity.
     #[serde(skip)]
     pub jetstream: bool,
+    /// What its own JSZ reply says beyond the meta group's members; `None` for an identity or
+    /// an error reply.
+    #[serde(skip)]
+    pub facts: Option<JsFacts>,
+}
+
+/// What a server's own JSZ reply says beyond the meta group's members: its configuration, the
+/// assets it holds and its meta snapshots (META_004, META_005, META_107). Each part is `None`
+/// when the reply lacks it (an older server) or has it in an unexpected shape: unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JsFacts {
+    /// JSZ `config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<JsConfig>,
+    /// JSZ `streams`: stream replicas on this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<u64>,
+    /// JSZ `consumers`: consumer replicas on this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<u64>,
+    /// JSZ `ha_assets`: raft groups on this server, the meta group included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha_assets: Option<u64>,
+    /// JSZ `meta_cluster.snapshot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<MetaSnapshotStats>,
 }
 
 /// The path a view took.
@@ -265,9 +293,17 @@ pub enum Via {
 impl ServerView {
     /// Builds a view from a decoded reply.
     pub fn from_reply(reply: JszReply, via: Via) -> Self {
+        let facts = reply.data.as_ref().map(|d| JsFacts {
+            config: d.config.clone(),
+            streams: d.streams,
+            consumers: d.consumers,
+            ha_assets: d.ha_assets,
+            snapshot: d.meta_cluster.as_ref().and_then(|m| m.snapshot.clone()),
+        });
         ServerView {
+            facts,
             jetstream: reply.data.is_some(),
-            meta: reply.data.and_then(|d| d.meta_cluster),
+            meta: reply.data.and_then(|d| d.meta_cluster).map(Arc::new),
             server: reply.server,
             via,
         }

@@ -1109,6 +1109,7 @@ mod tests {
             active: (!leader).then(|| Duration::from_millis(if online { 300 } else { 9000 })),
             lag: 0,
             version: Some("2.15.1".into()),
+            facts: None,
             state,
         }
     }

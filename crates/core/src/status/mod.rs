@@ -133,6 +133,8 @@ pub struct EngineStatus {
     pub alertmanager: Vec<AlertmanagerHealth>,
     /// Whether each meta member has a pinned link (its own view is seen in a partition).
     pub links: Vec<LinkHealth>,
+    /// Other instances of this deployment (HA peers) heard within the peer liveness window.
+    pub ha_peers: usize,
 }
 
 /// Identity of this instance.
