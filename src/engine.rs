@@ -156,6 +156,8 @@ struct Engine {
     timers: TimerTable,
     /// The snapshot of the gather in progress, until the observer judges it.
     gathered: Option<Snapshot>,
+    /// Polls that asked the sources beyond JSZ: turns their rotation.
+    extras_round: u64,
     /// Each meta group as last assessed (kept while a round cannot assess it).
     assessed: BTreeMap<crate::observe::GroupId, MetaAssessment>,
     /// The Alertmanager senders (`--alertmanager-url`), fed by `status_tx`; their health goes
@@ -382,6 +384,7 @@ async fn run_instrumented(
         observer: Observer::new(timing.link_retry, config.full_poll_max_members),
         timers: TimerTable::default(),
         gathered: None,
+        extras_round: 0,
         assessed: BTreeMap::new(),
         status_tx,
         instance,
@@ -748,6 +751,15 @@ impl Engine {
                 // nothing.
                 let silent = snapshot.views.is_empty() && !own.is_empty();
                 plan::merge_views(&mut snapshot, own);
+                // The sources beyond JSZ, of the few servers this round's rotation names.
+                self.extras_round = self.extras_round.wrapping_add(1);
+                crate::observe::extras_io::gather_extras(
+                    &self.client,
+                    &mut snapshot,
+                    self.extras_round,
+                    self.config.timing.probe_timeout,
+                )
+                .await;
                 snapshot.links_down = direct
                     .iter()
                     .filter(|c| c.connection_state() != State::Connected)

@@ -24,6 +24,7 @@ mod operator;
 mod ops;
 mod rolling;
 mod secrets;
+mod sources;
 mod status_page;
 mod store;
 mod testbed;

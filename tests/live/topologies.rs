@@ -350,7 +350,8 @@ async fn hub_and_edge_domains_are_two_groups_watched_from_the_hub() {
             .as_array()
             .expect("findings")
             .iter()
-            .all(|f| f["domain"] == "edge"),
+            // (The hub server restarted above is reported restarted, SERVER_101, for 5 min.)
+            .all(|f| f["domain"] == "edge" || f["check"] == "SERVER_101"),
         "{status:#}"
     );
     for i in &killed {
@@ -448,9 +449,15 @@ async fn leaf_servers_in_the_hub_domain_are_members_of_the_hub_group() {
         .expect(Resolved, "META_001", Some("l1"), EVENT_TIMEOUT)
         .await;
     events.drain(Duration::from_secs(3)).await;
-    // 4 of 5 kept quorum, the leader never moved: nothing but that one finding.
+    // 4 of 5 kept quorum, the leader never moved: nothing but that one finding (and l1's
+    // restart, SERVER_101).
     events.assert_raised_then_resolved("META_001/hub/l1");
-    assert_eq!(events.lines().len(), 2, "{:#?}", events.lines());
+    let lines = events.lines();
+    let others: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains(" SERVER_101 "))
+        .collect();
+    assert_eq!(others.len(), 2, "{lines:#?}");
     monitor.stop().await;
 }
 

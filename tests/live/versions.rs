@@ -172,6 +172,9 @@ async fn meta_checks_on_this_server_version() {
         .filter(|e| e.event == TransitionKind::Raised)
         .filter(|e| match e.check.as_str() {
             "META_003" | "META_006" => false,
+            // The follower and the two crashed servers came back as new processes; the
+            // survivor had no meta leader while two were down (its JetStream health).
+            "SERVER_101" | "SERVER_014" => false,
             "META_001" => e
                 .server
                 .as_ref()

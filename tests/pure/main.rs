@@ -16,3 +16,4 @@ mod packaging;
 mod preflight;
 mod prometheus_rules;
 mod schemas;
+mod sources;

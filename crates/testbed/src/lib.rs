@@ -260,6 +260,10 @@ pub struct ClusterOptions {
     /// each hub server's leaf-node listener through a [`TcpProxy`] of its own, so that
     /// [`Cluster::cut_leaf_links`] can cut every leaf link at once.
     pub proxied_leaves: bool,
+    /// [`Topology::Supercluster`]: put a [`TcpProxy`] in front of each node's gateway listener
+    /// (every gateway URL and the advertised gateway address point at it, so gossip cannot go
+    /// around it), so that [`Cluster::cut_gateways_to`] can cut a cluster's inbound gateways.
+    pub proxied_gateways: bool,
     /// Server names are this prefix followed by 1, 2, ... (`n` gives n1, n2, ...).
     pub name_prefix: String,
     /// Content of the `accounts.conf` every node includes; `None` is [`ACCOUNTS_CONF`].
@@ -295,6 +299,7 @@ impl Default for ClusterOptions {
             topology: Topology::Single,
             proxied_routes: false,
             proxied_leaves: false,
+            proxied_gateways: false,
             name_prefix: "n".to_owned(),
             accounts_conf: None,
             env: Vec::new(),
@@ -364,6 +369,8 @@ pub struct Cluster {
     advertise_sink: Option<TcpProxy>,
     /// Hub node → proxy in front of its leaf-node listener (`proxied_leaves` only).
     leaf_proxies: HashMap<usize, TcpProxy>,
+    /// Gateway node → proxy in front of its gateway listener (`proxied_gateways` only).
+    gateway_proxies: HashMap<usize, TcpProxy>,
     /// Keep the directory on drop (set when the start failed).
     keep_dir: bool,
 }
@@ -541,6 +548,7 @@ impl Cluster {
             proxies: HashMap::new(),
             advertise_sink: None,
             leaf_proxies: HashMap::new(),
+            gateway_proxies: HashMap::new(),
             keep_dir: false,
         };
         let accounts = opts.accounts_conf.as_deref().unwrap_or(ACCOUNTS_CONF);
@@ -596,6 +604,16 @@ impl Cluster {
                         .await
                         .map_err(|e| io_err("starting a leaf proxy", e))?;
                     cluster.leaf_proxies.insert(i, proxy);
+                }
+            }
+        }
+        if opts.proxied_gateways {
+            for i in 0..cluster.size() {
+                if let Some(port) = cluster.nodes[i].gateway_port {
+                    let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                        .await
+                        .map_err(|e| io_err("starting a gateway proxy", e))?;
+                    cluster.gateway_proxies.insert(i, proxy);
                 }
             }
         }
@@ -744,6 +762,35 @@ impl Cluster {
         }
         self.leaf_proxies.values().for_each(TcpProxy::heal);
         Ok(())
+    }
+
+    /// Cuts every gateway connection into the servers of cluster `name` (the proxies in front
+    /// of their gateway listeners, see [`ClusterOptions::proxied_gateways`]): the other
+    /// clusters' outbound gateways to it drop and cannot reconnect; its own outbound gateways
+    /// stay up.
+    pub fn cut_gateways_to(&self, name: &str) -> Result<(), TestbedError> {
+        self.gateway_proxies_of(name)?.for_each(TcpProxy::cut);
+        Ok(())
+    }
+
+    /// Lets the gateways into cluster `name` connect again after [`Cluster::cut_gateways_to`].
+    pub fn heal_gateways_to(&self, name: &str) -> Result<(), TestbedError> {
+        self.gateway_proxies_of(name)?.for_each(TcpProxy::heal);
+        Ok(())
+    }
+
+    fn gateway_proxies_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Result<impl Iterator<Item = &'a TcpProxy> + 'a, TestbedError> {
+        if self.gateway_proxies.is_empty() {
+            return Err(TestbedError::NotProxied);
+        }
+        Ok(self
+            .gateway_proxies
+            .iter()
+            .filter(move |(i, _)| self.nodes[**i].cluster == name)
+            .map(|(_, p)| p))
     }
 
     /// The proxy carrying node `from`'s route to node `to` (proxied clusters only).

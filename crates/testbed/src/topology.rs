@@ -503,6 +503,14 @@ impl Cluster {
         }
     }
 
+    /// The gateway port others dial for node `j`: its proxy's when gateways are proxied.
+    fn gateway_port_seen(&self, j: usize) -> Option<u16> {
+        match self.gateway_proxies.get(&j) {
+            Some(proxy) => Some(proxy.addr().port()),
+            None => self.nodes[j].gateway_port,
+        }
+    }
+
     /// The `gateway` or `leafnodes` block of node `i`'s config (empty for [`Role::Plain`]).
     pub(super) fn links_config(&self, i: usize) -> String {
         let node = &self.nodes[i];
@@ -517,7 +525,7 @@ impl Cluster {
                     let urls: Vec<String> = self
                         .nodes_of(&cluster)
                         .into_iter()
-                        .filter_map(|j| url("nats", self.nodes[j].gateway_port, ""))
+                        .filter_map(|j| url("nats", self.gateway_port_seen(j), ""))
                         .collect();
                     let _ = writeln!(
                         gateways,
@@ -525,8 +533,13 @@ impl Cluster {
                         urls.join(", ")
                     );
                 }
+                // Behind a proxy, the address gossiped to the other gateways is the proxy's.
+                let advertise = match self.gateway_proxies.get(&i) {
+                    Some(proxy) => format!("  advertise: \"{}\"\n", proxy.addr()),
+                    None => String::new(),
+                };
                 format!(
-                    "gateway {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n  gateways: [\n{gateways}  ]\n}}\n",
+                    "gateway {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n{advertise}  gateways: [\n{gateways}  ]\n}}\n",
                     node.cluster,
                     node.gateway_port.unwrap_or_default(),
                 )

@@ -832,6 +832,14 @@ fn judge(
                                     .iter()
                                     .any(|t| *t + slack >= w.start && *t <= w.end + slack))
                     }
+                    // The checks on the sources beyond JSZ (docs/new-sources.md): the victim
+                    // restarted or is catching up; any member may lose its meta leader (health)
+                    // when the fault touches the leader or a victim; a cut route has two ends.
+                    "SERVER_101" | "SERVER_008" | "META_110" => {
+                        e.server.is_some() && e.server == w.victim
+                    }
+                    "SERVER_014" => w.leader || w.victim.is_some(),
+                    "CLUSTER_005" => w.victim.is_some(),
                     _ => false,
                 }
         });

@@ -229,6 +229,7 @@ mod tests {
             history: &history,
             thresholds: &t,
             now: at,
+            extras: &Default::default(),
         });
         let f = crate::checks::test_support::findings(&e);
         assert_eq!(f[0].evidence["replicas"], 15, "{:#}", f[0].evidence);

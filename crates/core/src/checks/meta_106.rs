@@ -192,6 +192,7 @@ mod tests {
             history: &history,
             thresholds: &thresholds,
             now: t(at),
+            extras: &Default::default(),
         };
         let findings = |e: Evaluation| match e.outcome {
             Outcome::Ran { findings, .. } => findings,
@@ -278,6 +279,7 @@ mod tests {
             history: &history,
             thresholds: &thresholds,
             now: t(secs),
+            extras: &Default::default(),
         })
         .outcome
         {
@@ -312,6 +314,7 @@ mod tests {
             history: &history,
             thresholds: &thresholds,
             now: t(30),
+            extras: &Default::default(),
         });
         assert_eq!(
             e.outcome,

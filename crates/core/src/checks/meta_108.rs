@@ -223,6 +223,7 @@ mod tests {
             history: &history,
             thresholds: &t,
             now: at,
+            extras: &Default::default(),
         });
         let (findings, undecided) = keys(&e);
         assert!(findings.is_empty());

@@ -15,6 +15,13 @@ use crate::text::shell_quote;
 pub use crate::thresholds::Thresholds;
 pub use members::{assess_members, assess_unheard, MemberState, MetaAssessment, OfflineReason};
 
+pub mod cluster_005;
+pub mod cluster_007;
+pub mod server_008;
+pub mod server_014;
+pub mod server_101;
+pub mod sources;
+
 pub mod meta_001;
 pub mod meta_002;
 pub mod meta_003;
@@ -30,6 +37,8 @@ pub mod meta_105;
 pub mod meta_106;
 pub mod meta_107;
 pub mod meta_108;
+pub mod meta_109;
+pub mod meta_110;
 
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
@@ -50,6 +59,13 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_103::SPEC,
     &meta_104::SPEC,
     &meta_105::SPEC,
+    &cluster_005::SPEC,
+    &cluster_007::SPEC,
+    &server_014::SPEC,
+    &server_008::SPEC,
+    &server_101::SPEC,
+    &meta_109::SPEC,
+    &meta_110::SPEC,
     &meta_106::SPEC,
     &meta_107::SPEC,
     &meta_108::SPEC,
@@ -88,6 +104,8 @@ pub struct Judged<'a> {
     pub thresholds: &'a Thresholds,
     /// The time of the round.
     pub now: SystemTime,
+    /// What the sources beyond JSZ said this poll, by server (only the servers asked).
+    pub extras: &'a std::collections::BTreeMap<String, crate::observe::ServerExtras>,
 }
 
 /// One configured value a check compares against.
@@ -464,6 +482,7 @@ pub fn evaluate_group(
         history,
         thresholds,
         now,
+        extras: &snapshot.extras,
     };
     let evaluations = SPECS.iter().map(|spec| (spec.evaluate)(&judged)).collect();
     (Some(meta), evaluations)
@@ -609,6 +628,7 @@ pub(crate) mod test_support {
             history: &history,
             thresholds,
             now,
+            extras: &Default::default(),
         })
     }
 

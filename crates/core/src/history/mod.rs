@@ -18,10 +18,14 @@ use crate::observe::MetaCluster;
 use crate::observe::{GroupId, MetaEvent, Snapshot};
 use crate::thresholds::Thresholds;
 
+mod extras;
 mod leadership;
 mod levels;
 mod servers;
 
+pub use extras::{
+    gateways_missing, routes_missing, ExtrasHistory, Restart, Since, RESTARTS_KEPT, RESTART_MEMORY,
+};
 pub use leadership::{
     ChangeSource, Disagreement, LeaderChange, DISAGREEMENT_GRACE, LEADER_CHANGES_KEPT,
 };
@@ -95,6 +99,9 @@ pub struct History {
     /// all, as through a cut-off server).
     #[serde(skip)]
     pub leadership_lost: bool,
+    /// What the sources beyond JSZ showed over time, and each server's restarts.
+    #[serde(default, skip_serializing_if = "ExtrasHistory::is_empty")]
+    pub extras: ExtrasHistory,
     /// Each member's stream and consumer replica counts as its own JSZ reply last gave them
     /// (META_005 sums them; a large group's poll brings only a sample of the followers' views).
     /// Not persisted: a restarted monitor counts anew.
@@ -134,6 +141,7 @@ impl History {
             "disagreement": self.disagreement.as_ref().map(|d| d.since),
             "unheard": self.unheard.keys().collect::<Vec<_>>(),
             "dark_since": self.dark_since,
+            "restarts": self.extras.restarts.values().map(Vec::len).sum::<usize>(),
         })
     }
 
@@ -152,7 +160,9 @@ impl History {
         self.record_heard();
         let answered_at = snapshot.taken_at.unwrap_or(now);
         self.count_missed(snapshot);
+        self.record_restarts(snapshot, answered_at);
         self.record_answers(snapshot, answered_at);
+        self.record_extras(snapshot, now);
         self.record_assets(snapshot, answered_at);
         self.record_peer_names(snapshot);
         self.record_leaderless(snapshot, now);

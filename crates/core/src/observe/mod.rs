@@ -2,6 +2,7 @@
 //! that change meta state into plain data (`Snapshot`, `MetaEvent`) for the checks.
 
 pub mod events;
+pub mod extras;
 pub mod jsz;
 pub mod plan;
 pub mod policy;
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub use extras::ServerExtras;
 pub use jsz::{JsConfig, JszReply, MetaCluster, MetaSnapshotStats, PeerInfo, ServerIdentity};
 
 /// Identity of a meta group: its JetStream domain, the empty string for the default domain.
@@ -83,6 +85,11 @@ pub struct Snapshot {
     /// per cluster, and that link reconnecting silences them all for a moment.
     #[serde(skip)]
     pub attached_cluster: Option<String>,
+    /// What the sources beyond JSZ said this poll, by server name (see [`extras`]): only the
+    /// few servers asked this poll are present, and a field is `None` when its source was not
+    /// asked or not answered: unknown, never healthy.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extras: BTreeMap<String, ServerExtras>,
 }
 
 impl Snapshot {
@@ -156,6 +163,9 @@ impl Snapshot {
             };
             if let Some(part) = group.and_then(|g| parts.get_mut(&g)) {
                 part.views.insert(name.clone(), view.clone());
+                if let Some(extras) = self.extras.get(name) {
+                    part.extras.insert(name.clone(), extras.clone());
+                }
             }
         }
         for name in &self.unanswered {
@@ -186,6 +196,7 @@ impl Snapshot {
             reach_impaired: self.reach_impaired,
             main_reach: self.main_reach,
             attached_cluster: self.attached_cluster.clone(),
+            extras: BTreeMap::new(),
         }
     }
 

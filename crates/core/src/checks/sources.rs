@@ -1,0 +1,62 @@
+//! Evaluate: what the checks built on the sources beyond JSZ share (CLUSTER_005, CLUSTER_007,
+//! SERVER_014, META_110): a condition a server's own reply showed, held since a time, judged only
+//! for the servers whose source this poll answered. The others are undecided: not asked, not
+//! answering or too old to have the source is unknown, never ok.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::{server_key, CheckId, Evaluation, Finding, Judged};
+use crate::history::Since;
+use crate::observe::ServerExtras;
+
+/// The checks that judge only what the sources beyond JSZ said: without them (a fixture of JSZ
+/// replies alone, a server not asked this poll) every key of theirs is undecided.
+pub const EXTRA_SOURCE_CHECKS: &[CheckId] = &[
+    CheckId::CLUSTER_005,
+    CheckId::CLUSTER_007,
+    CheckId::SERVER_014,
+    CheckId::META_109,
+    CheckId::META_110,
+];
+
+/// Judges every server of the group (members and those this poll's extras name): a server
+/// whose source answered now (`answered`) is raised when `held` has an entry for it older than
+/// `after` (`raise` builds the finding), undecided while younger, clear without one; every other
+/// server is undecided.
+pub fn judge_held<T>(
+    j: &Judged<'_>,
+    check: CheckId,
+    held: &BTreeMap<String, Since<T>>,
+    answered: fn(&ServerExtras) -> bool,
+    after: Duration,
+    raise: impl Fn(&str, &Since<T>, Duration) -> Finding,
+) -> Evaluation {
+    let meta = j.meta;
+    let servers: BTreeSet<&str> = meta
+        .members
+        .iter()
+        .map(|m| m.name.as_str())
+        .chain(j.extras.keys().map(String::as_str))
+        .chain(held.keys().map(String::as_str))
+        .collect();
+    let mut findings = Vec::new();
+    let mut undecided = BTreeSet::new();
+    for server in servers {
+        let key = server_key(check, meta, server);
+        if !j.extras.get(server).is_some_and(answered) {
+            undecided.insert(key);
+            continue;
+        }
+        let Some(entry) = held.get(server) else {
+            continue;
+        };
+        let age = j.now.duration_since(entry.since).unwrap_or_default();
+        if age >= after {
+            findings.push(raise(server, entry, age));
+        } else {
+            undecided.insert(key);
+        }
+    }
+    Evaluation::ran(check, meta, findings, undecided)
+}
