@@ -94,7 +94,8 @@ async fn ninety_seconds_of_chaos(instances: usize) {
         "the schedule injected faults with victims"
     );
     // Every fault raised, no transition announced under two ids, nothing left open, nothing
-    // raised without a fault, no monitor process that died: what `scripts/soak` fails on.
+    // raised without a fault, every diagnosis fitting its fault, no monitor process that died:
+    // what `scripts/soak` fails on.
     assert!(
         report.ok(),
         "seed {seed}: {}\nmonitor logs in {}\n{report:#?}",
