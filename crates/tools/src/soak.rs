@@ -8,7 +8,7 @@
 //! harm it did to which server, and compares with every finding event an operator received:
 //! each fault's META_001 raised and resolved, one event id each, no finding outside a fault,
 //! nothing left active on the healed cluster, no monitor process that died by itself, and every
-//! diagnosis fitting the fault (see [`grade`]).
+//! diagnosis fitting the fault (see `grade`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ pub struct SoakReport {
     /// Findings raised with no fault to explain them.
     pub false_findings: Vec<String>,
     /// Findings whose check, reason or remediation does not fit the fault going on for that
-    /// server or group (see [`grade`]): one line each, with the fault and the finding's text.
+    /// server or group (see `grade`): one line each, with the fault and the finding's text.
     pub wrong: Vec<String>,
     /// Findings still active at the end.
     pub unresolved: Vec<String>,
