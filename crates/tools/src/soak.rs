@@ -1162,7 +1162,7 @@ fn judge(
 ///   connected (a leaderless group with quorum is META_106);
 /// - META_001 giving an announced shutdown as a reason, or "stopped on purpose" as remedy, for
 ///   a server that was killed, paused or cut off, or missing it when raised for a server that
-///   was stopped with SIGTERM and nothing else.
+///   was stopped with SIGTERM and nothing else (unless an UPDATED with it follows within 2 s).
 fn grade(
     report: &mut SoakReport,
     windows: &[Window],
@@ -1267,8 +1267,18 @@ fn grade(
                             .join(" and ")
                     ));
                 }
+                // The shutdown event can be processed just after the poll that raised the
+                // finding: its UPDATED, with the announced shutdown, must follow at once.
+                let corrected = received.iter().any(|o| {
+                    o.event.finding == e.finding
+                        && o.event.episode == e.episode
+                        && o.event.event == TransitionKind::Updated
+                        && o.at <= at + slack
+                        && reasons_of(&o.event).iter().any(|r| r == "departed")
+                });
                 if e.event == TransitionKind::Raised
                     && !announced
+                    && !corrected
                     && harms.iter().all(|h| *h == Harm::Stopped)
                 {
                     wrong.push(format!(
@@ -1659,12 +1669,21 @@ mod tests {
         );
         assert!(graded(&crash, &unheard).is_empty());
         assert!(graded(&stop, &announced).is_empty());
-        // A plain SIGTERM must be diagnosed from its announced shutdown.
+        // A plain SIGTERM must be diagnosed from its announced shutdown...
         let wrong = graded(&stop, &unheard);
         assert!(
             wrong[0].contains("without its announced shutdown"),
             "{wrong:#?}"
         );
+        // ... or corrected at once when the shutdown event comes just after the poll.
+        let mut corrected = serde_json::to_value(&announced).expect("json");
+        corrected["id"] = "c".into();
+        corrected["event"] = "updated".into();
+        let corrected: FindingEvent = serde_json::from_value(corrected).expect("event");
+        let received = [receipt(0, 2, &unheard), receipt(0, 3, &corrected)];
+        let mut report = SoakReport::default();
+        grade(&mut report, &[stop], &received, &BTreeMap::new());
+        assert!(report.wrong.is_empty(), "{:#?}", report.wrong);
     }
 
     #[test]
