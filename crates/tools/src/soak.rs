@@ -2,10 +2,13 @@
 //! instances in HA mode, each its own `nats-insights run` process with its own wall clock
 //! (libfaketime, offsets chosen by the seed), injects faults from a seeded schedule (SIGTERM,
 //! SIGKILL, SIGSTOP and SIGCONT, partitions through the route proxies, forced step-downs, a
-//! graceful stop or a crash of a monitor process followed by a new one), records when each fault
-//! began and ended, and compares with every finding event an operator received: each fault's
-//! META_001 raised and resolved, one event id each, no finding outside a fault, nothing left
-//! active on the healed cluster, no monitor process that died by itself.
+//! graceful stop or a crash of a monitor process followed by a new one, a server renamed and
+//! its old peer removed, a stopped server peer-removed that then returns, the meta leader paused
+//! while another member is killed), records when each fault began and ended and what kind of
+//! harm it did to which server, and compares with every finding event an operator received:
+//! each fault's META_001 raised and resolved, one event id each, no finding outside a fault,
+//! nothing left active on the healed cluster, no monitor process that died by itself, and every
+//! diagnosis fitting the fault (see `grade`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,13 @@ const FLAP_MAX: usize = 1;
 const BUCKET: &str = "soak";
 /// How long a started monitor process gets to answer `$SRV.PING`.
 const MONITOR_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// META_102 (size changed) resolves this long after the last change, so that a membership
+/// fault's finding resolves within the fault (the default holds it for 10 minutes).
+const SIZE_CHANGE_HOLD: Duration = Duration::from_secs(5);
+/// After a membership change, the soak waits this long before it waits for the monitors to
+/// settle: otherwise they can report a quiet group before their next poll sees the new size,
+/// and raise META_102 after the fault's window has closed.
+const MEMBERSHIP_SEEN: Duration = Duration::from_secs(3);
 
 /// How long and how wild.
 #[derive(Debug, Clone)]
@@ -110,6 +120,9 @@ pub struct SoakReport {
     pub repeated: Vec<String>,
     /// Findings raised with no fault to explain them.
     pub false_findings: Vec<String>,
+    /// Findings whose check, reason or remediation does not fit the fault going on for that
+    /// server or group (see `grade`): one line each, with the fault and the finding's text.
+    pub wrong: Vec<String>,
     /// Findings still active at the end.
     pub unresolved: Vec<String>,
     /// Monitor processes that exited without being told to, or not cleanly on SIGTERM.
@@ -117,11 +130,13 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// No miss, no duplicate, no false or unresolved finding, no monitor that died by itself.
+    /// No miss, no duplicate, no false or unresolved finding, no wrong diagnosis, no monitor
+    /// that died by itself.
     pub fn ok(&self) -> bool {
         self.missed.is_empty()
             && self.duplicated.is_empty()
             && self.false_findings.is_empty()
+            && self.wrong.is_empty()
             && self.unresolved.is_empty()
             && self.crashed.is_empty()
     }
@@ -129,7 +144,7 @@ impl SoakReport {
     /// The figures, on one line.
     pub fn summary(&self) -> String {
         format!(
-            "faults {}, expected {}, raised {}, missed {}, duplicated {}, repeated {}, false {}, unresolved {}, crashed {}",
+            "faults {}, expected {}, raised {}, missed {}, duplicated {}, repeated {}, false {}, wrong diagnoses {}, unresolved {}, crashed {}",
             self.faults.len(),
             self.expected,
             self.raised,
@@ -137,22 +152,85 @@ impl SoakReport {
             self.duplicated.len(),
             self.repeated.len(),
             self.false_findings.len(),
+            self.wrong.len(),
             self.unresolved.len(),
             self.crashed.len()
         )
     }
 }
 
+/// What a fault did to one server: the ground truth its diagnosis is graded against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Harm {
+    /// SIGTERM, started again under its name: a shutdown announced.
+    Stopped,
+    /// SIGKILL, started again under its name: nothing announced.
+    Crashed,
+    /// SIGSTOP, then SIGCONT.
+    Paused,
+    /// Every route link cut, then healed.
+    Partitioned,
+    /// Stopped with SIGTERM and started under a new name on the same store dir: its old name's
+    /// peer is stale (no server will ever carry that name again) until it is peer-removed.
+    Renamed,
+    /// Stopped (SIGTERM when `graceful`, else SIGKILL), peer-removed, then started again under
+    /// its name: it comes back (nats-server 2.15 keeps it out of the group; the soak then
+    /// renames it so that it joins again).
+    Removed {
+        /// Stopped with SIGTERM.
+        graceful: bool,
+    },
+}
+
+impl Harm {
+    /// It announced its stop (a SHUTDOWN event): the only harms a "shut down" reason fits.
+    fn announced(self) -> bool {
+        matches!(
+            self,
+            Harm::Stopped | Harm::Renamed | Harm::Removed { graceful: true }
+        )
+    }
+
+    /// A server under this name runs again after the fault: it must never be called a stale
+    /// peer, nor a peer-remove advised for it.
+    fn returns(self) -> bool {
+        self != Harm::Renamed
+    }
+}
+
+/// A server a fault harmed, and how.
+#[derive(Debug, Clone)]
+struct Victim {
+    name: String,
+    harm: Harm,
+    /// Its META_001 must be raised (a server restarted at once may be back before the
+    /// monitors can tell it was gone: raised or not, its diagnosis is graded).
+    expected: bool,
+}
+
 /// One fault as it happened.
 #[derive(Debug, Clone)]
 struct Window {
     label: String,
-    /// The server whose META_001 must be raised.
-    victim: Option<String>,
+    /// The servers whose META_001 must be raised, and what was done to each.
+    victims: Vec<Victim>,
+    /// Names that joined the meta group in this fault (a renamed server's new name).
+    joined: Vec<String>,
+    /// The group's membership changed (META_102 must be raised; META_103 may be).
+    membership: bool,
+    /// At some point fewer members were running, unpaused and connected than the group's
+    /// quorum: the only time META_006 (quorum lost) fits.
+    quorum_lost: bool,
     /// The fault touched the meta leader (leader changes and disagreements are expected).
     leader: bool,
     start: SystemTime,
     end: SystemTime,
+}
+
+impl Window {
+    fn victim(&self, name: &str) -> Option<&Victim> {
+        self.victims.iter().find(|v| v.name == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +241,9 @@ enum Fault {
     Partition,
     StepDown,
     RestartMonitor,
+    Rename,
+    Removal,
+    PauseAndKill,
 }
 
 /// A monitor instance: its process and what the report says about it.
@@ -220,6 +301,7 @@ fn run_args(cluster: &Cluster, state: bool, log: Option<&str>) -> Vec<String> {
     if state {
         let flap_window = format!("{}s", FLAP_WINDOW.as_secs());
         let flap_max = FLAP_MAX.to_string();
+        let size_change_hold = format!("{}s", SIZE_CHANGE_HOLD.as_secs());
         args.extend(
             [
                 "--bucket-replicas",
@@ -230,6 +312,8 @@ fn run_args(cluster: &Cluster, state: bool, log: Option<&str>) -> Vec<String> {
                 &flap_window,
                 "--flap-max",
                 &flap_max,
+                "--size-change-hold",
+                &size_change_hold,
             ]
             .map(str::to_string),
         );
@@ -418,6 +502,42 @@ async fn record_elections(cluster: &Cluster) -> Result<Arc<Mutex<Vec<SystemTime>
     Ok(elections)
 }
 
+/// Removes the peer `name` from the meta group, waiting for a leader first (only the leader
+/// answers) and trying again while the group elects one.
+async fn remove_peer(cluster: &Cluster, name: &str) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        cluster
+            .wait_for_leader(Duration::from_secs(40))
+            .await
+            .map_err(|e| format!("before peer-removing {name}: {e}"))?;
+        match cluster.remove_peer(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(format!("peer-removing {name}: {last}"))
+}
+
+/// Adds every member's peer hash and name any server reports (`meta_cluster.replicas`, and
+/// the leader's own `peer`) to `peers`. Hashes are derived from names, so a hash once learnt
+/// stays true.
+async fn learn_peers(cluster: &Cluster, peers: &mut BTreeMap<String, String>) {
+    for envelope in cluster.jsz_all().await.unwrap_or_default() {
+        let meta = &envelope["data"]["meta_cluster"];
+        let replicas = meta["replicas"].as_array().into_iter().flatten();
+        let leader = std::iter::once((&meta["leader"], &meta["peer"]));
+        for (name, peer) in replicas.map(|r| (&r["name"], &r["peer"])).chain(leader) {
+            if let (Some(name), Some(peer)) = (name.as_str(), peer.as_str()) {
+                if !name.is_empty() && !peer.is_empty() && !name.contains(' ') {
+                    peers.insert(peer.to_string(), name.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// Waits until every monitor answering STATUS reports no active finding (other than
 /// flapping, whose window is still open), up to `limit`.
 async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
@@ -526,16 +646,29 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     }
 
     let mut windows = Vec::new();
+    // Every peer hash the group has had, with its server name: the peer-remove commands of the
+    // findings name members by either.
+    let mut peers = BTreeMap::new();
+    learn_peers(&cluster, &mut peers).await;
+    // The original names: a renamed server's next name is its original one with a number.
+    let origins: Vec<String> = (0..cluster.size())
+        .map(|i| cluster.server_name(i))
+        .collect();
+    let mut renames = 0usize;
     let deadline = Instant::now() + options.duration;
     while Instant::now() < deadline {
         check_alive(&mut instances, &mut report, &observer, &mut known).await?;
-        let fault = match rng.u8(0..12) {
+        // Membership changes take longest (two restarts, the size-change hold): rarer.
+        let fault = match rng.u8(0..16) {
             0..=1 => Fault::Term,
             2..=3 => Fault::Kill,
             4..=5 => Fault::Pause,
             6..=7 => Fault::Partition,
             8..=9 => Fault::StepDown,
-            _ => Fault::RestartMonitor,
+            10..=11 => Fault::RestartMonitor,
+            12 => Fault::Rename,
+            13 => Fault::Removal,
+            _ => Fault::PauseAndKill,
         };
         let node = rng.usize(0..cluster.size());
         let name = cluster.server_name(node);
@@ -543,16 +676,37 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         let is_leader = leader.as_deref() == Some(name.as_str());
         let hold = Duration::from_millis(rng.u64(5_000..9_000));
         let start = SystemTime::now();
-        let (label, victim, touches_leader) = match fault {
+        let victim = |harm| {
+            vec![Victim {
+                name: name.clone(),
+                harm,
+                expected: true,
+            }]
+        };
+        let mut joined = Vec::new();
+        let (label, victims, touches_leader) = match fault {
             Fault::Term | Fault::Kill => {
-                let (how, signal) = match fault {
-                    Fault::Term => (Stop::Term, "SIGTERM"),
-                    _ => (Stop::Kill, "SIGKILL"),
+                let (how, signal, harm) = match fault {
+                    Fault::Term => (Stop::Term, "SIGTERM", Harm::Stopped),
+                    _ => (Stop::Kill, "SIGKILL", Harm::Crashed),
                 };
+                // One crash in three is restarted at once, as a supervisor does: the case once
+                // misdiagnosed as a probable stale peer (the leader lists the restarted server
+                // without a name until it has heard of it again).
+                let at_once = matches!(fault, Fault::Kill) && rng.u8(0..3) == 0;
                 cluster.stop(node, how).await.map_err(|e| e.to_string())?;
-                tokio::time::sleep(hold).await;
+                if !at_once {
+                    tokio::time::sleep(hold).await;
+                }
                 cluster.restart(node).await.map_err(|e| e.to_string())?;
-                (format!("{signal} {name}"), Some(name), is_leader)
+                let mut victims = victim(harm);
+                victims[0].expected = !at_once;
+                let label = if at_once {
+                    format!("{signal} {name}, restarted at once")
+                } else {
+                    format!("{signal} {name}")
+                };
+                (label, victims, is_leader)
             }
             Fault::Pause => {
                 cluster.pause(node).map_err(|e| e.to_string())?;
@@ -560,7 +714,7 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
                 cluster.resume(node).map_err(|e| e.to_string())?;
                 (
                     format!("SIGSTOP {name} for {:.1} s", hold.as_secs_f64()),
-                    Some(name),
+                    victim(Harm::Paused),
                     is_leader,
                 )
             }
@@ -568,11 +722,117 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
                 cluster.partition(node).map_err(|e| e.to_string())?;
                 tokio::time::sleep(hold + Duration::from_secs(6)).await;
                 cluster.heal(node).map_err(|e| e.to_string())?;
-                (format!("partition {name}"), Some(name), is_leader)
+                (
+                    format!("partition {name}"),
+                    victim(Harm::Partitioned),
+                    is_leader,
+                )
             }
             Fault::StepDown => {
                 cluster.step_down().await.map_err(|e| e.to_string())?;
-                ("meta leader step-down".to_string(), None, true)
+                ("meta leader step-down".to_string(), Vec::new(), true)
+            }
+            Fault::Rename => {
+                // As an operator renames a server: stopped, started under a new name on the
+                // same store dir (it joins as a new peer, its old name's peer stays counted),
+                // then the old peer removed, which restores the group's size. First the old
+                // name's peer hash, for the peer-remove commands naming it.
+                learn_peers(&cluster, &mut peers).await;
+                renames += 1;
+                let new = format!("{}-{renames}", origins[node]);
+                cluster
+                    .stop(node, Stop::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                cluster
+                    .rename(node, &new)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                remove_peer(&cluster, &name).await?;
+                tokio::time::sleep(MEMBERSHIP_SEEN).await;
+                joined.push(new.clone());
+                (
+                    format!("rename {name} to {new}, then peer-remove {name}"),
+                    victim(Harm::Renamed),
+                    is_leader,
+                )
+            }
+            Fault::Removal => {
+                // A stopped server peer-removed, then started again under its name: nats-server
+                // 2.15 keeps it out of the group (it follows the leader without being a
+                // member). The soak then renames it, and it joins as a new peer.
+                let graceful = rng.bool();
+                learn_peers(&cluster, &mut peers).await;
+                let (how, signal) = if graceful {
+                    (Stop::Term, "SIGTERM")
+                } else {
+                    (Stop::Kill, "SIGKILL")
+                };
+                cluster.stop(node, how).await.map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                remove_peer(&cluster, &name).await?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                cluster.restart(node).await.map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                renames += 1;
+                let new = format!("{}-{renames}", origins[node]);
+                cluster
+                    .stop(node, Stop::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                cluster
+                    .rename(node, &new)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::sleep(MEMBERSHIP_SEEN).await;
+                joined.push(new.clone());
+                (
+                    format!(
+                        "{signal} {name}, peer-remove {name}, {name} back (outside the group), then renamed {new} to join again"
+                    ),
+                    victim(Harm::Removed { graceful }),
+                    is_leader,
+                )
+            }
+            Fault::PauseAndKill => {
+                // Jepsen's split-brain schedule: the leader paused, another member killed
+                // while it is, the killed one restarted, then the leader resumed. Two of five
+                // down: the other three keep quorum.
+                let paused = leader
+                    .as_deref()
+                    .and_then(|l| cluster.index_of(l))
+                    .unwrap_or(node);
+                let killed = (paused + 1 + rng.usize(0..cluster.size() - 1)) % cluster.size();
+                let (paused_name, killed_name) =
+                    (cluster.server_name(paused), cluster.server_name(killed));
+                cluster.pause(paused).map_err(|e| e.to_string())?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                cluster
+                    .stop(killed, Stop::Kill)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::sleep(hold).await;
+                cluster.restart(killed).await.map_err(|e| e.to_string())?;
+                cluster.resume(paused).map_err(|e| e.to_string())?;
+                (
+                    format!(
+                        "SIGSTOP {paused_name} (meta leader), SIGKILL {killed_name}, {killed_name} restarted, SIGCONT {paused_name}"
+                    ),
+                    vec![
+                        Victim {
+                            name: paused_name,
+                            harm: Harm::Paused,
+                            expected: true,
+                        },
+                        Victim {
+                            name: killed_name,
+                            harm: Harm::Crashed,
+                            expected: true,
+                        },
+                    ],
+                    true,
+                )
             }
             Fault::RestartMonitor => {
                 let which = rng.usize(0..instances.len());
@@ -605,9 +865,10 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
                     "{signal} of monitor {which} ({old}), then a new process ({})",
                     tail(&instance.id)
                 );
-                (label, None, false)
+                (label, Vec::new(), false)
             }
         };
+        let membership = matches!(fault, Fault::Rename | Fault::Removal);
         cluster
             .wait_for_leader(Duration::from_secs(40))
             .await
@@ -620,9 +881,19 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         } else {
             format!("{span} (did not settle)")
         });
+        if membership {
+            learn_peers(&cluster, &mut peers).await;
+        }
+        // One fault at a time takes at most two of five members away (a rename's stale peer
+        // in a group of six counts as one): quorum is never lost by the schedule.
+        let size = if membership { 6 } else { 5 };
+        let quorum_lost = size - victims.len() < size / 2 + 1;
         windows.push(Window {
             label,
-            victim,
+            victims,
+            joined,
+            membership,
+            quorum_lost,
             leader: touches_leader,
             start,
             end,
@@ -661,6 +932,7 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     }
     let elections = elections.lock().map(|l| l.clone()).unwrap_or_default();
     judge(&mut report, &windows, &received, &elections);
+    grade(&mut report, &windows, &received, &peers);
     if let Ok(Ok(msg)) = final_status {
         if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
             for f in status["findings"].as_array().into_iter().flatten() {
@@ -779,20 +1051,32 @@ fn judge(
             report.unresolved.push(key.to_string());
         }
     }
-    // Each fault with a victim must raise that server's META_001 within its window.
+    // Each fault must raise each victim's META_001 within its window, and a membership
+    // change META_102.
     for w in windows {
-        let Some(victim) = &w.victim else { continue };
-        report.expected += 1;
-        let hit = episodes.iter().any(|(e, at)| {
-            e.check.as_str() == "META_001"
-                && e.server.as_deref() == Some(victim.as_str())
-                && *at + slack >= w.start
-                && *at <= w.end
-        });
-        if !hit {
-            report
-                .missed
-                .push(format!("{}: no META_001 for {victim}", w.label));
+        let raised_in = |check: &str, server: Option<&str>| {
+            episodes.iter().any(|(e, at)| {
+                e.check.as_str() == check
+                    && (server.is_none() || e.server.as_deref() == server)
+                    && *at + slack >= w.start
+                    && *at <= w.end
+            })
+        };
+        for victim in w.victims.iter().filter(|v| v.expected) {
+            report.expected += 1;
+            if !raised_in("META_001", Some(&victim.name)) {
+                report
+                    .missed
+                    .push(format!("{}: no META_001 for {}", w.label, victim.name));
+            }
+        }
+        if w.membership {
+            report.expected += 1;
+            if !raised_in("META_102", None) {
+                report
+                    .missed
+                    .push(format!("{}: no META_102 (size changed)", w.label));
+            }
         }
     }
     // Each finding raised must be explained by a fault going on at the time.
@@ -814,32 +1098,43 @@ fn judge(
         }
         let explained = windows.iter().any(|w| {
             let during = *at + slack >= w.start && *at <= w.end + slack;
+            let server = e.server.as_deref().unwrap_or_default();
             during
                 && match e.check.as_str() {
-                    "META_001" => e.server.is_some() && e.server == w.victim,
+                    "META_001" => w.victim(server).is_some(),
                     "META_003" => false,
                     // A cut-off server soon reports no leader while the others report one; a
                     // stopped one wakes with a stale leader; a restarted one knows no leader
                     // until it catches up: a disagreement by definition, whichever server it was.
-                    "META_002" => w.leader || w.victim.is_some(),
+                    "META_002" => w.leader || !w.victims.is_empty(),
                     // An election after a fault can leave the group without a leader for longer
                     // than --offline-after (a paused or cut-off follower that comes back can
-                    // force one too): a real loss of the meta leader, however brief.
+                    // force one too): a real loss of the meta leader, however brief. It is
+                    // leaderless with quorum (META_106); META_006 (quorum lost) is explained
+                    // here too, so that it counts once: as a wrong diagnosis unless quorum was
+                    // lost (see `grade`).
                     "META_006" | "META_106" => {
                         w.leader
-                            || (w.victim.is_some()
+                            || (!w.victims.is_empty()
                                 && elections
                                     .iter()
                                     .any(|t| *t + slack >= w.start && *t <= w.end + slack))
                     }
-                    // The checks on the sources beyond JSZ (docs/new-sources.md): the victim
-                    // restarted or is catching up; any member may lose its meta leader (health)
-                    // when the fault touches the leader or a victim; a cut route has two ends.
-                    "SERVER_101" | "SERVER_008" | "META_110" => {
-                        e.server.is_some() && e.server == w.victim
+                    // A server back from a fault, or joining under a new name, catches up.
+                    "META_101" => {
+                        w.victim(server).is_some() || w.joined.iter().any(|n| n == server)
                     }
-                    "SERVER_014" => w.leader || w.victim.is_some(),
-                    "CLUSTER_005" => w.victim.is_some(),
+                    // The size changed, and may be even until the fault ends.
+                    "META_102" | "META_103" => w.membership,
+                    // The checks on the sources beyond JSZ (docs/new-sources.md): a victim
+                    // restarted or is catching up (a renamed one under its new name); any member
+                    // may lose its meta leader (health) when the fault touches the leader or a
+                    // victim; a cut route has two ends.
+                    "SERVER_101" | "SERVER_008" | "META_110" => {
+                        w.victim(server).is_some() || w.joined.iter().any(|n| n == server)
+                    }
+                    "SERVER_014" => w.leader || !w.victims.is_empty(),
+                    "CLUSTER_005" => !w.victims.is_empty(),
                     _ => false,
                 }
         });
@@ -863,6 +1158,231 @@ fn judge(
             ));
         }
     }
+}
+
+/// Grades every diagnosis: each RAISED and UPDATED event (its text can change within an
+/// episode) against the faults going on when it was received, for the server or group it
+/// names. Wrong:
+/// - a server called a (probable) stale peer that is not the old name of a renamed server: a
+///   server that comes back under its name is never stale;
+/// - a peer-remove command for any server but the old name of a renamed one (by name or by
+///   peer hash), or for a peer hash the group never had;
+/// - META_006 (quorum lost) while a quorum of the members was running, unpaused and
+///   connected (a leaderless group with quorum is META_106);
+/// - META_001 giving an announced shutdown as a reason, or "stopped on purpose" as remedy, for
+///   a server that was killed, paused or cut off, or missing it when raised for a server that
+///   was stopped with SIGTERM and nothing else (unless an UPDATED with it follows within 2 s).
+fn grade(
+    report: &mut SoakReport,
+    windows: &[Window],
+    received: &[Receipt],
+    peers: &BTreeMap<String, String>,
+) {
+    let slack = Duration::from_secs(2);
+    // Old names of renamed servers, from the start of their rename: the only stale peers.
+    let retired: Vec<(&str, SystemTime)> = windows
+        .iter()
+        .flat_map(|w| {
+            w.victims
+                .iter()
+                .filter(|v| !v.harm.returns())
+                .map(|v| (v.name.as_str(), w.start))
+        })
+        .collect();
+    let names: BTreeSet<&str> = windows
+        .iter()
+        .flat_map(|w| {
+            w.victims
+                .iter()
+                .map(|v| v.name.as_str())
+                .chain(w.joined.iter().map(String::as_str))
+        })
+        .chain(peers.values().map(String::as_str))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for r in received {
+        let e = &r.event;
+        if e.event == TransitionKind::Resolved || !seen.insert(e.id.as_str()) {
+            continue;
+        }
+        let at = r.at;
+        let during: Vec<&Window> = windows
+            .iter()
+            .filter(|w| at + slack >= w.start && at <= w.end + slack)
+            .collect();
+        let is_retired = |name: &str| {
+            retired
+                .iter()
+                .any(|(n, since)| *n == name && at + slack >= *since)
+        };
+        let mut wrong = Vec::new();
+        for name in stale_named(e) {
+            if !is_retired(&name) {
+                wrong.push(format!(
+                    "calls {name} a stale peer, but {name} is no renamed server's old name"
+                ));
+            }
+        }
+        for target in peer_remove_targets(e) {
+            if target.starts_with('<') {
+                continue; // a placeholder: the operator picks the peer
+            }
+            let name = peers
+                .get(&target)
+                .map(String::as_str)
+                .or_else(|| names.contains(target.as_str()).then_some(target.as_str()));
+            match name {
+                Some(name) if is_retired(name) => {}
+                Some(name) => wrong.push(format!(
+                    "advises peer-remove {target} ({name}), a server that comes back"
+                )),
+                None => wrong.push(format!(
+                    "advises peer-remove {target}, a peer the group never had"
+                )),
+            }
+        }
+        if e.check.as_str() == "META_006" && !during.iter().any(|w| w.quorum_lost) {
+            wrong.push(
+                "quorum lost (META_006) while a quorum of the members ran, unpaused and connected"
+                    .to_string(),
+            );
+        }
+        if e.check.as_str() == "META_001" {
+            let server = e.server.as_deref().unwrap_or_default();
+            let harms: Vec<Harm> = during
+                .iter()
+                .filter_map(|w| w.victim(server))
+                .map(|v| v.harm)
+                .collect();
+            let reasons = reasons_of(e);
+            let announced = reasons.iter().any(|r| r == "departed");
+            let on_purpose = e
+                .remediation
+                .iter()
+                .any(|r| r.step.contains("stopped on purpose"));
+            if !harms.is_empty() {
+                if (announced || on_purpose) && !harms.iter().any(|h| h.announced()) {
+                    wrong.push(format!(
+                        "gives a graceful stop ({}) for a server {}",
+                        if announced {
+                            "an announced shutdown"
+                        } else {
+                            "\"stopped on purpose\""
+                        },
+                        harms
+                            .iter()
+                            .map(|h| harm_words(*h))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ));
+                }
+                // The shutdown event can be processed just after the poll that raised the
+                // finding: its UPDATED, with the announced shutdown, must follow at once.
+                let corrected = received.iter().any(|o| {
+                    o.event.finding == e.finding
+                        && o.event.episode == e.episode
+                        && o.event.event == TransitionKind::Updated
+                        && o.at <= at + slack
+                        && reasons_of(&o.event).iter().any(|r| r == "departed")
+                });
+                if e.event == TransitionKind::Raised
+                    && !announced
+                    && !corrected
+                    && harms.iter().all(|h| *h == Harm::Stopped)
+                {
+                    wrong.push(format!(
+                        "raised for a server stopped with SIGTERM without its announced shutdown (reasons: {})",
+                        reasons.join(", ")
+                    ));
+                }
+            }
+        }
+        if wrong.is_empty() {
+            continue;
+        }
+        let faults: Vec<&str> = during.iter().map(|w| w.label.as_str()).collect();
+        report.wrong.push(format!(
+            "{} {} {} at {} during [{}]: {}. It said: {} Remedies: {}",
+            e.check,
+            e.finding,
+            e.event.as_str(),
+            nats_insights::time_format::rfc3339(at),
+            if faults.is_empty() {
+                "no fault".to_string()
+            } else {
+                faults.join("; ")
+            },
+            wrong.join("; "),
+            e.summary,
+            e.remediation
+                .iter()
+                .map(|r| match &r.command {
+                    Some(c) => format!("{} `{c}`", r.step),
+                    None => r.step.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+    }
+}
+
+/// Words for what a fault did.
+fn harm_words(harm: Harm) -> &'static str {
+    match harm {
+        Harm::Stopped => "stopped with SIGTERM",
+        Harm::Crashed => "killed with SIGKILL",
+        Harm::Paused => "paused with SIGSTOP",
+        Harm::Partitioned => "cut off by a partition",
+        Harm::Renamed => "renamed",
+        Harm::Removed { graceful: true } => "stopped with SIGTERM and peer-removed",
+        Harm::Removed { graceful: false } => "killed with SIGKILL and peer-removed",
+    }
+}
+
+/// The servers a finding calls stale peers: META_001's `stale_peer` (or its summary's
+/// words), META_006's `stale_peers`, META_102's `stale`.
+fn stale_named(e: &FindingEvent) -> Vec<String> {
+    let mut names = Vec::new();
+    if e.check.as_str() == "META_001"
+        && (e.evidence["stale_peer"].as_bool() == Some(true) || e.summary.contains("stale peer"))
+    {
+        names.extend(e.server.clone());
+    }
+    for list in [&e.evidence["stale_peers"], &e.evidence["stale"]] {
+        for item in list.as_array().into_iter().flatten() {
+            let name = item.as_str().or_else(|| item["name"].as_str());
+            names.extend(name.map(str::to_string));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The targets of a finding's peer-remove commands (a name or a peer hash, unquoted).
+fn peer_remove_targets(e: &FindingEvent) -> Vec<String> {
+    e.remediation
+        .iter()
+        .filter_map(|r| r.command.as_deref())
+        .filter_map(|c| c.split_once("peer-remove").map(|(_, rest)| rest))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_string()
+        })
+        .collect()
+}
+
+/// META_001's reasons, as named in its evidence (`departed`, `silent`, ...).
+fn reasons_of(e: &FindingEvent) -> Vec<String> {
+    e.evidence["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["reason"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// What a churn run saw.
@@ -1081,13 +1601,148 @@ mod tests {
     }
 
     fn window() -> Window {
+        window_of("SIGKILL n2", "n2", Harm::Crashed)
+    }
+
+    fn window_of(label: &str, victim: &str, harm: Harm) -> Window {
         Window {
-            label: "SIGKILL n2".to_string(),
-            victim: Some("n2".to_string()),
+            label: label.to_string(),
+            victims: vec![Victim {
+                name: victim.to_string(),
+                harm,
+                expected: true,
+            }],
+            joined: Vec::new(),
+            membership: harm == Harm::Renamed,
+            quorum_lost: false,
             leader: false,
             start: at(0),
             end: at(20),
         }
+    }
+
+    /// A RAISED event of `check` for `server` with `evidence` and `remediation` as given.
+    fn finding(
+        id: &str,
+        check: &str,
+        server: Option<&str>,
+        evidence: serde_json::Value,
+        remediation: serde_json::Value,
+    ) -> FindingEvent {
+        let mut value = serde_json::to_value(event(id, "raised", 1)).expect("json");
+        value["check"] = check.into();
+        value["finding"] = format!("{check}/default/{}", server.unwrap_or("group")).into();
+        value["server"] = server.map_or(serde_json::Value::Null, Into::into);
+        value["summary"] = format!("{check} text").into();
+        value["evidence"] = evidence;
+        value["remediation"] = remediation;
+        serde_json::from_value(value).expect("a finding event")
+    }
+
+    fn graded(window: &Window, event: &FindingEvent) -> Vec<String> {
+        let windows = std::slice::from_ref(window);
+        let received = [receipt(0, 2, event)];
+        let peers = BTreeMap::from([
+            ("PEERn2".to_string(), "n2".to_string()),
+            ("PEERn3".to_string(), "n3".to_string()),
+        ]);
+        let mut report = SoakReport::default();
+        grade(&mut report, windows, &received, &peers);
+        report.wrong
+    }
+
+    #[test]
+    fn a_crashed_server_diagnosed_as_stopped_on_purpose_is_wrong() {
+        let crash = window_of("SIGKILL n2", "n2", Harm::Crashed);
+        let stop = window_of("SIGTERM n2", "n2", Harm::Stopped);
+        let announced = finding(
+            "a",
+            "META_001",
+            Some("n2"),
+            serde_json::json!({"reasons": [{"reason": "departed", "kind": "shutdown"}]}),
+            serde_json::json!([{"step": "n2 was stopped on purpose; ..."}]),
+        );
+        let unheard = finding(
+            "b",
+            "META_001",
+            Some("n2"),
+            serde_json::json!({"reasons": [{"reason": "silent", "active": 4000}]}),
+            serde_json::json!([{"step": "Check whether the nats-server process on n2 is running"}]),
+        );
+        let wrong = graded(&crash, &announced);
+        assert_eq!(wrong.len(), 1, "{wrong:#?}");
+        assert!(wrong[0].contains("killed with SIGKILL"), "{wrong:#?}");
+        assert!(
+            wrong[0].contains("SIGKILL n2"),
+            "names the fault: {wrong:#?}"
+        );
+        assert!(graded(&crash, &unheard).is_empty());
+        assert!(graded(&stop, &announced).is_empty());
+        // A plain SIGTERM must be diagnosed from its announced shutdown...
+        let wrong = graded(&stop, &unheard);
+        assert!(
+            wrong[0].contains("without its announced shutdown"),
+            "{wrong:#?}"
+        );
+        // ... or corrected at once when the shutdown event comes just after the poll.
+        let mut corrected = serde_json::to_value(&announced).expect("json");
+        corrected["id"] = "c".into();
+        corrected["event"] = "updated".into();
+        let corrected: FindingEvent = serde_json::from_value(corrected).expect("event");
+        let received = [receipt(0, 2, &unheard), receipt(0, 3, &corrected)];
+        let mut report = SoakReport::default();
+        grade(&mut report, &[stop], &received, &BTreeMap::new());
+        assert!(report.wrong.is_empty(), "{:#?}", report.wrong);
+    }
+
+    #[test]
+    fn a_returning_server_called_stale_or_to_be_removed_is_wrong_a_renamed_one_is_not() {
+        let stale_n2 = finding(
+            "a",
+            "META_001",
+            Some("n2"),
+            serde_json::json!({"stale_peer": true, "reasons": [{"reason": "offline_flag"}]}),
+            serde_json::json!([{"step": "Remove the stale peer", "command": "nats server cluster peer-remove PEERn2"}]),
+        );
+        let wrong = graded(&window(), &stale_n2);
+        assert_eq!(wrong.len(), 1, "{wrong:#?}");
+        assert!(wrong[0].contains("calls n2 a stale peer"), "{wrong:#?}");
+        assert!(wrong[0].contains("peer-remove PEERn2 (n2)"), "{wrong:#?}");
+        let renamed = window_of("rename n2 to n2-1", "n2", Harm::Renamed);
+        assert!(graded(&renamed, &stale_n2).is_empty());
+        // META_102 naming the renamed server's old peer is right; a returning one's is not.
+        let grown = |target: &str| {
+            finding(
+                "b",
+                "META_102",
+                None,
+                serde_json::json!({"stale": [{"name": "n2", "peer": "PEERn2"}]}),
+                serde_json::json!([{"step": "remove", "command": format!("nats server cluster peer-remove '{target}'")}]),
+            )
+        };
+        assert!(graded(&renamed, &grown("PEERn2")).is_empty());
+        let wrong = graded(&renamed, &grown("n3"));
+        assert!(
+            wrong[0].contains("(n3), a server that comes back"),
+            "{wrong:#?}"
+        );
+        assert!(graded(&renamed, &grown("<peer id>")).is_empty());
+    }
+
+    #[test]
+    fn quorum_lost_with_a_quorum_running_is_wrong() {
+        let lost = finding(
+            "a",
+            "META_006",
+            None,
+            serde_json::json!({}),
+            serde_json::json!([{"step": "Do not peer-remove members that can come back"}]),
+        );
+        let wrong = graded(&window(), &lost);
+        assert!(wrong[0].contains("quorum lost (META_006)"), "{wrong:#?}");
+        let mut gone = window();
+        gone.quorum_lost = true;
+        assert!(graded(&gone, &lost).is_empty());
     }
 
     #[test]

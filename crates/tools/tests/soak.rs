@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use nats_insights_tools::soak::{churn, run, SoakOptions};
 
+/// `SOAK_SEED`, else 8513: its first 90 s hold a rename, a peer removal with the removed
+/// server's return, a pause-and-kill and a crash restarted at once besides the older faults
+/// (20261124, the seed before them, held none of the new ones).
 fn seed() -> u64 {
     std::env::var("SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20261124)
+        .unwrap_or(8513)
 }
 
 /// How far apart the monitors' wall clocks may be: `SOAK_MAX_SKEW` (e.g. `0`, `5s`), 5 s by
@@ -94,7 +97,8 @@ async fn ninety_seconds_of_chaos(instances: usize) {
         "the schedule injected faults with victims"
     );
     // Every fault raised, no transition announced under two ids, nothing left open, nothing
-    // raised without a fault, no monitor process that died: what `scripts/soak` fails on.
+    // raised without a fault, every diagnosis fitting its fault, no monitor process that died:
+    // what `scripts/soak` fails on.
     assert!(
         report.ok(),
         "seed {seed}: {}\nmonitor logs in {}\n{report:#?}",

@@ -162,10 +162,13 @@ fn finding(
             "quorum_needed": meta.quorum_needed,
         }),
         remediation,
-        // Identity is material, and so is learning it is stale; a changing reason or `active`
-        // is not news.
+        // Identity is material, and so is learning it is stale, or that it announced its stop
+        // (the remedy changes: a shutdown event processed just after the poll that raised the
+        // finding must still reach the operator); a changing reason or `active` is not news.
         fingerprint: if member.name_unknown {
             format!("{}:stale", member.name)
+        } else if graceful {
+            format!("{}:stopped", member.name)
         } else {
             member.name.clone()
         },

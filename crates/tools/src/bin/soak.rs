@@ -1,7 +1,8 @@
 //! `soak` (`scripts/soak`): the chaos soak. A local 5-node cluster, monitor instances in HA mode
 //! (each a `nats-insights run` process with its own wall clock), seeded random faults for
-//! `--duration`; fails on any missed, duplicated, false or unresolved finding and on a monitor
-//! process that died by itself. With `--churn`: a healthy cluster under JetStream load instead,
+//! `--duration`; fails on any missed, duplicated, false or unresolved finding, on any wrong
+//! diagnosis (a finding whose check, reason or remediation does not fit the fault), and on a
+//! monitor process that died by itself. With `--churn`: a healthy cluster under JetStream load instead,
 //! failing on any finding.
 
 use std::process::ExitCode;
@@ -14,7 +15,8 @@ use nats_insights_tools::soak::{self, SoakOptions};
 const QUIET_LOG: &str = "error,async_nats=off";
 
 /// Chaos soak: a local 5-node cluster, two monitor processes, seeded random faults; checks every
-/// fault was raised and resolved with one event id each and nothing else was raised.
+/// fault was raised and resolved with one event id each, nothing else was raised, and every
+/// diagnosis fits its fault.
 #[derive(Debug, Parser)]
 #[command(name = "soak", version)]
 struct Cli {
@@ -110,6 +112,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         ("duplicated", &report.duplicated),
         ("repeated", &report.repeated),
         ("false", &report.false_findings),
+        ("wrong diagnosis", &report.wrong),
         ("unresolved", &report.unresolved),
         ("crashed", &report.crashed),
     ] {
