@@ -325,9 +325,7 @@ impl Events {
                     assert_valid("finding.json", &serde_json::to_value(&event).expect("json"));
                     if !self.ids.first(&event.id) {
                         if !self.fanned_in {
-                            if !self.fanned_in {
-                                self.repeats.push(event);
-                            }
+                            self.repeats.push(event);
                         }
                         continue;
                     }
