@@ -43,9 +43,9 @@ pub mod meta_110;
 /// Every check's spec, in catalog order (CHECKS, EXPLAIN, evaluation). Adding a check is its
 /// file, its `mod` line above and its entry here; everything else reads the spec.
 ///
-/// Codes below 100 are those of Synadia Insights' public catalogue (META_001 to 006,
-/// 008), used for the same condition; codes from 101 up are this project's own range, for
-/// checks that catalogue does not publish a code for.
+/// Codes below 100 are those of Synadia Insights' public catalogue (META_001 to 008,
+/// CLUSTER_005, CLUSTER_007, SERVER_008, SERVER_014), used for the same condition; codes from
+/// 101 up are this project's own range, for checks that catalogue does not publish a code for.
 pub const SPECS: &[&CheckSpec] = &[
     &meta_001::SPEC,
     &meta_002::SPEC,
@@ -59,16 +59,16 @@ pub const SPECS: &[&CheckSpec] = &[
     &meta_103::SPEC,
     &meta_104::SPEC,
     &meta_105::SPEC,
-    &cluster_005::SPEC,
-    &cluster_007::SPEC,
-    &server_014::SPEC,
-    &server_008::SPEC,
-    &server_101::SPEC,
-    &meta_109::SPEC,
-    &meta_110::SPEC,
     &meta_106::SPEC,
     &meta_107::SPEC,
     &meta_108::SPEC,
+    &meta_109::SPEC,
+    &meta_110::SPEC,
+    &cluster_005::SPEC,
+    &cluster_007::SPEC,
+    &server_008::SPEC,
+    &server_014::SPEC,
+    &server_101::SPEC,
 ];
 
 /// Everything the service knows about one check, exported by the check's own module as `SPEC`:
