@@ -619,7 +619,14 @@ async fn an_active_finding_stored_by_the_previous_version_is_carried_over_not_ra
         events.lines()
     );
     let status = again.status().await;
-    assert_eq!(status["findings"], serde_json::json!([]), "{status:#}");
+    // Only the note of n1's restart (SERVER_101, info) may be active.
+    let active: Vec<&serde_json::Value> = status["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["check"] != "SERVER_101")
+        .collect();
+    assert!(active.is_empty(), "{status:#}");
     again.stop().await;
 }
 
