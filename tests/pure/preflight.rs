@@ -268,3 +268,47 @@ fn bad_requests_are_refused_with_what_to_send() {
         assert_eq!(error.code(), 400);
     }
 }
+
+#[test]
+fn routes_missing_a_crash_loop_or_a_member_catching_up_make_a_restart_not_safe() {
+    use nats_insights::checks::{CheckId, Finding};
+    use nats_insights::findings::ActiveFinding;
+    let healthy = status_after(&[(0, "healthy_3.json"), (1, "healthy_3.json")]);
+    let follower = followers(&healthy)[0].clone();
+    let other = followers(&healthy)[1].clone();
+    for check in [CheckId::CLUSTER_005, CheckId::SERVER_008, CheckId::META_110] {
+        let mut status = healthy.clone();
+        let key = format!("{check}/default/{other}");
+        status.active.insert(
+            key.clone(),
+            ActiveFinding {
+                finding: Finding {
+                    check,
+                    key: key.clone(),
+                    cluster: None,
+                    domain: None,
+                    server: Some(other.clone()),
+                    summary: format!("{other} is in trouble"),
+                    evidence: serde_json::json!({}),
+                    remediation: Vec::new(),
+                    fingerprint: other.clone(),
+                },
+                episode: 1,
+                epoch: String::new(),
+                revision: 1,
+                raised_at: t(1),
+                changed_at: t(1),
+            },
+        );
+        let answer = ask(
+            &status,
+            serde_json::json!({"action": "restart", "server": follower}),
+            t(1),
+        );
+        assert_eq!(answer.verdict, Verdict::Unsafe, "{check}: {answer:#?}");
+        assert!(
+            answer.reasons.iter().any(|r| r.contains(&key)),
+            "{check}: the reason names the finding: {answer:#?}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use crate::checks::members::{Member, MemberState, MetaAssessment, OfflineReason};
-use crate::checks::{Remediation, Severity};
+use crate::checks::{CheckId, Remediation, Severity};
 use crate::observe::GroupId;
 use crate::status::EngineStatus;
 use crate::time_format;
@@ -365,6 +365,24 @@ fn critical_findings<'a>(
     })
 }
 
+/// Warnings that make taking any member down unsafe, whichever member they are about: a member
+/// catching up for long (META_110) needs every vote it can get behind it, routes missing between
+/// members (CLUSTER_005) may leave the rest without a majority that hears each other once one
+/// more goes, and a crash loop (SERVER_008) may take another member down during the restart.
+const RESTART_HAZARDS: [CheckId; 3] =
+    [CheckId::META_110, CheckId::CLUSTER_005, CheckId::SERVER_008];
+
+fn restart_hazards<'a>(
+    meta: &MetaAssessment,
+    status: &'a EngineStatus,
+) -> impl Iterator<Item = &'a crate::findings::ActiveFinding> {
+    let group = meta.group.clone();
+    status.active.values().filter(move |a| {
+        RESTART_HAZARDS.contains(&a.finding.check)
+            && GroupId::of(a.finding.domain.as_deref()) == group
+    })
+}
+
 /// Restart or stop: without `server`, the members online and current must still make quorum,
 /// nobody else may be offline or catching up, and the group must have a leader.
 fn go_down(meta: &MetaAssessment, server: &str, action: Action, status: &EngineStatus) -> Answer {
@@ -402,6 +420,15 @@ fn go_down(meta: &MetaAssessment, server: &str, action: Action, status: &EngineS
         if active.finding.server.as_deref() == Some(server) {
             continue;
         }
+        answer.refuse(
+            format!(
+                "{} is active: {}",
+                active.finding.key, active.finding.summary
+            ),
+            Some(format!("{} to resolve", active.finding.key)),
+        );
+    }
+    for active in restart_hazards(meta, status) {
         answer.refuse(
             format!(
                 "{} is active: {}",
