@@ -10,33 +10,12 @@ use std::time::{Duration, Instant};
 use support::{cluster, follower, others, ready, Monitor};
 use testbed::Stop;
 
-/// Runs the real binary: (exit code, stdout, stderr).
-async fn run_cli(args: &[String]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
-        .args(args)
-        .env_remove("NATS_URL")
-        .env_remove("NATS_USER")
-        .env_remove("NATS_PASSWORD")
-        .env_remove("NATS_INSIGHTS_LOG")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("the command finishes")
-        .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// Runs `args` until the exit code is `code` and stdout holds every one of `needles` (a fault
 /// takes a few polls to show); returns that stdout.
 async fn until(args: &[String], code: i32, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let (got, out, err) = run_cli(args).await;
+        let (got, out, err) = support::run_cli(args).await;
         if got == Some(code) && needles.iter().all(|n| out.contains(n)) {
             eprintln!("check {}: exit {code}: {}", args[1], out.trim_end());
             return out;
@@ -122,7 +101,7 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
     ];
 
     // Healthy, from the service: exit 0, one Nagios line with natscli's perfdata.
-    let (code, out, err) = run_cli(&with("meta", &natscli_flags)).await;
+    let (code, out, err) = support::run_cli(&with("meta", &natscli_flags)).await;
     assert_eq!(code, Some(0), "{out}{err}");
     let leader = cluster.meta_leader().await.expect("leader");
     assert!(
@@ -146,7 +125,7 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
     let prom_arg = prom.to_string_lossy().into_owned();
     let mut args = with("meta", &natscli_flags);
     args.extend(["--format", "prometheus", "--outfile", &prom_arg].map(String::from));
-    let (code, out, err) = run_cli(&args).await;
+    let (code, out, err) = support::run_cli(&args).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.is_empty(), "--outfile writes nothing to stdout: {out}");
     assert_parseable_textfile(&prom).await;
@@ -163,7 +142,7 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
     );
 
     // A check id: OK while none of its findings is active.
-    let (code, out, err) = run_cli(&with("META_001", &[])).await;
+    let (code, out, err) = support::run_cli(&with("META_001", &[])).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.starts_with("OK META_001 "), "{out}");
 
@@ -198,13 +177,13 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
     .await;
     assert!(out.starts_with("CRITICAL JetStream Meta Cluster "), "{out}");
     assert!(out.contains("| peers=3;3;3 "), "{out}");
-    let (code, out, _) = run_cli(&with("meta", &["--format", "json"])).await;
+    let (code, out, _) = support::run_cli(&with("meta", &["--format", "json"])).await;
     assert_eq!(code, Some(2), "{out}");
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["source"], "jsz", "{json:#}");
     assert_eq!(json["status"], "CRITICAL", "{json:#}");
     // A check id needs the service: UNKNOWN without it.
-    let (code, out, err) = run_cli(&with("META_001", &[])).await;
+    let (code, out, err) = support::run_cli(&with("META_001", &[])).await;
     assert_eq!(code, Some(3), "{out}{err}");
     assert!(out.starts_with("UNKNOWN META_001 "), "{out}");
 
@@ -219,7 +198,7 @@ async fn check_meta_answers_like_nats_server_check_meta_from_the_service_then_fr
     assert!(out.contains("peer_not_current=0"), "{out}");
     let mut args = with("meta", &natscli_flags);
     args.extend(["--format", "prometheus", "--outfile", &prom_arg].map(String::from));
-    let (code, out, err) = run_cli(&args).await;
+    let (code, out, err) = support::run_cli(&args).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert_parseable_textfile(&prom).await;
     assert!(std::fs::read_to_string(&prom)
@@ -247,7 +226,7 @@ async fn without_a_service_a_leaderless_group_is_critical_naming_who_answers() {
         "3".into(),
     ]
     .to_vec();
-    let (code, out, err) = run_cli(&args).await;
+    let (code, out, err) = support::run_cli(&args).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("(from a direct JSZ read)"), "{out}");
     // The leader and a follower gone: no quorum, so no new leader. The leader-only JSZ

@@ -784,27 +784,6 @@ async fn micro_discovery_every_endpoint_and_a_python_client_conform() {
     monitor.stop().await;
 }
 
-/// Runs the real binary with the given arguments: (exit code, stdout, stderr).
-async fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
-        .args(args)
-        .env_remove("NATS_URL")
-        .env_remove("NATS_USER")
-        .env_remove("NATS_PASSWORD")
-        .env_remove("NATS_INSIGHTS_LOG")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("the command finishes")
-        .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The member row of `name` in `status` output, split into columns.
 fn member_row(table: &str, name: &str) -> Vec<String> {
     table
@@ -844,7 +823,7 @@ async fn status_command_agrees_with_the_cluster_and_exits_like_a_nagios_check() 
     };
     let run = |args: Vec<String>| async move {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_cli(&refs).await
+        support::run_cli(&refs).await
     };
 
     // Healthy: exit 0, every member online, the real leader starred.
@@ -984,7 +963,7 @@ async fn status_command_agrees_with_the_cluster_and_exits_like_a_nagios_check() 
         err.trim(),
         "nats-insights: no nats-insights service answered on $INSIGHTS.API.STATUS: is it running, and are you in the system account?"
     );
-    let (code, _, err) = run_cli(&[
+    let (code, _, err) = support::run_cli(&[
         "status",
         "-s",
         "nats://127.0.0.1:1",

@@ -51,37 +51,6 @@ async fn linked(monitor: &Monitor, members: usize) {
     }
 }
 
-/// Raise events of `check` the monitor holds in HISTORY (what it published, whether or not a
-/// subscriber was connected at the time).
-async fn raised(monitor: &Monitor, check: &str) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let history = loop {
-        if let Some(h) = try_request_json(
-            &monitor.client,
-            "$INSIGHTS.API.HISTORY",
-            r#"{"limit": 1000}"#,
-        )
-        .await
-        {
-            break h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the monitor does not answer HISTORY"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    history["entries"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["check"] == check && x["event"] == "raised")
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits until node `i` has exited by itself (lame duck ends with the process exiting).
 async fn exited(cluster: &mut Cluster, i: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -150,7 +119,9 @@ async fn every_route_cut_leaves_a_group_leaderless_with_quorum_online_not_quorum
         "every member stayed online: {:#?}",
         events.lines()
     );
-    assert!(raised(&monitor, "META_006").await.is_empty());
+    assert!(support::raised_in_history(&monitor, "META_006")
+        .await
+        .is_empty());
     assert_eq!(
         events.history_of("META_106/default"),
         ["raised", "resolved"],
@@ -217,7 +188,7 @@ async fn a_leader_stopped_and_restarted_or_in_lame_duck_is_a_normal_election() {
             "{check} in a normal election: {:#?}",
             events.lines()
         );
-        let held = raised(&monitor, check).await;
+        let held = support::raised_in_history(&monitor, check).await;
         assert!(held.is_empty(), "{check}: {held:#?}");
     }
     monitor.stop().await;

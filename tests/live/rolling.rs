@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nats_insights::findings::TransitionKind::Raised;
-use support::{cluster, ready, request_json, try_request_json, Events, Monitor};
+use support::{cluster, ready, request_json, Events, Monitor};
 use testbed::{Cluster, Stop, SYS_PASSWORD, SYS_USER};
 
 /// Runs the product binary with the cluster's system-account connection flags; returns the exit
@@ -41,32 +41,7 @@ async fn cli(cluster: &Cluster, args: &[&str]) -> (i32, String) {
 
 /// Raise events of `check` (META_006, META_106) the monitor holds in HISTORY.
 async fn raises(monitor: &Monitor, check: &str) -> usize {
-    // The monitor's connection may be failing over after a restart: ask until it answers.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let history = loop {
-        if let Some(h) = try_request_json(
-            &monitor.client,
-            "$INSIGHTS.API.HISTORY",
-            r#"{"limit": 1000}"#,
-        )
-        .await
-        {
-            break h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the monitor does not answer HISTORY"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    history["entries"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["check"] == check && x["event"] == "raised")
-                .count()
-        })
-        .unwrap_or(0)
+    support::raised_in_history(monitor, check).await.len()
 }
 
 async fn wait_healthy(cluster: &Cluster, server: Option<&str>) {

@@ -457,6 +457,60 @@ fn assert_valid_against(name: &str, schema: &serde_json::Value, value: &serde_js
     );
 }
 
+/// Runs the real binary with the given arguments, without the caller's NATS environment:
+/// (exit code, stdout, stderr).
+pub async fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nats-insights"))
+        .args(args)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("NATS_INSIGHTS_LOG")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("the command finishes")
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Raise events of `check` the monitor holds in HISTORY (what it published, whether or not a
+/// subscriber was connected at the time). Its connection may be failing over after a restart:
+/// asked until it answers, for up to 30 s.
+pub async fn raised_in_history(monitor: &Monitor, check: &str) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        if let Some(h) = try_request_json(
+            &monitor.client,
+            "$INSIGHTS.API.HISTORY",
+            r#"{"limit": 1000}"#,
+        )
+        .await
+        {
+            break h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the monitor does not answer HISTORY"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    history["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["check"] == check && x["event"] == "raised")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Sends a request and decodes the JSON reply; `None` when nobody answers (yet).
 pub async fn try_request_json(
     client: &async_nats::Client,
