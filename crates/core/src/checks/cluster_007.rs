@@ -54,11 +54,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         GATEWAY_LOST_AFTER,
         |server, down, age| {
             let clusters: Vec<&str> = down.last.iter().map(String::as_str).collect();
-            let own = meta
-                .members
-                .iter()
-                .find(|m| m.name == server)
-                .and_then(|m| m.cluster.clone());
+            let own = meta.cluster_of(server);
             Finding {
                 check,
                 key: server_key(check, meta, server),

@@ -99,6 +99,14 @@ impl MetaAssessment {
         self.clusters.len() > 1
     }
 
+    /// The cluster of the member named `server`, if it is one and its cluster is known.
+    pub fn cluster_of(&self, server: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|m| m.name == server)
+            .and_then(|m| m.cluster.clone())
+    }
+
     /// A member's name with its cluster in a supercluster (`n5 (c2)`), else the name alone.
     pub fn member_label(&self, member: &Member) -> String {
         match (&member.cluster, self.is_supercluster()) {

@@ -55,11 +55,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
             Finding {
                 check,
                 key: server_key(check, meta, server),
-                cluster: meta
-                    .members
-                    .iter()
-                    .find(|m| m.name == server)
-                    .and_then(|m| m.cluster.clone()),
+                cluster: meta.cluster_of(server),
                 domain: meta.domain.clone(),
                 server: Some(server.to_string()),
                 summary: format!(
