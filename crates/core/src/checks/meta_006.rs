@@ -233,7 +233,7 @@ fn cluster_losses(meta: &MetaAssessment) -> Vec<String> {
 }
 
 /// `cluster C1` → `Cluster C1`, for the start of a sentence.
-fn capitalized(text: &str) -> String {
+pub(crate) fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),

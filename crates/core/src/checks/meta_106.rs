@@ -109,7 +109,7 @@ fn finding(
     let mut summary = format!(
         "{} has had no meta leader for {} although {} of {} members are online ({} needed for \
          quorum)",
-        capitalized(&meta.describe_group()),
+        super::meta_006::capitalized(&meta.describe_group()),
         seconds(leaderless_for),
         online,
         meta.cluster_size,
@@ -153,15 +153,6 @@ fn finding(
         remediation,
         // Material: who is online (the duration moves every round).
         fingerprint: online_names.join(","),
-    }
-}
-
-/// `cluster C1` → `Cluster C1`, for the start of a sentence.
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 
