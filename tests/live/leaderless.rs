@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nats_insights::engine::EngineConfig;
 use nats_insights::findings::TransitionKind::{Raised, Resolved};
-use support::{try_request_json, Events, Monitor};
+use support::{Events, Monitor};
 use testbed::{Cluster, Stop};
 
 /// The engine's defaults (the default `--leaderless-after` is what is tested), with leader
@@ -21,34 +21,6 @@ fn config() -> EngineConfig {
     let mut config = EngineConfig::default();
     config.thresholds.flap_max = 10;
     config
-}
-
-/// Waits until STATUS lists `members` members in `service.links`, each with a direct link that is
-/// up: then every server's own view reaches the monitor without the routes.
-async fn linked(monitor: &Monitor, members: usize) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
-            .await
-            .unwrap_or_default();
-        let links = status["service"]["links"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if links.len() == members
-            && links
-                .iter()
-                .all(|l| l["direct"] == true && l["connected"] == true)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every member linked: {:#}",
-            status["service"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Waits until node `i` has exited by itself (lame duck ends with the process exiting).
@@ -72,7 +44,7 @@ async fn every_route_cut_leaves_a_group_leaderless_with_quorum_online_not_quorum
     let monitor = Monitor::start_via(&cluster, &[0], config()).await;
     let mut events = Events::subscribe_each(&cluster).await;
     support::ready(&monitor, 3).await;
-    linked(&monitor, 3).await;
+    support::linked(&monitor, 3).await;
 
     let cut_at = Instant::now();
     for i in 0..3 {

@@ -186,35 +186,6 @@ async fn a_cut_link_of_the_monitors_own_to_a_healthy_server_raises_nothing() {
     monitor.stop().await;
 }
 
-/// Waits until STATUS lists `members` members in `service.links`, each with a direct link that is
-/// up; returns those entries.
-async fn linked(monitor: &Monitor, members: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
-            .await
-            .unwrap_or_default();
-        let links = status["service"]["links"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if links.len() == members
-            && links
-                .iter()
-                .all(|l| l["direct"] == true && l["connected"] == true)
-        {
-            support::assert_valid("status_response.json", &status);
-            return links;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every member linked: {:#}",
-            status["service"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Given the URL of one follower only, the monitor links every member and raises META_002 for
 /// the old leader cut off from the others (it keeps claiming leadership), as with every URL
 /// given; returns the links STATUS showed before the cut.
@@ -235,7 +206,7 @@ async fn one_url_sees_a_partitioned_old_leader(options: ClusterOptions) -> Vec<s
     config.thresholds.flap_max = 10;
     let monitor = Monitor::start_via(&cluster, &[given], config).await;
     support::ready(&monitor, 3).await;
-    let links = linked(&monitor, 3).await;
+    let links = support::linked(&monitor, 3).await;
     // The main connection stays on the given follower: keep the leader elsewhere.
     let attached = monitor.client.server_info().server_name;
     assert_eq!(attached, cluster.server_name(given));

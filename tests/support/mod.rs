@@ -479,6 +479,35 @@ pub async fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, Str
     )
 }
 
+/// Waits until STATUS lists `members` members in `service.links`, each with a direct link that is
+/// up (every server's own view then reaches the monitor without the routes); returns them.
+pub async fn linked(monitor: &Monitor, members: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = try_request_json(&monitor.client, "$INSIGHTS.API.STATUS", "")
+            .await
+            .unwrap_or_default();
+        let links = status["service"]["links"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if links.len() == members
+            && links
+                .iter()
+                .all(|l| l["direct"] == true && l["connected"] == true)
+        {
+            assert_valid("status_response.json", &status);
+            return links;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every member linked: {:#}",
+            status["service"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Raise events of `check` the monitor holds in HISTORY (what it published, whether or not a
 /// subscriber was connected at the time). Its connection may be failing over after a restart:
 /// asked until it answers, for up to 30 s.
