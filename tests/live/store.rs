@@ -696,12 +696,15 @@ async fn forged_records_and_peer_events_are_refused_and_real_crashes_still_raise
         ),
     ];
     for (finding, record) in &forged_records {
-        kv.put(
-            kv_key(finding),
-            serde_json::to_vec(record).expect("json").into(),
-        )
-        .await
-        .expect("forged record written");
+        // A stream created a moment ago may still answer "stream not found" on its first
+        // writes while its R3 group elects a leader: retry, as a real writer would.
+        let body: Vec<u8> = serde_json::to_vec(record).expect("json");
+        let mut tries = 0;
+        while let Err(e) = kv.put(kv_key(finding), body.clone().into()).await {
+            tries += 1;
+            assert!(tries < 20, "forged record written: {e}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     let monitor = Monitor::start_with_state(&cluster, EngineConfig::default(), "forged").await;
