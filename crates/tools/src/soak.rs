@@ -550,8 +550,8 @@ async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
         .await;
         if let Ok(Ok(msg)) = reply {
             if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-                // META_003 lasts its window, and a held note (SERVER_101, five minutes after a
-                // restart) is no sign the group is still unsettled.
+                // META_003 lasts its window, and a held finding (`held_note`) is no sign the
+                // group is still unsettled.
                 let quiet = status["findings"].as_array().is_some_and(|f| {
                     f.iter().all(|x| {
                         x["check"] == "META_003"
@@ -1567,11 +1567,13 @@ async fn instance_ids(client: &async_nats::Client, wait: Duration) -> Vec<String
     ids
 }
 
-/// A finding that notes an event for a fixed time after it rather than a condition that
-/// clears: SERVER_101 (a server restarted) stays raised for five minutes. One still open when
-/// the soak ends is not unresolved.
+/// A finding held for a fixed time after the events it counts rather than a condition that
+/// clears when the fault ends: SERVER_101 (a server restarted) stays raised for five minutes,
+/// SERVER_008 (a crash loop: three restarts in ten minutes, which a soak that restarts a server
+/// every minute or two causes for real) until its restarts age out of the ten minutes. One still
+/// open when the soak ends is not unresolved, and one open is no sign a fault has not settled.
 fn held_note(key: &str) -> bool {
-    key.split('/').next() == Some("SERVER_101")
+    matches!(key.split('/').next(), Some("SERVER_101" | "SERVER_008"))
 }
 
 #[cfg(test)]
