@@ -146,6 +146,22 @@ pub struct RunArgs {
     /// (its `sync_interval`) and not on every write; the server's default is 2 minutes.
     #[arg(long, env = "INSIGHTS_SYNC_INTERVAL_MAX", default_value = "1m", value_parser = humantime::parse_duration)]
     pub sync_interval_max: Duration,
+    /// How long a member's own ROUTEZ must lack a route to another member of its cluster before
+    /// CLUSTER_005 is raised (a route reconnects within a second or two).
+    #[arg(long, env = "INSIGHTS_ROUTES_MISSING_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub routes_missing_after: Duration,
+    /// How long a server's own GATEWAYZ must lack a gateway to another cluster of the group
+    /// before CLUSTER_007 is raised.
+    #[arg(long, env = "INSIGHTS_GATEWAY_LOST_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub gateway_lost_after: Duration,
+    /// How long a member's own HEALTHZ must fail before SERVER_014 is raised (an election leaves
+    /// followers without a leader for up to about 10 s).
+    #[arg(long, env = "INSIGHTS_HEALTH_FAILING_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub health_failing_after: Duration,
+    /// How long a member's own RAFTZ must show it catching up with the meta leader before
+    /// META_110 is raised.
+    #[arg(long, env = "INSIGHTS_CATCHING_UP_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub catching_up_after: Duration,
     /// Time between heartbeats on $INSIGHTS.HEARTBEAT.
     #[arg(long, env = "INSIGHTS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -193,6 +209,18 @@ impl RunArgs {
                     .to_string(),
             );
         }
+        if self.routes_missing_after.is_zero()
+            || self.gateway_lost_after.is_zero()
+            || self.health_failing_after.is_zero()
+            || self.catching_up_after.is_zero()
+        {
+            // Zero would raise a condition seen once, on a single reply.
+            return Err(
+                "--routes-missing-after, --gateway-lost-after, --health-failing-after and \
+                 --catching-up-after must be positive"
+                    .to_string(),
+            );
+        }
         let timing = GatherTiming {
             max_wait: GatherTiming::default()
                 .max_wait
@@ -214,6 +242,10 @@ impl RunArgs {
                 even_after: self.even_after,
                 meta_assets_max: self.meta_assets_max,
                 sync_interval_max: self.sync_interval_max,
+                routes_missing_after: self.routes_missing_after,
+                gateway_lost_after: self.gateway_lost_after,
+                health_failing_after: self.health_failing_after,
+                catching_up_after: self.catching_up_after,
             },
             poll_interval: self.poll_interval,
             heartbeat_interval: self.heartbeat_interval,
@@ -472,6 +504,36 @@ mod tests {
             config.thresholds.leaderless_after
                 > crate::thresholds::RAFT_ELECTION_TIMEOUT_MAX + config.poll_interval
         );
+    }
+
+    #[test]
+    fn the_hold_times_of_the_extra_sources_are_flags_refusing_zero() {
+        let config = run_args(&[
+            "--routes-missing-after",
+            "20s",
+            "--gateway-lost-after",
+            "30s",
+            "--health-failing-after",
+            "1m",
+            "--catching-up-after",
+            "2500ms",
+        ])
+        .expect("valid");
+        let t = config.thresholds;
+        assert_eq!(t.routes_missing_after, Duration::from_secs(20));
+        assert_eq!(t.gateway_lost_after, Duration::from_secs(30));
+        assert_eq!(t.health_failing_after, Duration::from_secs(60));
+        assert_eq!(t.catching_up_after, Duration::from_millis(2500));
+        for flag in [
+            "--routes-missing-after",
+            "--gateway-lost-after",
+            "--health-failing-after",
+            "--catching-up-after",
+        ] {
+            let refused = run_args(&[flag, "0s"]).expect_err("zero refused");
+            assert!(refused.contains(flag), "{refused}");
+            assert!(run_args(&[flag, "ten"]).is_err(), "{flag} parses durations");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Live tests of the sources beyond JSZ (ROUTEZ, HEALTHZ, RAFTZ, GATEWAYZ) and the checks built
 //! on them: the reply sizes that bound their cost (written in docs/new-sources.md), a route cut
 //! by a proxy (CLUSTER_005), a member whose JetStream health fails once its group lost quorum
-//! (SERVER_014), a member restarted three times (SERVER_101, SERVER_008).
+//! (SERVER_014), a member restarted three times (SERVER_101, SERVER_008), a member caught up over
+//! a slow link (META_110).
 
 use crate::support;
 
@@ -450,4 +451,151 @@ async fn extra_sources_decode_on_nats_server_2_10() {
         assert!((2..=3).contains(&meta.size), "{meta:?}");
         assert_eq!(meta.quorum_needed, meta.size / 2 + 1, "{meta:?}");
     }
+}
+
+/// How fast the link between the meta leader and the victim of the META_110 test carries each
+/// way while it catches up: its [`CATCH_UP_BYTES`] take about 20 s.
+const CATCH_UP_RATE: u64 = 512 * 1024;
+
+/// Meta entries written while the victim is cut off: consumers with 100 KB of metadata each
+/// (nats-server allows 128 KB), random so that the compressed assignment stays large.
+const CATCH_UP_BYTES: usize = 10 * 1024 * 1024;
+const PADDING: usize = 100 * 1024;
+
+/// `len` characters nothing compresses (nuids are random base62).
+fn incompressible(len: usize) -> String {
+    let mut s = String::with_capacity(len + 32);
+    while s.len() < len {
+        s.push_str(&nuid::next().to_string());
+    }
+    s.truncate(len);
+    s
+}
+
+/// META_110 for real: the route between the meta leader and a follower cut for the second it
+/// takes to write 10 MB of meta entries (consumers with large metadata) and then healed as a slow
+/// link (512 KB/s each way): the follower sees the gap on the leader's next append entry and
+/// asks to be caught up, and its own RAFTZ reports `catching_up` for the ~20 s the entries take
+/// to arrive. With `--catching-up-after` 2 s the finding is raised for that member only; the
+/// link's limit lifted, the catch-up ends and it resolves. The monitor and the watcher sit on the
+/// third server, whose links are not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_110_a_member_caught_up_over_a_slow_link_is_raised_until_it_is_done() {
+    use async_nats::jetstream;
+    use nats_insights::engine::EngineConfig;
+
+    let cluster = support::proxied_cluster().await;
+    let (leader, watcher, victim) = (0, 1, 2);
+    cluster.make_leader(leader).await.expect("node 0 leads");
+    let name = cluster.server_name(victim);
+    let victim_id = ids(&cluster).await[victim].clone();
+    let mut config = EngineConfig::default();
+    config.thresholds.catching_up_after = Duration::from_secs(2);
+    let monitor = Monitor::start_via(&cluster, &[watcher], config).await;
+    support::ready(&monitor, 3).await;
+    let mut events = Events::subscribe_via(&cluster, &[watcher]).await;
+
+    // A stream the consumers hang on, kept off the victim (an R1 stream placed on it would
+    // wait for it while it is cut off).
+    let js = jetstream::new(cluster.app_client(leader).await.expect("app client"));
+    let mut base = None;
+    for i in 0..12 {
+        let mut stream = js
+            .create_stream(jetstream::stream::Config {
+                name: format!("CATCHUP{i}"),
+                subjects: vec![format!("catchup.{i}")],
+                storage: jetstream::stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .expect("stream created");
+        let info = stream.info().await.expect("stream info");
+        let placed = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        if placed.is_some_and(|p| p != name) {
+            base = Some(stream);
+            break;
+        }
+    }
+    let base = base.expect("a stream placed off the victim");
+
+    // Cut: every append entry the leader sends meanwhile is lost to the victim. Short (raft's
+    // shortest election timeout is 4 s) so that the victim does not campaign.
+    let cut_at = Instant::now();
+    cluster.proxy(leader, victim).expect("proxied").cut();
+    cluster.proxy(victim, leader).expect("proxied").cut();
+    let consumers = CATCH_UP_BYTES / PADDING;
+    let created = futures::future::join_all((0..consumers).map(|i| {
+        let base = &base;
+        async move {
+            base.create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some(format!("C{i}")),
+                metadata: [("padding".to_string(), incompressible(PADDING))].into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        }
+    }))
+    .await;
+    assert!(created.iter().all(|ok| *ok), "every consumer created");
+    for (from, to) in [(leader, victim), (victim, leader)] {
+        let proxy = cluster.proxy(from, to).expect("proxied");
+        proxy.throttle(Some(CATCH_UP_RATE));
+        proxy.heal();
+    }
+    println!(
+        "{consumers} consumers written in {:?} while cut off",
+        cut_at.elapsed()
+    );
+
+    let raised = events
+        .expect(Raised, "META_110", Some(&name), SOURCE_TIMEOUT)
+        .await;
+    println!(
+        "META_110 raised {:?} after the cut: {}\n{:#}",
+        cut_at.elapsed(),
+        raised.summary,
+        raised.evidence
+    );
+    assert_eq!(raised.server.as_deref(), Some(name.as_str()));
+    assert!(
+        raised.evidence["since"].is_string(),
+        "{:#}",
+        raised.evidence
+    );
+    // Its own raft layer, asked directly, still says so.
+    let raft = ask(&cluster, watcher, &victim_id, Source::Raftz).await;
+    let meta = decode_raftz(&raft)
+        .expect("raftz decodes")
+        .1
+        .expect("_meta_");
+    println!("{name}'s RAFTZ now: {meta:?}");
+    assert!(meta.catching_up, "{meta:?}");
+    assert_eq!(
+        cluster.meta_leader().await.as_deref(),
+        Some(cluster.server_name(leader).as_str()),
+        "the leader kept its place: the victim did not campaign"
+    );
+
+    let lifted = Instant::now();
+    for (from, to) in [(leader, victim), (victim, leader)] {
+        cluster.proxy(from, to).expect("proxied").throttle(None);
+    }
+    events
+        .expect(Resolved, "META_110", Some(&name), SOURCE_TIMEOUT)
+        .await;
+    println!(
+        "META_110 resolved {:?} after the limit was lifted",
+        lifted.elapsed()
+    );
+    // Nobody else was catching up.
+    assert!(
+        !events
+            .seen
+            .iter()
+            .any(|e| e.check.as_str() == "META_110" && e.server.as_deref() != Some(name.as_str())),
+        "{:#?}",
+        events.lines()
+    );
+    monitor.stop().await;
 }

@@ -16,6 +16,26 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const LEADERLESS_AFTER_DEFAULT: Duration =
     Duration::from_secs(RAFT_ELECTION_TIMEOUT_MAX.as_secs() + DEFAULT_POLL_INTERVAL.as_secs() + 2);
 
+/// The default of `--routes-missing-after` (CLUSTER_005): longer than a restarted server takes
+/// to open its routes (under a second measured on 2.15) and than a configured route's reconnect
+/// (retried every second), so rolling restarts raise nothing.
+pub const ROUTES_MISSING_AFTER_DEFAULT: Duration = Duration::from_secs(10);
+
+/// The default of `--gateway-lost-after` (CLUSTER_007): longer than a gateway's reconnect
+/// (retried every second) and a restarted server's gateway handshake.
+pub const GATEWAY_LOST_AFTER_DEFAULT: Duration = Duration::from_secs(10);
+
+/// The default of `--health-failing-after` (SERVER_014): a server that just started reports
+/// "still recovering meta layer" for a moment, and an election after a leader crash leaves
+/// followers without a leader for up to raft's longest election timeout (9 s) plus the vote:
+/// 15 s keeps a normal election, with a poll's granularity, clear of it.
+pub const HEALTH_FAILING_AFTER_DEFAULT: Duration = Duration::from_secs(15);
+
+/// The default of `--catching-up-after` (META_110): a member that restarted or was cut off for
+/// a while receives a snapshot and the entries since, normally within seconds; a minute means
+/// the snapshot is large, the link slow or the member starved.
+pub const CATCHING_UP_AFTER_DEFAULT: Duration = Duration::from_secs(60);
+
 /// Configured limits the checks compare against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
@@ -51,6 +71,16 @@ pub struct Thresholds {
     /// META_107 is raised for a server whose JetStream flushes to disk less often than this
     /// (and not on every write).
     pub sync_interval_max: Duration,
+    /// CLUSTER_005 is raised for a member whose ROUTEZ has lacked routes to other members of
+    /// its cluster for this long.
+    pub routes_missing_after: Duration,
+    /// CLUSTER_007 is raised for a server whose GATEWAYZ has lacked a gateway to another
+    /// cluster of the group for this long.
+    pub gateway_lost_after: Duration,
+    /// SERVER_014 is raised for a member whose HEALTHZ has failed for this long.
+    pub health_failing_after: Duration,
+    /// META_110 is raised for a member whose RAFTZ has shown it catching up for this long.
+    pub catching_up_after: Duration,
 }
 
 impl Default for Thresholds {
@@ -69,6 +99,10 @@ impl Default for Thresholds {
             even_after: Duration::from_secs(30),
             meta_assets_max: 5_000,
             sync_interval_max: Duration::from_secs(60),
+            routes_missing_after: ROUTES_MISSING_AFTER_DEFAULT,
+            gateway_lost_after: GATEWAY_LOST_AFTER_DEFAULT,
+            health_failing_after: HEALTH_FAILING_AFTER_DEFAULT,
+            catching_up_after: CATCHING_UP_AFTER_DEFAULT,
         }
     }
 }

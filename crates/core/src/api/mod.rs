@@ -714,6 +714,10 @@ mod tests {
             even_after: Duration::from_secs(30),
             meta_assets_max: 5_000,
             sync_interval_max: Duration::from_secs(60),
+            routes_missing_after: crate::thresholds::ROUTES_MISSING_AFTER_DEFAULT,
+            gateway_lost_after: crate::thresholds::GATEWAY_LOST_AFTER_DEFAULT,
+            health_failing_after: crate::thresholds::HEALTH_FAILING_AFTER_DEFAULT,
+            catching_up_after: crate::thresholds::CATCHING_UP_AFTER_DEFAULT,
         };
         Context {
             status,

@@ -1,25 +1,20 @@
 //! Evaluate: CLUSTER_005 Routes missing between meta members, one finding per member whose own
 //! ROUTEZ lacks a route to another member of its cluster that answers.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::sources::judge_held;
 use super::{
-    seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity,
+    duration_words, seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged,
+    Remediation, Setting, Severity,
 };
+use crate::thresholds::Thresholds;
 use crate::time_format::rfc3339;
 
 impl CheckId {
     /// CLUSTER_005 Routes missing (Synadia Insights' code for the same condition).
     pub const CLUSTER_005: CheckId = CheckId::new("CLUSTER_005");
 }
-
-/// How long a member's routes must stay short before it is raised: longer than a restarted
-/// server takes to open its routes (under a second measured on 2.15) and than a configured
-/// route's reconnect (retried every second), so rolling restarts raise nothing.
-pub const ROUTES_MISSING_AFTER: Duration = Duration::from_secs(10);
 
 /// CLUSTER_005 in the catalog.
 pub const SPEC: CheckSpec = CheckSpec {
@@ -28,20 +23,28 @@ pub const SPEC: CheckSpec = CheckSpec {
     severity: Severity::Warning,
     category: "cluster",
     applies_to: "each meta group member whose ROUTEZ was asked (one finding per server)",
-    threshold: |_| {
+    threshold: |t| {
         format!(
             "a member's ROUTEZ lists fewer routes to the other members of its cluster that answer \
              than there are such members (members - 1), for {}",
-            seconds(ROUTES_MISSING_AFTER)
+            duration_words(t.routes_missing_after)
         )
     },
-    settings: |_| Vec::new(),
+    settings: |t| {
+        vec![Setting {
+            name: "routes_missing_after",
+            flag: "--routes-missing-after",
+            env: "INSIGHTS_ROUTES_MISSING_AFTER",
+            value: duration_words(t.routes_missing_after),
+            default: duration_words(Thresholds::default().routes_missing_after),
+        }]
+    },
     runbook: include_str!("../../../../runbooks/CLUSTER_005.md"),
     evaluate,
 };
 
 /// Raised for a member whose last ROUTEZ (asked this poll) has lacked routes to answering
-/// members of its cluster for `ROUTES_MISSING_AFTER`; members not asked this poll are undecided.
+/// members of its cluster for `routes_missing_after`; members not asked this poll are undecided.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::CLUSTER_005;
     let meta = j.meta;
@@ -50,7 +53,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         check,
         &j.history.extras.routes_short,
         |e| e.routes.is_some(),
-        ROUTES_MISSING_AFTER,
+        j.thresholds.routes_missing_after,
         |server, short, age| {
             let missing: Vec<&str> = short.last.iter().map(String::as_str).collect();
             let routes = j

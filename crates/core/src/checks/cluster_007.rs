@@ -1,24 +1,20 @@
 //! Evaluate: CLUSTER_007 Gateway lost, one finding per meta group member whose own GATEWAYZ
 //! has no outbound gateway to another cluster of its supercluster that answers.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::sources::judge_held;
 use super::{
-    seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity,
+    duration_words, seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged,
+    Remediation, Setting, Severity,
 };
+use crate::thresholds::Thresholds;
 use crate::time_format::rfc3339;
 
 impl CheckId {
     /// CLUSTER_007 Gateway lost (Synadia Insights' code for the same condition).
     pub const CLUSTER_007: CheckId = CheckId::new("CLUSTER_007");
 }
-
-/// How long a gateway must stay down before it is raised: longer than a gateway's reconnect
-/// (retried every second) and a restarted server's gateway handshake.
-pub const GATEWAY_LOST_AFTER: Duration = Duration::from_secs(10);
 
 /// CLUSTER_007 in the catalog.
 pub const SPEC: CheckSpec = CheckSpec {
@@ -28,21 +24,29 @@ pub const SPEC: CheckSpec = CheckSpec {
     category: "cluster",
     applies_to:
         "each meta group member of a supercluster whose GATEWAYZ was asked (one finding per server)",
-    threshold: |_| {
+    threshold: |t| {
         format!(
             "a member's GATEWAYZ has had no outbound gateway connection to a cluster the \
              supercluster's GATEWAYZ replies name (own names, outbound and inbound gateways), \
              for {}",
-            seconds(GATEWAY_LOST_AFTER)
+            duration_words(t.gateway_lost_after)
         )
     },
-    settings: |_| Vec::new(),
+    settings: |t| {
+        vec![Setting {
+            name: "gateway_lost_after",
+            flag: "--gateway-lost-after",
+            env: "INSIGHTS_GATEWAY_LOST_AFTER",
+            value: duration_words(t.gateway_lost_after),
+            default: duration_words(Thresholds::default().gateway_lost_after),
+        }]
+    },
     runbook: include_str!("../../../../runbooks/CLUSTER_007.md"),
     evaluate,
 };
 
 /// Raised for a member whose GATEWAYZ, asked this poll, has lacked an outbound gateway to an
-/// answering cluster for `GATEWAY_LOST_AFTER`; members not asked this poll are undecided.
+/// answering cluster for `gateway_lost_after`; members not asked this poll are undecided.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::CLUSTER_007;
     let meta = j.meta;
@@ -51,7 +55,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         check,
         &j.history.extras.gateways_down,
         |e| e.gateways.is_some(),
-        GATEWAY_LOST_AFTER,
+        j.thresholds.gateway_lost_after,
         |server, down, age| {
             let clusters: Vec<&str> = down.last.iter().map(String::as_str).collect();
             let own = meta.cluster_of(server);

@@ -1,25 +1,20 @@
 //! Evaluate: META_110 Meta member catching up for long, one finding per member whose own RAFTZ
 //! `_meta_` has shown it being caught up by the leader for longer than a minute.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::sources::judge_held;
 use super::{
-    seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity,
+    duration_words, seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged,
+    Remediation, Setting, Severity,
 };
+use crate::thresholds::Thresholds;
 use crate::time_format::rfc3339;
 
 impl CheckId {
     /// META_110 Meta member catching up for long (this project's own code).
     pub const META_110: CheckId = CheckId::new("META_110");
 }
-
-/// How long a member may be caught up before it is raised: a member that restarted or was cut
-/// off for a while receives a snapshot and the entries since, normally within seconds; a minute
-/// means the snapshot is large, the link slow or the member starved.
-pub const CATCHING_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// META_110 in the catalog.
 pub const SPEC: CheckSpec = CheckSpec {
@@ -28,19 +23,27 @@ pub const SPEC: CheckSpec = CheckSpec {
     severity: Severity::Warning,
     category: "jetstream_meta",
     applies_to: "each meta group member whose RAFTZ was asked (one finding per server)",
-    threshold: |_| {
+    threshold: |t| {
         format!(
             "a member's RAFTZ _meta_ has shown catching_up for {} (every time it was asked)",
-            seconds(CATCHING_UP_AFTER)
+            duration_words(t.catching_up_after)
         )
     },
-    settings: |_| Vec::new(),
+    settings: |t| {
+        vec![Setting {
+            name: "catching_up_after",
+            flag: "--catching-up-after",
+            env: "INSIGHTS_CATCHING_UP_AFTER",
+            value: duration_words(t.catching_up_after),
+            default: duration_words(Thresholds::default().catching_up_after),
+        }]
+    },
     runbook: include_str!("../../../../runbooks/META_110.md"),
     evaluate,
 };
 
 /// Raised for a member whose RAFTZ, asked this poll, has shown it catching up since more than
-/// `CATCHING_UP_AFTER` ago; members not asked this poll are undecided.
+/// `catching_up_after` ago; members not asked this poll are undecided.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_110;
     let meta = j.meta;
@@ -49,7 +52,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         check,
         &j.history.extras.catching_up,
         |e| e.raft_meta.is_some(),
-        CATCHING_UP_AFTER,
+        j.thresholds.catching_up_after,
         |server, catching, age| {
             let raft = j.extras.get(server).and_then(|e| e.raft_meta.as_ref());
             Finding {

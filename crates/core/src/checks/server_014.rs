@@ -1,26 +1,20 @@
 //! Evaluate: SERVER_014 JetStream health failing, one finding per member whose own HEALTHZ
 //! (`js-meta-only`) has reported JetStream unhealthy.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::sources::judge_held;
 use super::{
-    seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation, Severity,
+    duration_words, seconds, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged,
+    Remediation, Setting, Severity,
 };
+use crate::thresholds::Thresholds;
 use crate::time_format::rfc3339;
 
 impl CheckId {
     /// SERVER_014 JetStream health failing (Synadia Insights' code for the same condition).
     pub const SERVER_014: CheckId = CheckId::new("SERVER_014");
 }
-
-/// How long a member's HEALTHZ must keep failing before it is raised: a server that just
-/// started reports "still recovering meta layer" for a moment, and an election after a leader
-/// crash leaves followers without a leader for up to raft's longest election timeout (9 s) plus
-/// the vote: 15 s keeps a normal election, with a poll's granularity, clear of it.
-pub const HEALTH_FAILING_AFTER: Duration = Duration::from_secs(15);
 
 /// SERVER_014 in the catalog.
 pub const SPEC: CheckSpec = CheckSpec {
@@ -29,19 +23,27 @@ pub const SPEC: CheckSpec = CheckSpec {
     severity: Severity::Critical,
     category: "server",
     applies_to: "each meta group member whose HEALTHZ was asked (one finding per server)",
-    threshold: |_| {
+    threshold: |t| {
         format!(
             "a member's HEALTHZ (js-meta-only) has reported JetStream unhealthy (no contact with \
              a meta leader, not current with it, still recovering, a meta write error) for {}",
-            seconds(HEALTH_FAILING_AFTER)
+            duration_words(t.health_failing_after)
         )
     },
-    settings: |_| Vec::new(),
+    settings: |t| {
+        vec![Setting {
+            name: "health_failing_after",
+            flag: "--health-failing-after",
+            env: "INSIGHTS_HEALTH_FAILING_AFTER",
+            value: duration_words(t.health_failing_after),
+            default: duration_words(Thresholds::default().health_failing_after),
+        }]
+    },
     runbook: include_str!("../../../../runbooks/SERVER_014.md"),
     evaluate,
 };
 
-/// Raised for a member whose HEALTHZ, asked this poll, has failed for `HEALTH_FAILING_AFTER`;
+/// Raised for a member whose HEALTHZ, asked this poll, has failed for `health_failing_after`;
 /// members not asked this poll are undecided.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::SERVER_014;
@@ -51,7 +53,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         check,
         &j.history.extras.unhealthy,
         |e| e.health.is_some(),
-        HEALTH_FAILING_AFTER,
+        j.thresholds.health_failing_after,
         |server, failing, age| {
             let health = j.extras.get(server).and_then(|e| e.health.as_ref());
             Finding {
