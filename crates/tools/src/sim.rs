@@ -7,8 +7,13 @@
 //! (a supercluster). Every reply's envelope carries the server's own `cluster` and, outside the
 //! default domain, its `domain`; `meta_cluster.name` is the reporting server's own cluster, as
 //! nats-server fills it.
+//!
+//! Each server also answers the sources beyond JSZ the product asks of a few servers per poll
+//! (ROUTEZ, HEALTHZ, RAFTZ `_meta_`, GATEWAYZ: [`Deployment::extra_reply`]), shaped and sized
+//! like replies captured from nats-server 2.15.1 (`docs/new-sources.md`).
 
 use std::collections::HashSet;
+use std::io::Write as _;
 use std::ops::Range;
 
 use nats_insights::observe::{ServerIdentity, ServerView, Snapshot, Via};
@@ -311,6 +316,184 @@ impl Deployment {
     }
 }
 
+/// Route connections a real 2.15 server opens to each other server of its cluster (the default
+/// pool of three and the system account's route: 8 for 2 remotes, measured).
+pub const ROUTES_PER_REMOTE: usize = 4;
+
+/// Times in the simulated replies (fixed: only their size matters).
+const AT: &str = "2026-12-07T06:00:29.323265996Z";
+
+impl Deployment {
+    /// Server `i`'s reply envelope up to its `data` (`{"server":{...},"data":`), made from the
+    /// captured reply's: the server's name, id, cluster and domain.
+    fn envelope_head(&self, i: usize) -> Vec<u8> {
+        let mut server = self.template["server"].clone();
+        server["name"] = json!(self.names[i]);
+        server["id"] = json!(self.ids[i]);
+        server["cluster"] = json!(self.clusters[i]);
+        if let Some(domain) = &self.groups[self.group_of[i]].domain {
+            server["domain"] = json!(domain);
+        }
+        let mut out = b"{\"server\":".to_vec();
+        out.extend(serde_json::to_vec(&server).expect("encode a simulated envelope"));
+        out.extend_from_slice(b",\"data\":");
+        out
+    }
+
+    /// The live members of server `i`'s group in its own cluster, other than it.
+    fn cluster_peers(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        self.groups[self.group_of[i]]
+            .members
+            .clone()
+            .filter(move |j| *j != i && !self.offline[*j] && self.clusters[*j] == self.clusters[i])
+    }
+
+    /// The clusters of server `i`'s group other than its own, each with one live server (the
+    /// one its gateway connects to): a group over several clusters is a supercluster joined by
+    /// gateways; a group in one cluster (a domain reached by leaf nodes) has no gateway.
+    fn gateway_peers(&self, i: usize) -> Vec<(&str, usize)> {
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for j in self.groups[self.group_of[i]].members.clone() {
+            let cluster = self.clusters[j].as_str();
+            if !self.offline[j]
+                && cluster != self.clusters[i]
+                && seen.iter().all(|(c, _)| *c != cluster)
+            {
+                seen.push((cluster, j));
+            }
+        }
+        seen
+    }
+
+    /// Server `i`'s reply to `$SYS.REQ.SERVER.<id>.<token>` for the sources beyond JSZ
+    /// (`ROUTEZ`, `HEALTHZ`, `RAFTZ`, `GATEWAYZ`), shaped and sized like nats-server 2.15.1's
+    /// (captured on a 3-node cluster with a gateway to a fourth server): ROUTEZ lists
+    /// [`ROUTES_PER_REMOTE`] route connections to every live server of its cluster in its group
+    /// (about 440 bytes each); HEALTHZ is ok; RAFTZ holds the meta group with every other member
+    /// as a peer (the leader's entries carry `last_replicated_index` and `last_seen`, a
+    /// follower's only for the leader); GATEWAYZ names the server's cluster with one outbound
+    /// and one inbound connection per other cluster of its group, or no gateway at all when its
+    /// group has one cluster. Written as bytes, as [`Deployment::reply`]. `None` for another
+    /// token.
+    pub fn extra_reply(&self, i: usize, token: &str) -> Option<Vec<u8>> {
+        let mut out = self.envelope_head(i);
+        let (id, name) = (&self.ids[i], &self.names[i]);
+        match token {
+            "ROUTEZ" => {
+                let peers: Vec<usize> = self.cluster_peers(i).collect();
+                let _ = write!(
+                    out,
+                    r#"{{"server_id":"{id}","server_name":"{name}","now":"{AT}","num_routes":{},"routes":["#,
+                    peers.len() * ROUTES_PER_REMOTE
+                );
+                let mut rid = 8;
+                for (k, j) in peers.iter().enumerate() {
+                    for r in 0..ROUTES_PER_REMOTE {
+                        if k + r > 0 {
+                            out.push(b',');
+                        }
+                        rid += 1;
+                        let _ = write!(
+                            out,
+                            r#"{{"rid":{rid},"remote_id":"{}","remote_name":"{}","did_solicit":true,"is_configured":true,"ip":"127.0.0.1","port":{},"start":"{AT}","last_activity":"{AT}","rtt":"141µs","uptime":"15s","idle":"15s","pending_size":0,"in_msgs":0,"out_msgs":0,"in_bytes":0,"out_bytes":0,"subscriptions":0,"compression":"off"}}"#,
+                            self.ids[*j],
+                            self.names[*j],
+                            40_000 + (j % 20_000)
+                        );
+                    }
+                }
+                out.extend_from_slice(b"]}");
+            }
+            "HEALTHZ" => out.extend_from_slice(br#"{"status":"ok","status_code":200}"#),
+            "RAFTZ" => {
+                let group = &self.groups[self.group_of[i]];
+                let n = group.members.len();
+                let leader = &self.peers[group.leader];
+                let leads = i == group.leader;
+                let (state, since) = match leads {
+                    true => ("LEADER", format!(r#","leader_since":"{AT}""#)),
+                    false => ("FOLLOWER", String::new()),
+                };
+                let _ = write!(
+                    out,
+                    r#"{{"$SYS":{{"_meta_":{{"id":"{}","state":"{state}","size":{n},"quorum_needed":{},"committed":4,"applied":4,"leader":"{leader}"{since},"ever_had_leader":true,"term":5,"voted_for":"{leader}","pterm":5,"pindex":4,"system_account":true,"traffic_account":"$SYS","ipq_proposal_len":0,"ipq_entry_len":0,"ipq_resp_len":0,"ipq_apply_len":0,"wal":{{"messages":0,"bytes":0,"first_seq":5,"first_ts":"0001-01-01T00:00:00Z","last_seq":4,"last_ts":"{AT}","consumer_count":0}},"peers":{{"#,
+                    self.peers[i],
+                    n / 2 + 1
+                );
+                let mut first = true;
+                for j in group.members.clone().filter(|j| *j != i) {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    let _ = write!(
+                        out,
+                        r#""{}":{{"name":"{}","known":true"#,
+                        self.peers[j], self.names[j]
+                    );
+                    if leads {
+                        let (index, seen) = match self.offline[j] {
+                            true => (1, "30.000000000s"),
+                            false => (4, "459.009694ms"),
+                        };
+                        let _ = write!(
+                            out,
+                            r#","last_replicated_index":{index},"last_seen":"{seen}""#
+                        );
+                    } else if j == group.leader {
+                        out.extend_from_slice(br#","last_seen":"799.146428ms""#);
+                    }
+                    out.push(b'}');
+                }
+                out.extend_from_slice(b"}}}}");
+            }
+            "GATEWAYZ" => {
+                let remotes = self.gateway_peers(i);
+                if remotes.is_empty() {
+                    let _ = write!(
+                        out,
+                        r#"{{"server_id":"{id}","now":"{AT}","name":"","host":"","port":0,"outbound_gateways":{{}},"inbound_gateways":{{}}}}"#
+                    );
+                } else {
+                    let connection = |j: usize, port: usize| {
+                        format!(
+                            r#"{{"cid":{},"kind":"Gateway","ip":"127.0.0.1","port":{port},"start":"{AT}","last_activity":"{AT}","rtt":"209µs","uptime":"15s","idle":"0s","pending_bytes":0,"in_msgs":0,"out_msgs":17,"in_bytes":0,"out_bytes":2799,"subscriptions":60,"name":"{}"}}"#,
+                            12 + j % 1000,
+                            self.ids[j]
+                        )
+                    };
+                    let _ = write!(
+                        out,
+                        r#"{{"server_id":"{id}","now":"{AT}","name":"{}","host":"127.0.0.1","port":17221,"outbound_gateways":{{"#,
+                        self.clusters[i]
+                    );
+                    for (k, (cluster, j)) in remotes.iter().enumerate() {
+                        let comma = if k > 0 { "," } else { "" };
+                        let _ = write!(
+                            out,
+                            r#"{comma}"{cluster}":{{"configured":true,"connection":{}}}"#,
+                            connection(*j, 17231)
+                        );
+                    }
+                    out.extend_from_slice(br#"},"inbound_gateways":{"#);
+                    for (k, (cluster, j)) in remotes.iter().enumerate() {
+                        let comma = if k > 0 { "," } else { "" };
+                        let _ = write!(
+                            out,
+                            r#"{comma}"{cluster}":[{{"configured":false,"connection":{}}}]"#,
+                            connection(*j, 47450)
+                        );
+                    }
+                    out.extend_from_slice(b"}}");
+                }
+            }
+            _ => return None,
+        }
+        out.push(b'}');
+        Some(out)
+    }
+}
+
 impl Deployment {
     /// Puts server `i` into `snapshot` by its identity only (IDZ: no domain, no cluster, no
     /// view), as a large poll sees the servers it did not ask for their whole view.
@@ -373,6 +556,68 @@ mod tests {
             }
         }
         assert!(decode_reply_ok(&d.reply(1)));
+    }
+
+    #[test]
+    fn the_extra_replies_decode_as_the_product_reads_them_and_match_the_deployment() {
+        use nats_insights::observe::extras::{
+            decode_gatewayz, decode_healthz, decode_raftz, decode_routez,
+        };
+        let d = Deployment::single(60);
+        let crashed = (0..d.len()).find(|i| d.offline[*i]).expect("one crashed");
+        let reply = |i: usize, token: &str| d.extra_reply(i, token).expect(token);
+        let (server, routes) = decode_routez(&reply(1, "ROUTEZ")).expect("ROUTEZ decodes");
+        assert_eq!(server.name, d.names[1]);
+        assert_eq!(routes.remotes.len(), 58, "every other live member");
+        assert!(!routes.remotes.contains(&d.names[crashed]));
+        assert_eq!(routes.connections, 58 * ROUTES_PER_REMOTE);
+        let per_route = (reply(1, "ROUTEZ").len() - reply(1, "HEALTHZ").len()) / (58 * 4);
+        assert!((380..520).contains(&per_route), "{per_route} B per route");
+        assert!(decode_healthz(&reply(1, "HEALTHZ"))
+            .expect("HEALTHZ")
+            .1
+            .ok());
+        for i in [0, 1] {
+            let raft = decode_raftz(&reply(i, "RAFTZ"))
+                .expect("RAFTZ")
+                .1
+                .expect("meta");
+            assert_eq!((raft.size, raft.quorum_needed, raft.peers), (60, 31, 59));
+            assert_eq!(raft.named.len(), 59);
+            assert_eq!(raft.leader.as_deref(), Some(d.peers[0].as_str()));
+        }
+        let (_, gw) = decode_gatewayz(&reply(1, "GATEWAYZ")).expect("GATEWAYZ");
+        assert!(
+            gw.name.is_empty() && gw.outbound.is_empty(),
+            "one cluster: no gateway"
+        );
+        assert!(d.extra_reply(1, "VARZ").is_none());
+
+        let many = Deployment::parse("2x3+8/4").expect("shape");
+        let member = many.groups[2].members.start;
+        let (_, gw) = decode_gatewayz(&many.extra_reply(member, "GATEWAYZ").expect("gw"))
+            .expect("GATEWAYZ decodes");
+        assert_eq!(gw.name, many.clusters[member]);
+        assert_eq!(gw.outbound.len(), 3);
+        assert_eq!(gw.inbound, gw.outbound);
+        let (_, routes) =
+            decode_routez(&many.extra_reply(member, "ROUTEZ").expect("routez")).expect("ROUTEZ");
+        assert_eq!(routes.remotes.len(), 1, "its cluster's other server only");
+        let (_, gw) = decode_gatewayz(&many.extra_reply(0, "GATEWAYZ").expect("gw")).expect("gw");
+        assert!(gw.name.is_empty(), "a domain of one cluster has no gateway");
+    }
+
+    #[test]
+    fn the_extra_replies_of_three_members_are_sized_as_measured_on_2_15() {
+        // docs/new-sources.md: ROUTEZ 3,801-3,823 B, HEALTHZ 384, RAFTZ 942-1,067, GATEWAYZ 507
+        // (no gateways), on a 3-node 2.15.1 cluster.
+        let d = Deployment::single(3);
+        let size = |i: usize, token: &str| d.extra_reply(i, token).expect(token).len();
+        assert!((3_400..4_200).contains(&size(1, "ROUTEZ")));
+        assert!((330..450).contains(&size(1, "HEALTHZ")));
+        assert!((850..1_150).contains(&size(0, "RAFTZ")));
+        assert!((850..1_150).contains(&size(1, "RAFTZ")));
+        assert!((430..580).contains(&size(1, "GATEWAYZ")));
     }
 
     fn decode_reply_ok(bytes: &[u8]) -> bool {

@@ -7,10 +7,12 @@
 //! - HEALTHZ: at most [`EXTRAS_PER_POLL`] servers per poll, in rotation through the servers that
 //!   answer with a meta view.
 //! - ROUTEZ: of those, as many as [`ROUTEZ_REMOTES_PER_POLL`] allows, and only of a server whose
-//!   own cluster answers with at most [`ROUTEZ_CLUSTER_MAX`] servers (a ROUTEZ reply lists every
-//!   route of the server, so a 1,000-server full mesh would cost about 2 MB per reply).
+//!   own cluster answers with at most [`ROUTEZ_CLUSTER_MAX`] servers, counting the servers known
+//!   by identity only (no cluster) in every cluster (a ROUTEZ reply lists every route of the
+//!   server, so a 1,000-server full mesh would cost about 2 MB per reply).
 //! - RAFTZ `_meta_`: every server that claims to lead, plus one member in rotation; in groups of
-//!   more than [`RAFTZ_LARGE_GROUP`] members only every [`RAFTZ_LARGE_EVERY`]th poll.
+//!   more than [`RAFTZ_LARGE_GROUP`] members (the size they report) only every
+//!   [`RAFTZ_LARGE_EVERY`]th poll.
 //! - GATEWAYZ: only when the servers answering span several clusters, the same rotation as
 //!   ROUTEZ, asked without account details (one entry per remote cluster).
 //!
@@ -23,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::jsz::{ReplyError, ServerIdentity};
-use super::Snapshot;
+use super::{Snapshot, Via};
 
 /// Servers asked for ROUTEZ, HEALTHZ (and GATEWAYZ in a supercluster) in one poll.
 pub const EXTRAS_PER_POLL: usize = 8;
@@ -462,12 +464,20 @@ pub fn plan(snapshot: &Snapshot, round: u64) -> Vec<Ask> {
     if members.is_empty() {
         return Vec::new();
     }
+    // A server known by its identity only (IDZ, as a large group's poll sees most servers)
+    // carries no cluster: it may be in any cluster, so it counts towards the size of each.
+    // Counting only the views would make a 1,000-server cluster polled as a large group look
+    // like its 9 whole views, and ask for a ROUTEZ listing every route of the server (1.6 MB).
     let mut per_cluster: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    let mut unplaced = 0;
     for v in snapshot.views.values() {
-        *per_cluster.entry(v.server.cluster.as_deref()).or_default() += 1;
+        match (v.via, v.server.cluster.as_deref()) {
+            (Via::Identity, None) => unplaced += 1,
+            (_, cluster) => *per_cluster.entry(cluster).or_default() += 1,
+        }
     }
     let supercluster = per_cluster.keys().filter(|c| c.is_some()).count() > 1;
-    let largest = per_cluster.values().copied().max().unwrap_or(1).max(1);
+    let largest = (per_cluster.values().copied().max().unwrap_or(0) + unplaced).max(1);
     let routez_take = (ROUTEZ_REMOTES_PER_POLL / largest).clamp(1, EXTRAS_PER_POLL);
     let take = EXTRAS_PER_POLL.min(members.len());
     let start = (round as usize).wrapping_mul(take) % members.len();
@@ -480,7 +490,7 @@ pub fn plan(snapshot: &Snapshot, round: u64) -> Vec<Ask> {
     let chosen = members.iter().cycle().skip(start).take(take);
     for (n, (name, id, cluster, _)) in chosen.enumerate() {
         asks.push(ask(name, id, Source::Healthz));
-        let small = per_cluster.get(cluster).copied().unwrap_or(0) <= ROUTEZ_CLUSTER_MAX;
+        let small = per_cluster.get(cluster).copied().unwrap_or(0) + unplaced <= ROUTEZ_CLUSTER_MAX;
         if small && n < routez_take {
             asks.push(ask(name, id, Source::Routez));
         }
@@ -488,7 +498,16 @@ pub fn plan(snapshot: &Snapshot, round: u64) -> Vec<Ask> {
             asks.push(ask(name, id, Source::Gatewayz));
         }
     }
-    if members.len() > RAFTZ_LARGE_GROUP && round % RAFTZ_LARGE_EVERY != 0 {
+    // The size the members report (a large group's poll has only a few whole views).
+    let group = snapshot
+        .views
+        .values()
+        .filter_map(|v| v.meta.as_ref())
+        .map(|m| m.cluster_size.max(m.replicas.len() + 1))
+        .max()
+        .unwrap_or(0)
+        .max(members.len());
+    if group > RAFTZ_LARGE_GROUP && round % RAFTZ_LARGE_EVERY != 0 {
         return asks;
     }
     let mut raft: BTreeSet<(&str, &str)> =
@@ -595,6 +614,42 @@ mod tests {
         let super_cluster = plan(&snapshot(&[("a", 3), ("b", 3), ("c", 3)]), 1);
         assert_eq!(count(&super_cluster, Source::Gatewayz), EXTRAS_PER_POLL);
         assert!(plan(&Snapshot::default(), 1).is_empty());
+    }
+
+    #[test]
+    fn a_large_group_polled_by_identity_is_not_asked_for_routez_nor_raftz_every_poll() {
+        // As the large-group poll sees 1,000 servers of one cluster: 9 whole views (each
+        // reporting a group of 1,000), every other server by its identity only.
+        let mut large = snapshot(&[("a", 9)]);
+        for view in large.views.values_mut() {
+            let mut meta = (**view.meta.as_ref().expect("meta")).clone();
+            meta.cluster_size = 1000;
+            view.meta = Some(std::sync::Arc::new(meta));
+        }
+        for i in 0..991 {
+            let name = format!("idz-{i}");
+            let view = super::super::ServerView {
+                server: ServerIdentity {
+                    name: name.clone(),
+                    id: format!("ID{name}"),
+                    cluster: None,
+                    domain: None,
+                    ver: None,
+                },
+                meta: None,
+                via: super::super::Via::Identity,
+                jetstream: false,
+                facts: None,
+            };
+            large.views.insert(name, view);
+        }
+        for round in 1..RAFTZ_LARGE_EVERY * 2 {
+            let asks = plan(&large, round);
+            assert_eq!(count(&asks, Source::Healthz), EXTRAS_PER_POLL);
+            assert_eq!(count(&asks, Source::Routez), 0, "round {round}");
+            let raft = count(&asks, Source::Raftz);
+            assert_eq!(raft > 0, round % RAFTZ_LARGE_EVERY == 0, "round {round}");
+        }
     }
 
     #[test]

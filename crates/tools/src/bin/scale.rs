@@ -1,13 +1,23 @@
 //! Scale and idle-cost benchmark (`scripts/bench`, parts 2 and 3). Part 2: a simulator process
-//! answers the system account's JSZ and IDZ requests as the N servers of one meta group, over a
-//! real nats-server, and nats-insights polls it: per poll the gather + evaluate time, the bytes
-//! received and the CPU time (in-process, the pipeline's own functions), and the RSS of the real
-//! binary watching it. Then the same as a deployment of many meta groups (by default 300 domains
-//! of 3 servers and a supercluster group of 100), polled as the engine's round does (split into
-//! groups, each recorded and evaluated on its own), with each stage also timed on pure code.
+//! answers the system account's JSZ and IDZ requests, and the direct ROUTEZ, HEALTHZ, RAFTZ and
+//! GATEWAYZ requests, as the N servers of one meta group, over a real nats-server, and
+//! nats-insights polls it: per poll the gather + evaluate time, the bytes received and the CPU
+//! time (in-process, the pipeline's own functions), and the RSS of the real binary watching it.
+//! Then the same as a deployment of many meta groups (by default 300 domains of 3 servers and a
+//! supercluster group of 100), polled as the engine's round does (split into groups, each
+//! recorded and evaluated on its own), with each stage also timed on pure code.
 //! Part 3: the real binary watching a healthy 3-node cluster for a minute, and the load it puts
 //! on the servers. Writes `target/bench/2-scale.md`; figures, never fails on timing.
-
+//!
+//! The sources beyond JSZ (issue 28) are asked in every in-process poll after the JSZ gather, as
+//! `Engine::gather` does (`extras_io::gather_extras`), and their cost is the subsection "The
+//! sources beyond JSZ: what they add to each poll", printed after the N table's targets: one row
+//! per N (`one group of N in one cluster`) and one for the many-groups deployment, with the
+//! requests per poll by source, the answers, the bytes of their replies (mean and largest poll)
+//! and the time `gather_extras` took (median, worst, share of the cycle). In the other tables
+//! *cycle* includes that time and *gather* does not; *received per poll* is the JSZ and IDZ
+//! replies only. The binary's own *poll time, received* column (its metrics) counts the extras'
+//! bytes but not their time: `snapshot.duration` is set at the end of the JSZ gather.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -19,9 +29,10 @@ use futures::StreamExt;
 use nats_insights::checks::{evaluate_groups, Evaluation, Thresholds};
 use nats_insights::findings::{reconcile, ActiveSet};
 use nats_insights::history::Histories;
-use nats_insights::observe::gather;
+use nats_insights::observe::extras::{self, Source};
 use nats_insights::observe::jsz::decode_reply;
 use nats_insights::observe::plan::{self, Plan};
+use nats_insights::observe::{extras_io, gather};
 use nats_insights::observe::{Snapshot, Via};
 use nats_insights::timing::GatherTiming;
 use testbed::{Cluster, ClusterOptions, ACCOUNTS_CONF, SYS_PASSWORD, SYS_USER};
@@ -67,7 +78,8 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 
 /// Answers `$SYS.REQ.SERVER.PING.JSZ` (all live servers, or with `leader_only` every group's
-/// leader), `$SYS.REQ.SERVER.PING.IDZ` and the direct `$SYS.REQ.SERVER.<id>.JSZ|IDZ` of live
+/// leader), `$SYS.REQ.SERVER.PING.IDZ`, the direct `$SYS.REQ.SERVER.<id>.JSZ|IDZ` and the direct
+/// `$SYS.REQ.SERVER.<id>.ROUTEZ|HEALTHZ|RAFTZ|GATEWAYZ` ([`Deployment::extra_reply`]) of live
 /// servers, as the servers of `deployment`.
 async fn simulate(deployment: Deployment, url: &str) {
     let n = deployment.len();
@@ -75,6 +87,8 @@ async fn simulate(deployment: Deployment, url: &str) {
     // poll only ever asks for a few of them.
     let mut replies: Vec<Option<bytes::Bytes>> = vec![None; n];
     let identities: Vec<bytes::Bytes> = (0..n).map(|i| deployment.identity(i).into()).collect();
+    let mut extras: std::collections::HashMap<(usize, String), bytes::Bytes> =
+        std::collections::HashMap::new();
     let leaders: Vec<usize> = deployment.leaders().collect();
     let by_id: std::collections::HashMap<&str, usize> = deployment
         .ids
@@ -112,7 +126,24 @@ async fn simulate(deployment: Deployment, url: &str) {
         let jsz = match kind {
             "JSZ" => true,
             "IDZ" => false,
-            _ => continue,
+            // The sources beyond JSZ, asked only directly: built once per server and source.
+            _ => {
+                let Some(&i) = by_id.get(target) else {
+                    continue;
+                };
+                let body = match extras.entry((i, kind.to_string())) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let Some(reply) = deployment.extra_reply(i, kind) else {
+                            continue;
+                        };
+                        e.insert(bytes::Bytes::from(reply)).clone()
+                    }
+                };
+                let _ = client.publish(reply, body).await;
+                let _ = client.flush().await;
+                continue;
+            }
         };
         let targets: Vec<usize> = if target == "PING" {
             let leader_only = jsz && msg.payload.windows(11).any(|w| w == b"leader_only");
@@ -266,6 +297,8 @@ struct PollFigures {
     evaluate_ms: Vec<f64>,
     bytes: Vec<f64>,
     cpu_ms: Vec<f64>,
+    /// The sources beyond JSZ, per poll.
+    extras: ExtrasFigures,
     /// Keys of the findings active after the last poll.
     findings: Vec<String>,
     /// Servers that answered the last poll with a meta view.
@@ -274,6 +307,65 @@ struct PollFigures {
     groups: usize,
     /// Servers each group's history holds, by group label, after the last poll.
     filed: BTreeMap<String, Vec<String>>,
+}
+
+/// What the sources beyond JSZ (ROUTEZ, HEALTHZ, RAFTZ `_meta_`, GATEWAYZ) cost in the counted
+/// polls.
+#[derive(Default)]
+struct ExtrasFigures {
+    polls: usize,
+    /// Requests sent, by source in the order of `Source::ALL`, over all counted polls.
+    asked: [usize; 4],
+    /// Answers filed (a source of a server with a value), over all counted polls.
+    answered: usize,
+    /// Bytes of their replies, per poll.
+    bytes: Vec<f64>,
+    /// Time `gather_extras` took, per poll.
+    ms: Vec<f64>,
+    /// That time's share of the cycle, per poll.
+    share: Vec<f64>,
+}
+
+impl ExtrasFigures {
+    /// One row of the extras table: requests per poll by source, answers, bytes (mean, since
+    /// RAFTZ of a large group comes every 10th poll, and the largest), time (median, worst) and
+    /// its median share of the cycle.
+    fn row(&self, label: &str) -> String {
+        let polls = self.polls.max(1) as f64;
+        let per_poll = |k: usize| {
+            let v = self.asked[k] as f64 / polls;
+            match v.fract() == 0.0 {
+                true => format!("{v:.0}"),
+                false => format!("{v:.1}"),
+            }
+        };
+        let asked: usize = self.asked.iter().sum();
+        let mean = self.bytes.iter().sum::<f64>() / polls;
+        format!(
+            "| {label} | {} / {} / {} / {} | {} of {asked} | {} ({} largest) | {:.1} ms ({:.1} ms worst) | {:.0} % |",
+            per_poll(0),
+            per_poll(1),
+            per_poll(2),
+            per_poll(3),
+            self.answered,
+            kib(mean),
+            kib(worst(&self.bytes)),
+            median(&mut self.ms.clone()),
+            worst(&self.ms),
+            median(&mut self.share.clone()) * 100.0,
+        )
+    }
+}
+
+/// Bytes in KiB (one decimal below 10 KiB), or MiB from 1 MiB.
+fn kib(bytes: f64) -> String {
+    if bytes >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
+    } else if bytes >= 10.0 * 1024.0 {
+        format!("{:.0} KiB", bytes / 1024.0)
+    } else {
+        format!("{:.1} KiB", bytes / 1024.0)
+    }
 }
 
 /// The engine's group size for the plan (`group_size` in src/engine.rs): every domain's largest
@@ -313,6 +405,7 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
         evaluate_ms: Vec::new(),
         bytes: Vec::new(),
         cpu_ms: Vec::new(),
+        extras: ExtrasFigures::default(),
         findings: Vec::new(),
         answering: 0,
         groups: 0,
@@ -343,11 +436,30 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
                 round as u64,
             )
         };
-        let snapshot = match gather::poll(&client, &known, &plan, timing).await {
+        let mut snapshot = match gather::poll(&client, &known, &plan, timing).await {
             Ok(s) => s,
             Err(e) => panic!("poll failed: {e}"),
         };
         let gathered = started.elapsed();
+        // As `Engine::gather`: after the JSZ gather, the sources beyond JSZ of the few servers
+        // this round's rotation names (the engine's round counter starts at 1). Its bytes land
+        // in `snapshot.bytes`, its time in neither `snapshot.duration` nor the binary's poll time.
+        let extras_round = round as u64 + 1;
+        let jsz_bytes = snapshot.bytes;
+        extras_io::gather_extras(&client, &mut snapshot, extras_round, timing.probe_timeout).await;
+        let extras_done = started.elapsed();
+        let asks = extras::plan(&snapshot, extras_round);
+        let extras_bytes = snapshot.bytes.saturating_sub(jsz_bytes);
+        let answers: usize = snapshot
+            .extras
+            .values()
+            .map(|e| {
+                usize::from(e.routes.is_some())
+                    + usize::from(e.health.is_some())
+                    + usize::from(e.raft_meta.is_some())
+                    + usize::from(e.gateways.is_some())
+            })
+            .sum();
         let now = SystemTime::now();
         let parts = histories.split(&snapshot);
         let split = started.elapsed();
@@ -369,11 +481,21 @@ async fn poll_group(url: &str, polls: usize, warmup: usize, full: bool) -> PollF
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             figures.cycle_ms.push(ms(cycle));
             figures.gather_ms.push(ms(gathered));
-            figures.after_gather_ms.push(ms(cycle - gathered));
-            figures.history_ms.push(ms(recorded - gathered));
-            figures.split_ms.push(ms(split - gathered));
+            figures.after_gather_ms.push(ms(cycle - extras_done));
+            figures.history_ms.push(ms(recorded - extras_done));
+            figures.split_ms.push(ms(split - extras_done));
             figures.evaluate_ms.push(ms(cycle - recorded));
-            figures.bytes.push(snapshot.bytes as f64);
+            figures.bytes.push(jsz_bytes as f64);
+            let e = &mut figures.extras;
+            e.polls += 1;
+            for (k, source) in Source::ALL.iter().enumerate() {
+                e.asked[k] += asks.iter().filter(|a| a.source == *source).count();
+            }
+            e.answered += answers;
+            e.bytes.push(extras_bytes as f64);
+            e.ms.push(ms(extras_done - gathered));
+            e.share
+                .push((extras_done - gathered).as_secs_f64() / cycle.as_secs_f64().max(1e-9));
             figures.cpu_ms.push(ms(cpu));
             // The real nats-server under the simulator answers too: count only the members.
             figures.answering = snapshot.views.values().filter(|v| v.meta.is_some()).count();
@@ -579,6 +701,8 @@ struct ManyGroups {
     supercluster: Option<(usize, usize)>,
     crashed: usize,
     row: String,
+    /// Its row of the table of the sources beyond JSZ.
+    extras_row: String,
     /// Servers of the deployment whose group's history does not hold them, and those another
     /// group's history holds.
     unfiled: usize,
@@ -682,6 +806,10 @@ async fn many_groups(shape: &str, url: &str, polls: usize) -> ManyGroups {
             &mut f,
             &service,
         ),
+        extras_row: f.extras.row(&format!(
+            "{} meta groups (`{shape}`)",
+            deployment.groups.len()
+        )),
         unfiled,
         misfiled,
         unexpected,
@@ -725,7 +853,7 @@ impl ManyGroups {
             ),
             None => format!("{} domains", self.domains),
         };
-        let _ = writeln!(md, "The simulator answers as a deployment of {groups} (shape `{}`, `BENCH_GROUPS_SHAPE`): each reply's envelope carries the server's own `cluster` and, outside the default domain, its `domain`; `meta_cluster.name` is the reporting server's own cluster (in the supercluster group it differs from server to server, as nats-server fills it); each group has its own leader and the member lists real servers send. Every 50th server of the deployment is crashed as above (the next member when that one leads): {} META_001 findings expected. It is polled in-process as the engine's round does now (`Histories::split`, `record_snapshots`, `evaluate_groups`, the evaluations flattened, `reconcile`; the plan from the sum of every group's size, leaders left out of the follower sample as in `Engine::plan`), {polls} polls after 3 uncounted ones; the binary watches it as above. *gather* includes the known servers and the plan; *split + record* is `Histories::split` (also given alone) and `record_snapshots`; *evaluate + reconcile* is `evaluate_groups` and `reconcile`. The single-group row is the N = 1,000 run of the table above, split the same way.\n", self.shape, self.crashed);
+        let _ = writeln!(md, "The simulator answers as a deployment of {groups} (shape `{}`, `BENCH_GROUPS_SHAPE`): each reply's envelope carries the server's own `cluster` and, outside the default domain, its `domain`; `meta_cluster.name` is the reporting server's own cluster (in the supercluster group it differs from server to server, as nats-server fills it); each group has its own leader and the member lists real servers send. Every 50th server of the deployment is crashed as above (the next member when that one leads): {} META_001 findings expected. It is polled in-process as the engine's round does now (`Histories::split`, `record_snapshots`, `evaluate_groups`, the evaluations flattened, `reconcile`; the plan from the sum of every group's size, leaders left out of the follower sample as in `Engine::plan`), {polls} polls after 3 uncounted ones; the binary watches it as above. *gather* includes the known servers and the plan (the sources beyond JSZ count in *cycle*, not in *gather*: their subsection above); *split + record* is `Histories::split` (also given alone) and `record_snapshots`; *evaluate + reconcile* is `evaluate_groups` and `reconcile`. The single-group row is the N = 1,000 run of the table above, split the same way.\n", self.shape, self.crashed);
         let _ = writeln!(md, "| deployment | servers | groups assessed | cycle: median | worst | gather | split + record | evaluate + reconcile | received per poll | CPU per poll | binary: RSS | binary: CPU (of one core) | findings raised | binary: findings active | binary: poll time, received |");
         let _ = writeln!(
             md,
@@ -910,7 +1038,7 @@ async fn bench() {
         md,
         "## 2. Scale: N servers in one meta group, and in many\n"
     );
-    let _ = writeln!(md, "A simulator process answers the system account's requests as the N servers of one meta group, through a real nats-server on loopback: JSZ replies built on a reply captured from nats-server 2.15 (`tests/fixtures/healthy_5.json`) with the member lists real servers send (the leader lists every other member with its `active`; every follower lists every other member too), one leader, and every 50th member crashed (silent, 30 s unheard by the leader: N/50 findings expected). nats-insights polls it with its own pipeline functions in the benchmark process, {polls} polls after 3 uncounted ones: *cycle* is gather + history + evaluate + reconcile; CPU is the process's user + system time per poll (10 ms resolution, averaged). RSS is the real binary's (`nats-insights run`, memory state, default settings) after 10 s watching the same simulator.\n");
+    let _ = writeln!(md, "A simulator process answers the system account's requests as the N servers of one meta group, through a real nats-server on loopback: JSZ replies built on a reply captured from nats-server 2.15 (`tests/fixtures/healthy_5.json`) with the member lists real servers send (the leader lists every other member with its `active`; every follower lists every other member too), one leader, and every 50th member crashed (silent, 30 s unheard by the leader: N/50 findings expected). nats-insights polls it with its own pipeline functions in the benchmark process, {polls} polls after 3 uncounted ones: *cycle* is gather + the sources beyond JSZ (their own subsection below) + history + evaluate + reconcile; *received per poll* is the JSZ and IDZ replies; CPU is the process's user + system time per poll (10 ms resolution, averaged). RSS is the real binary's (`nats-insights run`, memory state, default settings) after 10 s watching the same simulator.\n");
 
     // Before: the full poll asks every server for its whole view; each lists every member.
     let mut before_rows = Vec::new();
@@ -932,6 +1060,7 @@ async fn bench() {
     }
 
     let mut rows = Vec::new();
+    let mut extras_rows = Vec::new();
     let mut target_cycle = None;
     let mut target_rss = None;
     let mut single_row = None;
@@ -950,6 +1079,7 @@ async fn bench() {
         drop(sim);
         let expected = (0..n).filter(|i| i % 50 == 25).count();
         let cycle = median(&mut f.cycle_ms.clone());
+        extras_rows.push(f.extras.row(&format!("one group of {n} in one cluster")));
         if n == 1000 {
             target_cycle = Some(cycle);
             target_rss = Some(service.peak_rss);
@@ -996,6 +1126,10 @@ async fn bench() {
     let _ = writeln!(md, "\nTargets at N = 1,000: cycle under 100 ms (measured: {}), RSS under 64 MiB (measured peak: {}). The check evaluation alone is measured by Criterion below.\n",
         target_cycle.map_or("not run".to_string(), |c| format!("{c:.1} ms")),
         target_rss.map_or("not run".to_string(), |r| format!("{r:.1} MiB")));
+    if let Some(many) = &many {
+        extras_rows.push(many.extras_row.clone());
+    }
+    md.push_str(&extras_section(&extras_rows, polls));
     if let Some(many) = many {
         md.push_str(&many.markdown(single_row.as_deref(), polls));
     }
@@ -1082,6 +1216,32 @@ async fn bench() {
     let out = out_dir();
     std::fs::write(out.join("2-scale.md"), &md).expect("write the scale section");
     println!("\n{md}");
+}
+
+/// The subsection on the sources beyond JSZ, one row per deployment polled.
+fn extras_section(rows: &[String], polls: usize) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "### The sources beyond JSZ: what they add to each poll
+"
+    );
+    let _ = writeln!(md, "After the JSZ gather, each poll asks a few servers directly for ROUTEZ, HEALTHZ (`js-meta-only`), RAFTZ (`_meta_`) and GATEWAYZ (the plan in `crates/core/src/observe/extras.rs`: HEALTHZ of {} members in rotation; ROUTEZ of as many of them as {} remote servers allow, only in clusters of at most {} servers answering; RAFTZ of every leader and one member in rotation, in groups of more than {} members only every {}th poll; GATEWAYZ of the same {} when the servers answering span several clusters), all at once, as `Engine::gather` does. The simulator answers them for every live server with replies shaped and sized like nats-server 2.15.1's (`Deployment::extra_reply`: ROUTEZ lists {} route connections to every other live server of the server's cluster, RAFTZ every other member of its group as a peer, GATEWAYZ one outbound and one inbound connection per other cluster of its group, none in a group of one cluster). Over the same {polls} counted polls as above: *requests per poll* by source; *answers* filed of the requests sent; *received* is the extras' reply bytes (mean per poll, and the largest poll), not counted in *received per poll* above (the binary's *received* counts them, its *poll time* does not: it ends with the JSZ gather); *time* is `gather_extras` alone, counted in *cycle* above, and its median share of the cycle.\n",
+        extras::EXTRAS_PER_POLL,
+        extras::ROUTEZ_REMOTES_PER_POLL,
+        extras::ROUTEZ_CLUSTER_MAX,
+        extras::RAFTZ_LARGE_GROUP,
+        extras::RAFTZ_LARGE_EVERY,
+        extras::EXTRAS_PER_POLL,
+        nats_insights_tools::sim::ROUTES_PER_REMOTE,
+    );
+    let _ = writeln!(md, "| deployment | requests per poll: ROUTEZ / HEALTHZ / RAFTZ / GATEWAYZ | answers | received per poll: mean (largest) | time per poll: median (worst) | share of the cycle |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for row in rows {
+        let _ = writeln!(md, "{row}");
+    }
+    let _ = writeln!(md);
+    md
 }
 
 /// Messages and bytes the servers got from, and sent to, the connections named `nats-insights*`.
