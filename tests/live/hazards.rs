@@ -253,7 +253,7 @@ const META_CONTROLLER_STARTS: &str = "Creating JetStream metadata controller";
 const BLOCKING_SNAPSHOT_STARTS: &str = "Metalayer blocking snapshot starting";
 
 /// Follows the log of a starting nats-server (`log` past `offset`). From
-/// [`META_CONTROLLER_STARTS`] on, it starves the process (the pid opens each line) of CPU, 10 ms
+/// [`META_CONTROLLER_STARTS`] on, it starves the process (the pid opens each line) of CPU, 5 ms
 /// slices between 40 ms pauses, reading the log in each pause; once [`BLOCKING_SNAPSHOT_STARTS`]
 /// is there, the pause it is in lasts [`SNAPSHOT_HOLD`] and the process runs freely again. The
 /// server ran at most one slice since the line, a fraction of the encoding's CPU, so the hold
@@ -308,8 +308,57 @@ fn pause_in_recovery_snapshot(log: std::path::PathBuf, offset: u64) -> Result<u3
                 log.display()
             ));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Kills node `i` and restarts it with [`pause_in_recovery_snapshot`] watching, then returns
+/// the durations (ns) of the snapshots its JSZ reports in the 2 s after the first one, and its
+/// log since the restart.
+async fn restarted_and_paused_in_snapshot(cluster: &mut Cluster, i: usize) -> (Vec<u64>, String) {
+    let log = cluster.log_path(i);
+    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    cluster.stop(i, Stop::Kill).await.expect("kill");
+    let watched = log.clone();
+    let watcher = std::thread::spawn(move || pause_in_recovery_snapshot(watched, offset));
+    cluster.restart(i).await.expect("restart");
+    let paused = tokio::task::spawn_blocking(move || watcher.join())
+        .await
+        .expect("join")
+        .expect("watcher");
+    let pid = paused.expect("paused in its snapshot");
+    assert_eq!(cluster.pid(i), Some(pid));
+    // The encoding ends once the member runs again; a member catching up may snapshot again
+    // at once, hiding the slow figure.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let mut first: Option<Instant> = None;
+    while first.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
+        let snap = victim_snapshot(cluster, i).await;
+        assert!(
+            first.is_some() || Instant::now() < deadline,
+            "no snapshot: {snap:#}"
+        );
+        if snap["last_duration"].is_u64() {
+            first.get_or_insert_with(Instant::now);
+            if seen.last().map(|s| &s["last_time"]) != Some(&snap["last_time"]) {
+                seen.push(snap);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read(&log).unwrap_or_default();
+    let since = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default());
+    let took = seen
+        .iter()
+        .filter_map(|s| s["last_duration"].as_u64())
+        .collect();
+    (took, since.into_owned())
+}
+
+/// Node `i`'s own JSZ `meta_cluster.snapshot`.
+async fn victim_snapshot(cluster: &Cluster, i: usize) -> serde_json::Value {
+    cluster_jsz(cluster, i).await["data"]["meta_cluster"]["snapshot"].clone()
 }
 
 /// META_004 for real, at Insights' 5 s level: a member paused by its host in the middle of a
@@ -324,7 +373,8 @@ fn pause_in_recovery_snapshot(log: std::path::PathBuf, offset: u64) -> Result<u3
 /// level, no threshold lowered. nats-server's own log must agree ("Metalayer blocking snapshot
 /// took", written above 2 s). Resolved by its next snapshot, taken unhindered when it becomes
 /// leader (new meta entries first: a snapshot needs some): fast. The other members raise
-/// nothing. About 20 s. (It replaces a five-minute test that starved a follower across its
+/// nothing. About 20 s, and 10 s more for each restart again (at most two; see the loop).
+/// (It replaces a five-minute test that starved a follower across its
 /// minute tick and hoped a pause would land in a 10-50 ms encoding: the log says when it runs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_paused_in_its_meta_snapshot_raises_snapshot_slow() {
@@ -365,56 +415,62 @@ async fn a_member_paused_in_its_meta_snapshot_raises_snapshot_slow() {
     let names: Vec<String> = (0..3).map(|i| cluster.server_name(i)).collect();
     let victim = &names[2];
 
-    let log = cluster.log_path(2);
-    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    cluster.stop(2, Stop::Kill).await.expect("kill");
-    let watcher = std::thread::spawn(move || pause_in_recovery_snapshot(log, offset));
-    cluster.restart(2).await.expect("restart");
-    let paused = tokio::task::spawn_blocking(move || watcher.join())
-        .await
-        .expect("join")
-        .expect("watcher");
-    let pid = paused.expect("paused in its snapshot");
-    assert_eq!(cluster.pid(2), Some(pid));
-
-    let snapshot =
-        || async { cluster_jsz(&cluster, 2).await["data"]["meta_cluster"]["snapshot"].clone() };
-    // The encoding ends once the member runs again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let slow = loop {
-        let snap = snapshot().await;
-        if snap["last_duration"].is_u64() {
-            break snap;
+    // The pause must come before the encoding ends, and the slow figure must stay in JSZ until
+    // a poll reads it: on a loaded machine the server may outrun one slice, or snapshot again
+    // within 100 ms as it catches up (each about one run in seven here). Then it is restarted
+    // again.
+    let key = format!("META_004/{GROUP}/{victim}");
+    let mut attempt = 0;
+    let took = loop {
+        attempt += 1;
+        let (took, log) = restarted_and_paused_in_snapshot(&mut cluster, 2).await;
+        let secs: Vec<String> = took
+            .iter()
+            .map(|ns| format!("{:.2} s", *ns as f64 / 1e9))
+            .collect();
+        eprintln!("META_004: attempt {attempt}: the paused member's snapshots took {secs:?}");
+        let slow = took
+            .iter()
+            .copied()
+            .find(|ns| *ns > SNAPSHOT_SLOW.as_nanos() as u64);
+        if let Some(slow) = slow {
+            assert!(
+                log.contains("Metalayer blocking snapshot took"),
+                "nats-server did not log the snapshot"
+            );
+            let seen = Instant::now();
+            while seen.elapsed() < Duration::from_secs(8)
+                && !transitions(&events, &key).contains(&"raised")
+            {
+                events.drain(Duration::from_millis(500)).await;
+            }
+            if transitions(&events, &key).contains(&"raised") {
+                break slow;
+            }
         }
-        assert!(Instant::now() < deadline, "no snapshot: {snap:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(attempt < 3, "no slow snapshot raised: {took:?}\n{log}");
+        // Something new in the meta log, so that the next recovery snapshots again.
+        let next = SNAPSHOT_STREAMS + attempt * 5;
+        assert_eq!(create(next..next + 5).await, 5);
     };
-    let took = slow["last_duration"].as_u64().unwrap_or(0);
-    eprintln!(
-        "META_004: the paused member's snapshot took {:.1} s",
-        took as f64 / 1e9
-    );
-    assert!(took > SNAPSHOT_SLOW.as_nanos() as u64, "not slow: {slow:#}");
-    let text = std::fs::read_to_string(cluster.log_path(2)).unwrap_or_default();
-    assert!(
-        text.contains("Metalayer blocking snapshot took"),
-        "nats-server did not log the snapshot"
-    );
 
     let raised = events
         .expect(Raised, "META_004", Some(victim), EVENT_TIMEOUT)
         .await;
-    assert_eq!(raised.finding, format!("META_004/{GROUP}/{victim}"));
+    assert_eq!(raised.finding, key);
     assert_eq!(raised.evidence["last_duration_ms"], took / 1_000_000);
     assert_eq!(raised.evidence["level"], "warning", "{:#}", raised.evidence);
 
     // New meta entries, then leadership: the victim snapshots again at once, unhindered.
-    assert_eq!(create(SNAPSHOT_STREAMS..SNAPSHOT_STREAMS + 5).await, 5);
+    assert_eq!(
+        create(SNAPSHOT_STREAMS + 50..SNAPSHOT_STREAMS + 55).await,
+        5
+    );
     cluster.make_leader(2).await.expect("the victim leads");
     events
         .expect(Resolved, "META_004", Some(victim), EVENT_TIMEOUT)
         .await;
-    let fast = snapshot().await;
+    let fast = victim_snapshot(&cluster, 2).await;
     eprintln!(
         "META_004: unhindered, its next snapshot took {} ms",
         fast["last_duration"].as_u64().unwrap_or(0) / 1_000_000
