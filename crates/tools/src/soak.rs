@@ -1101,8 +1101,14 @@ fn judge(
                 continue;
             }
         }
+        // A restart is noted when the restarted server first answers, after its JetStream
+        // recovery: seconds after the fault that restarted it ended.
+        let after = match e.check.as_str() {
+            "SERVER_101" | "SERVER_008" => RESTART_NOTED_WITHIN,
+            _ => slack,
+        };
         let explained = windows.iter().any(|w| {
-            let during = *at + slack >= w.start && *at <= w.end + slack;
+            let during = *at + slack >= w.start && *at <= w.end + after;
             let server = e.server.as_deref().unwrap_or_default();
             during
                 && match e.check.as_str() {
@@ -1566,6 +1572,10 @@ async fn instance_ids(client: &async_nats::Client, wait: Duration) -> Vec<String
     }
     ids
 }
+
+/// How long after a fault that restarted a server its SERVER_101 (or SERVER_008) may be raised:
+/// the restart is told when the new process first answers a poll, after its recovery.
+const RESTART_NOTED_WITHIN: Duration = Duration::from_secs(15);
 
 /// A finding held for a fixed time after the events it counts rather than a condition that
 /// clears when the fault ends: SERVER_101 (a server restarted) stays raised for five minutes,

@@ -40,6 +40,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         }]
     },
     runbook: include_str!("../../../../runbooks/CLUSTER_005.md"),
+    held_for: None,
     evaluate,
 };
 

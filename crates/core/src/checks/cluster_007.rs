@@ -42,6 +42,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         }]
     },
     runbook: include_str!("../../../../runbooks/CLUSTER_007.md"),
+    held_for: None,
     evaluate,
 };
 

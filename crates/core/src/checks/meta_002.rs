@@ -42,6 +42,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         }]
     },
     runbook: include_str!("../../../../runbooks/META_002.md"),
+    held_for: None,
     evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
 };
 

@@ -53,6 +53,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         ]
     },
     runbook: include_str!("../../../../runbooks/META_003.md"),
+    held_for: None,
     evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
 };
 

@@ -37,6 +37,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |_| Vec::new(),
     runbook: include_str!("../../../../runbooks/META_004.md"),
+    held_for: None,
     evaluate,
 };
 

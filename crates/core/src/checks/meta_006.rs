@@ -31,6 +31,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |t| vec![Setting::offline_after(t)],
     runbook: include_str!("../../../../runbooks/META_006.md"),
+    held_for: None,
     evaluate: |j| evaluate(j.meta, j.history, j.now),
 };
 

@@ -48,6 +48,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         ]
     },
     runbook: include_str!("../../../../runbooks/META_008.md"),
+    held_for: None,
     evaluate,
 };
 

@@ -50,6 +50,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         ]
     },
     runbook: include_str!("../../../../runbooks/META_101.md"),
+    held_for: None,
     evaluate,
 };
 

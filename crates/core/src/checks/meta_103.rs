@@ -38,6 +38,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         }]
     },
     runbook: include_str!("../../../../runbooks/META_103.md"),
+    held_for: None,
     evaluate,
 };
 

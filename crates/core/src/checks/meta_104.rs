@@ -25,6 +25,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |_| Vec::new(),
     runbook: include_str!("../../../../runbooks/META_104.md"),
+    held_for: None,
     evaluate,
 };
 

@@ -41,6 +41,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |t| vec![Setting::offline_after(t)],
     runbook: include_str!("../../../../runbooks/META_105.md"),
+    held_for: None,
     evaluate,
 };
 

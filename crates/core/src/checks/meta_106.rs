@@ -47,6 +47,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         ]
     },
     runbook: include_str!("../../../../runbooks/META_106.md"),
+    held_for: None,
     evaluate,
 };
 

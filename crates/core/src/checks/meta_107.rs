@@ -41,6 +41,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         }]
     },
     runbook: include_str!("../../../../runbooks/META_107.md"),
+    held_for: None,
     evaluate,
 };
 

@@ -100,6 +100,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |_| Vec::new(),
     runbook: include_str!("../../../../runbooks/META_108.md"),
+    held_for: None,
     evaluate,
 };
 

@@ -31,6 +31,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |_| Vec::new(),
     runbook: include_str!("../../../../runbooks/META_109.md"),
+    held_for: None,
     evaluate,
 };
 

@@ -39,6 +39,7 @@ pub const SPEC: CheckSpec = CheckSpec {
         }]
     },
     runbook: include_str!("../../../../runbooks/META_110.md"),
+    held_for: None,
     evaluate,
 };
 

@@ -90,6 +90,12 @@ pub struct CheckSpec {
     pub settings: fn(&Thresholds) -> Vec<Setting>,
     /// Its runbook (markdown with the sections of [`crate::runbook::SECTIONS`]).
     pub runbook: &'static str,
+    /// For a check whose findings note an event rather than a condition that clears (a
+    /// restart): once raised, a finding stays until this long after it last changed, whatever a
+    /// later round finds. Another instance that missed the event (it sampled the servers at
+    /// other moments, or started after it) would otherwise resolve what this one raises, round
+    /// after round. `None` for every check of a condition.
+    pub held_for: Option<Duration>,
     /// The check itself: a pure function of one meta group's judgement.
     pub evaluate: fn(&Judged<'_>) -> Evaluation,
 }

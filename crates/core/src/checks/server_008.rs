@@ -33,18 +33,19 @@ pub const SPEC: CheckSpec = CheckSpec {
     threshold: |_| {
         format!(
             "a member restarted (a new server id, same version: upgrades not counted) {} times \
-             or more within {}",
+             or more within {w}; held until it has run {w} without a restart",
             CRASH_LOOP_RESTARTS,
-            duration_words(CRASH_LOOP_WINDOW)
+            w = duration_words(CRASH_LOOP_WINDOW)
         )
     },
     settings: |_| Vec::new(),
     runbook: include_str!("../../../../runbooks/SERVER_008.md"),
+    held_for: Some(CRASH_LOOP_WINDOW),
     evaluate,
 };
 
 /// Raised for each server with `CRASH_LOOP_RESTARTS` restarts in the last `CRASH_LOOP_WINDOW`;
-/// resolves once fewer remain in the window.
+/// held (`held_for`) until `CRASH_LOOP_WINDOW` after its last restart.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::SERVER_008;
     let meta = j.meta;
@@ -92,8 +93,8 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
                      restarts takes one member away.",
                 ),
             ],
-            // Material: the count.
-            fingerprint: recent.len().to_string(),
+            // Material: another restart (the count falling as restarts age out is not news).
+            fingerprint: recent.last().map(|r| r.to_id.clone()).unwrap_or_default(),
         });
     }
     Evaluation::ran(check, meta, findings, BTreeSet::new())

@@ -37,6 +37,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     settings: |_| Vec::new(),
     runbook: include_str!("../../../../runbooks/SERVER_101.md"),
+    held_for: Some(RESTART_HOLD),
     evaluate,
 };
 

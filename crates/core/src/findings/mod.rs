@@ -10,7 +10,7 @@
 //! one (docs/ha.md).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -171,11 +171,20 @@ pub fn reconcile(
                 }
             }
         }
+        let held_for = evaluation.check.spec().held_for;
         let cleared: Vec<String> = by_scope
             .get(&(evaluation.check, evaluation.group.clone()))
             .into_iter()
             .flatten()
             .filter(|key| !current.contains_key(**key) && !undecided.contains(**key))
+            .filter(|key| {
+                let held = |h| {
+                    previous
+                        .get(**key)
+                        .is_some_and(|a| held(a.changed_at, h, now))
+                };
+                !held_for.is_some_and(held)
+            })
             .map(|key| key.to_string())
             .collect();
         for key in cleared {
@@ -186,6 +195,19 @@ pub fn reconcile(
         }
     }
     (next, transitions)
+}
+
+/// Whether a finding of a check whose findings are held for `hold` (a noted event, see
+/// [`crate::checks::CheckSpec::held_for`]) and that last changed at `changed_at` is still held at
+/// `now`. A `changed_at` ahead of `now` comes from a peer's clock or a forged record: within
+/// `hold` ahead it holds until `changed_at + hold`, further ahead not at all, so no record can hold
+/// a finding longer than twice its hold.
+fn held(changed_at: SystemTime, hold: Duration, now: SystemTime) -> bool {
+    match changed_at.duration_since(now) {
+        // Ahead of `now` (or equal).
+        Ok(ahead) => ahead <= hold,
+        Err(behind) => behind.duration() < hold,
+    }
 }
 
 fn transition(kind: TransitionKind, active: &ActiveFinding, now: SystemTime) -> Transition {
@@ -268,6 +290,49 @@ mod tests {
         assert_eq!(t3[0].kind, TransitionKind::Resolved);
         assert_eq!(t3[0].revision, 2);
         assert_eq!(t3[0].raised_at, t(1));
+    }
+
+    /// A noted event (SERVER_101: a restart, held five minutes) raised by a peer that saw it is
+    /// not resolved by a round that did not see it until its hold has passed; a record dated
+    /// further ahead than its hold (a forged or wildly skewed one) holds nothing.
+    #[test]
+    fn a_held_finding_outlives_rounds_that_miss_its_event_until_its_hold_ends() {
+        let check = CheckId::SERVER_101;
+        let hold = check.spec().held_for.expect("SERVER_101 is held");
+        let base = 1_000_000;
+        let (raised, _) = reconcile(
+            &ActiveSet::new(),
+            &Episodes::new(),
+            &[ran(check, vec![finding(check, "k", "id-2")], &[])],
+            t(base),
+        );
+        let missed = [ran(check, vec![], &[])];
+        let (kept, quiet) = reconcile(&raised, &Episodes::new(), &missed, t(base + 1));
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let last = t(base) + hold - Duration::from_secs(1);
+        let (kept, quiet) = reconcile(&kept, &Episodes::new(), &missed, last);
+        assert!(quiet.is_empty() && kept.contains_key("k"));
+        let (gone, resolved) = reconcile(&kept, &Episodes::new(), &missed, t(base) + hold);
+        assert!(gone.is_empty());
+        assert_eq!(resolved[0].kind, TransitionKind::Resolved);
+
+        // Dated ahead of the round: by a clock within the hold, held; by more, not.
+        let mut ahead = raised.clone();
+        if let Some(a) = ahead.get_mut("k") {
+            a.changed_at = t(base) + Duration::from_secs(5);
+        }
+        let (kept, quiet) = reconcile(&ahead, &Episodes::new(), &missed, t(base));
+        assert!(quiet.is_empty() && kept.contains_key("k"));
+        let mut forged = raised.clone();
+        if let Some(a) = forged.get_mut("k") {
+            a.changed_at = t(253_402_300_799);
+        }
+        let (gone, resolved) = reconcile(&forged, &Episodes::new(), &missed, t(base));
+        assert!(gone.is_empty());
+        assert_eq!(resolved[0].kind, TransitionKind::Resolved);
+
+        // A check of a condition is not held: the same round resolves META_001 at once.
+        assert_eq!(CheckId::META_001.spec().held_for, None);
     }
 
     #[test]
