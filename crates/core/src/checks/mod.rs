@@ -517,10 +517,15 @@ pub fn group_id_key(check: CheckId, group: &GroupId) -> String {
     format!("{}/{}", check, group.label())
 }
 
-/// Key of a per-server finding. Joined rather than formatted: checks that judge every member
-/// build one for each member they cannot judge, thousands per poll at 1,000 servers.
+/// Key of a per-server finding. Built by hand rather than formatted or joined: checks that judge
+/// every member build one for each member they cannot judge, thousands per poll at 1,000 servers.
 pub fn server_key(check: CheckId, meta: &MetaAssessment, server: &str) -> String {
-    [check.as_str(), meta.group.label(), server].join("/")
+    let (check, group) = (check.as_str(), meta.group.label());
+    let mut key = String::with_capacity(check.len() + group.len() + server.len() + 2);
+    for part in [check, "/", group, "/", server] {
+        key.push_str(part);
+    }
+    key
 }
 
 /// Keys of per-server findings of `check` for the servers the group's history knows but this
