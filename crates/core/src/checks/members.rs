@@ -392,11 +392,11 @@ pub fn assess_members(
         .map(|l| majority_losing(snapshot, l))
         .unwrap_or_default();
 
-    let member_names: BTreeSet<String> = entries.keys().cloned().collect();
     let non_members = snapshot
         .meta_views()
-        .map(|(v, _)| v.server.name.clone())
-        .filter(|n| !member_names.contains(n))
+        .map(|(v, _)| &v.server.name)
+        .filter(|n| !entries.contains_key(*n))
+        .cloned()
         .collect();
     let judging = Judging {
         snapshot,

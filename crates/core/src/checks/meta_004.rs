@@ -50,18 +50,21 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_004;
     let meta = j.meta;
     let mut findings = Vec::new();
-    let mut undecided = super::unlisted_known(check, meta, j.history);
+    // Keys of the members it cannot judge, in name order, made a set with the unlisted ones at
+    // the end: built only when needed, and inserted one by one they cost more than the rest of
+    // the check (a large group's poll has a thousand identity-only members).
+    let mut unjudged = Vec::new();
     let mut reporting = 0;
     let mut without_field = Vec::new();
     for member in &meta.members {
-        let key = server_key(check, meta, &member.name);
+        let key = || server_key(check, meta, &member.name);
         let Some(facts) = &member.facts else {
-            undecided.insert(key);
+            unjudged.push(key());
             continue;
         };
         let Some(snap) = &facts.snapshot else {
             without_field.push(member.name.as_str());
-            undecided.insert(key);
+            unjudged.push(key());
             continue;
         };
         reporting += 1;
@@ -76,7 +79,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         let level = if critical { "critical" } else { "warning" };
         findings.push(Finding {
             check,
-            key,
+            key: key(),
             cluster: member.cluster.clone(),
             domain: meta.domain.clone(),
             server: Some(member.name.clone()),
@@ -126,6 +129,10 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
             ),
         );
     }
+    let undecided = super::unlisted_known(check, meta, j.history)
+        .into_iter()
+        .chain(unjudged)
+        .collect();
     Evaluation::ran(check, meta, findings, undecided)
 }
 

@@ -54,19 +54,22 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_107;
     let meta = j.meta;
     let mut findings = Vec::new();
-    let mut undecided = super::unlisted_known(check, meta, j.history);
+    // Keys of the members it cannot judge, in name order, made a set with the unlisted ones at
+    // the end: built only when needed, and inserted one by one they cost more than the rest of
+    // the check (a large group's poll has a thousand identity-only members).
+    let mut unjudged = Vec::new();
     let max = j.thresholds.sync_interval_max;
     for member in &meta.members {
-        let key = server_key(check, meta, &member.name);
+        let key = || server_key(check, meta, &member.name);
         let Some(config) = member.facts.as_ref().and_then(|f| f.config.as_ref()) else {
-            undecided.insert(key);
+            unjudged.push(key());
             continue;
         };
         if config.sync_always == Some(true) {
             continue;
         }
         let Some(interval) = config.sync_interval.map(Duration::from_nanos) else {
-            undecided.insert(key);
+            unjudged.push(key());
             continue;
         };
         if interval <= max {
@@ -75,7 +78,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         let every = duration_words(interval);
         findings.push(Finding {
             check,
-            key,
+            key: key(),
             cluster: member.cluster.clone(),
             domain: meta.domain.clone(),
             server: Some(member.name.clone()),
@@ -111,6 +114,10 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
             fingerprint: interval.as_nanos().to_string(),
         });
     }
+    let undecided = super::unlisted_known(check, meta, j.history)
+        .into_iter()
+        .chain(unjudged)
+        .collect();
     Evaluation::ran(check, meta, findings, undecided)
 }
 

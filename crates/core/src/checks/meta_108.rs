@@ -110,11 +110,14 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::META_108;
     let meta = j.meta;
     let mut findings = Vec::new();
-    let mut undecided = super::unlisted_known(check, meta, j.history);
+    // Keys of the members it cannot judge, in name order, made a set with the unlisted ones at
+    // the end: built only when needed, and inserted one by one they cost more than the rest of
+    // the check (a large group's poll has a thousand members).
+    let mut unjudged = Vec::new();
     for member in &meta.members {
-        let key = server_key(check, meta, &member.name);
+        let key = || server_key(check, meta, &member.name);
         let Some(version) = member.version.as_deref() else {
-            undecided.insert(key);
+            unjudged.push(key());
             continue;
         };
         let Some(bad) = known_bad(version) else {
@@ -122,7 +125,7 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
         };
         findings.push(Finding {
             check,
-            key,
+            key: key(),
             cluster: member.cluster.clone(),
             domain: meta.domain.clone(),
             server: Some(member.name.clone()),
@@ -157,6 +160,10 @@ pub fn evaluate(j: &Judged<'_>) -> Evaluation {
             fingerprint: version.to_string(),
         });
     }
+    let undecided = super::unlisted_known(check, meta, j.history)
+        .into_iter()
+        .chain(unjudged)
+        .collect();
     Evaluation::ran(check, meta, findings, undecided)
 }
 
