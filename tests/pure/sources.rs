@@ -97,6 +97,7 @@ fn outcome(evaluations: &[Evaluation], check: CheckId) -> (Vec<Finding>, BTreeSe
             undecided,
         } => (findings.clone(), undecided.clone()),
         Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+        Outcome::Retired => panic!("retired"),
     }
 }
 

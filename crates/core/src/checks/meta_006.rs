@@ -263,6 +263,7 @@ mod tests {
         match evaluate(&meta, &history, t(leaderless_for)).outcome {
             Outcome::Ran { findings, .. } => findings,
             Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+            Outcome::Retired => panic!("retired"),
         }
     }
 

@@ -189,6 +189,7 @@ mod tests {
         let findings = |e: Evaluation| match e.outcome {
             Outcome::Ran { findings, .. } => findings,
             Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+            Outcome::Retired => panic!("retired"),
         };
         (
             findings((meta_006::SPEC.evaluate)(&judged)),
@@ -277,6 +278,7 @@ mod tests {
         {
             Outcome::Ran { findings, .. } => findings,
             Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+            Outcome::Retired => panic!("retired"),
         };
         assert!(at(55).is_empty());
         assert!(at(62).is_empty());

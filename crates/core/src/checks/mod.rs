@@ -333,6 +333,9 @@ pub enum Outcome {
         /// Why, for logs and status.
         reason: String,
     },
+    /// Its group was retired by an operator: everything it found resolves, held findings
+    /// (`CheckSpec::held_for`) too.
+    Retired,
 }
 
 /// One check's result.
@@ -394,7 +397,7 @@ impl GroupEvaluation {
     pub fn skipped(&self) -> Option<&str> {
         self.evaluations.iter().find_map(|e| match &e.outcome {
             Outcome::Skipped { reason } => Some(reason.as_str()),
-            Outcome::Ran { .. } => None,
+            Outcome::Ran { .. } | Outcome::Retired => None,
         })
     }
 }
@@ -448,10 +451,7 @@ pub fn forgotten_group(group: &GroupId) -> GroupEvaluation {
             .map(|spec| Evaluation {
                 check: spec.id,
                 group: group.clone(),
-                outcome: Outcome::Ran {
-                    findings: Vec::new(),
-                    undecided: BTreeSet::new(),
-                },
+                outcome: Outcome::Retired,
             })
             .collect(),
         unheard: None,
@@ -664,6 +664,7 @@ pub(crate) mod test_support {
         match &e.outcome {
             Outcome::Ran { findings, .. } => findings.clone(),
             Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+            Outcome::Retired => panic!("retired"),
         }
     }
 
@@ -678,6 +679,7 @@ pub(crate) mod test_support {
                 undecided.iter().cloned().collect(),
             ),
             Outcome::Skipped { reason } => panic!("skipped: {reason}"),
+            Outcome::Retired => panic!("retired"),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! the same transition sends the same id, whatever its clock says, and no two transitions share
 //! one (docs/ha.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -133,13 +133,15 @@ pub fn reconcile(
             .or_default()
             .push(key.as_str());
     }
+    let nothing = (Vec::new(), BTreeSet::new());
     for evaluation in evaluations {
-        let Outcome::Ran {
-            findings,
-            undecided,
-        } = &evaluation.outcome
-        else {
-            continue;
+        let (findings, undecided, held_for) = match &evaluation.outcome {
+            Outcome::Ran {
+                findings,
+                undecided,
+            } => (findings, undecided, evaluation.check.spec().held_for),
+            Outcome::Retired => (&nothing.0, &nothing.1, None),
+            Outcome::Skipped { .. } => continue,
         };
         let mut current: BTreeMap<&str, &Finding> = BTreeMap::new();
         for finding in findings {
@@ -171,7 +173,6 @@ pub fn reconcile(
                 }
             }
         }
-        let held_for = evaluation.check.spec().held_for;
         let cleared: Vec<String> = by_scope
             .get(&(evaluation.check, evaluation.group.clone()))
             .into_iter()
@@ -328,6 +329,16 @@ mod tests {
             a.changed_at = t(253_402_300_799);
         }
         let (gone, resolved) = reconcile(&forged, &Episodes::new(), &missed, t(base));
+        assert!(gone.is_empty());
+        assert_eq!(resolved[0].kind, TransitionKind::Resolved);
+
+        // A group an operator retired resolves its held findings too.
+        let retired = [Evaluation {
+            check,
+            group: GroupId::default(),
+            outcome: Outcome::Retired,
+        }];
+        let (gone, resolved) = reconcile(&raised, &Episodes::new(), &retired, t(base + 1));
         assert!(gone.is_empty());
         assert_eq!(resolved[0].kind, TransitionKind::Resolved);
 
