@@ -477,8 +477,18 @@ fn leader_flapping_counts_advisories_and_polls_once_each_and_ignores_the_first_l
     assert_eq!(flap[0].evidence["changes"][0]["source"], "advisory");
     assert_eq!(flap[0].evidence["changes"][1]["to"], first.as_str());
     assert_eq!(flap[0].evidence["changes"][1]["source"], "poll");
+    // Past a quarter of the window since the last change, it is kept but never raised anew
+    // (undecided): an instance on a clock behind another's must not raise again what the other
+    // just resolved when the window let go of a change.
+    let later = s.evaluate(t(8 + 16));
+    assert!(findings(&later, CheckId::META_003).is_empty());
+    assert!(later.iter().any(|e| e.check == CheckId::META_003
+        && matches!(&e.outcome, Outcome::Ran { undecided, .. } if undecided.len() == 1)));
     // Once the window slides past the first change it resolves.
-    assert!(findings(&s.evaluate(t(66)), CheckId::META_003).is_empty());
+    let resolved = s.evaluate(t(66));
+    assert!(findings(&resolved, CheckId::META_003).is_empty());
+    assert!(resolved.iter().any(|e| e.check == CheckId::META_003
+        && matches!(&e.outcome, Outcome::Ran { undecided, .. } if undecided.is_empty())));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Evaluate: META_003 Meta leader flapping, one finding per meta group.
 
 use std::collections::BTreeSet;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
@@ -27,10 +27,11 @@ pub const SPEC: CheckSpec = CheckSpec {
     applies_to: "the meta group (one finding per group: per JetStream domain)",
     threshold: |t| {
         format!(
-            "the meta leader changed more than {} time{} within {}",
+            "the meta leader changed more than {} time{} within {}, the last within {}",
             t.flap_max,
             if t.flap_max == 1 { "" } else { "s" },
-            duration_words(t.flap_window)
+            duration_words(t.flap_window),
+            duration_words(raise_within(t))
         )
     },
     settings: |t| {
@@ -57,8 +58,14 @@ pub const SPEC: CheckSpec = CheckSpec {
     evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
 };
 
-/// Raised when the leader changed more than `flap_max` times within `flap_window`; resolves when
-/// the window no longer holds that many.
+/// How recent the last leader change must be for flapping to be raised: a quarter of the
+/// window, at most 30 s (an election is seen within a poll, or at once from its advisory).
+pub fn raise_within(thresholds: &Thresholds) -> Duration {
+    (thresholds.flap_window / 4).min(Duration::from_secs(30))
+}
+
+/// Raised when the leader changed more than `flap_max` times within `flap_window`, the last
+/// within [`raise_within`]; resolves when the window no longer holds that many.
 pub fn evaluate(
     meta: &MetaAssessment,
     history: &History,
@@ -70,6 +77,21 @@ pub fn evaluate(
         .checked_sub(thresholds.flap_window)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let changes = history.leader_changes_since(window_start);
+    // Raised only on a recent change; kept (undecided) while older ones still count. When the
+    // window lets go of a change, the instances' clocks disagree on the moment by their skew (and
+    // a history loaded from the bucket carries another instance's clock): the one that lets go
+    // first resolves, and the one behind must not raise it again on a change long past.
+    let stale = changes
+        .last()
+        .is_some_and(|c| c.at < now.checked_sub(raise_within(thresholds)).unwrap_or(c.at));
+    if changes.len() > thresholds.flap_max && stale {
+        return Evaluation::ran(
+            check,
+            meta,
+            Vec::new(),
+            BTreeSet::from([group_key(check, meta)]),
+        );
+    }
     let findings = if changes.len() > thresholds.flap_max {
         let listed: Vec<serde_json::Value> = changes
             .iter()

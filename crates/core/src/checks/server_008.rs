@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::server_101::RESTART_RAISED_WITHIN;
 use super::{
     duration_words, server_key, CheckId, CheckSpec, Evaluation, Finding, Judged, Remediation,
     Severity,
@@ -44,16 +45,19 @@ pub const SPEC: CheckSpec = CheckSpec {
     evaluate,
 };
 
-/// Raised for each server with `CRASH_LOOP_RESTARTS` restarts in the last `CRASH_LOOP_WINDOW`;
-/// held (`held_for`) until `CRASH_LOOP_WINDOW` after its last restart.
+/// Raised for each server with `CRASH_LOOP_RESTARTS` restarts in the last `CRASH_LOOP_WINDOW`,
+/// the last within `RESTART_RAISED_WITHIN`; held (`held_for`) until `CRASH_LOOP_WINDOW` after
+/// its last restart.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::SERVER_008;
     let meta = j.meta;
     let from = j.now.checked_sub(CRASH_LOOP_WINDOW).unwrap_or(j.now);
+    let fresh = j.now.checked_sub(RESTART_RAISED_WITHIN).unwrap_or(j.now);
     let mut findings = Vec::new();
     for server in j.history.extras.restarts.keys() {
         let recent = j.history.extras.restarts_since(server, from);
-        if recent.len() < CRASH_LOOP_RESTARTS {
+        // Raised (or refreshed) by a recent restart only, as SERVER_101.
+        if recent.len() < CRASH_LOOP_RESTARTS || recent.last().is_none_or(|r| r.at < fresh) {
             continue;
         }
         let times: Vec<String> = recent.iter().map(|r| rfc3339(r.at)).collect();

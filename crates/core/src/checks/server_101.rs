@@ -18,8 +18,15 @@ impl CheckId {
     pub const SERVER_101: CheckId = CheckId::new("SERVER_101");
 }
 
-/// How long a restart stays raised.
+/// How long a restart stays raised (`held_for`: from when its finding last changed).
 pub const RESTART_HOLD: Duration = Duration::from_secs(300);
+
+/// How recent a restart must be to be raised (or its finding refreshed): a restart is seen at
+/// the first poll the new process answers. An older one in the history (loaded from the bucket,
+/// written by another instance on its own clock) raises nothing anew: by the time another
+/// instance's hold has ended on its clock, this one's would otherwise raise it again on a clock
+/// a few seconds behind.
+pub const RESTART_RAISED_WITHIN: Duration = Duration::from_secs(60);
 
 /// SERVER_101 in the catalog.
 pub const SPEC: CheckSpec = CheckSpec {
@@ -41,14 +48,16 @@ pub const SPEC: CheckSpec = CheckSpec {
     evaluate,
 };
 
-/// Raised for each server whose last restart is younger than `RESTART_HOLD`.
+/// Raised for each server whose last restart is younger than `RESTART_RAISED_WITHIN`, and held
+/// (`held_for`) until `RESTART_HOLD` after.
 pub fn evaluate(j: &Judged<'_>) -> Evaluation {
     let check = CheckId::SERVER_101;
     let meta = j.meta;
     let from = j.now.checked_sub(RESTART_HOLD).unwrap_or(j.now);
+    let fresh = j.now.checked_sub(RESTART_RAISED_WITHIN).unwrap_or(j.now);
     let mut findings = Vec::new();
     for (server, restarts) in &j.history.extras.restarts {
-        let Some(last) = restarts.last().filter(|r| r.at >= from) else {
+        let Some(last) = restarts.last().filter(|r| r.at >= fresh) else {
             continue;
         };
         let recent = restarts.iter().filter(|r| r.at >= from).count();
