@@ -68,30 +68,18 @@ async fn reply_sizes_of_each_source_on_three_nodes() {
         let gateways = ask(&cluster, i, id, Source::Gatewayz).await;
         let decoded = decode_gatewayz(&gateways);
         let client = cluster.sys_client(i).await.expect("sys");
-        let full_jsz = client
-            .request(format!("$SYS.REQ.SERVER.{id}.JSZ"), "{}".into())
-            .await
-            .expect("jsz")
-            .payload
-            .len();
-        let varz = client
-            .request(format!("$SYS.REQ.SERVER.{id}.VARZ"), "{}".into())
-            .await
-            .expect("varz")
-            .payload
-            .len();
-        let statsz = client
-            .request(format!("$SYS.REQ.SERVER.{id}.STATSZ"), "{}".into())
-            .await
-            .expect("statsz")
-            .payload
-            .len();
-        let healthz_full = client
-            .request(format!("$SYS.REQ.SERVER.{id}.HEALTHZ"), "{}".into())
-            .await
-            .expect("healthz")
-            .payload
-            .len();
+        // The size of a plain `{}` request's reply, for the sources not asked.
+        let plain = |token: &'static str| {
+            let (client, subject) = (client.clone(), format!("$SYS.REQ.SERVER.{id}.{token}"));
+            async move {
+                let reply = client.request(subject, "{}".into()).await.expect(token);
+                reply.payload.len()
+            }
+        };
+        let full_jsz = plain("JSZ").await;
+        let varz = plain("VARZ").await;
+        let statsz = plain("STATSZ").await;
+        let healthz_full = plain("HEALTHZ").await;
         lines.push(format!(
             "{}: ROUTEZ {} B ({} route connections), HEALTHZ js-meta-only {} B (plain {} B), \
              RAFTZ _meta_ {} B, GATEWAYZ {} B ({}), JSZ {} B, VARZ {} B, STATSZ {} B",
