@@ -37,7 +37,10 @@ pub use options::read_nkey_seed;
 pub use system::verify_system_account;
 pub use url::{redact_url, split_credentials, UrlCredentials};
 
-use events::{another_server, log_direct_event, log_event};
+use events::{log_direct_event, log_event, ReconnectChoice};
+
+/// One connection attempt's limit (see the timer's doc).
+const CONNECT_TIMEOUT: Duration = crate::timing::CONNECT;
 
 /// Connection flags shared by every command.
 #[derive(Debug, Clone, Args, Default)]
@@ -261,15 +264,22 @@ impl ConnectArgs {
         let label = connection_name.to_string();
         let denials = Denials::default();
         let recorder = denials.clone();
+        let choice = std::sync::Arc::new(std::sync::Mutex::new(ReconnectChoice::default()));
         let options = args
             .options()
             .await?
             .name(connection_name)
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
-            .reconnect_to_server_callback(
-                |servers, last| async move { another_server(&servers, &last) },
-            )
+            .reconnect_to_server_callback(move |servers, last| {
+                let choice = choice.clone();
+                async move {
+                    match choice.lock() {
+                        Ok(mut choice) => choice.pick(&servers, &last),
+                        Err(_) => None,
+                    }
+                }
+            })
             .event_callback(move |event| {
                 let label = label.clone();
                 let recorder = recorder.clone();
@@ -369,7 +379,7 @@ impl ConnectArgs {
                 .options()
                 .await?
                 .name(&label)
-                .connection_timeout(Duration::from_secs(5))
+                .connection_timeout(CONNECT_TIMEOUT)
                 .max_reconnects(None)
                 .ignore_discovered_servers()
                 .retry_on_initial_connect()

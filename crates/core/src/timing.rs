@@ -59,6 +59,12 @@ pub const RAFT_ELECTION_MAX: Duration = Duration::from_secs(9);
 /// deploy/systemd, `terminationGracePeriodSeconds` in deploy/kubernetes).
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
+/// How long one connection attempt of the service's own connections (main, state, pinned) may
+/// take. A stopped (SIGSTOP) server's kernel still accepts TCP and the server never sends its
+/// INFO, so a reconnect that tries it waits this long: nats.go's default, kept short so that a
+/// move off a stalled server is not paid for with seconds of the monitor's own silence.
+pub const CONNECT: Duration = Duration::from_secs(2);
+
 /// The timers of the high-availability coordinator ([`crate::ha::Coordinator`]); `docs/ha.md`
 /// has them in a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +389,8 @@ mod tests {
         assert!(d.retry_after >= d.gap, "{d:?}");
         assert!(d.retry_max >= d.retry_after * 8, "{d:?}");
         assert!(d.retry_max <= Duration::from_secs(600), "{d:?}");
+        // One try of the service's own connections is no longer than a discovered link's.
+        assert!(CONNECT <= d.connect, "{d:?}");
     }
 
     #[test]
