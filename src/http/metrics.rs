@@ -865,6 +865,7 @@ mod tests {
             from: Some("e2".into()),
             to: "e1".into(),
             source: ChangeSource::Poll,
+            server_at: None,
             domain: Some("edge".into()),
         }];
         recorder.update(&status);
@@ -973,6 +974,7 @@ mod tests {
             from: Some("a".into()),
             to: "b".into(),
             source: ChangeSource::Poll,
+            server_at: None,
             domain: None,
         };
         let mut status = EngineStatus {

@@ -511,6 +511,12 @@ fn every_captured_event_decodes() {
     assert!(
         matches!(event("event_leader_elected.json", at), MetaEvent::LeaderElected { leader_peer, .. } if leader_peer == expected)
     );
+    // The announcing server's own time, which leader changes are aged on (META_003).
+    let stamped = humantime::parse_rfc3339_weak(&field("event_leader_elected.json", "timestamp"))
+        .expect("the fixture's timestamp");
+    assert!(
+        matches!(event("event_leader_elected.json", at), MetaEvent::LeaderElected { server_at, .. } if server_at == Some(stamped))
+    );
     let expected = field("event_server_removed.json", "server");
     assert!(
         matches!(event("event_server_removed.json", at), MetaEvent::ServerRemoved { server, .. } if server == expected)
@@ -720,6 +726,7 @@ fn a_leader_re_elected_after_losing_its_leadership_counts_silence_from_the_re_el
         cluster: None,
         domain: None,
         at: t(10),
+        server_at: None,
     });
     assert!(s.history.leader_changes.is_empty(), "the same leader");
     s.poll_replies(t(10), just_after_step_down(stale));

@@ -224,6 +224,7 @@ fn events_reach_the_group_they_concern() {
         cluster: Some("edge".into()),
         domain: Some("edge".into()),
         at: t(1),
+        server_at: None,
     });
     let edge = &d.histories.groups[&GroupId::of(Some("edge"))];
     let hub = &d.histories.groups[&GroupId::of(Some("hub"))];

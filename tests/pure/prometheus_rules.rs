@@ -166,6 +166,7 @@ fn rendered_metrics() -> String {
             from: None,
             to: leader,
             source: nats_insights::history::ChangeSource::Poll,
+            server_at: None,
             domain: None,
         }],
         ..Default::default()

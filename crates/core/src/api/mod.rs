@@ -683,6 +683,7 @@ mod tests {
             from: Some("n1".into()),
             to: "n2".into(),
             source: ChangeSource::Advisory,
+            server_at: None,
             domain: None,
         }];
         status.recent.record(

@@ -55,7 +55,7 @@ pub const SPEC: CheckSpec = CheckSpec {
     },
     runbook: include_str!("../../../../runbooks/META_003.md"),
     held_for: None,
-    evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now),
+    evaluate: |j| evaluate(j.meta, j.history, j.thresholds, j.now, j.server_now),
 };
 
 /// How recent the last leader change must be for flapping to be raised: a quarter of the
@@ -65,25 +65,27 @@ pub fn raise_within(thresholds: &Thresholds) -> Duration {
 }
 
 /// Raised when the leader changed more than `flap_max` times within `flap_window`, the last
-/// within [`raise_within`]; resolves when the window no longer holds that many.
+/// within [`raise_within`]; resolves when the window no longer holds that many. Ages are taken
+/// on the servers' clock (`server_now`) where the changes carry it: a history written by an
+/// instance whose clock is seconds off this one's would otherwise count a change just out of the
+/// window as in it.
 pub fn evaluate(
     meta: &MetaAssessment,
     history: &History,
     thresholds: &Thresholds,
     now: SystemTime,
+    server_now: Option<SystemTime>,
 ) -> Evaluation {
     let check = CheckId::META_003;
-    let window_start = now
-        .checked_sub(thresholds.flap_window)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let changes = history.leader_changes_since(window_start);
-    // Raised only on a recent change; kept (undecided) while older ones still count. When the
-    // window lets go of a change, the instances' clocks disagree on the moment by their skew (and
-    // a history loaded from the bucket carries another instance's clock): the one that lets go
-    // first resolves, and the one behind must not raise it again on a change long past.
+    let changes = history.leader_changes_within(thresholds.flap_window, now, server_now);
+    // Raised only on a recent change; kept (undecided) while older ones still count. Where a
+    // change has no servers' time, instances age it on their own clocks and disagree on the
+    // moment the window lets go of it by their skew (a history loaded from the bucket carries
+    // another instance's clock): the one that lets go first resolves, and the one behind must
+    // not raise it again on a change long past.
     let stale = changes
         .last()
-        .is_some_and(|c| c.at < now.checked_sub(raise_within(thresholds)).unwrap_or(c.at));
+        .is_some_and(|c| c.age(now, server_now) > raise_within(thresholds));
     if changes.len() > thresholds.flap_max && stale {
         return Evaluation::ran(
             check,
@@ -144,4 +146,60 @@ pub fn evaluate(
         Vec::new()
     };
     Evaluation::ran(check, meta, findings, BTreeSet::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::evaluate;
+    use crate::checks::members::leaderless_assessment;
+    use crate::checks::test_support::findings;
+    use crate::checks::Thresholds;
+    use crate::history::{ChangeSource, History};
+
+    fn at(secs: f64) -> SystemTime {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        if secs < 0.0 {
+            base - Duration::from_secs_f64(-secs)
+        } else {
+            base + Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// Two leader changes 21 s apart on the servers' clock: the first recorded by an instance
+    /// whose clock runs 3 s ahead, the second by one 1.7 s behind, and judged by the latter.
+    fn history() -> History {
+        let mut h = History::default();
+        h.observe_leader("n1", ChangeSource::Poll, at(-10.0), Some(at(-10.0)));
+        h.observe_leader("n2", ChangeSource::Advisory, at(3.0), Some(at(0.0)));
+        h.observe_leader("n3", ChangeSource::Advisory, at(21.0 - 1.7), Some(at(21.0)));
+        h
+    }
+
+    fn thresholds() -> Thresholds {
+        Thresholds {
+            flap_max: 1,
+            flap_window: Duration::from_secs(20),
+            ..Thresholds::default()
+        }
+    }
+
+    #[test]
+    fn changes_written_on_other_clocks_are_aged_on_the_servers_clock() {
+        let meta = leaderless_assessment(&["n1", "n2", "n3"], &[]);
+        let (h, t) = (history(), thresholds());
+        // On this instance's clock the first change looks 16.8 s old: inside the window.
+        let e = evaluate(&meta, &h, &t, at(21.5 - 1.7), Some(at(21.5)));
+        assert!(findings(&e).is_empty(), "{e:?}");
+        // Without the servers' time, ages fall back to the instance's clock.
+        let e = evaluate(&meta, &h, &t, at(21.5 - 1.7), None);
+        assert_eq!(findings(&e).len(), 1, "{e:?}");
+        // Two changes within the window on the servers' clock are flapping, whatever the
+        // instance's clock says.
+        let mut h = h;
+        h.observe_leader("n1", ChangeSource::Poll, at(30.0 + 4.0), Some(at(30.0)));
+        let e = evaluate(&meta, &h, &t, at(31.0 + 4.0), Some(at(31.0)));
+        assert_eq!(findings(&e).len(), 1, "{e:?}");
+    }
 }

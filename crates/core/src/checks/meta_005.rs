@@ -230,6 +230,7 @@ mod tests {
             history: &history,
             thresholds: &t,
             now: at,
+            server_now: None,
             extras: &Default::default(),
         });
         let f = crate::checks::test_support::findings(&e);

@@ -184,6 +184,7 @@ mod tests {
             history: &history,
             thresholds: &thresholds,
             now: t(at),
+            server_now: None,
             extras: &Default::default(),
         };
         let findings = |e: Evaluation| match e.outcome {
@@ -272,6 +273,7 @@ mod tests {
             history: &history,
             thresholds: &thresholds,
             now: t(secs),
+            server_now: None,
             extras: &Default::default(),
         })
         .outcome
@@ -308,6 +310,7 @@ mod tests {
             history: &history,
             thresholds: &thresholds,
             now: t(30),
+            server_now: None,
             extras: &Default::default(),
         });
         assert_eq!(

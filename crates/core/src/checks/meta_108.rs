@@ -231,6 +231,7 @@ mod tests {
             history: &history,
             thresholds: &t,
             now: at,
+            server_now: None,
             extras: &Default::default(),
         });
         let (findings, undecided) = keys(&e);

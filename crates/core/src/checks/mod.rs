@@ -110,6 +110,8 @@ pub struct Judged<'a> {
     pub thresholds: &'a Thresholds,
     /// The time of the round.
     pub now: SystemTime,
+    /// The servers' clock at this poll ([`crate::observe::Snapshot::server_now`]).
+    pub server_now: Option<SystemTime>,
     /// What the sources beyond JSZ said this poll, by server (only the servers asked).
     pub extras: &'a std::collections::BTreeMap<String, crate::observe::ServerExtras>,
 }
@@ -488,6 +490,7 @@ pub fn evaluate_group(
         history,
         thresholds,
         now,
+        server_now: crate::observe::plausible_server_time(snapshot.server_now(), now),
         extras: &snapshot.extras,
     };
     let evaluations = SPECS.iter().map(|spec| (spec.evaluate)(&judged)).collect();
@@ -647,6 +650,7 @@ pub(crate) mod test_support {
             history: &history,
             thresholds,
             now,
+            server_now: crate::observe::plausible_server_time(snapshot.server_now(), now),
             extras: &Default::default(),
         })
     }

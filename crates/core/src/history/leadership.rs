@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::History;
-use crate::observe::{Snapshot, Via};
+use crate::observe::{plausible_server_time, Snapshot, Via};
 
 /// How long a disagreeing server that stopped answering keeps the disagreement open.
 pub const DISAGREEMENT_GRACE: Duration = Duration::from_secs(10);
@@ -28,10 +28,32 @@ pub struct LeaderChange {
     pub to: String,
     /// What revealed it first.
     pub source: ChangeSource,
+    /// When it happened on the servers' clock: the election advisory's `timestamp`, or the JSZ
+    /// `now` of the poll that found it. Instances on clocks of their own, sharing one history,
+    /// measure a change's age on this one (`None` in records written before it was kept).
+    #[serde(
+        default,
+        with = "crate::time_format::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub server_at: Option<SystemTime>,
     /// The JetStream domain of the group (set where changes of several groups are listed
     /// together; a group's own history leaves it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+}
+
+impl LeaderChange {
+    /// How long ago it happened, measured on one clock: the servers' when both the change and
+    /// the poll carry their time (a history written by another instance then means the same on
+    /// this one, whatever either's clock says), else this instance's. A change dated in the
+    /// future is no age.
+    pub fn age(&self, now: SystemTime, server_now: Option<SystemTime>) -> Duration {
+        match (self.server_at, server_now) {
+            (Some(at), Some(server_now)) => server_now.duration_since(at).unwrap_or_default(),
+            _ => now.duration_since(self.at).unwrap_or_default(),
+        }
+    }
 }
 
 /// What revealed a leader change.
@@ -117,7 +139,14 @@ impl History {
 
     /// Records `leader` as the current leader; a different one than before is a change. The first
     /// leader ever seen is not a change (it was there when the service started).
-    pub fn observe_leader(&mut self, leader: &str, source: ChangeSource, at: SystemTime) {
+    /// `server_at` is when it happened on the servers' clock, when known.
+    pub fn observe_leader(
+        &mut self,
+        leader: &str,
+        source: ChangeSource,
+        at: SystemTime,
+        server_at: Option<SystemTime>,
+    ) {
         match self.leader.as_deref() {
             Some(current) if current == leader => {}
             None => self.leader = Some(leader.to_string()),
@@ -128,6 +157,7 @@ impl History {
                     from,
                     to: leader.to_string(),
                     source,
+                    server_at,
                     domain: None,
                 });
                 if self.leader_changes.len() > LEADER_CHANGES_KEPT {
@@ -139,10 +169,16 @@ impl History {
     }
 
     /// Notes an election advisory naming the winner's peer hash.
-    pub(super) fn record_election(&mut self, leader_peer: &str, at: SystemTime) {
+    pub(super) fn record_election(
+        &mut self,
+        leader_peer: &str,
+        at: SystemTime,
+        server_at: Option<SystemTime>,
+    ) {
         // An unknown hash cannot be named yet: the poll it triggers records the change.
         if let Some(name) = self.name_of_peer(leader_peer).map(str::to_string) {
-            self.observe_leader(&name, ChangeSource::Advisory, at);
+            let server_at = plausible_server_time(server_at, at);
+            self.observe_leader(&name, ChangeSource::Advisory, at, server_at);
             self.last_election = Some((name, at));
         }
     }
@@ -166,10 +202,17 @@ impl History {
         changed.max(re_elected)
     }
 
-    /// Leader changes at or after `since`.
-    pub fn leader_changes_since(&self, since: SystemTime) -> &[LeaderChange] {
-        let first = self.leader_changes.partition_point(|c| c.at < since);
-        &self.leader_changes[first..]
+    /// Leader changes at most `window` old (see [`LeaderChange::age`]), oldest first.
+    pub fn leader_changes_within(
+        &self,
+        window: Duration,
+        now: SystemTime,
+        server_now: Option<SystemTime>,
+    ) -> Vec<&LeaderChange> {
+        self.leader_changes
+            .iter()
+            .filter(|c| c.age(now, server_now) <= window)
+            .collect()
     }
 
     /// Notes whether servers disagree about who leads, and since when; a disagreement that ends

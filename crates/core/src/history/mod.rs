@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::plan::KnownServer;
 use crate::observe::MetaCluster;
-use crate::observe::{GroupId, MetaEvent, Snapshot};
+use crate::observe::{plausible_server_time, GroupId, MetaEvent, Snapshot};
 use crate::thresholds::Thresholds;
 
 mod extras;
@@ -193,7 +193,8 @@ impl History {
         self.record_size(meta.cluster_size.max(members.len()), members, stale, now);
         self.record_pending(meta, thresholds, now);
         self.record_behind(meta, thresholds, now);
-        self.observe_leader(leader, ChangeSource::Poll, now);
+        let server_now = plausible_server_time(snapshot.server_now(), now);
+        self.observe_leader(leader, ChangeSource::Poll, now, server_now);
         self.record_contact(snapshot, leader, meta, now);
         self.record_unheard(meta, leader, now);
     }
@@ -213,8 +214,11 @@ impl History {
             } => self.depart(server, server_id, DepartureKind::LameDuck, *at),
             MetaEvent::ServerRemoved { server, .. } => self.forget_server(server),
             MetaEvent::LeaderElected {
-                leader_peer, at, ..
-            } => self.record_election(leader_peer, *at),
+                leader_peer,
+                at,
+                server_at,
+                ..
+            } => self.record_election(leader_peer, *at, *server_at),
         }
     }
 }

@@ -57,6 +57,10 @@ struct LeaderElectedBody {
     cluster: Option<String>,
     #[serde(default)]
     domain: Option<String>,
+    /// The announcing server's clock; read leniently (a malformed one is no time, not a lost
+    /// advisory).
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +121,11 @@ pub fn decode_event(
                 cluster: body.cluster,
                 domain: body.domain.filter(|d| !d.is_empty()),
                 at,
+                server_at: body
+                    .timestamp
+                    .as_ref()
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
             })
         }
         ["$JS", "EVENT", "ADVISORY", "SERVER", "REMOVED"] => {

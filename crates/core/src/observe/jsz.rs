@@ -81,6 +81,13 @@ pub struct JszData {
         skip_serializing_if = "Option::is_none"
     )]
     pub ha_assets: Option<u64>,
+    /// The server's clock when it answered (`now`, RFC 3339).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub now: Option<String>,
 }
 
 /// JSZ `config`: the parts this service judges.
@@ -269,6 +276,46 @@ mod tests {
         assert_eq!((data.streams, data.ha_assets), (None, None));
         let snap = data.meta_cluster.expect("meta").snapshot.expect("snapshot");
         assert_eq!((snap.last_duration, snap.last_taken()), (None, None));
+    }
+
+    #[test]
+    fn the_servers_clock_is_the_latest_now_of_the_views() {
+        use crate::observe::{ServerView, Snapshot, Via};
+        let reply = |name: &str, now: &str| {
+            let raw =
+                format!(r#"{{"server":{{"name":"{name}","id":"{name}"}},"data":{{"now":{now}}}}}"#);
+            ServerView::from_reply(decode_reply(raw.as_bytes()).expect("valid"), Via::Gather)
+        };
+        let mut snapshot = Snapshot::default();
+        for (name, now) in [
+            ("n1", r#""2026-11-24T08:26:02.5Z""#),
+            ("n2", r#""2026-11-24T08:26:03.123456789Z""#),
+            ("n3", "17"),
+        ] {
+            snapshot.views.insert(name.to_string(), reply(name, now));
+        }
+        let expected = humantime::parse_rfc3339("2026-11-24T08:26:03.123456789Z").expect("time");
+        assert_eq!(snapshot.server_now(), Some(expected));
+        // A reply without a readable `now` carries no time.
+        assert_eq!(
+            snapshot.views["n3"].facts.as_ref().and_then(|f| f.now),
+            None
+        );
+        assert_eq!(Snapshot::default().server_now(), None);
+        // A server clock further off this instance's than the tolerance is not used.
+        use crate::observe::{plausible_server_time, SERVER_CLOCK_TOLERANCE};
+        let off = |secs| expected + std::time::Duration::from_secs(secs);
+        assert_eq!(
+            plausible_server_time(Some(off(59)), expected),
+            Some(off(59))
+        );
+        assert_eq!(
+            plausible_server_time(Some(expected), off(59)),
+            Some(expected)
+        );
+        assert!(SERVER_CLOCK_TOLERANCE < std::time::Duration::from_secs(61));
+        assert_eq!(plausible_server_time(Some(off(61)), expected), None);
+        assert_eq!(plausible_server_time(Some(expected), off(61)), None);
     }
 
     #[test]

@@ -49,6 +49,23 @@ impl std::fmt::Display for GroupId {
     }
 }
 
+/// How far a server's clock may be from this instance's for the times it gives to be used: a
+/// server (or an instance) whose clock is further off has it wrong, and its times must not age
+/// or freeze what the others timed. Well above the skew NTP leaves between hosts.
+pub const SERVER_CLOCK_TOLERANCE: Duration = Duration::from_secs(60);
+
+/// `server`, a time on a server's clock, when it is within [`SERVER_CLOCK_TOLERANCE`] of
+/// `local`, the same moment on this instance's clock.
+pub fn plausible_server_time(server: Option<SystemTime>, local: SystemTime) -> Option<SystemTime> {
+    server.filter(|s| {
+        let off = s
+            .duration_since(local)
+            .or_else(|_| local.duration_since(*s))
+            .unwrap_or_default();
+        off <= SERVER_CLOCK_TOLERANCE
+    })
+}
+
 /// What one poll saw: every server view that arrived, and which known servers stayed silent.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
@@ -93,6 +110,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The servers' clock at this poll: the latest JSZ `now` among the views (`None` when no
+    /// view carries one, as in a poll of identities only). Ages of what the servers timed are
+    /// measured on it, so that instances on clocks of their own agree on them.
+    pub fn server_now(&self) -> Option<SystemTime> {
+        self.views
+            .values()
+            .filter_map(|v| v.facts.as_ref()?.now)
+            .max()
+    }
+
     /// True when the main connection's server reached at most half of the servers that answered
     /// (the others only on their own links): it is on the small side of a cut, or cut off alone.
     pub fn main_path_in_minority(&self) -> bool {
@@ -276,6 +303,9 @@ pub struct JsFacts {
     /// JSZ `meta_cluster.snapshot`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<MetaSnapshotStats>,
+    /// JSZ `now`: the server's clock when it answered.
+    #[serde(skip)]
+    pub now: Option<SystemTime>,
 }
 
 /// The path a view took.
@@ -299,6 +329,10 @@ impl ServerView {
             consumers: d.consumers,
             ha_assets: d.ha_assets,
             snapshot: d.meta_cluster.as_ref().and_then(|m| m.snapshot.clone()),
+            now: d
+                .now
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
         });
         ServerView {
             facts,
@@ -342,6 +376,8 @@ pub enum MetaEvent {
         domain: Option<String>,
         /// When we received it.
         at: SystemTime,
+        /// When the announcing server says it happened, on its own clock (`timestamp`).
+        server_at: Option<SystemTime>,
     },
     /// `$JS.EVENT.ADVISORY.SERVER.REMOVED`: a peer was removed from the meta group.
     ServerRemoved {

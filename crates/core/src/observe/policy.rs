@@ -541,6 +541,7 @@ mod tests {
             cluster: None,
             domain: None,
             at,
+            server_at: None,
         };
         o.handle(
             Input::Event {

@@ -1319,6 +1319,7 @@ mod tests {
                 from: Some("n3".into()),
                 to: "n1".into(),
                 source: ChangeSource::Advisory,
+                server_at: None,
                 domain: None,
             }],
         );
@@ -1499,6 +1500,7 @@ mod tests {
                 from: None,
                 to: "n1".into(),
                 source: ChangeSource::Poll,
+                server_at: None,
                 domain: None,
             }],
         );
