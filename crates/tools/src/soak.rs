@@ -1124,7 +1124,7 @@ fn judge(
         };
         let explained = windows.iter().enumerate().any(|(i, w)| {
             let end = match e.check.as_str() {
-                "META_101" => catch_up_end(&windows, i, slack),
+                "META_101" => catch_up_end(windows, i, slack),
                 _ => w.end,
             };
             let during = *at + slack >= w.start && *at <= end + after;
