@@ -490,7 +490,7 @@ pub fn evaluate_group(
         history,
         thresholds,
         now,
-        server_now: crate::observe::plausible_server_time(snapshot.server_now(), now),
+        server_now: snapshot.plausible_server_now(now),
         extras: &snapshot.extras,
     };
     let evaluations = SPECS.iter().map(|spec| (spec.evaluate)(&judged)).collect();
@@ -650,7 +650,7 @@ pub(crate) mod test_support {
             history: &history,
             thresholds,
             now,
-            server_now: crate::observe::plausible_server_time(snapshot.server_now(), now),
+            server_now: snapshot.plausible_server_now(now),
             extras: &Default::default(),
         })
     }

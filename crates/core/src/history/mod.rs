@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::plan::KnownServer;
 use crate::observe::MetaCluster;
-use crate::observe::{plausible_server_time, GroupId, MetaEvent, Snapshot};
+use crate::observe::{GroupId, MetaEvent, Snapshot};
 use crate::thresholds::Thresholds;
 
 mod extras;
@@ -193,7 +193,7 @@ impl History {
         self.record_size(meta.cluster_size.max(members.len()), members, stale, now);
         self.record_pending(meta, thresholds, now);
         self.record_behind(meta, thresholds, now);
-        let server_now = plausible_server_time(snapshot.server_now(), now);
+        let server_now = snapshot.plausible_server_now(now);
         self.observe_leader(leader, ChangeSource::Poll, now, server_now);
         self.record_contact(snapshot, leader, meta, now);
         self.record_unheard(meta, leader, now);

@@ -120,6 +120,12 @@ impl Snapshot {
             .max()
     }
 
+    /// [`Snapshot::server_now`] when it is plausible against `now`, this instance's clock at the
+    /// same moment ([`plausible_server_time`]): the servers' clock the history and the checks use.
+    pub fn plausible_server_now(&self, now: SystemTime) -> Option<SystemTime> {
+        plausible_server_time(self.server_now(), now)
+    }
+
     /// True when the main connection's server reached at most half of the servers that answered
     /// (the others only on their own links): it is on the small side of a cut, or cut off alone.
     pub fn main_path_in_minority(&self) -> bool {
