@@ -111,6 +111,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         ("missed", &report.missed),
         ("duplicated", &report.duplicated),
         ("repeated", &report.repeated),
+        ("late", &report.late),
         ("false", &report.false_findings),
         ("wrong diagnosis", &report.wrong),
         ("unresolved", &report.unresolved),
