@@ -1743,6 +1743,13 @@ mod tests {
         window_of("SIGKILL n2", "n2", Harm::Crashed)
     }
 
+    /// `judge` of `received` against `windows` with no elections.
+    fn judged(windows: &[Window], received: &[Receipt], publishers: &Publishers) -> SoakReport {
+        let mut report = SoakReport::default();
+        judge(&mut report, windows, received, &[], publishers);
+        report
+    }
+
     fn window_of(label: &str, victim: &str, harm: Harm) -> Window {
         Window {
             label: label.to_string(),
@@ -1927,14 +1934,7 @@ mod tests {
             receipt(0, 10, &resolved),
             receipt(1, 10, &resolved),
         ];
-        let mut report = SoakReport::default();
-        judge(
-            &mut report,
-            &[window()],
-            &received,
-            &[],
-            &Publishers::default(),
-        );
+        let report = judged(&[window()], &received, &Publishers::default());
         assert!(report.ok(), "{report:#?}");
         assert_eq!(report.raised, 1);
         assert_eq!(report.expected, 1);
@@ -1950,14 +1950,7 @@ mod tests {
             receipt(0, 10, &event("bbbb", "resolved", 2)),
             receipt(0, 11, &event("dddd", "resolved", 2)),
         ];
-        let mut report = SoakReport::default();
-        judge(
-            &mut report,
-            &[window()],
-            &received,
-            &[],
-            &Publishers::default(),
-        );
+        let report = judged(&[window()], &received, &Publishers::default());
         assert_eq!(report.duplicated.len(), 2, "{:#?}", report.duplicated);
         assert!(report.duplicated[0].contains("RAISED with a second event id"));
         assert!(report.duplicated[1].contains("RESOLVED with a second event id"));
@@ -2013,25 +2006,19 @@ mod tests {
             publisher,
         ]);
         assert_eq!(publishers.decided(at(24), &decided), at(18));
-        let judged = |arrival: u64, publishers: &Publishers| {
-            let received = [receipt(0, arrival, &decided), receipt(0, 30, &resolved)];
-            let mut report = SoakReport::default();
-            judge(&mut report, &[rename.clone()], &received, &[], publishers);
-            report.false_findings
+        let arriving = |secs: u64, publishers: &Publishers| {
+            let received = [receipt(0, secs, &decided), receipt(0, 30, &resolved)];
+            judged(std::slice::from_ref(&rename), &received, publishers)
         };
-        assert!(judged(24, &publishers).is_empty());
-        let received = [receipt(0, 24, &decided), receipt(0, 30, &resolved)];
-        let mut report = SoakReport::default();
-        judge(&mut report, &[rename.clone()], &received, &[], &publishers);
+        let report = arriving(24, &publishers);
+        assert!(report.false_findings.is_empty(), "{report:#?}");
         assert_eq!(report.late.len(), 1, "{:?}", report.late);
         assert!(report.late[0].contains("from i:Au2E"), "{:?}", report.late);
+        let by_arrival = arriving(24, &Publishers::default());
+        assert_eq!(by_arrival.false_findings.len(), 1, "judged by its arrival");
+        let too_late = arriving(18 + 12, &publishers);
         assert_eq!(
-            judged(24, &Publishers::default()).len(),
-            1,
-            "judged by its arrival"
-        );
-        assert_eq!(
-            judged(18 + 12, &publishers).len(),
+            too_late.false_findings.len(),
             1,
             "later than the timers allow"
         );
