@@ -33,6 +33,9 @@ const FLAP_WINDOW: Duration = Duration::from_secs(20);
 const FLAP_MAX: usize = 1;
 /// The state bucket the instances share.
 const BUCKET: &str = "soak";
+/// How far before a fault's start and after its end a finding still counts as caused by it (a
+/// poll, and the delivery of what it decided).
+const SLACK: Duration = Duration::from_secs(2);
 /// How long a started monitor process gets to answer `$SRV.PING`.
 const MONITOR_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// META_102 (size changed) resolves this long after the last change, so that a membership
@@ -242,10 +245,10 @@ impl Window {
 /// or, when the faults that follow it at once stop or move the meta leader, the end of the last
 /// of them. A server restarted in one fault cannot catch up while the next one has paused the
 /// leader it follows (seed 2098098536: behind for the 10 s the next fault held the leader).
-fn catch_up_end(windows: &[Window], i: usize, slack: Duration) -> SystemTime {
+fn catch_up_end(windows: &[Window], i: usize) -> SystemTime {
     let mut end = windows[i].end;
     for next in &windows[i + 1..] {
-        if next.start > end + slack || !next.leader {
+        if next.start > end + SLACK || !next.leader {
             break;
         }
         end = next.end;
@@ -1051,7 +1054,6 @@ fn judge(
     elections: &[SystemTime],
     publishers: &Publishers,
 ) {
-    let slack = Duration::from_secs(2);
     // Copies: how often each subscriber got each id. Every subscriber gets one copy of each
     // message published; more than one on the same subscriber is the transition sent again.
     let mut copies: BTreeMap<(&str, usize), usize> = BTreeMap::new();
@@ -1150,7 +1152,7 @@ fn judge(
             episodes.iter().any(|(e, at)| {
                 e.check.as_str() == check
                     && (server.is_none() || e.server.as_deref() == server)
-                    && *at + slack >= w.start
+                    && *at + SLACK >= w.start
                     && *at <= w.end
             })
         };
@@ -1174,16 +1176,15 @@ fn judge(
     // Each finding raised must be explained by a fault going on at the time.
     for (e, received_at) in &episodes {
         // Explained by what was going on when it was decided (see `Publishers`).
-        let decided = publishers.decided(*received_at, e);
-        let at = &decided;
-        if received_at.duration_since(decided).is_ok_and(|d| d > slack) {
+        let at = publishers.decided(*received_at, e);
+        if received_at.duration_since(at).is_ok_and(|d| d > SLACK) {
             report.late.push(format!(
                 "{} {} ev:{} from i:{}: decided {}, arrived {}",
                 e.finding,
                 e.event.as_str(),
                 tail(&e.id),
                 tail(&e.instance),
-                clock(decided),
+                clock(at),
                 clock(*received_at)
             ));
         }
@@ -1192,11 +1193,11 @@ fn judge(
         // the leader" is not the whole truth. More than `FLAP_MAX` within the window is real.
         if e.check.as_str() == "META_003" {
             let from = at
-                .checked_sub(FLAP_WINDOW + slack)
+                .checked_sub(FLAP_WINDOW + SLACK)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             let count = elections
                 .iter()
-                .filter(|t| **t >= from && **t <= *at + slack)
+                .filter(|t| **t >= from && **t <= at + SLACK)
                 .count();
             if count > FLAP_MAX {
                 continue;
@@ -1206,14 +1207,14 @@ fn judge(
         // recovery: seconds after the fault that restarted it ended.
         let after = match e.check.as_str() {
             "SERVER_101" | "SERVER_008" => RESTART_NOTED_WITHIN,
-            _ => slack,
+            _ => SLACK,
         };
         let explained = windows.iter().enumerate().any(|(i, w)| {
             let end = match e.check.as_str() {
-                "META_101" => catch_up_end(windows, i, slack),
+                "META_101" => catch_up_end(windows, i),
                 _ => w.end,
             };
-            let during = *at + slack >= w.start && *at <= end + after;
+            let during = at + SLACK >= w.start && at <= end + after;
             let server = e.server.as_deref().unwrap_or_default();
             during
                 && match e.check.as_str() {
@@ -1234,7 +1235,7 @@ fn judge(
                             || (!w.victims.is_empty()
                                 && elections
                                     .iter()
-                                    .any(|t| *t + slack >= w.start && *t <= w.end + slack))
+                                    .any(|t| *t + SLACK >= w.start && *t <= w.end + SLACK))
                     }
                     // A server back from a fault, or joining under a new name, catches up.
                     "META_101" => {
@@ -1260,12 +1261,12 @@ fn judge(
             // saw before it led.
             let after_election = elections
                 .iter()
-                .any(|t| *t <= *at && *t + Duration::from_secs(2) >= *at);
+                .any(|t| *t <= at && *t + Duration::from_secs(2) >= at);
             report.false_findings.push(format!(
                 "{} {} at {}{}",
                 e.check,
                 e.finding,
-                nats_insights::time_format::rfc3339(*at),
+                nats_insights::time_format::rfc3339(at),
                 if after_election && e.check.as_str() == "META_001" {
                     " (just after a meta leader election)"
                 } else {
@@ -1295,7 +1296,6 @@ fn grade(
     peers: &BTreeMap<String, String>,
     publishers: &Publishers,
 ) {
-    let slack = Duration::from_secs(2);
     // Old names of renamed servers, from the start of their rename: the only stale peers.
     let retired: Vec<(&str, SystemTime)> = windows
         .iter()
@@ -1325,12 +1325,12 @@ fn grade(
         let at = publishers.decided(r.at, e);
         let during: Vec<&Window> = windows
             .iter()
-            .filter(|w| at + slack >= w.start && at <= w.end + slack)
+            .filter(|w| at + SLACK >= w.start && at <= w.end + SLACK)
             .collect();
         let is_retired = |name: &str| {
             retired
                 .iter()
-                .any(|(n, since)| *n == name && at + slack >= *since)
+                .any(|(n, since)| *n == name && at + SLACK >= *since)
         };
         let mut wrong = Vec::new();
         for name in stale_named(e) {
@@ -1399,7 +1399,7 @@ fn grade(
                     o.event.finding == e.finding
                         && o.event.episode == e.episode
                         && o.event.event == TransitionKind::Updated
-                        && o.at <= at + slack
+                        && o.at <= at + SLACK
                         && reasons_of(&o.event).iter().any(|r| r == "departed")
                 });
                 if e.event == TransitionKind::Raised
@@ -1796,7 +1796,6 @@ mod tests {
 
     #[test]
     fn a_victim_catches_up_until_the_faults_that_stop_the_leader_right_after_it_end() {
-        let slack = Duration::from_secs(2);
         let restart = window_of("SIGKILL n1, restarted", "n1", Harm::Crashed);
         let mut leader_paused = window_of("SIGSTOP n5 (meta leader)", "n5", Harm::Paused);
         leader_paused.leader = true;
@@ -1804,13 +1803,13 @@ mod tests {
         let mut later = window_of("SIGKILL n3", "n3", Harm::Crashed);
         (later.start, later.end) = (at(32), at(40));
         let windows = [restart, leader_paused, later];
-        assert_eq!(catch_up_end(&windows, 0, slack), at(32));
-        assert_eq!(catch_up_end(&windows, 1, slack), at(32));
-        assert_eq!(catch_up_end(&windows, 2, slack), at(40));
+        assert_eq!(catch_up_end(&windows, 0), at(32));
+        assert_eq!(catch_up_end(&windows, 1), at(32));
+        assert_eq!(catch_up_end(&windows, 2), at(40));
         // A fault that does not touch the leader ends the catch-up at its own end.
         let mut windows = windows;
         windows[1].leader = false;
-        assert_eq!(catch_up_end(&windows, 0, slack), at(20));
+        assert_eq!(catch_up_end(&windows, 0), at(20));
     }
 
     #[test]
